@@ -1,0 +1,29 @@
+"""jaxconv: PyTorch-exact, jit-compiled convolutions for JAX, with several algorithms."""
+
+from jaxconv._impls import IMPLS
+from jaxconv.functional import (
+    conv,
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
+from jaxconv.shapes import output_shape, resolve_padding, transpose_output_shape
+
+__all__ = [
+    "IMPLS",
+    "conv",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "output_shape",
+    "resolve_padding",
+    "transpose_output_shape",
+]
