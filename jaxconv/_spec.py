@@ -48,8 +48,13 @@ class ConvSpec:
         return tuple(
             _shapes.conv_out_size((n - 1) * ld + 1, k, lo, hi, s, d)
             for n, k, (lo, hi), s, d, ld in zip(
-                in_spatial, kernel, self.padding, self.stride, self.rhs_dilation,
-                self.lhs_dilation, strict=True,
+                in_spatial,
+                kernel,
+                self.padding,
+                self.stride,
+                self.rhs_dilation,
+                self.lhs_dilation,
+                strict=True,
             )
         )
 
@@ -110,8 +115,10 @@ def ntuple(fname: str, arg: str, value, n: int, *, minimum: int) -> tuple[int, .
 def _padding_pairs(fname: str, padding, n: int) -> tuple[tuple[int, int], ...]:
     """Int, per-dim ints or per-dim (lo, hi) pairs -> n non-negative (lo, hi) pairs."""
     is_seq = isinstance(padding, Sequence) and not isinstance(padding, str)
-    if is_seq and len(padding) > 0 and all(
-        isinstance(p, Sequence) and not isinstance(p, str) for p in padding
+    if (
+        is_seq
+        and len(padding) > 0
+        and all(isinstance(p, Sequence) and not isinstance(p, str) for p in padding)
     ):
         pairs = []
         for p in padding:
@@ -148,8 +155,7 @@ def resolve_padding_pairs(
             )
         if mode == "tf_same" and input_size is None:
             raise ValueError(
-                f"{fname}: `padding` (={padding!r}) depends on the input size; "
-                "pass `input_size`"
+                f"{fname}: `padding` (={padding!r}) depends on the input size; pass `input_size`"
             )
         sizes = input_size if input_size is not None else (None,) * n
         return tuple(
@@ -197,9 +203,7 @@ def check_precision(fname: str, precision):
 
     if isinstance(precision, Sequence) and not isinstance(precision, str):
         if len(precision) != 2:
-            raise ValueError(
-                f"{fname}: `precision` (={precision!r}) as a sequence must be a pair"
-            )
+            raise ValueError(f"{fname}: `precision` (={precision!r}) as a sequence must be a pair")
         return (one(precision[0]), one(precision[1]))
     return one(precision)
 
@@ -282,8 +286,7 @@ def _check_out(fname, out, input_shape, weight_shape):
 def _check_bias(fname, bias_shape, c_out):
     if bias_shape is not None and tuple(bias_shape) != (c_out,):
         raise ValueError(
-            f"{fname}: `bias` must have shape ({c_out},) (out_channels), "
-            f"got {tuple(bias_shape)}"
+            f"{fname}: `bias` must have shape ({c_out},) (out_channels), got {tuple(bias_shape)}"
         )
 
 

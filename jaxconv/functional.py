@@ -147,8 +147,21 @@ def conv(
       >>> jaxconv.conv(x, w, padding="same").shape
       (1, 4, 5, 5, 5)
     """
-    return _conv("conv", None, input, weight, bias, stride, padding, dilation, groups,
-                 padding_mode, channels_last, impl, precision)
+    return _conv(
+        "conv",
+        None,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
 def conv_transpose(
@@ -201,70 +214,279 @@ def conv_transpose(
       >>> jaxconv.conv_transpose(x, w, stride=2).shape
       (1, 2, 6, 6, 6)
     """
-    return _conv_transpose("conv_transpose", None, input, weight, bias, stride, padding,
-                           output_padding, groups, dilation, channels_last, impl, precision)
+    return _conv_transpose(
+        "conv_transpose",
+        None,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
-def _conv(fname, ndim, input, weight, bias, stride, padding, dilation, groups,
-          padding_mode, channels_last, impl, precision):
+def _conv(
+    fname,
+    ndim,
+    input,
+    weight,
+    bias,
+    stride,
+    padding,
+    dilation,
+    groups,
+    padding_mode,
+    channels_last,
+    impl,
+    precision,
+):
     check_array(fname, "input", input)
     check_array(fname, "weight", weight)
     check_array(fname, "bias", bias, optional=True)
     plan, _ = _spec.conv_plan(
-        fname, input.shape, weight.shape, None if bias is None else bias.shape,
-        stride, padding, dilation, groups, ndim=ndim, padding_mode=padding_mode,
-        channels_last=channels_last, impl=impl, precision=precision,
+        fname,
+        input.shape,
+        weight.shape,
+        None if bias is None else bias.shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        ndim=ndim,
+        padding_mode=padding_mode,
+        channels_last=channels_last,
+        impl=impl,
+        precision=precision,
     )
     return _run(input, weight, bias, plan=plan)
 
 
-def _conv_transpose(fname, ndim, input, weight, bias, stride, padding, output_padding,
-                    groups, dilation, channels_last, impl, precision):
+def _conv_transpose(
+    fname,
+    ndim,
+    input,
+    weight,
+    bias,
+    stride,
+    padding,
+    output_padding,
+    groups,
+    dilation,
+    channels_last,
+    impl,
+    precision,
+):
     check_array(fname, "input", input)
     check_array(fname, "weight", weight)
     check_array(fname, "bias", bias, optional=True)
     plan, _ = _spec.transpose_plan(
-        fname, input.shape, weight.shape, None if bias is None else bias.shape,
-        stride, padding, output_padding, groups, dilation, ndim=ndim,
-        channels_last=channels_last, impl=impl, precision=precision,
+        fname,
+        input.shape,
+        weight.shape,
+        None if bias is None else bias.shape,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        ndim=ndim,
+        channels_last=channels_last,
+        impl=impl,
+        precision=precision,
     )
     return _run(input, weight, bias, plan=plan)
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", channels_last=False, impl="auto", precision=None):
-    return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups,
-                 padding_mode, channels_last, impl, precision)
+def conv1d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    padding_mode="zeros",
+    channels_last=False,
+    impl="auto",
+    precision=None,
+):
+    return _conv(
+        "conv1d",
+        1,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", channels_last=False, impl="auto", precision=None):
-    return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups,
-                 padding_mode, channels_last, impl, precision)
+def conv2d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    padding_mode="zeros",
+    channels_last=False,
+    impl="auto",
+    precision=None,
+):
+    return _conv(
+        "conv2d",
+        2,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
-def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", channels_last=False, impl="auto", precision=None):
-    return _conv("conv3d", 3, input, weight, bias, stride, padding, dilation, groups,
-                 padding_mode, channels_last, impl, precision)
+def conv3d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    padding_mode="zeros",
+    channels_last=False,
+    impl="auto",
+    precision=None,
+):
+    return _conv(
+        "conv3d",
+        3,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
-def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1, *, channels_last=False, impl="auto", precision=None):
-    return _conv_transpose("conv_transpose1d", 1, input, weight, bias, stride, padding,
-                           output_padding, groups, dilation, channels_last, impl, precision)
+def conv_transpose1d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+    *,
+    channels_last=False,
+    impl="auto",
+    precision=None,
+):
+    return _conv_transpose(
+        "conv_transpose1d",
+        1,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1, *, channels_last=False, impl="auto", precision=None):
-    return _conv_transpose("conv_transpose2d", 2, input, weight, bias, stride, padding,
-                           output_padding, groups, dilation, channels_last, impl, precision)
+def conv_transpose2d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+    *,
+    channels_last=False,
+    impl="auto",
+    precision=None,
+):
+    return _conv_transpose(
+        "conv_transpose2d",
+        2,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
-def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1, *, channels_last=False, impl="auto", precision=None):
-    return _conv_transpose("conv_transpose3d", 3, input, weight, bias, stride, padding,
-                           output_padding, groups, dilation, channels_last, impl, precision)
+def conv_transpose3d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+    *,
+    channels_last=False,
+    impl="auto",
+    precision=None,
+):
+    return _conv_transpose(
+        "conv_transpose3d",
+        3,
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        channels_last,
+        impl,
+        precision,
+    )
 
 
 _FIXED_DOC = """{n}-d convolution (cross-correlation), as `torch.nn.functional.conv{n}d`.
@@ -339,13 +561,15 @@ _TRANSPOSE_DOC = """{n}-d transposed convolution, as `torch.nn.functional.conv_t
 
 
 def _fill_docs():
-    names = {1: ("L", "kL", "L_out"), 2: ("H, W", "kH, kW", "H_out, W_out"),
-             3: ("D, H, W", "kD, kH, kW", "D_out, H_out, W_out")}
+    names = {
+        1: ("L", "kL", "L_out"),
+        2: ("H, W", "kH, kW", "H_out, W_out"),
+        3: ("D, H, W", "kD, kH, kW", "D_out, H_out, W_out"),
+    }
     for n, (s, k, so) in names.items():
         xs = (1, 2) + (8,) * n
         ys = (1, 4) + (4,) * n
-        fmt = dict(n=n, s=s, k=k, so=so, xs=xs, ys=ys, ws=(4, 2) + (3,) * n,
-                   wt=(4, 2) + (3,) * n)
+        fmt = dict(n=n, s=s, k=k, so=so, xs=xs, ys=ys, ws=(4, 2) + (3,) * n, wt=(4, 2) + (3,) * n)
         globals()[f"conv{n}d"].__doc__ = _FIXED_DOC.format(**fmt)
         globals()[f"conv_transpose{n}d"].__doc__ = _TRANSPOSE_DOC.format(**fmt)
 

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from jaxconv import _spec
 
 
-def output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-                 channels_last=False) -> tuple[int, ...]:
+def output_shape(
+    input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *, channels_last=False
+) -> tuple[int, ...]:
     """The shape `jaxconv.conv` returns for these shapes and arguments.
 
     Args:
@@ -42,13 +43,31 @@ def output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, gro
       >>> output_shape((1, 1, 8, 8), (1, 1, 3, 3), padding=(2, 3), stride=2)
       (1, 1, 5, 6)
     """
-    _, shape = _spec.conv_plan("output_shape", input_shape, weight_shape, None, stride,
-                               padding, dilation, groups, channels_last=channels_last)
+    _, shape = _spec.conv_plan(
+        "output_shape",
+        input_shape,
+        weight_shape,
+        None,
+        stride,
+        padding,
+        dilation,
+        groups,
+        channels_last=channels_last,
+    )
     return shape
 
 
-def transpose_output_shape(input_shape, weight_shape, stride=1, padding=0, output_padding=0,
-                           groups=1, dilation=1, *, channels_last=False) -> tuple[int, ...]:
+def transpose_output_shape(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+    *,
+    channels_last=False,
+) -> tuple[int, ...]:
     """The shape `jaxconv.conv_transpose` returns for these shapes and arguments.
 
     Args:
@@ -68,9 +87,18 @@ def transpose_output_shape(input_shape, weight_shape, stride=1, padding=0, outpu
       >>> transpose_output_shape((1, 16, 4, 4), (16, 8, 4, 4), stride=2, padding=1)
       (1, 8, 8, 8)
     """
-    _, shape = _spec.transpose_plan("transpose_output_shape", input_shape, weight_shape, None,
-                                    stride, padding, output_padding, groups, dilation,
-                                    channels_last=channels_last)
+    _, shape = _spec.transpose_plan(
+        "transpose_output_shape",
+        input_shape,
+        weight_shape,
+        None,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        channels_last=channels_last,
+    )
     return shape
 
 

@@ -1,0 +1,20 @@
+"""Strict JAX for every test, and the jit/no-jit fixture."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(params=[False, True], ids=["eager", "jit"])
+def maybe_jit(request):
+    """Runs a check once eagerly and once under an outer `jax.jit`."""
+    return jax.jit if request.param else (lambda f: f)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
