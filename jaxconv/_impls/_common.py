@@ -1,0 +1,52 @@
+"""Pieces every hand-written algorithm shares: explicit padding and tap windows."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import jax
+from jax import lax
+
+if TYPE_CHECKING:
+    from jaxconv._spec import ConvSpec
+
+
+def pad_input(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Apply ``spec``'s input dilation and (lo, hi) padding to ``(N, C, *S)``.
+
+    What is left is a "valid" correlation at ``spec.stride`` with the kernel dilated by
+    ``spec.rhs_dilation``. Negative padding crops (transposed convolutions produce it).
+    """
+    if all(p == (0, 0) for p in spec.padding) and all(d == 1 for d in spec.lhs_dilation):
+        return x
+    config = [(0, 0, 0), (0, 0, 0)] + [
+        (lo, hi, d - 1) for (lo, hi), d in zip(spec.padding, spec.lhs_dilation, strict=True)
+    ]
+    return lax.pad(x, lax.full((), 0, x.dtype), config)
+
+
+def valid_out_spatial(padded_spatial, kernel, spec: ConvSpec) -> tuple[int, ...]:
+    """Output spatial sizes of the valid correlation left after `pad_input`."""
+    return tuple(
+        (m - d * (k - 1) - 1) // s + 1
+        for m, k, s, d in zip(padded_spatial, kernel, spec.stride, spec.rhs_dilation, strict=True)
+    )
+
+
+def tap_windows(
+    xp: jax.Array, kernel, spec: ConvSpec
+) -> Iterator[tuple[tuple[int, ...], jax.Array]]:
+    """For each kernel tap ``t``, the strided view of padded ``(N, C, *S)`` it multiplies.
+
+    Yields ``(t, window)`` with window ``(N, C, *S_out)``: element ``o`` of it is the
+    input element ``o * stride + t * dilation``.
+    """
+    out = valid_out_spatial(xp.shape[2:], kernel, spec)
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start = [0, 0] + [t * d for t, d in zip(tap, spec.rhs_dilation, strict=True)]
+        limit = [xp.shape[0], xp.shape[1]] + [
+            b + (m - 1) * s + 1 for b, m, s in zip(start[2:], out, spec.stride, strict=True)
+        ]
+        yield tap, lax.slice(xp, start, limit, [1, 1, *spec.stride])
