@@ -76,7 +76,8 @@ def transpose_weight_as_forward(w: jax.Array, groups: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("plan",))
 def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan) -> jax.Array:
     with jax.named_scope(f"jaxconv.{plan.name}"):
-        dtype = jnp.promote_types(x.dtype, w.dtype)
+        with jax.numpy_dtype_promotion("standard"):  # the contract's dtype, whatever the config
+            dtype = jnp.result_type(x.dtype, w.dtype)
         batch_shape = x.shape[: plan.batch_ndim]
         x = to_canonical_input(x.astype(dtype), plan.batch_ndim, plan.channels_last)
         w = to_canonical_weight(w.astype(dtype), plan.channels_last)
@@ -89,7 +90,7 @@ def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan) 
             impl = _dispatch.choose(plan.spec, x.shape, w.shape, dtype, jax.default_backend())
         y = FORWARDS[impl](x, w, plan.spec)
         if b is not None:
-            y = y + b.astype(dtype).reshape((-1,) + (1,) * plan.spec.ndim)
+            y = y + b.astype(dtype).reshape((1, -1) + (1,) * plan.spec.ndim)
         return from_canonical_output(y, batch_shape, plan.channels_last)
 
 
