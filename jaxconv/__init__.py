@@ -12,6 +12,7 @@ from jaxconv.functional import (
     conv_transpose3d,
 )
 from jaxconv.shapes import output_shape, resolve_padding, transpose_output_shape
+from jaxconv.sharding import halo_exchange, sharded_conv
 
 __all__ = [
     "IMPLS",
@@ -23,7 +24,9 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
+    "halo_exchange",
     "output_shape",
     "resolve_padding",
+    "sharded_conv",
     "transpose_output_shape",
 ]

@@ -7,6 +7,8 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# 8 simulated CPU devices for tests/test_sharding.py; must precede any JAX computation.
+jax.config.update("jax_num_cpu_devices", 8)
 
 
 @pytest.fixture(params=[False, True], ids=["eager", "jit"])

@@ -1,0 +1,338 @@
+"""Sharded inputs and weights on 8 simulated CPU devices, and the halo-exchange conv.
+
+conftest.py asks for 8 CPU devices before JAX starts. Meshes are built from the CPU
+devices explicitly, so the tests mean the same on a machine with an accelerator.
+The meshes use `AxisType.Auto` (XLA's SPMD partitioner decides the distribution),
+which is what jaxconv's contract relies on.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+from reference import conv as ref_conv
+from reference import conv_transpose as ref_conv_transpose
+from tolerance import assert_close
+
+import jaxconv
+
+DEVICES = 8
+IMPLS = (*jaxconv.IMPLS, "auto")
+
+
+@functools.cache
+def cpu_mesh(shape=(DEVICES,), names=("d",)) -> jax.sharding.Mesh:
+    devices = jax.devices("cpu")
+    if len(devices) < DEVICES:
+        pytest.fail(
+            f"tests/test_sharding.py needs {DEVICES} CPU devices, JAX has {len(devices)}: "
+            'tests/conftest.py sets jax.config.update("jax_num_cpu_devices", 8), which '
+            "only works before JAX's first computation (or run with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={DEVICES})"
+        )
+    return jax.make_mesh(
+        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=devices[:DEVICES]
+    )
+
+
+def put(x, *spec, mesh=None):
+    return jax.device_put(x, NamedSharding(mesh or cpu_mesh(), P(*spec)))
+
+
+def run_jit(f, *args):
+    """``jax.jit(f)(*args)``, compiled with LLVM's optimisations off.
+
+    Compiling dominates these tests; the SPMD partitioning under test is the same, and
+    the backend optimisation level halves the compile time.
+    """
+    compiled = jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})
+    return compiled(*args)
+
+
+# ----------------------------------------------------------------------------- XLA SPMD
+# One 2-D case per op, every dim a multiple of 8 so that every one of them can be split:
+# input (N=8, C=8, 8, 8); forward kernel (3, 2) with "same" padding (uneven halo);
+# transposed stride 2, padding 1, output_padding 1 (output 16 x 15).
+
+KERNEL = (3, 2)
+FORWARD = dict(padding="same")
+TRANSPOSE = dict(stride=2, padding=1, output_padding=1)
+
+
+def _case(op, channels_last, rng):
+    """(x, w, f, expected) in the caller's layout; expected from the NumPy reference."""
+    x = rng.standard_normal((8, 8, 8, 8))
+    w = rng.standard_normal((8, 8, *KERNEL))
+    if op == "conv":
+        expected = ref_conv(x, w, pads=[(1, 1), (0, 1)])
+        f = functools.partial(jaxconv.conv, **FORWARD)
+    else:
+        expected = ref_conv_transpose(x, w, **TRANSPOSE)
+        f = functools.partial(jaxconv.conv_transpose, **TRANSPOSE)
+    if channels_last:
+        x, expected = np.moveaxis(x, 1, -1), np.moveaxis(expected, 1, -1)
+        w = np.transpose(w, (2, 3, 1, 0))
+    return x, w, functools.partial(f, channels_last=channels_last), expected
+
+
+def _specs(sharded, op, channels_last):
+    """PartitionSpecs (input, weight, output) for sharding along `sharded`.
+
+    The output spec is where the result should stay split; for "channels" (split
+    along the contracted dim) it is the output channels, requested with out_shardings.
+    """
+    d = "d"
+    batch, chan, space = 0, (3 if channels_last else 1), (1 if channels_last else 2)
+
+    def at(dim, ndim=4):
+        return tuple(d if i == dim else None for i in range(ndim))
+
+    # The weight's C_out dim: conv (O, I, *K) / (*K, I, O); transpose (I, O, *K) / (*K, O, I).
+    w_out = {("conv", False): 0, ("conv", True): 3, ("conv_transpose", False): 1}
+    w_out = w_out.get((op, channels_last), 2)
+    return {
+        "batch": (at(batch), (), at(batch)),
+        "channels": (at(chan), (), at(chan)),
+        "spatial": (at(space), (), at(space)),
+        "weight_out": ((), at(w_out), at(chan)),
+    }[sharded]
+
+
+SHARDINGS = ("batch", "channels", "spatial", "weight_out")
+
+# Combinations XLA itself cannot compile; not run, since XLA may abort the process.
+XLA_GAPS = {
+    ("fft", "spatial"): (
+        "XLA's SPMD partitioner cannot split an FFT along a transformed dim on CPU "
+        "(jax 0.10.2): INTERNAL RET_CHECK in fft_thunk.cc, a replicated result, or an "
+        "abort in fft_handler.cc (size_per_partition % num_partitions)"
+    ),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
+@pytest.mark.parametrize("op", ["conv", "conv_transpose"])
+def test_sharded_equals_single_device(op, channels_last, impl, rng):
+    """Each way of splitting gives the reference result, and the result stays split.
+
+    The four splits compile as one program (compile time dominates these tests).
+    Split along a dim the output keeps (batch, a spatial dim, the weight's output
+    channels), XLA's partitioner keeps the result split there. Split along the
+    contracted input channels, XLA reduces across devices and leaves the sum
+    replicated; asked to, it keeps the result split along the output channels.
+    """
+    x, w, f, expected = _case(op, channels_last, rng)
+    mesh = cpu_mesh()
+    shardings = [s for s in SHARDINGS if (impl, s) not in XLA_GAPS]
+    specs = [_specs(s, op, channels_last) for s in shardings]
+    args = [(put(x, *x_spec), put(w, *w_spec)) for x_spec, w_spec, _ in specs]
+
+    def run(args):
+        outs = [f(xs, ws, impl=impl) for xs, ws in args]
+        return [
+            jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P(*out_spec)))
+            if sharded == "channels"
+            else out
+            for sharded, out, (_, _, out_spec) in zip(shardings, outs, specs, strict=True)
+        ]
+
+    for sharded, out, (_, _, out_spec) in zip(shardings, run_jit(run, args), specs, strict=True):
+        want = NamedSharding(mesh, P(*out_spec))
+        assert out.sharding.is_equivalent_to(want, out.ndim), (sharded, out.sharding)
+        assert len(out.sharding.device_set) == DEVICES
+        shard_shape = list(out.shape)
+        shard_shape[out_spec.index("d")] //= DEVICES
+        assert {s.data.shape for s in out.addressable_shards} == {tuple(shard_shape)}, sharded
+        assert_close(out, expected, reduction=8 * 6)
+
+
+@pytest.mark.parametrize(
+    "impl, sharded",
+    [
+        pytest.param(impl, sharded, marks=pytest.mark.xfail(run=False, reason=reason))
+        for (impl, sharded), reason in XLA_GAPS.items()
+        if impl in IMPLS
+    ],
+)
+def test_xla_gaps(impl, sharded, rng):
+    """The combinations XLA cannot partition, kept visible in the test report."""
+    x, w, f, expected = _case("conv", False, rng)
+    x_spec, w_spec, _ = _specs(sharded, "conv", False)
+    out = jax.jit(functools.partial(f, impl=impl))(put(x, *x_spec), put(w, *w_spec))
+    assert not out.sharding.is_fully_replicated
+    assert_close(out, expected, reduction=8 * 6)
+
+
+@pytest.mark.parametrize("impl", sorted({"lax", "einsum" if "einsum" in IMPLS else IMPLS[-1]}))
+@pytest.mark.parametrize("sharded", ["spatial"])
+def test_grad_under_sharding(sharded, impl, rng):
+    x, w, f, _ = _case("conv", False, rng)
+    x_spec, _, _ = _specs(sharded, "conv", False)
+
+    def loss(x, w):
+        # Nonlinear in x, so the gradient depends on the (sharded) input.
+        return jnp.sum(f(x, w, impl=impl) ** 2)
+
+    grad = run_jit(jax.grad(loss), put(x, *x_spec), w)
+    expected = run_jit(jax.grad(loss), x, w)
+    assert not grad.sharding.is_fully_replicated, grad.sharding
+    assert_close(grad, expected, reduction=8 * 6 * 8 * 6)
+
+
+# ----------------------------------------------------------------------------- halo_exchange
+
+
+def _halo_reference(x, halo, dim, circular, shards):
+    """Each block of the split `dim` with its neighbours' edges, built with NumPy."""
+    lo, hi = (halo, halo) if isinstance(halo, int) else halo
+    m = x.shape[dim] // shards
+    widths = [(0, 0)] * x.ndim
+    widths[dim] = (m, m)  # one whole block of zeros (or of the other end) on each side
+    padded = np.pad(x, widths, mode="wrap" if circular else "constant")
+    blocks = [
+        np.take(padded, np.arange((i + 1) * m - lo, (i + 2) * m + hi), axis=dim)
+        for i in range(shards)
+    ]
+    return np.concatenate(blocks, axis=dim)
+
+
+@pytest.mark.parametrize("circular", [False, True], ids=["zeros", "circular"])
+@pytest.mark.parametrize("halo, dim", [(1, 0), ((2, 0), 1), ((0, 3), -1), ((3, 1), 1)])
+def test_halo_exchange(halo, dim, circular, rng):
+    x = rng.standard_normal((16, 24, 3)) if dim != -1 else rng.standard_normal((2, 3, 24))
+    mesh = cpu_mesh()
+    spec = P(*(None,) * (dim % x.ndim), "d")
+    f = jax.jit(
+        jax.shard_map(
+            lambda b: jaxconv.halo_exchange(b, "d", halo, dim, circular=circular),
+            mesh=mesh,
+            in_specs=spec,
+            out_specs=spec,
+        )
+    )
+    out = f(put(x, *spec))
+    np.testing.assert_array_equal(out, _halo_reference(x, halo, dim % x.ndim, circular, DEVICES))
+
+
+@pytest.mark.parametrize(
+    "halo, dim, error, match",
+    [
+        (-1, 0, ValueError, r"halo_exchange: `halo` \(=-1\) must be non-negative"),
+        ((1, 4), 0, ValueError, r"`halo` \(=\(1, 4\)\) must be at most the local block's size"),
+        (1, 2, ValueError, r"halo_exchange: `dim` \(=2\) must be in \[-2, 2\)"),
+        (1.5, 0, TypeError, r"`halo` \(=1.5\) must be an int or a \(lo, hi\) pair"),
+        ((1, 2, 3), 0, TypeError, r"`halo` \(=\(1, 2, 3\)\) must be an int or a \(lo, hi\)"),
+        (1, 0.0, TypeError, r"halo_exchange: `dim` \(=0.0\) must be an int"),
+    ],
+)
+def test_halo_exchange_errors(halo, dim, error, match):
+    mesh = cpu_mesh()
+    f = jax.shard_map(
+        lambda b: jaxconv.halo_exchange(b, "d", halo, dim),
+        mesh=mesh,
+        in_specs=P("d"),
+        out_specs=P("d"),
+    )
+    with pytest.raises(error, match=match):
+        jax.eval_shape(f, jax.ShapeDtypeStruct((24, 2), jnp.float64))
+
+
+# ----------------------------------------------------------------------------- sharded_conv
+
+
+SHARDED_CASES = [
+    # (input, weight, kwargs, spatial_dim)
+    ((2, 3, 32), (4, 3, 3), dict(padding="same"), 0),
+    ((2, 3, 32), (4, 3, 4), dict(padding="same", dilation=2), 0),
+    ((2, 3, 32), (4, 3, 3), dict(padding=[(2, 0)], padding_mode="circular"), 0),
+    ((2, 3, 32), (4, 3, 2), dict(padding="causal", dilation=2, padding_mode="circular"), 0),
+    ((2, 3, 32), (4, 3, 3), dict(padding="same", padding_mode="reflect", stride=2), 0),
+    ((2, 32), (4, 2, 5), dict(padding="same_lower", padding_mode="replicate"), -1),
+    ((2, 4, 16, 5), (4, 2, 3, 2), dict(padding=((1, 1), (0, 1)), groups=2), 0),
+    ((2, 4, 5, 16), (4, 4, 2, 3), dict(padding="same", dilation=(1, 2)), 1),
+    ((1, 4, 16, 8), (3, 4, 3, 3), dict(padding="same", padding_mode="circular"), 0),
+]
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, spatial_dim, channels_last",
+    [(*case, False) for case in SHARDED_CASES]
+    + [(*SHARDED_CASES[i], True) for i in (1, 4, 5, 7)],  # a few channels-last
+)
+def test_sharded_conv(x_shape, w_shape, kwargs, spatial_dim, channels_last, rng):
+    x, w, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
+    expected = jaxconv.conv(x, w, b, impl="lax", **kwargs)
+    n = w.ndim - 2
+    if channels_last:
+        x, expected = np.moveaxis(x, -n - 1, -1), np.moveaxis(expected, -n - 1, -1)
+        w = np.transpose(w, (*range(2, n + 2), 1, 0))
+    f = functools.partial(
+        jaxconv.sharded_conv,
+        mesh=cpu_mesh(),
+        axis_name="d",
+        spatial_dim=spatial_dim,
+        channels_last=channels_last,
+        **kwargs,
+    )
+    out = run_jit(f, x, w, b)
+    axis = x.ndim - n - 1 + spatial_dim % n if channels_last else x.ndim - n + spatial_dim % n
+    assert out.sharding.spec == P(*(None,) * axis, "d")
+    assert_close(out, expected, reduction=w.size)
+
+
+def test_sharded_conv_grad_and_other_mesh_axes(rng):
+    """A 2 x 4 mesh: batch split over "b" by XLA, length over "s" by halo exchange."""
+    mesh = cpu_mesh((2, 4), ("b", "s"))
+    x, w = rng.standard_normal((4, 3, 16)), rng.standard_normal((2, 3, 3))
+    xs = put(x, "b", None, "s", mesh=mesh)
+
+    def loss(f, x, w):
+        return jnp.sum(jnp.sin(f(x, w)))
+
+    sharded = functools.partial(
+        jaxconv.sharded_conv, padding="same", mesh=mesh, axis_name="s", spatial_dim=0
+    )
+    plain = functools.partial(jaxconv.conv, padding="same")
+    out = run_jit(sharded, xs, w)
+    assert out.sharding.spec == P("b", None, "s")
+    assert_close(out, plain(x, w), reduction=9)
+    grads = run_jit(jax.grad(functools.partial(loss, sharded), argnums=(0, 1)), xs, w)
+    expected = run_jit(jax.grad(functools.partial(loss, plain), argnums=(0, 1)), x, w)
+    for g, e in zip(grads, expected, strict=True):
+        assert_close(g, e, reduction=9 * 16)
+
+
+def test_sharded_conv_explicit_mesh(rng):
+    """`jax.make_mesh`'s default axes are Explicit; an unsharded input is resharded."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(AxisType.Explicit,), devices=jax.devices("cpu")[:8]
+    )
+    x, w = rng.standard_normal((1, 2, 16)), rng.standard_normal((3, 2, 3))
+    out = jaxconv.sharded_conv(x, w, padding=1, mesh=mesh, axis_name="d", spatial_dim=0)
+    assert out.sharding.spec == P(None, None, "d")
+    assert_close(out, jaxconv.conv(x, w, padding=1), reduction=6)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, match",
+    [
+        ((1, 2, 20), (1, 2, 3), dict(padding=1), r"spatial dim 0 \(size 20\) must divide evenly"),
+        ((1, 2, 16), (1, 2, 3), dict(padding=0), r"give 14 outputs along the split spatial"),
+        ((1, 2, 16), (1, 2, 3), dict(padding=1, stride=4), r"block size \(2\) a multiple"),
+        ((1, 2, 16), (1, 2, 7), dict(padding="same"), r"\(lo, hi\) = \(3, 3\) .* at most one"),
+        ((1, 2, 16), (1, 2, 5), dict(padding=2, padding_mode="reflect"), r"smaller than one"),
+        ((1, 2, 16), (1, 2, 3), dict(spatial_dim=1), r"`spatial_dim` \(=1\) must be in \[-1, 1\)"),
+        ((1, 2, 16), (1, 2, 3), dict(axis_name="x"), r"`axis_name` \(='x'\) must be one of"),
+        ((1, 3, 16), (1, 2, 3), dict(), r"sharded_conv: `weight` .* expects 2 input channels"),
+    ],
+)
+def test_sharded_conv_errors(x_shape, w_shape, kwargs, match):
+    kwargs = dict(dict(mesh=cpu_mesh(), axis_name="d", spatial_dim=0), **kwargs)
+    x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
+    with pytest.raises(ValueError, match=match):
+        jaxconv.sharded_conv(x, w, **kwargs)
