@@ -1,6 +1,12 @@
 """jaxconv: PyTorch-exact, jit-compiled convolutions for JAX, with several algorithms."""
 
 from jaxconv._impls import IMPLS
+from jaxconv.blocks import (
+    corr2d,
+    corr2d_multi_in,
+    corr2d_multi_in_out,
+    corr2d_multi_in_out_1x1,
+)
 from jaxconv.functional import (
     conv,
     conv1d,
@@ -11,8 +17,8 @@ from jaxconv.functional import (
     conv_transpose2d,
     conv_transpose3d,
 )
+from jaxconv.patches import fold, unfold
 from jaxconv.shapes import output_shape, resolve_padding, transpose_output_shape
-from jaxconv.sharding import halo_exchange, sharded_conv
 
 __all__ = [
     "IMPLS",
@@ -24,9 +30,13 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
-    "halo_exchange",
+    "corr2d",
+    "corr2d_multi_in",
+    "corr2d_multi_in_out",
+    "corr2d_multi_in_out_1x1",
+    "fold",
     "output_shape",
     "resolve_padding",
-    "sharded_conv",
     "transpose_output_shape",
+    "unfold",
 ]

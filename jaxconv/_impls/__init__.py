@@ -5,10 +5,13 @@ Every ``forward`` takes canonical arrays (input ``(N, C_in, *S)``, weight
 ``(N, C_out, *S_out)``. They never parse user arguments.
 """
 
-from jaxconv._impls import lax
+from jaxconv._impls import einsum, fft, lax, matmul
 
 FORWARDS = {
     "lax": lax.forward,
+    "einsum": einsum.forward,
+    "matmul": matmul.forward,
+    "fft": fft.forward,
 }
 
 IMPLS: tuple[str, ...] = tuple(FORWARDS)

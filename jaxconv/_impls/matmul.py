@@ -1,0 +1,58 @@
+"""``impl="matmul"``: convolution as one dense matrix product per group.
+
+A 1x1 kernel is the notes' dense layer over channels: subsample the padded input by
+the stride and multiply ``(C_out, C_in)`` by ``(C_in, L)``. Any other kernel goes
+through patches (im2col): the tap windows stacked channel-major into
+``(N, C_in * taps, L)``, PyTorch's ``unfold`` layout, times the weight reshaped to
+``(C_out, C_in * taps)``, which needs no transpose of either operand.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv._impls._common import pad_input, tap_windows, valid_out_spatial
+from jaxconv._impls.einsum import accumulation_dtype
+
+if TYPE_CHECKING:
+    from jaxconv._spec import ConvSpec
+
+
+def patches(x: jax.Array, kernel, spec: ConvSpec) -> jax.Array:
+    """The patch matrix of ``(N, C, *S)``: ``(N, C * prod(kernel), *S_out)``, channel-major.
+
+    Row ``c * prod(kernel) + t`` holds, at each output position, the padded input
+    element that kernel tap ``t`` (row-major over ``kernel``) multiplies in channel ``c``.
+    """
+    xp = pad_input(x, spec)
+    out = valid_out_spatial(xp.shape[2:], kernel, spec)
+    windows = [win for _, win in tap_windows(xp, kernel, spec)]
+    stacked = windows[0][:, :, None] if len(windows) == 1 else jnp.stack(windows, axis=2)
+    return stacked.reshape((x.shape[0], x.shape[1] * math.prod(kernel), *out))
+
+
+def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The canonical convolution as ``(C_out, C_in * taps) @ (C_in * taps, L)`` per group."""
+    n = x.shape[0]
+    c_out, c_in_g, *kernel = w.shape
+    g = spec.groups
+    cols = patches(x, kernel, spec)  # for a 1x1 kernel: the strided input itself
+    out = cols.shape[2:]
+    depth = c_in_g * math.prod(kernel)
+    cols = cols.reshape((n, g, depth, math.prod(out)))
+    w = w.reshape((g, c_out // g, depth))
+    # batch: groups; contract: C_in/groups * taps -> (groups, C_out/groups, N, L)
+    y = lax.dot_general(
+        w,
+        cols,
+        (((2,), (2,)), ((0,), (1,))),
+        precision=spec.precision,
+        preferred_element_type=accumulation_dtype(x.dtype),
+    )
+    y = jnp.transpose(y, (2, 0, 1, 3)).astype(x.dtype)
+    return y.reshape((n, c_out, *out))

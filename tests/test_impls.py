@@ -1,0 +1,299 @@
+"""The hand-written algorithms (einsum, matmul, fft) against lax and the reference.
+
+`test_functional.py` runs the public grid for every name in `jaxconv.IMPLS`; this file
+checks what is specific to these algorithms: canonical specs the public layer never
+builds directly (negative padding, input dilation), that they really are hand-written
+(no XLA convolution inside), their dtype handling, gradients equal to lax's, and the
+transforms.
+"""
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import conv as ref_conv
+from reference import conv_transpose as ref_conv_transpose
+from tolerance import assert_close, tolerance
+
+import jaxconv
+from jaxconv._impls import FORWARDS, fft
+from jaxconv._spec import ConvSpec
+
+MINE = ("einsum", "matmul", "fft")
+
+
+@functools.cache
+def jitted(impl):
+    return jax.jit(FORWARDS[impl], static_argnums=2)
+
+
+def spec(n=2, stride=1, padding=0, lhs=1, rhs=1, groups=1, precision=None):
+    tup = lambda v: (v,) * n if isinstance(v, int) else tuple(v)  # noqa: E731
+    pads = ((padding, padding),) * n if isinstance(padding, int) else tuple(padding)
+    return ConvSpec(tup(stride), pads, tup(lhs), tup(rhs), groups, precision)
+
+
+def arrays(rng, x_shape, w_shape, dtype=np.float64):
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+        x = x + 1j * rng.standard_normal(x_shape)
+        w = w + 1j * rng.standard_normal(w_shape)
+    return jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+
+
+def reduction(w_shape):
+    return math.prod(w_shape[1:])
+
+
+# (x shape, w shape, spec): canonical convolutions, including what only transposed
+# convolutions produce (input dilation, negative padding).
+SPECS = {
+    "1d_stride_dilation": ((1, 2, 11), (3, 2, 2), spec(1, stride=3, rhs=2, padding=1)),
+    "2d_asym_pad_groups": ((2, 4, 6, 7), (6, 2, 3, 2), spec(2, padding=((1, 2), (0, 3)), groups=2)),
+    "2d_depthwise": ((1, 3, 6, 6), (6, 1, 3, 3), spec(2, stride=2, padding=1, groups=3)),
+    "2d_negative_pad": ((1, 2, 8, 9), (3, 2, 2, 3), spec(2, padding=((-1, 2), (1, -2)))),
+    "2d_lhs_dilation": ((1, 2, 4, 5), (2, 2, 3, 3), spec(2, lhs=(2, 3), padding=((2, 1), (1, 2)))),
+    "2d_1x1_stride": ((2, 4, 7, 6), (5, 4, 1, 1), spec(2, stride=(2, 3))),
+    "2d_1x1_groups_pad": ((1, 6, 5, 5), (4, 3, 1, 1), spec(2, padding=((1, 0), (0, 2)), groups=2)),
+    "3d_all": ((1, 2, 5, 6, 5), (2, 1, 2, 3, 2), spec(3, (1, 2, 1), 1, (2, 1, 1), (1, 1, 2), 2)),
+}
+
+
+@pytest.mark.parametrize("impl", MINE)
+def test_registered(impl):
+    assert impl in jaxconv.IMPLS
+    assert FORWARDS[impl].__module__ == f"jaxconv._impls.{impl}"
+
+
+@pytest.mark.parametrize("impl", MINE)
+@pytest.mark.parametrize("case", list(SPECS))
+def test_forward_matches_lax_and_reference(impl, case):
+    x_shape, w_shape, s = SPECS[case]
+    x, w = arrays(np.random.default_rng(0), x_shape, w_shape)
+    got = jitted(impl)(x, w, s)
+    want = jitted("lax")(x, w, s)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert_close(got, want, reduction=reduction(w_shape))
+    if all(d == 1 for d in s.lhs_dilation):
+        # The reference knows no negative padding: crop first, then pad the rest.
+        crop = tuple(
+            slice(max(-lo, 0), m - max(-hi, 0))
+            for (lo, hi), m in zip(s.padding, x_shape[2:], strict=True)
+        )
+        pads = [(max(lo, 0), max(hi, 0)) for lo, hi in s.padding]
+        ref = ref_conv(
+            x[(slice(None), slice(None), *crop)], w, None, s.stride, pads, s.rhs_dilation, s.groups
+        )
+        assert_close(got, ref, reduction=reduction(w_shape))
+
+
+@pytest.mark.parametrize("impl", MINE)
+def test_no_xla_convolution_inside(impl):
+    x, w = arrays(np.random.default_rng(1), (1, 4, 6, 6), (4, 2, 3, 3))
+    text = str(jax.make_jaxpr(FORWARDS[impl], static_argnums=2)(x, w, spec(2, groups=2)))
+    assert "conv_general_dilated" not in text
+
+
+def test_matmul_1x1_is_one_dot():
+    x, w = arrays(np.random.default_rng(2), (2, 6, 7, 7), (4, 3, 1, 1))
+    jaxpr = jax.make_jaxpr(FORWARDS["matmul"], static_argnums=2)(x, w, spec(2, 2, 0, groups=2))
+    prims = [e.primitive.name for e in jaxpr.jaxpr.eqns]
+    assert prims.count("dot_general") == 1
+    assert "concatenate" not in prims
+
+
+@pytest.mark.parametrize("impl", MINE)
+def test_precision_reaches_every_dot(impl):
+    x, w = arrays(np.random.default_rng(3), (1, 2, 5, 5), (2, 2, 2, 2), np.float32)
+    s = spec(2, precision=jax.lax.Precision.HIGHEST)
+    jaxpr = jax.make_jaxpr(FORWARDS[impl], static_argnums=2)(x, w, s)
+    dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert dots
+    for e in dots:
+        assert e.params["precision"] in (
+            jax.lax.Precision.HIGHEST,
+            (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST),
+        )
+
+
+# ----------------------------------------------------------------------------- public API
+
+PUBLIC = {
+    "same_dilated_stride": ((2, 3, 9, 8), (4, 3, 3, 2), dict(stride=2, padding="same", dilation=2)),
+    "tf_same": ((3, 3, 7), (2, 3, 3), dict(stride=(2,), padding="tf_same")),
+    "causal_1d": ((2, 2, 10), (3, 2, 4), dict(padding="causal", dilation=2)),
+    "full_pairs": ((1, 2, 5, 4), (2, 2, 2, 3), dict(padding=((0, 2), (1, 0)))),
+    "batch_dims_depthwise": ((2, 2, 4, 6, 6), (4, 1, 3, 3), dict(padding=1, groups=4)),
+}
+CHANNELS_LAST = ("tf_same", "batch_dims_depthwise")  # these run channels-last
+
+
+@pytest.mark.parametrize("impl", MINE)
+@pytest.mark.parametrize("case", list(PUBLIC))
+def test_public_conv_matches_reference(impl, case):
+    x_shape, w_shape, kwargs = PUBLIC[case]
+    channels_last = case in CHANNELS_LAST
+    n = len(w_shape) - 2
+    x, w = arrays(np.random.default_rng(4), x_shape, w_shape)
+    b = jnp.asarray(np.random.default_rng(5).standard_normal(w_shape[0]))
+    want = jaxconv.conv(x, w, b, **kwargs, impl="lax")
+    flat = x.reshape((-1, *x_shape[-n - 1 :]))
+    pads = jaxconv.resolve_padding(
+        kwargs.get("padding", 0),
+        w_shape[2:],
+        kwargs.get("stride", 1),
+        kwargs.get("dilation", 1),
+        x_shape[-n:],
+    )
+    ref = ref_conv(
+        flat,
+        w,
+        b,
+        kwargs.get("stride", 1),
+        pads,
+        kwargs.get("dilation", 1),
+        kwargs.get("groups", 1),
+    )
+    if channels_last:
+        xc = jnp.moveaxis(x, -n - 1, -1)
+        wc = jnp.transpose(w, (*range(2, n + 2), 1, 0))
+        got = jnp.moveaxis(
+            jaxconv.conv(xc, wc, b, **kwargs, channels_last=True, impl=impl), -1, -n - 1
+        )
+    else:
+        got = jaxconv.conv(x, w, b, **kwargs, impl=impl)
+    assert got.shape == want.shape
+    assert_close(got, want, reduction=reduction(w_shape))
+    assert_close(got.reshape(ref.shape), ref, reduction=reduction(w_shape))
+
+
+@pytest.mark.parametrize("impl", MINE)
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_public_padding_modes(impl, mode):
+    x, w = arrays(np.random.default_rng(6), (1, 2, 6, 5), (3, 2, 3, 2))
+    got = jaxconv.conv2d(x, w, None, 1, (2, 1), padding_mode=mode, impl=impl)
+    ref = ref_conv(x, w, None, 1, [(2, 2), (1, 1)], padding_mode=mode)
+    assert_close(got, ref, reduction=12)
+
+
+@pytest.mark.parametrize("impl", MINE)
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 4, 5), (4, 3, 3), dict(stride=3, padding=1, output_padding=2, groups=2)),
+        (
+            (1, 6, 3, 4),
+            (6, 1, 3, 2),
+            dict(stride=(2, 3), padding=(1, 0), output_padding=1, groups=3, dilation=(1, 2)),
+        ),
+        ((1, 2, 3, 2, 3), (2, 2, 2, 2, 2), dict(stride=2, padding=1, output_padding=(1, 0, 1))),
+    ],
+    ids=["1d_groups", "2d_depthwise_dilated", "3d"],
+)
+def test_public_conv_transpose_matches_reference(impl, x_shape, w_shape, kwargs):
+    x, w = arrays(np.random.default_rng(7), x_shape, w_shape)
+    got = jaxconv.conv_transpose(x, w, **kwargs, impl=impl)
+    want = ref_conv_transpose(x, w, **kwargs)
+    assert_close(got, want, reduction=math.prod(w_shape[2:]) * w_shape[0])
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("impl", MINE)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.complex64])
+def test_dtypes(impl, dtype):
+    x, w = arrays(np.random.default_rng(8), (2, 4, 7, 6), (4, 2, 3, 3), dtype)
+    s = spec(2, stride=(1, 2), padding=1, rhs=(2, 1), groups=2)
+    got = jitted(impl)(x, w, s)
+    assert got.dtype == jnp.dtype(dtype)
+    x64, w64 = (a.astype(jnp.complex128 if jnp.iscomplexobj(a) else jnp.float64) for a in (x, w))
+    want = jitted("lax")(x64, w64, s)
+    assert_close(got, want, dtype=dtype, reduction=18)
+
+
+def test_fft_large_values_float32():
+    # The FFT's error scales with the whole signal, not each output; still within float32's.
+    x, w = arrays(np.random.default_rng(9), (1, 3, 40, 40), (2, 3, 5, 5), np.float32)
+    s = spec(2, padding=2)
+    want = jitted("lax")(x.astype(jnp.float64), w.astype(jnp.float64), s)
+    assert_close(jitted("fft")(x, w, s), want, dtype=np.float32, reduction=75)
+
+
+@pytest.mark.parametrize("n, want", [(1, 1), (7, 7), (11, 12), (13, 14), (97, 98), (121, 125)])
+def test_fft_fast_size(n, want):
+    assert fft.fast_size(n) == want
+
+
+# ----------------------------------------------------------------------------- autodiff
+
+
+@pytest.mark.parametrize("impl", MINE)
+@pytest.mark.parametrize("case", ["2d_negative_pad", "2d_lhs_dilation", "3d_all"])
+def test_vjp_equals_lax(impl, case):
+    x_shape, w_shape, s = SPECS[case]
+    x, w = arrays(np.random.default_rng(10), x_shape, w_shape)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def pullback(name, a, b, ct):
+        return jax.vjp(lambda a_, b_: FORWARDS[name](a_, b_, s), a, b)[1](ct)
+
+    y_shape = jitted("lax")(x, w, s).shape
+    ct = jnp.asarray(np.random.default_rng(11).standard_normal(y_shape))
+    tol = tolerance(np.float64, math.prod(y_shape))
+    chex.assert_trees_all_close(pullback(impl, x, w, ct), pullback("lax", x, w, ct), **tol)
+
+
+@pytest.mark.parametrize("impl", MINE)
+def test_vmap_and_jit(impl):
+    x, w = arrays(np.random.default_rng(12), (3, 2, 2, 6, 6), (4, 1, 3, 3))
+    s = spec(2, stride=2, padding=1, groups=2)
+    got = jax.jit(jax.vmap(lambda a: FORWARDS[impl](a, w, s)))(x)
+    want = jax.jit(jax.vmap(lambda a: FORWARDS["lax"](a, w, s)))(x)
+    assert_close(got, want, reduction=9)
+    ws = jnp.stack([w, -w])
+    got_w = jax.jit(jax.vmap(lambda b: FORWARDS[impl](x[0], b, s)))(ws)
+    assert_close(got_w[1], -want[0], reduction=9)
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@st.composite
+def canonical_specs(draw):
+    n = draw(st.integers(1, 3))
+    groups = draw(st.sampled_from([1, 2, 3]))
+    c_in_g, c_out_g = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    kernel = [draw(st.integers(1, 3)) for _ in range(n)]
+    stride = [draw(st.integers(1, 3)) for _ in range(n)]
+    rhs = [draw(st.integers(1, 2)) for _ in range(n)]
+    lhs = [draw(st.integers(1, 2)) for _ in range(n)]
+    pads, spatial = [], []
+    for k, d, ld in zip(kernel, rhs, lhs, strict=True):
+        lo, hi = draw(st.integers(-1, 2)), draw(st.integers(-1, 2))
+        extent = d * (k - 1) + 1
+        # the dilated, padded size (m - 1) * ld + 1 + lo + hi must hold the extent
+        least = max(1, -(-(extent - lo - hi - 1) // ld) + 1)
+        m = draw(st.integers(least, least + 4))
+        pads.append((lo, hi))
+        spatial.append(m)
+    s = ConvSpec(tuple(stride), tuple(pads), tuple(lhs), tuple(rhs), groups)
+    x_shape = (draw(st.integers(1, 2)), c_in_g * groups, *spatial)
+    w_shape = (c_out_g * groups, c_in_g, *kernel)
+    return draw(st.sampled_from(MINE)), x_shape, w_shape, s
+
+
+@settings(max_examples=10, deadline=None)
+@given(canonical_specs())
+def test_random_specs_match_lax(config):
+    impl, x_shape, w_shape, s = config
+    x, w = arrays(np.random.default_rng(13), x_shape, w_shape)
+    want = jitted("lax")(x, w, s)
+    assert_close(jitted(impl)(x, w, s), want, reduction=reduction(w_shape))
