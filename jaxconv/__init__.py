@@ -19,6 +19,7 @@ from jaxconv.functional import (
 )
 from jaxconv.patches import fold, unfold
 from jaxconv.shapes import output_shape, resolve_padding, transpose_output_shape
+from jaxconv.sharding import halo_exchange, sharded_conv
 
 __all__ = [
     "IMPLS",
@@ -35,8 +36,10 @@ __all__ = [
     "corr2d_multi_in_out",
     "corr2d_multi_in_out_1x1",
     "fold",
+    "halo_exchange",
     "output_shape",
     "resolve_padding",
+    "sharded_conv",
     "transpose_output_shape",
     "unfold",
 ]
