@@ -1,0 +1,336 @@
+"""``python -m bench``: time every jaxconv algorithm on the backend at hand.
+
+For each case of the suite and each mode, every algorithm (and "lax", the baseline, always)
+is compiled (timed apart), run once and checked against "lax", then timed interleaved
+with the others. Prints a table and a summary; writes results.json, results.md and
+results.png under ``--out``. Ctrl-C stops early and still writes what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import jaxconv
+from bench import calls, report, suites, timing
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# Matmul side for the peak: big enough to reach the machine's rate, small enough to be quick.
+PEAK_SIZE = {"cpu": 2048}
+DEFAULT_PEAK_SIZE = 8192
+
+
+def _comma_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Time every jaxconv algorithm on the backend at hand, against XLA's "
+        "convolution ('lax') and optionally PyTorch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--suite",
+        choices=suites.SUITES,
+        default="quick",
+        help="which cases: quick (a representative subset, a few minutes on a 2-core CPU), "
+        "full (every case, bigger batches), notes (the notes' 100->100 5x5 m=64 layer), "
+        "tiny (seconds; what the test runs). Batches grow x8 on GPU/TPU.",
+    )
+    p.add_argument(
+        "--impl",
+        type=_comma_list,
+        default=None,
+        help="comma-separated algorithms to time; default every name in jaxconv.IMPLS "
+        f"(now {','.join(jaxconv.IMPLS)}) plus 'auto'. 'lax' is always run: it is the "
+        "reference the others are checked against and the baseline of the speed-ups.",
+    )
+    p.add_argument(
+        "--mode",
+        type=_comma_list,
+        default=["fwd"],
+        help="comma-separated: fwd (forward only) and/or train (forward plus backward for "
+        "input and weight, via jax.vjp with a fixed cotangent)",
+    )
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="input and weight dtype")
+    p.add_argument(
+        "--layout",
+        choices=("nchw", "nhwc", "both"),
+        default=None,
+        help="run every case channels-first (nchw), channels-last (nhwc) or both; default: "
+        "each case's own layout (some cases appear in both)",
+    )
+    p.add_argument(
+        "--compare",
+        choices=("torch",),
+        default=None,
+        help="also time torch.nn.functional's equivalent (CPU, all cores) on the same data and "
+        "report the speed-up over it; skipped with a message if torch is not installed",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=7,
+        help="timed runs of each algorithm per case and mode (rounds of interleaved runs)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=4.0,
+        help="time budget of a case's timed runs: each algorithm stops being timed once its "
+        "runs add up to its equal share (after at least one run), and one whose warm-up "
+        "call alone exceeds its share is reported from that call (0 runs); 0 for no limit",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="directory for results.json, results.md and results.png",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="data-parallel over N devices: the batch (N times the case's) is sharded over a "
+        "1-D mesh, the weight replicated. On CPU, try it with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N",
+    )
+    p.add_argument(
+        "--cases",
+        type=_comma_list,
+        default=[],
+        help="comma-separated substrings: keep the cases whose id (name/layout) contains one",
+    )
+    p.add_argument(
+        "--peak-size",
+        type=int,
+        default=None,
+        help=f"side of the square matmul that measures the peak (default {PEAK_SIZE['cpu']} "
+        f"on CPU, {DEFAULT_PEAK_SIZE} elsewhere)",
+    )
+    p.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return p
+
+
+def _load_torch():
+    try:
+        import torch
+    except ImportError:
+        print("--compare torch: torch is not installed; continuing without it", file=sys.stderr)
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def _error_text(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def run_case(
+    case, mode, impls, dtype, shardings, torch, repeat, max_seconds, rows_out: list[dict]
+) -> None:
+    """The rows of one (case, mode): every algorithm checked, then timed interleaved.
+
+    Rows go to ``rows_out`` as they are made, so an interrupt keeps the compile times and
+    checks of a case whose timing it cut short."""
+    flops = suites.flops(case, mode, jaxconv)
+    data = calls.make_data(case, mode)
+    args = calls.jax_args(case, data, dtype, *shardings)
+    tol = calls.TOLERANCE[dtype]
+    # A run slower than its share of the case's budget is not repeated: its warm-up call
+    # (checked, blocked) stands as its one timing, marked as such.
+    share = max_seconds / (len(impls) + (torch is not None)) if max_seconds else math.inf
+    rows, runners, reference = {}, {}, None
+
+    def accept(impl, run, out, warmup_s):
+        """Check a warmed-up algorithm's result and queue it for timing (or not)."""
+        nonlocal reference
+        row = rows[impl]
+        row["warmup_s"] = warmup_s
+        if impl == "lax":
+            reference = out
+        elif reference is not None:
+            row["rel_err"] = calls.relative_error(out, reference)
+            if not row["rel_err"] <= tol:
+                row["status"] = "mismatch"
+                return
+        if warmup_s > share:
+            row.update(timing.summarize([warmup_s]), runs=0)
+        else:
+            runners[impl] = run
+
+    for impl in impls:
+        row = rows[impl] = report.new_row(case, mode, impl, dtype, flops)
+        rows_out.append(row)
+        try:
+            compiled, row["compile_s"] = timing.compile_function(
+                calls.jax_function(case, impl, mode), args
+            )
+            start = time.perf_counter()
+            out = jax.block_until_ready(compiled(*args))  # the warm-up call
+            warmup_s = time.perf_counter() - start
+        except Exception as e:  # an algorithm that fails is a row, not a crash
+            row.update(status="error", error=_error_text(e))
+            continue
+        out = calls.to_channels_first(out, case.channels_last)
+        accept(impl, timing.blocked(compiled, args), out, warmup_s)
+    if torch is not None:
+        row = rows["torch"] = report.new_row(case, mode, "torch", dtype, flops)
+        rows_out.append(row)
+        try:
+            run = calls.torch_function(torch, case, mode, data, dtype)
+            start = time.perf_counter()
+            out = calls.torch_to_numpy(run())  # the warm-up call
+            warmup_s = time.perf_counter() - start
+        except Exception as e:
+            row.update(status="error", error=_error_text(e))
+        else:
+            accept("torch", run, out, warmup_s)
+    times = timing.interleave(runners, repeat, max_seconds or None)
+    for impl, seconds in times.items():
+        rows[impl].update(timing.summarize(seconds))
+
+
+def environment(args, argv, devices, torch) -> dict:
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "devices_available": len(jax.devices()),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": importlib.metadata.version("jaxlib"),
+        "numpy": np.__version__,
+        "torch": None if torch is None else torch.__version__,
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "bench", *argv]),
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "suite": args.suite,
+        "modes": args.mode,
+        "dtype": args.dtype,
+        "repeat": args.repeat,
+        "max_seconds": args.max_seconds,
+        "matmul_peak": None,
+        "interrupted": False,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    valid = ("auto", *jaxconv.IMPLS)
+    impls = args.impl if args.impl is not None else list(valid)
+    if bad := [i for i in impls if i not in valid]:
+        parser.error(f"--impl: unknown {bad}; choose from {', '.join(valid)}")
+    impls = ["lax", *(i for i in dict.fromkeys(impls) if i != "lax")]
+    if bad := [m for m in args.mode if m not in calls.MODES]:
+        parser.error(f"--mode: unknown {bad}; choose from {', '.join(calls.MODES)}")
+    if args.repeat < 1:
+        parser.error(f"--repeat must be positive, got {args.repeat}")
+    available = jax.devices()
+    if not 1 <= args.devices <= len(available):
+        parser.error(
+            f"--devices {args.devices}: this {jax.default_backend()} backend has "
+            f"{len(available)} device(s); on CPU, start with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
+        )
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+
+    backend = jax.default_backend()
+    cases = suites.select(
+        suites.suite(args.suite, backend), layout=args.layout, patterns=tuple(args.cases)
+    )
+    if args.devices > 1:
+        cases = tuple(c.with_batch(c.batch * args.devices) for c in cases)
+    if not cases:
+        parser.error(f"--cases {args.cases}: no case of suite {args.suite!r} matches")
+    if args.list:
+        print("\n".join(c.id for c in cases))
+        return 0
+
+    devices = available[: args.devices]
+    mesh = Mesh(np.array(devices), ("batch",))
+    shardings = (NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec()))
+    torch = _load_torch() if args.compare == "torch" else None
+    env = environment(args, argv, devices, torch)
+    peak_n = args.peak_size or PEAK_SIZE.get(backend, DEFAULT_PEAK_SIZE)
+    peak_n = math.ceil(peak_n / args.devices) * args.devices
+
+    from tqdm import tqdm
+
+    rows: list[dict] = []
+    bar = tqdm(
+        total=len(cases) * len(args.mode),
+        file=sys.stderr,
+        disable=args.no_progress,
+        unit="case",
+        dynamic_ncols=True,
+    )
+    try:
+        bar.set_description("matmul peak")
+        env["matmul_peak"] = timing.matmul_peak(args.dtype, peak_n, *shardings)
+        for case in cases:
+            for mode in args.mode:
+                bar.set_description(f"{case.id} {mode}")
+                run_case(
+                    case,
+                    mode,
+                    impls,
+                    args.dtype,
+                    shardings,
+                    torch,
+                    args.repeat,
+                    args.max_seconds,
+                    rows,
+                )
+                bar.update()
+        # Load from elsewhere can slow the first measurement: keep the better of two.
+        bar.set_description("matmul peak")
+        again = timing.matmul_peak(args.dtype, peak_n, *shardings)
+        if again["flops_per_s"] > env["matmul_peak"]["flops_per_s"]:
+            env["matmul_peak"] = again
+    except KeyboardInterrupt:
+        env["interrupted"] = True
+        for row in rows:
+            if row["status"] == "ok" and row["runs"] is None:
+                row.update(status="interrupted", error="interrupted before it was timed")
+        print("\ninterrupted: writing what was measured so far", file=sys.stderr)
+    finally:
+        bar.close()
+
+    peak = env["matmul_peak"]
+    report.derive(rows, peak and peak["flops_per_s"])
+    print(report.table(rows))
+    print()
+    print("\n".join(report.summary(rows)))
+    print("\n".join(report.environment_lines(env)))
+    paths = report.write(args.out, rows, env)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 130 if env["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Measurement: compile apart, warm up, then interleaved, blocked, timed runs.
+
+Each function is compiled once (``jax.jit(f).lower(*args).compile()``, timed apart),
+called once to warm up (that call's result is the one checked against "lax"), and then
+the compiled object is timed: algorithms run round-robin within a case, one run each
+per round, every run ending in ``block_until_ready()``, so that load drifting over time
+hits every algorithm alike. A run is reported by its median, min and max.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def compile_function(fn: Callable, args: tuple) -> tuple[Callable, float]:
+    """``(compiled, seconds)``: ``fn`` traced, lowered and compiled for ``args``."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def blocked(fn: Callable, args: tuple) -> Callable[[], None]:
+    """A zero-argument run of ``fn(*args)`` that returns once the result is ready."""
+
+    def run() -> None:
+        jax.block_until_ready(fn(*args))
+
+    return run
+
+
+def interleave(
+    runners: Mapping[str, Callable[[], object]],
+    repeat: int,
+    max_seconds: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Seconds of each run of each runner, taken round-robin.
+
+    Round ``r`` runs every runner once, starting from the ``r``-th (mod their number)
+    so no runner always follows the same one; ``repeat`` rounds. With ``max_seconds``,
+    each runner has an equal share of it: once its runs add up to its share it sits out
+    the remaining rounds (it always runs once), so one slow algorithm cannot eat the
+    case's time and the whole stays under about ``max_seconds`` plus one run of each.
+
+    Examples:
+      >>> order = []
+      >>> times = interleave({k: (lambda k=k: order.append(k)) for k in "abc"}, repeat=3)
+      >>> "".join(order)
+      'abcbcacab'
+      >>> [len(t) for t in times.values()]
+      [3, 3, 3]
+    """
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    share = max_seconds / len(names) if max_seconds and names else None
+    for r in range(repeat):
+        k = r % len(names) if names else 0
+        active = [n for n in names[k:] + names[:k] if share is None or sum(times[n]) < share]
+        if not active:
+            break
+        for name in active:
+            t0 = clock()
+            runners[name]()
+            times[name].append(clock() - t0)
+    return times
+
+
+def summarize(seconds: list[float]) -> dict[str, float | int | None]:
+    """``{"median_s", "min_s", "max_s", "runs"}`` of a list of run times (None if empty).
+
+    Examples:
+      >>> summarize([0.3, 0.1, 0.2, 0.9])
+      {'median_s': 0.25, 'min_s': 0.1, 'max_s': 0.9, 'runs': 4}
+    """
+    if not seconds:
+        return {"median_s": None, "min_s": None, "max_s": None, "runs": 0}
+    return {
+        "median_s": statistics.median(seconds),
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "runs": len(seconds),
+    }
+
+
+def matmul_peak(
+    dtype: str, n: int, batch_sharding, replicated, repeat: int = 5
+) -> dict[str, float | int]:
+    """The machine's matmul rate in ``dtype``: an ``n x n`` by ``n x n`` ``jnp.dot``, its
+    rows sharded like the convs' batch, compiled and warmed up as they are; a peak, so
+    from the fastest of ``repeat`` runs.
+
+    Returns ``{"n", "flops_per_s", "min_s"}``.
+    """
+    rng = np.random.default_rng(1)
+    a = jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), dtype), batch_sharding)
+    b = jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), dtype), replicated)
+    compiled, _ = compile_function(jnp.dot, (a, b))
+    run = blocked(compiled, (a, b))
+    run()
+    fastest = summarize(interleave({"dot": run}, repeat)["dot"])["min_s"]
+    return {"n": n, "flops_per_s": 2 * n**3 / fastest, "min_s": fastest}

@@ -1,0 +1,103 @@
+"""The bench: one tiny run end to end through the command line, and its measuring logic."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from bench import report, timing
+from bench.__main__ import main
+
+ENV_FIELDS = (
+    "backend",
+    "device_kind",
+    "cpu_count",
+    "jax",
+    "jaxlib",
+    "date",
+    "command",
+    "dtype",
+    "matmul_peak",
+)
+
+
+def test_tiny_suite_end_to_end(tmp_path, capsys):
+    has_torch = importlib.util.find_spec("torch") is not None
+    argv = ["--suite", "tiny", "--mode", "fwd,train", "--repeat", "2", "--out", str(tmp_path)]
+    # One algorithm besides lax keeps the compiles few; the algorithms have their own tests.
+    argv += ["--impl", "matmul", "--peak-size", "64", "--compare", "torch"]
+    assert main(argv) == 0
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    env, rows = results["environment"], results["rows"]
+    for field in ENV_FIELDS:
+        assert env[field] is not None, field
+    assert env["command"].startswith("python -m bench --suite tiny")
+    assert env["matmul_peak"]["flops_per_s"] > 0
+    assert (env["torch"] is not None) == has_torch
+
+    impls = {"lax", "matmul"} | ({"torch"} if has_torch else set())
+    cases = {r["case"] for r in rows}
+    assert len(cases) == 2
+    for case in cases:
+        for mode in ("fwd", "train"):
+            got = {r["impl"]: r for r in rows if r["case"] == case and r["mode"] == mode}
+            assert set(got) == impls
+            lax = got["lax"]
+            assert lax["status"] == "ok" and lax["runs"] == 2 and lax["speedup_lax"] == 1.0
+            assert lax["min_s"] <= lax["median_s"] <= lax["max_s"]
+            assert lax["compile_s"] > 0 and lax["flops"] > 0
+            for r in got.values():
+                assert r["status"] in ("ok", "mismatch", "error")
+                if r["status"] == "ok" and r["impl"] != "lax":
+                    assert r["rel_err"] < 1e-4 and r["runs"] >= 1
+    for suffix in ("md", "png"):
+        assert (tmp_path / f"results.{suffix}").stat().st_size > 0
+    assert "geomean speed-up over lax" in capsys.readouterr().out
+
+
+def test_too_many_devices_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--suite", "tiny", "--devices", "4096", "--out", str(tmp_path)])
+    assert "--devices 4096" in capsys.readouterr().err
+
+
+def test_interleave_is_round_robin_within_each_runners_share():
+    now, order = [0.0], []
+
+    def runner(name, seconds):
+        def run():
+            order.append(name)
+            now[0] += seconds
+
+        return run
+
+    runners = {"fast": runner("fast", 1.0), "slow": runner("slow", 10.0), "mid": runner("mid", 2.0)}
+    times = timing.interleave(runners, repeat=4, max_seconds=30.0, clock=lambda: now[0])
+    # Each round starts one further along; "slow" spends its share (30 / 3) in one run.
+    assert order == ["fast", "slow", "mid", "mid", "fast", "mid", "fast", "fast", "mid"]
+    assert times == {"fast": [1.0] * 4, "slow": [10.0], "mid": [2.0] * 4}
+    unlimited = timing.interleave(runners, repeat=2, clock=lambda: now[0])
+    assert [len(t) for t in unlimited.values()] == [2, 2, 2]
+
+
+def test_summary_statistics_and_ratios():
+    assert timing.summarize([5.0, 1.0, 3.0]) == {
+        "median_s": 3.0,
+        "min_s": 1.0,
+        "max_s": 5.0,
+        "runs": 3,
+    }
+    assert timing.summarize([4.0, 1.0, 2.0, 3.0])["median_s"] == 2.5
+    assert timing.summarize([])["median_s"] is None
+
+    def row(case, impl, median):
+        return {"case": case, "mode": "fwd", "impl": impl, "median_s": median, "flops": 8e9}
+
+    rows = [row("a", "lax", 2.0), row("a", "x", 1.0), row("b", "lax", 1.0), row("b", "x", 4.0)]
+    report.derive(rows, peak_flops_per_s=16e9)
+    assert [r["speedup_lax"] for r in rows] == [1.0, 2.0, 1.0, 0.25]
+    assert [r["frac_peak"] for r in rows] == [0.25, 0.5, 0.5, 0.125]
+    g, n = report.geomean_speedups(rows)[("x", "fwd")]
+    assert n == 2 and math.isclose(g, math.sqrt(2.0 * 0.25))
