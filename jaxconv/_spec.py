@@ -75,6 +75,7 @@ class ConvPlan:
     padding_mode: str
     mode_padding: tuple[tuple[int, int], ...] | None
     impl: str
+    out_shape: tuple[int, ...]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -365,8 +366,9 @@ def conv_plan(
         padding_mode=padding_mode,
         mode_padding=None if padding_mode == "zeros" else pads,
         impl=check_impl(fname, impl),
+        out_shape=_layout(batch, c_out, out, channels_last),
     )
-    return plan, _layout(batch, c_out, out, channels_last)
+    return plan, plan.out_shape
 
 
 def transpose_plan(
@@ -444,8 +446,9 @@ def transpose_plan(
         padding_mode="zeros",
         mode_padding=None,
         impl=check_impl(fname, impl),
+        out_shape=_layout(batch, c_out, out, channels_last),
     )
-    return plan, _layout(batch, c_out, out, channels_last)
+    return plan, plan.out_shape
 
 
 def _layout(batch, channels, spatial, channels_last) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from jaxconv import _dispatch, _spec
@@ -76,22 +77,74 @@ def transpose_weight_as_forward(w: jax.Array, groups: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("plan",))
 def _run(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan) -> jax.Array:
     with jax.named_scope(f"jaxconv.{plan.name}"):
-        with jax.numpy_dtype_promotion("standard"):  # the contract's dtype, whatever the config
-            dtype = jnp.result_type(x.dtype, w.dtype)
-        batch_shape = x.shape[: plan.batch_ndim]
-        x = to_canonical_input(x.astype(dtype), plan.batch_ndim, plan.channels_last)
-        w = to_canonical_weight(w.astype(dtype), plan.channels_last)
-        if plan.transpose:
-            w = transpose_weight_as_forward(w, plan.spec.groups)
-        if plan.mode_padding is not None:
-            x = jnp.pad(x, ((0, 0), (0, 0), *plan.mode_padding), _NP_PAD_MODE[plan.padding_mode])
-        impl = plan.impl
-        if impl == "auto":
-            impl = _dispatch.choose(plan.spec, x.shape, w.shape, dtype, jax.default_backend())
-        y = FORWARDS[impl](x, w, plan.spec)
-        if b is not None:
-            y = y + b.astype(dtype).reshape((1, -1) + (1,) * plan.spec.ndim)
-        return from_canonical_output(y, batch_shape, plan.channels_last)
+        mesh = _explicit_mesh(x, w, b)
+        if mesh is None:
+            return _body(x, w, b, plan)
+        # Explicit sharding axes type every intermediate, and layout reshapes have no
+        # sharding rule: run the body under automatic (GSPMD) partitioning instead, and
+        # keep the output split the way the input and weight were where it divides.
+        out = NamedSharding(mesh, _output_spec(x, w, plan, mesh))
+        body = functools.partial(_body, plan=plan)
+        return jax.sharding.auto_axes(body, axes=mesh.explicit_axes, out_sharding=out)(x, w, b)
+
+
+def _explicit_mesh(*arrays):
+    """The abstract mesh of the first argument sharded over `Explicit` axes, or None."""
+    for a in arrays:
+        if a is None:
+            continue
+        sharding = getattr(jax.typeof(a), "sharding", None)
+        mesh = getattr(sharding, "mesh", None)
+        if mesh is not None and not mesh.empty and mesh.explicit_axes:
+            return mesh
+    return None
+
+
+def _output_spec(x, w, plan: _spec.ConvPlan, mesh) -> PartitionSpec:
+    """The output's partition: batch and spatial dims as the input's, channels as the
+    weight's output channels, wherever the output's size divides by the axes' size."""
+    n = plan.spec.ndim
+    x_spec, w_spec = _padded_spec(x), _padded_spec(w)
+    batch, rest = x_spec[: plan.batch_ndim], x_spec[plan.batch_ndim :]
+    spatial = rest[:n] if plan.channels_last else rest[1:]
+    # A forward weight's output channels: dim 0, or the last with channels_last.
+    channel = None if plan.transpose else w_spec[-1 if plan.channels_last else 0]
+    entries = (*batch, *spatial, channel) if plan.channels_last else (*batch, channel, *spatial)
+    return PartitionSpec(
+        *(
+            e if e is None or size % _axes_size(mesh, e) == 0 else None
+            for e, size in zip(entries, plan.out_shape, strict=True)
+        )
+    )
+
+
+def _padded_spec(a) -> tuple:
+    spec = tuple(jax.typeof(a).sharding.spec)
+    return spec + (None,) * (a.ndim - len(spec))
+
+
+def _axes_size(mesh, entry) -> int:
+    names = entry if isinstance(entry, tuple) else (entry,)
+    return math.prod(mesh.shape[name] for name in names)
+
+
+def _body(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan) -> jax.Array:
+    with jax.numpy_dtype_promotion("standard"):  # the contract's dtype, whatever the config
+        dtype = jnp.result_type(x.dtype, w.dtype)
+    batch_shape = x.shape[: plan.batch_ndim]
+    x = to_canonical_input(x.astype(dtype), plan.batch_ndim, plan.channels_last)
+    w = to_canonical_weight(w.astype(dtype), plan.channels_last)
+    if plan.transpose:
+        w = transpose_weight_as_forward(w, plan.spec.groups)
+    if plan.mode_padding is not None:
+        x = jnp.pad(x, ((0, 0), (0, 0), *plan.mode_padding), _NP_PAD_MODE[plan.padding_mode])
+    impl = plan.impl
+    if impl == "auto":
+        impl = _dispatch.choose(plan.spec, x.shape, w.shape, dtype, jax.default_backend())
+    y = FORWARDS[impl](x, w, plan.spec)
+    if b is not None:
+        y = y + b.astype(dtype).reshape((1, -1) + (1,) * plan.spec.ndim)
+    return from_canonical_output(y, batch_shape, plan.channels_last)
 
 
 # ----------------------------------------------------------------------------- public

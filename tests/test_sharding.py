@@ -336,3 +336,21 @@ def test_sharded_conv_errors(x_shape, w_shape, kwargs, match):
     x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
     with pytest.raises(ValueError, match=match):
         jaxconv.sharded_conv(x, w, **kwargs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_explicit_mesh_axes(impl, rng):
+    """`jax.make_mesh`'s default (Explicit) axes: every algorithm runs, the result is the
+    single-device one, and it stays split along batch, spatial and output channels."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(AxisType.Explicit,), devices=jax.devices("cpu")[:8]
+    )
+    x, w, f, expected = _case("conv", False, rng)
+    cases = [((("d",), ()), P("d")), (((), ("d",)), P(None, "d"))]
+    if impl != "fft":  # XLA's CPU FFT cannot be split along a transformed dim.
+        cases.append((((None, None, "d"), ()), P(None, None, "d")))
+    for (x_spec, w_spec), out_spec in cases:
+        xs, ws = put(x, *x_spec, mesh=mesh), put(w, *w_spec, mesh=mesh)
+        out = jax.jit(functools.partial(f, impl=impl))(xs, ws)
+        assert out.sharding.is_equivalent_to(NamedSharding(mesh, out_spec), out.ndim)
+        assert_close(out, expected, reduction=8 * 6)

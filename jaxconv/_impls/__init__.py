@@ -5,13 +5,14 @@ Every ``forward`` takes canonical arrays (input ``(N, C_in, *S)``, weight
 ``(N, C_out, *S_out)``. They never parse user arguments.
 """
 
-from jaxconv._impls import einsum, fft, lax, matmul
+from jaxconv._impls import einsum, fft, lax, matmul, shift
 
 FORWARDS = {
     "lax": lax.forward,
     "einsum": einsum.forward,
     "matmul": matmul.forward,
     "fft": fft.forward,
+    "shift": shift.forward,
 }
 
 IMPLS: tuple[str, ...] = tuple(FORWARDS)

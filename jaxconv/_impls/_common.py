@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 if TYPE_CHECKING:
@@ -50,3 +51,8 @@ def tap_windows(
             b + (m - 1) * s + 1 for b, m, s in zip(start[2:], out, spec.stride, strict=True)
         ]
         yield tap, lax.slice(xp, start, limit, [1, 1, *spec.stride])
+
+
+def accumulation_dtype(dtype) -> jnp.dtype | None:
+    """float32 accumulation for half-precision inputs; None (the input's own) otherwise."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else None

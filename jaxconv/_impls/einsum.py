@@ -16,15 +16,10 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxconv._impls._common import pad_input, tap_windows, valid_out_spatial
+from jaxconv._impls._common import accumulation_dtype, pad_input, tap_windows, valid_out_spatial
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
-
-
-def accumulation_dtype(dtype) -> jnp.dtype | None:
-    """float32 accumulation for half-precision inputs; None (the input's own) otherwise."""
-    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else None
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._impls._common import pad_input, tap_windows, valid_out_spatial
-from jaxconv._impls.einsum import accumulation_dtype
+from jaxconv._impls._common import accumulation_dtype, pad_input, tap_windows, valid_out_spatial
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
