@@ -138,10 +138,8 @@ def _body(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan)
         w = transpose_weight_as_forward(w, plan.spec.groups)
     if plan.mode_padding is not None:
         x = jnp.pad(x, ((0, 0), (0, 0), *plan.mode_padding), _NP_PAD_MODE[plan.padding_mode])
-    impl = plan.impl
-    if impl == "auto":
-        impl = _dispatch.choose(plan.spec, x.shape, w.shape, dtype, jax.default_backend())
-    y = FORWARDS[impl](x, w, plan.spec)
+    forward = _dispatch.forward if plan.impl == "auto" else FORWARDS[plan.impl]
+    y = forward(x, w, plan.spec)
     if b is not None:
         y = y + b.astype(dtype).reshape((1, -1) + (1,) * plan.spec.ndim)
     return from_canonical_output(y, batch_shape, plan.channels_last)

@@ -5,7 +5,7 @@ Every ``forward`` takes canonical arrays (input ``(N, C_in, *S)``, weight
 ``(N, C_out, *S_out)``. They never parse user arguments.
 """
 
-from jaxconv._impls import einsum, fft, lax, matmul, shift
+from jaxconv._impls import einsum, fft, lax, matmul, shift, subpixel
 
 FORWARDS = {
     "lax": lax.forward,
@@ -13,6 +13,7 @@ FORWARDS = {
     "matmul": matmul.forward,
     "fft": fft.forward,
     "shift": shift.forward,
+    "subpixel": subpixel.forward,
 }
 
 IMPLS: tuple[str, ...] = tuple(FORWARDS)

@@ -1,0 +1,130 @@
+"""``impl="subpixel"``: input-dilated (transposed) convolutions as stride² small ones.
+
+A transposed convolution with stride ``L`` reaches the algorithms as a stride-1
+correlation of the input dilated by ``L`` (``L - 1`` zeros between elements). Most of
+its products are with those zeros. Split the output by phase instead: output position
+``q * L + r`` only ever meets the kernel taps ``t`` with ``(r + t * d - lo) % L == 0``,
+and those meet the undilated input at ``q + (r + t * d - lo) / L``. So phase ``r`` is
+an ordinary stride-1 correlation of the undilated input with that subset of taps (every
+``L / gcd(d, L)``-th one, at dilation ``d / gcd(d, L)``), and the output interleaves the
+``L`` phases per dim. Each phase runs through ``inner`` (XLA's convolution here; the
+``"auto"`` dispatcher passes its own choice). Specs without input dilation, or with both
+input dilation and stride in one dim, go to ``inner`` unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv._impls import lax as lax_impl
+
+if TYPE_CHECKING:
+    from jaxconv._spec import ConvSpec
+
+Forward = Callable[[jax.Array, jax.Array, "ConvSpec"], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Phase:
+    """Phase ``r`` of one dim: taps ``first + j * step``, input offset ``offset``."""
+
+    first: int
+    count: int
+    step: int
+    dilation: int
+    offset: int
+    size: int  # outputs in this phase
+
+
+def _phases(n: int, k: int, lo: int, lhs: int, rhs: int, out: int) -> list[_Phase | None]:
+    step = lhs // math.gcd(rhs, lhs)
+    phases = []
+    for r in range(lhs):
+        size = max(0, -(-(out - r) // lhs))
+        first = next((t for t in range(min(k, step)) if (r + t * rhs - lo) % lhs == 0), None)
+        if first is None or size == 0:
+            phases.append(None)
+            continue
+        count = (k - 1 - first) // step + 1
+        offset = (r + first * rhs - lo) // lhs
+        phases.append(_Phase(first, count, step, rhs * step // lhs, offset, size))
+    return phases
+
+
+def applies(spec: ConvSpec) -> bool:
+    """Whether the decomposition helps: some input dilation, never with a stride."""
+    return any(ld > 1 for ld in spec.lhs_dilation) and all(
+        s == 1 or ld == 1 for s, ld in zip(spec.stride, spec.lhs_dilation, strict=True)
+    )
+
+
+def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
+    """The canonical convolution, phase by phase through ``inner``."""
+    if not applies(spec):
+        return inner(x, w, spec)
+    n_batch, c_out = x.shape[0], w.shape[0]
+    kernel = w.shape[2:]
+    out = spec.out_spatial(x.shape[2:], kernel)
+    per_dim = [
+        _phases(n, k, lo, ld, d, m) if ld > 1 else [None]
+        for n, k, (lo, _), ld, d, m in zip(
+            x.shape[2:],
+            kernel,
+            spec.padding,
+            spec.lhs_dilation,
+            spec.rhs_dilation,
+            out,
+            strict=True,
+        )
+    ]
+    lhs = spec.lhs_dilation
+    blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
+    pieces = []
+    for combo in itertools.product(*(range(ld) for ld in lhs)):
+        phase = [per_dim[i][r] if lhs[i] > 1 else None for i, r in enumerate(combo)]
+        if any(p is None for i, p in enumerate(phase) if lhs[i] > 1):
+            pieces.append(jnp.zeros((n_batch, c_out, *blocks), x.dtype))
+            continue
+        start, limit, strides, pads, dils, sizes = [0, 0], list(w.shape[:2]), [1, 1], [], [], []
+        for i, p in enumerate(phase):
+            if p is None:  # a dim without input dilation keeps the spec's own
+                start.append(0)
+                limit.append(kernel[i])
+                strides.append(1)
+                pads.append(spec.padding[i])
+                dils.append(spec.rhs_dilation[i])
+                sizes.append(out[i])
+                continue
+            start.append(p.first)
+            limit.append(p.first + (p.count - 1) * p.step + 1)
+            strides.append(p.step)
+            hi = p.size + p.offset + (p.count - 1) * p.dilation - x.shape[2 + i]
+            pads.append((-p.offset, hi))
+            dils.append(p.dilation)
+            sizes.append(p.size)
+        sub = dataclasses.replace(
+            spec, padding=tuple(pads), lhs_dilation=(1,) * spec.ndim, rhs_dilation=tuple(dils)
+        )
+        y = inner(x, lax.slice(w, start, limit, strides), sub)
+        pieces.append(
+            jnp.pad(y, [(0, 0), (0, 0)] + [(0, b - s) for b, s in zip(blocks, sizes, strict=True)])
+        )
+    # (*L, N, C, *B) -> (N, C, B1, L1, B2, L2, ...) -> (N, C, B1*L1, ...), cropped to `out`.
+    nd = spec.ndim
+    y = jnp.stack(pieces).reshape((*lhs, n_batch, c_out, *blocks))
+    y = jnp.transpose(y, (nd, nd + 1, *itertools.chain(*((nd + 2 + i, i) for i in range(nd)))))
+    y = y.reshape((n_batch, c_out, *(b * ld for b, ld in zip(blocks, lhs, strict=True))))
+    return y[(slice(None), slice(None), *(slice(0, m) for m in out))]
+
+
+def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Phases through XLA's convolution."""
+    return decompose(x, w, spec, lax_impl.forward)
