@@ -13,24 +13,29 @@ Input-dilated specs (transposed convolutions) are first split into stride² phas
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
+from jax.custom_derivatives import SymbolicZero
 
 from jaxconv._impls import FORWARDS, subpixel
 from jaxconv._spec import ConvSpec
 
 # Depthwise kernels up to this many taps go through shift-and-add; larger ones by FFT.
 SHIFT_MAX_TAPS = 64
+# What `choose` returns: the algorithm for the forward value, and for the derivatives.
+FORWARD, GRADIENT = 0, 1
 # Dense convolutions with at most this many output positions go through the matmul.
 MATMUL_MAX_POSITIONS = 100
 
 
-def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> str:
-    """The algorithm ``impl="auto"`` runs for this canonical call on ``backend``."""
+def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str]:
+    """The algorithms ``impl="auto"`` runs for this canonical call on ``backend``: one for
+    the value (`FORWARD`) and one for its derivatives (`GRADIENT`)."""
     del dtype  # the rules were measured in float32; nothing else is known better
     if backend != "cpu":
-        return "lax"
+        return ("lax",) * 2
     c_in_g = w_shape[1]
     taps = math.prod(w_shape[2:])
     if spec.groups > 1 and c_in_g == 1:
@@ -38,34 +43,64 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> str:
         # convolution per channel: depthwise 3x3 144@56 fwd lax 0.6 GFLOP/s, shift 51x
         # lax; 7x7 96@56 shift 37x. Large kernels: shift's compile time grows with the
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
-        return "shift" if taps <= SHIFT_MAX_TAPS else "fft"
+        return ("shift",) * 2 if taps <= SHIFT_MAX_TAPS else ("fft",) * 2
     if spec.groups > 1:
         # Grouped (ResNeXt 3x3, 32 groups of 4): matmul with the groups as a batch dim,
         # fwd 2.1x lax, train 196x (XLA's grouped backward takes 1.8 s per step).
-        return "matmul"
+        return ("matmul",) * 2
     if taps == 1:
         # 1x1: one dot over channels. 256->64 @56 NCHW fwd 4.6x lax, train 2.2x.
-        return "matmul"
+        return ("matmul",) * 2
     if spec.ndim == 1:
         # 1-D: audio k80 s4 fwd 1.1x, train 2.2x; temporal k3 fwd 1.4x, train 1.2x.
-        return "matmul"
+        return ("matmul",) * 2
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if math.prod(out) <= MATMUL_MAX_POSITIONS:
         # Few positions, many channels: ResNet 3x3 512@7 fwd 2.0x lax, train 3.1x.
-        return "matmul"
+        return ("matmul",) * 2
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
     # matmul 0.6x fwd, 1.0x train; the notes' 5x5 layer matmul 0.8x; stem 7x7 0.7x).
-    return "lax"
+    return ("lax",) * 2
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The canonical convolution by the algorithm (or phase split) the rules choose."""
+    """The canonical convolution by the algorithm (or phase split) the rules choose.
+
+    A convolution is bilinear, so its derivative is two more convolutions with the same
+    spec: ``d conv(x, w) = conv(dx, w) + conv(x, dw)``. The custom JVP computes those
+    with the algorithm chosen for gradients; reverse mode transposes that linear map,
+    so the input gradient (a transposed convolution) and the weight gradient (a
+    correlation of input and output gradient) run through that algorithm's transpose,
+    never through XLA's slow convolution transposes unless it is the choice. Forward
+    mode (`jax.jvp`, `jax.jacfwd`) keeps working, which a `custom_vjp` would break.
+    """
+    return _run(x, w, spec, FORWARD)
+
+
+@functools.partial(forward.defjvp, symbolic_zeros=True)
+def _forward_jvp(spec: ConvSpec, primals, tangents):
+    x, w = primals
+    dx, dw = tangents
+    y = _run(x, w, spec, FORWARD)
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(_run(dx, w, spec, GRADIENT))
+    if not isinstance(dw, SymbolicZero):
+        terms.append(_run(x, dw, spec, GRADIENT))
+    if not terms:
+        return y, SymbolicZero(jax.typeof(y).to_tangent_aval())
+    return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
     backend = jax.default_backend()
 
     def chosen(x_, w_, spec_):
-        return FORWARDS[choose(spec_, x_.shape, w_.shape, x_.dtype, backend)](x_, w_, spec_)
+        name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
+        return FORWARDS[name](x_, w_, spec_)
 
     if backend == "cpu" and subpixel.applies(spec):
-        # DCGAN 4x4 s2 and U-Net 2x2 s2 transposed: see the README's measured table.
+        # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
         return subpixel.decompose(x, w, spec, chosen)
     return chosen(x, w, spec)

@@ -37,6 +37,9 @@ class ConvSpec:
     rhs_dilation: tuple[int, ...]
     groups: int
     precision: Any = None
+    # The caller's layout, a hint only: an algorithm may order its operands so that XLA
+    # cancels the layout transposes around it. Results never depend on it.
+    channels_last: bool = False
 
     @property
     def ndim(self) -> int:
@@ -353,6 +356,7 @@ def conv_plan(
         rhs_dilation=dilation,
         groups=groups,
         precision=check_precision(fname, precision),
+        channels_last=channels_last,
     )
     mode_spatial = tuple(m + lo + hi for m, (lo, hi) in zip(spatial, pads, strict=True))
     out = spec.out_spatial(spatial if padding_mode == "zeros" else mode_spatial, kernel)
@@ -436,6 +440,7 @@ def transpose_plan(
         rhs_dilation=dilation,
         groups=groups,
         precision=check_precision(fname, precision),
+        channels_last=channels_last,
     )
     plan = ConvPlan(
         name=fname,

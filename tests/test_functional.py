@@ -530,3 +530,32 @@ def test_random_configurations(config):
         channels_last=channels_last,
         dtype=np.float64,
     )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((1, 2, 6, 5), (3, 2, 3, 2), dict(padding=1)),  # dense
+        ((1, 4, 6, 5), (4, 1, 3, 3), dict(groups=4, padding="same")),  # depthwise
+        ((1, 4, 6, 5), (6, 2, 3, 3), dict(groups=2, stride=2)),  # grouped
+    ],
+    ids=["dense", "depthwise", "grouped"],
+)
+def test_auto_forward_and_reverse_mode(case):
+    """auto's custom JVP: forward mode, reverse mode and second order all agree."""
+    x_shape, w_shape, kwargs = case
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    f = functools.partial(jaxconv.conv2d, **kwargs, impl="auto")
+    jax.test_util.check_grads(f, (x, w), order=2, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+    tx, tw = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    _, got = jax.jvp(f, (x, w), (tx, tw))
+    _, want = jax.jvp(functools.partial(jaxconv.conv2d, **kwargs, impl="lax"), (x, w), (tx, tw))
+    chex.assert_trees_all_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+def test_auto_transpose_forward_mode():
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((1, 2, 3, 4)), rng.standard_normal((2, 3, 2, 2))
+    f = functools.partial(jaxconv.conv_transpose2d, stride=2, impl="auto")
+    jax.test_util.check_grads(f, (x, w), order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)

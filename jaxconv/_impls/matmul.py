@@ -45,13 +45,26 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     depth = c_in_g * math.prod(kernel)
     cols = cols.reshape((n, g, depth, math.prod(out)))
     w = w.reshape((g, c_out // g, depth))
-    # batch: groups; contract: C_in/groups * taps -> (groups, C_out/groups, N, L)
-    y = lax.dot_general(
-        w,
-        cols,
-        (((2,), (2,)), ((0,), (1,))),
-        precision=spec.precision,
-        preferred_element_type=accumulation_dtype(x.dtype),
-    )
-    y = jnp.transpose(y, (2, 0, 1, 3)).astype(x.dtype)
-    return y.reshape((n, c_out, *out))
+    acc = accumulation_dtype(x.dtype)
+    if spec.channels_last:
+        # (N, L, C) @ (C, C_out) per group -> (groups, N, L, C_out/groups): with the
+        # caller's channels-last arrays XLA cancels the layout transposes around it.
+        y = lax.dot_general(
+            cols,
+            w,
+            (((2,), (2,)), ((1,), (0,))),
+            precision=spec.precision,
+            preferred_element_type=acc,
+        )
+        y = jnp.transpose(y, (1, 0, 3, 2))
+    else:
+        # (C_out, C) @ (C, L) per group -> (groups, C_out/groups, N, L): channels-first.
+        y = lax.dot_general(
+            w,
+            cols,
+            (((2,), (2,)), ((0,), (1,))),
+            precision=spec.precision,
+            preferred_element_type=acc,
+        )
+        y = jnp.transpose(y, (2, 0, 1, 3))
+    return y.astype(x.dtype).reshape((n, c_out, *out))
