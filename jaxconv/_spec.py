@@ -171,11 +171,14 @@ def resolve_padding_pairs(
 
 def _check_shape(fname: str, arg: str, shape) -> tuple[int, ...]:
     try:
-        return tuple(operator.index(v) for v in shape)
+        shape = tuple(operator.index(v) for v in shape)
     except TypeError:
         raise TypeError(
             f"{fname}: `{arg}` must be a shape (a sequence of ints), got {shape!r}"
         ) from None
+    if any(v < 0 for v in shape):
+        raise ValueError(f"{fname}: `{arg}` (shape {shape}) must have non-negative dims")
+    return shape
 
 
 def check_impl(fname: str, impl) -> str:

@@ -38,6 +38,22 @@ def check_array(fname: str, arg: str, value, *, optional: bool = False):
         )
 
 
+def check_operands(fname: str, input, weight, bias):
+    """The three arrays of a convolution; a complex bias needs a complex result."""
+    check_array(fname, "input", input)
+    check_array(fname, "weight", weight)
+    check_array(fname, "bias", bias, optional=True)
+    if (
+        bias is not None
+        and jnp.issubdtype(bias.dtype, jnp.complexfloating)
+        and not any(jnp.issubdtype(a.dtype, jnp.complexfloating) for a in (input, weight))
+    ):
+        raise TypeError(
+            f"{fname}: `bias` has dtype {bias.dtype}, but input ({input.dtype}) and "
+            f"weight ({weight.dtype}) are real: the result would drop its imaginary part"
+        )
+
+
 # ----------------------------------------------------------------------------- layouts
 
 
@@ -298,9 +314,7 @@ def _conv(
     impl,
     precision,
 ):
-    check_array(fname, "input", input)
-    check_array(fname, "weight", weight)
-    check_array(fname, "bias", bias, optional=True)
+    check_operands(fname, input, weight, bias)
     plan, _ = _spec.conv_plan(
         fname,
         input.shape,
@@ -334,9 +348,7 @@ def _conv_transpose(
     impl,
     precision,
 ):
-    check_array(fname, "input", input)
-    check_array(fname, "weight", weight)
-    check_array(fname, "bias", bias, optional=True)
+    check_operands(fname, input, weight, bias)
     plan, _ = _spec.transpose_plan(
         fname,
         input.shape,

@@ -38,7 +38,15 @@ CASES = [
         r"`padding` \(='same'\)",
     ),
     ("conv_transpose2d", (X2, WT2), dict(padding=((1, 1), (1, 1))), TypeError, r"`padding`"),
+    ("conv2d", (X2, W2, jnp.ones(6, jnp.complex64)), {}, TypeError, r"`bias` has dtype complex64"),
     # values
+    (
+        "output_shape",
+        ((1, -4, 8), (6, 4, 3)),
+        {},
+        ValueError,
+        r"`input` \(shape \(1, -4, 8\)\) must",
+    ),
     ("conv2d", (X2, W2), dict(stride=0), ValueError, r"`stride` \(=0\) must be positive"),
     ("conv2d", (X2, W2), dict(stride=(1, -1)), ValueError, r"`stride`.*positive"),
     ("conv2d", (X2, W2), dict(stride=(1, 1, 1)), ValueError, r"`stride`.*one entry per"),
