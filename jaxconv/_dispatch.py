@@ -45,15 +45,17 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         return ("shift",) * 2 if taps <= SHIFT_MAX_TAPS else ("fft",) * 2
     if spec.groups > 1:
-        # Grouped (ResNeXt 3x3, 32 groups of 4): matmul with the groups as a batch dim,
-        # fwd 2.1x lax, train 196x (XLA's grouped backward takes 1.8 s per step).
-        return ("matmul",) * 2
+        # Grouped (ResNeXt 3x3, 32 groups of 4 or 8 channels): XLA's forward is the
+        # fastest (matmul 0.6x at batch 8), its backward is not (ResNeXt 128@56 train:
+        # matmul 196x lax, whose grouped backward takes 1.8 s a step).
+        return ("lax", "matmul")
     if taps == 1:
         # 1x1: one dot over channels. 256->64 @56 NCHW fwd 4.6x lax, train 2.2x.
         return ("matmul",) * 2
     if spec.ndim == 1:
-        # 1-D: audio k80 s4 fwd 1.1x, train 2.2x; temporal k3 fwd 1.4x, train 1.2x.
-        return ("matmul",) * 2
+        # 1-D: temporal k3 256@1000 fwd lax (matmul 0.86x), train matmul 1.2x; audio
+        # k80 s4 train matmul 2.2x.
+        return ("lax", "matmul")
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if math.prod(out) <= MATMUL_MAX_POSITIONS:
         # Few positions, many channels: ResNet 3x3 512@7 fwd 2.0x lax, train 3.1x.

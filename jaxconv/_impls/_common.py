@@ -14,17 +14,20 @@ if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
 
 
-def pad_input(x: jax.Array, spec: ConvSpec) -> jax.Array:
+def pad_input(x: jax.Array, spec: ConvSpec, *, channels_last: bool = False) -> jax.Array:
     """Apply ``spec``'s input dilation and (lo, hi) padding to ``(N, C, *S)``.
 
     What is left is a "valid" correlation at ``spec.stride`` with the kernel dilated by
     ``spec.rhs_dilation``. Negative padding crops (transposed convolutions produce it).
+    With ``channels_last`` the array is ``(N, *S, C)``.
     """
     if all(p == (0, 0) for p in spec.padding) and all(d == 1 for d in spec.lhs_dilation):
         return x
-    config = [(0, 0, 0), (0, 0, 0)] + [
+    spatial = [
         (lo, hi, d - 1) for (lo, hi), d in zip(spec.padding, spec.lhs_dilation, strict=True)
     ]
+    keep = (0, 0, 0)
+    config = [keep, *spatial, keep] if channels_last else [keep, keep, *spatial]
     return lax.pad(x, lax.full((), 0, x.dtype), config)
 
 
@@ -37,20 +40,29 @@ def valid_out_spatial(padded_spatial, kernel, spec: ConvSpec) -> tuple[int, ...]
 
 
 def tap_windows(
-    xp: jax.Array, kernel, spec: ConvSpec
+    xp: jax.Array, kernel, spec: ConvSpec, *, channels_last: bool = False
 ) -> Iterator[tuple[tuple[int, ...], jax.Array]]:
     """For each kernel tap ``t``, the strided view of padded ``(N, C, *S)`` it multiplies.
 
     Yields ``(t, window)`` with window ``(N, C, *S_out)``: element ``o`` of it is the
-    input element ``o * stride + t * dilation``.
+    input element ``o * stride + t * dilation``. With ``channels_last`` the array and
+    its windows are ``(N, *S, C)`` instead.
     """
-    out = valid_out_spatial(xp.shape[2:], kernel, spec)
+    first = 1 if channels_last else 2
+    nd = len(kernel)
+    out = valid_out_spatial(xp.shape[first : first + nd], kernel, spec)
     for tap in itertools.product(*(range(k) for k in kernel)):
-        start = [0, 0] + [t * d for t, d in zip(tap, spec.rhs_dilation, strict=True)]
-        limit = [xp.shape[0], xp.shape[1]] + [
-            b + (m - 1) * s + 1 for b, m, s in zip(start[2:], out, spec.stride, strict=True)
-        ]
-        yield tap, lax.slice(xp, start, limit, [1, 1, *spec.stride])
+        lead = [t * d for t, d in zip(tap, spec.rhs_dilation, strict=True)]
+        limit = [b + (m - 1) * s + 1 for b, m, s in zip(lead, out, spec.stride, strict=True)]
+        if channels_last:
+            start = [0, *lead, 0]
+            limit = [xp.shape[0], *limit, xp.shape[-1]]
+            strides = [1, *spec.stride, 1]
+        else:
+            start = [0, 0, *lead]
+            limit = [xp.shape[0], xp.shape[1], *limit]
+            strides = [1, 1, *spec.stride]
+        yield tap, lax.slice(xp, start, limit, strides)
 
 
 def accumulation_dtype(dtype) -> jnp.dtype | None:

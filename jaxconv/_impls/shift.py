@@ -29,15 +29,25 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     o_g = c_out // g
     nd = len(kernel)
     acc = accumulation_dtype(x.dtype) or x.dtype
-    xp = pad_input(x, spec).astype(acc)
-    # (1, g, C_out/g, C_in/g, *K, 1...) so that each tap's slice broadcasts over positions.
-    wg = w.astype(acc).reshape((1, g, o_g, c_in_g, *kernel))
+    if spec.channels_last:
+        # Channels innermost, as the caller holds them: XLA cancels the layout
+        # transposes around this, and the products vectorise along channels.
+        x = jnp.moveaxis(x, 1, -1)
+    xp = pad_input(x.astype(acc), spec, channels_last=spec.channels_last)
+    wg = w.astype(acc).reshape((g, o_g, c_in_g, *kernel))
     y = None
-    for tap, win in tap_windows(xp, kernel, spec):
-        out = win.shape[2:]
-        win = win.reshape((n, g, 1, c_in_g, *out))
-        wt = wg[(slice(None),) * 4 + tap].reshape((1, g, o_g, c_in_g) + (1,) * nd)
-        term = win * wt
-        term = term[:, :, :, 0] if c_in_g == 1 else jnp.sum(term, axis=3)
+    for tap, win in tap_windows(xp, kernel, spec, channels_last=spec.channels_last):
+        wt = wg[(slice(None),) * 3 + tap]  # (g, C_out/g, C_in/g)
+        if spec.channels_last:
+            out = win.shape[1:-1]
+            win = win.reshape((n, *out, g, 1, c_in_g))
+            term = win * wt.reshape((1,) * (1 + nd) + wt.shape)
+        else:
+            out = win.shape[2:]
+            win = win.reshape((n, g, 1, c_in_g, *out))
+            term = win * wt.reshape((1, g, o_g, c_in_g) + (1,) * nd)
+        term = jnp.sum(term, axis=-1 if spec.channels_last else 3)
         y = term if y is None else y + term
-    return y.reshape((n, c_out, *y.shape[3:])).astype(x.dtype)
+    if spec.channels_last:
+        y = jnp.moveaxis(y.reshape((n, *y.shape[1 : 1 + nd], c_out)), -1, 1)
+    return y.reshape((n, c_out, *y.shape[-nd:])).astype(x.dtype)
