@@ -236,11 +236,11 @@ def conv_cost(
         raise ValueError(
             f"{fname}: `output_padding` (={output_padding!r}) applies only with transpose=True"
         )
-    first, _, _ = _spec.split_weight_shape(weight_shape, n, channels_last)
+    _, second, kernel = _spec.split_weight_shape(weight_shape, n, channels_last)
     # Forward: every output element sees the weight of its output channel (the first
     # channel dim). Transposed: every input element scatters the weight of its input
-    # channel (the first channel dim too).
-    per_element = math.prod(weight_shape) // first
+    # channel (the first channel dim too). Either way that slice is second * prod(K).
+    per_element = second * math.prod(kernel)
     elements = math.prod(input_shape) if transpose else math.prod(out_shape)
     return ConvCost(
         macs=elements * per_element,

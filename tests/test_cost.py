@@ -84,7 +84,8 @@ def test_padded_taps_are_counted_and_xla_skips_them(padding):
     pads = jaxconv.resolve_padding(padding, (3, 3))
     padded = jnp.pad(x, ((0, 0), (0, 0), *pads))
     # Padding the input first makes every tap real: then XLA counts what the notes count.
-    assert cost == conv_cost(x.shape, w.shape, padding=padding)
+    out_shape = jaxconv.output_shape(x.shape, w.shape, padding=padding)
+    assert jaxconv.output_shape(padded.shape, w.shape) == out_shape
     assert cost.macs == conv_cost(padded.shape, w.shape).macs
     assert cost.flops == xla_flops(lambda x, w: jaxconv.conv(x, w, impl="lax"), padded, w)
     # With the padding inside the convolution XLA skips the taps on zeros.
@@ -167,6 +168,13 @@ def test_bytes_and_intensity(dtype, itemsize):
     assert cost.bytes == zeros((2, 3, 8, 8), dtype).nbytes + zeros((5, 3, 3, 3), dtype).nbytes + (
         zeros((2, 5, 8, 8), dtype).nbytes
     )
+
+
+def test_zero_channels_cost_nothing():
+    # The convolutions accept empty channel dims; so does their cost (no division by them).
+    assert conv_cost((1, 3, 8, 8), (0, 3, 3, 3)) == ConvCost(0, 768, 0, 0)
+    assert conv_cost((1, 8, 8, 3), (3, 3, 3, 0), channels_last=True) == ConvCost(0, 768, 0, 0)
+    assert conv_cost((1, 0, 5, 5), (0, 3, 3, 3), transpose=True) == ConvCost(0, 0, 0, 588)
 
 
 def test_sum_of_layers_and_seconds():
