@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 from typing import Any
 
 import jax
@@ -22,19 +21,13 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from jaxconv import _spec
-from jaxconv.functional import check_array, conv
-
-_NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge"}
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+from jaxconv.functional import _NP_PAD_MODE, check_operands, conv
 
 
 def _halo_pair(fname: str, halo) -> tuple[int, int]:
     """An int or a ``(lo, hi)`` pair of non-negative ints -> ``(lo, hi)``."""
     pair = tuple(halo) if isinstance(halo, tuple | list) else (halo, halo)
-    if len(pair) != 2 or not all(_is_int(h) for h in pair):
+    if len(pair) != 2 or not all(_spec._is_int(h) for h in pair):
         raise TypeError(f"{fname}: `halo` (={halo!r}) must be an int or a (lo, hi) pair of ints")
     if min(pair) < 0:
         raise ValueError(f"{fname}: `halo` (={halo!r}) must be non-negative")
@@ -65,7 +58,7 @@ def halo_exchange(x: jax.Array, axis_name, halo, dim: int, *, circular: bool = F
     Raises:
       ValueError: a negative halo, a halo larger than the local block, or ``dim``
         out of range.
-      TypeError: a non-int ``halo`` or ``dim``.
+      TypeError: ``x`` not an array, or a non-int ``halo`` or ``dim``.
 
     Examples:
       Each of the ``n`` devices holds a block of 4 entries and gets 1 entry from the
@@ -87,8 +80,10 @@ def halo_exchange(x: jax.Array, axis_name, halo, dim: int, *, circular: bool = F
     """
     fname = "halo_exchange"
     with jax.named_scope(f"jaxconv.{fname}"):
+        if isinstance(x, str) or not (hasattr(x, "shape") and hasattr(x, "dtype")):
+            raise TypeError(f"{fname}: `x` must be an array, got {type(x).__name__}")
         lo, hi = _halo_pair(fname, halo)
-        if not _is_int(dim):
+        if not _spec._is_int(dim):
             raise TypeError(f"{fname}: `dim` (={dim!r}) must be an int")
         if not -x.ndim <= dim < x.ndim:
             raise ValueError(
@@ -223,9 +218,7 @@ def sharded_conv(
     """
     fname = "sharded_conv"
     with jax.named_scope(f"jaxconv.{fname}"):
-        check_array(fname, "input", input)
-        check_array(fname, "weight", weight)
-        check_array(fname, "bias", bias, optional=True)
+        check_operands(fname, input, weight, bias)
         conv_plan, _ = _spec.conv_plan(
             fname,
             input.shape,
@@ -249,7 +242,7 @@ def sharded_conv(
                 f"{fname}: `axis_name` (={axis_name!r}) must be one of the mesh's axes "
                 f"{mesh.axis_names}"
             )
-        if not _is_int(spatial_dim):
+        if not _spec._is_int(spatial_dim):
             raise TypeError(f"{fname}: `spatial_dim` (={spatial_dim!r}) must be an int")
         if not -n <= spatial_dim < n:
             raise ValueError(
@@ -332,8 +325,9 @@ def _local_conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, plan:
     xh = halo_exchange(
         x, plan.axis_name, plan.halo, plan.axis, circular=plan.padding_mode == "circular"
     )
-    if plan.padding_mode in _NP_PAD_MODE:
-        # The global edges are padded from the edge blocks' own entries, not with zeros.
+    if plan.padding_mode in ("reflect", "replicate"):
+        # The global edges are padded from the edge blocks' own entries, not with zeros
+        # (circular's other end came with the halo).
         widths = [(0, 0)] * x.ndim
         widths[plan.axis] = (lo, hi)
         own = jnp.pad(x, widths, mode=_NP_PAD_MODE[plan.padding_mode])

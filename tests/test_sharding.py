@@ -160,7 +160,13 @@ def test_sharded_equals_single_device(op, channels_last, impl, rng):
     ],
 )
 def test_xla_gaps(impl, sharded, rng):
-    """The combinations XLA cannot partition, kept visible in the test report."""
+    """Documents an XLA limitation; never run, so it can neither pass nor fail.
+
+    The combinations in `XLA_GAPS` are ones XLA's SPMD partitioner cannot compile; running
+    one can abort the whole process, so they are marked ``xfail(run=False)``: each shows
+    up in the report as xfailed with its reason, and this body is what would check it
+    once XLA can partition it.
+    """
     x, w, f, expected = _case("conv", False, rng)
     x_spec, w_spec, _ = _specs(sharded, "conv", False)
     out = jax.jit(functools.partial(f, impl=impl))(put(x, *x_spec), put(w, *w_spec))
@@ -240,6 +246,11 @@ def test_halo_exchange_errors(halo, dim, error, match):
     )
     with pytest.raises(error, match=match):
         jax.eval_shape(f, jax.ShapeDtypeStruct((24, 2), jnp.float64))
+
+
+def test_halo_exchange_needs_an_array():
+    with pytest.raises(TypeError, match=r"^halo_exchange: `x` must be an array, got list$"):
+        jaxconv.halo_exchange([1.0, 2.0], "d", 1, 0)
 
 
 # ----------------------------------------------------------------------------- sharded_conv
@@ -336,6 +347,16 @@ def test_sharded_conv_errors(x_shape, w_shape, kwargs, match):
     x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
     with pytest.raises(ValueError, match=match):
         jaxconv.sharded_conv(x, w, **kwargs)
+
+
+def test_sharded_conv_operand_errors():
+    """The operands are checked as `jaxconv.conv` checks them, under sharded_conv's name."""
+    kwargs = dict(mesh=cpu_mesh(), axis_name="d", spatial_dim=0)
+    x, w = jnp.zeros((1, 2, 16)), jnp.zeros((1, 2, 3))
+    with pytest.raises(TypeError, match=r"^sharded_conv: `input` must be an array"):
+        jaxconv.sharded_conv(x.tolist(), w, **kwargs)
+    with pytest.raises(TypeError, match=r"^sharded_conv: `bias` has dtype complex128"):
+        jaxconv.sharded_conv(x, w, jnp.zeros(1, jnp.complex128), **kwargs)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
