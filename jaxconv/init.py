@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -119,7 +120,7 @@ def init_conv(
     transpose = _spec._check_bool(fname, "transpose", transpose)
     channels_last = _spec._check_bool(fname, "channels_last", channels_last)
     if ndim is None:
-        if isinstance(kernel_size, list | tuple):
+        if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
             ndim = len(kernel_size)
             if ndim == 0:
                 raise ValueError(f"{fname}: `kernel_size` (={kernel_size!r}) must not be empty")
@@ -138,9 +139,12 @@ def init_conv(
             or (key.dtype == jnp.uint32 and key.shape == (2,))
         )
     ):
+        got = type(key).__name__
+        if hasattr(key, "shape") and hasattr(key, "dtype"):
+            got = f"{got} of shape {key.shape} and dtype {key.dtype}"
         raise TypeError(
-            f"{fname}: `key` (={key!r}) must be one JAX random key, from jax.random.key "
-            "or jax.random.PRNGKey"
+            f"{fname}: `key` must be one JAX random key, from jax.random.key or "
+            f"jax.random.PRNGKey, got {got}"
         )
     try:
         dt = jnp.dtype(dtype)

@@ -121,8 +121,19 @@ def test_errors(args, kwargs, error, message):
 
 
 def test_key_errors():
-    for key in (0, np.zeros(2, np.uint32), jax.random.split(KEY, 2), jnp.zeros(2, jnp.float32)):
+    for key, got in [
+        (0, "int"),
+        (np.zeros(2, np.uint32), r"ndarray of shape \(2,\) and dtype uint32"),
+        (jax.random.split(KEY, 2), r"\w+ of shape \(2,\) and dtype key<\w+>"),
+        (jnp.zeros(2, jnp.float32), r"\w+ of shape \(2,\) and dtype float32"),
+    ]:
         with pytest.raises(
-            TypeError, match=r"^init_conv: `key` (?s:.*) must be one JAX random key"
+            TypeError, match=rf"^init_conv: `key` must be one JAX random key, .*, got {got}$"
         ):
             init_conv(key, 4, 4, 3)
+
+
+def test_kernel_size_any_sequence():
+    # Any sequence of ints (not only a list or tuple) gives one entry per spatial dim.
+    w, _ = init_conv(KEY, 4, 6, range(2, 5))
+    assert w.shape == (6, 4, 2, 3, 4)
