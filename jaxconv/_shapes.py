@@ -28,8 +28,9 @@ def transpose_out_size(n: int, k: int, p: int, op: int, s: int = 1, d: int = 1) 
 def string_padding(mode: str, k: int, s: int = 1, d: int = 1, n: int | None = None):
     """The ``(lo, hi)`` padding that a padding string means for one spatial dim.
 
-    ``mode`` is lower-case and one of `PADDING_STRINGS`; ``n`` is needed only by
-    ``"tf_same"``, the one rule that depends on the input size.
+    ``mode`` is lower-case and one of `PADDING_STRINGS` (callers validate it; any other
+    string is taken as ``"tf_same"``); ``n`` is needed only by ``"tf_same"``, the one
+    rule that depends on the input size.
     """
     total = d * (k - 1)
     if mode == "valid":
@@ -42,11 +43,10 @@ def string_padding(mode: str, k: int, s: int = 1, d: int = 1, n: int | None = No
         return (total, 0)
     if mode == "full":
         return (total, total)
-    if mode == "tf_same":
-        out = -(-n // s)
-        total = max((out - 1) * s + kernel_extent(k, d) - n, 0)
-        return (total // 2, total - total // 2)
-    raise ValueError(f"unknown padding string {mode!r}; expected one of {PADDING_STRINGS}")
+    # "tf_same": as many outputs as ceil(n / s), the padding split as "same" splits it.
+    out = -(-n // s)
+    total = max((out - 1) * s + kernel_extent(k, d) - n, 0)
+    return (total // 2, total - total // 2)
 
 
 def transpose_as_forward_padding(k: int, p: int, op: int, d: int = 1) -> tuple[int, int]:
