@@ -9,7 +9,6 @@ Each suite is a tuple of cases; `suite` scales the batch for the backend.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 SUITES = ("quick", "full", "notes", "tiny")
 
@@ -269,27 +268,15 @@ def flops(case: Case, mode: str, jaxconv) -> int:
 
     Forward: ``2 * c_i/g * c_o * prod(k) * prod(m)`` times the batch (a transposed conv
     counts as the forward conv it is the adjoint of); train adds the backward pass
-    (input and weight gradients, twice the forward). Uses ``jaxconv.conv_cost`` where
-    it exists, else the formula over ``jaxconv.output_shape``.
+    (input and weight gradients, twice the forward), as ``jaxconv.conv_cost`` counts.
 
     Examples:
       >>> import jaxconv
       >>> flops(suite("notes")[0], "fwd", jaxconv) / 1e9
       2.048
     """
-    x, w = case.input_shape, case.weight_shape
-    if hasattr(jaxconv, "conv_cost"):
-        kw = dict(stride=case.stride, padding=case.padding, groups=case.groups)
-        kw["dilation"] = case.dilation
-        cost = jaxconv.conv_cost(x, w, **kw, transpose=case.transpose)
-        fwd, bwd = int(cost.flops), int(cost.backward_flops)
-    else:
-        if case.transpose:
-            # Weight (C_in, C_out/g, *K): every input position meets C_out/g * prod(K) taps.
-            fwd = 2 * math.prod(x) * w[1] * math.prod(w[2:])
-        else:
-            # prod(out) = batch * c_o * prod(m).
-            out = jaxconv.output_shape(x, w, case.stride, case.padding, case.dilation, case.groups)
-            fwd = 2 * w[1] * math.prod(w[2:]) * math.prod(out)
-        bwd = 2 * fwd
+    kw = dict(stride=case.stride, padding=case.padding, groups=case.groups)
+    kw["dilation"] = case.dilation
+    cost = jaxconv.conv_cost(case.input_shape, case.weight_shape, **kw, transpose=case.transpose)
+    fwd, bwd = int(cost.flops), int(cost.backward_flops)
     return fwd if mode == "fwd" else fwd + bwd
