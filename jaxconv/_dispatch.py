@@ -26,8 +26,6 @@ from jaxconv._spec import ConvSpec
 SHIFT_MAX_TAPS = 64
 # What `choose` returns: the algorithm for the forward value, and for the derivatives.
 FORWARD, GRADIENT = 0, 1
-# 1-D convolutions from at most this many channels (per group) go through the matmul.
-FEW_CHANNELS = 8
 # Dense convolutions with at most this many output positions go through the matmul.
 MATMUL_MAX_POSITIONS = 100
 
@@ -54,11 +52,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     if taps == 1:
         # 1x1: one dot over channels. 256->64 @56 NCHW fwd 4.6x lax, train 2.2x.
         return ("matmul",) * 2
-    if spec.ndim == 1 and c_in_g <= FEW_CHANNELS:
-        # 1-D from a few channels (raw audio, k80 s4 1->128): XLA's convolution is poor
-        # at one input channel; matmul fwd 1.1x lax, train 2.2x. With many channels
-        # (temporal k3 256@1000 batch 8) XLA wins both: matmul fwd 0.86x, train 0.58x.
-        return ("matmul",) * 2
+    # 1-D: no rule. XLA's convolution is as fast as anything here (temporal k3 256@1000
+    # batch 8: matmul fwd 0.86x lax, train 0.58x; raw audio k80 s4 1->128: matmul 1.0x
+    # fwd and 0.82x train channels-first, 0.44x fwd channels-last).
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if math.prod(out) <= MATMUL_MAX_POSITIONS:
         # Few positions, many channels: ResNet 3x3 512@7 fwd 2.0x lax, train 3.1x.
