@@ -76,7 +76,8 @@ def _unfold(x: jax.Array, kernel, spec: ConvSpec) -> jax.Array:
         n = spec.ndim
         batch = x.shape[: x.ndim - n - 1]
         cols = patches(x.reshape((math.prod(batch), *x.shape[-n - 1 :])), kernel, spec)
-        return cols.reshape((*batch, cols.shape[1], -1))
+        # Explicit L, not -1: a zero-size batch cannot infer it.
+        return cols.reshape((*batch, cols.shape[1], math.prod(cols.shape[2:])))
 
 
 @functools.partial(jax.jit, static_argnames=("output_size", "kernel", "spec"))

@@ -107,6 +107,16 @@ def test_batch_dims_and_complex(rng):
     assert back.shape == x.shape and back.dtype == jnp.complex128
 
 
+def test_empty_batch():
+    # PyTorch's own OpInfo samples unfold a (0, 1, 5, 5) batch; L cannot be inferred there.
+    cols = jaxconv.unfold(jnp.zeros((0, 1, 5, 5)), 2, padding=1, stride=(1, 2))
+    assert cols.shape == (0, 4, 18)
+    assert jaxconv.unfold(jnp.zeros((2, 0, 3, 1, 5)), (2, 1, 3)).shape == (2, 0, 6)
+    assert jaxconv.fold(cols, (5, 5), 2, padding=1, stride=(1, 2)).shape == (0, 1, 5, 5)
+    grad = jax.grad(lambda a: jaxconv.unfold(a, 2).sum())(jnp.zeros((0, 1, 5, 5)))
+    assert grad.shape == (0, 1, 5, 5)
+
+
 def test_transforms(rng):
     xs = jnp.asarray(rng.standard_normal((3, 1, 2, 5, 5)))
     f = jax.jit(jax.vmap(lambda a: jaxconv.unfold(a, 2)))
