@@ -17,6 +17,7 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from jaxconv._impls import FORWARDS, subpixel
@@ -26,6 +27,8 @@ from jaxconv._spec import ConvSpec
 SHIFT_MAX_TAPS = 64
 # What `choose` returns: the algorithm for the forward value, and for the derivatives.
 FORWARD, GRADIENT = 0, 1
+# Grouped forwards go through the matmul while its patch matrix is at most this big.
+PATCH_CACHE_BYTES = 16 * 2**20
 # Dense convolutions with at most this many output positions go through the matmul.
 MATMUL_MAX_POSITIONS = 100
 
@@ -33,7 +36,6 @@ MATMUL_MAX_POSITIONS = 100
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str]:
     """The algorithms ``impl="auto"`` runs for this canonical call on ``backend``: one for
     the value (`FORWARD`) and one for its derivatives (`GRADIENT`)."""
-    del dtype  # the rules were measured in float32; nothing else is known better
     if backend != "cpu":
         return ("lax",) * 2
     c_in_g = w_shape[1]
@@ -45,10 +47,13 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         return ("shift",) * 2 if taps <= SHIFT_MAX_TAPS else ("fft",) * 2
     if spec.groups > 1:
-        # Grouped (ResNeXt 3x3, 32 groups of 4 or 8 channels): XLA's forward is the
-        # fastest (matmul 0.6x at batch 8), its backward is not (ResNeXt 128@56 train:
-        # matmul 196x lax, whose grouped backward takes 1.8 s a step).
-        return ("lax", "matmul")
+        # Grouped (ResNeXt 3x3, 32 groups of 4): matmul with the groups as a batch dim
+        # while its patch matrix stays in cache (batch 1 at 56x56, 14 MB: fwd 3.9x lax);
+        # past that XLA's forward is faster (batch 8, 115 MB: matmul 0.66x). XLA's grouped
+        # backward is slow at every size (batch 8 train: matmul 97x lax).
+        out = spec.out_spatial(x_shape[2:], w_shape[2:])
+        patch_bytes = x_shape[0] * x_shape[1] * taps * math.prod(out) * jnp.dtype(dtype).itemsize
+        return ("matmul" if patch_bytes <= PATCH_CACHE_BYTES else "lax", "matmul")
     if taps == 1:
         # 1x1: one dot over channels. 256->64 @56 NCHW fwd 4.6x lax, train 2.2x.
         return ("matmul",) * 2

@@ -1,0 +1,33 @@
+"""impl="auto": the rules choose what they say, and never leave XLA off the CPU."""
+
+import jax.numpy as jnp
+import pytest
+
+from jaxconv import _dispatch, _spec
+
+
+def choose(x_shape, w_shape, backend="cpu", **kwargs):
+    plan, _ = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
+    return _dispatch.choose(plan.spec, x_shape, w_shape, jnp.float32, backend)
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu", "METAL"])
+def test_unmeasured_backends_use_xla(backend):
+    for x, w, kw in [
+        ((1, 8, 9, 9), (8, 1, 3, 3), dict(groups=8)),
+        ((1, 8, 9, 9), (4, 8, 1, 1), {}),
+        ((1, 8, 9, 9), (8, 2, 3, 3), dict(groups=4)),
+    ]:
+        assert choose(x, w, backend, **kw) == ("lax", "lax")
+
+
+def test_cpu_rules():
+    assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift", "shift")
+    assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift", "shift")
+    assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft", "fft")
+    assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("matmul",) * 2
+    assert choose((8, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("lax", "matmul")
+    assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul", "matmul")
+    assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul", "matmul")
+    assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax", "lax")
+    assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax", "lax")
