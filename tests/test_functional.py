@@ -559,3 +559,26 @@ def test_auto_transpose_forward_mode():
     x, w = rng.standard_normal((1, 2, 3, 4)), rng.standard_normal((2, 3, 2, 2))
     f = functools.partial(jaxconv.conv_transpose2d, stride=2, impl="auto")
     jax.test_util.check_grads(f, (x, w), order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["shift", "auto"])
+def test_large_kernels(impl):
+    # 81 and 169 taps: shift scans over taps instead of unrolling them; auto uses FFT.
+    run_case((1, 3, 20, 19), (3, 1, 9, 9), dict(groups=3, padding=2, stride=2), impl=impl)
+    run_case((1, 2, 16, 16), (4, 1, 13, 13), dict(groups=2, padding="same"), impl=impl)
+
+
+def test_pytorch_conv_transpose3d_sample_gradient():
+    """PyTorch's OpInfo sample that once crashed XLA's CPU compiler through shift."""
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((2, 2, 4, 4, 4)), rng.standard_normal((2, 2, 4, 5, 6))
+    kwargs = dict(
+        stride=(3, 2, 1), padding=(1, 2, 3), output_padding=(2, 3, 1), groups=2, dilation=(4, 4, 4)
+    )
+
+    def loss(x_, w_, impl):
+        return jnp.sum(jaxconv.conv_transpose3d(x_, w_, **kwargs, impl=impl) ** 2)
+
+    got = jax.grad(loss, argnums=(0, 1))(x, w, "shift")
+    want = jax.grad(loss, argnums=(0, 1))(x, w, "lax")
+    chex.assert_trees_all_close(got, want, atol=1e-8, rtol=1e-8)
