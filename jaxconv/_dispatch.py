@@ -17,7 +17,6 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from jaxconv._impls import FORWARDS, subpixel
@@ -27,8 +26,6 @@ from jaxconv._spec import ConvSpec
 SHIFT_MAX_TAPS = 64
 # What `choose` returns: the algorithm for the forward value, and for the derivatives.
 FORWARD, GRADIENT = 0, 1
-# Grouped forwards go through the matmul while its patch matrix is at most this big.
-PATCH_CACHE_BYTES = 16 * 2**20
 # Dense convolutions with at most this many output positions go through the matmul.
 MATMUL_MAX_POSITIONS = 100
 
@@ -36,6 +33,7 @@ MATMUL_MAX_POSITIONS = 100
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str]:
     """The algorithms ``impl="auto"`` runs for this canonical call on ``backend``: one for
     the value (`FORWARD`) and one for its derivatives (`GRADIENT`)."""
+    del dtype  # the rules were measured in float32; nothing else is known better
     if backend != "cpu":
         return ("lax",) * 2
     c_in_g = w_shape[1]
@@ -47,13 +45,10 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         return ("shift",) * 2 if taps <= SHIFT_MAX_TAPS else ("fft",) * 2
     if spec.groups > 1:
-        # Grouped (ResNeXt 3x3, 32 groups of 4): matmul with the groups as a batch dim
-        # while its patch matrix stays in cache (batch 1 at 56x56, 14 MB: fwd 3.9x lax);
-        # past that XLA's forward is faster (batch 8, 115 MB: matmul 0.66x). XLA's grouped
-        # backward is slow at every size (batch 8 train: matmul 97x lax).
-        out = spec.out_spatial(x_shape[2:], w_shape[2:])
-        patch_bytes = x_shape[0] * x_shape[1] * taps * math.prod(out) * jnp.dtype(dtype).itemsize
-        return ("matmul" if patch_bytes <= PATCH_CACHE_BYTES else "lax", "matmul")
+        # Grouped (ResNeXt 3x3, 32 groups of 4): matmul with the groups as a batch dim,
+        # in batch chunks that keep the patches in cache: batch 1 fwd 3.9x lax, batch 8
+        # fwd 2.3x; XLA's grouped backward is slow at every size (batch 8 train 105x).
+        return ("matmul",) * 2
     if taps == 1:
         # 1x1: one dot over channels. 256->64 @56 NCHW fwd 4.6x lax, train 2.2x.
         return ("matmul",) * 2
@@ -64,8 +59,12 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     if math.prod(out) <= MATMUL_MAX_POSITIONS:
         # Few positions, many channels: ResNet 3x3 512@7 fwd 2.0x lax, train 3.1x.
         return ("matmul",) * 2
+    if taps >= 25 and c_in_g * taps >= 1024:
+        # Large kernels over many channels: the notes' 5x5 100->100 layer fwd matmul
+        # 1.35x lax, 3-D 3x3x3 64@16x28x28 1.5x; their backward is XLA's (matmul 0.5x).
+        return ("matmul", "lax")
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
-    # matmul 0.6x fwd, 1.0x train; the notes' 5x5 layer matmul 0.8x; stem 7x7 0.7x).
+    # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x).
     return ("lax",) * 2
 
 

@@ -26,7 +26,8 @@ def test_cpu_rules():
     assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift", "shift")
     assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft", "fft")
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("matmul",) * 2
-    assert choose((8, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("lax", "matmul")
+    assert choose((8, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("matmul",) * 2
+    assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("matmul", "lax")
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul", "matmul")
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul", "matmul")
     assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax", "lax")

@@ -582,3 +582,16 @@ def test_pytorch_conv_transpose3d_sample_gradient():
     got = jax.grad(loss, argnums=(0, 1))(x, w, "shift")
     want = jax.grad(loss, argnums=(0, 1))(x, w, "lax")
     chex.assert_trees_all_close(got, want, atol=1e-8, rtol=1e-8)
+
+
+@pytest.mark.parametrize("impl", ["matmul", "auto"])
+def test_matmul_in_batch_chunks(impl, monkeypatch):
+    """Past its cache budget the matmul runs the batch in chunks: same values, gradients."""
+    from jaxconv._impls import matmul
+
+    monkeypatch.setattr(matmul, "PATCH_BYTES", 1)
+    run_case((4, 4, 6, 5), (6, 2, 3, 3), dict(groups=2, padding=1), impl=impl)
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal((3, 2, 5, 5)), rng.standard_normal((2, 2, 3, 3))
+    f = functools.partial(jaxconv.conv2d, stride=2, impl="matmul")
+    jax.test_util.check_grads(f, (x, w), order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
