@@ -20,6 +20,7 @@ import jax
 from jax.custom_derivatives import SymbolicZero
 
 from jaxconv._impls import FORWARDS, subpixel
+from jaxconv._impls import lax as lax_impl
 from jaxconv._spec import ConvSpec
 
 # Depthwise kernels up to this many taps go through shift-and-add; larger ones by FFT.
@@ -59,12 +60,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     if math.prod(out) <= MATMUL_MAX_POSITIONS:
         # Few positions, many channels: ResNet 3x3 512@7 fwd 2.0x lax, train 3.1x.
         return ("matmul",) * 2
-    if taps >= 25 and c_in_g * taps >= 1024:
-        # Large kernels over many channels: the notes' 5x5 100->100 layer fwd matmul
-        # 1.35x lax, 3-D 3x3x3 64@16x28x28 1.5x; their backward is XLA's (matmul 0.5x).
-        return ("matmul", "lax")
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
-    # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x).
+    # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x; the notes' 5x5 layer
+    # 1.35x in batch chunks, but XLA steered off its unpadded slow path gives 2.8x).
     return ("lax",) * 2
 
 
@@ -103,6 +101,8 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
 
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
+        if name == "lax" and backend == "cpu":
+            return lax_impl.forward_padded(x_, w_, spec_)
         return FORWARDS[name](x_, w_, spec_)
 
     if backend == "cpu" and subpixel.applies(spec):
