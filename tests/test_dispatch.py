@@ -7,7 +7,11 @@ from jaxconv import _dispatch, _spec
 
 
 def choose(x_shape, w_shape, backend="cpu", **kwargs):
+    """The rules' choice for a call in the caller's layout (they see canonical shapes)."""
     plan, _ = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
+    if kwargs.get("channels_last"):
+        x_shape = (x_shape[0], x_shape[-1], *x_shape[1:-1])
+        w_shape = (w_shape[-1], w_shape[-2], *w_shape[:-2])
     return _dispatch.choose(plan.spec, x_shape, w_shape, jnp.float32, backend)
 
 
@@ -29,6 +33,7 @@ def test_cpu_rules():
     assert choose((8, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("matmul",) * 2
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax", "lax")
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul", "matmul")
+    assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("lax", "matmul")
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul", "matmul")
     assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax", "lax")
     assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax", "lax")
