@@ -19,19 +19,7 @@ from jax.typing import ArrayLike
 
 from jaxconv._impls.matmul import patches
 from jaxconv._spec import ConvSpec, ntuple
-
-
-def _check_array(fname: str, value) -> None:
-    if isinstance(value, str) or not (hasattr(value, "shape") and hasattr(value, "dtype")):
-        raise TypeError(
-            f"{fname}: `input` must be an array (jax.Array or numpy.ndarray), "
-            f"got {type(value).__name__}"
-        )
-    if not jnp.issubdtype(value.dtype, jnp.inexact):
-        raise TypeError(
-            f"{fname}: `input` has dtype {value.dtype}; {fname} takes floating or complex "
-            "arrays (cast integers explicitly)"
-        )
+from jaxconv.functional import check_array
 
 
 def _is_seq(v) -> bool:
@@ -132,7 +120,7 @@ def unfold(
       (2, 9, 8)
     """
     fname = "unfold"
-    _check_array(fname, input)
+    check_array(fname, "input", input)
     n = len(kernel_size) if _is_seq(kernel_size) else 2
     kernel, spec = _spec(fname, n, kernel_size, dilation, padding, stride)
     if input.ndim < n + 1:
@@ -182,7 +170,7 @@ def fold(
       [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]
     """
     fname = "fold"
-    _check_array(fname, input)
+    check_array(fname, "input", input)
     if _is_seq(kernel_size):
         n = len(kernel_size)
     elif _is_seq(output_size):
