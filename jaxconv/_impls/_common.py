@@ -23,9 +23,7 @@ def pad_input(x: jax.Array, spec: ConvSpec, *, channels_last: bool = False) -> j
     """
     if all(p == (0, 0) for p in spec.padding) and all(d == 1 for d in spec.lhs_dilation):
         return x
-    spatial = [
-        (lo, hi, d - 1) for (lo, hi), d in zip(spec.padding, spec.lhs_dilation, strict=True)
-    ]
+    spatial = [(lo, hi, d - 1) for (lo, hi), d in zip(spec.padding, spec.lhs_dilation, strict=True)]
     keep = (0, 0, 0)
     config = [keep, *spatial, keep] if channels_last else [keep, keep, *spatial]
     return lax.pad(x, lax.full((), 0, x.dtype), config)
