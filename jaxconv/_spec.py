@@ -315,8 +315,8 @@ def conv_plan(
     channels_last: bool = False,
     impl: str = "auto",
     precision=None,
-) -> tuple[ConvPlan, tuple[int, ...]]:
-    """Validate a forward convolution -> (plan, output shape in the caller's layout)."""
+) -> ConvPlan:
+    """Validate a forward convolution -> its plan (``out_shape`` in the caller's layout)."""
     n, input_shape, weight_shape, channels_last, c_out, c_in_g, kernel, batch, c_in, spatial = (
         _common(fname, input_shape, weight_shape, ndim, channels_last)
     )
@@ -364,7 +364,7 @@ def conv_plan(
     mode_spatial = tuple(m + lo + hi for m, (lo, hi) in zip(spatial, pads, strict=True))
     out = spec.out_spatial(spatial if padding_mode == "zeros" else mode_spatial, kernel)
     _check_out(fname, out, input_shape, weight_shape)
-    plan = ConvPlan(
+    return ConvPlan(
         name=fname,
         spec=spec,
         transpose=False,
@@ -375,7 +375,6 @@ def conv_plan(
         impl=check_impl(fname, impl),
         out_shape=_layout(batch, c_out, out, channels_last),
     )
-    return plan, plan.out_shape
 
 
 def transpose_plan(
@@ -393,8 +392,8 @@ def transpose_plan(
     channels_last: bool = False,
     impl: str = "auto",
     precision=None,
-) -> tuple[ConvPlan, tuple[int, ...]]:
-    """Validate a transposed convolution -> (plan, output shape in the caller's layout)."""
+) -> ConvPlan:
+    """Validate a transposed convolution -> its plan (``out_shape`` in the caller's layout)."""
     n, input_shape, weight_shape, channels_last, c_in_w, c_out_g, kernel, batch, c_in, spatial = (
         _common(fname, input_shape, weight_shape, ndim, channels_last)
     )
@@ -445,7 +444,7 @@ def transpose_plan(
         precision=check_precision(fname, precision),
         channels_last=channels_last,
     )
-    plan = ConvPlan(
+    return ConvPlan(
         name=fname,
         spec=spec,
         transpose=True,
@@ -456,7 +455,6 @@ def transpose_plan(
         impl=check_impl(fname, impl),
         out_shape=_layout(batch, c_out, out, channels_last),
     )
-    return plan, plan.out_shape
 
 
 def _layout(batch, channels, spatial, channels_last) -> tuple[int, ...]:

@@ -205,7 +205,7 @@ def conv_cost(
     transpose = _spec._check_bool(fname, "transpose", transpose)
     itemsize = _itemsize(fname, dtype)
     if transpose:
-        _, out_shape = _spec.transpose_plan(
+        out_shape = _spec.transpose_plan(
             fname,
             input_shape,
             weight_shape,
@@ -216,9 +216,9 @@ def conv_cost(
             groups,
             dilation,
             channels_last=channels_last,
-        )
+        ).out_shape
     else:
-        _, out_shape = _spec.conv_plan(
+        out_shape = _spec.conv_plan(
             fname,
             input_shape,
             weight_shape,
@@ -228,7 +228,7 @@ def conv_cost(
             dilation,
             groups,
             channels_last=channels_last,
-        )
+        ).out_shape
     input_shape = tuple(int(v) for v in input_shape)
     weight_shape = tuple(int(v) for v in weight_shape)
     n = len(weight_shape) - 2

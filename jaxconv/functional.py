@@ -315,7 +315,7 @@ def _conv(
     precision,
 ):
     check_operands(fname, input, weight, bias)
-    plan, _ = _spec.conv_plan(
+    plan = _spec.conv_plan(
         fname,
         input.shape,
         weight.shape,
@@ -349,7 +349,7 @@ def _conv_transpose(
     precision,
 ):
     check_operands(fname, input, weight, bias)
-    plan, _ = _spec.transpose_plan(
+    plan = _spec.transpose_plan(
         fname,
         input.shape,
         weight.shape,

@@ -43,7 +43,7 @@ def output_shape(
       >>> output_shape((1, 1, 8, 8), (1, 1, 3, 3), padding=(2, 3), stride=2)
       (1, 1, 5, 6)
     """
-    _, shape = _spec.conv_plan(
+    return _spec.conv_plan(
         "output_shape",
         input_shape,
         weight_shape,
@@ -53,8 +53,7 @@ def output_shape(
         dilation,
         groups,
         channels_last=channels_last,
-    )
-    return shape
+    ).out_shape
 
 
 def transpose_output_shape(
@@ -87,7 +86,7 @@ def transpose_output_shape(
       >>> transpose_output_shape((1, 16, 4, 4), (16, 8, 4, 4), stride=2, padding=1)
       (1, 8, 8, 8)
     """
-    _, shape = _spec.transpose_plan(
+    return _spec.transpose_plan(
         "transpose_output_shape",
         input_shape,
         weight_shape,
@@ -98,8 +97,7 @@ def transpose_output_shape(
         groups,
         dilation,
         channels_last=channels_last,
-    )
-    return shape
+    ).out_shape
 
 
 def resolve_padding(padding, kernel_size, stride=1, dilation=1, input_size=None):

@@ -219,7 +219,7 @@ def sharded_conv(
     fname = "sharded_conv"
     with jax.named_scope(f"jaxconv.{fname}"):
         check_operands(fname, input, weight, bias)
-        conv_plan, _ = _spec.conv_plan(
+        conv_plan = _spec.conv_plan(
             fname,
             input.shape,
             weight.shape,

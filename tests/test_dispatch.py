@@ -8,7 +8,7 @@ from jaxconv import _dispatch, _spec
 
 def choose(x_shape, w_shape, backend="cpu", **kwargs):
     """The rules' choice for a call in the caller's layout (they see canonical shapes)."""
-    plan, _ = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
+    plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
     if kwargs.get("channels_last"):
         x_shape = (x_shape[0], x_shape[-1], *x_shape[1:-1])
         w_shape = (w_shape[-1], w_shape[-2], *w_shape[:-2])
@@ -53,7 +53,7 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs):
 
     from jaxconv._impls import lax as lax_impl
 
-    plan, _ = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
+    plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
     rng = np.random.default_rng(0)
     x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
     got = lax_impl.forward_padded(x, w, plan.spec)

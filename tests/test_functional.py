@@ -442,7 +442,7 @@ def test_eager_calls_compile_once():
         x,
         w,
         None,
-        plan=jaxconv._spec.conv_plan("conv2d", x.shape, w.shape, stride=[2, 2], padding=[1])[0],
+        plan=jaxconv._spec.conv_plan("conv2d", x.shape, w.shape, stride=[2, 2], padding=[1]),
     )
     before = functional._run._cache_size()
     for stride, padding in [([2, 2], [1]), ((2, 2), (1,)), (2, 1), ((2,), (1, 1))]:
@@ -450,16 +450,23 @@ def test_eager_calls_compile_once():
     assert functional._run._cache_size() == before
 
 
-def test_no_retrace_inside_jit():
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def f(x, w):
-        return jaxconv.conv2d(x, w, padding="same")
+def test_equivalent_eager_calls_trace_the_algorithm_once(monkeypatch):
+    """Lists, tuples, length-1 sequences and ints that mean the same config, on new
+    arrays of the same shape, reuse one compiled function: the algorithm traces once."""
+    from jaxconv._impls import FORWARDS
 
-    x = jnp.ones((1, 2, 7, 7))
-    w = jnp.ones((3, 2, 3, 3))
-    f(x, w)
-    f(x + 1, w)
+    counted = chex.assert_max_traces(FORWARDS["lax"], n=1)
+    monkeypatch.setitem(FORWARDS, "lax", counted)
+    w = jnp.ones((3, 2, 3, 2))
+    for i, (stride, padding, dilation) in enumerate(
+        [
+            ([2, 1], [(1, 0), [2, 2]], 1),
+            ((2, 1), ((1, 0), (2, 2)), (1,)),
+            ((2, 1), [[1, 0], [2, 2]], [1, 1]),
+        ]
+    ):
+        x = jnp.full((1, 2, 13, 11), float(i))
+        jaxconv.conv2d(x, w, None, stride, padding, dilation, impl="lax")
 
 
 def test_named_scope_in_hlo():
