@@ -22,21 +22,47 @@ def test_unmeasured_backends_use_xla(backend):
         ((1, 8, 9, 9), (4, 8, 1, 1), {}),
         ((1, 8, 9, 9), (8, 2, 3, 3), dict(groups=4)),
     ]:
-        assert choose(x, w, backend, **kw) == ("lax", "lax")
+        assert choose(x, w, backend, **kw) == ("lax",) * 3
 
 
 def test_cpu_rules():
-    assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift", "shift")
-    assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift", "shift")
-    assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft", "fft")
-    assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("matmul",) * 2
-    assert choose((8, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("matmul",) * 2
-    assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax", "lax")
-    assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul", "matmul")
-    assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("lax", "matmul")
-    assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul", "matmul")
-    assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax", "lax")
-    assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax", "lax")
+    # (value, derivative along the input, derivative along the weight)
+    assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
+    assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift",) * 3
+    assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft",) * 3
+    grouped = ("shift", "matmul", "matmul")
+    assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == grouped
+    assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == grouped
+    assert choose((8, 64, 56, 56), (64, 16, 3, 3), groups=4, padding=1) == ("matmul",) * 3
+    assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
+    assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
+    one_by_one_nhwc = ("lax", "matmul", "matmul")
+    assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == one_by_one_nhwc
+    assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul",) * 3
+    assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax",) * 3
+    assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax",) * 3
+
+
+def test_3d_runs_as_2d_planes_on_cpu():
+    """A dense 3-D convolution under auto has no 3-D convolution left, values or grads."""
+    import jax
+
+    import jaxconv
+
+    x = jnp.ones((1, 4, 5, 12, 12))
+    w = jnp.ones((4, 4, 3, 3, 3))
+
+    def convolutions(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        return [line for line in text.splitlines() if "stablehlo.convolution" in line]
+
+    conv = lambda a, b: jaxconv.conv3d(a, b, padding=1, impl="auto")  # noqa: E731
+    grads = jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))
+    for lines in (convolutions(conv, x, w), convolutions(grads, x, w)):
+        assert lines
+        assert not any("0, 1, 2]" in line for line in lines)  # no 3-D convolution
+    lax3d = convolutions(lambda a, b: jaxconv.conv3d(a, b, padding=1, impl="lax"), x, w)
+    assert all("0, 1, 2]" in line for line in lax3d)
 
 
 @pytest.mark.parametrize(

@@ -300,3 +300,85 @@ def test_random_specs_match_lax(config):
     x, w = arrays(np.random.default_rng(13), x_shape, w_shape)
     want = jitted("lax")(x, w, s)
     assert_close(jitted(impl)(x, w, s), want, reduction=reduction(w_shape))
+
+
+# ----------------------------------------------------------------------------- shift paths
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "c_in_g, c_out_g, kernel",
+    [
+        (1, 1, (3, 3)),  # depthwise: one product per tap
+        (1, 3, (3, 3)),  # channel multiplier 3
+        (4, 2, (3, 3)),  # ResNeXt-like: 36 products per output, one per input channel
+        (3, 1, (2,)),  # 1-D
+        (12, 1, (3, 3)),  # 108 products: reduced over input channels per tap
+        (1, 2, (9, 9)),  # 81 taps: scanned
+    ],
+)
+def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
+    from jaxconv._impls import shift
+
+    groups, nd = 2, len(kernel)
+    x_shape = (2, c_in_g * groups, *(k + 4 for k in kernel))
+    w_shape = (c_out_g * groups, c_in_g, *kernel)
+    x, w = arrays(np.random.default_rng(14), x_shape, w_shape)
+    s = ConvSpec((1,) * nd, ((1, 0),) * nd, (1,) * nd, (1,) * nd, groups, None, channels_last)
+    if c_in_g == 12:
+        assert math.prod(kernel) * c_in_g > shift.PER_CHANNEL_MAX_TERMS[nd]
+    if kernel == (9, 9):
+        assert math.prod(kernel) > shift.UNROLL_MAX_TAPS[nd]
+    got = jax.jit(shift.forward, static_argnums=2)(x, w, s)
+    assert_close(got, jitted("lax")(x, w, s), reduction=reduction(w_shape))
+
+
+# ----------------------------------------------------------------------------- 3-D by planes
+
+
+@st.composite
+def specs_3d(draw):
+    """A canonical 3-D convolution, input dilation along depth included."""
+    groups = draw(st.sampled_from([1, 2]))
+    kernel = [draw(st.integers(1, 3)) for _ in range(3)]
+    stride = [draw(st.integers(1, 2)) for _ in range(3)]
+    rhs = [draw(st.integers(1, 2)) for _ in range(3)]
+    lhs = [draw(st.sampled_from([1, 1, 2])) for _ in range(3)]
+    pads, spatial = [], []
+    for k, d, ld in zip(kernel, rhs, lhs, strict=True):
+        lo, hi = draw(st.integers(-1, 2)), draw(st.integers(-1, 2))
+        least = max(1, -(-(d * (k - 1) - lo - hi) // ld) + 1)
+        pads.append((lo, hi))
+        spatial.append(draw(st.integers(least, least + 3)))
+    s = ConvSpec(tuple(stride), tuple(pads), tuple(lhs), tuple(rhs), groups)
+    x_shape = (draw(st.integers(1, 2)), 2 * groups, *spatial)
+    return x_shape, (draw(st.integers(1, 2)) * groups, 2, *kernel), s
+
+
+@settings(max_examples=25, deadline=None)
+@given(specs_3d())
+def test_planes_match_lax(config):
+    from jaxconv._impls import planes
+
+    x_shape, w_shape, s = config
+    x, w = arrays(np.random.default_rng(15), x_shape, w_shape)
+    got = jax.jit(lambda a, b: planes.decompose(a, b, s, FORWARDS["lax"]))(x, w)
+    assert_close(got, jitted("lax")(x, w, s), reduction=reduction(w_shape))
+
+
+def test_planes_gradients_and_half_precision():
+    from jaxconv._impls import planes
+
+    x_shape, w_shape, s = SPECS["3d_all"]
+    x, w = arrays(np.random.default_rng(16), x_shape, w_shape)
+    run = lambda name: lambda a, b: planes.decompose(a, b, s, FORWARDS[name])  # noqa: E731
+    ct = jnp.asarray(np.random.default_rng(17).standard_normal(jitted("lax")(x, w, s).shape))
+    got = jax.jit(lambda a, b: jax.vjp(run("lax"), a, b)[1](ct))(x, w)
+    want = jax.jit(lambda a, b: jax.vjp(lambda a_, b_: FORWARDS["lax"](a_, b_, s), a, b)[1](ct))(
+        x, w
+    )
+    chex.assert_trees_all_close(got, want, **tolerance(np.float64, ct.size))
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    half = jax.jit(run("matmul"))(xb, wb)
+    assert half.dtype == jnp.bfloat16
+    assert_close(half, jitted("lax")(x, w, s), dtype=jnp.bfloat16, reduction=reduction(w_shape))
