@@ -63,10 +63,10 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         limit = shift_impl.PER_CHANNEL_MAX_TERMS.get(spec.ndim, shift_impl.UNROLL_MAX_TAPS_ND)
         return ("shift" if taps * c_in_g <= limit else "matmul", "matmul", "matmul")
     if taps == 1:
-        # 1x1: one dot over channels, derivatives included (256->64 @56 batch 8 train
-        # 1.5x lax NCHW). Forward channels-last, XLA off its unpadded path is faster
-        # (2.0x lax, matmul 0.35x); channels-first both are 2.4x.
-        return ("lax" if spec.channels_last else "matmul", "matmul", "matmul")
+        # 1x1: one dot over channels in the caller's layout, derivatives included
+        # (256->64 @56 batch 8: fwd 2.4x lax channels-first, 2.6x channels-last; train
+        # 2.7x and 7.6x; 512->2048 @7: fwd 1.5x and 1.0x, train 1.9x and 1.3x).
+        return ("matmul",) * 3
     # 1-D: no rule. XLA's convolution is as fast as anything here (temporal k3 256@1000
     # batch 8: matmul fwd 0.86x lax, train 0.58x; raw audio k80 s4 1->128: matmul 1.0x
     # fwd and 0.82x train channels-first, 0.44x fwd channels-last).
