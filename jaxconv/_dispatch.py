@@ -54,16 +54,17 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         return ("shift",) * 3 if taps <= SHIFT_MAX_TAPS else ("fft",) * 3
     if spec.groups > 1:
         # Grouped, few products per output: shift-and-add with one broadcast product
-        # per input channel. ResNeXt 3x3 g32 128@56 batch 8: fwd 14x lax channels-first
-        # (5x matmul), 7x channels-last; train 2.6x the matmul derivatives
-        # channels-first; channels-last the input derivative by matmul is faster
-        # (g8 64@56: train 1.7x all-shift). Otherwise matmul with the groups as a batch
-        # dim, in batch chunks that keep the patches in cache (batch 1 fwd 3.9x lax,
-        # batch 8 2.3x); XLA's grouped backward is slow at every size (train 105x).
+        # per input channel for the value and the weight derivative, matmul for the
+        # input derivative. ResNeXt 3x3 g32 128@56 batch 8: fwd 14x lax channels-first
+        # (5x matmul), 7x channels-last; train 1.5x the all-matmul derivatives
+        # channels-first (all-shift: 0.4x); g8 64@56: train 1.4x. Otherwise matmul
+        # with the groups as a batch dim, in batch chunks that keep the patches in
+        # cache (batch 1 fwd 3.9x lax, batch 8 2.3x); XLA's grouped backward is slow at
+        # every size (train 105x).
         limit = shift_impl.PER_CHANNEL_MAX_TERMS.get(spec.ndim, shift_impl.UNROLL_MAX_TAPS_ND)
         if taps * c_in_g > limit:
             return ("matmul",) * 3
-        return ("shift", "matmul" if spec.channels_last else "shift", "shift")
+        return ("shift", "matmul", "shift")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (256->64 @56 batch 8: fwd 2.4x lax channels-first, 2.6x channels-last; train

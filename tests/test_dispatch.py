@@ -30,10 +30,10 @@ def test_cpu_rules():
     assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
     assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift",) * 3
     assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft",) * 3
-    assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == ("shift",) * 3
-    assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == ("shift",) * 3
-    grouped_nhwc = ("shift", "matmul", "shift")
-    assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == grouped_nhwc
+    grouped = ("shift", "matmul", "shift")
+    assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == grouped
+    assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == grouped
+    assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == grouped
     assert choose((8, 64, 56, 56), (64, 16, 3, 3), groups=4, padding=1) == ("matmul",) * 3
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
