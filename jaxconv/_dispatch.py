@@ -74,8 +74,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     # batch 8: matmul fwd 0.86x lax, train 0.58x; raw audio k80 s4 1->128: matmul 1.0x
     # fwd and 0.82x train channels-first, 0.44x fwd channels-last).
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
-    if math.prod(out) <= MATMUL_MAX_POSITIONS:
-        # Few positions, many channels: ResNet 3x3 512@7 fwd 2.0x lax, train 3.1x.
+    if math.prod(out) <= MATMUL_MAX_POSITIONS and not spec.channels_last:
+        # Few positions, many channels: ResNet 3x3 512@7 batch 8 fwd 1.2x lax, train
+        # 1.3x. Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x: noise).
         return ("matmul",) * 3
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
     # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x; the notes' 5x5 layer

@@ -39,6 +39,7 @@ def test_cpu_rules():
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
     assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("matmul",) * 3
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul",) * 3
+    assert choose((2, 7, 7, 512), (3, 3, 512, 512), padding=1, channels_last=True) == ("lax",) * 3
     assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax",) * 3
     assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax",) * 3
 

@@ -79,6 +79,8 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     n = x.shape[0]
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
+    if spec.channels_last and g == 1 and math.prod(kernel) > 1:
+        return _forward_channels_last(x, w, spec)
     cols = _tap_stack(x, kernel, spec)  # (N, C, taps, *S_out)
     out = cols.shape[3:]
     taps = math.prod(kernel)
@@ -125,3 +127,22 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         )
         y = jnp.transpose(y, (2, 0, 1, *range(3, nd + 3)))
     return y.astype(x.dtype).reshape((n, c_out, *out))
+
+
+def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Patches built channels-last, ``(N, *S_out, taps, C)``, times ``(taps, C, C_out)``.
+
+    With the caller's channels-last arrays every tap window is a slab of whole pixels
+    and the product needs no transpose of the patches (ResNet 3x3 512@7 batch 8
+    channels-last: the channels-first patches ran at 0.84x lax).
+    """
+    c_out, c_in, *kernel = w.shape
+    xp = pad_input(jnp.moveaxis(x, 1, -1), spec, channels_last=True)
+    windows = [win for _, win in tap_windows(xp, kernel, spec, channels_last=True)]
+    cols = jnp.stack(windows, axis=-2)  # (N, *S_out, taps, C)
+    w = jnp.moveaxis(w.reshape((c_out, c_in, math.prod(kernel))), 0, -1)  # (C, taps, C_out)
+    nd = len(kernel)
+    dims = (((nd + 1, nd + 2), (1, 0)), ((), ()))
+    acc = accumulation_dtype(x.dtype)
+    y = lax.dot_general(cols, w, dims, spec.precision, preferred_element_type=acc)
+    return jnp.moveaxis(y, -1, 1).astype(x.dtype)
