@@ -8,9 +8,10 @@ its share of every output plane at once:
 
     y[:, :, o] = sum_t conv2d(x_padded[:, :, o * s + t * d], w[:, :, t])
 
-XLA's CPU convolution runs 2-D convolutions several times faster than 3-D ones, so on
-the CPU ``impl="auto"`` runs 3-D convolutions this way, each 2-D one chosen by its own
-rules. Specs with input dilation along depth go to ``inner`` unchanged.
+XLA's CPU convolution runs 2-D convolutions faster than 3-D ones (a 3x3x3 64-channel
+video layer: 1.3-1.8x forward with 16 depth planes, 3x with 8), so on the CPU
+``impl="auto"`` runs 3-D convolutions this way, each 2-D one chosen by its own rules.
+Specs with input dilation along depth go to ``inner`` unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     if not applies(spec) or 0 in (*out, x.shape[0], x.shape[1]):
         return inner(x, w, spec)
     n, c = x.shape[:2]
-    c_out, _, depth, *plane = w.shape
+    c_out, _, depth = w.shape[:3]
     (lo, hi), stride, dilation = spec.padding[0], spec.stride[0], spec.rhs_dilation[0]
     keep = (0, 0, 0)
     # (N, C, D, H, W), depth padded (or cropped), as (N, D, C, H, W).
