@@ -35,6 +35,14 @@ SHIFT_MAX_TAPS = 64
 FORWARD, INPUT_GRADIENT, WEIGHT_GRADIENT = 0, 1, 2
 # Dense convolutions with at most this many output positions go through the matmul.
 MATMUL_MAX_POSITIONS = 100
+# ... and at least this many products per output (input channels times taps).
+MATMUL_MIN_DEPTH = 1024
+# At most this many groups, with at least this many (input x output) channels per
+# group, XLA's grouped convolution computes the value.
+FEW_GROUPS, FEW_GROUPS_MIN_CHANNELS = 3, 128
+# Grouped convolutions with at most this many outputs per group differentiate along the
+# weight by shift-and-add.
+SHIFT_MAX_GROUP_OUTPUTS = 16
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -53,18 +61,26 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         return ("shift",) * 3 if taps <= SHIFT_MAX_TAPS else ("fft",) * 3
     if spec.groups > 1:
+        c_out_g = w_shape[0] // spec.groups
+        if spec.groups <= FEW_GROUPS and c_in_g * c_out_g >= FEW_GROUPS_MIN_CHANNELS:
+            # Few groups of many channels: XLA's grouped convolution is nearly a dense
+            # one for the value (2 groups of 8->64 @28 batch 8: lax 1.1x matmul, 1.6x
+            # shift; 3 groups of 16->16: 1.3x matmul), but its backward is slow at every
+            # size (train 7-17x the matmul derivatives).
+            return ("lax", "matmul", "matmul")
         # Grouped, few products per output: shift-and-add with one broadcast product
-        # per input channel for the value and the weight derivative, matmul for the
-        # input derivative. ResNeXt 3x3 g32 128@56 batch 8: fwd 14x lax channels-first
-        # (5x matmul), 7x channels-last; train 1.5x the all-matmul derivatives
-        # channels-first (all-shift: 0.4x); g8 64@56: train 1.4x. Otherwise matmul
-        # with the groups as a batch dim, in batch chunks that keep the patches in
-        # cache (batch 1 fwd 3.9x lax, batch 8 2.3x); XLA's grouped backward is slow at
-        # every size (train 105x).
+        # per input channel for the value (and the weight derivative when each group
+        # has few outputs), matmul for the input derivative. ResNeXt 3x3 g32 128@56
+        # batch 8: fwd 14x lax channels-first (5x matmul), 7x channels-last; train 1.5x
+        # the all-matmul derivatives channels-first (all-shift: 0.4x); g8 64@56: train
+        # 1.4x; with 64 outputs per group the shift weight derivative is 0.6x matmul's.
+        # Otherwise matmul with the groups as a batch dim, in batch chunks that keep the
+        # patches in cache (batch 1 fwd 3.9x lax, batch 8 2.3x); XLA's grouped backward
+        # is slow at every size (train 105x).
         limit = shift_impl.PER_CHANNEL_MAX_TERMS.get(spec.ndim, shift_impl.UNROLL_MAX_TAPS_ND)
         if taps * c_in_g > limit:
             return ("matmul",) * 3
-        return ("shift", "matmul", "shift")
+        return ("shift", "matmul", "shift" if c_out_g <= SHIFT_MAX_GROUP_OUTPUTS else "matmul")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (256->64 @56 batch 8: fwd 2.4x lax channels-first, 2.6x channels-last; train
@@ -74,9 +90,11 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     # batch 8: matmul fwd 0.86x lax, train 0.58x; raw audio k80 s4 1->128: matmul 1.0x
     # fwd and 0.82x train channels-first, 0.44x fwd channels-last).
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
-    if math.prod(out) <= MATMUL_MAX_POSITIONS and not spec.channels_last:
+    small_map = math.prod(out) <= MATMUL_MAX_POSITIONS
+    if small_map and c_in_g * taps >= MATMUL_MIN_DEPTH and not spec.channels_last:
         # Few positions, many channels: ResNet 3x3 512@7 batch 8 fwd 1.2x lax, train
-        # 1.3x. Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x: noise).
+        # 1.3x. Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x: noise);
+        # with few channels it is faster (3x3 32@8 batch 64: matmul 0.75x).
         return ("matmul",) * 3
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
     # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x; the notes' 5x5 layer

@@ -34,11 +34,18 @@ def test_cpu_rules():
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == grouped
     assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == grouped
     assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == grouped
+    many_outputs = ("shift", "matmul", "matmul")
+    assert choose((8, 32, 28, 28), (512, 4, 3, 3), groups=8, padding=1) == many_outputs
+    few_groups = ("lax", "matmul", "matmul")
+    assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == few_groups
+    assert choose((8, 48, 28, 28), (48, 16, 3, 3), groups=3, padding=1) == few_groups
+    assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == grouped
     assert choose((8, 64, 56, 56), (64, 16, 3, 3), groups=4, padding=1) == ("matmul",) * 3
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
     assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("matmul",) * 3
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul",) * 3
+    assert choose((64, 32, 8, 8), (32, 32, 3, 3), padding=1) == ("lax",) * 3
     assert choose((2, 7, 7, 512), (3, 3, 512, 512), padding=1, channels_last=True) == ("lax",) * 3
     assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax",) * 3
     assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax",) * 3
