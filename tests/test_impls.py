@@ -384,3 +384,27 @@ def test_planes_gradients_and_half_precision():
     half = jax.jit(run("matmul"))(xb, wb)
     assert half.dtype == jnp.bfloat16
     assert_close(half, jitted("lax")(x, w, s), dtype=jnp.bfloat16, reduction=reduction(w_shape))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape",
+    [
+        ((0, 2, 4, 5, 5), (3, 2, 3, 3, 3)),  # empty batch
+        ((1, 2, 2, 5, 5), (3, 2, 3, 3, 3)),  # no output depth
+        ((1, 0, 4, 5, 5), (3, 0, 3, 3, 3)),  # no input channels
+        ((1, 2, 4, 5, 5), (0, 2, 3, 3, 3)),  # no output channels
+    ],
+)
+def test_3d_degenerate_shapes_under_auto(x_shape, w_shape):
+    """Empty 3-D problems go through `auto`'s depth planes without recursing."""
+    from jaxconv import _dispatch
+
+    s = spec(3, padding=((0, 0), (1, 1), (1, 1)))
+    x, w = jnp.ones(x_shape), jnp.ones(w_shape)
+    got = jax.jit(_dispatch.forward, static_argnums=2)(x, w, s)
+    want = FORWARDS["lax"](x, w, s)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    gx, gw = jax.grad(lambda a, b: jnp.sum(_dispatch.forward(a, b, s)), (0, 1))(x, w)
+    assert gx.shape == x.shape and gw.shape == w.shape
+    np.testing.assert_array_equal(gx, jnp.zeros_like(x))

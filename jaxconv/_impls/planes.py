@@ -39,11 +39,15 @@ def applies(spec: ConvSpec) -> bool:
 
 def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
     """The canonical 3-D convolution, one 2-D convolution per depth tap via ``inner``."""
-    out = spec.out_spatial(x.shape[2:], w.shape[2:])
-    if not applies(spec) or 0 in (*out, x.shape[0], x.shape[1]):
+    if not applies(spec):
         return inner(x, w, spec)
+    out = spec.out_spatial(x.shape[2:], w.shape[2:])
     n, c = x.shape[:2]
     c_out, _, depth = w.shape[:3]
+    if 0 in (n, c, *out):
+        # Nothing to sum: an empty result, or zeros from zero input channels. (Not
+        # `inner` on the same spec: the dispatcher's inner would split it again.)
+        return jnp.zeros((n, c_out, *out), x.dtype)
     (lo, hi), stride, dilation = spec.padding[0], spec.stride[0], spec.rhs_dilation[0]
     keep = (0, 0, 0)
     # (N, C, D, H, W), depth padded (or cropped), as (N, D, C, H, W).
