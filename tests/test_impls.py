@@ -408,3 +408,15 @@ def test_3d_degenerate_shapes_under_auto(x_shape, w_shape):
     gx, gw = jax.grad(lambda a, b: jnp.sum(_dispatch.forward(a, b, s)), (0, 1))(x, w)
     assert gx.shape == x.shape and gw.shape == w.shape
     np.testing.assert_array_equal(gx, jnp.zeros_like(x))
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("impl", ["auto", "shift"])
+def test_grouped_zero_input_channels(impl, nd):
+    """Zero input channels in every group: zeros of the output's shape, as lax gives."""
+    x, w = jnp.ones((1, 0, *(5,) * nd)), jnp.ones((4, 0, *(3,) * nd))
+    conv = getattr(jaxconv, f"conv{nd}d")
+    got = conv(x, w, padding=1, groups=2, impl=impl)
+    want = conv(x, w, padding=1, groups=2, impl="lax")
+    assert got.shape == want.shape == (1, 4, *(5,) * nd)
+    np.testing.assert_array_equal(got, want)
