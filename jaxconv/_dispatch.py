@@ -83,8 +83,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         return ("shift", "matmul", "shift" if c_out_g <= SHIFT_MAX_GROUP_OUTPUTS else "matmul")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
-        # (256->64 @56 batch 8: fwd 2.4x lax channels-first, 2.6x channels-last; train
-        # 2.7x and 7.6x; 512->2048 @7: fwd 1.5x and 1.0x, train 1.9x and 1.3x).
+        # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x
+        # and 2.7x lax, train 2.5x and 4.9x; 512->2048 @7 fwd 1.7x and 1.5x, train 1.8x
+        # and 1.4x).
         return ("matmul",) * 3
     # 1-D: no rule. XLA's convolution is as fast as anything here (temporal k3 256@1000
     # batch 8: matmul fwd 0.86x lax, train 0.58x; raw audio k80 s4 1->128: matmul 1.0x
@@ -140,8 +141,8 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
         if name != "lax" or backend != "cpu":
             return FORWARDS[name](x_, w_, spec_)
         if spec_.ndim == 3 and planes.applies(spec_):
-            # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.3x lax and
-            # train 1.2x; batch 1 32@8x28x28 fwd 3x, train 4.6x.
+            # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.8x lax and
+            # train 1.3-1.5x (full bench); batch 1 32@8x28x28 fwd 3x, train 4.6x.
             return planes.decompose(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
             # Transposed, the padded row below sends XLA's input gradient down a

@@ -49,8 +49,8 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution, in batch chunks whose patch matrix fits in cache.
 
     A 1x1 kernel builds no patches (its patch matrix is the strided input), so it runs
-    whole: chunked, its derivatives were 1.6x (channels-first) to 2.1x (channels-last)
-    slower (1x1 256->64 @56 batch 8).
+    whole. With that and the in-place contraction below, 1x1 256->64 @56 batch 8 trains
+    in 49 ms channels-first and 24 ms channels-last, from 89 and 114 ms (full bench).
     """
     n = x.shape[0]
     if math.prod(w.shape[2:]) == 1:
@@ -74,7 +74,7 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     The product contracts the channel and tap dims of the stacked windows in place, with
     the output's spatial dims kept as they are: no reshape stands between the layout
     transposes around it, so XLA cancels them in the derivatives too (a reshape there
-    cost two copies of the input gradient: 1x1 256->64 @56 channels-last train 2.8x).
+    left two extra copies of the input gradient in the 1x1 channels-last backward).
     """
     n = x.shape[0]
     c_out, c_in_g, *kernel = w.shape
