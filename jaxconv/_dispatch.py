@@ -40,9 +40,6 @@ MATMUL_MIN_DEPTH = 1024
 # At most this many groups, with at least this many (input x output) channels per
 # group, XLA's grouped convolution computes the value.
 FEW_GROUPS, FEW_GROUPS_MIN_CHANNELS = 3, 128
-# Grouped convolutions with at most this many outputs per group differentiate along the
-# weight by shift-and-add.
-SHIFT_MAX_GROUP_OUTPUTS = 16
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -69,18 +66,15 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # size (train 7-17x the matmul derivatives).
             return ("lax", "matmul", "matmul")
         # Grouped, few products per output: shift-and-add with one broadcast product
-        # per input channel for the value (and the weight derivative when each group
-        # has few outputs), matmul for the input derivative. ResNeXt 3x3 g32 128@56
-        # batch 8: fwd 14x lax channels-first (5x matmul), 7x channels-last; train 1.5x
-        # the all-matmul derivatives channels-first (all-shift: 0.4x); g8 64@56: train
-        # 1.4x; with 64 outputs per group the shift weight derivative is 0.6x matmul's.
-        # Otherwise matmul with the groups as a batch dim, in batch chunks that keep the
-        # patches in cache (batch 1 fwd 3.9x lax, batch 8 2.3x); XLA's grouped backward
-        # is slow at every size (train 105x).
+        # per input channel for the value, matmul for the derivatives. ResNeXt 3x3 g32
+        # 128@56 batch 8: fwd 24x lax channels-first (6x matmul), 7.5x channels-last;
+        # train (value and both gradients) 1.1x the all-matmul one; shift for the
+        # weight derivative too is 0.9x (it is 1.6x when the value is not needed: XLA
+        # then fuses differently). Otherwise matmul with the groups as a batch dim, in
+        # batch chunks that keep the patches in cache (batch 1 fwd 3.9x lax, batch 8
+        # 2.3x); XLA's grouped backward is slow at every size (train 105x).
         limit = shift_impl.PER_CHANNEL_MAX_TERMS.get(spec.ndim, shift_impl.UNROLL_MAX_TAPS_ND)
-        if taps * c_in_g > limit:
-            return ("matmul",) * 3
-        return ("shift", "matmul", "shift" if c_out_g <= SHIFT_MAX_GROUP_OUTPUTS else "matmul")
+        return ("shift" if taps * c_in_g <= limit else "matmul", "matmul", "matmul")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x
