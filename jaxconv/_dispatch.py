@@ -67,14 +67,14 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             return ("lax", "matmul", "matmul")
         # Grouped, few products per output: shift-and-add with one broadcast product
         # per input channel for the value, matmul for the derivatives. ResNeXt 3x3 g32
-        # 128@56 batch 8: fwd 24x lax channels-first (6x matmul), 7.5x channels-last;
-        # train (value and both gradients) 1.1x the all-matmul one; shift for the
-        # weight derivative too is 0.9x (it is 1.6x when the value is not needed: XLA
-        # then fuses differently). Otherwise matmul with the groups as a batch dim, in
-        # batch chunks that keep the patches in cache (batch 1 fwd 3.9x lax, batch 8
-        # 2.3x); XLA's grouped backward is slow at every size (train 105x).
-        limit = shift_impl.PER_CHANNEL_MAX_TERMS.get(spec.ndim, shift_impl.UNROLL_MAX_TAPS_ND)
-        return ("shift" if taps * c_in_g <= limit else "matmul", "matmul", "matmul")
+        # 128@56 batch 8: fwd 15-24x lax channels-first (4-6x matmul), 6-7.5x
+        # channels-last; train (value and both gradients) 1.0-1.1x the all-matmul one;
+        # shift for the weight derivative too is 0.9x (it is 1.6x when the value is not
+        # needed: XLA then fuses differently). Otherwise matmul with the groups as a
+        # batch dim, in batch chunks that keep the patches in cache (batch 1 fwd 3.9x
+        # lax, batch 8 2.3x); XLA's grouped backward is slow at every size (train 105x).
+        value = "shift" if shift_impl.per_channel(w_shape, spec.ndim) else "matmul"
+        return (value, "matmul", "matmul")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x

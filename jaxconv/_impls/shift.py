@@ -47,6 +47,14 @@ UNROLL_MAX_TAPS_ND = 27
 PER_CHANNEL_MAX_TERMS = {1: 100, 2: 100}
 
 
+def per_channel(w_shape, ndim: int) -> bool:
+    """Whether a weight of ``w_shape`` runs one broadcast product per input channel of a
+    group (at most `PER_CHANNEL_MAX_TERMS` products per output; none with no input
+    channel, whose sum is zeros either way)."""
+    terms = w_shape[1] * math.prod(w_shape[2:])
+    return 0 < terms <= PER_CHANNEL_MAX_TERMS.get(ndim, UNROLL_MAX_TAPS_ND)
+
+
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution as a sum over taps of window times weight."""
     return subpixel.decompose(x, w, spec, _undilated)
@@ -71,8 +79,7 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     # input channel of a group, each over the whole output, so no dim of size one (or
     # a few) is innermost, where XLA's loops would not vectorise (ResNeXt 3x3 g32
     # 128@56 batch 8 fwd: 14x lax channels-first, against 1.6x reducing over channels).
-    limit = PER_CHANNEL_MAX_TERMS.get(nd, UNROLL_MAX_TAPS_ND)
-    per_channel = 0 < math.prod(kernel) * c_in_g <= limit  # no input channel: sum to zeros
+    one_per_channel = per_channel(w.shape, nd)
     y = None
     for tap, win in tap_windows(xp, kernel, spec, channels_last=spec.channels_last):
         wt = wg[(slice(None),) * 3 + tap]  # (g, C_out/g, C_in/g)
@@ -83,7 +90,7 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         else:
             win = win.reshape((n, g, 1, c_in_g, *out))
             w_i = jnp.moveaxis(wt, -1, 0).reshape((c_in_g, 1, g, o_g) + (1,) * nd)
-        if not per_channel:
+        if not one_per_channel:
             term = win * (w_i if spec.channels_last else jnp.moveaxis(w_i, 0, 3))
             terms = [jnp.sum(term, axis=-1 if spec.channels_last else 3)]
         elif spec.channels_last and o_g == 1:
