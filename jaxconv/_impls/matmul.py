@@ -79,14 +79,13 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     n = x.shape[0]
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
-    if spec.channels_last and g == 1 and math.prod(kernel) > 1:
+    if spec.channels_last and g == 1:
         return _forward_channels_last(x, w, spec)
     cols = _tap_stack(x, kernel, spec)  # (N, C, taps, *S_out)
     out = cols.shape[3:]
     taps = math.prod(kernel)
     if taps == 1:
-        # A unit dim among the contracted ones keeps XLA from cancelling the layout
-        # transposes in the derivatives (two more copies of the input gradient).
+        # No unit tap dim among the contracted ones (see `_forward_channels_last`).
         cols, w = cols[:, :, 0], w.reshape((c_out, c_in_g))
         k = 1
     else:
@@ -97,22 +96,12 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     acc = accumulation_dtype(x.dtype)
     nd = len(out)
     if g == 1:
-        cols, w = cols[:, 0], w[0]  # no batch dim for XLA to handle
+        # (C_out, C) @ (C, *S) per sample, channels-first, with no batch dim for XLA.
         contract = (tuple(range(1, 1 + k)), tuple(range(1, 1 + k)))
-        if spec.channels_last:
-            # (N, *S, C) @ (C, C_out): with the caller's channels-last arrays XLA
-            # cancels the layout transposes around it.
-            y = lax.dot_general(
-                cols, w, (contract, ((), ())), spec.precision, preferred_element_type=acc
-            )
-            y = jnp.moveaxis(y, -1, 1)
-        else:
-            # (C_out, C) @ (C, *S) per sample: channels-first.
-            y = lax.dot_general(
-                w, cols, (contract, ((), ())), spec.precision, preferred_element_type=acc
-            )
-            y = jnp.moveaxis(y, 0, 1)
-        return y.astype(x.dtype)
+        y = lax.dot_general(
+            w[0], cols[:, 0], (contract, ((), ())), spec.precision, preferred_element_type=acc
+        )
+        return jnp.moveaxis(y, 0, 1).astype(x.dtype)
     contract = (tuple(range(2, 2 + k)), tuple(range(2, 2 + k)))
     if spec.channels_last:
         # (N, *S, C) @ (C, C_out) per group -> (groups, N, *S, C_out/groups).
@@ -139,10 +128,16 @@ def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Ar
     c_out, c_in, *kernel = w.shape
     xp = pad_input(jnp.moveaxis(x, 1, -1), spec, channels_last=True)
     windows = [win for _, win in tap_windows(xp, kernel, spec, channels_last=True)]
-    cols = jnp.stack(windows, axis=-2)  # (N, *S_out, taps, C)
-    w = jnp.moveaxis(w.reshape((c_out, c_in, math.prod(kernel))), 0, -1)  # (C, taps, C_out)
     nd = len(kernel)
-    dims = (((nd + 1, nd + 2), (1, 0)), ((), ()))
+    if len(windows) == 1:
+        # 1x1: the strided input times (C, C_out), no unit tap dim among the contracted
+        # ones (it kept XLA from cancelling the layout transposes in the derivatives).
+        cols, w = windows[0], jnp.transpose(w.reshape((c_out, c_in)))
+        dims = (((nd + 1,), (0,)), ((), ()))
+    else:
+        cols = jnp.stack(windows, axis=-2)  # (N, *S_out, taps, C)
+        w = jnp.moveaxis(w.reshape((c_out, c_in, math.prod(kernel))), 0, -1)  # (C, taps, C_out)
+        dims = (((nd + 1, nd + 2), (1, 0)), ((), ()))
     acc = accumulation_dtype(x.dtype)
     y = lax.dot_general(cols, w, dims, spec.precision, preferred_element_type=acc)
     return jnp.moveaxis(y, -1, 1).astype(x.dtype)
