@@ -140,3 +140,58 @@ def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 
     y, _ = lax.scan(tap, jnp.zeros((n, g, o_g, *out), acc), (offsets, wt))
     return y.reshape((n, c_out, *out)).astype(x.dtype)
+
+
+def fused_weight_gradient(spec: ConvSpec, kernel) -> bool:
+    """Whether `weight_gradient` takes this spec: no input dilation (transposed
+    convolutions arrive split into phases) and a kernel `forward` unrolls."""
+    return all(d == 1 for d in spec.lhs_dilation) and math.prod(kernel) <= UNROLL_MAX_TAPS.get(
+        spec.ndim, UNROLL_MAX_TAPS_ND
+    )
+
+
+def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.Array:
+    """The weight gradient of the canonical convolution: the correlation of input ``x``
+    and output cotangent ``ct``, ``(C_out, C_in // groups, *kernel)``.
+
+    One variadic reduction with an accumulator per tap, so the input and the cotangent
+    are read once for all taps. Transposing `forward` instead gives one reduction per
+    tap, each over a shifted copy of the input that XLA writes out first (depthwise
+    3x3 144@56 batch 8: 3.7x faster channels-first, 1.7x channels-last; 7x7: ...).
+    """
+    n = x.shape[0]
+    c_in = x.shape[1]
+    c_out = ct.shape[1]
+    g = spec.groups
+    c_in_g, o_g = c_in // g, c_out // g
+    nd = len(kernel)
+    dtype = jnp.result_type(x.dtype, ct.dtype)
+    acc = accumulation_dtype(dtype) or dtype
+    if spec.channels_last:
+        x, ct = jnp.moveaxis(x, 1, -1), jnp.moveaxis(ct, 1, -1)
+    xp = pad_input(x.astype(acc), spec, channels_last=spec.channels_last)
+    ct = ct.astype(acc)
+    out = ct.shape[1:-1] if spec.channels_last else ct.shape[2:]
+    if spec.channels_last:
+        ct_b = ct.reshape((n, *out, g, 1, o_g))
+        spatial = tuple(range(1 + nd))
+    else:
+        ct_b = ct.reshape((n, g, 1, o_g, *out))
+        spatial = (0, *range(4, 4 + nd))
+    products = []
+    for _, win in tap_windows(xp, kernel, spec, channels_last=spec.channels_last):
+        if spec.channels_last:
+            win = win.reshape((n, *out, g, c_in_g, 1))
+        else:
+            win = win.reshape((n, g, c_in_g, 1, *out))
+        products.append(win * ct_b)
+    zero = jnp.zeros((), acc)
+    sums = lax.reduce(
+        products,
+        [zero] * len(products),
+        lambda a, b: [u + v for u, v in zip(a, b, strict=True)],
+        spatial,
+    )
+    dw = jnp.stack(sums, -1)  # (g, C_in/g, C_out/g, taps)
+    dw = jnp.moveaxis(dw, 2, 1).reshape((c_out, c_in_g, *kernel))
+    return dw.astype(dtype)

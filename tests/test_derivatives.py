@@ -1,0 +1,164 @@
+"""The derivative terms with written-out transposes (`jaxconv._derivatives`).
+
+`input_gradient_spec` + `flip_kernel` must give XLA's own input gradient; shift's
+fused weight gradient must give XLA's weight gradient; and ``impl="auto"``, which uses
+both for depthwise convolutions, must keep every transform right: reverse and forward
+mode, second derivatives, `vmap` of gradients, and the half-precision dtypes.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tolerance import assert_close
+
+import jaxconv
+from jaxconv import _derivatives, _dispatch
+from jaxconv._impls import lax as lax_impl
+from jaxconv._impls import shift
+from jaxconv._spec import ConvSpec
+
+
+@st.composite
+def specs(draw, lhs_dilation=False):
+    """A canonical spec with input and weight shapes it accepts (any groups)."""
+    nd = draw(st.integers(1, 3))
+    groups = draw(st.sampled_from([1, 2, 3]))
+    c_in_g, c_out_g = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 3 if nd < 3 else 2)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(nd))
+    lhs = tuple(draw(st.integers(1, 2)) for _ in range(nd)) if lhs_dilation else (1,) * nd
+    padding = tuple((draw(st.integers(-1, 3)), draw(st.integers(-1, 3))) for _ in range(nd))
+    spatial = []
+    for k, d, ld, (lo, hi) in zip(kernel, dilation, lhs, padding, strict=True):
+        least = max(1, -(-(d * (k - 1) + 1 - lo - hi - 1) // ld) + 1)
+        spatial.append(draw(st.integers(least, least + 5)))
+    spec = ConvSpec(
+        stride=stride,
+        padding=padding,
+        lhs_dilation=lhs,
+        rhs_dilation=dilation,
+        groups=groups,
+        channels_last=draw(st.booleans()),
+    )
+    x_shape = (draw(st.integers(1, 2)), groups * c_in_g, *spatial)
+    w_shape = (groups * c_out_g, c_in_g, *kernel)
+    return spec, x_shape, w_shape
+
+
+def _arrays(seed, *shapes, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [jnp.asarray(rng.standard_normal(s).astype(dtype)) for s in shapes]
+
+
+@settings(max_examples=25, deadline=None)
+@given(specs(), st.integers(0, 2**16))
+def test_input_gradient_spec_gives_xlas_input_gradient(case, seed):
+    spec, x_shape, w_shape = case
+    x, w = _arrays(seed, x_shape, w_shape)
+    y, vjp = jax.vjp(lambda a: lax_impl.forward(a, w, spec), x)
+    (ct,) = _arrays(seed + 1, y.shape)
+    t_spec = _derivatives.input_gradient_spec(spec, x_shape[2:], w_shape[2:])
+    got = lax_impl.forward(ct, _derivatives.flip_kernel(w, spec.groups), t_spec)
+    assert got.shape == x.shape
+    np.testing.assert_allclose(got, vjp(ct)[0], rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(specs(), st.integers(0, 2**16))
+def test_fused_weight_gradient_is_xlas_weight_gradient(case, seed):
+    spec, x_shape, w_shape = case
+    x, w = _arrays(seed, x_shape, w_shape)
+    y, vjp = jax.vjp(lambda b: lax_impl.forward(x, b, spec), w)
+    (ct,) = _arrays(seed + 1, y.shape)
+    assert shift.fused_weight_gradient(spec, w_shape[2:])
+    got = shift.weight_gradient(x, ct, spec, w_shape[2:])
+    np.testing.assert_allclose(got, vjp(ct)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_fused_weight_gradient_declines_input_dilation_and_scanned_kernels():
+    spec = ConvSpec((1, 1), ((0, 0),) * 2, (2, 1), (1, 1), 1)
+    assert not shift.fused_weight_gradient(spec, (3, 3))
+    spec = dataclasses.replace(spec, lhs_dilation=(1, 1))
+    assert shift.fused_weight_gradient(spec, (8, 8))
+    assert not shift.fused_weight_gradient(spec, (9, 9))  # scanned by shift.forward
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16, np.float32, np.complex64])
+def test_fused_weight_gradient_dtypes(dtype):
+    spec = ConvSpec((1, 2), ((1, 1), (0, 2)), (1, 1), (1, 1), 4, channels_last=True)
+    x, ct = _arrays(0, (2, 8, 7, 6), (2, 8, 7, 3), dtype=np.float32)
+    x, ct = x.astype(dtype), ct.astype(dtype)
+    if dtype is np.complex64:
+        x = x + 1j * x[::-1].astype(dtype)
+    got = shift.weight_gradient(x, ct, spec, (3, 3))
+    assert got.dtype == jnp.dtype(dtype) and got.shape == (8, 2, 3, 3)
+    wide = np.complex128 if dtype is np.complex64 else np.float64
+    x64, ct64 = x.astype(wide), ct.astype(wide)
+    _, vjp = jax.vjp(lambda b: lax_impl.forward(x64, b, spec), jnp.zeros((8, 2, 3, 3), wide))
+    assert_close(got, vjp(ct64)[0], dtype, reduction=2 * 7 * 3)
+
+
+DEPTHWISE = [
+    # (ndim, channels, multiplier, kernel, kwargs)
+    (2, 3, 1, 3, dict(padding=1)),
+    (2, 3, 2, 3, dict(stride=2, padding=1)),
+    (2, 4, 1, 5, dict(stride=2, dilation=2, padding=(3, 1))),
+    (1, 3, 1, 4, dict(stride=3)),
+    (3, 2, 1, 3, dict(padding=1)),
+    (2, 2, 3, 2, dict(stride=(2, 1), dilation=(1, 2), padding="same")),
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("nd,c,m,k,kwargs", DEPTHWISE)
+def test_auto_depthwise_derivatives_match_lax(nd, c, m, k, kwargs, channels_last):
+    x, w = _arrays(nd + c + m, (2, c) + (9 if nd < 3 else 5,) * nd, (c * m, 1) + (k,) * nd)
+    if channels_last:
+        x, w = jnp.moveaxis(x, 1, -1), jnp.moveaxis(w, (0, 1), (-1, -2))
+
+    def f(impl):
+        return lambda a, b: jaxconv.conv(
+            a, b, groups=c, channels_last=channels_last, impl=impl, **kwargs
+        )
+
+    (ct,) = _arrays(1, f("lax")(x, w).shape)
+
+    def everything(impl):
+        conv = f(impl)
+        y, vjp = jax.vjp(conv, x, w)
+        grad_w = lambda a, b: jax.grad(lambda a, b: jnp.sum(conv(a, b) * ct), 1)(a, b)  # noqa: E731
+        hess = jax.grad(lambda a, b: jnp.sum(grad_w(a, b) ** 2), (0, 1))(x, w)
+        grad_x = jax.grad(lambda a: jnp.sum(conv(a, w) ** 2))
+        hess_x = jax.grad(lambda a: jnp.sum(grad_x(a) ** 2))(x)
+        tangent = jax.jvp(conv, (x, w), (0.5 * x, 0.3 * w))[1]
+        per_example = jax.vmap(
+            lambda a: jax.grad(lambda a, b: jnp.sum(conv(a[None], b) * ct[:1]), (0, 1))(a, w)
+        )(x)
+        return y, *vjp(ct), *hess, hess_x, tangent, *per_example
+
+    for got, want in zip(everything("auto"), everything("lax"), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
+def test_auto_depthwise_gradient_uses_the_written_out_transposes():
+    x, w = jnp.ones((2, 6, 9, 9)), jnp.ones((6, 1, 3, 3))
+    conv = lambda a, b: jaxconv.conv2d(a, b, padding=1, groups=6, impl="auto")  # noqa: E731
+    assert (
+        _dispatch.choose(
+            ConvSpec((1, 1), ((1, 1),) * 2, (1, 1), (1, 1), 6), x.shape, w.shape, x.dtype, "cpu"
+        )
+        == ("shift",) * 3
+    )
+    text = str(jax.make_jaxpr(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1)))(x, w))
+    assert "jaxconv_shift_weight_gradient" in text
+    hlo = jax.jit(jax.grad(lambda b: jnp.sum(conv(x, b) ** 2))).lower(w).as_text()
+    # One variadic reduction (an accumulator per tap), not a reduction per tap.
+    reduces = [line for line in hlo.splitlines() if "stablehlo.reduce(" in line]
+    assert len(reduces) == 1 and reduces[0].count("%") > 9
