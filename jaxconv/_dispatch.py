@@ -41,6 +41,9 @@ MATMUL_MIN_DEPTH = 1024
 # At most this many groups, with at least this many (input x output) channels per
 # group, XLA's grouped convolution computes the value.
 FEW_GROUPS, FEW_GROUPS_MIN_CHANNELS = 3, 128
+# Grouped convolutions with at most this many (input x output) channels per group (and
+# few products per output, `shift.per_channel`) go through shift-and-add.
+SHIFT_MAX_CHANNELS = 64
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -66,16 +69,21 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # shift; 3 groups of 16->16: 1.3x matmul), but its backward is slow at every
             # size (train 7-17x the matmul derivatives).
             return ("lax", "matmul", "matmul")
-        # Grouped, few products per output: shift-and-add with one broadcast product
-        # per input channel for the value, matmul for the derivatives. ResNeXt 3x3 g32
-        # 128@56 batch 8: fwd 15-24x lax channels-first (4-6x matmul), 6-7.5x
-        # channels-last; train (value and both gradients) 1.0-1.1x the all-matmul one;
-        # shift for the weight derivative too is 0.9x (it is 1.6x when the value is not
-        # needed: XLA then fuses differently). Otherwise matmul with the groups as a
-        # batch dim, in batch chunks that keep the patches in cache (batch 1 fwd 3.9x
-        # lax, batch 8 2.3x); XLA's grouped backward is slow at every size (train 105x).
-        value = "shift" if shift_impl.per_channel(w_shape, spec.ndim) else "matmul"
-        return (value, "matmul", "matmul")
+        if shift_impl.per_channel(w_shape, spec.ndim) and c_in_g * c_out_g <= SHIFT_MAX_CHANNELS:
+            # Grouped, few products per output and few channels per group: shift-and-add,
+            # one broadcast product per input channel, with its transposes written out
+            # for the derivatives (`jaxconv._derivatives`). Batch 8, train against the
+            # matmul derivatives: ResNeXt 3x3 g32 128@56 (4x4 channels) 5.2x
+            # channels-first, 1.5x channels-last; g8 64@56 (8x8) 2.4x / 1.0x; g32
+            # 256@14 3.3x / 1.0x; 1-D k3 g32 128@2000 3.1x / 1.3x. Forward: ResNeXt
+            # 15-24x lax channels-first, 6-7.5x channels-last; g8 64@56 3.1x / 1.4x
+            # matmul. With 16x16 channels (1-D k5 g8 128@1000) matmul wins: train 1.4x,
+            # fwd 1.9x channels-last.
+            return ("shift",) * 3
+        # Otherwise matmul with the groups as a batch dim, in batch chunks that keep the
+        # patches in cache (batch 1 fwd 3.9x lax, batch 8 2.3x); XLA's grouped backward
+        # is slow at every size (train 105x).
+        return ("matmul",) * 3
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x

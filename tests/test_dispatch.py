@@ -31,15 +31,18 @@ def test_cpu_rules():
     assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
     assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift",) * 3
     assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft",) * 3
-    grouped = ("shift", "matmul", "matmul")
-    assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == grouped
-    assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == grouped
-    assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == grouped
-    assert choose((8, 32, 28, 28), (512, 4, 3, 3), groups=8, padding=1) == grouped
+    shift = ("shift",) * 3
+    assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == shift
+    assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == shift
+    assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == shift
+    assert choose((8, 128, 2000), (128, 4, 3), groups=32, padding=1) == shift
+    assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift
+    # Many channels per group, or many products per output: matmul.
+    assert choose((8, 32, 28, 28), (512, 4, 3, 3), groups=8, padding=1) == ("matmul",) * 3
+    assert choose((8, 128, 1000), (128, 16, 5), groups=8, padding=2) == ("matmul",) * 3
     few_groups = ("lax", "matmul", "matmul")
     assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == few_groups
     assert choose((8, 48, 28, 28), (48, 16, 3, 3), groups=3, padding=1) == few_groups
-    assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == grouped
     assert choose((8, 64, 56, 56), (64, 16, 3, 3), groups=4, padding=1) == ("matmul",) * 3
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
