@@ -335,6 +335,31 @@ def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
     assert_close(got, jitted("lax")(x, w, s), reduction=reduction(w_shape))
 
 
+@pytest.mark.parametrize(
+    "kernel, stride, dilation",
+    [
+        ((3, 3), (1, 1), (1, 1)),
+        ((5, 2), (2, 1), (1, 2)),  # strided along a leading dim, dilated along the last
+        ((4,), (1,), (3,)),  # 1-D: the whole row is the last dim and the channels
+        ((2, 3, 2), (1, 2, 1), (2, 1, 1)),
+    ],
+)
+def test_shift_depthwise_channels_last_rows(kernel, stride, dilation):
+    """Depthwise channels-last, stride 1 along the last dim: taps as runs of a row that
+    flattens that dim with the channels (`shift._depthwise_rows`)."""
+    from jaxconv._impls import shift
+
+    nd, c = len(kernel), 5
+    x, w = arrays(np.random.default_rng(15), (2, c, *(k + 6 for k in kernel)), (c, 1, *kernel))
+    pads = tuple((k // 2, (k - 1) // 2) for k in kernel)
+    s = ConvSpec(stride, pads, (1,) * nd, dilation, c, None, True)
+    got = jax.jit(shift.forward, static_argnums=2)(x, w, s)
+    assert_close(got, jitted("lax")(x, w, s), reduction=reduction(w.shape))
+    text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
+    flat = (x.shape[-1] + sum(pads[-1])) * c  # the padded last dim times the channels
+    assert f"x{flat}x" in text or f"x{flat}>" in text
+
+
 # ----------------------------------------------------------------------------- 3-D by planes
 
 

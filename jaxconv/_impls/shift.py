@@ -63,6 +63,8 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     if math.prod(w.shape[2:]) > UNROLL_MAX_TAPS.get(spec.ndim, UNROLL_MAX_TAPS_ND):
         return _scanned(x, w, spec)
+    if spec.channels_last and w.shape[:2] == (spec.groups, 1) and spec.stride[-1] == 1:
+        return _depthwise_rows(x, w, spec)
     n = x.shape[0]
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
@@ -93,11 +95,18 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         if not one_per_channel:
             term = win * (w_i if spec.channels_last else jnp.moveaxis(w_i, 0, 3))
             terms = [jnp.sum(term, axis=-1 if spec.channels_last else 3)]
-        elif spec.channels_last and o_g == 1:
-            w_0 = wt[:, 0].reshape((1,) * (1 + nd) + (g, c_in_g))
-            terms = [win[..., 0, i] * w_0[..., i] for i in range(c_in_g)]  # (N, *S, g)
         elif spec.channels_last:
-            terms = [win[..., i] * w_i[..., i] for i in range(c_in_g)]  # (N, *S, g, C_out/g)
+            # Each input channel's weights as w[:, i, *tap]: a contiguous run of the
+            # caller's (*K, C_in/g, C_out) weight (the per-group view above makes XLA
+            # copy the weight into a layout that strides these reads: ResNeXt 3x3 g32
+            # 128@56 fwd 2x slower).
+            shape = (1,) * (1 + nd) + ((g,) if o_g == 1 else (g, o_g))
+            w_acc = w.astype(acc)
+            terms = [
+                (win[..., 0, i] if o_g == 1 else win[..., i])
+                * w_acc[(slice(None), i, *tap)].reshape(shape)
+                for i in range(c_in_g)
+            ]  # (N, *S, g) or (N, *S, g, C_out/g)
         else:
             terms = [win[:, :, :, i] * w_i[i] for i in range(c_in_g)]  # (N, g, C_out/g, *S)
         for term in terms:
@@ -105,6 +114,36 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     if spec.channels_last:
         y = jnp.moveaxis(y.reshape((n, *out, c_out)), -1, 1)
     return y.reshape((n, c_out, *out)).astype(x.dtype)
+
+
+def _depthwise_rows(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Depthwise (one channel in, one out per group), channels-last, stride 1 along the
+    last spatial dim: that dim and the channels flattened into one row, so every tap is
+    a contiguous run of the row times its weights tiled along it (7x7 96@56 batch 8
+    fwd 2.5x faster than a product per pixel, 3x3 144@56 1.2x)."""
+    n, c = x.shape[:2]
+    kernel = w.shape[2:]
+    nd = len(kernel)
+    acc = accumulation_dtype(x.dtype) or x.dtype
+    xp = pad_input(jnp.moveaxis(x, 1, -1).astype(acc), spec, channels_last=True)
+    *lead, width = xp.shape[1:-1]
+    out = valid_out_spatial((*lead, width), kernel, spec)
+    rows = xp.reshape((n, *lead, width * c))
+    w = w.astype(acc)
+    y = None
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start = [0] + [i * d for i, d in zip(tap[:-1], spec.rhs_dilation[:-1], strict=True)]
+        steps = zip(start[1:], out[:-1], spec.stride[:-1], strict=True)
+        limit = [n] + [b + (m - 1) * s + 1 for b, m, s in steps]
+        first = tap[-1] * spec.rhs_dilation[-1] * c
+        win = lax.slice(
+            rows, (*start, first), (*limit, first + out[-1] * c), (1, *spec.stride[:-1], 1)
+        )
+        # w[:, 0, *tap] reads the caller's (*K, 1, C) weight contiguously.
+        term = win * jnp.tile(w[(slice(None), 0, *tap)], out[-1]).reshape((1,) * nd + (-1,))
+        y = term if y is None else y + term
+    y = y.reshape((n, *out, c))
+    return jnp.moveaxis(y, -1, 1).astype(x.dtype)
 
 
 def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
