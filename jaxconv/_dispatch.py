@@ -80,10 +80,16 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # matmul. With 16x16 channels (1-D k5 g8 128@1000) matmul wins: train 1.4x,
             # fwd 1.9x channels-last.
             return ("shift",) * 3
-        # Otherwise matmul with the groups as a batch dim, in batch chunks that keep the
-        # patches in cache (batch 1 fwd 3.9x lax, batch 8 2.3x); XLA's grouped backward
-        # is slow at every size (train 105x).
-        return ("matmul",) * 3
+        # Otherwise the derivatives by matmul with the groups as a batch dim (XLA's
+        # grouped backward is slow at every size: train 34-105x), and the value too on
+        # large 2-D and 3-D maps, in batch chunks that keep the patches in cache (4
+        # groups of 16x16 channels @56 batch 8: fwd 1.3-1.5x lax; batch 1 3.9x). On
+        # small maps and in 1-D XLA's grouped convolution is as fast for the value or
+        # faster (16 groups of 16x16 @7: matmul 0.64x lax channels-first, 1.1x
+        # channels-last; 1-D k5 8 groups of 16x16 @1000: 1.0x and 0.45x).
+        out = spec.out_spatial(x_shape[2:], w_shape[2:])
+        large_map = spec.ndim > 1 and math.prod(out) > MATMUL_MAX_POSITIONS
+        return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x

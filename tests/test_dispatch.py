@@ -37,9 +37,12 @@ def test_cpu_rules():
     assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == shift
     assert choose((8, 128, 2000), (128, 4, 3), groups=32, padding=1) == shift
     assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift
-    # Many channels per group, or many products per output: matmul.
+    # Many channels per group, or many products per output: matmul derivatives, and
+    # matmul for the value on large 2-D maps only.
     assert choose((8, 32, 28, 28), (512, 4, 3, 3), groups=8, padding=1) == ("matmul",) * 3
-    assert choose((8, 128, 1000), (128, 16, 5), groups=8, padding=2) == ("matmul",) * 3
+    grouped_lax_value = ("lax", "matmul", "matmul")
+    assert choose((8, 128, 1000), (128, 16, 5), groups=8, padding=2) == grouped_lax_value
+    assert choose((8, 256, 7, 7), (256, 16, 3, 3), groups=16, padding=1) == grouped_lax_value
     few_groups = ("lax", "matmul", "matmul")
     assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == few_groups
     assert choose((8, 48, 28, 28), (48, 16, 3, 3), groups=3, padding=1) == few_groups
