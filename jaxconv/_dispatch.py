@@ -160,6 +160,16 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
             # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.8x lax and
             # train 1.3-1.5x (full bench); batch 1 32@8x28x28 fwd 3x, train 4.6x.
             return planes.decompose(x_, w_, spec_, chosen)
+        if spec_.ndim == 2 and role == WEIGHT_GRADIENT and planes.applies(spec_):
+            # The weight gradient of a 2-D convolution as one 1-D weight gradient per
+            # kernel row, rows folded into the batch: XLA's 2-D weight gradient is
+            # 2.5x its forward (ResNet 3x3 64@56 batch 8: 61 ms against 23), per row
+            # 1-D ones 1.0x (19-23 ms). Train: ResNet 3x3 @56 1.85x, @28 stride 2
+            # 1.5-1.7x, @14 1.1x, @7 1.0x; dilated 3x3 @33 1.6-2.0x; the notes' 5x5
+            # 1.5-1.6x; 7x7 stride-2 stem 1.3x; video 3x3x3 (its 2-D planes) 1.7-2.0x.
+            # The value and the input gradient by rows were slower (ResNet 3x3 @56
+            # train 0.6-0.8x).
+            return planes.decompose(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
             # Transposed, the padded row below sends XLA's input gradient down a
             # slower path still (1x1 256->64 train 0.12x lax).

@@ -78,6 +78,30 @@ def test_3d_runs_as_2d_planes_on_cpu():
     assert all("0, 1, 2]" in line for line in lax3d)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+def test_2d_weight_gradient_runs_as_1d_rows_on_cpu():
+    """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
+    convolution, the weight gradient by 1-D ones (one per kernel row)."""
+    import jaxconv
+
+    x, w = jnp.ones((2, 4, 12, 12)), jnp.ones((4, 4, 3, 3))
+
+    def convolutions(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        return [line for line in text.splitlines() if "stablehlo.convolution" in line]
+
+    def one_d(lines):
+        return [line for line in lines if "0]x[" in line]  # dim_numbers [.., 0]x[.., 0]
+
+    conv = lambda impl: lambda a, b: jaxconv.conv2d(a, b, padding=1, impl=impl)  # noqa: E731
+    weight_grad = lambda impl: jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2))  # noqa: E731
+    input_grad = lambda impl: jax.grad(lambda a: jnp.sum(conv(impl)(a, w) ** 2))  # noqa: E731
+    assert len(one_d(convolutions(weight_grad("auto"), w))) >= 3
+    assert not one_d(convolutions(weight_grad("lax"), w))
+    assert not one_d(convolutions(input_grad("auto"), x))
+    assert not one_d(convolutions(conv("auto"), x, w))
+
+
 @pytest.mark.parametrize(
     "x_shape,w_shape,kwargs",
     [

@@ -1,4 +1,5 @@
-"""A 3-D convolution as a sum over depth taps of 2-D convolutions.
+"""A convolution as a sum over the taps of its first spatial dim of convolutions with
+one spatial dim fewer: 3-D as 2-D ones per depth tap, 2-D as 1-D ones per kernel row.
 
 Output depth ``o`` meets, through depth tap ``t``, the padded input's depth plane
 ``o * stride + t * dilation``. So for each depth tap, the planes it meets (one per
@@ -10,8 +11,11 @@ its share of every output plane at once:
 
 XLA's CPU convolution runs 2-D convolutions faster than 3-D ones (a 3x3x3 64-channel
 video layer: 1.3-1.8x forward with 16 depth planes, 3x with 8), so on the CPU
-``impl="auto"`` runs 3-D convolutions this way, each 2-D one chosen by its own rules.
-Specs with input dilation along depth go to ``inner`` unchanged.
+``impl="auto"`` runs 3-D convolutions this way, each 2-D one chosen by its own rules;
+and XLA's 2-D weight gradient is 2.5x slower than the same work as one 1-D weight
+gradient per kernel row, so ``auto`` takes the weight derivative of 2-D convolutions
+this way too (then "depth" is the height and "planes" are rows). Specs with input
+dilation along the first spatial dim go to ``inner`` unchanged.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ Forward = Callable[[jax.Array, jax.Array, "ConvSpec"], jax.Array]
 
 
 def applies(spec: ConvSpec) -> bool:
-    """Whether ``spec`` is a 3-D convolution without input dilation along depth."""
-    return spec.ndim == 3 and spec.lhs_dilation[0] == 1
+    """Whether ``spec`` has a first spatial dim to split (2-D or more) and no input
+    dilation along it."""
+    return spec.ndim >= 2 and spec.lhs_dilation[0] == 1
 
 
 def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
-    """The canonical 3-D convolution, one 2-D convolution per depth tap via ``inner``."""
+    """The canonical convolution, one convolution of a spatial dim fewer per tap along
+    the first spatial dim, via ``inner``."""
     if not applies(spec):
         return inner(x, w, spec)
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
@@ -50,8 +56,8 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
         return jnp.zeros((n, c_out, *out), x.dtype)
     (lo, hi), stride, dilation = spec.padding[0], spec.stride[0], spec.rhs_dilation[0]
     keep = (0, 0, 0)
-    # (N, C, D, H, W), depth padded (or cropped), as (N, D, C, H, W).
-    config = (keep, keep, (lo, hi, 0), keep, keep)
+    # (N, C, D, *S), depth padded (or cropped), as (N, D, C, *S).
+    config = (keep, keep, (lo, hi, 0)) + (keep,) * (spec.ndim - 1)
     xp = jnp.moveaxis(lax.pad(x, lax.full((), 0, x.dtype), config), 2, 1)
     sub = dataclasses.replace(
         spec,
