@@ -360,7 +360,7 @@ def test_shift_depthwise_channels_last_rows(kernel, stride, dilation):
     assert f"x{flat}x" in text or f"x{flat}>" in text
 
 
-# ----------------------------------------------------------------------------- planes (3-D as 2-D, 2-D as 1-D)
+# ----------------------------------------------------------------------------- planes
 
 
 @st.composite
