@@ -375,3 +375,36 @@ def test_explicit_mesh_axes(impl, rng):
         out = jax.jit(functools.partial(f, impl=impl))(xs, ws)
         assert out.sharding.is_equivalent_to(NamedSharding(mesh, out_spec), out.ndim)
         assert_close(out, expected, reduction=8 * 6)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize(
+    "groups, c_out, kernel",
+    [
+        (8, 8, (3, 3)),  # depthwise: shift, its written-out transposes (custom primitives)
+        (2, 8, (3, 2)),  # few channels per group: shift for value and derivatives
+        (1, 8, (3, 2)),  # dense: the weight gradient as 1-D rows
+    ],
+    ids=["depthwise", "grouped", "dense"],
+)
+def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
+    """`auto`'s derivative paths (custom transposes, per-row weight gradients) compile
+    and give the single-device gradients with the input split along batch or a spatial
+    dim."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    x = rng.standard_normal((8, 8, 8, 8))
+    w = rng.standard_normal((c_out, 8 // groups, *kernel))
+    ct = rng.standard_normal((8, c_out, 8, 8))
+
+    def grads(x, w):
+        f = lambda a, b: jaxconv.conv2d(a, b, padding="same", groups=groups)  # noqa: E731
+        y, vjp = jax.vjp(f, x, w)
+        return (y, *vjp(jnp.asarray(ct)))
+
+    expected = jax.jit(grads)(x, w)
+    for x_spec in (("d",), (None, None, "d")):
+        got = run_jit(grads, put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
+        for g, e in zip(got, expected, strict=True):
+            assert_close(g, e, reduction=8 * 6 * 8)
