@@ -124,7 +124,11 @@ def _wgrad_fused(x, ct, *, spec, w_shape):
 
 
 _wgrad_p.def_impl(_wgrad_fused)
-_wgrad_p.def_abstract_eval(lambda x, ct, *, spec, w_shape: jax.core.ShapedArray(w_shape, ct.dtype))
+_wgrad_p.def_abstract_eval(
+    lambda x, ct, *, spec, w_shape: jax.core.ShapedArray(
+        w_shape, jnp.result_type(x.dtype, ct.dtype)
+    )
+)
 mlir.register_lowering(_wgrad_p, mlir.lower_fun(_wgrad_fused, multiple_results=False))
 
 

@@ -73,12 +73,12 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # Grouped, few products per output and few channels per group: shift-and-add,
             # one broadcast product per input channel, with its transposes written out
             # for the derivatives (`jaxconv._derivatives`). Batch 8, train against the
-            # matmul derivatives: ResNeXt 3x3 g32 128@56 (4x4 channels) 5.2x
-            # channels-first, 1.5x channels-last; g8 64@56 (8x8) 2.4x / 1.0x; g32
-            # 256@14 3.3x / 1.0x; 1-D k3 g32 128@2000 3.1x / 1.3x. Forward: ResNeXt
-            # 15-24x lax channels-first, 6-7.5x channels-last; g8 64@56 3.1x / 1.4x
-            # matmul. With 16x16 channels (1-D k5 g8 128@1000) matmul wins: train 1.4x,
-            # fwd 1.9x channels-last.
+            # matmul derivatives: ResNeXt 3x3 g32 128@56 (4x4 channels) 4.3x
+            # channels-first, 2.1x channels-last (full bench: 128 -> 30 ms, 211 -> 98);
+            # g8 64@56 (8x8) 2.4x / 1.0x; g32 256@14 3.3x / 1.0x; 1-D k3 g32 128@2000
+            # 3.1x / 1.3x. Forward: ResNeXt 15-24x lax channels-first, 6-7.5x
+            # channels-last; g8 64@56 3.1x / 1.4x matmul. With 16x16 channels (1-D k5
+            # g8 128@1000) matmul wins: train 1.4x, fwd 1.9x channels-last.
             return ("shift",) * 3
         # Otherwise the derivatives by matmul with the groups as a batch dim (XLA's
         # grouped backward is slow at every size: train 34-105x), and the value too on
@@ -163,7 +163,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
         if spec_.ndim == 2 and role == WEIGHT_GRADIENT and planes.applies(spec_):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per
             # kernel row, rows folded into the batch: XLA's 2-D weight gradient is
-            # 2.5x its forward (ResNet 3x3 64@56 batch 8: 61 ms against 23), per row
+            # 2.6x its forward (ResNet 3x3 64@56 batch 8: 61 ms against 23), per row
             # 1-D ones 1.0x (19-23 ms). Train: ResNet 3x3 @56 1.85x, @28 stride 2
             # 1.5-1.7x, @14 1.1x, @7 1.0x; dilated 3x3 @33 1.6-2.0x; the notes' 5x5
             # 1.5-1.6x; 7x7 stride-2 stem 1.3x; video 3x3x3 (its 2-D planes) 1.7-2.0x.

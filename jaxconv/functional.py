@@ -18,6 +18,7 @@ from jax.typing import ArrayLike
 
 from jaxconv import _dispatch, _spec
 from jaxconv._impls import FORWARDS
+from jaxconv._impls._common import accumulation_dtype
 
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -157,7 +158,11 @@ def _body(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan)
     forward = _dispatch.forward if plan.impl == "auto" else FORWARDS[plan.impl]
     y = forward(x, w, plan.spec)
     if b is not None:
-        y = y + b.astype(dtype).reshape((1, -1) + (1,) * plan.spec.ndim)
+        # Half precision: the sum (and so the bias gradient, a sum over every output
+        # position) in float32, rounded once, as PyTorch does.
+        acc = accumulation_dtype(dtype) or dtype
+        bias = b.astype(acc).reshape((1, -1) + (1,) * plan.spec.ndim)
+        y = (y.astype(acc) + bias).astype(dtype)
     return from_canonical_output(y, batch_shape, plan.channels_last)
 
 

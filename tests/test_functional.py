@@ -602,3 +602,23 @@ def test_matmul_in_batch_chunks(impl, monkeypatch):
     x, w = rng.standard_normal((3, 2, 5, 5)), rng.standard_normal((2, 2, 3, 3))
     f = functools.partial(jaxconv.conv2d, stride=2, impl="matmul")
     jax.test_util.check_grads(f, (x, w), order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+
+
+def test_half_precision_bias_gradient_accumulates_in_float32():
+    """The bias gradient sums the cotangent over every output position: in bfloat16
+    that sum is taken in float32 and rounded once (it was off by 2.5x of its largest
+    entry on a 3-D layer when summed in bfloat16)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 5, 2)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((2, 2, 2, 1, 2)), jnp.bfloat16)
+    b = jnp.asarray(rng.standard_normal((2,)), jnp.bfloat16)
+    ct = jnp.asarray(rng.standard_normal((2, 6, 6, 6, 2)), jnp.bfloat16)
+    exact = np.asarray(ct, np.float64).sum((0, 1, 2, 3))
+    for impl in ("lax", "auto"):
+        f = lambda a, c, d, impl=impl: jaxconv.conv3d(  # noqa: E731
+            a, c, d, groups=2, padding=1, channels_last=True, impl=impl
+        )
+        _, vjp = jax.vjp(f, x, w, b)
+        db = vjp(ct)[2]
+        assert db.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(db, np.float64), exact, rtol=1e-2, atol=1e-6)

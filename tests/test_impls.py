@@ -446,3 +446,21 @@ def test_grouped_zero_input_channels(impl, nd):
     want = conv(x, w, padding=1, groups=2, impl="lax")
     assert got.shape == want.shape == (1, 4, *(5,) * nd)
     np.testing.assert_array_equal(got, want)
+
+
+def test_lax_float64_input_dilated_3d_does_not_abort_xla():
+    """XLA's CPU compiler (jaxlib 0.10.2) aborted the process on this float64 3-D
+    transposed convolution (stride (2, 3, 2), dilation (1, 2, 2), a length-1 dim);
+    `lax.forward` inserts the zeros itself there. Value and gradients against einsum."""
+    rng = np.random.default_rng(16)
+    x = jnp.asarray(rng.standard_normal((2, 2, 5, 1, 3)))
+    w = jnp.asarray(rng.standard_normal((2, 3, 2, 2, 3)))
+    kw = dict(stride=(2, 3, 2), dilation=(1, 2, 2), padding=1, groups=2)
+
+    def grads(impl):
+        f = lambda a, b: jaxconv.conv_transpose3d(a, b, impl=impl, **kw)  # noqa: E731
+        y, vjp = jax.vjp(f, x, w)
+        return (y, *vjp(jnp.ones_like(y)))
+
+    for got, want in zip(jax.jit(lambda: grads("lax"))(), grads("einsum"), strict=True):
+        assert_close(got, want, reduction=12)

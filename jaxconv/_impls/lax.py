@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 if TYPE_CHECKING:
@@ -14,12 +15,25 @@ if TYPE_CHECKING:
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution by `jax.lax.conv_general_dilated` (NC*, OI*, NC*)."""
+    lhs_dilation = spec.lhs_dilation
+    if (
+        any(d > 1 for d in lhs_dilation)
+        and jnp.dtype(x.dtype).itemsize >= 8
+        and jax.default_backend() == "cpu"
+    ):
+        # XLA's CPU compiler (jaxlib 0.10.2) aborts the process on some 64-bit
+        # input-dilated convolutions (a 3-D transposed one with stride (2, 3, 2),
+        # dilation (1, 2, 2) and a length-1 dim: "Window dimensions do not match RHS
+        # shape" in algebraic_simplifier). The zeros inserted explicitly avoid it.
+        zero = lax.full((), 0, x.dtype)
+        x = lax.pad(x, zero, [(0, 0, 0), (0, 0, 0)] + [(0, 0, d - 1) for d in lhs_dilation])
+        lhs_dilation = (1,) * spec.ndim
     return lax.conv_general_dilated(
         x,
         w,
         window_strides=spec.stride,
         padding=spec.padding,
-        lhs_dilation=spec.lhs_dilation,
+        lhs_dilation=lhs_dilation,
         rhs_dilation=spec.rhs_dilation,
         feature_group_count=spec.groups,
         precision=spec.precision,

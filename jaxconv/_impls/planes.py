@@ -12,7 +12,7 @@ its share of every output plane at once:
 XLA's CPU convolution runs 2-D convolutions faster than 3-D ones (a 3x3x3 64-channel
 video layer: 1.3-1.8x forward with 16 depth planes, 3x with 8), so on the CPU
 ``impl="auto"`` runs 3-D convolutions this way, each 2-D one chosen by its own rules;
-and XLA's 2-D weight gradient is 2.5x slower than the same work as one 1-D weight
+and XLA's 2-D weight gradient is 2.6x slower than the same work as one 1-D weight
 gradient per kernel row, so ``auto`` takes the weight derivative of 2-D convolutions
 this way too (then "depth" is the height and "planes" are rows). Specs with input
 dilation along the first spatial dim go to ``inner`` unchanged.
