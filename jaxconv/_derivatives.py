@@ -186,5 +186,5 @@ def _vmapped(fn):
     return rule
 
 
-batching.primitive_batchers[_conv_p] = _vmapped(lambda x, w, spec: _conv_plain(x, w, spec))
+batching.primitive_batchers[_conv_p] = _vmapped(_conv_plain)
 batching.primitive_batchers[_wgrad_p] = _vmapped(_wgrad_plain)
