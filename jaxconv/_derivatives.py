@@ -28,6 +28,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from jaxconv._impls import shift
+from jaxconv._impls._common import flip_kernel
 from jaxconv._spec import ConvSpec
 
 # ----------------------------------------------------------------------------- input
@@ -35,7 +36,7 @@ from jaxconv._spec import ConvSpec
 
 def input_gradient_spec(spec: ConvSpec, in_spatial, kernel) -> ConvSpec:
     """The spec whose convolution of the output cotangent with the flipped, regrouped
-    kernel (`flip_kernel`) is the input gradient of ``spec``'s convolution.
+    kernel (`jaxconv._impls._common.flip_kernel`) is the input gradient of ``spec``'s convolution.
 
     A transposed convolution: the cotangent dilated by the stride, padded so that the
     result has the input's size (the input rows the stride skipped at the end get
@@ -64,15 +65,6 @@ def has_input_gradient_spec(spec: ConvSpec) -> bool:
     return all(d == 1 for d in spec.lhs_dilation)
 
 
-def flip_kernel(w: jax.Array, groups: int) -> jax.Array:
-    """``(C_out, C_in/g, *K)`` -> ``(C_in, C_out/g, *K)``: in and out channels swapped
-    within each group, every spatial dim reversed."""
-    c_out, c_in_g, *kernel = w.shape
-    w = w.reshape((groups, c_out // groups, c_in_g, *kernel))
-    w = jnp.swapaxes(w, 1, 2).reshape((groups * c_in_g, c_out // groups, *kernel))
-    return jnp.flip(w, axis=tuple(range(2, w.ndim)))
-
-
 def input_term(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Callable) -> jax.Array:
     """``conv(dx, w)`` whose transpose along ``dx`` runs ``algorithm`` on the cotangent:
     the value is the transpose of that input gradient (depthwise 7x7 96@56: the input
@@ -95,8 +87,7 @@ def weight_term(x: jax.Array, dw: jax.Array, spec: ConvSpec) -> jax.Array:
     return _conv_p.bind(x, dw, spec=spec)
 
 
-def _conv_plain(x, w, spec):
-    return shift.forward(x, w, spec)
+_conv_plain = shift.forward  # the primitive's value, op by op
 
 
 def _wgrad_plain(x, ct, spec, w_shape):

@@ -18,7 +18,7 @@ from jax.typing import ArrayLike
 
 from jaxconv import _dispatch, _spec
 from jaxconv._impls import FORWARDS
-from jaxconv._impls._common import accumulation_dtype
+from jaxconv._impls._common import accumulation_dtype, flip_kernel
 
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -77,18 +77,6 @@ def to_canonical_weight(w: jax.Array, channels_last: bool) -> jax.Array:
         return w
     n = w.ndim - 2
     return jnp.transpose(w, (n + 1, n, *range(n)))
-
-
-def transpose_weight_as_forward(w: jax.Array, groups: int) -> jax.Array:
-    """Transposed weight ``(C_in, C_out/g, *K)`` -> forward ``(C_out, C_in/g, *K)``, flipped.
-
-    Swaps the two channel dims within each group and reverses every kernel dim, so that
-    a forward convolution of the stride-dilated input with it is the transposed one.
-    """
-    c_in, c_out_g, *kernel = w.shape
-    w = w.reshape((groups, c_in // groups, c_out_g, *kernel))
-    w = jnp.swapaxes(w, 1, 2).reshape((groups * c_out_g, c_in // groups, *kernel))
-    return jnp.flip(w, axis=tuple(range(2, w.ndim)))
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -152,7 +140,7 @@ def _body(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan)
     x = to_canonical_input(x.astype(dtype), plan.batch_ndim, plan.channels_last)
     w = to_canonical_weight(w.astype(dtype), plan.channels_last)
     if plan.transpose:
-        w = transpose_weight_as_forward(w, plan.spec.groups)
+        w = flip_kernel(w, plan.spec.groups)
     if plan.mode_padding is not None:
         x = jnp.pad(x, ((0, 0), (0, 0), *plan.mode_padding), _NP_PAD_MODE[plan.padding_mode])
     forward = _dispatch.forward if plan.impl == "auto" else FORWARDS[plan.impl]

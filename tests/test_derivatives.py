@@ -1,6 +1,7 @@
 """The derivative terms with written-out transposes (`jaxconv._derivatives`).
 
-`input_gradient_spec` + `flip_kernel` must give XLA's own input gradient; shift's
+`input_gradient_spec` + `flip_kernel` (the same regrouping transposed convolutions
+use) must give XLA's own input gradient; shift's
 fused weight gradient must give XLA's weight gradient; and ``impl="auto"``, which uses
 both for depthwise convolutions, must keep every transform right: reverse and forward
 mode, second derivatives, `vmap` of gradients, and the half-precision dtypes.
@@ -20,6 +21,7 @@ import jaxconv
 from jaxconv import _derivatives, _dispatch
 from jaxconv._impls import lax as lax_impl
 from jaxconv._impls import shift
+from jaxconv._impls._common import flip_kernel
 from jaxconv._spec import ConvSpec
 
 
@@ -67,7 +69,7 @@ def test_written_out_gradients_are_xlas(case, seed):
     (ct,) = _arrays(seed + 1, y.shape)
     want_x, want_w = vjp(ct)
     t_spec = _derivatives.input_gradient_spec(spec, x_shape[2:], w_shape[2:])
-    got_x = lax_impl.forward(ct, _derivatives.flip_kernel(w, spec.groups), t_spec)
+    got_x = lax_impl.forward(ct, flip_kernel(w, spec.groups), t_spec)
     assert got_x.shape == x.shape
     np.testing.assert_allclose(got_x, want_x, rtol=1e-12, atol=1e-12)
     assert shift.fused_weight_gradient(spec, w_shape[2:])

@@ -63,6 +63,21 @@ def tap_windows(
         yield tap, lax.slice(xp, start, limit, strides)
 
 
+def flip_kernel(w: jax.Array, groups: int) -> jax.Array:
+    """``(A, B, *K)`` -> ``(groups * B, A / groups, *K)``: the two channel dims swapped
+    within each group and every kernel dim reversed.
+
+    A transposed convolution's weight ``(C_in, C_out/g, *K)`` becomes the forward weight
+    that, on the stride-dilated input, computes it; a forward weight
+    ``(C_out, C_in/g, *K)`` becomes the one whose convolution of the output cotangent is
+    the input gradient. Applied twice it is the identity.
+    """
+    a, b, *kernel = w.shape
+    w = w.reshape((groups, a // groups, b, *kernel))
+    w = jnp.swapaxes(w, 1, 2).reshape((groups * b, a // groups, *kernel))
+    return jnp.flip(w, axis=tuple(range(2, w.ndim)))
+
+
 def accumulation_dtype(dtype) -> jnp.dtype | None:
     """float32 accumulation for half-precision inputs; None (the input's own) otherwise."""
     return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else None

@@ -21,10 +21,12 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         and jnp.dtype(x.dtype).itemsize >= 8
         and jax.default_backend() == "cpu"
     ):
-        # XLA's CPU compiler (jaxlib 0.10.2) aborts the process on some 64-bit
+        # XLA's CPU compiler (jaxlib 0.10.2) aborts the process on some float64
         # input-dilated convolutions (a 3-D transposed one with stride (2, 3, 2),
         # dilation (1, 2, 2) and a length-1 dim: "Window dimensions do not match RHS
-        # shape" in algebraic_simplifier). The zeros inserted explicitly avoid it.
+        # shape" in algebraic_simplifier; float32 compiles). The zeros inserted
+        # explicitly avoid it; complex64, also 8 bytes, takes the same path untested
+        # against the abort.
         zero = lax.full((), 0, x.dtype)
         x = lax.pad(x, zero, [(0, 0, 0), (0, 0, 0)] + [(0, 0, d - 1) for d in lhs_dilation])
         lhs_dilation = (1,) * spec.ndim
