@@ -44,6 +44,11 @@ FEW_GROUPS, FEW_GROUPS_MIN_CHANNELS = 3, 128
 # Grouped convolutions with at most this many (input x output) channels per group (and
 # few products per output, `shift.per_channel`) go through shift-and-add.
 SHIFT_MAX_CHANNELS = 64
+# The weight gradient of a 2-D convolution runs by kernel rows (`planes`) only with more
+# output channels per group than this: with few, XLA's own 2-D weight gradient is
+# faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows; 128->32 @28: 8.3 ms
+# against 8.7), with many slower (96->64: 95 ms against 47; 64->64: 63 against 23).
+ROWS_MIN_OUT_CHANNELS = 32
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -160,7 +165,12 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
             # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.8x lax and
             # train 1.3-1.5x (full bench); batch 1 32@8x28x28 fwd 3x, train 4.6x.
             return planes.decompose(x_, w_, spec_, chosen)
-        if spec_.ndim == 2 and role == WEIGHT_GRADIENT and planes.applies(spec_):
+        if (
+            spec_.ndim == 2
+            and role == WEIGHT_GRADIENT
+            and planes.applies(spec_)
+            and w_.shape[0] // spec_.groups > ROWS_MIN_OUT_CHANNELS
+        ):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per
             # kernel row, rows folded into the batch: XLA's 2-D weight gradient is
             # 2.6x its forward (ResNet 3x3 64@56 batch 8: 61 ms against 23), per row
@@ -174,6 +184,10 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
             # Transposed, the padded row below sends XLA's input gradient down a
             # slower path still (1x1 256->64 train 0.12x lax).
             return FORWARDS[name](x_, w_, spec_)
+        if role == WEIGHT_GRADIENT:
+            # Steered off XLA's slow weight gradients: the unpadded one (as the value
+            # below) and the over-padded one (see `lax.weight_derivative`).
+            return lax_impl.weight_derivative(x_, w_, spec_)
         # The value, and the derivative along the weight, whose transpose (the weight
         # gradient) has the same unpadded slow path: the notes' valid 5x5 layer train
         # 1.3x over plain XLA.

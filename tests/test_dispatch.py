@@ -79,12 +79,14 @@ def test_3d_runs_as_2d_planes_on_cpu():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
-def test_2d_weight_gradient_runs_as_1d_rows_on_cpu():
+@pytest.mark.parametrize("c_out", [_dispatch.ROWS_MIN_OUT_CHANNELS + d for d in (0, 1)])
+def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out):
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
-    convolution, the weight gradient by 1-D ones (one per kernel row)."""
+    convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
+    than `ROWS_MIN_OUT_CHANNELS` output channels, by XLA's 2-D one otherwise."""
     import jaxconv
 
-    x, w = jnp.ones((2, 4, 12, 12)), jnp.ones((4, 4, 3, 3))
+    x, w = jnp.ones((2, 4, 12, 12)), jnp.ones((c_out, 4, 3, 3))
 
     def convolutions(f, *args):
         text = jax.jit(f).lower(*args).as_text()
@@ -96,7 +98,8 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu():
     conv = lambda impl: lambda a, b: jaxconv.conv2d(a, b, padding=1, impl=impl)  # noqa: E731
     weight_grad = lambda impl: jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2))  # noqa: E731
     input_grad = lambda impl: jax.grad(lambda a: jnp.sum(conv(impl)(a, w) ** 2))  # noqa: E731
-    assert len(one_d(convolutions(weight_grad("auto"), w))) >= 3
+    rows = one_d(convolutions(weight_grad("auto"), w))
+    assert len(rows) >= 3 if c_out > _dispatch.ROWS_MIN_OUT_CHANNELS else not rows
     assert not one_d(convolutions(weight_grad("lax"), w))
     assert not one_d(convolutions(input_grad("auto"), x))
     assert not one_d(convolutions(conv("auto"), x, w))
@@ -121,3 +124,62 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs):
     x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
     got = lax_impl.forward_padded(x, w, plan.spec)
     np.testing.assert_allclose(got, lax_impl.forward(x, w, plan.spec), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        # Padding past the kernel's extent: a stride-1 transposed convolution's form.
+        ((2, 3, 9, 8), (4, 3, 3, 2), dict(padding=((2, 2), (1, 3)))),
+        ((1, 2, 10, 7), (2, 2, 3, 3), dict(padding=((5, 0), (0, 4)), dilation=(1, 2))),
+        ((1, 2, 11), (3, 2, 4), dict(padding=((-1, 9),), stride=(2,))),
+        ((1, 2, 5, 6, 7), (2, 1, 2, 3, 2), dict(groups=2, padding=((2, 2), (0, 0), (3, 1)))),
+        ((2, 3, 7), (3, 3, 3), dict(padding=((1, 1),))),
+    ],
+)
+def test_lax_weight_derivative_is_exact(x_shape, w_shape, kwargs):
+    """`lax.weight_derivative` pads the excess explicitly: its value and weight
+    gradient equal XLA's on the spec as given."""
+    import numpy as np
+
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.ConvSpec(
+        stride=kwargs.get("stride", (1,) * (len(x_shape) - 2)),
+        padding=kwargs["padding"],
+        lhs_dilation=(1,) * (len(x_shape) - 2),
+        rhs_dilation=kwargs.get("dilation", (1,) * (len(x_shape) - 2)),
+        groups=kwargs.get("groups", 1),
+    )
+    rng = np.random.default_rng(0)
+    x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
+    want, vjp_want = jax.vjp(lambda b: lax_impl.forward(x, b, spec), w)
+    got, vjp_got = jax.vjp(lambda b: lax_impl.weight_derivative(x, b, spec), w)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    ct = jnp.asarray(rng.standard_normal(want.shape))
+    np.testing.assert_allclose(vjp_got(ct)[0], vjp_want(ct)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the padding rule is the CPU's")
+def test_over_padded_weight_gradient_pads_the_input_first():
+    """auto's weight gradient of a stride-1 transposed convolution (padding 2 * (K - 1))
+    convolves an explicitly padded input with at most K - 1 of padding left; lax's
+    keeps it all."""
+    import re
+
+    import jaxconv
+
+    x, w = jnp.ones((2, 8, 9, 9)), jnp.ones((8, 8, 3, 3))
+
+    def weight_gradient_padding(impl):
+        grad = jax.grad(lambda b: jnp.sum(jaxconv.conv_transpose2d(x, b, impl=impl) ** 2))
+        lines = [
+            line
+            for line in jax.jit(grad).lower(w).as_text().splitlines()
+            if "stablehlo.convolution" in line and "[f, b, 0, 1]x" in line  # batch contracted
+        ]
+        assert len(lines) == 1, lines
+        return [int(v) for v in re.findall(r"-?\d+", lines[0].split("pad = ")[1].split("]]")[0])]
+
+    assert max(weight_gradient_padding("lax")) == 2
+    assert max(weight_gradient_padding("auto")) == 1
