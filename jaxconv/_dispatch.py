@@ -41,6 +41,9 @@ MATMUL_MIN_DEPTH = 1024
 # At most this many groups, with at least this many (input x output) channels per
 # group, XLA's grouped convolution computes the value.
 FEW_GROUPS, FEW_GROUPS_MIN_CHANNELS = 3, 128
+# Grouped convolutions that shift does not take run the value by matmul from this many
+# output positions (2-D and 3-D; see `choose`).
+GROUPED_MATMUL_MIN_POSITIONS = 400
 # Grouped convolutions with at most this many (input x output) channels per group (and
 # few products per output, `shift.per_channel`) go through shift-and-add.
 SHIFT_MAX_CHANNELS = 64
@@ -49,6 +52,11 @@ SHIFT_MAX_CHANNELS = 64
 # faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows; 128->32 @28: 8.3 ms
 # against 8.7), with many slower (96->64: 95 ms against 47; 64->64: 63 against 23).
 ROWS_MIN_OUT_CHANNELS = 32
+# ... and at least this many FLOPs (2 x multiply-adds of the value): below it the rows'
+# extra convolutions and sum cost more than they save (3x3 24->64 @14 batch 2, 11
+# MFLOP: 0.81-0.97x XLA's 2-D weight gradient; 5x5 48->64 @14, 60 MFLOP: 0.86-0.88x;
+# 3x3 64->64 @14 batch 8 or @28 batch 2, 116 MFLOP: 0.91-1.31x; 231 MFLOP: 1.2-2.0x).
+ROWS_MIN_FLOPS = 1e8
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -88,12 +96,14 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # Otherwise the derivatives by matmul with the groups as a batch dim (XLA's
         # grouped backward is slow at every size: train 34-105x), and the value too on
         # large 2-D and 3-D maps, in batch chunks that keep the patches in cache (4
-        # groups of 16x16 channels @56 batch 8: fwd 1.3-1.5x lax; batch 1 3.9x). On
-        # small maps and in 1-D XLA's grouped convolution is as fast for the value or
+        # groups of 16x16 channels @56 batch 8: fwd 1.3-1.5x lax; batch 1 3.9x; 8
+        # groups of 32x32 @28: 1.3-1.8x; 4 of 32x64 @32 batch 2: 1.5-1.7x). On small
+        # maps and in 1-D XLA's grouped convolution is as fast for the value or
         # faster (16 groups of 16x16 @7: matmul 0.64x lax channels-first, 1.1x
-        # channels-last; 1-D k5 8 groups of 16x16 @1000: 1.0x and 0.45x).
+        # channels-last; 8 of 32x32 @14: 0.91x and 1.0x; 8 of 32x64 5x5 @18 batch 2:
+        # 0.58x; 1-D k5 8 groups of 16x16 @1000: 1.0x and 0.45x).
         out = spec.out_spatial(x_shape[2:], w_shape[2:])
-        large_map = spec.ndim > 1 and math.prod(out) > MATMUL_MAX_POSITIONS
+        large_map = spec.ndim > 1 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included
@@ -115,6 +125,12 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x; the notes' 5x5 layer
     # 1.35x in batch chunks, but XLA steered off its unpadded slow path gives 2.8x).
     return ("lax",) * 3
+
+
+def _flops(spec: ConvSpec, x_shape, w_shape) -> int:
+    """FLOPs (2 x multiply-adds) of the canonical convolution."""
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    return 2 * x_shape[0] * math.prod(w_shape) * math.prod(out)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -170,6 +186,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
             and role == WEIGHT_GRADIENT
             and planes.applies(spec_)
             and w_.shape[0] // spec_.groups > ROWS_MIN_OUT_CHANNELS
+            and _flops(spec_, x_.shape, w_.shape) >= ROWS_MIN_FLOPS
         ):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per
             # kernel row, rows folded into the batch: XLA's 2-D weight gradient is

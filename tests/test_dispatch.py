@@ -43,6 +43,8 @@ def test_cpu_rules():
     grouped_lax_value = ("lax", "matmul", "matmul")
     assert choose((8, 128, 1000), (128, 16, 5), groups=8, padding=2) == grouped_lax_value
     assert choose((8, 256, 7, 7), (256, 16, 3, 3), groups=16, padding=1) == grouped_lax_value
+    assert choose((8, 256, 14, 14), (256, 32, 3, 3), groups=8, padding=1) == grouped_lax_value
+    assert choose((8, 256, 20, 20), (256, 32, 3, 3), groups=8, padding=1) == ("matmul",) * 3
     few_groups = ("lax", "matmul", "matmul")
     assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == few_groups
     assert choose((8, 48, 28, 28), (48, 16, 3, 3), groups=3, padding=1) == few_groups
@@ -79,14 +81,24 @@ def test_3d_runs_as_2d_planes_on_cpu():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
-@pytest.mark.parametrize("c_out", [_dispatch.ROWS_MIN_OUT_CHANNELS + d for d in (0, 1)])
-def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out):
+@pytest.mark.parametrize(
+    "c_out,batch,by_rows",
+    [
+        (_dispatch.ROWS_MIN_OUT_CHANNELS + 1, 4, True),
+        (_dispatch.ROWS_MIN_OUT_CHANNELS, 4, False),  # few output channels
+        (_dispatch.ROWS_MIN_OUT_CHANNELS + 1, 1, False),  # under ROWS_MIN_FLOPS
+    ],
+)
+def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out, batch, by_rows):
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
     convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
-    than `ROWS_MIN_OUT_CHANNELS` output channels, by XLA's 2-D one otherwise."""
+    than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, by XLA's 2-D one
+    otherwise."""
     import jaxconv
 
-    x, w = jnp.ones((2, 4, 12, 12)), jnp.ones((c_out, 4, 3, 3))
+    x, w = jnp.ones((batch, 16, 56, 56)), jnp.ones((c_out, 16, 3, 3))
+    flops = 2 * batch * c_out * 16 * 9 * 56 * 56
+    assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch == 4)
 
     def convolutions(f, *args):
         text = jax.jit(f).lower(*args).as_text()
@@ -99,7 +111,7 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out):
     weight_grad = lambda impl: jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2))  # noqa: E731
     input_grad = lambda impl: jax.grad(lambda a: jnp.sum(conv(impl)(a, w) ** 2))  # noqa: E731
     rows = one_d(convolutions(weight_grad("auto"), w))
-    assert len(rows) >= 3 if c_out > _dispatch.ROWS_MIN_OUT_CHANNELS else not rows
+    assert len(rows) >= 3 if by_rows else not rows
     assert not one_d(convolutions(weight_grad("lax"), w))
     assert not one_d(convolutions(input_grad("auto"), x))
     assert not one_d(convolutions(conv("auto"), x, w))
