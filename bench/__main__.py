@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_comma_list,
         default=None,
         help="comma-separated algorithms to time; default every name in jaxconv.IMPLS "
-        f"(now {','.join(jaxconv.IMPLS)}) plus 'auto'. 'lax' is always run: it is the "
-        "reference the others are checked against and the baseline of the speed-ups.",
+        f"(now {','.join(jaxconv.IMPLS)}) plus 'auto'; 'autotune' on request (its compile "
+        "time includes measuring the candidates, once per case and cache file). 'lax' is "
+        "always run: it is the reference the others are checked against and the baseline "
+        "of the speed-ups.",
     )
     p.add_argument(
         "--mode",
@@ -240,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    valid = ("auto", *jaxconv.IMPLS)
-    impls = args.impl if args.impl is not None else list(valid)
+    default = ("auto", *jaxconv.IMPLS)
+    # autotune only on request: its compile time includes measuring every candidate.
+    valid = (*default, "autotune")
+    impls = args.impl if args.impl is not None else list(default)
     if bad := [i for i in impls if i not in valid]:
         parser.error(f"--impl: unknown {bad}; choose from {', '.join(valid)}")
     impls = ["lax", *(i for i in dict.fromkeys(impls) if i != "lax")]

@@ -133,7 +133,6 @@ def _flops(spec: ConvSpec, x_shape, w_shape) -> int:
     return 2 * x_shape[0] * math.prod(w_shape) * math.prod(out)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution by the algorithm (or phase split) the rules choose.
 
@@ -145,25 +144,36 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     never through XLA's slow convolution transposes unless it is the choice. Forward
     mode (`jax.jvp`, `jax.jacfwd`) keeps working, which a `custom_vjp` would break.
     """
-    return _run(x, w, spec, FORWARD)
+    return forward_with(x, w, spec, None)
 
 
-@functools.partial(forward.defjvp, symbolic_zeros=True)
-def _forward_jvp(spec: ConvSpec, primals, tangents):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def forward_with(x: jax.Array, w: jax.Array, spec: ConvSpec, names) -> jax.Array:
+    """`forward`, with the algorithms for the value and the two derivatives given:
+    ``names`` is None (the rules choose all three) or one name per role (`FORWARD`,
+    `INPUT_GRADIENT`, `WEIGHT_GRADIENT`), each in `jaxconv.IMPLS` or ``"auto"`` (that
+    role as the rules choose it). `jaxconv._autotune` passes what it measured."""
+    return _run(x, w, spec, FORWARD, names)
+
+
+@functools.partial(forward_with.defjvp, symbolic_zeros=True)
+def _forward_jvp(spec: ConvSpec, names, primals, tangents):
     x, w = primals
     dx, dw = tangents
-    y = _run(x, w, spec, FORWARD)
+    y = _run(x, w, spec, FORWARD, names)
     terms = []
     if not isinstance(dx, SymbolicZero):
-        terms.append(_run(dx, w, spec, INPUT_GRADIENT))
+        terms.append(_run(dx, w, spec, INPUT_GRADIENT, names))
     if not isinstance(dw, SymbolicZero):
-        terms.append(_run(x, dw, spec, WEIGHT_GRADIENT))
+        terms.append(_run(x, dw, spec, WEIGHT_GRADIENT, names))
     if not terms:
         return y, SymbolicZero(jax.typeof(y).to_tangent_aval())
     return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
-def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int) -> jax.Array:
+def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> jax.Array:
+    if names is not None and names[role] != "auto":
+        return FORWARDS[names[role]](x, w, spec)
     backend = jax.default_backend()
 
     def chosen(x_, w_, spec_):

@@ -182,10 +182,10 @@ def _check_shape(fname: str, arg: str, shape) -> tuple[int, ...]:
 
 
 def check_impl(fname: str, impl) -> str:
-    """`impl` must be "auto" or a registered algorithm name."""
+    """`impl` must be "auto", "autotune" or a registered algorithm name."""
     if not isinstance(impl, str):
         raise TypeError(f"{fname}: `impl` (={impl!r}) must be a string")
-    choices = ("auto", *IMPLS)
+    choices = ("auto", "autotune", *IMPLS)
     if impl not in choices:
         raise ValueError(f"{fname}: `impl` (={impl!r}) must be one of {choices}")
     return impl

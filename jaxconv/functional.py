@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-from jaxconv import _dispatch, _spec
+from jaxconv import _autotune, _dispatch, _spec
 from jaxconv._impls import FORWARDS
 from jaxconv._impls._common import accumulation_dtype, flip_kernel
 
@@ -143,7 +143,12 @@ def _body(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan)
         w = flip_kernel(w, plan.spec.groups)
     if plan.mode_padding is not None:
         x = jnp.pad(x, ((0, 0), (0, 0), *plan.mode_padding), _NP_PAD_MODE[plan.padding_mode])
-    forward = _dispatch.forward if plan.impl == "auto" else FORWARDS[plan.impl]
+    if plan.impl == "auto":
+        forward = _dispatch.forward
+    elif plan.impl == "autotune":
+        forward = _autotune.forward
+    else:
+        forward = FORWARDS[plan.impl]
     y = forward(x, w, plan.spec)
     if b is not None:
         # Half precision: the sum (and so the bias gradient, a sum over every output
@@ -189,7 +194,8 @@ def conv(
       groups: splits input and output channels into this many independent groups.
       padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
       channels_last: channels as the last dim of input, output and weight layouts.
-      impl: ``"auto"`` or a name in `jaxconv.IMPLS`.
+      impl: ``"auto"`` (measured rules), ``"autotune"`` (measured here, once per
+        signature, cached on disk: `jaxconv._autotune`) or a name in `jaxconv.IMPLS`.
       precision: None or a `jax.lax.Precision` (or its name), passed to every dot.
 
     Returns:
@@ -257,7 +263,8 @@ def conv_transpose(
       groups: splits input and output channels into this many independent groups.
       dilation: int or one int per spatial dim.
       channels_last: channels as the last dim of input, output and weight layouts.
-      impl: ``"auto"`` or a name in `jaxconv.IMPLS`.
+      impl: ``"auto"`` (measured rules), ``"autotune"`` (measured here, once per
+        signature, cached on disk: `jaxconv._autotune`) or a name in `jaxconv.IMPLS`.
       precision: None or a `jax.lax.Precision` (or its name), passed to every dot.
 
     Returns:
@@ -563,7 +570,8 @@ _FIXED_DOC = """{n}-d convolution (cross-correlation), as `torch.nn.functional.c
       groups: number of channel groups; divides ``C_in`` and ``C_out``.
       padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
       channels_last: channels as the last dim of input, output and weight layouts.
-      impl: ``"auto"`` or a name in `jaxconv.IMPLS`.
+      impl: ``"auto"`` (measured rules), ``"autotune"`` (measured here, once per
+        signature, cached on disk: `jaxconv._autotune`) or a name in `jaxconv.IMPLS`.
       precision: None or a `jax.lax.Precision` (or its name).
 
     Returns:
@@ -597,7 +605,8 @@ _TRANSPOSE_DOC = """{n}-d transposed convolution, as `torch.nn.functional.conv_t
       groups: number of channel groups; divides ``C_in`` and ``C_out``.
       dilation: int or {n} ints.
       channels_last: channels as the last dim of input, output and weight layouts.
-      impl: ``"auto"`` or a name in `jaxconv.IMPLS`.
+      impl: ``"auto"`` (measured rules), ``"autotune"`` (measured here, once per
+        signature, cached on disk: `jaxconv._autotune`) or a name in `jaxconv.IMPLS`.
       precision: None or a `jax.lax.Precision` (or its name).
 
     Returns:

@@ -187,7 +187,7 @@ def sharded_conv(
         counts from the last (the same in both layouts).
       padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
       channels_last: channels as the last dim of input, output and weight layouts.
-      impl: ``"auto"`` or a name in `jaxconv.IMPLS`, run on every block.
+      impl: ``"auto"``, ``"autotune"`` or a name in `jaxconv.IMPLS`, run on every block.
       precision: None or a `jax.lax.Precision` (or its name).
 
     Returns:

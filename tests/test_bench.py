@@ -57,6 +57,21 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     assert "geomean speed-up over lax" in capsys.readouterr().out
 
 
+def test_autotune_on_request(tmp_path, monkeypatch):
+    from jaxconv import _autotune
+
+    monkeypatch.setenv("JAXCONV_AUTOTUNE_CACHE", str(tmp_path / "autotune.json"))
+    monkeypatch.setattr(_autotune, "CANDIDATES", ("auto", "lax", "matmul"))
+    _autotune.clear_memory()
+    argv = ["--suite", "tiny", "--mode", "fwd", "--repeat", "1", "--out", str(tmp_path)]
+    assert main([*argv, "--impl", "autotune", "--peak-size", "64"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    tuned = [r for r in rows if r["impl"] == "autotune"]
+    assert len(tuned) == 2 and all(r["status"] == "ok" for r in tuned)
+    assert len(json.loads((tmp_path / "autotune.json").read_text())) == 2
+    _autotune.clear_memory()
+
+
 def test_too_many_devices_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--suite", "tiny", "--devices", "4096", "--out", str(tmp_path)])
