@@ -408,3 +408,38 @@ def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
         got = run_jit(grads, put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
         for g, e in zip(got, expected, strict=True):
             assert_close(g, e, reduction=8 * 6 * 8)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_autotune_under_sharding(axis_type, rng, tmp_path, monkeypatch):
+    """`impl="autotune"` measures (on one device) while a sharded call is traced, then
+    gives the single-device value and gradients with the input split."""
+    from jaxconv import _autotune
+
+    monkeypatch.setenv("JAXCONV_AUTOTUNE_CACHE", str(tmp_path / "autotune.json"))
+    monkeypatch.setattr(_autotune, "CANDIDATES", ("auto", "lax", "shift"))
+    monkeypatch.setattr(_autotune, "REPEATS", 1)
+    _autotune.clear_memory()
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    x = rng.standard_normal((8, 4, 8, 8))
+    w = rng.standard_normal((4, 1, 3, 3))
+    ct = rng.standard_normal((8, 4, 8, 8))
+
+    def grads(impl):
+        def run(x, w):
+            f = lambda a, b: jaxconv.conv2d(a, b, padding=1, groups=4, impl=impl)  # noqa: E731
+            y, vjp = jax.vjp(f, x, w)
+            return (y, *vjp(jnp.asarray(ct)))
+
+        return run
+
+    expected = jax.jit(grads("lax"))(x, w)
+    for x_spec in (("d",), (None, None, "d")):
+        got = run_jit(grads("autotune"), put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
+        for g, e in zip(got, expected, strict=True):
+            assert_close(g, e, reduction=8 * 6 * 8)
+    # Measured, not fallen back to the rules (a failed measurement writes nothing).
+    assert (tmp_path / "autotune.json").read_text().count("ConvSpec") == 1
+    _autotune.clear_memory()
