@@ -74,6 +74,11 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # lax; 7x7 96@56 shift 37x. Large kernels: shift's compile time grows with the
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         return ("shift",) * 3 if taps <= SHIFT_MAX_TAPS else ("fft",) * 3
+    if all(size == 1 for size in x_shape[2:]):
+        # One input pixel (a transposed convolution from a 1x1 map: DCGAN's first
+        # generator layer): one product of the channels with the kernel gathered at the
+        # taps each output meets (`matmul._single_pixel`).
+        return ("matmul",) * 3
     if spec.groups > 1:
         c_out_g = w_shape[0] // spec.groups
         if spec.groups <= FEW_GROUPS and c_in_g * c_out_g >= FEW_GROUPS_MIN_CHANNELS:
@@ -220,7 +225,8 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         # 1.3x over plain XLA.
         return lax_impl.forward_padded(x_, w_, spec_)
 
-    if backend == "cpu" and subpixel.applies(spec):
+    if backend == "cpu" and subpixel.applies(spec) and any(size > 1 for size in x.shape[2:]):
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
+        # (From one input pixel they go to matmul whole: see `choose`.)
         return subpixel.decompose(x, w, spec, chosen)
     return chosen(x, w, spec)

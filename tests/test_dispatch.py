@@ -51,6 +51,7 @@ def test_cpu_rules():
     assert choose((8, 64, 56, 56), (64, 16, 3, 3), groups=4, padding=1) == ("matmul",) * 3
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
+    assert choose((64, 100, 1, 1), (512, 100, 4, 4), padding=3) == ("matmul",) * 3  # one pixel
     assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("matmul",) * 3
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul",) * 3
     assert choose((64, 32, 8, 8), (32, 32, 3, 3), padding=1) == ("lax",) * 3

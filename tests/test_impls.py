@@ -66,6 +66,14 @@ SPECS = {
     "2d_1x1_stride": ((2, 4, 7, 6), (5, 4, 1, 1), spec(2, stride=(2, 3))),
     "2d_1x1_groups_pad": ((1, 6, 5, 5), (4, 3, 1, 1), spec(2, padding=((1, 0), (0, 2)), groups=2)),
     "3d_all": ((1, 2, 5, 6, 5), (2, 1, 2, 3, 2), spec(3, (1, 2, 1), 1, (2, 1, 1), (1, 1, 2), 2)),
+    # One input pixel (matmul's gathered-kernel product): a DCGAN-like transposed
+    # convolution from 1x1, and a 3-D one with stride, dilation and a cropped side.
+    "2d_single_pixel": ((2, 4, 1, 1), (6, 2, 4, 4), spec(2, lhs=2, padding=3, groups=2)),
+    "3d_single_pixel": (
+        (1, 2, 1, 1, 1),
+        (3, 2, 2, 3, 2),
+        spec(3, stride=(2, 1, 3), padding=((1, 2), (-1, 2), (3, 0)), rhs=(2, 1, 1)),
+    ),
 }
 
 
@@ -102,6 +110,28 @@ def test_no_xla_convolution_inside(impl):
     x, w = arrays(np.random.default_rng(1), (1, 4, 6, 6), (4, 2, 3, 3))
     text = str(jax.make_jaxpr(FORWARDS[impl], static_argnums=2)(x, w, spec(2, groups=2)))
     assert "conv_general_dilated" not in text
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((3, 8, 1, 1), (8, 6, 4, 4), dict(groups=2)),  # DCGAN's first layer, grouped
+        ((2, 3, 1), (3, 2, 5), dict(stride=2, padding=1, dilation=2, output_padding=1)),
+        ((1, 2, 1, 1, 1), (2, 3, 2, 1, 3), dict(stride=(1, 2, 2), padding=(0, 0, 1))),
+    ],
+)
+def test_single_pixel_matmul_gradients(x_shape, w_shape, kwargs):
+    """`matmul`'s one-pixel product (which `auto` picks for it) differentiates to
+    XLA's gradients, both arguments."""
+    x, w = arrays(np.random.default_rng(3), x_shape, w_shape)
+
+    def grads(impl):
+        loss = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv_transpose(a, b, **kwargs, impl=impl)))  # noqa: E731
+        return jax.grad(loss, (0, 1))(x, w)
+
+    for impl in ("matmul", "auto"):
+        for got, want in zip(grads(impl), grads("lax"), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_matmul_1x1_is_one_dot():

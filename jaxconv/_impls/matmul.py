@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._impls._common import accumulation_dtype, pad_input, tap_windows
@@ -55,6 +56,8 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     n = x.shape[0]
     if math.prod(w.shape[2:]) == 1:
         return _forward(x, w, spec)
+    if all(size == 1 for size in x.shape[2:]):
+        return _single_pixel(x, w, spec)
     per_sample = (
         x.shape[1]
         * math.prod(w.shape[2:])
@@ -116,6 +119,38 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         )
         y = jnp.transpose(y, (2, 0, 1, *range(3, nd + 3)))
     return y.astype(x.dtype).reshape((n, c_out, *out))
+
+
+def _single_pixel(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """An input of one pixel: one product ``(N, C) @ (C, C_out * S_out)`` per group.
+
+    Padded, the input is zero but at ``lo`` in every dim, which output position ``p``
+    meets through tap ``(lo - p * stride) / dilation`` when that is a whole tap of the
+    kernel, and through none otherwise; so the output is the input's channels times the
+    kernel gathered at those taps (zeros elsewhere). A transposed convolution from a
+    1x1 map (DCGAN's first generator layer, 100->512 4x4 batch 64) is exactly this; as
+    patches it built a mostly-zero patch matrix 16 times the size.
+    """
+    n = x.shape[0]
+    c_out, c_in_g, *kernel = w.shape
+    g = spec.groups
+    out = spec.out_spatial(x.shape[2:], kernel)
+    # One zero tap past the end of every kernel dim, for positions no tap meets.
+    w_sel = jnp.pad(w, [(0, 0), (0, 0)] + [(0, 1)] * len(kernel))
+    for axis, ((lo, _), s, d, k, m) in enumerate(
+        zip(spec.padding, spec.stride, spec.rhs_dilation, kernel, out, strict=True)
+    ):
+        offsets = [lo - p * s for p in range(m)]
+        taps = [o // d if o >= 0 and o % d == 0 and o // d < k else k for o in offsets]
+        w_sel = jnp.take(w_sel, np.asarray(taps, np.int32), axis=2 + axis)
+    w_sel = w_sel.reshape((g, c_out // g, c_in_g, math.prod(out)))
+    xg = x.reshape((n, g, c_in_g))
+    acc = accumulation_dtype(x.dtype)
+    # (groups, N, C_out/groups, S_out)
+    y = lax.dot_general(
+        xg, w_sel, (((2,), (2,)), ((1,), (0,))), spec.precision, preferred_element_type=acc
+    )
+    return jnp.moveaxis(y, 0, 1).astype(x.dtype).reshape((n, c_out, *out))
 
 
 def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
