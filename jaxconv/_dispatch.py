@@ -48,10 +48,12 @@ GROUPED_MATMUL_MIN_POSITIONS = 400
 # few products per output, `shift.per_channel`) go through shift-and-add.
 SHIFT_MAX_CHANNELS = 64
 # The weight gradient of a 2-D convolution runs by kernel rows (`planes`) only with more
-# output channels per group than this: with few, XLA's own 2-D weight gradient is
-# faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows; 128->32 @28: 8.3 ms
-# against 8.7), with many slower (96->64: 95 ms against 47; 64->64: 63 against 23).
-ROWS_MIN_OUT_CHANNELS = 32
+# output channels per group than this: with 16, XLA's own 2-D weight gradient is
+# faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows); with 32 they are even
+# (128->32 @28: 8.3 ms against 8.7) or rows win (the full bench's transposed 3x3
+# stride-2 64->32 @56, whose phases have 32: train 78 ms by rows, 111 without); with
+# more, rows win (96->64: 47 ms against 95; 64->64: 23 against 63).
+ROWS_MIN_OUT_CHANNELS = 16
 # ... and at least this many FLOPs (2 x multiply-adds of the value): below it the rows'
 # extra convolutions and sum cost more than they save (3x3 24->64 @14 batch 2, 11
 # MFLOP: 0.81-0.97x XLA's 2-D weight gradient; 5x5 48->64 @14, 60 MFLOP: 0.86-0.88x;

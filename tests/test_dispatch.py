@@ -85,8 +85,8 @@ def test_3d_runs_as_2d_planes_on_cpu():
 @pytest.mark.parametrize(
     "c_out,batch,by_rows",
     [
-        (_dispatch.ROWS_MIN_OUT_CHANNELS + 1, 4, True),
-        (_dispatch.ROWS_MIN_OUT_CHANNELS, 4, False),  # few output channels
+        (_dispatch.ROWS_MIN_OUT_CHANNELS + 1, 16, True),
+        (_dispatch.ROWS_MIN_OUT_CHANNELS, 16, False),  # few output channels
         (_dispatch.ROWS_MIN_OUT_CHANNELS + 1, 1, False),  # under ROWS_MIN_FLOPS
     ],
 )
@@ -99,7 +99,7 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out, batch, by_rows):
 
     x, w = jnp.ones((batch, 16, 56, 56)), jnp.ones((c_out, 16, 3, 3))
     flops = 2 * batch * c_out * 16 * 9 * 56 * 56
-    assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch == 4)
+    assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch == 16)
 
     def convolutions(f, *args):
         text = jax.jit(f).lower(*args).as_text()
