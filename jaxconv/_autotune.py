@@ -213,13 +213,13 @@ def _store_disk(key: str, names) -> None:
     path = cache_path()
     data = _read_disk()
     data[key] = list(names)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+            tmp = f.name
             json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(f.name, path)
+        os.replace(tmp, path)
     except OSError:
-        try:
-            os.unlink(f.name)
-        except (OSError, NameError):
-            pass
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from jax.custom_derivatives import SymbolicZero
 from jaxconv import _derivatives
 from jaxconv._impls import FORWARDS, planes, subpixel
 from jaxconv._impls import lax as lax_impl
+from jaxconv._impls import matmul as matmul_impl
 from jaxconv._impls import shift as shift_impl
 from jaxconv._spec import ConvSpec
 
@@ -76,7 +77,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # lax; 7x7 96@56 shift 37x. Large kernels: shift's compile time grows with the
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         return ("shift",) * 3 if taps <= SHIFT_MAX_TAPS else ("fft",) * 3
-    if all(size == 1 for size in x_shape[2:]):
+    if matmul_impl.single_pixel(x_shape):
         # One input pixel (a transposed convolution from a 1x1 map: DCGAN's first
         # generator layer): one product of the channels with the kernel gathered at the
         # taps each output meets (`matmul._single_pixel`).
@@ -227,7 +228,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         # 1.3x over plain XLA.
         return lax_impl.forward_padded(x_, w_, spec_)
 
-    if backend == "cpu" and subpixel.applies(spec) and any(size > 1 for size in x.shape[2:]):
+    if backend == "cpu" and subpixel.applies(spec) and not matmul_impl.single_pixel(x.shape):
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
         # (From one input pixel they go to matmul whole: see `choose`.)
         return subpixel.decompose(x, w, spec, chosen)

