@@ -196,3 +196,41 @@ def test_over_padded_weight_gradient_pads_the_input_first():
 
     assert max(weight_gradient_padding("lax")) == 2
     assert max(weight_gradient_padding("auto")) == 1
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("groups, c_in_g", [(8, 1), (4, 2)])
+def test_shift_value_is_computed_once_under_grad(groups, c_in_g, channels_last):
+    """When the output cotangent depends on the value (here a squared loss), the
+    compiled gradient multiplies no more than with a fixed cotangent: XLA does not copy
+    shift's sum over taps into the derivatives' loops (`_dispatch._computed_once`)."""
+    import numpy as np
+
+    import jaxconv
+
+    x_shape, w_shape = (2, 8, 10, 10), (8, c_in_g, 3, 3)
+    if channels_last:
+        x_shape, w_shape = (2, 10, 10, 8), (3, 3, c_in_g, 8)
+    x, w = jnp.ones(x_shape), jnp.ones(w_shape)
+    assert choose(x_shape, w_shape, groups=groups, channels_last=channels_last)[0] == "shift"
+
+    def conv(x, w):
+        return jaxconv.conv2d(x, w, padding=1, groups=groups, channels_last=channels_last)
+
+    def multiplies(f, *args):
+        return jax.jit(f).lower(*args).compile().as_text().count(" multiply(")
+
+    def fixed(x, w, ct):
+        y, vjp = jax.vjp(conv, x, w)
+        return y, *vjp(ct)
+
+    def squared(x, w):
+        return jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1))(x, w)
+
+    # (The loss adds a few: 2 * y. Copying the 9-tap sum into a loop adds 9 or more.)
+    assert multiplies(squared, x, w) <= multiplies(fixed, x, w, jnp.ones(x_shape)) + 4
+    # And the gradient is right: d sum(y^2) = vjp(2y).
+    y, *want = fixed(x, w, 2 * conv(x, w))
+    for got, expected in zip(jax.jit(squared)(x, w), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
