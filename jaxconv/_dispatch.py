@@ -78,7 +78,14 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # convolution per channel: depthwise 3x3 144@56 fwd lax 0.6 GFLOP/s, shift 51x
         # lax; 7x7 96@56 shift 37x. Large kernels: shift's compile time grows with the
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
-        return ("shift",) * 3 if taps <= SHIFT_MAX_TAPS else ("fft",) * 3
+        if taps <= SHIFT_MAX_TAPS:
+            return ("shift",) * 3
+        if taps <= shift_impl.UNROLL_MAX_TAPS.get(spec.ndim, 0):
+            # 2-D up to 11x11: shift's unrolled value is the fastest (batch 4-8, maps
+            # 14-56, both layouts: 9x9 1.9-3.6x fft, 11x11 1.2-2.6x), and under
+            # differentiation FFT's (see `_forward_jvp`), whose derivatives win here.
+            return ("shift", "fft", "fft")
+        return ("fft",) * 3
     if matmul_impl.single_pixel(x_shape):
         # One input pixel (a transposed convolution from a 1x1 map: DCGAN's first
         # generator layer): one product of the channels with the kernel gathered at the
@@ -170,9 +177,17 @@ def forward_with(x: jax.Array, w: jax.Array, spec: ConvSpec, names) -> jax.Array
 def _forward_jvp(spec: ConvSpec, names, primals, tangents):
     x, w = primals
     dx, dw = tangents
-    y = _run(x, w, spec, FORWARD, names)
-    if _value_algorithm(spec, x, w, names) == "shift":
-        y = _computed_once(y, spec)
+    algorithms = _algorithms(spec, x, w, names)
+    if algorithms[INPUT_GRADIENT] == algorithms[WEIGHT_GRADIENT] == "fft" != algorithms[FORWARD]:
+        # The derivatives transform x, w and the cotangent once each, and an FFT value
+        # reuses the transforms of x and w: depthwise 9x9 96@56 batch 4, training
+        # with a fixed cotangent 27 ms against 47 with shift's value (9-11x11 are
+        # shift's alone, the fastest value for inference; see `choose`).
+        y = FORWARDS["fft"](x, w, spec)
+    else:
+        y = _run(x, w, spec, FORWARD, names)
+        if algorithms[FORWARD] == "shift":
+            y = _computed_once(y, spec)
     terms = []
     if not isinstance(dx, SymbolicZero):
         terms.append(_run(dx, w, spec, INPUT_GRADIENT, names))
@@ -183,12 +198,13 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
     return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
-def _value_algorithm(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> str:
-    """The algorithm `_run` computes the value with (of the whole spec, before any
-    phase split)."""
-    if names is not None and names[FORWARD] != "auto":
-        return names[FORWARD]
-    return choose(spec, x.shape, w.shape, x.dtype, jax.default_backend())[FORWARD]
+def _algorithms(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> tuple[str, str, str]:
+    """The algorithms `_run` runs for each role: ``names`` where given, else the rules'
+    (for the whole spec, before any phase split)."""
+    rules = choose(spec, x.shape, w.shape, x.dtype, jax.default_backend())
+    if names is None:
+        return rules
+    return tuple(rule if name == "auto" else name for name, rule in zip(names, rules, strict=True))
 
 
 def _computed_once(y: jax.Array, spec: ConvSpec) -> jax.Array:

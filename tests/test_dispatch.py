@@ -30,6 +30,7 @@ def test_cpu_rules():
     # (value, derivative along the input, derivative along the weight)
     assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
     assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift",) * 3
+    assert choose((2, 16, 64, 64), (16, 1, 9, 9), groups=16) == ("shift", "fft", "fft")
     assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft",) * 3
     shift = ("shift",) * 3
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == shift
