@@ -82,8 +82,8 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             return ("shift",) * 3
         if taps <= shift_impl.UNROLL_MAX_TAPS.get(spec.ndim, 0):
             # 2-D up to 11x11: shift's unrolled value is the fastest (batch 4-8, maps
-            # 14-56, both layouts: 9x9 1.9-3.6x fft, 11x11 1.2-2.6x), and under
-            # differentiation FFT's (see `_forward_jvp`), whose derivatives win here.
+            # 14-56, both layouts, forward: 9x9 1.2-3.6x fft, 11x11 1.2-2.6x), and
+            # under differentiation FFT's (see `_forward_jvp`), whose derivatives win.
             return ("shift", "fft", "fft")
         return ("fft",) * 3
     if matmul_impl.single_pixel(x_shape):
