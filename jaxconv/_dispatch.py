@@ -39,8 +39,10 @@ SHIFT_MAX_TAPS = 64
 FORWARD, INPUT_GRADIENT, WEIGHT_GRADIENT = 0, 1, 2
 # Dense convolutions with at most this many output positions go through the matmul.
 MATMUL_MAX_POSITIONS = 100
-# ... and at least this many products per output (input channels times taps).
+# ... and at least this many products per output (input channels times taps), and this
+# many times the product's rows (batch times output positions).
 MATMUL_MIN_DEPTH = 1024
+MATMUL_DEPTH_PER_ROW = 8
 # At most this many groups, with at least this many (input x output) channels per
 # group, XLA's grouped convolution computes the value.
 FEW_GROUPS, FEW_GROUPS_MIN_CHANNELS = 3, 128
@@ -133,10 +135,18 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     # fwd and 0.82x train channels-first, 0.44x fwd channels-last).
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     small_map = math.prod(out) <= MATMUL_MAX_POSITIONS
-    if small_map and c_in_g * taps >= MATMUL_MIN_DEPTH and not spec.channels_last:
-        # Few positions, many channels: ResNet 3x3 512@7 batch 8 fwd 1.2x lax, train
-        # 1.3x. Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x: noise);
-        # with few channels it is faster (3x3 32@8 batch 64: matmul 0.75x).
+    depth = c_in_g * taps
+    deep = depth >= MATMUL_MIN_DEPTH and depth >= MATMUL_DEPTH_PER_ROW * x_shape[0] * math.prod(out)
+    if small_map and deep and not spec.channels_last:
+        # Few positions, many channels, few rows: the patches' product is deep and
+        # short. 3x3 @7 (fwd / train against lax, 9 interleaved runs): 512 channels
+        # batch 8 1.3x / 1.6x, 384 batch 2 1.6x / 2.8x, 256 batch 1-4 1.1-1.4x /
+        # 1.3-1.5x; 512@4 batch 8 2.2x / 2.5x. With more rows than depth / 8 XLA's
+        # convolution is as fast or faster: 128 channels batch 8 0.52-0.56x / 0.69x,
+        # 256 batch 8 0.75-0.87x / 0.9-1.0x, 512 batch 16 0.95x / 1.0x; 256@10 batch 16
+        # 0.71x / 0.66x (and the 2-D planes of 3-D layers, whose batch is times the
+        # depth: 3x3x3 128@4x7x7 batch 8 fwd 33 ms by matmul planes, 13 by XLA's, 22
+        # by XLA's 3-D). Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x).
         return ("matmul",) * 3
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
     # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x; the notes' 5x5 layer
