@@ -228,8 +228,8 @@ def _computed_once(y: jax.Array, spec: ConvSpec) -> jax.Array:
     ``dynamic_update_slice`` of ``y`` with itself is an op XLA's CPU fusion does not
     fuse across and its simplifier keeps, in place: ``y`` is written once and read.
     ``jax.grad`` of ``sum(conv(x, w) ** 2)``, batch 8, before and after: depthwise 7x7
-    96@56 102 -> 46 ms channels-first, 121 -> 49 channels-last; ResNeXt 3x3 g32 128@56
-    242 -> 44 and 358 -> 101; a fixed cotangent (the bench's train) is unchanged.
+    96@56 98 -> 41 ms channels-first, 83 -> 43 channels-last; ResNeXt 3x3 g32 128@56
+    299 -> 45 and 295 -> 101; a fixed cotangent (the bench's train) is unchanged.
     The update is taken in the caller's layout, where shift computes ``y``: in the
     canonical one it costs a layout transpose each way (channels-last fixed-cotangent
     depthwise 7x7: 53 -> 90 ms).

@@ -129,7 +129,8 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out, batch, by_rows):
         ((2, 3, 9, 8), (4, 3, 3, 2), dict(stride=2)),
         ((1, 2, 10, 7), (2, 2, 3, 3), dict(stride=3, dilation=2)),
         ((1, 2, 11), (3, 2, 4), dict(stride=(3,))),
-        ((1, 2, 5, 6, 7), (2, 1, 2, 3, 2), dict(groups=2, stride=(2, 1, 3))),
+        ((1, 2, 5, 6, 7), (2, 2, 2, 3, 2), dict(stride=(2, 1, 3))),
+        ((1, 4, 5, 6, 7), (2, 2, 2, 3, 2), dict(groups=2, stride=(2, 1, 3))),  # as is
     ],
 )
 def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs):
@@ -142,6 +143,9 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs):
     x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
     got = lax_impl.forward_padded(x, w, plan.spec)
     np.testing.assert_allclose(got, lax_impl.forward(x, w, plan.spec), rtol=1e-12, atol=1e-12)
+    # Grouped convolutions have no slow unpadded path: no padded row for them.
+    text = jax.jit(lax_impl.forward_padded, static_argnums=2).lower(x, w, plan.spec).as_text()
+    assert ("pad = [[0, 1]" in text) == (plan.spec.groups == 1), text
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 # Taps unrolled per spatial rank; more go through `lax.scan`. Unrolled is faster
 # (depthwise 7x7 96@56: 20x lax fwd and 3.8x train, against 8.5x and 2.6x scanned), but
 # XLA's CPU compiler crashes (SIGSEGV) on the gradient of a 3-D unroll of 60 taps, and
-# in 2-D beyond 11x11 XLA's one loop falls off a cliff (depthwise 13x13 channels-last
-# 128@56 batch 8: 415 ms against 40 for 11x11; channels-first 15x15 @28 and larger).
+# in 2-D beyond 11x11 XLA's one loop falls off a cliff (depthwise 128@56 batch 8
+# channels-last: 13x13 415 ms, 11x11 40; channels-first 17x17 @28: 139 ms, FFT 21).
 UNROLL_MAX_TAPS = {1: 64, 2: 121}
 UNROLL_MAX_TAPS_ND = 27
 # Products per output (taps times input channels per group) up to which each input
