@@ -100,6 +100,30 @@ def test_fused_weight_gradient_dtypes(dtype):
     assert_close(got, vjp(ct64)[0], dtype, reduction=2 * 7 * 3)
 
 
+@pytest.mark.parametrize("c_in_g, writes_copies", [(2, True), (1, False)])
+def test_fused_weight_gradient_writes_channels_last_grouped_inputs_once(c_in_g, writes_copies):
+    """Channels-last grouped (not depthwise): input and cotangent go through
+    `computed_once` before the reduction, so XLA does not fuse their transposes into
+    it; the value is the same either way (test above)."""
+    groups = 4
+    spec = ConvSpec((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), groups, channels_last=True)
+    x, ct = _arrays(0, (2, groups * c_in_g, 7, 6), (2, 8, 7, 6), dtype=np.float32)
+    text = jax.jit(shift.weight_gradient, static_argnums=(2, 3)).lower(x, ct, spec, (3, 3))
+    assert ("dynamic_update_slice" in text.as_text()) == writes_copies
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (0, 4), ()])
+def test_computed_once_is_the_identity(shape):
+    from jaxconv._impls._common import computed_once
+
+    a = jnp.arange(np.prod(shape, dtype=int), dtype=jnp.float32).reshape(shape)
+    np.testing.assert_array_equal(jax.jit(computed_once)(a), a)
+    if a.size:
+        np.testing.assert_array_equal(jax.grad(lambda b: jnp.sum(computed_once(b) ** 2))(a), 2 * a)
+    if a.ndim:
+        np.testing.assert_array_equal(jax.vmap(computed_once)(a), a)
+
+
 DEPTHWISE = [
     # (ndim, channels, multiplier, kernel, kwargs)
     (2, 3, 1, 3, dict(padding=1)),

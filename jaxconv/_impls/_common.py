@@ -1,4 +1,5 @@
-"""Pieces every hand-written algorithm shares: explicit padding and tap windows."""
+"""Pieces the hand-written algorithms share: explicit padding, tap windows, and a way
+to make XLA write an array once."""
 
 from __future__ import annotations
 
@@ -81,3 +82,17 @@ def flip_kernel(w: jax.Array, groups: int) -> jax.Array:
 def accumulation_dtype(dtype) -> jnp.dtype | None:
     """float32 accumulation for half-precision inputs; None (the input's own) otherwise."""
     return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else None
+
+
+def computed_once(a: jax.Array) -> jax.Array:
+    """``a`` itself, written to memory once rather than recomputed in its consumers.
+
+    XLA's CPU fusion copies an elementwise producer (a sum over taps, a transpose) into
+    every loop that reads it, and reads a fused transpose with strides. A one-element
+    ``dynamic_update_slice`` of ``a`` with itself is an op that fusion does not cross
+    and that XLA's simplifier keeps; done in place, it costs one element.
+    """
+    if a.size == 0:
+        return a
+    corner = (0,) * a.ndim
+    return lax.dynamic_update_slice(a, lax.slice(a, corner, (1,) * a.ndim), corner)

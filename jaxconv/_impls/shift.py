@@ -27,6 +27,7 @@ from jax import lax
 from jaxconv._impls import subpixel
 from jaxconv._impls._common import (
     accumulation_dtype,
+    computed_once,
     pad_input,
     tap_windows,
     valid_out_spatial,
@@ -210,6 +211,14 @@ def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.
     # Channels-first whatever the caller's layout: a reduction that keeps the channels
     # innermost runs across the vector lanes (channels-last input, 3x3 144@56: 1.2x
     # slower than transposing first; 7x7 96@56: 1.3x).
+    if spec.channels_last and c_in_g > 1:
+        # XLA fuses those transposes into the reduction, which then reads with strides.
+        # Written out first, grouped, batch 8, 3x3, weight gradient (and training):
+        # g32 128@56 64 -> 51 ms (102 -> 89), g32 256@28 62 -> 35 (90 -> 63), g8 64@56
+        # 60 -> 39 (85 -> 68), g64 512@14 25 -> 16 (41 -> 32); a small input loses a
+        # little (5x5 g16 64@28 batch 4: 2.7 -> 3.4). Depthwise, with one channel in
+        # per output, loses (3x3 144@56 16 -> 24 ms, 7x7 96@56 26 -> 31).
+        x, ct = computed_once(x), computed_once(ct)
     xp = pad_input(x.astype(acc), spec)
     out = ct.shape[2:]
     ct_b = ct.astype(acc).reshape((n, g, 1, o_g, *out))
