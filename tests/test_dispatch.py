@@ -243,3 +243,42 @@ def test_shift_value_is_computed_once_under_grad(groups, c_in_g, channels_last):
     y, *want = fixed(x, w, 2 * conv(x, w))
     for got, expected in zip(jax.jit(squared)(x, w), want, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_large_depthwise_value_by_shift_alone_and_by_fft_under_grad(channels_last):
+    """A 9x9 depthwise kernel: inference runs shift (no FFT in the program), and under
+    differentiation the value is FFT's like the derivatives'; both agree with lax."""
+    import numpy as np
+
+    import jaxconv
+
+    rng = np.random.default_rng(3)
+    x_shape, w_shape = (2, 4, 12, 11), (4, 1, 9, 9)
+    if channels_last:
+        x_shape, w_shape = (2, 12, 11, 4), (9, 9, 1, 4)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    assert choose(x_shape, w_shape, groups=4, channels_last=channels_last) == (
+        "shift",
+        "fft",
+        "fft",
+    )
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(
+            a, b, padding=4, groups=4, channels_last=channels_last, impl=impl
+        )
+
+    def grads(impl):
+        return jax.grad(lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2), (0, 1))
+
+    def inverse_ffts(f):
+        return jax.jit(f).lower(x, w).as_text().count("IRFFT")
+
+    assert inverse_ffts(conv("auto")) == 0
+    assert inverse_ffts(grads("auto")) == 3  # the value's, and one per derivative
+    np.testing.assert_allclose(conv("auto")(x, w), conv("lax")(x, w), rtol=1e-4, atol=1e-4)
+    for got, want in zip(grads("auto")(x, w), grads("lax")(x, w), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
