@@ -31,7 +31,8 @@ from jaxconv._impls import shift as shift_impl
 from jaxconv._impls._common import computed_once
 from jaxconv._spec import ConvSpec
 
-# Depthwise kernels up to this many taps go through shift-and-add; larger ones by FFT.
+# Depthwise kernels up to this many taps go through shift-and-add; larger ones by FFT
+# (but for the 2-D value outside differentiation up to `shift.UNROLL_MAX_TAPS`).
 SHIFT_MAX_TAPS = 64
 # What `choose` returns: the algorithm for the forward value, for the derivative along
 # the input (whose transpose is the input gradient) and along the weight (whose
