@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from jaxconv import _derivatives
-from jaxconv._impls import FORWARDS, planes, subpixel
+from jaxconv._impls import FORWARDS, groups, planes, subpixel
 from jaxconv._impls import lax as lax_impl
 from jaxconv._impls import matmul as matmul_impl
 from jaxconv._impls import shift as shift_impl
@@ -44,15 +44,17 @@ MATMUL_MAX_POSITIONS = 100
 # many times the product's rows (batch times output positions).
 MATMUL_MIN_DEPTH = 1024
 MATMUL_DEPTH_PER_ROW = 8
-# At most this many groups, with at least this many (input x output) channels per
-# group, XLA's grouped convolution computes the value.
-FEW_GROUPS, FEW_GROUPS_MIN_CHANNELS = 3, 128
-# Grouped convolutions that shift does not take run the value by matmul from this many
-# output positions (2-D and 3-D; see `choose`).
+# Grouped convolutions that neither shift nor dense groups take run the value by matmul
+# from this many output positions (2-D and 3-D; see `choose`).
 GROUPED_MATMUL_MIN_POSITIONS = 400
 # Grouped convolutions with at most this many (input x output) channels per group (and
 # few products per output, `shift.per_channel`) go through shift-and-add.
 SHIFT_MAX_CHANNELS = 64
+# What `choose` returns for a grouped convolution run as one dense convolution per group
+# (`jaxconv._impls.groups`), each chosen by the dense rules; for at most this many
+# groups, as each is one more convolution to compile (3x3 16x16 channels per group,
+# forward and training compiled: 14 groups 1.4-2.1 s, 28 groups 2.7-3.7 s, 64 7.4 s).
+DENSE_GROUPS, DENSE_GROUPS_MAX_GROUPS = "dense groups", 16
 # The weight gradient of a 2-D convolution runs by kernel rows (`planes`) only with more
 # output channels per group than this: with 16, XLA's own 2-D weight gradient is
 # faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows); with 32 they are even
@@ -96,13 +98,24 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         return ("matmul",) * 3
     if spec.groups > 1:
         c_out_g = w_shape[0] // spec.groups
-        if spec.groups <= FEW_GROUPS and c_in_g * c_out_g >= FEW_GROUPS_MIN_CHANNELS:
-            # Few groups of many channels: XLA's grouped convolution is nearly a dense
-            # one for the value (2 groups of 8->64 @28 batch 8: lax 1.1x matmul, 1.6x
-            # shift; 3 groups of 16->16: 1.3x matmul), but its backward is slow at every
-            # size (train 7-17x the matmul derivatives).
-            return ("lax", "matmul", "matmul")
-        if shift_impl.per_channel(w_shape, spec.ndim) and c_in_g * c_out_g <= SHIFT_MAX_CHANNELS:
+        by_shift = (
+            shift_impl.per_channel(w_shape, spec.ndim) and c_in_g * c_out_g <= SHIFT_MAX_CHANNELS
+        )
+        if not by_shift and spec.groups <= DENSE_GROUPS_MAX_GROUPS:
+            # Groups of many channels: one dense convolution per group, value and
+            # derivatives, each by the dense rules. Against the rules below (batch 8
+            # unless said, 3x3 unless said, channels-first / channels-last; fwd, train):
+            # 2 groups of 8->64 @28 2.1x / 1.7x, 1.8x / 1.3x; 3 of 16x16 @28 2.3x / 2.2x,
+            # 3.2x / 2.5x; 2 of 64x64 @28 2.5x / 2.3x, 2.8x / 2.3x; 4 of 16x16 @56 2.8x
+            # / 3.6x, 4.9x / 4.2x; 8 of 32x32 @28 2.7x / 2.8x, 3.0x / 2.7x; @14 2.1x /
+            # 2.2x, 2.6x / 2.4x; 16 of 16x16 @7 2.4x / 1.6x, 1.7x / 1.6x; 14 of 16x16
+            # @28 (RegNet) 3.5x / 1.7x, 4.1x / 3.9x; 8 of 32x64 5x5 @18 batch 2 3.3x /
+            # 2.9x, 2.1x / 4.0x; 1-D k5 8 of 16x16 @1000 2.0x / 1.3x, 2.8x / 2.0x; 3-D
+            # 4 of 16x16 @8x28x28 batch 2 3.6x / 4.7x, 7.2x / 6.4x; 1x1 4 of 64x64 @28
+            # 0.93x / 1.5x, 0.92x / 1.1x. (28-64 groups win as much, but compile for
+            # seconds; see DENSE_GROUPS_MAX_GROUPS.)
+            return (DENSE_GROUPS,) * 3
+        if by_shift:
             # Grouped, few products per output and few channels per group: shift-and-add,
             # one broadcast product per input channel, with its transposes written out
             # for the derivatives (`jaxconv._derivatives`). Batch 8, train against the
@@ -113,9 +126,10 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # channels-last; g8 64@56 3.1x / 1.4x matmul. With 16x16 channels (1-D k5
             # g8 128@1000) matmul wins: train 1.4x, fwd 1.9x channels-last.
             return ("shift",) * 3
-        # Otherwise the derivatives by matmul with the groups as a batch dim (XLA's
-        # grouped backward is slow at every size: train 34-105x), and the value too on
-        # large 2-D and 3-D maps, in batch chunks that keep the patches in cache (4
+        # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: the derivatives by
+        # matmul with the groups as a batch dim (XLA's grouped backward is slow at every
+        # size: train 34-105x), and the value too on large 2-D and 3-D maps, in batch
+        # chunks that keep the patches in cache (measured with fewer groups: 4
         # groups of 16x16 channels @56 batch 8: fwd 1.3-1.5x lax; batch 1 3.9x; 8
         # groups of 32x32 @28: 1.3-1.8x; 4 of 32x64 @32 batch 2: 1.5-1.7x). On small
         # maps and in 1-D XLA's grouped convolution is as fast for the value or
@@ -246,6 +260,8 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
 
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
+        if name == DENSE_GROUPS:
+            return groups.decompose(x_, w_, spec_, chosen)
         if name == "shift" and role != FORWARD:
             # Shift's transposes written out: depthwise 7x7 96@56 batch 8 train 5x
             # faster than transposing shift op by op (see `jaxconv._derivatives`).

@@ -38,18 +38,20 @@ def test_cpu_rules():
     assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == shift
     assert choose((8, 128, 2000), (128, 4, 3), groups=32, padding=1) == shift
     assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift
-    # Many channels per group, or many products per output: matmul derivatives, and
-    # matmul for the value on large 2-D maps only.
-    assert choose((8, 32, 28, 28), (512, 4, 3, 3), groups=8, padding=1) == ("matmul",) * 3
+    # Many channels per group, or many products per output: one dense convolution per
+    # group, up to 16 groups.
+    dense_groups = (_dispatch.DENSE_GROUPS,) * 3
+    assert choose((8, 32, 28, 28), (512, 4, 3, 3), groups=8, padding=1) == dense_groups
+    assert choose((8, 128, 1000), (128, 16, 5), groups=8, padding=2) == dense_groups
+    assert choose((8, 256, 7, 7), (256, 16, 3, 3), groups=16, padding=1) == dense_groups
+    assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == dense_groups
+    assert choose((8, 64, 28, 28), (4, 16, 3, 3), groups=4, padding=1) == dense_groups  # 16x1
+    assert choose((8, 28, 28, 64), (3, 3, 16, 64), groups=4, channels_last=True) == dense_groups
+    # More groups: matmul derivatives, and matmul for the value on large 2-D maps only.
+    assert choose((8, 512, 28, 28), (512, 16, 3, 3), groups=32, padding=1) == ("matmul",) * 3
     grouped_lax_value = ("lax", "matmul", "matmul")
-    assert choose((8, 128, 1000), (128, 16, 5), groups=8, padding=2) == grouped_lax_value
-    assert choose((8, 256, 7, 7), (256, 16, 3, 3), groups=16, padding=1) == grouped_lax_value
-    assert choose((8, 256, 14, 14), (256, 32, 3, 3), groups=8, padding=1) == grouped_lax_value
-    assert choose((8, 256, 20, 20), (256, 32, 3, 3), groups=8, padding=1) == ("matmul",) * 3
-    few_groups = ("lax", "matmul", "matmul")
-    assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == few_groups
-    assert choose((8, 48, 28, 28), (48, 16, 3, 3), groups=3, padding=1) == few_groups
-    assert choose((8, 64, 56, 56), (64, 16, 3, 3), groups=4, padding=1) == ("matmul",) * 3
+    assert choose((8, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == grouped_lax_value
+    assert choose((8, 512, 1000), (512, 16, 5), groups=32, padding=2) == grouped_lax_value
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
     assert choose((64, 100, 1, 1), (512, 100, 4, 4), padding=3) == ("matmul",) * 3  # one pixel
