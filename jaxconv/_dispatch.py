@@ -55,6 +55,9 @@ SHIFT_MAX_CHANNELS = 64
 # groups, as each is one more convolution to compile (3x3 16x16 channels per group,
 # forward and training compiled: 14 groups 1.4-2.1 s, 28 groups 2.7-3.7 s, 64 7.4 s).
 DENSE_GROUPS, DENSE_GROUPS_MAX_GROUPS = "dense groups", 16
+# ... derivatives included from batch 2, or at batch 1 with this many (input x output)
+# channels per group.
+DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1 = 1024
 # The weight gradient of a 2-D convolution runs by kernel rows (`planes`) only with more
 # output channels per group than this: with 16, XLA's own 2-D weight gradient is
 # faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows); with 32 they are even
@@ -113,8 +116,14 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # 2.9x, 2.1x / 4.0x; 1-D k5 8 of 16x16 @1000 2.0x / 1.3x, 2.8x / 2.0x; 3-D
             # 4 of 16x16 @8x28x28 batch 2 3.6x / 4.7x, 7.2x / 6.4x; 1x1 4 of 64x64 @28
             # 0.93x / 1.5x, 0.92x / 1.1x. (28-64 groups win as much, but compile for
-            # seconds; see DENSE_GROUPS_MAX_GROUPS.)
-            return (DENSE_GROUPS,) * 3
+            # seconds; see DENSE_GROUPS_MAX_GROUPS.) At batch 1 XLA's dense derivatives
+            # of small groups are slow, and the matmul ones stay (training with dense
+            # groups, 14 of 16x16 @28: batch 1 0.68-0.73x, batch 2 2.1-2.6x; 4 of
+            # 16x16 @56: 0.75x and 1.5-2.6x; with 32x32 channels batch 1 already
+            # 1.3-1.9x).
+            dense = x_shape[0] > 1 or c_in_g * c_out_g >= DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1
+            derivative = DENSE_GROUPS if dense else "matmul"
+            return (DENSE_GROUPS, derivative, derivative)
         if by_shift:
             # Grouped, few products per output and few channels per group: shift-and-add,
             # one broadcast product per input channel, with its transposes written out
@@ -210,6 +219,11 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
         # 25 ms against 59, a fixed cotangent 23 against 25; 11x11 128@28 batch 8: 21
         # against 54 and 21 against 25 (both layouts alike).
         y = FORWARDS["fft"](x, w, spec)
+    elif algorithms[FORWARD] == DENSE_GROUPS and algorithms[INPUT_GRADIENT] == "matmul":
+        # Likewise the matmul derivatives share the value's patches: dense groups for
+        # the value (the fastest for inference) with them trained slower (14 groups of
+        # 16x16 @28 batch 1: 0.91-0.94x; 4 of 16x16 @56: 0.82-0.95x).
+        y = FORWARDS["matmul"](x, w, spec)
     else:
         y = _run(x, w, spec, FORWARD, names)
         if algorithms[FORWARD] == "shift":

@@ -47,6 +47,10 @@ def test_cpu_rules():
     assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == dense_groups
     assert choose((8, 64, 28, 28), (4, 16, 3, 3), groups=4, padding=1) == dense_groups  # 16x1
     assert choose((8, 28, 28, 64), (3, 3, 16, 64), groups=4, channels_last=True) == dense_groups
+    # ... at batch 1 with small groups, the value alone.
+    dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
+    assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_value
+    assert choose((1, 256, 14, 14), (256, 32, 3, 3), groups=8, padding=1) == dense_groups
     # More groups: matmul derivatives, and matmul for the value on large 2-D maps only.
     assert choose((8, 512, 28, 28), (512, 16, 3, 3), groups=32, padding=1) == ("matmul",) * 3
     grouped_lax_value = ("lax", "matmul", "matmul")
