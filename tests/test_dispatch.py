@@ -288,3 +288,45 @@ def test_large_depthwise_value_by_shift_alone_and_by_fft_under_grad(channels_las
     np.testing.assert_allclose(conv("auto")(x, w), conv("lax")(x, w), rtol=1e-4, atol=1e-4)
     for got, want in zip(grads("auto")(x, w), grads("lax")(x, w), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dense-groups rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "op, x_shape, w_shape, kwargs",
+    [
+        ("conv", (2, 64, 9, 8), (64, 16, 3, 3), dict(groups=4, padding=1)),
+        ("conv", (2, 48, 12), (24, 16, 5), dict(groups=3, stride=2)),
+        ("conv", (2, 16, 5, 6, 7), (32, 8, 3, 2, 2), dict(groups=2, dilation=(1, 2, 1))),
+        ("conv_transpose", (2, 32, 6, 5), (32, 12, 3, 3), dict(groups=2, stride=2, padding=1)),
+    ],
+)
+def test_dense_groups_match_lax_with_no_grouped_convolution(
+    op, x_shape, w_shape, kwargs, channels_last
+):
+    """Grouped layers of many channels run one dense convolution per group: values and
+    gradients as lax's, and no grouped XLA convolution anywhere in the program."""
+    import numpy as np
+
+    import jaxconv
+
+    rng = np.random.default_rng(5)
+    if channels_last:
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    fn = getattr(jaxconv, op)
+
+    def loss(impl):
+        conv = lambda a, b: fn(a, b, **kwargs, channels_last=channels_last, impl=impl)  # noqa: E731
+        return lambda a, b: jnp.sum(jax.nn.relu(conv(a, b)) ** 2)
+
+    grad = jax.value_and_grad(loss("auto"), (0, 1))
+    text = jax.jit(grad).lower(x, w).as_text()
+    assert "feature_group_count = 1 " in text
+    assert not any(f"feature_group_count = {g} " in text for g in (2, 3, 4))
+    got = jax.jit(grad)(x, w)
+    want = jax.jit(jax.value_and_grad(loss("lax"), (0, 1)))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
