@@ -133,7 +133,8 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # g8 64@56 (8x8) 2.4x / 1.0x; g32 256@14 3.3x / 1.0x; 1-D k3 g32 128@2000
             # 3.1x / 1.3x. Forward: ResNeXt 15-24x lax channels-first, 6-7.5x
             # channels-last; g8 64@56 3.1x / 1.4x matmul. With 16x16 channels (1-D k5
-            # g8 128@1000) matmul wins: train 1.4x, fwd 1.9x channels-last.
+            # g8 128@1000) matmul won (train 1.4x, fwd 1.9x channels-last); dense
+            # groups, above, now take those.
             return ("shift",) * 3
         # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: the derivatives by
         # matmul with the groups as a batch dim (XLA's grouped backward is slow at every
