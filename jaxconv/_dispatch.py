@@ -55,6 +55,10 @@ SHIFT_MAX_CHANNELS = 64
 # groups, as each is one more convolution to compile (3x3 16x16 channels per group,
 # forward and training compiled: 14 groups 1.4-2.1 s, 28 groups 2.7-3.7 s, 64 7.4 s).
 DENSE_GROUPS, DENSE_GROUPS_MAX_GROUPS = "dense groups", 16
+# What `choose` returns for the value of a grouped convolution of more groups: the same
+# dense convolutions in a loop over the groups (`groups.loop`), from this many rows
+# (batch times output positions).
+GROUPS_LOOP, GROUPS_LOOP_MIN_ROWS = "groups loop", 784
 # ... derivatives included from batch 2, or at batch 1 with this many (input x output)
 # channels per group.
 DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1 = 1024
@@ -138,15 +142,32 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             return ("shift",) * 3
         # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: the derivatives by
         # matmul with the groups as a batch dim (XLA's grouped backward is slow at every
-        # size: train 34-105x), and the value too on large 2-D and 3-D maps, in batch
-        # chunks that keep the patches in cache (measured with fewer groups: 4
-        # groups of 16x16 channels @56 batch 8: fwd 1.3-1.5x lax; batch 1 3.9x; 8
-        # groups of 32x32 @28: 1.3-1.8x; 4 of 32x64 @32 batch 2: 1.5-1.7x). On small
-        # maps and in 1-D XLA's grouped convolution is as fast for the value or
-        # faster (16 groups of 16x16 @7: matmul 0.64x lax channels-first, 1.1x
-        # channels-last; 8 of 32x32 @14: 0.91x and 1.0x; 8 of 32x64 5x5 @18 batch 2:
-        # 0.58x; 1-D k5 8 groups of 16x16 @1000: 1.0x and 0.45x).
+        # size: train 34-105x). The value by the groups' dense convolutions in a loop
+        # over the groups (`groups.loop`) in 2-D, and in 1-D channels-first, once the
+        # batch has enough output positions; against lax (3x3 unless said, 16x16
+        # channels per group unless said; channels-first, channels-last; 7 interleaved
+        # runs): 32 groups @56 batch 8 4.2x, 3.1x; @28 3.8x, 3.6x; @28 batch 1 2.6x,
+        # 1.9x; @14 batch 8 3.0x, 1.8x; 64 groups @28 4.1x, 2.9x, batch 1 2.2x, 1.5x;
+        # 24 of 32x32 @28 3.2x, 2.5x; 32 of 8x16 @28 4.0x, 2.5x; stride 2 @56 2.5x,
+        # 1.7x; 5x5 32 of 32x32 @28 8.5x, 8.1x; valid @28 3.3x, 2.5x; 1-D k5 @1000
+        # batch 8 2.1x, 0.85x; k3 batch 1 1.3x, 0.70x. Against the rule it replaces
+        # (matmul from 400 output positions, else XLA's grouped convolution) 1.2-4.4x
+        # on the same shapes. At 7x7 the loop was 0.65-1.3x lax at batch 1 (49 rows)
+        # and 0.77-2.2x at batch 8 (392), so it takes 784 rows (28x28 at batch 1) and
+        # up. In training the loop's value is 1.0-1.4x the old one's (with the matmul
+        # derivatives either way); derivatives in the loop, transposed by JAX, were
+        # 3-8x slower than matmul's (XLA's transposed convolutions in a loop body).
+        # In 3-D XLA's grouped convolution is as fast as the loop (0.80-0.98x lax).
+        # Otherwise the value by matmul on large 2-D and 3-D maps, in batch chunks that
+        # keep the patches in cache (measured with fewer groups: 4 groups of 16x16
+        # channels @56 batch 8: fwd 1.3-1.5x lax; batch 1 3.9x; 8 groups of 32x32 @28:
+        # 1.3-1.8x; 4 of 32x64 @32 batch 2: 1.5-1.7x), and by XLA's grouped
+        # convolution on small maps and in 1-D channels-last.
         out = spec.out_spatial(x_shape[2:], w_shape[2:])
+        rows = x_shape[0] * math.prod(out)
+        looped = spec.ndim == 2 or (spec.ndim == 1 and not spec.channels_last)
+        if looped and rows >= GROUPS_LOOP_MIN_ROWS:
+            return (GROUPS_LOOP, "matmul", "matmul")
         large_map = spec.ndim > 1 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
@@ -277,6 +298,8 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
         if name == DENSE_GROUPS:
             return groups.decompose(x_, w_, spec_, chosen)
+        if name == GROUPS_LOOP:
+            return groups.loop(x_, w_, spec_)
         if name == "shift" and role != FORWARD:
             # Shift's transposes written out: depthwise 7x7 96@56 batch 8 train 5x
             # faster than transposing shift op by op (see `jaxconv._derivatives`).

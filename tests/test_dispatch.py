@@ -51,11 +51,24 @@ def test_cpu_rules():
     dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
     assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_value
     assert choose((1, 256, 14, 14), (256, 32, 3, 3), groups=8, padding=1) == dense_groups
-    # More groups: matmul derivatives, and matmul for the value on large 2-D maps only.
-    assert choose((8, 512, 28, 28), (512, 16, 3, 3), groups=32, padding=1) == ("matmul",) * 3
+    # More groups: matmul derivatives; the value by the groups' dense convolutions in a
+    # loop in 2-D and channels-first 1-D from 784 rows (batch x output positions) ...
+    loop_value = (_dispatch.GROUPS_LOOP, "matmul", "matmul")
+    assert choose((8, 512, 28, 28), (512, 16, 3, 3), groups=32, padding=1) == loop_value
+    assert choose((1, 512, 28, 28), (512, 16, 3, 3), groups=32, padding=1) == loop_value
+    assert choose((4, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == loop_value
+    assert choose((8, 512, 1000), (512, 16, 5), groups=32, padding=2) == loop_value
+    assert choose((8, 28, 28, 512), (3, 3, 16, 512), groups=32, channels_last=True) == loop_value
+    # ... else matmul for the value on large 2-D and 3-D maps, XLA's grouped one on
+    # small maps and in 1-D channels-last.
     grouped_lax_value = ("lax", "matmul", "matmul")
-    assert choose((8, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == grouped_lax_value
-    assert choose((8, 512, 1000), (512, 16, 5), groups=32, padding=2) == grouped_lax_value
+    assert choose((8, 512, 7, 7), (512, 16, 3, 3), groups=32, padding=1) == grouped_lax_value
+    x, w = (1, 1000, 512), (3, 16, 512)
+    assert choose(x, w, groups=32, channels_last=True) == grouped_lax_value
+    x, w = (2, 512, 8, 8, 8), (512, 16, 3, 3, 3)
+    assert choose(x, w, groups=32, padding=1) == ("matmul",) * 3
+    x, w = (1, 512, 4, 4, 4), (512, 16, 3, 3, 3)
+    assert choose(x, w, groups=32, padding=1) == grouped_lax_value
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
     assert choose((64, 100, 1, 1), (512, 100, 4, 4), padding=3) == ("matmul",) * 3  # one pixel
@@ -329,4 +342,99 @@ def test_dense_groups_match_lax_with_no_grouped_convolution(
     got = jax.jit(grad)(x, w)
     want = jax.jit(jax.value_and_grad(loss("lax"), (0, 1)))(x, w)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, spec",
+    [
+        (
+            (2, 40, 9, 8),
+            (60, 2, 3, 3),
+            _spec.ConvSpec((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 20),
+        ),
+        (
+            (3, 18, 11, 7),
+            (36, 1, 2, 3),
+            _spec.ConvSpec((2, 1), ((0, 2), (-1, 1)), (1, 1), (2, 1), 18),
+        ),
+        ((2, 34, 13), (17, 2, 4), _spec.ConvSpec((3,), ((2, 0),), (1,), (2,), 17)),
+        (
+            (1, 40, 2, 5, 4),
+            (40, 2, 3, 2, 2),
+            _spec.ConvSpec((1, 1, 1), ((1, 1), (0, 1), (1, 0)), (1, 1, 1), (1, 2, 1), 20),
+        ),
+        # Input dilation with a stride and a length-1 dim, float64: the zeros written in
+        # (XLA's CPU compiler aborts on some of these; see `lax.explicit_lhs_dilation`).
+        (
+            (1, 36, 3, 1, 4),
+            (36, 2, 2, 2, 3),
+            _spec.ConvSpec((2, 3, 2), ((1, 1), (1, 1), (2, 2)), (2, 1, 2), (1, 2, 2), 18),
+        ),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_groups_loop_is_xla_grouped_convolution(x_shape, w_shape, spec, dtype):
+    """`groups.loop` (the groups' dense convolutions in a loop) computes XLA's grouped
+    convolution for any spec: padding that crops, strides, both dilations, 1-D to 3-D."""
+    import numpy as np
+
+    from jaxconv._impls import groups
+    from jaxconv._impls import lax as lax_impl
+
+    rng = np.random.default_rng(7)
+    with jax.enable_x64(dtype == "float64"):
+        x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+        w = jnp.asarray(rng.standard_normal(w_shape), dtype)
+        got = jax.jit(groups.loop, static_argnums=2)(x, w, spec)
+        want = lax_impl.forward(x, w, spec)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        tol = 1e-12 if dtype == "float64" else 1e-5
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        text = jax.jit(groups.loop, static_argnums=2).lower(x, w, spec).as_text()
+        assert "while" in text and f"feature_group_count = {spec.groups} " not in text
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the groups-loop rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "op, x_shape, w_shape, kwargs",
+    [
+        ("conv", (1, 160, 28, 28), (320, 8, 3, 3), dict(groups=20, padding=1)),
+        ("conv", (4, 136, 33, 30), (272, 8, 3, 3), dict(groups=17, stride=2, dilation=(2, 1))),
+        ("conv_transpose", (4, 272, 14, 14), (272, 16, 4, 4), dict(groups=34, stride=2, padding=1)),
+    ],
+)
+def test_many_groups_value_by_the_groups_loop(op, x_shape, w_shape, kwargs, channels_last):
+    """Grouped layers of more than 16 groups of many channels: the value by the groups'
+    dense convolutions in a loop, no grouped XLA convolution for inference; values and
+    gradients as lax's."""
+    import numpy as np
+
+    import jaxconv
+
+    rng = np.random.default_rng(3)
+    if channels_last:
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    fn = getattr(jaxconv, op)
+
+    def conv(impl):
+        return lambda a, b: fn(a, b, **kwargs, channels_last=channels_last, impl=impl)
+
+    text = jax.jit(conv("auto")).lower(x, w).as_text()
+    assert "while" in text
+    assert not any(f"feature_group_count = {g} " in text for g in (17, 20, 34))
+    np.testing.assert_allclose(
+        jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w), rtol=1e-4, atol=1e-4
+    )
+
+    def loss(impl):
+        return lambda a, b: jnp.sum(jnp.sin(conv(impl)(a, b)))
+
+    got = jax.jit(jax.grad(loss("auto"), (0, 1)))(x, w)
+    want = jax.jit(jax.grad(loss("lax"), (0, 1)))(x, w)
+    for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)

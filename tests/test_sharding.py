@@ -411,6 +411,31 @@ def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_groups_loop_under_sharding(axis_type, rng):
+    """`auto`'s loop over groups (more than 16 groups of many channels: the groups' dense
+    convolutions in a `lax.map`) compiles and gives the single-device value and
+    gradients with the input split along batch or a spatial dim."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    x = rng.standard_normal((8, 68, 8, 16))
+    w = rng.standard_normal((17 * 17, 4, 3, 3))
+    ct = rng.standard_normal((8, 17 * 17, 8, 16))
+
+    def grads(x, w):
+        f = lambda a, b: jaxconv.conv2d(a, b, padding="same", groups=17)  # noqa: E731
+        y, vjp = jax.vjp(f, x, w)
+        return (y, *vjp(jnp.asarray(ct)))
+
+    assert "while" in jax.jit(grads).lower(x, w).as_text()
+    expected = jax.jit(grads)(x, w)
+    for x_spec in (("d",), (None, None, "d")):
+        got = run_jit(grads, put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
+        for g, e in zip(got, expected, strict=True):
+            assert_close(g, e, reduction=4 * 9 * 8)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 def test_autotune_under_sharding(axis_type, rng, tmp_path, monkeypatch):
     """`impl="autotune"` measures (on one device) while a sharded call is traced, then
     gives the single-device value and gradients with the input split."""

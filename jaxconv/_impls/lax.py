@@ -15,31 +15,38 @@ if TYPE_CHECKING:
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution by `jax.lax.conv_general_dilated` (NC*, OI*, NC*)."""
-    lhs_dilation = spec.lhs_dilation
-    if (
-        any(d > 1 for d in lhs_dilation)
-        and jnp.dtype(x.dtype).itemsize >= 8
-        and jax.default_backend() == "cpu"
-    ):
-        # XLA's CPU compiler (jaxlib 0.10.2) aborts the process on some float64
-        # input-dilated convolutions (a 3-D transposed one with stride (2, 3, 2),
-        # dilation (1, 2, 2) and a length-1 dim: "Window dimensions do not match RHS
-        # shape" in algebraic_simplifier; float32 compiles). The zeros inserted
-        # explicitly avoid it; complex64, also 8 bytes, takes the same path untested
-        # against the abort.
-        zero = lax.full((), 0, x.dtype)
-        x = lax.pad(x, zero, [(0, 0, 0), (0, 0, 0)] + [(0, 0, d - 1) for d in lhs_dilation])
-        lhs_dilation = (1,) * spec.ndim
+    x, spec = explicit_lhs_dilation(x, spec)
     return lax.conv_general_dilated(
         x,
         w,
         window_strides=spec.stride,
         padding=spec.padding,
-        lhs_dilation=lhs_dilation,
+        lhs_dilation=spec.lhs_dilation,
         rhs_dilation=spec.rhs_dilation,
         feature_group_count=spec.groups,
         precision=spec.precision,
     )
+
+
+def explicit_lhs_dilation(x: jax.Array, spec: ConvSpec) -> tuple[jax.Array, ConvSpec]:
+    """The canonical input with the zeros of an input dilation written in, and the
+    spec without it, where XLA's CPU compiler needs that; else both as given.
+
+    XLA's CPU compiler (jaxlib 0.10.2) aborts the process on some float64
+    input-dilated convolutions (a 3-D transposed one with stride (2, 3, 2), dilation
+    (1, 2, 2) and a length-1 dim: "Window dimensions do not match RHS shape" in
+    algebraic_simplifier; float32 compiles). The zeros inserted explicitly avoid it;
+    complex64, also 8 bytes, takes the same path untested against the abort.
+    """
+    if (
+        all(d == 1 for d in spec.lhs_dilation)
+        or jnp.dtype(x.dtype).itemsize < 8
+        or jax.default_backend() != "cpu"
+    ):
+        return x, spec
+    zero = lax.full((), 0, x.dtype)
+    x = lax.pad(x, zero, [(0, 0, 0), (0, 0, 0)] + [(0, 0, d - 1) for d in spec.lhs_dilation])
+    return x, dataclasses.replace(spec, lhs_dilation=(1,) * spec.ndim)
 
 
 def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
