@@ -140,34 +140,37 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # g8 128@1000) matmul won (train 1.4x, fwd 1.9x channels-last); dense
             # groups, above, now take those.
             return ("shift",) * 3
-        # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: the derivatives by
-        # matmul with the groups as a batch dim (XLA's grouped backward is slow at every
-        # size: train 34-105x). The value by the groups' dense convolutions in a loop
-        # over the groups (`groups.loop`) in 2-D, and in 1-D channels-first, once the
-        # batch has enough output positions; against lax (3x3 unless said, 16x16
+        # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: in 2-D, and in
+        # 1-D channels-first, once the batch has enough output positions, the groups'
+        # dense convolutions in a loop over the groups (`groups.loop`), the input
+        # gradient as `loop` on the transposed convolution and the weight gradient as
+        # `groups.loop_weight_gradient`. Forward against lax (3x3 unless said, 16x16
         # channels per group unless said; channels-first, channels-last; 7 interleaved
         # runs): 32 groups @56 batch 8 4.2x, 3.1x; @28 3.8x, 3.6x; @28 batch 1 2.6x,
         # 1.9x; @14 batch 8 3.0x, 1.8x; 64 groups @28 4.1x, 2.9x, batch 1 2.2x, 1.5x;
         # 24 of 32x32 @28 3.2x, 2.5x; 32 of 8x16 @28 4.0x, 2.5x; stride 2 @56 2.5x,
         # 1.7x; 5x5 32 of 32x32 @28 8.5x, 8.1x; valid @28 3.3x, 2.5x; 1-D k5 @1000
-        # batch 8 2.1x, 0.85x; k3 batch 1 1.3x, 0.70x. Against the rule it replaces
-        # (matmul from 400 output positions, else XLA's grouped convolution) 1.2-4.4x
-        # on the same shapes. At 7x7 the loop was 0.65-1.3x lax at batch 1 (49 rows)
-        # and 0.77-2.2x at batch 8 (392), so it takes 784 rows (28x28 at batch 1) and
-        # up. In training the loop's value is 1.0-1.4x the old one's (with the matmul
-        # derivatives either way); derivatives in the loop, transposed by JAX, were
-        # 3-8x slower than matmul's (XLA's transposed convolutions in a loop body).
-        # In 3-D XLA's grouped convolution is as fast as the loop (0.80-0.98x lax).
-        # Otherwise the value by matmul on large 2-D and 3-D maps, in batch chunks that
-        # keep the patches in cache (measured with fewer groups: 4 groups of 16x16
-        # channels @56 batch 8: fwd 1.3-1.5x lax; batch 1 3.9x; 8 groups of 32x32 @28:
-        # 1.3-1.8x; 4 of 32x64 @32 batch 2: 1.5-1.7x), and by XLA's grouped
-        # convolution on small maps and in 1-D channels-last.
+        # batch 8 2.1x, 0.85x; k3 batch 1 1.3x, 0.70x; against the rules below 1.2-4.4x
+        # on the same shapes. Training (jax.grad through a ReLU) against the rules
+        # below: 32 groups @28 batch 8 2.3x, 2.3x; 64 groups @28 batch 1 1.4x; 64 @14
+        # 2.5x; 24 of 32x32 @14 channels-last 2.1x; 32 of 8x16 @56 2.2x; stride 2 @56
+        # 1.7x, 1.7x; 1-D k3 @1000 batch 8 1.5x. (Each convolution must be laid out as
+        # XLA lays it out outside a loop: see `groups.loop`.) At 7x7 the loop was
+        # 0.65-1.3x lax at batch 1 (49 rows) and 0.77-2.2x at batch 8 (392), so it
+        # takes 784 rows (28x28 at batch 1) and up. In 3-D XLA's grouped convolution is
+        # as fast as the loop (0.80-0.98x lax).
+        # Otherwise the derivatives by matmul with the groups as a batch dim (XLA's
+        # grouped backward is slow at every size: train 34-105x), and the value too on
+        # large 2-D and 3-D maps, in batch chunks that keep the patches in cache
+        # (measured with fewer groups: 4 groups of 16x16 channels @56 batch 8: fwd
+        # 1.3-1.5x lax; batch 1 3.9x; 8 groups of 32x32 @28: 1.3-1.8x; 4 of 32x64 @32
+        # batch 2: 1.5-1.7x), and by XLA's grouped convolution on small maps and in 1-D
+        # channels-last.
         out = spec.out_spatial(x_shape[2:], w_shape[2:])
         rows = x_shape[0] * math.prod(out)
         looped = spec.ndim == 2 or (spec.ndim == 1 and not spec.channels_last)
         if looped and rows >= GROUPS_LOOP_MIN_ROWS:
-            return (GROUPS_LOOP, "matmul", "matmul")
+            return (GROUPS_LOOP,) * 3
         large_map = spec.ndim > 1 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
@@ -299,6 +302,10 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         if name == DENSE_GROUPS:
             return groups.decompose(x_, w_, spec_, chosen)
         if name == GROUPS_LOOP:
+            if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
+                return _derivatives.input_term(x_, w_, spec_, groups.loop)
+            if role == WEIGHT_GRADIENT:
+                return groups.weight_term(x_, w_, spec_)
             return groups.loop(x_, w_, spec_)
         if name == "shift" and role != FORWARD:
             # Shift's transposes written out: depthwise 7x7 96@56 batch 8 train 5x

@@ -51,16 +51,16 @@ def test_cpu_rules():
     dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
     assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_value
     assert choose((1, 256, 14, 14), (256, 32, 3, 3), groups=8, padding=1) == dense_groups
-    # More groups: matmul derivatives; the value by the groups' dense convolutions in a
-    # loop in 2-D and channels-first 1-D from 784 rows (batch x output positions) ...
-    loop_value = (_dispatch.GROUPS_LOOP, "matmul", "matmul")
+    # More groups: the groups' dense convolutions in a loop in 2-D and channels-first 1-D
+    # from 784 rows (batch x output positions), derivatives included ...
+    loop_value = (_dispatch.GROUPS_LOOP,) * 3
     assert choose((8, 512, 28, 28), (512, 16, 3, 3), groups=32, padding=1) == loop_value
     assert choose((1, 512, 28, 28), (512, 16, 3, 3), groups=32, padding=1) == loop_value
     assert choose((4, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == loop_value
     assert choose((8, 512, 1000), (512, 16, 5), groups=32, padding=2) == loop_value
     assert choose((8, 28, 28, 512), (3, 3, 16, 512), groups=32, channels_last=True) == loop_value
-    # ... else matmul for the value on large 2-D and 3-D maps, XLA's grouped one on
-    # small maps and in 1-D channels-last.
+    # ... else matmul derivatives, and matmul for the value on large 2-D and 3-D maps,
+    # XLA's grouped one on small maps and in 1-D channels-last.
     grouped_lax_value = ("lax", "matmul", "matmul")
     assert choose((8, 512, 7, 7), (512, 16, 3, 3), groups=32, padding=1) == grouped_lax_value
     x, w = (1, 1000, 512), (3, 16, 512)
@@ -376,7 +376,8 @@ def test_dense_groups_match_lax_with_no_grouped_convolution(
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_groups_loop_is_xla_grouped_convolution(x_shape, w_shape, spec, dtype):
     """`groups.loop` (the groups' dense convolutions in a loop) computes XLA's grouped
-    convolution for any spec: padding that crops, strides, both dilations, 1-D to 3-D."""
+    convolution for any spec (padding that crops, strides, both dilations, 1-D to 3-D),
+    and `groups.loop_weight_gradient` its weight gradient."""
     import numpy as np
 
     from jaxconv._impls import groups
@@ -393,6 +394,15 @@ def test_groups_loop_is_xla_grouped_convolution(x_shape, w_shape, spec, dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
         text = jax.jit(groups.loop, static_argnums=2).lower(x, w, spec).as_text()
         assert "while" in text and f"feature_group_count = {spec.groups} " not in text
+        # Its weight gradient (and `weight_term`, whose transpose it is) is XLA's.
+        ct = jnp.asarray(rng.standard_normal(want.shape), dtype)
+        (want_dw,) = jax.vjp(lambda w_: lax_impl.forward(x, w_, spec), w)[1](ct)
+        term = jax.jit(groups.weight_term, static_argnums=2)
+        (got_dw,) = jax.vjp(lambda w_: term(x, w_, spec), w)[1](ct)
+        np.testing.assert_allclose(got_dw, want_dw, rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(term(x, w, spec), want, rtol=tol, atol=tol)
+        text = jax.jit(jax.vjp(lambda w_: term(x, w_, spec), w)[1]).lower(ct).as_text()
+        assert "while" in text and f"feature_group_count = {spec.groups} " not in text
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the groups-loop rule is the CPU's")
@@ -406,9 +416,9 @@ def test_groups_loop_is_xla_grouped_convolution(x_shape, w_shape, spec, dtype):
     ],
 )
 def test_many_groups_value_by_the_groups_loop(op, x_shape, w_shape, kwargs, channels_last):
-    """Grouped layers of more than 16 groups of many channels: the value by the groups'
-    dense convolutions in a loop, no grouped XLA convolution for inference; values and
-    gradients as lax's."""
+    """Grouped layers of more than 16 groups of many channels: the groups' dense
+    convolutions in a loop, no grouped XLA convolution in inference or training; values
+    and gradients as lax's."""
     import numpy as np
 
     import jaxconv
@@ -434,7 +444,10 @@ def test_many_groups_value_by_the_groups_loop(op, x_shape, w_shape, kwargs, chan
     def loss(impl):
         return lambda a, b: jnp.sum(jnp.sin(conv(impl)(a, b)))
 
-    got = jax.jit(jax.grad(loss("auto"), (0, 1)))(x, w)
+    grad = jax.jit(jax.grad(loss("auto"), (0, 1)))
+    text = grad.lower(x, w).as_text()
+    assert not any(f"feature_group_count = {g} " in text for g in (17, 20, 34))
+    got = grad(x, w)
     want = jax.jit(jax.grad(loss("lax"), (0, 1)))(x, w)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)

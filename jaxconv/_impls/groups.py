@@ -67,12 +67,7 @@ def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     xs = jnp.moveaxis(x.reshape(n, g, c // g, *x.shape[2:]), (1, 2), (0, -1))
     ws = w.reshape(g, w.shape[0] // g, *w.shape[1:])
     ws = jnp.transpose(ws, (0, *range(3, 3 + nd), 2, 1))
-    spatial = tuple(range(1, nd + 1))
-    numbers = lax.ConvDimensionNumbers(
-        lhs_spec=(0, nd + 1, *spatial),
-        rhs_spec=(nd + 1, nd, *range(nd)),
-        out_spec=(0, nd + 1, *spatial),
-    )
+    numbers = _channels_last(nd)
 
     def one(group):
         x_g, w_g = group
@@ -90,3 +85,65 @@ def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     ys = lax.map(one, (xs, ws))  # (G, N, *S', O/g)
     ys = jnp.moveaxis(ys, (0, nd + 2), (1, 2))
     return ys.reshape(n, -1, *ys.shape[3:])
+
+
+def _channels_last(nd: int) -> lax.ConvDimensionNumbers:
+    """XLA's dimension numbers for (N, *S, C) inputs and outputs, (*K, I, O) kernels."""
+    spatial = tuple(range(1, nd + 1))
+    return lax.ConvDimensionNumbers(
+        lhs_spec=(0, nd + 1, *spatial),
+        rhs_spec=(nd + 1, nd, *range(nd)),
+        out_spec=(0, nd + 1, *spatial),
+    )
+
+
+def loop_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape) -> jax.Array:
+    """The weight gradient of `loop` (canonical, ``w_shape``) for the output cotangent
+    ``ct``: per group, ``dw[o, c, k] = sum over n, p of x[n, c, p * stride + k *
+    dilation] * ct[n, o, p]`` (``x`` padded), a convolution of the input, with the
+    channels as its batch and the batch as its features, by the cotangent as the kernel,
+    in a loop over the groups. ``spec`` has no input dilation.
+
+    The operands are laid out as XLA's CPU compiler lays out its own weight gradients
+    outside a loop (inside one it keeps the layouts given; JAX's transpose of `loop`'s
+    convolution there: 32 groups of 16x16 @28 batch 8, 484 ms against 20).
+    """
+    g, nd = spec.groups, spec.ndim
+    n, c = x.shape[:2]
+    o_g, kernel = w_shape[0] // g, w_shape[2:]
+    out = ct.shape[2:]
+    # (N, G * C/g, *S) -> (G, C/g, *S, N); (N, G * O/g, *S') -> (G, *S', N, O/g).
+    xs = jnp.moveaxis(x.reshape(n, g, c // g, *x.shape[2:]), (1, 0), (0, -1))
+    cts = jnp.moveaxis(ct.reshape(n, g, o_g, *out), (1, 0, 2), (0, -2, -1))
+    # The high side padded (or cropped) so that the result has exactly the kernel's taps.
+    padding = [
+        (lo, (k - 1) * d + (m - 1) * s + 1 - size - lo)
+        for size, k, m, (lo, _), s, d in zip(
+            x.shape[2:], kernel, out, spec.padding, spec.stride, spec.rhs_dilation, strict=True
+        )
+    ]
+    numbers = _channels_last(nd)
+
+    def one(group):
+        x_g, ct_g = group
+        return lax.conv_general_dilated(
+            x_g,
+            ct_g,
+            window_strides=spec.rhs_dilation,
+            padding=padding,
+            rhs_dilation=spec.stride,
+            dimension_numbers=numbers,
+            precision=spec.precision,
+        )
+
+    dws = lax.map(one, (xs, cts))  # (G, C/g, *K, O/g)
+    return jnp.moveaxis(dws, -1, 1).reshape(w_shape)
+
+
+def weight_term(x: jax.Array, dw: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``loop(x, dw)``, whose transpose along ``dw`` is `loop_weight_gradient`."""
+    x, spec = lax_impl.explicit_lhs_dilation(x, spec, always=True)
+    out = spec.out_spatial(x.shape[2:], dw.shape[2:])
+    ct = jax.ShapeDtypeStruct((x.shape[0], dw.shape[0], *out), jnp.result_type(x, dw))
+    (y,) = jax.linear_transpose(lambda c: loop_weight_gradient(x, c, spec, dw.shape), ct)(dw)
+    return y

@@ -28,9 +28,12 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     )
 
 
-def explicit_lhs_dilation(x: jax.Array, spec: ConvSpec) -> tuple[jax.Array, ConvSpec]:
+def explicit_lhs_dilation(
+    x: jax.Array, spec: ConvSpec, always: bool = False
+) -> tuple[jax.Array, ConvSpec]:
     """The canonical input with the zeros of an input dilation written in, and the
-    spec without it, where XLA's CPU compiler needs that; else both as given.
+    spec without it, where XLA's CPU compiler needs that (or ``always``); else both as
+    given.
 
     XLA's CPU compiler (jaxlib 0.10.2) aborts the process on some float64
     input-dilated convolutions (a 3-D transposed one with stride (2, 3, 2), dilation
@@ -38,10 +41,8 @@ def explicit_lhs_dilation(x: jax.Array, spec: ConvSpec) -> tuple[jax.Array, Conv
     algebraic_simplifier; float32 compiles). The zeros inserted explicitly avoid it;
     complex64, also 8 bytes, takes the same path untested against the abort.
     """
-    if (
-        all(d == 1 for d in spec.lhs_dilation)
-        or jnp.dtype(x.dtype).itemsize < 8
-        or jax.default_backend() != "cpu"
+    if all(d == 1 for d in spec.lhs_dilation) or not (
+        always or (jnp.dtype(x.dtype).itemsize >= 8 and jax.default_backend() == "cpu")
     ):
         return x, spec
     zero = lax.full((), 0, x.dtype)
