@@ -58,7 +58,11 @@ def _arrays(seed, *shapes, dtype=np.float64):
     return [jnp.asarray(rng.standard_normal(s).astype(dtype)) for s in shapes]
 
 
-@settings(max_examples=30, deadline=None)
+# Derandomized: JAX's own input gradient of a strided float64 convolution (the
+# reference here) is an input-dilated convolution, and XLA's CPU compiler aborts the
+# process on some of those (see `lax.explicit_lhs_dilation`); a fixed set of examples
+# keeps the reference compilable.
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(specs(), st.integers(0, 2**16))
 def test_written_out_gradients_are_xlas(case, seed):
     """The input gradient as a convolution of the cotangent (`input_gradient_spec`,
