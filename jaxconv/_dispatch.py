@@ -55,9 +55,9 @@ SHIFT_MAX_CHANNELS = 64
 # groups, as each is one more convolution to compile (3x3 16x16 channels per group,
 # forward and training compiled: 14 groups 1.4-2.1 s, 28 groups 2.7-3.7 s, 64 7.4 s).
 DENSE_GROUPS, DENSE_GROUPS_MAX_GROUPS = "dense groups", 16
-# What `choose` returns for the value of a grouped convolution of more groups: the same
-# dense convolutions in a loop over the groups (`groups.loop`), from this many rows
-# (batch times output positions).
+# What `choose` returns for a grouped convolution of more groups: the same dense
+# convolutions in a loop over the groups (`groups.loop`, derivatives included), from
+# this many rows (batch times output positions).
 GROUPS_LOOP, GROUPS_LOOP_MIN_ROWS = "groups loop", 784
 # ... derivatives included from batch 2, or at batch 1 with this many (input x output)
 # channels per group.

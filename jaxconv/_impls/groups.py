@@ -10,9 +10,9 @@ XLA's CPU backend runs dense convolutions through its fast library paths and gro
 ones through a much slower one (3x3, groups of 16x16 channels, batch 8: XLA's grouped
 convolution about 7 GFLOP/s). On the CPU ``impl="auto"`` takes this form for groups of
 many channels (see `jaxconv._dispatch.choose`), each dense convolution then chosen by
-the dense rules, derivatives included; for more groups, where one convolution per
-group takes seconds to compile, the value goes through `loop`: the same dense
-convolutions in a loop over the groups.
+the dense rules, derivatives included. For more groups, where one convolution per
+group takes seconds to compile, the same dense convolutions run in a loop over the
+groups: `loop`, and its weight gradient `loop_weight_gradient`.
 """
 
 from __future__ import annotations
