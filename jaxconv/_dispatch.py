@@ -44,8 +44,8 @@ MATMUL_MAX_POSITIONS = 100
 # many times the product's rows (batch times output positions).
 MATMUL_MIN_DEPTH = 1024
 MATMUL_DEPTH_PER_ROW = 8
-# Grouped convolutions that neither shift nor dense groups take run the value by matmul
-# from this many output positions (2-D and 3-D; see `choose`).
+# Grouped convolutions that neither shift, dense groups nor the groups loop take run the
+# value by matmul from this many output positions (2-D; see `choose`).
 GROUPED_MATMUL_MIN_POSITIONS = 400
 # Grouped convolutions with at most this many (input x output) channels per group (and
 # few products per output, `shift.per_channel`) go through shift-and-add.
@@ -161,17 +161,18 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # as fast as the loop (0.80-0.98x lax).
         # Otherwise the derivatives by matmul with the groups as a batch dim (XLA's
         # grouped backward is slow at every size: train 34-105x), and the value too on
-        # large 2-D and 3-D maps, in batch chunks that keep the patches in cache
-        # (measured with fewer groups: 4 groups of 16x16 channels @56 batch 8: fwd
-        # 1.3-1.5x lax; batch 1 3.9x; 8 groups of 32x32 @28: 1.3-1.8x; 4 of 32x64 @32
-        # batch 2: 1.5-1.7x), and by XLA's grouped convolution on small maps and in 1-D
-        # channels-last.
+        # large 2-D maps, in batch chunks that keep the patches in cache (measured with
+        # fewer groups: 4 groups of 16x16 channels @56 batch 8: fwd 1.3-1.5x lax; batch
+        # 1 3.9x; 8 groups of 32x32 @28: 1.3-1.8x; 4 of 32x64 @32 batch 2: 1.5-1.7x),
+        # and by XLA's grouped convolution on small maps, in 1-D channels-last and in
+        # 3-D (3x3x3, 24-64 groups of 8-32 channels, @8-16, batch 1-4: matmul 0.63-0.83x
+        # lax channels-last, 0.90-1.28x channels-first).
         out = spec.out_spatial(x_shape[2:], w_shape[2:])
         rows = x_shape[0] * math.prod(out)
         looped = spec.ndim == 2 or (spec.ndim == 1 and not spec.channels_last)
         if looped and rows >= GROUPS_LOOP_MIN_ROWS:
             return (GROUPS_LOOP,) * 3
-        large_map = spec.ndim > 1 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
+        large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
         # 1x1: one dot over channels in the caller's layout, derivatives included

@@ -59,14 +59,15 @@ def test_cpu_rules():
     assert choose((4, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == loop_value
     assert choose((8, 512, 1000), (512, 16, 5), groups=32, padding=2) == loop_value
     assert choose((8, 28, 28, 512), (3, 3, 16, 512), groups=32, channels_last=True) == loop_value
-    # ... else matmul derivatives, and matmul for the value on large 2-D and 3-D maps,
-    # XLA's grouped one on small maps and in 1-D channels-last.
+    # ... else matmul derivatives, and matmul for the value on large 2-D maps, XLA's
+    # grouped one on small maps, in 1-D channels-last and in 3-D.
     grouped_lax_value = ("lax", "matmul", "matmul")
     assert choose((8, 512, 7, 7), (512, 16, 3, 3), groups=32, padding=1) == grouped_lax_value
     x, w = (1, 1000, 512), (3, 16, 512)
     assert choose(x, w, groups=32, channels_last=True) == grouped_lax_value
     x, w = (2, 512, 8, 8, 8), (512, 16, 3, 3, 3)
-    assert choose(x, w, groups=32, padding=1) == ("matmul",) * 3
+    assert choose(x, w, groups=32, padding=1) == grouped_lax_value
+    assert choose((1, 512, 26, 26), (512, 16, 3, 3), groups=32) == ("matmul",) * 3  # 576 rows
     x, w = (1, 512, 4, 4, 4), (512, 16, 3, 3, 3)
     assert choose(x, w, groups=32, padding=1) == grouped_lax_value
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
