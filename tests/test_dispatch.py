@@ -452,3 +452,35 @@ def test_many_groups_value_by_the_groups_loop(op, x_shape, w_shape, kwargs, chan
     want = jax.jit(jax.grad(loss("lax"), (0, 1)))(x, w)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the groups-loop rule is the CPU's")
+def test_groups_loop_under_vmap_jvp_and_second_order():
+    """The loop's custom transposes compose: vmap of grad, forward mode, grad of grad."""
+    import numpy as np
+
+    import jaxconv
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 1, 68, 28, 28)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 17 * 17, 4, 3, 3)), jnp.float32)
+
+    def loss(impl):
+        conv = lambda a, b: jaxconv.conv2d(a, b, padding=1, groups=17, impl=impl)  # noqa: E731
+        return lambda a, b: jnp.sum(jnp.sin(conv(a, b)))
+
+    vmapped = jax.jit(jax.vmap(jax.grad(loss("auto"), (0, 1))))
+    assert "while" in vmapped.lower(x, w).as_text()
+    want = jax.jit(jax.vmap(jax.grad(loss("lax"), (0, 1))))(x, w)
+    for a, b in zip(vmapped(x, w), want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+
+    def jvp(impl):
+        return jax.jvp(lambda b: loss(impl)(x[0], b), (w[0],), (w[1],))[1]
+
+    np.testing.assert_allclose(jvp("auto"), jvp("lax"), rtol=1e-4)
+
+    def second(impl):
+        return jax.grad(lambda a: jnp.sum(jax.grad(loss(impl), 1)(a, w[0]) ** 2))(x[0])
+
+    np.testing.assert_allclose(second("auto"), second("lax"), rtol=2e-4, atol=2e-2)
