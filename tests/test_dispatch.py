@@ -304,6 +304,27 @@ def test_large_depthwise_value_by_shift_alone_and_by_fft_under_grad(channels_las
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
 
 
+def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
+    """Random float32 input and weight for ``jaxconv.<op>`` (shapes given channels-first,
+    moved to the caller's layout), and ``conv(impl)``, the layer by that algorithm."""
+    import numpy as np
+
+    import jaxconv
+
+    rng = np.random.default_rng(seed)
+    if channels_last:
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    fn = getattr(jaxconv, op)
+
+    def conv(impl):
+        return lambda a, b: fn(a, b, **kwargs, channels_last=channels_last, impl=impl)
+
+    return x, w, conv
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dense-groups rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -322,19 +343,10 @@ def test_dense_groups_match_lax_with_no_grouped_convolution(
     gradients as lax's, and no grouped XLA convolution anywhere in the program."""
     import numpy as np
 
-    import jaxconv
-
-    rng = np.random.default_rng(5)
-    if channels_last:
-        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
-        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
-    fn = getattr(jaxconv, op)
+    x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=5)
 
     def loss(impl):
-        conv = lambda a, b: fn(a, b, **kwargs, channels_last=channels_last, impl=impl)  # noqa: E731
-        return lambda a, b: jnp.sum(jax.nn.relu(conv(a, b)) ** 2)
+        return lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2)
 
     grad = jax.value_and_grad(loss("auto"), (0, 1))
     text = jax.jit(grad).lower(x, w).as_text()
@@ -422,18 +434,7 @@ def test_many_groups_value_by_the_groups_loop(op, x_shape, w_shape, kwargs, chan
     and gradients as lax's."""
     import numpy as np
 
-    import jaxconv
-
-    rng = np.random.default_rng(3)
-    if channels_last:
-        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
-        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
-    fn = getattr(jaxconv, op)
-
-    def conv(impl):
-        return lambda a, b: fn(a, b, **kwargs, channels_last=channels_last, impl=impl)
+    x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=3)
 
     text = jax.jit(conv("auto")).lower(x, w).as_text()
     assert "while" in text
