@@ -139,6 +139,22 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # channels-last; g8 64@56 3.1x / 1.4x matmul. With 16x16 channels (1-D k5
             # g8 128@1000) matmul won (train 1.4x, fwd 1.9x channels-last); dense
             # groups, above, now take those.
+            out = spec.out_spatial(x_shape[2:], w_shape[2:])
+            if (
+                spec.channels_last
+                and spec.ndim == 2
+                and x_shape[0] > 1
+                and min(c_in_g, c_out_g) >= 8
+                and x_shape[0] * math.prod(out) >= GROUPS_LOOP_MIN_ROWS
+            ):
+                # ... except the derivatives of channels-last 8x8 groups, by the groups
+                # loop (below): training with jax.grad through a ReLU, 3x3, against
+                # shift's derivatives (7 interleaved runs): 32 groups @28 batch 8 2.1x,
+                # batch 2 1.2x; @56 batch 8 2.2x, batch 2 1.3x; @14 batch 8 1.8x; 8
+                # groups @56 batch 4 2.1x. Not at batch 1 (32 groups @28: 0.78x), not
+                # channels-first (1.15-1.2x at batch 8, 0.54-0.76x at batch 2-4), not
+                # with fewer channels (4x8: 1.06x, 4x4: 0.99x; 16x4: 0.53x).
+                return ("shift", GROUPS_LOOP, GROUPS_LOOP)
             return ("shift",) * 3
         # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: in 2-D, and in
         # 1-D channels-first, once the batch has enough output positions, the groups'

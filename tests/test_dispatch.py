@@ -35,9 +35,19 @@ def test_cpu_rules():
     shift = ("shift",) * 3
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == shift
     assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == shift
-    assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == shift
     assert choose((8, 128, 2000), (128, 4, 3), groups=32, padding=1) == shift
     assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift
+    # ... but channels-last 8x8 groups from batch 2 differentiate by the groups loop.
+    x, w = (2, 28, 28, 256), (3, 3, 8, 256)
+    shift_loop = ("shift", _dispatch.GROUPS_LOOP, _dispatch.GROUPS_LOOP)
+    assert choose(x, w, groups=32, padding=1, channels_last=True) == shift_loop
+    x, w = (8, 56, 56, 64), (3, 3, 8, 64)
+    assert choose(x, w, groups=8, channels_last=True) == shift_loop
+    x = (1, 28, 28, 256)
+    assert choose(x, w, groups=32, padding=1, channels_last=True) == shift
+    assert choose((2, 256, 28, 28), (256, 8, 3, 3), groups=32, padding=1) == shift
+    x, w = (2, 28, 28, 128), (3, 3, 4, 256)
+    assert choose(x, w, groups=32, padding=1, channels_last=True) == shift
     # Many channels per group, or many products per output: one dense convolution per
     # group, up to 16 groups.
     dense_groups = (_dispatch.DENSE_GROUPS,) * 3
@@ -485,3 +495,23 @@ def test_groups_loop_under_vmap_jvp_and_second_order():
         return jax.grad(lambda a: jnp.sum(jax.grad(loss(impl), 1)(a, w[0]) ** 2))(x[0])
 
     np.testing.assert_allclose(second("auto"), second("lax"), rtol=2e-4, atol=2e-2)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the groups-loop rule is the CPU's")
+def test_channels_last_8x8_groups_value_by_shift_derivatives_by_the_groups_loop():
+    """Channels-last groups of 8x8 channels: shift's value (no loop for inference), the
+    groups loop for the derivatives; gradients as lax's."""
+    import numpy as np
+
+    x, w, conv = _layer("conv", (2, 64, 28, 28), (64, 8, 3, 3), dict(groups=8, padding=1), True, 1)
+    assert "while" not in jax.jit(conv("auto")).lower(x, w).as_text()
+    np.testing.assert_allclose(
+        jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w), rtol=1e-4, atol=1e-4
+    )
+
+    def grad(impl):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2), (0, 1)))
+
+    assert "while" in grad("auto").lower(x, w).as_text()
+    for a, b in zip(grad("auto")(x, w), grad("lax")(x, w), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
