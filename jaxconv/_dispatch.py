@@ -140,20 +140,26 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # g8 128@1000) matmul won (train 1.4x, fwd 1.9x channels-last); dense
             # groups, above, now take those.
             out = spec.out_spatial(x_shape[2:], w_shape[2:])
+            fan_out = c_out_g >= 16
             if (
-                spec.channels_last
+                (fan_out or (spec.channels_last and min(c_in_g, c_out_g) >= 8))
                 and spec.ndim == 2
+                and spec.groups >= 8
                 and x_shape[0] > 1
-                and min(c_in_g, c_out_g) >= 8
                 and x_shape[0] * math.prod(out) >= GROUPS_LOOP_MIN_ROWS
             ):
-                # ... except the derivatives of channels-last 8x8 groups, by the groups
-                # loop (below): training with jax.grad through a ReLU, 3x3, against
-                # shift's derivatives (7 interleaved runs): 32 groups @28 batch 8 2.1x,
+                # ... except the derivatives of channels-last 8x8 groups and of groups
+                # of at least 16 output channels, by the groups loop (below): training
+                # with jax.grad through a ReLU, 3x3, against shift's derivatives (7
+                # interleaved runs): 8x8 channels-last: 32 groups @28 batch 8 2.1x,
                 # batch 2 1.2x; @56 batch 8 2.2x, batch 2 1.3x; @14 batch 8 1.8x; 8
-                # groups @56 batch 4 2.1x. Not at batch 1 (32 groups @28: 0.78x), not
-                # channels-first (1.15-1.2x at batch 8, 0.54-0.76x at batch 2-4), not
-                # with fewer channels (4x8: 1.06x, 4x4: 0.99x; 16x4: 0.53x).
+                # groups @56 batch 4 2.1x. 4->16 channels: 16 groups @28 batch 8 3.4x
+                # channels-first, 2.4x channels-last, batch 2 2.5x; 8 groups @56 2.9x;
+                # 2->32: 32 groups @28 3.4x; 2->16 batch 4 3.3x. Not at batch 1 (8x8,
+                # 32 groups @28: 0.78x), not 8x8 channels-first (1.15-1.2x at batch 8,
+                # 0.54-0.76x at batch 2-4), not with fewer channels (4->8: 1.06x
+                # channels-last, 0.65x channels-first; 4x4: 0.99x; 16->4: 0.53x), not
+                # with fewer groups (2-4 groups of 4->16: 0.89-1.0x).
                 return ("shift", GROUPS_LOOP, GROUPS_LOOP)
             return ("shift",) * 3
         # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: in 2-D, and in

@@ -48,6 +48,10 @@ def test_cpu_rules():
     assert choose((2, 256, 28, 28), (256, 8, 3, 3), groups=32, padding=1) == shift
     x, w = (2, 28, 28, 128), (3, 3, 4, 256)
     assert choose(x, w, groups=32, padding=1, channels_last=True) == shift
+    # ... and 8 or more groups of 16 or more output channels, in either layout.
+    assert choose((2, 64, 28, 28), (256, 4, 3, 3), groups=16, padding=1) == shift_loop
+    assert choose((1, 64, 28, 28), (256, 4, 3, 3), groups=16, padding=1) == shift
+    assert choose((8, 128, 28, 28), (256, 4, 3, 3), groups=32, padding=1) == shift
     # Many channels per group, or many products per output: one dense convolution per
     # group, up to 16 groups.
     dense_groups = (_dispatch.DENSE_GROUPS,) * 3
@@ -498,12 +502,21 @@ def test_groups_loop_under_vmap_jvp_and_second_order():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the groups-loop rule is the CPU's")
-def test_channels_last_8x8_groups_value_by_shift_derivatives_by_the_groups_loop():
-    """Channels-last groups of 8x8 channels: shift's value (no loop for inference), the
-    groups loop for the derivatives; gradients as lax's."""
+@pytest.mark.parametrize(
+    "x_shape, w_shape, channels_last",
+    [((2, 64, 28, 28), (64, 8, 3, 3), True), ((2, 32, 28, 28), (128, 4, 3, 3), False)],
+    ids=["8x8", "4->16"],
+)
+def test_shift_groups_value_by_shift_derivatives_by_the_groups_loop(
+    x_shape, w_shape, channels_last
+):
+    """Channels-last groups of 8x8 channels, and groups of 16 output channels: shift's
+    value (no loop for inference), the groups loop for the derivatives; gradients as
+    lax's."""
     import numpy as np
 
-    x, w, conv = _layer("conv", (2, 64, 28, 28), (64, 8, 3, 3), dict(groups=8, padding=1), True, 1)
+    kwargs = dict(groups=8, padding=1)
+    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, 1)
     assert "while" not in jax.jit(conv("auto")).lower(x, w).as_text()
     np.testing.assert_allclose(
         jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w), rtol=1e-4, atol=1e-4
