@@ -81,6 +81,75 @@ def test_written_out_gradients_are_xlas(case, seed):
     np.testing.assert_allclose(got_w, want_w, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(specs(lhs_dilation=True), st.integers(0, 2**16))
+def test_rows_weight_gradient_is_the_one_reduction(case, seed):
+    """Shift's channels-last weight gradient as a loop over rows (`_rows_weight_gradient`)
+    gives the one reduction's result, whatever the spec (crops, strides, dilations,
+    groups, input dilation, 1-D to 3-D)."""
+    spec, x_shape, w_shape = case
+    x, _ = _arrays(seed, x_shape, w_shape)
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    (ct,) = _arrays(seed + 1, (x_shape[0], w_shape[0], *out))
+    got = jax.jit(shift._rows_weight_gradient, static_argnums=(2, 3))(x, ct, spec, w_shape[2:])
+    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), w_shape[2:])
+    assert got.shape == want.shape == w_shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16, np.float32, np.complex64])
+def test_rows_weight_gradient_dtypes(dtype):
+    spec = ConvSpec((1, 2), ((1, 1), (0, 2)), (1, 1), (1, 2), 4, channels_last=True)
+    x, ct = _arrays(0, (2, 8, 7, 9), (2, 8, 7, 4), dtype=np.float32)
+    x, ct = x.astype(dtype), ct.astype(dtype)
+    if dtype is np.complex64:
+        x = x + 1j * x[::-1].astype(dtype)
+    got = shift._rows_weight_gradient(x, ct, spec, (3, 3))
+    assert got.dtype == jnp.dtype(dtype) and got.shape == (8, 2, 3, 3)
+    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), (3, 3))
+    assert_close(got, want, dtype, reduction=2 * 7 * 4)
+
+
+@pytest.mark.parametrize(
+    "n, ct_shape, c_in_g, kernel, rows",
+    [
+        ((8, (144, 56, 56), 1, (3, 3), True)),  # MobileNet depthwise 3x3, 32.5 M products
+        ((2, (144, 56, 56), 1, (3, 3), False)),  # 8.1 M
+        ((8, (144, 28, 28), 1, (3, 3), False)),  # 8.1 M
+        ((16, (240, 14, 14), 1, (5, 5), False)),  # 18.8 M, but rows of 14
+        ((8, (128, 28, 28), 4, (3, 3), True)),  # ResNeXt groups of 4x4, 28.9 M
+        ((8, (256, 2000), 1, (3,), True)),  # 1-D
+        ((2, (64, 16, 28, 28), 1, (3, 3, 3), True)),  # 3-D
+    ],
+)
+def test_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, rows):
+    assert shift._rows_pay(n, ct_shape, c_in_g, kernel) == rows
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
+@pytest.mark.parametrize("groups, c_in_g", [(128, 1), (32, 4)])
+def test_auto_channels_last_weight_gradient_by_rows(groups, c_in_g):
+    """A channels-last depthwise (and small-groups) layer large enough for the rows loop:
+    the gradient's program loops, the value's does not, and both match XLA's."""
+    c = groups * c_in_g
+    x, w = _arrays(0, (4, 56, 56, c), (3, 3, c_in_g, c), dtype=np.float32)
+    assert shift._rows_pay(4, (c, 56, 56), c_in_g, (3, 3))
+
+    def f(impl):
+        return lambda a, b: jaxconv.conv2d(
+            a, b, padding=1, groups=groups, channels_last=True, impl=impl
+        )
+
+    (ct,) = _arrays(1, (4, 56, 56, c), dtype=np.float32)
+    loss = lambda impl: lambda a, b: jnp.sum(jnp.tanh(f(impl)(a, b)) * ct)  # noqa: E731
+    grad = jax.jit(jax.grad(loss("auto"), (0, 1)))
+    assert "stablehlo.while" in grad.lower(x, w).as_text()
+    assert "stablehlo.while" not in jax.jit(f("auto")).lower(x, w).as_text()
+    np.testing.assert_allclose(f("auto")(x, w), f("lax")(x, w), rtol=1e-5, atol=1e-5)
+    for got, want in zip(grad(x, w), jax.grad(loss("lax"), (0, 1))(x, w), strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
+
+
 def test_fused_weight_gradient_declines_input_dilation_and_scanned_kernels():
     spec = ConvSpec((1, 1), ((0, 0),) * 2, (2, 1), (1, 1), 1)
     assert not shift.fused_weight_gradient(spec, (3, 3))
