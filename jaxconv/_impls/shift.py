@@ -290,6 +290,9 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
     span = [(k - 1) * d + 1 for k, d in zip(kernel[:-1], spec.rhs_dilation[:-1], strict=True)]
     width = xp.shape[-2]
     last = (out[-1] - 1) * spec.stride[-1] + 1
+    # Rows flattened as `_depthwise_rows` flattens them, so that XLA writes one padded
+    # copy of the input for the value and this loop.
+    xp = xp.reshape((*xp.shape[:-2], width * c_in))
 
     def row(r, accs):
         index = []
@@ -299,7 +302,8 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
         b, *o = index[::-1]
         zero = jnp.zeros((), b.dtype)
         first = [i * s for i, s in zip(o, spec.stride[:-1], strict=True)]
-        xs = lax.dynamic_slice(xp, (b, *first, zero, zero), (1, *span, width, c_in))
+        xs = lax.dynamic_slice(xp, (b, *first, zero), (1, *span, width * c_in))
+        xs = xs.reshape((1, *span, width, c_in))
         cs = lax.dynamic_slice(cl, (b, *o, zero, zero), (1,) * nd + (out[-1], c_out))
         cs = cs.reshape((out[-1], g, 1, o_g))
         new = []
