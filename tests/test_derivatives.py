@@ -120,6 +120,8 @@ def test_rows_weight_gradient_dtypes(dtype):
         ((8, (128, 28, 28), 4, (3, 3), True)),  # ResNeXt groups of 4x4, 28.9 M
         ((8, (256, 2000), 1, (3,), True)),  # 1-D
         ((2, (64, 16, 28, 28), 1, (3, 3, 3), True)),  # 3-D
+        ((8, (96, 56, 56), 1, (7, 7), True)),  # 49 taps
+        ((8, (96, 56, 56), 1, (8, 8), False)),  # 64 taps: too long to compile
     ],
 )
 def test_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, rows):

@@ -244,6 +244,11 @@ def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.
 # per group x taps), with an output row of at least this many positions.
 ROWS_MIN_PRODUCTS = 12_000_000
 ROWS_MIN_WIDTH = 28
+# ... and at most this many taps: each is one more fusion in the loop's body to compile
+# (depthwise channels-last training, batch 8, compiled by the other rule and by rows:
+# 3x3 144@56 0.3 -> 0.6 s, 7x7 96@56 0.67 -> 1.45 s, 8x8 1.0 -> 2.5 s; 1-D 64 taps
+# 1.1 -> 1.9 s).
+ROWS_MAX_TAPS = 49
 
 
 def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
@@ -252,13 +257,15 @@ def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
     unless said, weight gradient alone against the one reduction, 7 interleaved runs):
     depthwise 3x3 144@56 2.0x, 7x7 96@56 1.7-2.2x, 3x3 144@28 batch 32 2.3x, 3x3 96@112
     stride 2 2.0x, 5x5 240@28 1.3x, 3x3 144@56 batch 2 1.3x, 7x7 96@56 batch 4 1.7x,
-    1-D k3 256@2000 3.6-4.5x, k9 1.5x; ResNeXt 4x4 groups 128@56 1.8-2.1x, @28 1.9x,
-    2x4 groups 64@112 2.4x, 256@28 1.9x. Smaller reductions lose, whose one reduction
+    1-D k3 256@2000 3.6-4.5x, k9 1.5x; ResNeXt 4x4 groups 128@56 1.8-2.1x, 128@28
+    1.9x, 256@28 1.9x; depthwise 32->64 (two outputs per channel) @112 2.3-2.4x; 3-D
+    3x3x3 64@16x28x28 batch 2 1.6x. Smaller reductions lose, whose one reduction
     runs from cache: 3x3 144@28 batch 4-8 0.94-0.99x, 144@56 batch 1 0.82x, 5x5 240@14
     batch 8-16 0.84-0.88x, 3x3 480@7 0.86x, 4x4 groups 128@14 0.81x."""
     c_out, *out = ct_shape
-    products = n * math.prod(out) * c_out * c_in_g * math.prod(kernel)
-    return products >= ROWS_MIN_PRODUCTS and out[-1] >= ROWS_MIN_WIDTH
+    taps = math.prod(kernel)
+    products = n * math.prod(out) * c_out * c_in_g * taps
+    return products >= ROWS_MIN_PRODUCTS and out[-1] >= ROWS_MIN_WIDTH and taps <= ROWS_MAX_TAPS
 
 
 def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.Array:
