@@ -85,6 +85,13 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     # a few) is innermost, where XLA's loops would not vectorise (ResNeXt 3x3 g32
     # 128@56 batch 8 fwd: 14x lax channels-first, against 1.6x reducing over channels).
     one_per_channel = per_channel(w.shape, nd)
+    if spec.channels_last and one_per_channel:
+        # The weight as the caller holds it, (*K, C_in/g, C_out), written out in that
+        # layout, so that each input channel's weights at a tap are a contiguous run.
+        # The caller's weight is that already; a derived one (the flipped kernel of the
+        # input gradient) would otherwise be read with strides: ResNeXt 3x3 g32 128@56
+        # input gradient 20 ms against 8.6 for the value.
+        w_cl = computed_once(jnp.moveaxis(w.astype(acc), (0, 1), (-1, -2)))
     y = None
     for tap, win in tap_windows(xp, kernel, spec, channels_last=spec.channels_last):
         wt = wg[(slice(None),) * 3 + tap]  # (g, C_out/g, C_in/g)
@@ -104,10 +111,8 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             # copy the weight into a layout that strides these reads: ResNeXt 3x3 g32
             # 128@56 fwd 2x slower).
             shape = (1,) * (1 + nd) + ((g,) if o_g == 1 else (g, o_g))
-            w_acc = w.astype(acc)
             terms = [
-                (win[..., 0, i] if o_g == 1 else win[..., i])
-                * w_acc[(slice(None), i, *tap)].reshape(shape)
+                (win[..., 0, i] if o_g == 1 else win[..., i]) * w_cl[(*tap, i)].reshape(shape)
                 for i in range(c_in_g)
             ]  # (N, *S, g) or (N, *S, g, C_out/g)
         else:
