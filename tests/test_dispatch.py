@@ -1,5 +1,7 @@
 """impl="auto": the rules choose what they say, and never leave XLA off the CPU."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -158,28 +160,34 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out, batch, by_rows):
 
 
 @pytest.mark.parametrize(
-    "x_shape,w_shape,kwargs",
+    "x_shape,w_shape,kwargs,padded",
     [
-        ((2, 3, 9, 8), (4, 3, 3, 2), dict(stride=2)),
-        ((1, 2, 10, 7), (2, 2, 3, 3), dict(stride=3, dilation=2)),
-        ((1, 2, 11), (3, 2, 4), dict(stride=(3,))),
-        ((1, 2, 5, 6, 7), (2, 2, 2, 3, 2), dict(stride=(2, 1, 3))),
-        ((1, 4, 5, 6, 7), (2, 2, 2, 3, 2), dict(groups=2, stride=(2, 1, 3))),  # as is
+        ((2, 3, 14, 8), (4, 3, 3, 2), dict(stride=2), True),
+        ((1, 2, 22, 7), (2, 2, 3, 3), dict(stride=3, dilation=2), True),
+        ((1, 2, 23), (3, 2, 4), dict(stride=(3,)), True),
+        ((1, 2, 23), (3, 2, 4), dict(stride=(3,), channels_last=True), False),  # 1-D cl
+        ((1, 2, 12, 6, 7), (2, 2, 2, 3, 2), dict(stride=(2, 1, 3)), True),
+        ((1, 4, 12, 6, 7), (2, 2, 2, 3, 2), dict(groups=2, stride=(2, 1, 3)), False),
+        ((2, 3, 9, 8), (4, 3, 3, 2), dict(stride=2), False),  # 4 output rows
     ],
 )
-def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs):
+def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
+    """`lax.forward_padded` computes XLA's convolution, with a padded row where it pays:
+    not for grouped or 1-D channels-last convolutions, nor for fewer than 6 output rows."""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
 
-    plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
+    kwargs = dict(kwargs)
+    channels_last = kwargs.pop("channels_last", False)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    spec = dataclasses.replace(spec, channels_last=channels_last)  # the canonical arrays
     rng = np.random.default_rng(0)
     x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
-    got = lax_impl.forward_padded(x, w, plan.spec)
-    np.testing.assert_allclose(got, lax_impl.forward(x, w, plan.spec), rtol=1e-12, atol=1e-12)
-    # Grouped convolutions have no slow unpadded path: no padded row for them.
-    text = jax.jit(lax_impl.forward_padded, static_argnums=2).lower(x, w, plan.spec).as_text()
-    assert ("pad = [[0, 1]" in text) == (plan.spec.groups == 1), text
+    got = lax_impl.forward_padded(x, w, spec)
+    np.testing.assert_allclose(got, lax_impl.forward(x, w, spec), rtol=1e-12, atol=1e-12)
+    text = jax.jit(lax_impl.forward_padded, static_argnums=2).lower(x, w, spec).as_text()
+    assert ("pad = [[0, 1]" in text) == padded, text
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,10 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return forward_padded(x, w, spec)
 
 
+# `forward_padded` adds its row only to outputs of at least this many rows.
+FORWARD_PADDED_MIN_ROWS = 6
+
+
 def forward_padded(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's convolution, steered off its CPU slow path for unpadded convolutions.
 
@@ -96,14 +100,21 @@ def forward_padded(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     in the first spatial dim and drop the output row it may add. Grouped convolutions
     have no such slow path, and the padded row only costs them (3x3 with 2-3 groups of
     16-64 channels, batch 2-8, @28-112: 0.81-0.98x channels-first, 0.86-0.92x
-    channels-last).
+    channels-last). Nor do 1-D channels-last ones (the padded row, value and weight
+    gradient with a fixed cotangent, batch 1-8, valid: 3 taps 256@1000 1.20x slower
+    training, 5 taps 128@2000 1.23x, 9 taps stride 2 1.13x, 2 taps stride 2 dilation 2
+    1.28x; forward even), and a padded row is a large part of a small output: 3x3
+    48->256 @7 valid (5 rows), both layouts, forward 1.14-1.19x and training
+    1.04-1.28x faster without it; from 7 rows it pays (9x9 input 1.04x).
     """
+    out = spec.out_spatial(x.shape[2:], w.shape[2:])
     if (
         any(p != (0, 0) for p in spec.padding)
         or any(d != 1 for d in spec.lhs_dilation)
         or spec.groups > 1
+        or (spec.ndim == 1 and spec.channels_last)
+        or out[0] < FORWARD_PADDED_MIN_ROWS
     ):
         return forward(x, w, spec)
-    out = spec.out_spatial(x.shape[2:], w.shape[2:])
     padded = dataclasses.replace(spec, padding=((0, 1),) + ((0, 0),) * (spec.ndim - 1))
     return forward(x, w, padded)[:, :, : out[0]]
