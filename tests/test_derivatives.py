@@ -109,6 +109,8 @@ def test_rows_weight_gradient_is_the_one_reduction(case, seed):
         ((2, (64, 16, 28, 28), 1, (3, 3, 3), True)),  # 3-D
         ((8, (96, 56, 56), 1, (7, 7), True)),  # 49 taps
         ((8, (96, 56, 56), 1, (8, 8), False)),  # 64 taps: too long to compile
+        ((24, (32, 56, 56), 1, (3, 3), False)),  # 21.7 M, but 32 channels
+        ((16, (40, 56, 56), 1, (3, 3), True)),
     ],
 )
 def test_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, rows):

@@ -254,6 +254,12 @@ ROWS_MIN_WIDTH = 28
 # 3x3 144@56 0.3 -> 0.6 s, 7x7 96@56 0.67 -> 1.45 s, 8x8 1.0 -> 2.5 s; 1-D 64 taps
 # 1.1 -> 1.9 s).
 ROWS_MAX_TAPS = 49
+# ... and at least this many products per position and tap (output channels times input
+# channels per group): with fewer the one reduction is faster (depthwise 3x3, batch
+# 8-128, weight gradient: 16 channels @56 and @112 0.51-0.52x by rows, 24 @28 0.50x,
+# 32 @28, @56 and @112 0.68-0.99x, 5x5 32 @56 0.59x; 40 @28 and @56 1.5-2.2x, 48 @28 and
+# @112 1.9-2.1x).
+ROWS_MIN_CHANNELS = 40
 
 
 def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
@@ -270,7 +276,12 @@ def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
     c_out, *out = ct_shape
     taps = math.prod(kernel)
     products = n * math.prod(out) * c_out * c_in_g * taps
-    return products >= ROWS_MIN_PRODUCTS and out[-1] >= ROWS_MIN_WIDTH and taps <= ROWS_MAX_TAPS
+    return (
+        products >= ROWS_MIN_PRODUCTS
+        and out[-1] >= ROWS_MIN_WIDTH
+        and taps <= ROWS_MAX_TAPS
+        and c_out * c_in_g >= ROWS_MIN_CHANNELS
+    )
 
 
 def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.Array:
