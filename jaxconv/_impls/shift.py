@@ -50,6 +50,32 @@ UNROLL_MAX_TAPS_ND = 27
 PER_CHANNEL_MAX_TERMS = {1: 100, 2: 100}
 
 
+# Sums of more terms than this (taps times products per tap) add each kernel row's terms
+# first, then the rows: XLA emits the sum as one loop with the terms added in the order
+# written, and one chain of adds over the whole kernel ran slower. Forward, batch 8
+# unless said, one chain against a chain per kernel row (minimum of 21 runs in shuffled
+# order): depthwise 7x7 96@56 1.64x channels-first, 1.21x channels-last; 5x5 240@28
+# 1.22x; 7x7 192@28 batch 16 1.75x; 11x11 128@56 1.71x; 9x9 96@56 channels-last 1.24x;
+# ResNeXt 3x3 4x4 groups 128@56 channels-last 1.43x, channels-first 0.96x; 8x8 groups
+# 64@56 1.55x. Training (fixed cotangent) 1.0-1.2x. Depthwise 3x3 (9 terms) gained
+# nothing (0.87-0.99x) and keeps one chain.
+ROW_SUM_MIN_TERMS = 16
+
+
+def _add(sums: dict, key, term: jax.Array) -> None:
+    """Add ``term`` into ``sums[key]`` (a new entry if there is none)."""
+    sums[key] = term if key not in sums else sums[key] + term
+
+
+def _total(sums: dict) -> jax.Array:
+    """The entries of ``sums``, added in the order they were made."""
+    values = list(sums.values())
+    y = values[0]
+    for v in values[1:]:
+        y = y + v
+    return y
+
+
 def per_channel(w_shape, ndim: int) -> bool:
     """Whether a weight of ``w_shape`` runs one broadcast product per input channel of a
     group (at most `PER_CHANNEL_MAX_TERMS` products per output; none with no input
@@ -92,7 +118,8 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         # input gradient) would otherwise be read with strides: ResNeXt 3x3 g32 128@56
         # input gradient 20 ms against 8.6 for the value.
         w_cl = computed_once(jnp.moveaxis(w.astype(acc), (0, 1), (-1, -2)))
-    y = None
+    sums = {}  # per kernel row (see ROW_SUM_MIN_TERMS), or one
+    by_rows = math.prod(kernel) * (c_in_g if one_per_channel else 1) > ROW_SUM_MIN_TERMS
     for tap, win in tap_windows(xp, kernel, spec, channels_last=spec.channels_last):
         wt = wg[(slice(None),) * 3 + tap]  # (g, C_out/g, C_in/g)
         out = win.shape[1:-1] if spec.channels_last else win.shape[2:]
@@ -118,7 +145,8 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         else:
             terms = [win[:, :, :, i] * w_i[i] for i in range(c_in_g)]  # (N, g, C_out/g, *S)
         for term in terms:
-            y = term if y is None else y + term
+            _add(sums, tap[:-1] if by_rows else (), term)
+    y = _total(sums)
     if spec.channels_last:
         y = jnp.moveaxis(y.reshape((n, *out, c_out)), -1, 1)
     return y.reshape((n, c_out, *out)).astype(x.dtype)
@@ -138,7 +166,8 @@ def _depthwise_rows(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     out = valid_out_spatial((*lead, width), kernel, spec)
     rows = xp.reshape((n, *lead, width * c))
     w = w.astype(acc)
-    y = None
+    sums = {}
+    by_rows = math.prod(kernel) > ROW_SUM_MIN_TERMS
     for tap in itertools.product(*(range(k) for k in kernel)):
         start = [0] + [i * d for i, d in zip(tap[:-1], spec.rhs_dilation[:-1], strict=True)]
         steps = zip(start[1:], out[:-1], spec.stride[:-1], strict=True)
@@ -149,8 +178,8 @@ def _depthwise_rows(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         )
         # w[:, 0, *tap] reads the caller's (*K, 1, C) weight contiguously.
         term = win * jnp.tile(w[(slice(None), 0, *tap)], out[-1]).reshape((1,) * nd + (-1,))
-        y = term if y is None else y + term
-    y = y.reshape((n, *out, c))
+        _add(sums, tap[:-1] if by_rows else (), term)
+    y = _total(sums).reshape((n, *out, c))
     return jnp.moveaxis(y, -1, 1).astype(x.dtype)
 
 
