@@ -32,7 +32,7 @@ from jaxconv._impls._common import computed_once
 from jaxconv._spec import ConvSpec
 
 # Depthwise kernels up to this many taps go through shift-and-add; larger ones by FFT
-# (but for the 2-D value outside differentiation up to `shift.UNROLL_MAX_TAPS`).
+# (but for the 2-D value outside differentiation up to `shift.unroll_max_taps`).
 SHIFT_MAX_TAPS = 64
 # What `choose` returns: the algorithm for the forward value, for the derivative along
 # the input (whose transpose is the input gradient) and along the weight (whose
@@ -92,10 +92,12 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         if taps <= SHIFT_MAX_TAPS:
             return ("shift",) * 3
-        if taps <= shift_impl.UNROLL_MAX_TAPS.get(spec.ndim, 0):
-            # 2-D up to 11x11: shift's unrolled value is the fastest (batch 4-8, maps
-            # 14-56, both layouts, forward: 9x9 1.2-3.6x fft, 11x11 1.2-2.6x), and
-            # under differentiation FFT's (see `_forward_jvp`), whose derivatives win.
+        if spec.ndim == 2 and taps <= shift_impl.unroll_max_taps(2, spec.channels_last):
+            # 2-D up to 11x11 (channels-first 15x15): shift's unrolled value is the
+            # fastest (batch 4-8, maps 14-56, both layouts, forward: 9x9 1.2-3.6x fft,
+            # 11x11 1.2-2.6x; channels-first 13x13 1.7-4.5x, 15x15 2.0x, see
+            # `shift.UNROLL_MAX_TAPS_CHANNELS_FIRST`), and under differentiation FFT's
+            # (see `_forward_jvp`), whose derivatives win.
             return ("shift", "fft", "fft")
         return ("fft",) * 3
     if matmul_impl.single_pixel(x_shape):

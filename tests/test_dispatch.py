@@ -33,7 +33,12 @@ def test_cpu_rules():
     assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
     assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift",) * 3
     assert choose((2, 16, 64, 64), (16, 1, 9, 9), groups=16) == ("shift", "fft", "fft")
-    assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("fft",) * 3
+    # 13x13 and 15x15: shift's value channels-first only; 17x17 FFT in both layouts.
+    assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("shift", "fft", "fft")
+    assert choose((2, 16, 64, 64), (16, 1, 15, 15), groups=16) == ("shift", "fft", "fft")
+    cl = dict(groups=16, channels_last=True)
+    assert choose((2, 64, 64, 16), (13, 13, 1, 16), **cl) == ("fft",) * 3
+    assert choose((2, 16, 64, 64), (16, 1, 17, 17), groups=16) == ("fft",) * 3
     shift = ("shift",) * 3
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == shift
     assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == shift

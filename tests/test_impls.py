@@ -346,7 +346,7 @@ def test_random_specs_match_lax(config):
         (4, 2, (3, 3)),  # ResNeXt-like: 36 products per output, one per input channel
         (3, 1, (2,)),  # 1-D
         (12, 1, (3, 3)),  # 108 products: reduced over input channels per tap
-        (1, 2, (11, 12)),  # 132 taps: scanned
+        (1, 2, (15, 16)),  # 240 taps: scanned in both layouts
     ],
 )
 def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
@@ -359,8 +359,8 @@ def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
     s = ConvSpec((1,) * nd, ((1, 0),) * nd, (1,) * nd, (1,) * nd, groups, None, channels_last)
     if c_in_g == 12:
         assert math.prod(kernel) * c_in_g > shift.PER_CHANNEL_MAX_TERMS[nd]
-    if kernel == (11, 12):
-        assert math.prod(kernel) > shift.UNROLL_MAX_TAPS[nd]
+    if kernel == (15, 16):
+        assert math.prod(kernel) > shift.unroll_max_taps(nd, channels_last)
     got = jax.jit(shift.forward, static_argnums=2)(x, w, s)
     assert_close(got, jitted("lax")(x, w, s), reduction=reduction(w_shape))
 

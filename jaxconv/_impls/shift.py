@@ -44,6 +44,20 @@ if TYPE_CHECKING:
 # channels-last: 13x13 415 ms, 11x11 40; channels-first 17x17 @28: 139 ms, FFT 21).
 UNROLL_MAX_TAPS = {1: 64, 2: 121}
 UNROLL_MAX_TAPS_ND = 27
+# Channels-first 2-D sums, added by kernel rows (`ROW_SUM_MIN_TERMS`), unroll further:
+# depthwise forward against FFT (batch 4-8, 128 channels, minimum of 11 shuffled runs):
+# 13x13 @56 3.4-4.5x, @28 1.7x; 15x15 @56 2.0x. 17x17 falls off the cliff (0.20-0.25x
+# FFT @28 and @56), and so does channels-last 13x13 (0.19x).
+UNROLL_MAX_TAPS_CHANNELS_FIRST = {2: 225}
+
+
+def unroll_max_taps(ndim: int, channels_last: bool) -> int:
+    """The most taps `forward` unrolls (more are a `jax.lax.scan`) in this layout."""
+    if not channels_last and ndim in UNROLL_MAX_TAPS_CHANNELS_FIRST:
+        return UNROLL_MAX_TAPS_CHANNELS_FIRST[ndim]
+    return UNROLL_MAX_TAPS.get(ndim, UNROLL_MAX_TAPS_ND)
+
+
 # Products per output (taps times input channels per group) up to which each input
 # channel is a broadcast product of its own (ResNeXt 3x3 g8 64@56 batch 8 fwd: 72
 # products, 7x lax against 1.4x reducing over channels; 144 products lose to matmul).
@@ -90,7 +104,7 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    if math.prod(w.shape[2:]) > UNROLL_MAX_TAPS.get(spec.ndim, UNROLL_MAX_TAPS_ND):
+    if math.prod(w.shape[2:]) > unroll_max_taps(spec.ndim, spec.channels_last):
         return _scanned(x, w, spec)
     if spec.channels_last and w.shape[:2] == (spec.groups, 1) and spec.stride[-1] == 1:
         return _depthwise_rows(x, w, spec)
