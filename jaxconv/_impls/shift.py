@@ -339,7 +339,7 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
     product is an elementwise multiply-add along a contiguous row, and the
     accumulators stay in cache: 9.6 ms. (The batch inside the body, looping over rows
     only, was as fast on 3x3 but its accumulators outgrow the cache: 7x7 96@56 28 ms
-    against 24; adding rows into the accumulators several per iteration was 2-10x
+    against 24; adding 2-8 rows into the accumulators per iteration was 2-12x
     slower.)
     """
     n, c_in = x.shape[:2]
@@ -356,8 +356,9 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
     span = [(k - 1) * d + 1 for k, d in zip(kernel[:-1], spec.rhs_dilation[:-1], strict=True)]
     width = xp.shape[-2]
     last = (out[-1] - 1) * spec.stride[-1] + 1
-    # Rows flattened as `_depthwise_rows` flattens them, so that XLA writes one padded
-    # copy of the input for the value and this loop.
+    # Rows flattened as `_depthwise_rows` flattens them, so that XLA can write one padded
+    # copy of the input for the value and this loop (it does under `jax.grad` through a
+    # ReLU of a depthwise 3x3 layer; with a fixed cotangent it wrote two).
     xp = xp.reshape((*xp.shape[:-2], width * c_in))
 
     def row(r, accs):
