@@ -146,7 +146,7 @@ def test_fused_weight_gradient_declines_input_dilation_and_scanned_kernels():
     assert not shift.fused_weight_gradient(spec, (3, 3))
     spec = dataclasses.replace(spec, lhs_dilation=(1, 1))
     assert shift.fused_weight_gradient(spec, (11, 11))
-    assert not shift.fused_weight_gradient(spec, (11, 12))  # scanned by shift.forward
+    assert not shift.fused_weight_gradient(spec, (11, 12))  # scanned channels-last
 
 
 @pytest.mark.parametrize("rows", [False, True])

@@ -234,7 +234,8 @@ def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 
 def fused_weight_gradient(spec: ConvSpec, kernel) -> bool:
     """Whether `weight_gradient` takes this spec: no input dilation (transposed
-    convolutions arrive split into phases) and a kernel `forward` unrolls."""
+    convolutions arrive split into phases) and a kernel `forward` unrolls in either
+    layout (`UNROLL_MAX_TAPS`; its one reduction keeps an accumulator per tap)."""
     return all(d == 1 for d in spec.lhs_dilation) and math.prod(kernel) <= UNROLL_MAX_TAPS.get(
         spec.ndim, UNROLL_MAX_TAPS_ND
     )
