@@ -7,16 +7,20 @@ matrix product at all, so it wins exactly where XLA's grouped convolution is slo
 many (its work per tap grows with ``C_in/groups * C_out/groups`` and nothing is
 blocked for cache). XLA fuses the whole sum into one loop over the output.
 
-Up to `UNROLL_MAX_TAPS` taps the sum is unrolled; beyond that (large kernels, where
-unrolling made compile times of minutes) it is a `jax.lax.scan` over the taps. Input
+Up to `unroll_max_taps` taps the sum is unrolled (more than `ROW_SUM_MIN_TERMS` terms
+added kernel row by kernel row); beyond that (large kernels, where unrolling made
+compile times of minutes, or XLA's loop falls off a cliff) it is a `jax.lax.scan` over
+the taps. Input
 dilation (transposed convolutions) is split into sub-pixel phases first, so no product
 with an inserted zero is ever computed.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 from typing import TYPE_CHECKING
 
 import jax
@@ -83,11 +87,7 @@ def _add(sums: dict, key, term: jax.Array) -> None:
 
 def _total(sums: dict) -> jax.Array:
     """The entries of ``sums``, added in the order they were made."""
-    values = list(sums.values())
-    y = values[0]
-    for v in values[1:]:
-        y = y + v
-    return y
+    return functools.reduce(operator.add, sums.values())
 
 
 def per_channel(w_shape, ndim: int) -> bool:
