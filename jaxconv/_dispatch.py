@@ -362,6 +362,14 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
             # train 0.6-0.8x).
             return planes.decompose(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
+            if _derivatives.has_input_gradient_spec(spec_):
+                t_spec = _derivatives.input_gradient_spec(spec_, x_.shape[2:], w_.shape[2:])
+                t_w = (w_.shape[1] * spec_.groups, w_.shape[0] // spec_.groups, *w_.shape[2:])
+                t_x = (x_.shape[0], w_.shape[0], *spec_.out_spatial(x_.shape[2:], w_.shape[2:]))
+                if lax_impl.eigen_pays(t_x, t_w, t_spec):
+                    # The input gradient written out as a convolution of the cotangent,
+                    # off YNNPACK like the value (see `lax.forward_eigen`).
+                    return _derivatives.input_term(x_, w_, spec_, lax_impl.forward_eigen)
             # Transposed, the padded row below sends XLA's input gradient down a
             # slower path still (1x1 256->64 train 0.12x lax).
             return FORWARDS[name](x_, w_, spec_)
@@ -372,7 +380,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         # The value, and the derivative along the weight, whose transpose (the weight
         # gradient) has the same unpadded slow path: the notes' valid 5x5 layer train
         # 1.3x over plain XLA.
-        return lax_impl.forward_padded(x_, w_, spec_)
+        return lax_impl.forward_eigen(x_, w_, spec_)
 
     if backend == "cpu" and subpixel.applies(spec) and not matmul_impl.single_pixel(x.shape):
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.

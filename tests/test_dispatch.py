@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import jaxconv
 from jaxconv import _dispatch, _spec
 
 
@@ -193,6 +194,86 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
     np.testing.assert_allclose(got, lax_impl.forward(x, w, spec), rtol=1e-12, atol=1e-12)
     text = jax.jit(lax_impl.forward_padded, static_argnums=2).lower(x, w, spec).as_text()
     assert ("pad = [[0, 1]" in text) == padded, text
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,pays,extra",
+    [
+        ((2, 24, 9, 8), (20, 24, 3, 3), dict(padding=1), True, 1),  # same: one row
+        ((1, 20, 14, 9), (18, 20, 3, 2), dict(), True, 3),  # valid: k rows
+        ((1, 20, 12, 7), (17, 20, 3, 3), dict(padding=2, dilation=2), True, 1),
+        ((1, 17, 11, 10), (32, 17, 2, 3), dict(stride=(1, 2)), True, 2),
+        ((1, 17, 11, 10), (32, 17, 2, 3), dict(padding=1), True, 0),  # taller already
+        ((1, 24, 7, 7), (24, 24, 3, 3), dict(), False, 0),  # 3 of 5 rows: too many
+        ((1, 24, 9, 9), (24, 24, 3, 3), dict(stride=2, padding=1), False, 0),  # strided
+        ((1, 16, 9, 9), (16, 16, 3, 3), dict(padding=1), False, 0),  # Eigen's already
+        ((1, 24, 9, 9), (24, 8, 3, 3), dict(padding=1, groups=3), False, 0),  # grouped
+        ((1, 24, 9), (20, 24, 3), dict(padding=1), False, 0),  # 1-D: Eigen's already
+        ((1, 100, 32, 32), (100, 100, 5, 5), dict(padding=2), False, 0),  # deep, large
+        ((1, 100, 16, 16), (100, 100, 5, 5), dict(padding=2), True, 1),  # ... small map
+    ],
+)
+def test_forward_eigen_is_xla_convolution_with_extra_rows(x_shape, w_shape, kwargs, pays, extra):
+    """`lax.forward_eigen` computes XLA's convolution; where `lax.eigen_pays` it asks
+    for ``extra`` more output rows (so that the output is taller than the input) and
+    drops them."""
+    import numpy as np
+
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    rng = np.random.default_rng(0)
+    x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
+    assert lax_impl.eigen_pays(x_shape, w_shape, spec) == pays
+    got = lax_impl.forward_eigen(x, w, spec)
+    want = lax_impl.forward(x, w, spec)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    text = jax.jit(lax_impl.forward_eigen, static_argnums=2).lower(x, w, spec).as_text()
+    taller = (*want.shape[:2], want.shape[2] + extra, *want.shape[3:])
+    assert f"-> tensor<{'x'.join(map(str, taller))}x" in text, text
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((2, 24, 10, 9), (20, 24, 3, 3), dict(padding=1)),
+        ((2, 20, 12, 11), (24, 20, 3, 3), dict(padding=(2, 1), dilation=(2, 1))),
+        ((1, 24, 9, 12), (32, 24, 3, 5), dict(padding=(1, 2))),
+    ],
+)
+def test_dense_2d_value_and_input_gradient_off_ynnpack(x_shape, w_shape, kwargs, channels_last):
+    """auto's value and input gradient of a stride-1 dense 2-D convolution are XLA's
+    convolutions with a taller output (`lax.forward_eigen`), and equal `lax`'s."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+    x, w = jnp.asarray(x), jnp.asarray(w)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, **kwargs, channels_last=channels_last, impl=impl)
+
+    y = conv("lax")(x, w)
+    ct = jnp.asarray(rng.standard_normal(y.shape))
+    for impl in ("auto", "lax"):
+        got, vjp = jax.vjp(conv(impl), x, w)
+        np.testing.assert_allclose(got, y, rtol=1e-10, atol=1e-10)
+        if impl == "auto":
+            dx, dw = vjp(ct)
+        else:
+            want_dx, want_dw = vjp(ct)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-10, atol=1e-10)
+    train = jax.jit(jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) * ct), argnums=0))
+    text = train.lower(x, w).as_text()
+    # The input gradient's convolution has the input's height plus one row.
+    taller = (x_shape[0], x_shape[1], x_shape[2] + 1, x_shape[3])
+    assert f"-> tensor<{'x'.join(map(str, taller))}x" in text, text
 
 
 @pytest.mark.parametrize(

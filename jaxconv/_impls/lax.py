@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import jax
@@ -118,3 +119,64 @@ def forward_padded(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         return forward(x, w, spec)
     padded = dataclasses.replace(spec, padding=((0, 1),) + ((0, 0),) * (spec.ndim - 1))
     return forward(x, w, padded)[:, :, : out[0]]
+
+
+# `forward_eigen` adds at most this fraction of the output's rows (at least one row).
+EIGEN_MAX_EXTRA_ROWS = 0.25
+# ... and leaves to YNNPACK the deep 5x5-and-larger layers of many channels on large
+# maps, where it measured as fast or faster (see `eigen_pays`).
+EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
+
+
+def eigen_pays(x_shape, w_shape, spec: ConvSpec) -> bool:
+    """Whether `forward_eigen` runs this canonical convolution off YNNPACK: 2-D, dense,
+    no input dilation, stride 1 along the height, and at most `EIGEN_MAX_EXTRA_ROWS`
+    extra output rows, for more than 16 channels on a side (XLA runs fewer through Eigen
+    already). Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more
+    output channels on maps of `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100
+    @64 measured 0.8-1.1x YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
+    if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
+        return False
+    c_out, c_in, *kernel = w_shape
+    out = spec.out_spatial(x_shape[2:], kernel)
+    if min(out) < 1 or 0 in x_shape or max(c_in, c_out) <= 16:
+        return False
+    if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
+        if math.prod(out) >= EIGEN_MAX_POSITIONS:
+            return False
+    return _extra_rows(x_shape, out) <= max(1, EIGEN_MAX_EXTRA_ROWS * out[0])
+
+
+def _extra_rows(x_shape, out) -> int:
+    """The output rows to add for an output longer than the input (none if it is)."""
+    if any(m > n for m, n in zip(out, x_shape[2:], strict=True)):
+        return 0
+    return x_shape[2] - out[0] + 1
+
+
+def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's convolution with extra output rows, dropped after, that keep it off
+    YNNPACK; `forward_padded` where that does not pay (`eigen_pays`).
+
+    XLA's CPU compiler (jaxlib 0.10) hands a 2-D convolution to YNNPACK unless, among
+    other things, an output dim is longer than the input's; then Eigen's convolution
+    runs it. Eigen spreads the work over both cores of this machine, YNNPACK (measured
+    in XLA's profile, and with ``taskset``) often does not: ResNet 3x3 64@56 batch 8
+    22 ms on two cores against 17 on one. So when the output has no more rows than the
+    input, pad enough rows high for one more and drop them. Forward against XLA's
+    convolution (batch 8, stride 1, minimum of 11 shuffled runs, channels-first /
+    channels-last): 3x3 64@56 1.6x / 1.5x; valid 4.2x / 4.6x (against the padded row
+    of `forward_padded`: 1.5x); 128@28 1.05x / 1.2x; 256@14 1.1x / 1.3x; 512@7 1.2x /
+    1.2x; 32->64 @112 0.97x / 1.6x; 5x5 64@28 2.0x / 1.5x; 7x7 1.7x / 1.5x; 3x3 256@33
+    dilation 2 1.1x / 1.0x, dilation 4 1.2x / 1.3x. With a stride the extra rows cost
+    as many again (3x3 stride 2 128@56: 0.77x).
+    """
+    if not eigen_pays(x.shape, w.shape, spec):
+        return forward_padded(x, w, spec)
+    out = spec.out_spatial(x.shape[2:], w.shape[2:])
+    extra = _extra_rows(x.shape, out)
+    if not extra:
+        return forward(x, w, spec)
+    (lo, hi), rest = spec.padding[0], spec.padding[1:]
+    taller = dataclasses.replace(spec, padding=((lo, hi + extra), *rest))
+    return forward(x, w, taller)[:, :, : out[0]]
