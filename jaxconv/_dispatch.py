@@ -74,6 +74,9 @@ ROWS_MIN_OUT_CHANNELS = 16
 # MFLOP: 0.81-0.97x XLA's 2-D weight gradient; 5x5 48->64 @14, 60 MFLOP: 0.86-0.88x;
 # 3x3 64->64 @14 batch 8 or @28 batch 2, 116 MFLOP: 0.91-1.31x; 231 MFLOP: 1.2-2.0x).
 ROWS_MIN_FLOPS = 1e8
+# The input gradient of a dense 2-D convolution runs off YNNPACK (`lax.forward_eigen`)
+# for kernels of at least this many taps (see `_run`).
+EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -362,13 +365,21 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
             # train 0.6-0.8x).
             return planes.decompose(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
-            if _derivatives.has_input_gradient_spec(spec_):
+            if (
+                _derivatives.has_input_gradient_spec(spec_)
+                and math.prod(w_.shape[2:]) >= EIGEN_INPUT_GRADIENT_MIN_TAPS
+            ):
                 t_spec = _derivatives.input_gradient_spec(spec_, x_.shape[2:], w_.shape[2:])
                 t_w = (w_.shape[1] * spec_.groups, w_.shape[0] // spec_.groups, *w_.shape[2:])
                 t_x = (x_.shape[0], w_.shape[0], *spec_.out_spatial(x_.shape[2:], w_.shape[2:]))
                 if lax_impl.eigen_pays(t_x, t_w, t_spec):
                     # The input gradient written out as a convolution of the cotangent,
-                    # off YNNPACK like the value (see `lax.forward_eigen`).
+                    # off YNNPACK like the value (see `lax.forward_eigen`). Training
+                    # (jax.grad through a ReLU, batch 8, 21 shuffled runs) against the
+                    # value alone off YNNPACK: ResNet 3x3 64@56 0.88-1.14x, 256@14 1.0x,
+                    # 512@7 1.0x, 5x5 64@28 1.0-1.2x, 3x3 256@33 dilation 2 1.0-1.1x;
+                    # against neither: 1.0-1.3x. Not for the 2x2, 2x1 and 1x2 phases of
+                    # a transposed 3x3 stride 2 (64->32 @56: 0.85-0.94x).
                     return _derivatives.input_term(x_, w_, spec_, lax_impl.forward_eigen)
             # Transposed, the padded row below sends XLA's input gradient down a
             # slower path still (1x1 256->64 train 0.12x lax).
