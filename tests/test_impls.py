@@ -142,6 +142,34 @@ def test_matmul_1x1_is_one_dot():
     assert "concatenate" not in prims
 
 
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,per_image",
+    [
+        ((3, 6, 5, 5), (4, 6, 1, 1), dict(), True),  # 25 positions, 6 channels
+        ((2, 8, 9, 7), (5, 8, 1, 1), dict(stride=2, padding=1), True),
+        ((2, 4, 5, 6, 7), (3, 4, 1, 1, 1), dict(padding=((1, 1), (0, 0), (2, 2))), True),
+        ((2, 30, 5, 5), (4, 30, 1, 1), dict(), False),  # 25 positions, 30 channels
+        ((2, 30, 9, 9), (4, 30, 1, 1), dict(stride=2), False),  # 25 positions
+    ],
+)
+def test_matmul_1x1_channels_first_per_image(x_shape, w_shape, kwargs, per_image):
+    """Channels-first 1x1 with at least as many output positions as channels is one
+    product per image (a dot with a batch dim), its value and both gradients XLA's."""
+    rng = np.random.default_rng(4)
+    x, w = arrays(rng, x_shape, w_shape)
+    s = spec(len(x_shape) - 2, **kwargs)
+    jaxpr = jax.make_jaxpr(FORWARDS["matmul"], static_argnums=2)(x, w, s)
+    (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    (_, (batch, _)) = dot.params["dimension_numbers"]
+    assert bool(batch) == per_image
+    ct = jnp.asarray(rng.standard_normal(FORWARDS["lax"](x, w, s).shape))
+    got, vjp_got = jax.vjp(lambda a, b: FORWARDS["matmul"](a, b, s), x, w)
+    want, vjp_want = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, s), x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for g, h in zip(vjp_got(ct), vjp_want(ct), strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("impl", MINE)
 def test_precision_reaches_every_dot(impl):
     x, w = arrays(np.random.default_rng(3), (1, 2, 5, 5), (2, 2, 2, 2), np.float32)

@@ -98,6 +98,25 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     w = w.reshape((g, c_out // g, *w.shape[1:]))
     acc = accumulation_dtype(x.dtype)
     nd = len(out)
+    if g == 1 and taps == 1 and math.prod(out) >= max(c_in_g, c_out):
+        # 1x1 on maps of at least as many positions as channels: one product per image,
+        # the weight broadcast along the batch (a batch dim for XLA), so that neither
+        # operand nor the result is transposed. Against the one product below (batch 8
+        # unless said, 15 shuffled runs; forward, training through a ReLU): 256->64 @56
+        # 1.07x, 3.1x; 64->256 @56 1.5x, 1.8x; 128->128 @28 1.0x, 1.4x; 96->24 @56
+        # 1.7x, 1.35x; batch 1 256->64 @56 1.06x, 1.2x; 32->16 @14 batch 2-8 2.6-4x,
+        # 1.9-2.7x. With fewer positions than channels the products are too small:
+        # 256->256 @14 1.1x, 0.67x; 1024->256 @14 0.81x, 0.57x; 512->2048 @7 0.48x,
+        # 0.16x.
+        w_b = jnp.broadcast_to(w[0], (n, *w.shape[1:]))
+        y = lax.dot_general(
+            w_b,
+            cols[:, 0],
+            (((2,), (1,)), ((0,), (0,))),
+            spec.precision,
+            preferred_element_type=acc,
+        )
+        return y.astype(x.dtype)
     if g == 1:
         # (C_out, C) @ (C, *S) per sample, channels-first, with no batch dim for XLA.
         contract = (tuple(range(1, 1 + k)), tuple(range(1, 1 + k)))
