@@ -227,7 +227,8 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         return ("matmul",) * 3
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
     # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x; the notes' 5x5 layer
-    # 1.35x in batch chunks, but XLA steered off its unpadded slow path gives 2.8x).
+    # 1.35x in batch chunks, but XLA steered off its unpadded slow path gives 2.8x),
+    # in 2-D at stride 1 run by Eigen rather than YNNPACK (see `lax.forward_eigen`).
     return ("lax",) * 3
 
 
@@ -388,9 +389,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
             # Steered off XLA's slow weight gradients: the unpadded one (as the value
             # below) and the over-padded one (see `lax.weight_derivative`).
             return lax_impl.weight_derivative(x_, w_, spec_)
-        # The value, and the derivative along the weight, whose transpose (the weight
-        # gradient) has the same unpadded slow path: the notes' valid 5x5 layer train
-        # 1.3x over plain XLA.
+        # The value: off YNNPACK where that pays, else off the unpadded slow path.
         return lax_impl.forward_eigen(x_, w_, spec_)
 
     if backend == "cpu" and subpixel.applies(spec) and not matmul_impl.single_pixel(x.shape):

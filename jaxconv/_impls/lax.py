@@ -131,8 +131,8 @@ EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
 def eigen_pays(x_shape, w_shape, spec: ConvSpec) -> bool:
     """Whether `forward_eigen` runs this canonical convolution off YNNPACK: 2-D, dense,
     no input dilation, stride 1 along the height, and at most `EIGEN_MAX_EXTRA_ROWS`
-    extra output rows, for more than 16 channels on a side (XLA runs fewer through Eigen
-    already). Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more
+    extra output rows, with more than 16 input or output channels (XLA runs smaller ones
+    through Eigen already). Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more
     output channels on maps of `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100
     @64 measured 0.8-1.1x YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
     if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
@@ -167,9 +167,10 @@ def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     convolution (batch 8, stride 1, minimum of 11 shuffled runs, channels-first /
     channels-last): 3x3 64@56 1.6x / 1.5x; valid 4.2x / 4.6x (against the padded row
     of `forward_padded`: 1.5x); 128@28 1.05x / 1.2x; 256@14 1.1x / 1.3x; 512@7 1.2x /
-    1.2x; 32->64 @112 0.97x / 1.6x; 5x5 64@28 2.0x / 1.5x; 7x7 1.7x / 1.5x; 3x3 256@33
-    dilation 2 1.1x / 1.0x, dilation 4 1.2x / 1.3x. With a stride the extra rows cost
-    as many again (3x3 stride 2 128@56: 0.77x).
+    1.2x; 32->64 @112 0.97x / 1.6x (rerun: 1.12x / 1.0x); 5x5 64@28 2.0x / 1.5x; 7x7
+    1.7x / 1.5x; 3x3 256@33 dilation 2 1.1x / 1.0x, dilation 4 1.2x / 1.3x. With a
+    stride the extra rows cost as many again (3x3 stride 2 128@56: 0.77x). An output
+    already taller than the input (a stride-1 transposed convolution) runs as it is.
     """
     if not eigen_pays(x.shape, w.shape, spec):
         return forward_padded(x, w, spec)
