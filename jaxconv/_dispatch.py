@@ -373,7 +373,8 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
                 t_spec = _derivatives.input_gradient_spec(spec_, x_.shape[2:], w_.shape[2:])
                 t_w = (w_.shape[1] * spec_.groups, w_.shape[0] // spec_.groups, *w_.shape[2:])
                 t_x = (x_.shape[0], w_.shape[0], *spec_.out_spatial(x_.shape[2:], w_.shape[2:]))
-                if lax_impl.eigen_pays(t_x, t_w, t_spec):
+                dtype = jnp.result_type(x_.dtype, w_.dtype)
+                if lax_impl.eigen_pays(t_x, t_w, dtype, t_spec):
                     # The input gradient written out as a convolution of the cotangent,
                     # off YNNPACK like the value (see `lax.forward_eigen`). Training
                     # (jax.grad through a ReLU, batch 8, 21 shuffled runs) against the

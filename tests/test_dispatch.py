@@ -224,7 +224,8 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(x_shape, w_shape, kwar
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     rng = np.random.default_rng(0)
     x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
-    assert lax_impl.eigen_pays(x_shape, w_shape, spec) == pays
+    assert lax_impl.eigen_pays(x_shape, w_shape, x.dtype, spec) == pays
+    assert not lax_impl.eigen_pays(x_shape, w_shape, jnp.bfloat16, spec)
     got = lax_impl.forward_eigen(x, w, spec)
     want = lax_impl.forward(x, w, spec)
     assert got.shape == want.shape

@@ -128,13 +128,16 @@ EIGEN_MAX_EXTRA_ROWS = 0.25
 EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
 
 
-def eigen_pays(x_shape, w_shape, spec: ConvSpec) -> bool:
-    """Whether `forward_eigen` runs this canonical convolution off YNNPACK: 2-D, dense,
-    no input dilation, stride 1 along the height, and at most `EIGEN_MAX_EXTRA_ROWS`
+def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
+    """Whether `forward_eigen` runs this canonical convolution off YNNPACK: float32 or
+    float64 (XLA gives YNNPACK no other floating type), 2-D, dense, no input dilation,
+    stride 1 along the height, and at most `EIGEN_MAX_EXTRA_ROWS`
     extra output rows, with more than 16 input or output channels (XLA runs smaller ones
     through Eigen already). Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more
     output channels on maps of `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100
     @64 measured 0.8-1.1x YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
+    if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
+        return False
     if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
         return False
     c_out, c_in, *kernel = w_shape
@@ -172,7 +175,7 @@ def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     stride the extra rows cost as many again (3x3 stride 2 128@56: 0.77x). An output
     already taller than the input (a stride-1 transposed convolution) runs as it is.
     """
-    if not eigen_pays(x.shape, w.shape, spec):
+    if not eigen_pays(x.shape, w.shape, jnp.result_type(x.dtype, w.dtype), spec):
         return forward_padded(x, w, spec)
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     extra = _extra_rows(x.shape, out)
