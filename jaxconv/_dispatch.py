@@ -207,10 +207,20 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # and 2.7x lax, train 2.5x and 4.9x; 512->2048 @7 fwd 1.7x and 1.5x, train 1.8x
         # and 1.4x).
         return ("matmul",) * 3
-    # 1-D: no rule. XLA's convolution is as fast as anything here (temporal k3 256@1000
-    # batch 8: matmul fwd 0.86x lax, train 0.58x; raw audio k80 s4 1->128: matmul 1.0x
-    # fwd and 0.82x train channels-first, 0.44x fwd channels-last).
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    if (
+        spec.ndim == 1
+        and not spec.channels_last
+        and matmul_impl.per_image(c_in_g, w_shape[0], taps, out)
+    ):
+        # 1-D channels-first from few channels (raw audio): XLA's convolution computes
+        # channels-last and transposes the large output; `matmul`'s product per image
+        # writes it in place. Against lax (batch 8, 11 shuffled runs; forward,
+        # training through a ReLU): 1->512 kernel 10 stride 5 @16000 2.3x, 2.4x;
+        # 1->128 kernel 80 stride 4 1.06x, 1.6x. Otherwise in 1-D XLA's convolution is
+        # as fast as anything here (temporal k3 256@1000 batch 8: matmul fwd 0.86x lax,
+        # train 0.58x; channels-last audio: matmul 0.44x fwd).
+        return ("matmul",) * 3
     small_map = math.prod(out) <= MATMUL_MAX_POSITIONS
     depth = c_in_g * taps
     deep = depth >= MATMUL_MIN_DEPTH and depth >= MATMUL_DEPTH_PER_ROW * x_shape[0] * math.prod(out)

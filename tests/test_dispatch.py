@@ -105,6 +105,11 @@ def test_cpu_rules():
     assert choose((2, 7, 7, 512), (3, 3, 512, 512), padding=1, channels_last=True) == ("lax",) * 3
     assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax",) * 3
     assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax",) * 3
+    # 1-D channels-first from few channels (raw audio) by matmul's product per image.
+    assert choose((2, 1, 16000), (512, 1, 10), stride=5) == ("matmul",) * 3
+    assert choose((2, 1, 16000), (128, 1, 80), stride=4, padding=38) == ("matmul",) * 3
+    assert choose((2, 16000, 1), (10, 1, 512), stride=5, channels_last=True) == ("lax",) * 3
+    assert choose((2, 2, 300), (512, 2, 10), stride=5) == ("lax",) * 3  # 59 positions
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")

@@ -150,11 +150,18 @@ def test_matmul_1x1_is_one_dot():
         ((2, 4, 5, 6, 7), (3, 4, 1, 1, 1), dict(padding=((1, 1), (0, 0), (2, 2))), True),
         ((2, 30, 5, 5), (4, 30, 1, 1), dict(), False),  # 25 positions, 30 channels
         ((2, 30, 9, 9), (4, 30, 1, 1), dict(stride=2), False),  # 25 positions
+        ((2, 1, 40), (12, 1, 5), dict(stride=2), True),  # 5 deep, 12 out, 18 positions
+        ((2, 2, 40), (12, 2, 3), dict(padding=((1, 2),)), True),
+        ((2, 3, 40), (12, 3, 5), dict(), False),  # 15 deep
+        ((2, 1, 12), (12, 1, 5), dict(stride=2), False),  # 4 positions
+        ((2, 2, 9, 9), (16, 2, 2, 2), dict(), True),  # 2-D
     ],
 )
-def test_matmul_1x1_channels_first_per_image(x_shape, w_shape, kwargs, per_image):
-    """Channels-first 1x1 with at least as many output positions as channels is one
-    product per image (a dot with a batch dim), its value and both gradients XLA's."""
+def test_matmul_channels_first_per_image(x_shape, w_shape, kwargs, per_image):
+    """Channels-first `matmul` is one product per image (a dot with a batch dim) for
+    1x1 kernels with at least as many output positions as channels, and for patches
+    no deeper than the output channels, with at least as many positions; its value and
+    both gradients are XLA's."""
     rng = np.random.default_rng(4)
     x, w = arrays(rng, x_shape, w_shape)
     s = spec(len(x_shape) - 2, **kwargs)

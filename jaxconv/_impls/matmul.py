@@ -98,23 +98,11 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     w = w.reshape((g, c_out // g, *w.shape[1:]))
     acc = accumulation_dtype(x.dtype)
     nd = len(out)
-    if g == 1 and taps == 1 and math.prod(out) >= max(c_in_g, c_out):
-        # 1x1 on maps of at least as many positions as channels: one product per image,
-        # the weight broadcast along the batch (a batch dim for XLA), so that neither
-        # operand nor the result is transposed. Against the one product below (batch 8
-        # unless said, 15 shuffled runs; forward, training through a ReLU): 256->64 @56
-        # 1.07x, 3.1x; 64->256 @56 1.5x, 1.8x; 128->128 @28 1.0x, 1.4x; 96->24 @56
-        # 1.7x, 1.35x; batch 1 256->64 @56 1.06x, 1.2x; 32->16 @14 batch 2-8 2.6-4x,
-        # 1.9-2.7x. With fewer positions than channels the products are too small:
-        # 256->256 @14 1.1x, 0.67x; 1024->256 @14 0.81x, 0.57x; 512->2048 @7 0.48x,
-        # 0.16x.
-        w_b = jnp.broadcast_to(w[0], (n, *w.shape[1:]))
+    if g == 1 and per_image(c_in_g, c_out, taps, out):
+        w_b = jnp.broadcast_to(w[0], (n, *w.shape[1:]))  # (N, C_out, C[, taps])
+        contract = (tuple(range(2, 2 + k)), tuple(range(1, 1 + k)))
         y = lax.dot_general(
-            w_b,
-            cols[:, 0],
-            (((2,), (1,)), ((0,), (0,))),
-            spec.precision,
-            preferred_element_type=acc,
+            w_b, cols[:, 0], (contract, ((0,), (0,))), spec.precision, preferred_element_type=acc
         )
         return y.astype(x.dtype)
     if g == 1:
@@ -138,6 +126,29 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         )
         y = jnp.transpose(y, (2, 0, 1, *range(3, nd + 3)))
     return y.astype(x.dtype).reshape((n, c_out, *out))
+
+
+def per_image(c_in: int, c_out: int, taps: int, out) -> bool:
+    """Whether channels-first `matmul` (one group) runs one product per image, the
+    weight broadcast along the batch (a batch dim for XLA), so that neither operand
+    nor the result is transposed: 1x1 on maps of at least as many positions as
+    channels, and kernels whose patches are no deeper than the output channels on
+    maps of at least as many positions.
+
+    Against one product over the whole batch between transposes (batch 8 unless said,
+    7-15 shuffled runs; forward, training through a ReLU): 1x1 256->64 @56 1.07x,
+    3.1x; 64->256 @56 1.5x, 1.8x; 128->128 @28 1.0x, 1.4x; 96->24 @56 1.7x, 1.35x;
+    batch 1 256->64 @56 1.06x, 1.2x; 32->16 @14 batch 2-8 2.6-4x, 1.9-2.7x. 1-D from
+    one channel (raw audio) 1->512 kernel 10 stride 5 @16000 1.7x, 1.8x; 1->128
+    kernel 80 stride 4 0.87x, 2.0x. With fewer positions than channels the products
+    are too small (1x1 256->256 @14 1.1x, 0.67x; 1024->256 @14 0.81x, 0.57x; 512->2048
+    @7 0.48x, 0.16x; 3x3 512@7 0.29x, 0.14x), and deeper patches gain nothing (3x3
+    64@56 1.16x, 0.93x; 128@28 0.95x, 0.86x; 1-D 3 taps 256@1000 1.04x, 0.87x).
+    """
+    positions = math.prod(out)
+    if taps == 1:
+        return positions >= max(c_in, c_out)
+    return c_in * taps <= c_out <= positions
 
 
 def single_pixel(x_shape) -> bool:
