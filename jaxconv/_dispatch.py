@@ -74,6 +74,11 @@ ROWS_MIN_OUT_CHANNELS = 16
 # MFLOP: 0.81-0.97x XLA's 2-D weight gradient; 5x5 48->64 @14, 60 MFLOP: 0.86-0.88x;
 # 3x3 64->64 @14 batch 8 or @28 batch 2, 116 MFLOP: 0.91-1.31x; 231 MFLOP: 1.2-2.0x).
 ROWS_MIN_FLOPS = 1e8
+# 1-D channels-first layers from few channels run by `matmul`'s product per image with
+# at most this many taps (see `choose`): compiled 1->128 stride 4 @16000 batch 8,
+# forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
+# 0.24 and 0.47, 32 taps 0.35 and 0.53, 80 taps 0.85 and 1.12.
+PER_IMAGE_MAX_TAPS = 12
 # The input gradient of a dense 2-D convolution runs off YNNPACK (`lax.forward_eigen`)
 # for kernels of at least this many taps (see `_run`).
 EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
@@ -211,6 +216,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     if (
         spec.ndim == 1
         and not spec.channels_last
+        and taps <= PER_IMAGE_MAX_TAPS
         and matmul_impl.per_image(c_in_g, w_shape[0], taps, out)
     ):
         # 1-D channels-first from few channels (raw audio): XLA's convolution computes
@@ -219,7 +225,8 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # training through a ReLU): 1->512 kernel 10 stride 5 @16000 2.3x, 2.4x;
         # 1->128 kernel 80 stride 4 1.06x, 1.6x. Otherwise in 1-D XLA's convolution is
         # as fast as anything here (temporal k3 256@1000 batch 8: matmul fwd 0.86x lax,
-        # train 0.58x; channels-last audio: matmul 0.44x fwd).
+        # train 0.58x; channels-last audio: matmul 0.44x fwd). At most
+        # `PER_IMAGE_MAX_TAPS` taps: the patches take a slice per tap to compile.
         return ("matmul",) * 3
     small_map = math.prod(out) <= MATMUL_MAX_POSITIONS
     depth = c_in_g * taps

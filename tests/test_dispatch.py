@@ -107,7 +107,8 @@ def test_cpu_rules():
     assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax",) * 3
     # 1-D channels-first from few channels (raw audio) by matmul's product per image.
     assert choose((2, 1, 16000), (512, 1, 10), stride=5) == ("matmul",) * 3
-    assert choose((2, 1, 16000), (128, 1, 80), stride=4, padding=38) == ("matmul",) * 3
+    assert choose((2, 1, 16000), (128, 1, 12), stride=4, padding=5) == ("matmul",) * 3
+    assert choose((2, 1, 16000), (128, 1, 80), stride=4, padding=38) == ("lax",) * 3  # taps
     assert choose((2, 16000, 1), (10, 1, 512), stride=5, channels_last=True) == ("lax",) * 3
     assert choose((2, 2, 300), (512, 2, 10), stride=5) == ("lax",) * 3  # 59 positions
 
