@@ -131,11 +131,11 @@ EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     """Whether `forward_eigen` runs this canonical convolution off YNNPACK: float32 or
     float64 (XLA gives YNNPACK no other floating type), 2-D, dense, no input dilation,
-    stride 1 along the height, and at most `EIGEN_MAX_EXTRA_ROWS`
-    extra output rows, with more than 16 input or output channels (XLA runs smaller ones
-    through Eigen already). Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more
-    output channels on maps of `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100
-    @64 measured 0.8-1.1x YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
+    stride 1 along the height, at most `EIGEN_MAX_EXTRA_ROWS` extra output rows, and
+    more than 16 input or output channels (XLA runs smaller ones through Eigen already).
+    Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output
+    channels on maps of `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64
+    measured 0.8-1.1x YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
     if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
         return False
     if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
