@@ -65,15 +65,23 @@ def has_input_gradient_spec(spec: ConvSpec) -> bool:
     return all(d == 1 for d in spec.lhs_dilation)
 
 
+def input_gradient_problem(x_shape, w_shape, spec: ConvSpec):
+    """The input gradient of ``spec``'s convolution of shapes ``x_shape`` and
+    ``w_shape`` as a convolution: the output cotangent's shape, the flipped kernel's
+    shape (`jaxconv._impls._common.flip_kernel`) and `input_gradient_spec`."""
+    c_out, c_in_g, *kernel = w_shape
+    ct_shape = (x_shape[0], c_out, *spec.out_spatial(x_shape[2:], kernel))
+    w_t_shape = (c_in_g * spec.groups, c_out // spec.groups, *kernel)
+    return ct_shape, w_t_shape, input_gradient_spec(spec, x_shape[2:], kernel)
+
+
 def input_term(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Callable) -> jax.Array:
     """``conv(dx, w)`` whose transpose along ``dx`` runs ``algorithm`` on the cotangent:
     the value is the transpose of that input gradient (depthwise 7x7 96@56: the input
     gradient 6.7x faster than shift's transpose, 6.5 ms against 44)."""
-    kernel = w.shape[2:]
-    t_spec = input_gradient_spec(spec, dx.shape[2:], kernel)
+    ct_shape, _, t_spec = input_gradient_problem(dx.shape, w.shape, spec)
     w_t = flip_kernel(w, spec.groups)
-    out = spec.out_spatial(dx.shape[2:], kernel)
-    ct = jax.ShapeDtypeStruct((dx.shape[0], w.shape[0], *out), dx.dtype)
+    ct = jax.ShapeDtypeStruct(ct_shape, dx.dtype)
     (y,) = jax.linear_transpose(lambda c: algorithm(c, w_t, t_spec), ct)(dx)
     return y
 

@@ -387,11 +387,10 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
                 _derivatives.has_input_gradient_spec(spec_)
                 and math.prod(w_.shape[2:]) >= EIGEN_INPUT_GRADIENT_MIN_TAPS
             ):
-                t_spec = _derivatives.input_gradient_spec(spec_, x_.shape[2:], w_.shape[2:])
-                t_w = (w_.shape[1] * spec_.groups, w_.shape[0] // spec_.groups, *w_.shape[2:])
-                t_x = (x_.shape[0], w_.shape[0], *spec_.out_spatial(x_.shape[2:], w_.shape[2:]))
+                problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)
+                ct_shape, w_t_shape, t_spec = problem
                 dtype = jnp.result_type(x_.dtype, w_.dtype)
-                if lax_impl.eigen_pays(t_x, t_w, dtype, t_spec):
+                if lax_impl.eigen_pays(ct_shape, w_t_shape, dtype, t_spec):
                     # The input gradient written out as a convolution of the cotangent,
                     # off YNNPACK like the value (see `lax.forward_eigen`). Training
                     # (jax.grad through a ReLU, batch 8, 21 shuffled runs) against the

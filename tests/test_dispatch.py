@@ -265,22 +265,24 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(x_shape, w_shape, kwargs,
     def conv(impl):
         return lambda a, b: jaxconv.conv2d(a, b, **kwargs, channels_last=channels_last, impl=impl)
 
-    y = conv("lax")(x, w)
+    y, vjp_lax = jax.vjp(conv("lax"), x, w)
+    got, vjp_auto = jax.vjp(conv("auto"), x, w)
+    np.testing.assert_allclose(got, y, rtol=1e-10, atol=1e-10)
     ct = jnp.asarray(rng.standard_normal(y.shape))
-    for impl in ("auto", "lax"):
-        got, vjp = jax.vjp(conv(impl), x, w)
-        np.testing.assert_allclose(got, y, rtol=1e-10, atol=1e-10)
-        if impl == "auto":
-            dx, dw = vjp(ct)
-        else:
-            want_dx, want_dw = vjp(ct)
-    np.testing.assert_allclose(dx, want_dx, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(dw, want_dw, rtol=1e-10, atol=1e-10)
+    for g, want in zip(vjp_auto(ct), vjp_lax(ct), strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-10)
+
+    def taller(shape):  # a canonical convolution output one row taller, in StableHLO
+        return f"-> tensor<{'x'.join(map(str, (*shape[:2], shape[2] + 1, *shape[3:])))}x"
+
+    # The value's convolution, and (in a program without the value) the input
+    # gradient's, each with its canonical output's height plus one row.
+    out = y.shape[1:3] if channels_last else y.shape[2:]
+    value = jax.jit(conv("auto")).lower(x, w).as_text()
+    assert taller((x_shape[0], w_shape[0], *out)) in value, value
     train = jax.jit(jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) * ct), argnums=0))
     text = train.lower(x, w).as_text()
-    # The input gradient's convolution has the input's height plus one row.
-    taller = (x_shape[0], x_shape[1], x_shape[2] + 1, x_shape[3])
-    assert f"-> tensor<{'x'.join(map(str, taller))}x" in text, text
+    assert taller(x_shape) in text, text
 
 
 @pytest.mark.parametrize(
