@@ -176,8 +176,8 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out, batch, by_rows):
     [
         ((2, 3, 14, 8), (4, 3, 3, 2), dict(stride=2), True),
         ((1, 2, 22, 7), (2, 2, 3, 3), dict(stride=3, dilation=2), True),
-        ((1, 2, 23), (3, 2, 4), dict(stride=(3,)), True),
-        ((1, 2, 23), (3, 2, 4), dict(stride=(3,), channels_last=True), False),  # 1-D cl
+        ((1, 2, 23), (3, 2, 4), dict(stride=(3,)), False),  # 1-D
+        ((1, 2, 23), (3, 2, 4), dict(stride=(3,), channels_last=True), False),
         ((1, 2, 12, 6, 7), (2, 2, 2, 3, 2), dict(stride=(2, 1, 3)), True),
         ((1, 4, 12, 6, 7), (2, 2, 2, 3, 2), dict(groups=2, stride=(2, 1, 3)), False),
         ((2, 3, 9, 8), (4, 3, 3, 2), dict(stride=2), False),  # 4 output rows
@@ -185,7 +185,7 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out, batch, by_rows):
 )
 def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
     """`lax.forward_padded` computes XLA's convolution, with a padded row where it pays:
-    not for grouped or 1-D channels-last convolutions, nor for fewer than 6 output rows."""
+    not for grouped or 1-D convolutions, nor for fewer than 6 output rows."""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
@@ -213,6 +213,9 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
         ((1, 24, 7, 7), (24, 24, 3, 3), dict(), False, 0),  # 3 of 5 rows: too many
         ((1, 24, 9, 9), (24, 24, 3, 3), dict(stride=2, padding=1), False, 0),  # strided
         ((1, 16, 9, 9), (16, 16, 3, 3), dict(padding=1), False, 0),  # Eigen's already
+        ((1, 3, 9, 9), (64, 3, 3, 3), dict(padding=1), False, 0),  # RGB in: YNNPACK's
+        ((1, 64, 9, 9), (8, 64, 3, 3), dict(padding=1), False, 0),  # few out: YNNPACK's
+        ((1, 12, 9, 9), (64, 12, 3, 3), dict(padding=1), True, 1),
         ((1, 24, 9, 9), (24, 8, 3, 3), dict(padding=1, groups=3), False, 0),  # grouped
         ((1, 24, 9), (20, 24, 3), dict(padding=1), False, 0),  # 1-D: Eigen's already
         ((1, 100, 32, 32), (100, 100, 5, 5), dict(padding=2), False, 0),  # deep, large

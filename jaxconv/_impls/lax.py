@@ -101,19 +101,24 @@ def forward_padded(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     in the first spatial dim and drop the output row it may add. Grouped convolutions
     have no such slow path, and the padded row only costs them (3x3 with 2-3 groups of
     16-64 channels, batch 2-8, @28-112: 0.81-0.98x channels-first, 0.86-0.92x
-    channels-last). Nor do 1-D channels-last ones (the padded row, value and weight
-    gradient with a fixed cotangent, batch 1-8, valid: 3 taps 256@1000 1.20x slower
+    channels-last). Nor do 1-D ones (the padded row, value and weight gradient with a
+    fixed cotangent, batch 1-8, valid, channels-last: 3 taps 256@1000 1.20x slower
     training, 5 taps 128@2000 1.23x, 9 taps stride 2 1.13x, 2 taps stride 2 dilation 2
-    1.28x; forward even), and a padded row is a large part of a small output: 3x3
-    48->256 @7 valid (5 rows), both layouts, forward 1.14-1.19x and training
-    1.04-1.28x faster without it; from 7 rows it pays (9x9 input 1.04x).
+    1.28x; forward even; channels-first, the time with the row over the time without,
+    minimum of 21 shuffled runs, forward and training through a ReLU: 2 taps 128->16
+    @256 batch 1 0.96x and 1.64x, @1000 batch 8 1.03x and 1.05x; 3 taps 128@1000 0.97x
+    and 1.03x, 256@1000 0.93x and 1.05x, stride 2 1.06x and 1.00x; 5 taps 64@2000 1.12x
+    and 1.01x; 9 taps 64->128 @500 1.09x and 1.02x; 15 taps 48->32 @64 1.25x and
+    1.05x), and a padded row is a large part of a small output: 3x3 48->256 @7 valid (5
+    rows), both layouts, forward 1.14-1.19x and training 1.04-1.28x faster without it;
+    from 7 rows it pays (9x9 input 1.04x).
     """
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     if (
         any(p != (0, 0) for p in spec.padding)
         or any(d != 1 for d in spec.lhs_dilation)
         or spec.groups > 1
-        or (spec.ndim == 1 and spec.channels_last)
+        or spec.ndim == 1
         or out[0] < FORWARD_PADDED_MIN_ROWS
     ):
         return forward(x, w, spec)
@@ -126,23 +131,37 @@ EIGEN_MAX_EXTRA_ROWS = 0.25
 # ... and leaves to YNNPACK the deep 5x5-and-larger layers of many channels on large
 # maps, where it measured as fast or faster (see `eigen_pays`).
 EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
+# ... and to YNNPACK the layers with fewer input or output channels than this. Against
+# YNNPACK (3x3 unless said, batch 8 unless said, @56 unless said, channels-last /
+# channels-first, minimum of 21 shuffled runs; forward, training through a ReLU):
+# 3->128 batch 2 0.57x / 0.62x, 0.73x / 0.75x; 3->64 0.58x, 0.78-0.80x; 3->64 5x5 @112
+# 0.70x, 0.64x; 3->48 @112 0.63x, 0.78x; 64->3 0.55x / 0.73x, 0.69x / 0.85x; 8->64
+# 0.87x / 0.84x, 0.89x / 0.97x; 128->8 0.73x (@28 channels-first 0.81x), 0.84x; but
+# 12->64 1.09x / 0.96x, 1.04x / 1.21x; 64->12 1.65x, 1.19x; 16->64 1.12x / 1.20x,
+# 1.04x / 1.22x. (A few layers of 3 or 8 channels won, and are left to YNNPACK all the
+# same: 3->32 @112 1.56-1.73x forward, where YNNPACK took twice as long as for 3->48;
+# 8->96 5x5 @28 1.32x.)
+EIGEN_MIN_CHANNELS = 12
 
 
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     """Whether `forward_eigen` runs this canonical convolution off YNNPACK: float32 or
     float64 (XLA gives YNNPACK no other floating type), 2-D, dense, no input dilation,
     stride 1 along the height, at most `EIGEN_MAX_EXTRA_ROWS` extra output rows, and
-    more than 16 input or output channels (XLA runs smaller ones through Eigen already).
-    Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output
-    channels on maps of `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64
-    measured 0.8-1.1x YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
+    more than 16 input or output channels (XLA runs smaller ones through Eigen already)
+    but at least `EIGEN_MIN_CHANNELS` of each. Not the deep (``C_in * taps >=
+    EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
+    `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
+    YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
     if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
         return False
     if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
         return False
     c_out, c_in, *kernel = w_shape
     out = spec.out_spatial(x_shape[2:], kernel)
-    if min(out) < 1 or 0 in x_shape or max(c_in, c_out) <= 16:
+    if min(out) < 1 or 0 in x_shape:
+        return False
+    if max(c_in, c_out) <= 16 or min(c_in, c_out) < EIGEN_MIN_CHANNELS:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
         if math.prod(out) >= EIGEN_MAX_POSITIONS:
