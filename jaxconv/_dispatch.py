@@ -62,6 +62,9 @@ GROUPS_LOOP, GROUPS_LOOP_MIN_ROWS = "groups loop", 784
 # ... derivatives included from batch 2, or at batch 1 with this many (input x output)
 # channels per group.
 DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1 = 1024
+# ... but 2-D channels-last outputs of at most this many positions take XLA's grouped
+# convolution for the value (see `choose`).
+DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST = 16
 # The weight gradient of a 2-D convolution runs by kernel rows (`planes`) only with more
 # output channels per group than this: with 16, XLA's own 2-D weight gradient is
 # faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows); with 32 they are even
@@ -137,6 +140,16 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # 1.3-1.9x).
             dense = x_shape[0] > 1 or c_in_g * c_out_g >= DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1
             derivative = DENSE_GROUPS if dense else "matmul"
+            out = spec.out_spatial(x_shape[2:], w_shape[2:])
+            tiny = math.prod(out) <= DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST
+            if spec.ndim == 2 and spec.channels_last and tiny:
+                # A tiny 2-D channels-last output: XLA's grouped value is faster than the
+                # groups' (forward, 3x3 unless said, 8 groups of 32x32 channels unless
+                # said, minimum of 31 shuffled runs: 7x7 stride 2 @7 (one position)
+                # batch 2 0.33x lax, batch 8 0.53x; @2 batch 8 4 groups of 32 0.28x; @3
+                # batch 4 0.85x; @4 batch 2 0.90x, 16 groups of 32 batch 1 0.66x; from
+                # 5x5 on 0.74-1.65x, 1.2x or more in 5 of 7).
+                return ("lax", derivative, derivative)
             return (DENSE_GROUPS, derivative, derivative)
         if by_shift:
             # Grouped, few products per output and few channels per group: shift-and-add,

@@ -73,6 +73,15 @@ def test_cpu_rules():
     dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
     assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_value
     assert choose((1, 256, 14, 14), (256, 32, 3, 3), groups=8, padding=1) == dense_groups
+    # ... but XLA's grouped value for a channels-last output of at most 16 positions.
+    x, w = (2, 7, 7, 256), (7, 7, 32, 256)
+    lax_value = ("lax", _dispatch.DENSE_GROUPS, _dispatch.DENSE_GROUPS)
+    assert choose(x, w, groups=8, stride=2, channels_last=True) == lax_value  # 1 position
+    x, w = (2, 4, 4, 256), (3, 3, 32, 256)
+    assert choose(x, w, groups=8, padding=1, channels_last=True) == lax_value  # 16
+    x, w = (2, 5, 5, 256), (3, 3, 32, 256)
+    assert choose(x, w, groups=8, padding=1, channels_last=True) == dense_groups  # 25
+    assert choose((2, 256, 4, 4), (256, 32, 3, 3), groups=8, padding=1) == dense_groups
     # More groups: the groups' dense convolutions in a loop in 2-D and channels-first 1-D
     # from 784 rows (batch x output positions), derivatives included ...
     loop_value = (_dispatch.GROUPS_LOOP,) * 3
