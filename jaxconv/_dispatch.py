@@ -85,6 +85,10 @@ PER_IMAGE_MAX_TAPS = 12
 # The input gradient of a dense 2-D convolution runs off YNNPACK (`lax.forward_eigen`)
 # for kernels of at least this many taps (see `_run`).
 EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
+# The value of a 3-D convolution strided along its planes runs as XLA's 3-D convolution,
+# not by 2-D planes, from this many output positions per plane and this many (input x
+# output) channels per group (see `_strided_3d_direct`).
+STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -262,6 +266,28 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     return ("lax",) * 3
 
 
+def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether the value of this 3-D convolution runs as XLA's 3-D convolution rather
+    than by 2-D planes: strided along the planes, whose strided 2-D convolutions XLA's
+    CPU backend runs on YNNPACK, which on large planes of many channels is slower than
+    XLA's 3-D convolution (Eigen's). Forward, planes against XLA's 3-D (3x3x3 stride 2,
+    batch 2, depth 8, channels-last unless said, minimum of 15 shuffled runs): @56 (28x28
+    output planes) 32->128 0.93x, 32->256 0.69x, 64->64 0.80x, 64->128 0.70-0.76x (0.76x
+    channels-first, 0.86x and 0.80x with stride (1, 2, 2)), 64->256 0.83x, 128->128
+    0.75x, 128->256 0.69x, batch 4 32->64 depth 16 0.76x; but 32->64 1.15x, 32->32 1.95x
+    channels-first, 24->48 1.69x; with few channels planes win by far (3->64 @112 stride
+    (1, 2, 2) 4.6x, 8->32 1.8x, 16->32 1.2-1.3x). On 14x14 output planes (@28) planes
+    win: 1.12-1.88x on 7 of 8 layers of 32-128 to 64-256 channels (32->256 0.81x);
+    @40 (20x20) 128->128 0.88x, 96->192 1.28x."""
+    c_out, c_in_g = w_shape[:2]
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    return (
+        max(spec.stride[1:]) > 1
+        and math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
+        and c_in_g * (c_out // spec.groups) >= STRIDED_3D_MIN_CHANNELS
+    )
+
+
 def _flops(spec: ConvSpec, x_shape, w_shape) -> int:
     """FLOPs (2 x multiply-adds) of the canonical convolution."""
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
@@ -376,9 +402,10 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         if name != "lax" or backend != "cpu":
             return FORWARDS[name](x_, w_, spec_)
         if spec_.ndim == 3 and planes.applies(spec_):
-            # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.8x lax and
-            # train 1.3-1.5x (full bench); batch 1 32@8x28x28 fwd 3x, train 4.6x.
-            return planes.decompose(x_, w_, spec_, chosen)
+            if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
+                # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.8x lax and
+                # train 1.3-1.5x (full bench); batch 1 32@8x28x28 fwd 3x, train 4.6x.
+                return planes.decompose(x_, w_, spec_, chosen)
         if (
             spec_.ndim == 2
             and role == WEIGHT_GRADIENT

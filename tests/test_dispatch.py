@@ -143,6 +143,51 @@ def test_3d_runs_as_2d_planes_on_cpu():
     assert all("0, 1, 2]" in line for line in lax3d)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape,w_shape,stride,direct",
+    [
+        ((1, 64, 2, 48, 48), (64, 64, 3, 3, 3), (1, 2, 2), True),  # 24x24 planes out
+        ((1, 64, 2, 44, 44), (64, 64, 3, 3, 3), (1, 2, 2), False),  # 22x22
+        ((1, 32, 2, 48, 48), (64, 32, 3, 3, 3), (1, 2, 2), False),  # 32x64 channels
+        ((1, 64, 2, 24, 24), (64, 64, 3, 3, 3), (1, 1, 1), False),  # unstrided planes
+    ],
+)
+def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, direct):
+    """auto's value of a 3-D convolution strided along large planes of many channels
+    is XLA's 3-D convolution (`_dispatch._strided_3d_direct`); its derivatives and the
+    other 3-D values stay 2-D planes; values and gradients equal lax's."""
+    import numpy as np
+
+    import jaxconv
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32) * 0.05
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(a, b, stride=stride, padding=1, impl=impl)
+
+    def convolutions(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        return [line for line in text.splitlines() if "stablehlo.convolution" in line]
+
+    value = convolutions(conv("auto"), x, w)
+    assert any("0, 1, 2]" in line for line in value) == direct
+    assert len(value) == (1 if direct else w_shape[2])
+    spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride, padding=1).spec
+    assert _dispatch._strided_3d_direct(spec, x_shape, w_shape) == direct
+    y, vjp = jax.vjp(conv("auto"), x, w)
+    y_lax, vjp_lax = jax.vjp(conv("lax"), x, w)
+    np.testing.assert_allclose(y, y_lax, rtol=2e-4, atol=2e-4)
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip(vjp(ct), vjp_lax(ct), strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-3)
+    grads = jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), (0, 1))
+    grad_lines = convolutions(grads, x, w)
+    assert sum("0, 1, 2]" in line for line in grad_lines) == (1 if direct else 0)  # value
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
 @pytest.mark.parametrize(
     "c_out,batch,by_rows",
