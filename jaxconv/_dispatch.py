@@ -44,6 +44,9 @@ MATMUL_MAX_POSITIONS = 100
 # many times the product's rows (batch times output positions).
 MATMUL_MIN_DEPTH = 1024
 MATMUL_DEPTH_PER_ROW = 8
+# ... with at least this many output channels (with fewer XLA's value is faster) and, for
+# the value too (not only the derivatives), at least this many.
+MATMUL_MIN_OUT_CHANNELS, MATMUL_VALUE_MIN_OUT_CHANNELS = 128, 256
 # Grouped convolutions that neither shift, dense groups nor the groups loop take run the
 # value by matmul from this many output positions (2-D; see `choose`).
 GROUPED_MATMUL_MIN_POSITIONS = 400
@@ -224,6 +227,13 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
+        if spec.ndim == 1 and spec.channels_last:
+            # ... but not 1-D channels-last, where XLA rewrites its convolution into a
+            # dot late enough that Eigen runs it, and runs matmul's dot on YNNPACK
+            # (matmul against lax, minimum of 21 shuffled runs, forward and training
+            # through a ReLU: 256->512 @500 batch 4 0.75x and 0.55x; 64->128 @1000
+            # batch 8 1.05x and 0.47x; 128->128 @2000 0.82x and 0.64x).
+            return ("lax",) * 3
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x
         # and 2.7x lax, train 2.5x and 4.9x; 512->2048 @7 fwd 1.7x and 1.5x, train 1.8x
@@ -248,7 +258,8 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     small_map = math.prod(out) <= MATMUL_MAX_POSITIONS
     depth = c_in_g * taps
     deep = depth >= MATMUL_MIN_DEPTH and depth >= MATMUL_DEPTH_PER_ROW * x_shape[0] * math.prod(out)
-    if small_map and deep and not spec.channels_last:
+    c_out = w_shape[0]
+    if small_map and deep and not spec.channels_last and c_out >= MATMUL_MIN_OUT_CHANNELS:
         # Few positions, many channels, few rows: the patches' product is deep and
         # short. 3x3 @7 (fwd / train against lax, 9 interleaved runs): 512 channels
         # batch 8 1.3x / 1.6x, 384 batch 2 1.6x / 2.8x, 256 batch 1-4 1.1-1.4x /
@@ -258,6 +269,15 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # 0.71x / 0.66x (and the 2-D planes of 3-D layers, whose batch is times the
         # depth: 3x3x3 128@4x7x7 batch 8 fwd 33 ms by matmul planes, 13 by XLA's, 22
         # by XLA's 3-D). Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x).
+        # With few output channels XLA's value (off YNNPACK, `lax.forward_eigen`) is
+        # faster, and so are its derivatives (batch 2 unless said, minimum of 21
+        # shuffled runs, forward and training through a ReLU, matmul's time over the
+        # rule's): 64 outputs, 96 @7 7x7 1.9x and 1.6x, 512 @7 3x3 1.8x and 1.2x, 256 @7
+        # batch 1 1.6x and 1.07x; with 128 the value (1.35-1.55x) but not the derivatives
+        # (0.82-0.87x against XLA's, 0.92-1.06x with the value alone by XLA's): 96 @7
+        # 7x7, 512 and 256 @7 3x3; with 256 even forward (0.96-1.0x: 512 and 128 @7).
+        if c_out < MATMUL_VALUE_MIN_OUT_CHANNELS:
+            return ("lax", "matmul", "matmul")
         return ("matmul",) * 3
     # Large dense maps: XLA's own convolution is the fastest we have (ResNet 3x3 64@56
     # matmul 0.5x fwd, 1.0x train; stem 7x7 from 3 channels 0.7x; the notes' 5x5 layer

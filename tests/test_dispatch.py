@@ -105,8 +105,14 @@ def test_cpu_rules():
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
     assert choose((64, 100, 1, 1), (512, 100, 4, 4), padding=3) == ("matmul",) * 3  # one pixel
     assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("matmul",) * 3
+    assert choose((2, 64, 500), (32, 64, 1)) == ("matmul",) * 3
+    assert choose((2, 500, 64), (1, 64, 32), channels_last=True) == ("lax",) * 3  # 1-D cl
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul",) * 3
     assert choose((2, 256, 7, 7), (256, 256, 3, 3), padding=1) == ("matmul",) * 3
+    # ... the value by XLA's with fewer than 256 output channels, all of it under 128.
+    x, w = (2, 512, 7, 7), (128, 512, 3, 3)
+    assert choose(x, w, padding=1) == ("lax", "matmul", "matmul")
+    assert choose((2, 96, 7, 7), (64, 96, 7, 7), padding=3) == ("lax",) * 3
     # ... unless the product has more rows (batch x positions) than its depth / 8.
     assert choose((8, 128, 7, 7), (128, 128, 3, 3), padding=1) == ("lax",) * 3
     assert choose((16, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("lax",) * 3
