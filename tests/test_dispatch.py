@@ -276,6 +276,8 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
         ((1, 3, 9, 9), (64, 3, 3, 3), dict(padding=1), False, 0),  # RGB in: YNNPACK's
         ((1, 64, 9, 9), (8, 64, 3, 3), dict(padding=1), False, 0),  # few out: YNNPACK's
         ((1, 12, 9, 9), (64, 12, 3, 3), dict(padding=1), True, 1),
+        ((1, 24, 90, 91), (24, 24, 3, 3), dict(padding=1), True, 1),  # 8190 positions
+        ((1, 24, 91, 91), (24, 24, 3, 3), dict(padding=1), False, 0),  # 8281: YNNPACK's
         ((1, 24, 9, 9), (24, 8, 3, 3), dict(padding=1, groups=3), False, 0),  # grouped
         ((1, 24, 9), (20, 24, 3), dict(padding=1), False, 0),  # 1-D: Eigen's already
         ((1, 100, 32, 32), (100, 100, 5, 5), dict(padding=2), False, 0),  # deep, large

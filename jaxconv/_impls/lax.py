@@ -142,6 +142,14 @@ EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
 # same: 3->32 @112 1.56-1.73x forward, where YNNPACK took twice as long as for 3->48;
 # 8->96 5x5 @28 1.32x.)
 EIGEN_MIN_CHANNELS = 12
+# ... and to YNNPACK the maps of more than this many output positions per image (3x3,
+# batch 2 unless said, Eigen against YNNPACK, minimum of 21 shuffled runs; forward,
+# training through a ReLU): 64@224 0.71x / 0.81x channels-first / -last, 0.84x /
+# 0.87x; 64@128 0.74x / 0.93x, 0.84x / 0.66x; 64@112 0.75x, 0.67x (batch 8
+# channels-last 0.88x, 0.83x); 128@112 0.74x, 0.88x; 64@96 batch 4 0.87x, 0.86x;
+# 48@160 channels-last 1.09x, 0.74x; but 64@80 1.17x / 1.27x, 1.01x / 0.97x; 96@72
+# 1.30x, 1.16x; 128@64 channels-last 1.03x, 1.08x.
+EIGEN_MAX_POSITIONS_PER_IMAGE = 8192
 
 
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
@@ -149,7 +157,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     float64 (XLA gives YNNPACK no other floating type), 2-D, dense, no input dilation,
     stride 1 along the height, at most `EIGEN_MAX_EXTRA_ROWS` extra output rows, and
     more than 16 input or output channels (XLA runs smaller ones through Eigen already)
-    but at least `EIGEN_MIN_CHANNELS` of each. Not the deep (``C_in * taps >=
+    but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
+    `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions. Not the deep (``C_in * taps >=
     EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
@@ -162,6 +171,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     if min(out) < 1 or 0 in x_shape:
         return False
     if max(c_in, c_out) <= 16 or min(c_in, c_out) < EIGEN_MIN_CHANNELS:
+        return False
+    if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
         if math.prod(out) >= EIGEN_MAX_POSITIONS:
