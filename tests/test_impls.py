@@ -272,6 +272,61 @@ def test_public_conv_transpose_matches_reference(impl, x_shape, w_shape, kwargs)
     assert_close(got, want, reduction=math.prod(w_shape[2:]) * w_shape[0])
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, merged",
+    [
+        ((2, 6, 5, 4), (6, 3, 2, 2), dict(stride=2), True),  # U-Net's up-convolution
+        ((2, 6, 5, 4), (6, 3, 3, 2), dict(stride=(3, 2)), True),
+        ((2, 6, 7), (6, 4, 4), dict(stride=4), True),
+        ((1, 4, 3, 2, 3), (4, 2, 2, 2, 2), dict(stride=2), True),
+        ((2, 6, 5, 4), (6, 3, 2, 3), dict(stride=(2, 1), padding=(0, 1)), True),
+        ((2, 6, 5, 4), (6, 3, 2, 2), dict(stride=2, padding=1), False),  # phases differ
+        ((2, 6, 5, 4), (6, 3, 2, 2), dict(stride=2, output_padding=1), False),
+        ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2, padding=1), False),  # 2x2 taps each
+        ((2, 6, 5, 4), (6, 1, 2, 2), dict(stride=2, groups=2), False),
+    ],
+)
+def test_subpixel_one_tap_phases_in_one_convolution(
+    x_shape, w_shape, kwargs, merged, channels_last
+):
+    """A transposed convolution whose every phase is one tap at one offset (kernel =
+    stride, no padding) runs all phases as one convolution with the phases' kernels
+    stacked along the output channels; values and gradients equal lax's, under
+    ``subpixel`` and ``auto``."""
+    from jaxconv._impls import subpixel
+
+    rng = np.random.default_rng(3)
+    x, w = arrays(rng, x_shape, w_shape)
+    if channels_last:
+        x = jnp.moveaxis(x, 1, -1)
+        w = jnp.moveaxis(w, (0, 1), (-1, -2))
+    calls = []
+    real = subpixel._merged
+
+    def spy(*args):
+        calls.append(args[1].shape)
+        return real(*args)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv_transpose(
+            a, b, **kwargs, channels_last=channels_last, impl=impl
+        )
+
+    y_lax, vjp_lax = jax.vjp(conv("lax"), x, w)
+    ct = jnp.asarray(rng.standard_normal(y_lax.shape))
+    for impl in ("subpixel", "auto"):
+        calls.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(subpixel, "_merged", spy)
+            y, vjp = jax.vjp(conv(impl), x, w)
+        on_cpu = jax.default_backend() == "cpu"  # auto splits phases on the CPU only
+        assert bool(calls) == (merged and (impl == "subpixel" or on_cpu)), impl
+        np.testing.assert_allclose(y, y_lax, rtol=1e-10, atol=1e-10)
+        for got, want in zip(vjp(ct), vjp_lax(ct), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 # ----------------------------------------------------------------------------- dtypes
 
 

@@ -86,6 +86,8 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
         )
     ]
     lhs = spec.lhs_dilation
+    if _one_tap_phases(per_dim, spec):
+        return _merged(x, w, spec, per_dim, inner)
     blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
     pieces = []
     for combo in itertools.product(*(range(ld) for ld in lhs)):
@@ -123,6 +125,63 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     y = jnp.transpose(y, (nd, nd + 1, *itertools.chain(*((nd + 2 + i, i) for i in range(nd)))))
     y = y.reshape((n_batch, c_out, *(b * ld for b, ld in zip(blocks, lhs, strict=True))))
     return y[(slice(None), slice(None), *(slice(0, m) for m in out))]
+
+
+def _one_tap_phases(per_dim, spec: ConvSpec) -> bool:
+    """Whether every phase exists, meets one tap per input-dilated dim, and reads the
+    input at the same offset for as many outputs as every other phase: a transposed
+    convolution whose kernel equals its stride, without padding (U-Net's 2x2 stride-2
+    up-convolution, a patch-wise "unpatchify")."""
+    if spec.groups != 1:
+        return False
+    for ld, phases in zip(spec.lhs_dilation, per_dim, strict=True):
+        if ld == 1:
+            continue
+        if any(p is None or p.count != 1 for p in phases):
+            return False
+        if len({(p.offset, p.size) for p in phases}) != 1:
+            return False
+    return True
+
+
+def _merged(x: jax.Array, w: jax.Array, spec: ConvSpec, per_dim, inner: Forward) -> jax.Array:
+    """`decompose` for `_one_tap_phases`: the phases' kernels stacked along the output
+    channels, so that one convolution through ``inner`` computes them all (a 1x1 one
+    with a stride-sized kernel: one product with ``L^2`` times the output channels),
+    and its channels interleaved into the output. Against one convolution per phase
+    (2x2 stride 2, batch 8 unless said, minimum of 15 shuffled runs, forward and
+    training through a ReLU, channels-first / channels-last): 256->128 @28 1.41x /
+    1.10x and 2.20x / 1.57x; 64->32 @56 1.30x / 1.17x and 1.15x / 2.23x; 512->256 @16
+    batch 4 1.05x / 0.92x and 1.15x / 1.22x."""
+    n_batch, c_out = x.shape[0], w.shape[0]
+    nd = spec.ndim
+    lhs = spec.lhs_dilation
+    kernels, pads, dils, sizes = [], [], [], []
+    for combo in itertools.product(*(range(ld) for ld in lhs)):
+        index = [slice(None), slice(None)]
+        for i, r in enumerate(combo):
+            index.append(
+                slice(per_dim[i][r].first, per_dim[i][r].first + 1) if lhs[i] > 1 else slice(None)
+            )
+        kernels.append(w[tuple(index)])
+    for i in range(nd):
+        if lhs[i] == 1:
+            pads.append(spec.padding[i])
+            dils.append(spec.rhs_dilation[i])
+            sizes.append(spec.out_spatial(x.shape[2:], w.shape[2:])[i])
+            continue
+        p = per_dim[i][0]
+        pads.append((-p.offset, p.size + p.offset - x.shape[2 + i]))
+        dils.append(1)
+        sizes.append(p.size)
+    sub = dataclasses.replace(
+        spec, padding=tuple(pads), lhs_dilation=(1,) * nd, rhs_dilation=tuple(dils)
+    )
+    y = inner(x, jnp.concatenate(kernels, axis=0), sub)  # (N, prod(L) * C_out, *B)
+    # (N, *L, C, *B) -> (N, C, B1, L1, B2, L2, ...) -> (N, C, B1*L1, ...).
+    y = y.reshape((n_batch, *lhs, c_out, *sizes))
+    y = jnp.transpose(y, (0, nd + 1, *itertools.chain(*((nd + 2 + i, 1 + i) for i in range(nd)))))
+    return y.reshape((n_batch, c_out, *(b * ld for b, ld in zip(sizes, lhs, strict=True))))
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
