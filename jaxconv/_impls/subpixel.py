@@ -87,7 +87,7 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     ]
     lhs = spec.lhs_dilation
     if _one_tap_phases(per_dim, spec):
-        return _merged(x, w, spec, per_dim, inner)
+        return _merged(x, w, spec, per_dim, out, inner)
     blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
     pieces = []
     for combo in itertools.product(*(range(ld) for ld in lhs)):
@@ -144,33 +144,37 @@ def _one_tap_phases(per_dim, spec: ConvSpec) -> bool:
     return True
 
 
-def _merged(x: jax.Array, w: jax.Array, spec: ConvSpec, per_dim, inner: Forward) -> jax.Array:
+def _merged(x: jax.Array, w: jax.Array, spec: ConvSpec, per_dim, out, inner: Forward) -> jax.Array:
     """`decompose` for `_one_tap_phases`: the phases' kernels stacked along the output
-    channels, so that one convolution through ``inner`` computes them all (a 1x1 one
-    with a stride-sized kernel: one product with ``L^2`` times the output channels),
+    channels, so that one convolution through ``inner`` computes them all (with a
+    stride-sized kernel, one 1x1 convolution with ``L^n`` times the output channels),
     and its channels interleaved into the output. Against one convolution per phase
-    (2x2 stride 2, batch 8 unless said, minimum of 15 shuffled runs, forward and
-    training through a ReLU, channels-first / channels-last): 256->128 @28 1.41x /
-    1.10x and 2.20x / 1.57x; 64->32 @56 1.30x / 1.17x and 1.15x / 2.23x; 512->256 @16
-    batch 4 1.05x / 0.92x and 1.15x / 1.22x."""
+    (batch 8 unless said, minimum of 15-25 shuffled runs, forward and training through
+    a ReLU, channels-first / channels-last): 2x2 stride 2 256->128 @28 1.07-1.18x /
+    0.90-1.05x and 1.24-1.29x / 1.20-1.39x; 64->32 @56 1.09x / 1.07x and 1.01x / 1.77x;
+    128->64 @64 batch 2 1.07-1.17x / 0.89-1.13x and 1.26-1.33x / 1.34-1.52x; 512->256
+    @16 batch 4 1.06x / 1.04x and 1.11x / 1.16x; 1024->512 @8 batch 1 1.03x / 1.01x
+    and 1.03x / 1.00x; 4x4 stride 4 96->3 @14 1.06x / 2.38x and 1.86x / 3.56x; 1-D 2 taps
+    stride 2 128->64 @500 1.22x / 1.11x and 1.27x / 1.35x; 3-D 2x2x2 64->32 @8 batch 2
+    1.50x / 1.39x and 1.54x / 1.88x."""
     n_batch, c_out = x.shape[0], w.shape[0]
     nd = spec.ndim
     lhs = spec.lhs_dilation
-    kernels, pads, dils, sizes = [], [], [], []
+    kernels = []
     for combo in itertools.product(*(range(ld) for ld in lhs)):
         index = [slice(None), slice(None)]
         for i, r in enumerate(combo):
-            index.append(
-                slice(per_dim[i][r].first, per_dim[i][r].first + 1) if lhs[i] > 1 else slice(None)
-            )
+            first = per_dim[i][r].first if lhs[i] > 1 else None
+            index.append(slice(None) if first is None else slice(first, first + 1))
         kernels.append(w[tuple(index)])
+    pads, dils, sizes = [], [], []
     for i in range(nd):
-        if lhs[i] == 1:
+        if lhs[i] == 1:  # a dim without input dilation keeps the spec's own
             pads.append(spec.padding[i])
             dils.append(spec.rhs_dilation[i])
-            sizes.append(spec.out_spatial(x.shape[2:], w.shape[2:])[i])
+            sizes.append(out[i])
             continue
-        p = per_dim[i][0]
+        p = per_dim[i][0]  # every phase alike (`_one_tap_phases`)
         pads.append((-p.offset, p.size + p.offset - x.shape[2 + i]))
         dils.append(1)
         sizes.append(p.size)
