@@ -284,13 +284,17 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
         ((1, 100, 16, 16), (100, 100, 5, 5), dict(padding=2), True, 1),  # ... small map
     ],
 )
-def test_forward_eigen_is_xla_convolution_with_extra_rows(x_shape, w_shape, kwargs, pays, extra):
+def test_forward_eigen_is_xla_convolution_with_extra_rows(
+    x_shape, w_shape, kwargs, pays, extra, monkeypatch
+):
     """`lax.forward_eigen` computes XLA's convolution; where `lax.eigen_pays` it asks
     for ``extra`` more output rows (so that the output is taller than the input) and
-    drops them."""
+    drops them. (Small shapes, with the FLOPs floor off: see the next test.)"""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
+
+    monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     rng = np.random.default_rng(0)
@@ -306,6 +310,24 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(x_shape, w_shape, kwar
     assert f"-> tensor<{'x'.join(map(str, taller))}x" in text, text
 
 
+@pytest.mark.parametrize(
+    "x_shape,w_shape,pays",
+    [
+        ((2, 16, 8, 8), (64, 16, 3, 3), False),  # 2.4 MFLOP
+        ((8, 32, 14, 14), (32, 32, 3, 3), False),  # 29 MFLOP
+        ((1, 128, 14, 14), (128, 128, 3, 3), True),  # 58 MFLOP
+        ((8, 64, 14, 14), (64, 64, 3, 3), True),  # 116 MFLOP
+    ],
+)
+def test_eigen_needs_enough_flops(x_shape, w_shape, pays):
+    """`lax.eigen_pays` leaves layers of fewer than `EIGEN_MIN_FLOPS` FLOPs to
+    YNNPACK."""
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
+    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -316,10 +338,17 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(x_shape, w_shape, kwar
         ((1, 24, 9, 12), (32, 24, 3, 5), dict(padding=(1, 2))),
     ],
 )
-def test_dense_2d_value_and_input_gradient_off_ynnpack(x_shape, w_shape, kwargs, channels_last):
+def test_dense_2d_value_and_input_gradient_off_ynnpack(
+    x_shape, w_shape, kwargs, channels_last, monkeypatch
+):
     """auto's value and input gradient of a stride-1 dense 2-D convolution are XLA's
-    convolutions with a taller output (`lax.forward_eigen`), and equal `lax`'s."""
+    convolutions with a taller output (`lax.forward_eigen`), and equal `lax`'s. (Small
+    shapes, with the FLOPs floor off.)"""
     import numpy as np
+
+    from jaxconv._impls import lax as lax_impl
+
+    monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
 
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)

@@ -150,6 +150,16 @@ EIGEN_MIN_CHANNELS = 12
 # 48@160 channels-last 1.09x, 0.74x; but 64@80 1.17x / 1.27x, 1.01x / 0.97x; 96@72
 # 1.30x, 1.16x; 128@64 channels-last 1.03x, 1.08x.
 EIGEN_MAX_POSITIONS_PER_IMAGE = 8192
+# ... and to YNNPACK the layers of fewer FLOPs (2 x multiply-adds) than this, where
+# Eigen's start costs more than its second core saves (3x3 unless said, Eigen against
+# YNNPACK, minimum of 21 shuffled runs; forward, training through a ReLU; channels-last
+# unless said): 16->64 @8 batch 2 (2.4 MFLOP) 0.66x, 0.72x; 5x5 16->32 @8 batch 4 (6.6)
+# 0.55x, 0.61x; 48->16 @14 batch 2 (5.4) 0.55x / 0.65x channels-first, 0.82x / 1.05x;
+# 32->32 @14 batch 8 (29) 0.77x, 0.76x; @28 batch 2 channels-first (29) 0.96x, 0.79x;
+# from about 60 MFLOP even or better: 128@14 batch 1 (58) 1.04-1.08x, 1.00x; 64@14 batch
+# 8 (116) 1.28-1.35x, 0.90-0.96x; 64@28 batch 2 (116) 1.17x / 0.86x, 1.05x / 0.92x;
+# larger 1.03-1.58x, 1.01-1.18x.
+EIGEN_MIN_FLOPS = 5e7
 
 
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
@@ -158,7 +168,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     stride 1 along the height, at most `EIGEN_MAX_EXTRA_ROWS` extra output rows, and
     more than 16 input or output channels (XLA runs smaller ones through Eigen already)
     but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
-    `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions. Not the deep (``C_in * taps >=
+    `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions, with at least `EIGEN_MIN_FLOPS`
+    FLOPs. Not the deep (``C_in * taps >=
     EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
@@ -173,6 +184,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     if max(c_in, c_out) <= 16 or min(c_in, c_out) < EIGEN_MIN_CHANNELS:
         return False
     if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE:
+        return False
+    if 2 * x_shape[0] * math.prod(out) * c_in * c_out * math.prod(kernel) < EIGEN_MIN_FLOPS:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
         if math.prod(out) >= EIGEN_MAX_POSITIONS:
