@@ -308,12 +308,6 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
-def _flops(spec: ConvSpec, x_shape, w_shape) -> int:
-    """FLOPs (2 x multiply-adds) of the canonical convolution."""
-    out = spec.out_spatial(x_shape[2:], w_shape[2:])
-    return 2 * x_shape[0] * math.prod(w_shape) * math.prod(out)
-
-
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution by the algorithm (or phase split) the rules choose.
 
@@ -431,7 +425,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
             and role == WEIGHT_GRADIENT
             and planes.applies(spec_)
             and w_.shape[0] // spec_.groups > ROWS_MIN_OUT_CHANNELS
-            and _flops(spec_, x_.shape, w_.shape) >= ROWS_MIN_FLOPS
+            and spec_.flops(x_.shape, w_.shape) >= ROWS_MIN_FLOPS
         ):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per
             # kernel row, rows folded into the batch: XLA's 2-D weight gradient is

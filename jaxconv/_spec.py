@@ -8,6 +8,7 @@ only `ConvSpec`; the public layer reads the rest of `ConvPlan`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import operator
 from collections.abc import Sequence
@@ -59,6 +60,16 @@ class ConvSpec:
                 self.lhs_dilation,
                 strict=True,
             )
+        )
+
+    def flops(self, x_shape: Sequence[int], w_shape: Sequence[int]) -> int:
+        """FLOPs (2 x multiply-adds) of this convolution of canonical arrays of these
+        shapes."""
+        return (
+            2
+            * x_shape[0]
+            * math.prod(w_shape)
+            * math.prod(self.out_spatial(x_shape[2:], w_shape[2:]))
         )
 
 

@@ -185,7 +185,7 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
         return False
     if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE:
         return False
-    if 2 * x_shape[0] * math.prod(out) * c_in * c_out * math.prod(kernel) < EIGEN_MIN_FLOPS:
+    if spec.flops(x_shape, w_shape) < EIGEN_MIN_FLOPS:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
         if math.prod(out) >= EIGEN_MAX_POSITIONS:

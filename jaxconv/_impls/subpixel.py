@@ -86,36 +86,25 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
         )
     ]
     lhs = spec.lhs_dilation
-    if _one_tap_phases(per_dim, spec):
-        return _merged(x, w, spec, per_dim, out, inner)
-    blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
-    pieces = []
+    # Per phase (one per combination of residues), its kernel slice, spec and sizes;
+    # None where the phase meets no tap.
+    problems = []
     for combo in itertools.product(*(range(ld) for ld in lhs)):
         phase = [per_dim[i][r] if lhs[i] > 1 else None for i, r in enumerate(combo)]
         if any(p is None for i, p in enumerate(phase) if lhs[i] > 1):
+            problems.append(None)
+        else:
+            problems.append(_phase_problem(x.shape, w, spec, phase, out))
+    if _one_tap_phases(per_dim, spec):
+        return _merged(x, problems, spec, inner)
+    blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
+    pieces = []
+    for problem in problems:
+        if problem is None:
             pieces.append(jnp.zeros((n_batch, c_out, *blocks), x.dtype))
             continue
-        start, limit, strides, pads, dils, sizes = [0, 0], list(w.shape[:2]), [1, 1], [], [], []
-        for i, p in enumerate(phase):
-            if p is None:  # a dim without input dilation keeps the spec's own
-                start.append(0)
-                limit.append(kernel[i])
-                strides.append(1)
-                pads.append(spec.padding[i])
-                dils.append(spec.rhs_dilation[i])
-                sizes.append(out[i])
-                continue
-            start.append(p.first)
-            limit.append(p.first + (p.count - 1) * p.step + 1)
-            strides.append(p.step)
-            hi = p.size + p.offset + (p.count - 1) * p.dilation - x.shape[2 + i]
-            pads.append((-p.offset, hi))
-            dils.append(p.dilation)
-            sizes.append(p.size)
-        sub = dataclasses.replace(
-            spec, padding=tuple(pads), lhs_dilation=(1,) * spec.ndim, rhs_dilation=tuple(dils)
-        )
-        y = inner(x, lax.slice(w, start, limit, strides), sub)
+        kernel_slice, sub, sizes = problem
+        y = inner(x, kernel_slice, sub)
         pieces.append(
             jnp.pad(y, [(0, 0), (0, 0)] + [(0, b - s) for b, s in zip(blocks, sizes, strict=True)])
         )
@@ -125,6 +114,34 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     y = jnp.transpose(y, (nd, nd + 1, *itertools.chain(*((nd + 2 + i, i) for i in range(nd)))))
     y = y.reshape((n_batch, c_out, *(b * ld for b, ld in zip(blocks, lhs, strict=True))))
     return y[(slice(None), slice(None), *(slice(0, m) for m in out))]
+
+
+def _phase_problem(x_shape, w: jax.Array, spec: ConvSpec, phase, out):
+    """``(kernel, spec, sizes)`` of one phase: its taps of ``w``, the stride-1
+    correlation of the undilated input it is, and its output's spatial sizes. ``phase``
+    holds a `_Phase` per input-dilated dim and None for the others."""
+    kernel = w.shape[2:]
+    start, limit, strides, pads, dils, sizes = [0, 0], list(w.shape[:2]), [1, 1], [], [], []
+    for i, p in enumerate(phase):
+        if p is None:  # a dim without input dilation keeps the spec's own
+            start.append(0)
+            limit.append(kernel[i])
+            strides.append(1)
+            pads.append(spec.padding[i])
+            dils.append(spec.rhs_dilation[i])
+            sizes.append(out[i])
+            continue
+        start.append(p.first)
+        limit.append(p.first + (p.count - 1) * p.step + 1)
+        strides.append(p.step)
+        hi = p.size + p.offset + (p.count - 1) * p.dilation - x_shape[2 + i]
+        pads.append((-p.offset, hi))
+        dils.append(p.dilation)
+        sizes.append(p.size)
+    sub = dataclasses.replace(
+        spec, padding=tuple(pads), lhs_dilation=(1,) * spec.ndim, rhs_dilation=tuple(dils)
+    )
+    return lax.slice(w, start, limit, strides), sub, tuple(sizes)
 
 
 def _one_tap_phases(per_dim, spec: ConvSpec) -> bool:
@@ -144,7 +161,7 @@ def _one_tap_phases(per_dim, spec: ConvSpec) -> bool:
     return True
 
 
-def _merged(x: jax.Array, w: jax.Array, spec: ConvSpec, per_dim, out, inner: Forward) -> jax.Array:
+def _merged(x: jax.Array, problems, spec: ConvSpec, inner: Forward) -> jax.Array:
     """`decompose` for `_one_tap_phases`: the phases' kernels stacked along the output
     channels, so that one convolution through ``inner`` computes them all (with a
     stride-sized kernel, one 1x1 convolution with ``L^n`` times the output channels),
@@ -157,30 +174,11 @@ def _merged(x: jax.Array, w: jax.Array, spec: ConvSpec, per_dim, out, inner: For
     and 1.03x / 1.00x; 4x4 stride 4 96->3 @14 1.06x / 2.38x and 1.86x / 3.56x; 1-D 2 taps
     stride 2 128->64 @500 1.22x / 1.11x and 1.27x / 1.35x; 3-D 2x2x2 64->32 @8 batch 2
     1.50x / 1.39x and 1.54x / 1.88x."""
-    n_batch, c_out = x.shape[0], w.shape[0]
+    kernels = [kernel_slice for kernel_slice, _, _ in problems]
+    _, sub, sizes = problems[0]  # every phase's spec and sizes alike (`_one_tap_phases`)
+    n_batch, c_out = x.shape[0], kernels[0].shape[0]
     nd = spec.ndim
     lhs = spec.lhs_dilation
-    kernels = []
-    for combo in itertools.product(*(range(ld) for ld in lhs)):
-        index = [slice(None), slice(None)]
-        for i, r in enumerate(combo):
-            first = per_dim[i][r].first if lhs[i] > 1 else None
-            index.append(slice(None) if first is None else slice(first, first + 1))
-        kernels.append(w[tuple(index)])
-    pads, dils, sizes = [], [], []
-    for i in range(nd):
-        if lhs[i] == 1:  # a dim without input dilation keeps the spec's own
-            pads.append(spec.padding[i])
-            dils.append(spec.rhs_dilation[i])
-            sizes.append(out[i])
-            continue
-        p = per_dim[i][0]  # every phase alike (`_one_tap_phases`)
-        pads.append((-p.offset, p.size + p.offset - x.shape[2 + i]))
-        dils.append(1)
-        sizes.append(p.size)
-    sub = dataclasses.replace(
-        spec, padding=tuple(pads), lhs_dilation=(1,) * nd, rhs_dilation=tuple(dils)
-    )
     y = inner(x, jnp.concatenate(kernels, axis=0), sub)  # (N, prod(L) * C_out, *B)
     # (N, *L, C, *B) -> (N, C, B1, L1, B2, L2, ...) -> (N, C, B1*L1, ...).
     y = y.reshape((n_batch, *lhs, c_out, *sizes))
