@@ -23,6 +23,7 @@ from tolerance import assert_close, tolerance
 
 import jaxconv
 from jaxconv._impls import FORWARDS, fft
+from jaxconv._impls import matmul as matmul_impl
 from jaxconv._spec import ConvSpec
 
 MINE = ("einsum", "matmul", "fft")
@@ -169,6 +170,41 @@ def test_matmul_channels_first_per_image(x_shape, w_shape, kwargs, per_image):
     (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
     (_, (batch, _)) = dot.params["dimension_numbers"]
     assert bool(batch) == per_image
+    ct = jnp.asarray(rng.standard_normal(FORWARDS["lax"](x, w, s).shape))
+    got, vjp_got = jax.vjp(lambda a, b: FORWARDS["matmul"](a, b, s), x, w)
+    want, vjp_want = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, s), x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for g, h in zip(vjp_got(ct), vjp_want(ct), strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,rows_first",
+    [
+        ((2, 30, 5, 5), (4, 30, 1, 1), dict(), True),  # 50 positions in the batch
+        ((8, 20, 7, 7), (3, 20, 1, 1), dict(), True),  # 392
+        ((2, 30, 9, 9), (4, 30, 1, 1), dict(stride=2), True),  # 2 x 25
+        ((3, 20, 3, 2, 3), (5, 20, 1, 1, 1), dict(), True),  # 3-D, 54
+        ((2, 40, 7), (6, 40, 1), dict(), True),  # 1-D, 14
+        ((1, 30, 5, 5), (4, 30, 1, 1), dict(), False),  # batch 1: no transposes otherwise
+        ((2, 40, 4, 4), (6, 40, 1, 1), dict(), False),  # 32 positions, a multiple of 16
+        ((4, 20, 2, 2), (3, 20, 1, 1), dict(), False),  # 16
+        ((2, 30, 5, 5), (4, 30, 3, 3), dict(padding=1), False),  # patches keep columns
+    ],
+)
+def test_matmul_1x1_rows_first(x_shape, w_shape, kwargs, rows_first):
+    """Channels-first 1x1 `matmul` on maps with fewer positions than channels takes the
+    batch's positions as the product's rows (the input is the dot's first operand) from
+    batch 2 when they are not a multiple of 16, else as its columns; the value and both
+    gradients are XLA's either way."""
+    rng = np.random.default_rng(5)
+    x, w = arrays(rng, x_shape, w_shape)
+    s = spec(len(x_shape) - 2, **kwargs)
+    out = s.out_spatial(x_shape[2:], w_shape[2:])
+    assert matmul_impl.rows_first(x_shape[0], out) == (rows_first or math.prod(w_shape[2:]) > 1)
+    jaxpr = jax.make_jaxpr(FORWARDS["matmul"], static_argnums=2)(x, w, s)
+    (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert (dot.invars[0].aval.shape[0] == x_shape[0]) == rows_first
     ct = jnp.asarray(rng.standard_normal(FORWARDS["lax"](x, w, s).shape))
     got, vjp_got = jax.vjp(lambda a, b: FORWARDS["matmul"](a, b, s), x, w)
     want, vjp_want = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, s), x, w)

@@ -105,6 +105,12 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             w_b, cols[:, 0], (contract, ((0,), (0,))), spec.precision, preferred_element_type=acc
         )
         return y.astype(x.dtype)
+    if g == 1 and taps == 1 and rows_first(n, out):
+        # (N, *S, C) @ (C, C_out): the positions as the product's rows (see `rows_first`).
+        y = lax.dot_general(
+            cols[:, 0], w[0], (((1,), (1,)), ((), ())), spec.precision, preferred_element_type=acc
+        )
+        return jnp.moveaxis(y, -1, 1).astype(x.dtype)
     if g == 1:
         # (C_out, C) @ (C, *S) per sample, channels-first, with no batch dim for XLA.
         contract = (tuple(range(1, 1 + k)), tuple(range(1, 1 + k)))
@@ -149,6 +155,31 @@ def per_image(c_in: int, c_out: int, taps: int, out) -> bool:
     if taps == 1:
         return positions >= max(c_in, c_out)
     return c_in * taps <= c_out <= positions
+
+
+# The product's column tile on this CPU (16 float32 lanes of AVX-512), see `rows_first`.
+ROWS_FIRST_LANES = 16
+
+
+def rows_first(n: int, out) -> bool:
+    """Whether channels-first 1x1 `matmul` (one group, not `per_image`) takes the
+    positions as the product's rows, ``(N * S, C) @ (C, C_out)``, rather than as its
+    columns, ``(C_out, C) @ (C, N * S)``: from batch 2 (at batch 1 the columns need
+    no transpose of either the input or the output) when the positions of the whole
+    batch are not a multiple of `ROWS_FIRST_LANES`, where XLA's CPU dot (YNNPACK)
+    ran the columns' ragged last tile slowly.
+
+    Rows first against columns first (21 shuffled runs; forward, training through a
+    ReLU): batch 2 and 8 on 3x3 to 11x11 maps, 256->64, 512->128 and 128->512, whose
+    positions are no multiple of 16: 1.10-2.71x and 0.84-1.83x (one below 1.0, 128->512
+    @3 batch 8 training); @7 batch 8, 96->16 4.8x and 2.3x (the columns first ran at
+    0.23x `lax`), 64->16 3.4-3.8x and 1.9-2.2x, 512->2048 1.23x and 1.06x, 2048->512
+    0.95-1.14x and 0.92-1.04x, 960->160 1.08-1.12x and 1.14-1.20x. On positions that
+    are a multiple of 16 the columns are faster or even: @8 batch 8 and @4, @12, @14
+    batch 8 0.61-1.03x and 0.89-1.21x; at batch 1 rows first lost on 6x6 and 8x8 to
+    12x12 maps (0.65-0.93x forward) and won on 5x5 and 7x7 (1.08-1.44x).
+    """
+    return n > 1 and (n * math.prod(out)) % ROWS_FIRST_LANES != 0
 
 
 def single_pixel(x_shape) -> bool:
