@@ -8,6 +8,7 @@ mode, second derivatives, `vmap` of gradients, and the half-precision dtypes.
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +96,46 @@ def test_rows_weight_gradient_is_the_one_reduction(case, seed):
     want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), w_shape[2:])
     assert got.shape == want.shape == w_shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, gathered",
+    [
+        ((2, 6, 11, 10), (6, 1, 3, 3), (1, 1), (1, 1), True),  # depthwise 2-D
+        ((2, 6, 13, 12), (6, 1, 5, 3), (2, 1), (1, 2), True),  # strided, dilated
+        ((1, 4, 9, 8, 7), (4, 1, 3, 2, 3), (1, 2, 1), (2, 1, 1), True),  # 3-D
+        ((2, 6, 11, 10), (6, 1, 7, 7), (1, 1), (1, 1), True),  # 49 taps
+        ((2, 6, 11, 10), (12, 1, 3, 3), (1, 1), (1, 1), False),  # two outputs per channel
+        ((2, 6, 11, 10), (6, 2, 3, 3), (1, 1), (1, 1), False),  # groups of 2x2
+        ((2, 6, 20), (6, 1, 3), (1,), (1,), False),  # 1-D rows
+    ],
+)
+def test_rows_weight_gradient_gathers_depthwise_windows(
+    x_shape, w_shape, stride, dilation, gathered, monkeypatch
+):
+    """Depthwise (one channel in and out per group) rows of rows gather every tap's
+    window at once (`_tap_rows`); the result is the one reduction's either way, in the
+    input's dtype."""
+    groups = x_shape[1] // w_shape[1]
+    nd = len(x_shape) - 2
+    spec = ConvSpec(stride, ((1, 2),) * nd, (1,) * nd, dilation, groups, channels_last=True)
+    calls = []
+    tap_rows = shift._tap_rows
+    monkeypatch.setattr(shift, "_tap_rows", lambda *a: calls.append(a) or tap_rows(*a))
+    x, _ = _arrays(2, x_shape, w_shape)
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    (ct,) = _arrays(3, (x_shape[0], w_shape[0], *out))
+    got = shift._rows_weight_gradient(x, ct, spec, w_shape[2:])
+    assert bool(calls) == gathered
+    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), w_shape[2:])
+    assert got.shape == want.shape == w_shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    low = shift._rows_weight_gradient(
+        x.astype(jnp.bfloat16), ct.astype(jnp.bfloat16), spec, w_shape[2:]
+    )
+    assert low.dtype == jnp.bfloat16
+    reduction = x_shape[0] * math.prod(out)
+    assert_close(low, want, jnp.bfloat16, reduction=reduction)
 
 
 @pytest.mark.parametrize(
