@@ -227,12 +227,19 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
-        if spec.ndim == 1 and spec.channels_last:
+        if spec.channels_last and spec.ndim == 1 or _xla_3d_expansion(spec, w_shape):
             # ... but not 1-D channels-last, where XLA rewrites its convolution into a
             # dot late enough that Eigen runs it, and runs matmul's dot on YNNPACK
             # (matmul against lax, minimum of 21 shuffled runs, forward and training
             # through a ReLU: 256->512 @500 batch 4 0.75x and 0.55x; 64->128 @1000
-            # batch 8 1.05x and 0.47x; 128->128 @2000 0.82x and 0.64x).
+            # batch 8 1.05x and 0.47x; 128->128 @2000 0.82x and 0.64x); nor 3-D
+            # channels-last layers to more channels than they take (matmul against
+            # lax, 15 shuffled runs, same modes: 32->256 @16x16x16 batch 2 1.12x and
+            # 0.60x, 64->256 @8x28x28 0.78x and 0.48x, 512->2048 @8x8x8 0.92x and
+            # 0.74x, 32->128, 64->128, 128->512 and 16->64 0.91-1.09x and 0.80-0.93x,
+            # 24->96 @8x28x28 batch 1 0.91x and 1.32x), while to as many or fewer
+            # matmul's training wins (64->64 1.55x, 256->64 1.26x, 96->24 3.7x). XLA's
+            # own 3-D convolution, not its 2-D planes (see `_run`).
             return ("lax",) * 3
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x
@@ -284,6 +291,18 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     # 1.35x in batch chunks, but XLA steered off its unpadded slow path gives 2.8x),
     # in 2-D at stride 1 run by Eigen rather than YNNPACK (see `lax.forward_eigen`).
     return ("lax",) * 3
+
+
+def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:
+    """Whether this is a dense channels-last 3-D 1x1x1 convolution to more channels than
+    it takes, which `impl="auto"` leaves whole to XLA's 3-D convolution (see `choose`)."""
+    return (
+        spec.channels_last
+        and spec.ndim == 3
+        and spec.groups == 1
+        and math.prod(w_shape[2:]) == 1
+        and w_shape[0] > w_shape[1]
+    )
 
 
 def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
@@ -413,7 +432,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
                 return _derivatives.input_term(x_, w_, spec_, FORWARDS[name])
             if role == WEIGHT_GRADIENT and shift_impl.fused_weight_gradient(spec_, w_.shape[2:]):
                 return _derivatives.weight_term(x_, w_, spec_)
-        if name != "lax" or backend != "cpu":
+        if name != "lax" or backend != "cpu" or _xla_3d_expansion(spec_, w_.shape):
             return FORWARDS[name](x_, w_, spec_)
         if spec_.ndim == 3 and planes.applies(spec_):
             if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):

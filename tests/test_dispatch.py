@@ -107,6 +107,11 @@ def test_cpu_rules():
     assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("matmul",) * 3
     assert choose((2, 64, 500), (32, 64, 1)) == ("matmul",) * 3
     assert choose((2, 500, 64), (1, 64, 32), channels_last=True) == ("lax",) * 3  # 1-D cl
+    # 3-D channels-last 1x1: XLA's to more channels, matmul's to as many or fewer.
+    assert choose((2, 8, 14, 14, 32), (1, 1, 1, 32, 128), channels_last=True) == ("lax",) * 3
+    assert choose((2, 8, 14, 14, 64), (1, 1, 1, 64, 64), channels_last=True) == ("matmul",) * 3
+    assert choose((2, 8, 14, 14, 96), (1, 1, 1, 96, 24), channels_last=True) == ("matmul",) * 3
+    assert choose((2, 32, 8, 14, 14), (128, 32, 1, 1, 1)) == ("matmul",) * 3  # channels-first
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul",) * 3
     assert choose((2, 256, 7, 7), (256, 256, 3, 3), padding=1) == ("matmul",) * 3
     # ... the value by XLA's with fewer than 256 output channels, all of it under 128.
@@ -147,6 +152,55 @@ def test_3d_runs_as_2d_planes_on_cpu():
         assert not any("0, 1, 2]" in line for line in lines)  # no 3-D convolution
     lax3d = convolutions(lambda a, b: jaxconv.conv3d(a, b, padding=1, impl="lax"), x, w)
     assert all("0, 1, 2]" in line for line in lax3d)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the 3-D 1x1 rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,whole",
+    [
+        ((2, 3, 4, 5, 6), (1, 1, 1, 6, 16), dict(), True),  # channels-last, 6 -> 16
+        ((2, 5, 6, 5, 4), (1, 1, 1, 4, 8), dict(stride=(1, 2, 2)), True),
+        ((2, 3, 4, 5, 16), (1, 1, 1, 16, 6), dict(), False),  # to fewer: matmul
+        ((2, 3, 4, 5, 8), (1, 1, 1, 4, 16), dict(groups=2), False),  # grouped rules
+        ((2, 3, 4, 5, 6), (3, 1, 1, 6, 16), dict(), False),  # 3 taps: planes
+    ],
+)
+def test_channels_last_3d_expansion_is_xlas_whole(x_shape, w_shape, kwargs, whole):
+    """A dense channels-last 3-D 1x1x1 layer to more channels than it takes is XLA's
+    3-D convolution under auto, value and gradients: the same program as ``lax``."""
+    import numpy as np
+
+    import jaxconv
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(a, b, **kwargs, channels_last=True, impl=impl)
+
+    def program(impl):
+        y, vjp = jax.vjp(conv(impl), x, w)
+        return (
+            y,
+            vjp(jnp.ones_like(y)),
+            jax.jit(jax.grad(lambda a, b: jnp.sum(conv(impl)(a, b) ** 2), (0, 1)))
+            .lower(x, w)
+            .as_text(),
+        )
+
+    y, grads, text = program("auto")
+    y_lax, grads_lax, text_lax = program("lax")
+    convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert any("0, 1, 2]" in line for line in convs) == whole
+    if whole:
+        assert all("0, 1, 2]" in line for line in convs)
+        assert len(convs) == len(
+            [line for line in text_lax.splitlines() if "stablehlo.convolution" in line]
+        )
+    np.testing.assert_allclose(y, y_lax, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, grads_lax, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
