@@ -143,6 +143,16 @@ def test_matmul_1x1_is_one_dot():
     assert "concatenate" not in prims
 
 
+def _assert_matmul_is_lax(rng, x, w, s):
+    """`matmul`'s value and both gradients (for a random cotangent) are XLA's."""
+    ct = jnp.asarray(rng.standard_normal(FORWARDS["lax"](x, w, s).shape))
+    got, vjp_got = jax.vjp(lambda a, b: FORWARDS["matmul"](a, b, s), x, w)
+    want, vjp_want = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, s), x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for g, h in zip(vjp_got(ct), vjp_want(ct), strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize(
     "x_shape,w_shape,kwargs,per_image",
     [
@@ -170,12 +180,7 @@ def test_matmul_channels_first_per_image(x_shape, w_shape, kwargs, per_image):
     (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
     (_, (batch, _)) = dot.params["dimension_numbers"]
     assert bool(batch) == per_image
-    ct = jnp.asarray(rng.standard_normal(FORWARDS["lax"](x, w, s).shape))
-    got, vjp_got = jax.vjp(lambda a, b: FORWARDS["matmul"](a, b, s), x, w)
-    want, vjp_want = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, s), x, w)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    for g, h in zip(vjp_got(ct), vjp_want(ct), strict=True):
-        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    _assert_matmul_is_lax(rng, x, w, s)
 
 
 @pytest.mark.parametrize(
@@ -205,12 +210,7 @@ def test_matmul_1x1_rows_first(x_shape, w_shape, kwargs, rows_first):
     jaxpr = jax.make_jaxpr(FORWARDS["matmul"], static_argnums=2)(x, w, s)
     (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
     assert (dot.invars[0].aval.shape[0] == x_shape[0]) == rows_first
-    ct = jnp.asarray(rng.standard_normal(FORWARDS["lax"](x, w, s).shape))
-    got, vjp_got = jax.vjp(lambda a, b: FORWARDS["matmul"](a, b, s), x, w)
-    want, vjp_want = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, s), x, w)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    for g, h in zip(vjp_got(ct), vjp_want(ct), strict=True):
-        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
+    _assert_matmul_is_lax(rng, x, w, s)
 
 
 @pytest.mark.parametrize("impl", MINE)
