@@ -227,7 +227,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
-        if spec.channels_last and spec.ndim == 1 or _xla_3d_expansion(spec, w_shape):
+        if (spec.channels_last and spec.ndim == 1) or _xla_3d_expansion(spec, w_shape):
             # ... but not 1-D channels-last, where XLA rewrites its convolution into a
             # dot late enough that Eigen runs it, and runs matmul's dot on YNNPACK
             # (matmul against lax, minimum of 21 shuffled runs, forward and training
