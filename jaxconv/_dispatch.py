@@ -238,8 +238,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # 0.60x, 64->256 @8x28x28 0.78x and 0.48x, 512->2048 @8x8x8 0.92x and
             # 0.74x, 32->128, 64->128, 128->512 and 16->64 0.91-1.09x and 0.80-0.93x,
             # 24->96 @8x28x28 batch 1 0.91x and 1.32x), while to as many or fewer
-            # matmul's training wins (64->64 1.55x, 256->64 1.26x, 96->24 3.7x). XLA's
-            # own 3-D convolution, not its 2-D planes (see `_run`).
+            # matmul's training wins or ties (64->64 1.55x, 128->128 1.01x, 256->64
+            # 1.26x, 96->24 3.7x). XLA's own 3-D convolution, not its 2-D planes (see
+            # `_run`).
             return ("lax",) * 3
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x

@@ -206,7 +206,8 @@ def test_matmul_1x1_rows_first(x_shape, w_shape, kwargs, rows_first):
     x, w = arrays(rng, x_shape, w_shape)
     s = spec(len(x_shape) - 2, **kwargs)
     out = s.out_spatial(x_shape[2:], w_shape[2:])
-    assert matmul_impl.rows_first(x_shape[0], out) == (rows_first or math.prod(w_shape[2:]) > 1)
+    if math.prod(w_shape[2:]) == 1:
+        assert matmul_impl.rows_first(x_shape[0], out) == rows_first
     jaxpr = jax.make_jaxpr(FORWARDS["matmul"], static_argnums=2)(x, w, s)
     (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
     assert (dot.invars[0].aval.shape[0] == x_shape[0]) == rows_first

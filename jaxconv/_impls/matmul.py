@@ -171,12 +171,14 @@ def rows_first(n: int, out) -> bool:
 
     Rows first against columns first (21 shuffled runs; forward, training through a
     ReLU): batch 2 and 8 on 3x3 to 11x11 maps, 256->64, 512->128 and 128->512, whose
-    positions are no multiple of 16: 1.10-2.71x and 0.84-1.83x (one below 1.0, 128->512
-    @3 batch 8 training); @7 batch 8, 96->16 4.8x and 2.3x (the columns first ran at
-    0.23x `lax`), 64->16 3.4-3.8x and 1.9-2.2x, 512->2048 1.23x and 1.06x, 2048->512
+    positions are no multiple of 16: 0.97-2.71x and 0.84-1.83x (below 1.0 only 128->512
+    @6 batch 2, 0.97x and 0.98x, and @3 batch 8 training, 0.84x); @7 batch 8, 96->16
+    4.8x and 2.3x (the columns first ran at 0.23x `lax`), 64->16 3.4-3.8x and 1.9-2.2x,
+    512->2048 1.23x and 1.06x, 2048->512
     0.95-1.14x and 0.92-1.04x, 960->160 1.08-1.12x and 1.14-1.20x. On positions that
-    are a multiple of 16 the columns are faster or even: @8 batch 8 and @4, @12, @14
-    batch 8 0.61-1.03x and 0.89-1.21x; at batch 1 rows first lost on 6x6 and 8x8 to
+    are a multiple of 16 the columns are mostly faster or even: @4, @6, @8, @12 and @14
+    batch 8, @8 and @12 batch 2, 0.61-1.11x and 0.89-1.21x (one at 1.42x forward, 256->64
+    @14 batch 8); at batch 1 rows first lost on 6x6 and 8x8 to
     12x12 maps (0.65-0.93x forward) and won on 5x5 and 7x7 (1.08-1.44x).
     """
     return n > 1 and (n * math.prod(out)) % ROWS_FIRST_LANES != 0

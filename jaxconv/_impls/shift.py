@@ -212,8 +212,8 @@ def _tap_rows(kernel, spec: ConvSpec, span, width: int, out_width: int) -> np.nd
     240@28 1.13 -> 0.53 s, 1.23x, 1.19x; 192@56 batch 4 1.09x, 1.05x; 7x7 384@28
     batch 16 1.74 -> 0.89 s, 1.06x, 1.09x; 3x3 stride 2 96@112 1.0x; 3-D 3x3x3
     64@16x28x28 batch 2 1.36 -> 0.56 s, 1.23x, 1.25x. Not for two or more outputs per
-    channel (32->64 @112: 0.54-0.67x) or 1-D rows (0.84-0.98x); groups of 4x4 and 8x8
-    channels ran even (0.97-1.06x)."""
+    channel (32->64 @112 0.67x, 64->128 @56 0.54-0.60x) or 1-D rows (0.84-0.98x);
+    groups of 4x4 and 8x8 channels ran even (0.97-1.06x)."""
     inner = np.cumprod([1, *span[::-1]])[::-1][1:]  # rows per step of each leading dim
     taps = itertools.product(*(range(k) for k in kernel))
     return np.asarray(
