@@ -92,6 +92,10 @@ EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
 # not by 2-D planes, from this many output positions per plane and this many (input x
 # output) channels per group (see `_strided_3d_direct`).
 STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
+# Dense convolutions whose kernel has more taps than the input has positions along an
+# undilated dim run by `matmul`, value and derivatives, when they have at least this
+# many input or output channels (see `kernel_past_input`).
+KERNEL_PAST_INPUT_MIN_CHANNELS = 32
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -149,13 +153,20 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             derivative = DENSE_GROUPS if dense else "matmul"
             out = spec.out_spatial(x_shape[2:], w_shape[2:])
             tiny = math.prod(out) <= DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST
-            if spec.ndim == 2 and spec.channels_last and tiny:
+            if (spec.ndim == 2 and spec.channels_last and tiny) or kernel_past_input(
+                spec, x_shape, w_shape
+            ):
                 # A tiny 2-D channels-last output: XLA's grouped value is faster than the
                 # groups' (forward, 3x3 unless said, 8 groups of 32x32 channels unless
                 # said, minimum of 31 shuffled runs: 7x7 stride 2 @7 (one position)
                 # batch 2 0.33x lax, batch 8 0.53x; @2 batch 8 4 groups of 32 0.28x; @3
                 # batch 4 0.85x; @4 batch 2 0.90x, 16 groups of 32 batch 1 0.66x; from
-                # 5x5 on 0.74-1.65x, 1.2x or more in 5 of 7).
+                # 5x5 on 0.74-1.65x, 1.2x or more in 5 of 7). Likewise a kernel longer
+                # than the input (`kernel_past_input`), where XLA's grouped convolution
+                # takes no slow path and each group's product runs 0.32-1.7x it forward
+                # (2-8 groups of 32-64 channels @2-4, 3x3 and 5x5, batch 1-8, 11
+                # interleaved runs; the derivatives by the groups' products, training
+                # through a ReLU 1.1-2.2x the groups' by XLA's slow dense path).
                 return ("lax", derivative, derivative)
             return (DENSE_GROUPS, derivative, derivative)
         if by_shift:
@@ -247,6 +258,23 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # and 2.7x lax, train 2.5x and 4.9x; 512->2048 @7 fwd 1.7x and 1.5x, train 1.8x
         # and 1.4x).
         return ("matmul",) * 3
+    if kernel_past_input(spec, x_shape, w_shape) and (
+        max(c_in_g, w_shape[0]) >= KERNEL_PAST_INPUT_MIN_CHANNELS
+    ):
+        # A kernel longer than the input along some dim (3x3 on 2x2 maps, 5x5 on 4x4,
+        # 7x7 on 6x6, the rest padding): XLA's CPU convolution takes a slow path there,
+        # 3-5 GFLOP/s, in 1-D to 3-D and in both layouts; the patches' product does not
+        # (`/tmp/w10/kbig*.py`, 7-31 interleaved runs, matmul's speed-up over lax, forward
+        # and training through a ReLU, channels-first / channels-last, batch 1 unless
+        # said): 3x3 256@2 batch 8 32x / 26x, 23x / 12x; 384@4 5x5 44x / 20x, 27x / 4.1x;
+        # 7x7 256@6x8 52x / 47x, 43x / 16x; 5x5 128->256 @3 batch 2 11x / 18x, 9.9x /
+        # 5.7x; 64@4 5x5 batch 8 6.4x / 5.3x, 4.9x / 4.5x; 1-D 256@2 k3 10x / 12x, 9.4x /
+        # 6.1x; 3-D 64@4x4x4 5x5x5 batch 2 7.0x / 6.3x, 6.2x / 5.5x; 32@2 3x3 2.3x /
+        # 3.8x, 2.3x / 1.6x; 16->64 3x3x3 @2x2x2 1.7x / 1.6x, 3.4x / 2.1x. Not with 16 or
+        # fewer channels, where XLA's is fast (16@2 3x3 batch 8: 0.38x / 0.61x forward;
+        # 8@3 5x5 0.18x / 0.17x), nor along dilated dims only (64@2 3x3 dilation 2:
+        # 1.2-1.5x forward but 0.72x training channels-last).
+        return ("matmul",) * 3
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if (
         spec.ndim == 1
@@ -292,6 +320,16 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     # 1.35x in batch chunks, but XLA steered off its unpadded slow path gives 2.8x),
     # in 2-D at stride 1 run by Eigen rather than YNNPACK (see `lax.forward_eigen`).
     return ("lax",) * 3
+
+
+def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether the kernel of this canonical convolution has more taps than the input
+    has positions along some undilated dim (the rest of the window is padding), where
+    XLA's CPU convolution takes a slow path (see `choose`)."""
+    return any(
+        k > n and d == 1
+        for k, n, d in zip(w_shape[2:], x_shape[2:], spec.rhs_dilation, strict=True)
+    )
 
 
 def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:

@@ -131,6 +131,18 @@ def test_cpu_rules():
     assert choose((2, 1, 16000), (128, 1, 80), stride=4, padding=38) == ("lax",) * 3  # taps
     assert choose((2, 16000, 1), (10, 1, 512), stride=5, channels_last=True) == ("lax",) * 3
     assert choose((2, 2, 300), (512, 2, 10), stride=5) == ("lax",) * 3  # 59 positions
+    # A kernel longer than the input along an undilated dim: matmul, any layout and rank.
+    matmul = ("matmul",) * 3
+    assert choose((8, 256, 2, 2), (256, 256, 3, 3), padding=1) == matmul
+    assert choose((1, 4, 4, 384), (5, 5, 384, 384), padding=2, channels_last=True) == matmul
+    assert choose((1, 64, 6, 8), (32, 64, 7, 7), padding=3) == matmul  # one dim suffices
+    assert choose((4, 2, 256), (3, 256, 256), padding=1, channels_last=True) == matmul
+    assert choose((2, 64, 4, 4, 4), (64, 64, 5, 5, 5), padding=2) == matmul
+    assert choose((2, 16, 2, 2), (32, 16, 3, 3), padding=1) == matmul  # 32 outputs
+    # ... not with at most 16 channels, nor along dilated dims only, nor kernel = input.
+    assert choose((8, 16, 2, 2), (16, 16, 3, 3), padding=1) == ("lax",) * 3
+    assert choose((1, 64, 2, 2), (64, 64, 3, 3), padding=2, dilation=2) == ("lax",) * 3
+    assert choose((4, 64, 7, 7), (64, 64, 7, 7), padding=3) == ("lax",) * 3
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
@@ -588,6 +600,47 @@ def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
         return lambda a, b: fn(a, b, **kwargs, channels_last=channels_last, impl=impl)
 
     return x, w, conv
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel-length rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "op, x_shape, w_shape, kwargs, convolutions",
+    [
+        ("conv", (2, 32, 2, 2), (48, 32, 3, 3), dict(padding=1), 0),
+        ("conv", (1, 40, 4, 6), (32, 40, 5, 5), dict(padding=(2, 1), stride=(2, 1)), 0),
+        ("conv", (3, 32, 3), (32, 32, 5), dict(padding="same"), 0),
+        ("conv", (1, 32, 2, 3, 3), (32, 32, 3, 3, 3), dict(padding=1), 0),
+        ("conv_transpose", (2, 32, 3, 3), (32, 40, 5, 5), dict(padding=2), 0),
+        # Grouped: XLA's grouped value, each group's derivatives by the patches.
+        ("conv", (2, 128, 2, 2), (128, 64, 3, 3), dict(padding=1, groups=2), 1),
+        ("conv", (2, 16, 2, 2), (16, 16, 3, 3), dict(padding=1), 3),  # few channels
+    ],
+)
+def test_kernel_past_input_runs_as_patches(
+    op, x_shape, w_shape, kwargs, convolutions, channels_last
+):
+    """A kernel with more taps than the input has positions runs as the patches' product
+    under auto, value and gradients (XLA's dense convolution takes a slow path there):
+    no convolution left in the program but a grouped value, and values and gradients
+    as lax's."""
+    import numpy as np
+
+    x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=3)
+
+    def loss(impl):
+        return lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2)
+
+    grad = jax.value_and_grad(loss("auto"), (0, 1))
+    text = jax.jit(grad).lower(x, w).as_text()
+    convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert len(convs) == convolutions
+    if kwargs.get("groups"):
+        assert all("feature_group_count = 2 " in line for line in convs)
+    got = jax.jit(grad)(x, w)
+    want = jax.jit(jax.value_and_grad(loss("lax"), (0, 1)))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dense-groups rule is the CPU's")
