@@ -325,11 +325,11 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
 def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the kernel of this canonical convolution has more taps than the input
     has positions along some undilated dim (the rest of the window is padding), where
-    XLA's CPU convolution takes a slow path (see `choose`)."""
-    return any(
-        k > n and d == 1
-        for k, n, d in zip(w_shape[2:], x_shape[2:], spec.rhs_dilation, strict=True)
-    )
+    XLA's CPU convolution takes a slow path (see `choose`). In 3-D not along the depth,
+    which the 2-D planes take apart (`_run`), each plane a convolution of its own."""
+    dims = zip(w_shape[2:], x_shape[2:], spec.rhs_dilation, strict=True)
+    skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0
+    return any(k > n and d == 1 for k, n, d in list(dims)[skip:])
 
 
 def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:

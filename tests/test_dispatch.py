@@ -138,6 +138,8 @@ def test_cpu_rules():
     assert choose((1, 64, 6, 8), (32, 64, 7, 7), padding=3) == matmul  # one dim suffices
     assert choose((4, 2, 256), (3, 256, 256), padding=1, channels_last=True) == matmul
     assert choose((2, 64, 4, 4, 4), (64, 64, 5, 5, 5), padding=2) == matmul
+    # ... in 3-D not along the depth alone, which the 2-D planes take apart.
+    assert choose((1, 64, 2, 48, 48), (64, 64, 3, 3, 3), padding=1) == ("lax",) * 3
     assert choose((2, 16, 2, 2), (32, 16, 3, 3), padding=1) == matmul  # 32 outputs
     # ... not with at most 16 channels, nor along dilated dims only, nor kernel = input.
     assert choose((8, 16, 2, 2), (16, 16, 3, 3), padding=1) == ("lax",) * 3
@@ -610,7 +612,7 @@ def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
         ("conv", (2, 32, 2, 2), (48, 32, 3, 3), dict(padding=1), 0),
         ("conv", (1, 40, 4, 6), (32, 40, 5, 5), dict(padding=(2, 1), stride=(2, 1)), 0),
         ("conv", (3, 32, 3), (32, 32, 5), dict(padding="same"), 0),
-        ("conv", (1, 32, 2, 3, 3), (32, 32, 3, 3, 3), dict(padding=1), 0),
+        ("conv", (1, 32, 3, 2, 3), (32, 32, 3, 3, 3), dict(padding=1), 0),
         ("conv_transpose", (2, 32, 3, 3), (32, 40, 5, 5), dict(padding=2), 0),
         # Grouped: XLA's grouped value, each group's derivatives by the patches.
         ("conv", (2, 128, 2, 2), (128, 64, 3, 3), dict(padding=1, groups=2), 1),

@@ -364,6 +364,63 @@ def test_subpixel_one_tap_phases_in_one_convolution(
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, stacked",
+    [
+        ((2, 6, 5, 4), (6, 3, 5, 5), dict(stride=2), True),  # 3 and 2 taps: 1.44x
+        ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2), True),  # 2 taps each, one offset
+        ((2, 6, 9), (6, 4, 5), dict(stride=2), True),
+        ((1, 4, 3, 2, 3), (4, 2, 4, 4, 4), dict(stride=2), True),
+        ((2, 6, 5, 4), (6, 3, 4, 3), dict(stride=(2, 1), padding=(0, 1)), True),
+        ((2, 6, 5, 4), (6, 3, 5, 5), dict(stride=2, output_padding=1), True),
+        ((2, 6, 5, 7), (6, 3, 6, 6), dict(stride=3, padding=(1, 2)), False),  # 2.25x
+        ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2, padding=1), False),  # 2.25x the taps
+        ((2, 6, 5, 4), (6, 17, 5, 5), dict(stride=2), False),  # 17 output channels
+        ((2, 6, 5, 4), (6, 1, 5, 5), dict(stride=2, groups=2), False),
+        ((2, 6, 5, 4), (6, 3, 3, 3), dict(stride=2, dilation=2), False),  # phases missing
+    ],
+)
+def test_subpixel_stacks_the_phases_of_few_output_channels(
+    x_shape, w_shape, kwargs, stacked, channels_last
+):
+    """A transposed convolution to at most 16 channels whose phases share a window of at
+    most 1.5x the kernel's taps runs every phase as one convolution, the phases'
+    kernels placed in that window and stacked along the output channels; values and
+    gradients equal lax's, under ``subpixel`` and ``auto``."""
+    from jaxconv._impls import subpixel
+
+    rng = np.random.default_rng(4)
+    x, w = arrays(rng, x_shape, w_shape)
+    if channels_last:
+        x = jnp.moveaxis(x, 1, -1)
+        w = jnp.moveaxis(w, (0, 1), (-1, -2))
+    calls = []
+    real = subpixel._stacked
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv_transpose(
+            a, b, **kwargs, channels_last=channels_last, impl=impl
+        )
+
+    y_lax, vjp_lax = jax.vjp(conv("lax"), x, w)
+    ct = jnp.asarray(rng.standard_normal(y_lax.shape))
+    for impl in ("subpixel", "auto"):
+        calls.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(subpixel, "_stacked", spy)
+            y, vjp = jax.vjp(conv(impl), x, w)
+        on_cpu = jax.default_backend() == "cpu"  # auto splits phases on the CPU only
+        assert bool(calls) == (stacked and (impl == "subpixel" or on_cpu)), impl
+        np.testing.assert_allclose(y, y_lax, rtol=1e-10, atol=1e-10)
+        for got, want in zip(vjp(ct), vjp_lax(ct), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 # ----------------------------------------------------------------------------- dtypes
 
 
