@@ -377,6 +377,8 @@ def test_subpixel_one_tap_phases_in_one_convolution(
         ((2, 6, 5, 7), (6, 3, 6, 6), dict(stride=3, padding=(1, 2)), False),  # 2.25x
         ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2, padding=1), False),  # 2.25x the taps
         ((2, 6, 5, 4), (6, 17, 5, 5), dict(stride=2), False),  # 17 output channels
+        ((2, 6, 5, 4), (6, 40, 4, 4), dict(stride=2), True),  # no zero taps: up to 64
+        ((2, 6, 5, 4), (6, 65, 4, 4), dict(stride=2), False),
         ((2, 6, 5, 4), (6, 1, 5, 5), dict(stride=2, groups=2), False),
         ((2, 6, 5, 4), (6, 3, 3, 3), dict(stride=2, dilation=2), False),  # phases missing
     ],
@@ -385,9 +387,10 @@ def test_subpixel_stacks_the_phases_of_few_output_channels(
     x_shape, w_shape, kwargs, stacked, channels_last
 ):
     """A transposed convolution to at most 16 channels whose phases share a window of at
-    most 1.5x the kernel's taps runs every phase as one convolution, the phases'
-    kernels placed in that window and stacked along the output channels; values and
-    gradients equal lax's, under ``subpixel`` and ``auto``."""
+    most 1.5x the kernel's taps (to at most 64 where it has exactly the kernel's taps)
+    runs every phase as one convolution, the phases' kernels placed in that window and
+    stacked along the output channels; values and gradients equal lax's, under
+    ``subpixel`` and ``auto``."""
     from jaxconv._impls import subpixel
 
     rng = np.random.default_rng(4)

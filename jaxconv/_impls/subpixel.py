@@ -184,8 +184,10 @@ def _merged(x: jax.Array, problems, spec: ConvSpec, inner: Forward) -> jax.Array
 
 
 # `_stacked` computes the phases of transposed convolutions to at most this many output
-# channels, when the shared window has at most this many times the kernel's taps.
+# channels, when the shared window has at most this many times the kernel's taps; to
+# at most `STACK_MAX_OUT_CHANNELS_EXACT` when it has exactly the kernel's taps.
 STACK_MAX_OUT_CHANNELS, STACK_MAX_WASTE = 16, 1.5
+STACK_MAX_OUT_CHANNELS_EXACT = 64
 
 
 def _shared_window(per_dim, spec: ConvSpec):
@@ -211,15 +213,19 @@ def _shared_window(per_dim, spec: ConvSpec):
 
 def _stacks(window, per_dim, w_shape, spec: ConvSpec) -> bool:
     """Whether `decompose` stacks the phases (`_stacked`): dense, few output channels,
-    and a shared window of few more taps than the kernel (with `_one_tap_phases`
-    excepted, where the window is the one tap)."""
-    if spec.groups != 1 or w_shape[0] > STACK_MAX_OUT_CHANNELS:
+    and a shared window of few more taps than the kernel; or up to
+    `STACK_MAX_OUT_CHANNELS_EXACT` channels when the window has no more taps than the
+    kernel (a kernel of twice the stride, unpadded)."""
+    if spec.groups != 1:
         return False
     taps = math.prod(
         (ld * d[1] if d is not None else k)
         for ld, d, k in zip(spec.lhs_dilation, window, w_shape[2:], strict=True)
     )
-    return taps <= STACK_MAX_WASTE * math.prod(w_shape[2:])
+    kernel = math.prod(w_shape[2:])
+    if taps == kernel:
+        return w_shape[0] <= STACK_MAX_OUT_CHANNELS_EXACT
+    return w_shape[0] <= STACK_MAX_OUT_CHANNELS and taps <= STACK_MAX_WASTE * kernel
 
 
 def _stacked(x, w, spec: ConvSpec, per_dim, window, out, inner: Forward) -> jax.Array:
@@ -234,7 +240,11 @@ def _stacked(x, w, spec: ConvSpec, per_dim, window, out, inner: Forward) -> jax.
     512->16 @28 1.05x / 1.03x and 1.9x / 1.8x, 4x4 384->16 @7 1.5x / 1.4x and 1.4x /
     1.4x, 512->16 @4 1.1x / 0.84x and 1.3x / 1.25x. Not where the shared window is
     much larger than the kernel (4x4 padding 1: 2.25x the taps; 32->16 @64 0.87x /
-    0.83x and 0.58x / 0.76x), nor to more channels (64 and 128: 0.47-0.83x forward)."""
+    0.83x and 0.58x / 0.76x), nor to more channels (5x5: 32 0.92x / 0.88x and 1.05x /
+    0.87x; 64 and 128: 0.47-0.83x forward), but for a window of exactly the kernel's
+    taps (4x4 stride 2 unpadded, batch 2-8): to 24-64 channels 1.03-4.2x and
+    1.08-1.64x (128->32 @16 4.2x / 1.3x forward; 256->64 @16 1.08x / 1.18x and 1.27x /
+    1.08x), to 128 1.05-1.1x and 0.97-1.01x, to 256 0.90x / 0.78x and 1.10x / 0.58x."""
     lhs = spec.lhs_dilation
     nd = spec.ndim
     kernels = []
