@@ -92,6 +92,9 @@ EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
 # not by 2-D planes, from this many output positions per plane and this many (input x
 # output) channels per group (see `_strided_3d_direct`).
 STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
+# The value of a transposed convolution to at most this many channels runs whole, not
+# by sub-pixel phases (see `_transposed_value_whole`).
+TRANSPOSED_WHOLE_MAX_OUT_CHANNELS = 8
 # Dense convolutions whose kernel has more taps than the input has positions along an
 # undilated dim run by `matmul`, value and derivatives, when they have at least this
 # many input or output channels (see `kernel_past_input`).
@@ -327,6 +330,8 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
     has positions along some undilated dim (the rest of the window is padding), where
     XLA's CPU convolution takes a slow path (see `choose`). In 3-D not along the depth,
     which the 2-D planes take apart (`_run`), each plane a convolution of its own."""
+    if any(ld > 1 for ld in spec.lhs_dilation):
+        return False  # transposed: the phases (`subpixel`) are checked one by one
     dims = zip(w_shape[2:], x_shape[2:], spec.rhs_dilation, strict=True)
     skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0
     return any(k > n and d == 1 for k, n, d in list(dims)[skip:])
@@ -363,6 +368,25 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
         max(spec.stride[1:]) > 1
         and math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
         and c_in_g * (c_out // spec.groups) >= STRIDED_3D_MIN_CHANNELS
+    )
+
+
+def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
+    """Whether the value of this transposed (input-dilated) convolution runs as XLA's
+    convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
+    at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, with one convolution per
+    phase (`subpixel.one_convolution` false). Each phase's convolution to so few
+    channels runs far below the machine's rate: forward, phases against XLA's
+    input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding 1 with output
+    padding 1 and 3x3 unpadded, from 32-256 channels @16-64, batch 1-8, 11 interleaved
+    runs): to 1, 3 and 8 channels 0.25-1.40x, below 0.9x on 61 of 72 layers (to 3
+    channels, DCGAN's last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x channels-first /
+    channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32 channels @64,
+    1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases."""
+    return (
+        spec.groups == 1
+        and w_shape[0] <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
+        and not subpixel.one_convolution(x_shape, w_shape, spec)
     )
 
 
@@ -522,6 +546,8 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         return lax_impl.forward_eigen(x_, w_, spec_)
 
     if backend == "cpu" and subpixel.applies(spec) and not matmul_impl.single_pixel(x.shape):
+        if role == FORWARD and _transposed_value_whole(x.shape, w.shape, spec):
+            return FORWARDS["lax"](x, w, spec)
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
         # (From one input pixel they go to matmul whole: see `choose`.)
         return subpixel.decompose(x, w, spec, chosen)

@@ -604,6 +604,48 @@ def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
     return x, w, conv
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, whole",
+    [
+        ((2, 16, 6, 5), (16, 3, 4, 4), dict(stride=2, padding=1), True),  # DCGAN's last
+        ((2, 16, 6, 5), (16, 8, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
+        ((1, 16, 5, 7), (16, 1, 3, 3), dict(stride=2), True),  # 3x3 unpadded, to 1
+        ((2, 16, 6, 5), (16, 9, 4, 4), dict(stride=2, padding=1), False),  # 9 channels
+        ((2, 16, 6, 5), (16, 3, 2, 2), dict(stride=2), False),  # one convolution, merged
+        ((2, 16, 6, 5), (16, 3, 5, 5), dict(stride=2), False),  # ... stacked
+        ((2, 16, 6, 5), (16, 2, 4, 4), dict(stride=2, padding=1, groups=2), False),
+    ],
+)
+def test_transposed_value_to_few_channels_is_xlas_whole(
+    x_shape, w_shape, kwargs, whole, channels_last
+):
+    """The value of a transposed convolution to at most 8 channels, whose phases would
+    each be a convolution of their own, is XLA's input-dilated convolution under auto;
+    its derivatives stay sub-pixel phases; values and gradients equal lax's."""
+    import numpy as np
+
+    x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=2)
+
+    def dilated(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+        return sum("lhs_dilate = [1" not in line for line in lines)
+
+    assert dilated(conv("auto"), x, w) == int(whole)
+
+    def loss(impl):
+        return lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2)
+
+    grad = jax.value_and_grad(loss("auto"), (0, 1))
+    assert dilated(grad, x, w) == int(whole)  # the value's only: the derivatives by phases
+    got = jax.jit(grad)(x, w)
+    want = jax.jit(jax.value_and_grad(loss("lax"), (0, 1)))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel-length rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(

@@ -66,18 +66,14 @@ def applies(spec: ConvSpec) -> bool:
     )
 
 
-def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
-    """The canonical convolution, phase by phase through ``inner``."""
-    if not applies(spec):
-        return inner(x, w, spec)
-    n_batch, c_out = x.shape[0], w.shape[0]
-    kernel = w.shape[2:]
-    out = spec.out_spatial(x.shape[2:], kernel)
-    per_dim = [
+def _per_dim(x_shape, w_shape, spec: ConvSpec):
+    """Per spatial dim, its phases (`_phases`), or ``[None]`` without input dilation."""
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    return [
         _phases(n, k, lo, ld, d, m) if ld > 1 else [None]
         for n, k, (lo, _), ld, d, m in zip(
-            x.shape[2:],
-            kernel,
+            x_shape[2:],
+            w_shape[2:],
             spec.padding,
             spec.lhs_dilation,
             spec.rhs_dilation,
@@ -85,6 +81,27 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
             strict=True,
         )
     ]
+
+
+def one_convolution(x_shape, w_shape, spec: ConvSpec) -> bool:
+    """Whether `decompose` computes every phase in one convolution (`_merged` or
+    `_stacked`) rather than one convolution per phase."""
+    if not applies(spec):
+        return False
+    per_dim = _per_dim(x_shape, w_shape, spec)
+    if _one_tap_phases(per_dim, spec):
+        return True
+    window = _shared_window(per_dim, spec)
+    return window is not None and _stacks(window, per_dim, w_shape, spec)
+
+
+def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
+    """The canonical convolution, phase by phase through ``inner``."""
+    if not applies(spec):
+        return inner(x, w, spec)
+    n_batch, c_out = x.shape[0], w.shape[0]
+    out = spec.out_spatial(x.shape[2:], w.shape[2:])
+    per_dim = _per_dim(x.shape, w.shape, spec)
     lhs = spec.lhs_dilation
     # Per phase (one per combination of residues), its kernel slice, spec and sizes;
     # None where the phase meets no tap.
