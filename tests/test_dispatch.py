@@ -604,6 +604,22 @@ def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
     return x, w, conv
 
 
+def _relu_grad(conv, impl):
+    """``jax.value_and_grad`` of a loss that reads the output through a ReLU, along the
+    input and the weight, of ``conv(impl)`` (see `_layer`)."""
+    return jax.value_and_grad(lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2), (0, 1))
+
+
+def _assert_trains_as_lax(conv, x, w):
+    """`_relu_grad` under auto gives lax's values and gradients."""
+    import numpy as np
+
+    got = jax.jit(_relu_grad(conv, "auto"))(x, w)
+    want = jax.jit(_relu_grad(conv, "lax"))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -624,8 +640,6 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     """The value of a transposed convolution to at most 8 channels, whose phases would
     each be a convolution of their own, is XLA's input-dilated convolution under auto;
     its derivatives stay sub-pixel phases; values and gradients equal lax's."""
-    import numpy as np
-
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=2)
 
     def dilated(f, *args):
@@ -634,16 +648,9 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
         return sum("lhs_dilate = [1" not in line for line in lines)
 
     assert dilated(conv("auto"), x, w) == int(whole)
-
-    def loss(impl):
-        return lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2)
-
-    grad = jax.value_and_grad(loss("auto"), (0, 1))
-    assert dilated(grad, x, w) == int(whole)  # the value's only: the derivatives by phases
-    got = jax.jit(grad)(x, w)
-    want = jax.jit(jax.value_and_grad(loss("lax"), (0, 1)))(x, w)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+    # The value's only: the derivatives by phases.
+    assert dilated(_relu_grad(conv, "auto"), x, w) == int(whole)
+    _assert_trains_as_lax(conv, x, w)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel-length rule is the CPU's")
@@ -668,23 +675,13 @@ def test_kernel_past_input_runs_as_patches(
     under auto, value and gradients (XLA's dense convolution takes a slow path there):
     no convolution left in the program but a grouped value, and values and gradients
     as lax's."""
-    import numpy as np
-
     x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=3)
-
-    def loss(impl):
-        return lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2)
-
-    grad = jax.value_and_grad(loss("auto"), (0, 1))
-    text = jax.jit(grad).lower(x, w).as_text()
+    text = jax.jit(_relu_grad(conv, "auto")).lower(x, w).as_text()
     convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
     assert len(convs) == convolutions
     if kwargs.get("groups"):
         assert all("feature_group_count = 2 " in line for line in convs)
-    got = jax.jit(grad)(x, w)
-    want = jax.jit(jax.value_and_grad(loss("lax"), (0, 1)))(x, w)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+    _assert_trains_as_lax(conv, x, w)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dense-groups rule is the CPU's")
@@ -703,21 +700,11 @@ def test_dense_groups_match_lax_with_no_grouped_convolution(
 ):
     """Grouped layers of many channels run one dense convolution per group: values and
     gradients as lax's, and no grouped XLA convolution anywhere in the program."""
-    import numpy as np
-
     x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=5)
-
-    def loss(impl):
-        return lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2)
-
-    grad = jax.value_and_grad(loss("auto"), (0, 1))
-    text = jax.jit(grad).lower(x, w).as_text()
+    text = jax.jit(_relu_grad(conv, "auto")).lower(x, w).as_text()
     assert "feature_group_count = 1 " in text
     assert not any(f"feature_group_count = {g} " in text for g in (2, 3, 4))
-    got = jax.jit(grad)(x, w)
-    want = jax.jit(jax.value_and_grad(loss("lax"), (0, 1)))(x, w)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+    _assert_trains_as_lax(conv, x, w)
 
 
 @pytest.mark.parametrize(

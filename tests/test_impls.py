@@ -331,18 +331,25 @@ def test_subpixel_one_tap_phases_in_one_convolution(
     stride, no padding) runs all phases as one convolution with the phases' kernels
     stacked along the output channels; values and gradients equal lax's, under
     ``subpixel`` and ``auto``."""
+    _assert_phases_path("_merged", x_shape, w_shape, kwargs, merged, channels_last, seed=3)
+
+
+def _assert_phases_path(path, x_shape, w_shape, kwargs, taken, channels_last, seed):
+    """Whether `subpixel`'s function ``path`` computes the transposed convolution under
+    ``subpixel`` and (on the CPU) ``auto`` is ``taken``; values and gradients equal
+    lax's either way."""
     from jaxconv._impls import subpixel
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     x, w = arrays(rng, x_shape, w_shape)
     if channels_last:
         x = jnp.moveaxis(x, 1, -1)
         w = jnp.moveaxis(w, (0, 1), (-1, -2))
     calls = []
-    real = subpixel._merged
+    real = getattr(subpixel, path)
 
     def spy(*args):
-        calls.append(len(args[1]))  # the phases
+        calls.append(1)
         return real(*args)
 
     def conv(impl):
@@ -355,10 +362,10 @@ def test_subpixel_one_tap_phases_in_one_convolution(
     for impl in ("subpixel", "auto"):
         calls.clear()
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(subpixel, "_merged", spy)
+            mp.setattr(subpixel, path, spy)
             y, vjp = jax.vjp(conv(impl), x, w)
         on_cpu = jax.default_backend() == "cpu"  # auto splits phases on the CPU only
-        assert bool(calls) == (merged and (impl == "subpixel" or on_cpu)), impl
+        assert bool(calls) == (taken and (impl == "subpixel" or on_cpu)), impl
         np.testing.assert_allclose(y, y_lax, rtol=1e-10, atol=1e-10)
         for got, want in zip(vjp(ct), vjp_lax(ct), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -391,37 +398,7 @@ def test_subpixel_stacks_the_phases_of_few_output_channels(
     runs every phase as one convolution, the phases' kernels placed in that window and
     stacked along the output channels; values and gradients equal lax's, under
     ``subpixel`` and ``auto``."""
-    from jaxconv._impls import subpixel
-
-    rng = np.random.default_rng(4)
-    x, w = arrays(rng, x_shape, w_shape)
-    if channels_last:
-        x = jnp.moveaxis(x, 1, -1)
-        w = jnp.moveaxis(w, (0, 1), (-1, -2))
-    calls = []
-    real = subpixel._stacked
-
-    def spy(*args):
-        calls.append(1)
-        return real(*args)
-
-    def conv(impl):
-        return lambda a, b: jaxconv.conv_transpose(
-            a, b, **kwargs, channels_last=channels_last, impl=impl
-        )
-
-    y_lax, vjp_lax = jax.vjp(conv("lax"), x, w)
-    ct = jnp.asarray(rng.standard_normal(y_lax.shape))
-    for impl in ("subpixel", "auto"):
-        calls.clear()
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(subpixel, "_stacked", spy)
-            y, vjp = jax.vjp(conv(impl), x, w)
-        on_cpu = jax.default_backend() == "cpu"  # auto splits phases on the CPU only
-        assert bool(calls) == (stacked and (impl == "subpixel" or on_cpu)), impl
-        np.testing.assert_allclose(y, y_lax, rtol=1e-10, atol=1e-10)
-        for got, want in zip(vjp(ct), vjp_lax(ct), strict=True):
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    _assert_phases_path("_stacked", x_shape, w_shape, kwargs, stacked, channels_last, seed=4)
 
 
 # ----------------------------------------------------------------------------- dtypes
