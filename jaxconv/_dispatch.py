@@ -373,9 +373,12 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
 
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
-    convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
-    at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, with one convolution per
-    phase (`subpixel.one_convolution` false). Each phase's convolution to so few
+    convolution whole, not by sub-pixel phases (whose derivatives it keeps): 2-D,
+    dense, to at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, with one
+    convolution per phase (`subpixel.one_convolution` false). Not in 3-D, where XLA's
+    input-dilated convolution is far slower than the phases (3x3x3 stride 2 64->8
+    @8x14x14 batch 2: 228 ms, the phases 1.0 ms), nor in 1-D, not measured. Each
+    phase's convolution to so few
     channels runs far below the machine's rate: forward, phases against XLA's
     input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding 1 with output
     padding 1 and 3x3 unpadded, from 32-256 channels @16-64, batch 1-8, 11 interleaved
@@ -384,7 +387,8 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32 channels @64,
     1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases."""
     return (
-        spec.groups == 1
+        spec.ndim == 2
+        and spec.groups == 1
         and w_shape[0] <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
         and not subpixel.one_convolution(x_shape, w_shape, spec)
     )

@@ -632,6 +632,7 @@ def _assert_trains_as_lax(conv, x, w):
         ((2, 16, 6, 5), (16, 3, 2, 2), dict(stride=2), False),  # one convolution, merged
         ((2, 16, 6, 5), (16, 3, 5, 5), dict(stride=2), False),  # ... stacked
         ((2, 16, 6, 5), (16, 2, 4, 4), dict(stride=2, padding=1, groups=2), False),
+        ((1, 16, 3, 4, 4), (16, 3, 3, 3, 3), dict(stride=2), False),  # 3-D: XLA's slow
     ],
 )
 def test_transposed_value_to_few_channels_is_xlas_whole(

@@ -89,10 +89,7 @@ def one_convolution(x_shape, w_shape, spec: ConvSpec) -> bool:
     if not applies(spec):
         return False
     per_dim = _per_dim(x_shape, w_shape, spec)
-    if _one_tap_phases(per_dim, spec):
-        return True
-    window = _shared_window(per_dim, spec)
-    return window is not None and _stacks(window, per_dim, w_shape, spec)
+    return _one_tap_phases(per_dim, spec) or _stack_window(per_dim, w_shape, spec) is not None
 
 
 def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
@@ -102,6 +99,10 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     n_batch, c_out = x.shape[0], w.shape[0]
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     per_dim = _per_dim(x.shape, w.shape, spec)
+    one_tap = _one_tap_phases(per_dim, spec)
+    window = None if one_tap else _stack_window(per_dim, w.shape, spec)
+    if window is not None:
+        return _stacked(x, w, spec, per_dim, window, out, inner)
     lhs = spec.lhs_dilation
     # Per phase (one per combination of residues), its kernel slice, spec and sizes;
     # None where the phase meets no tap.
@@ -112,11 +113,8 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
             problems.append(None)
         else:
             problems.append(_phase_problem(x.shape, w, spec, phase, out))
-    if _one_tap_phases(per_dim, spec):
+    if one_tap:
         return _merged(x, problems, spec, inner)
-    window = _shared_window(per_dim, spec)
-    if window is not None and _stacks(window, per_dim, w.shape, spec):
-        return _stacked(x, w, spec, per_dim, window, out, inner)
     blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
     pieces = []
     for problem in problems:
@@ -228,21 +226,24 @@ def _shared_window(per_dim, spec: ConvSpec):
     return window
 
 
-def _stacks(window, per_dim, w_shape, spec: ConvSpec) -> bool:
-    """Whether `decompose` stacks the phases (`_stacked`): dense, few output channels,
-    and a shared window of few more taps than the kernel; or up to
-    `STACK_MAX_OUT_CHANNELS_EXACT` channels when the window has no more taps than the
-    kernel (a kernel of twice the stride, unpadded)."""
-    if spec.groups != 1:
-        return False
+def _stack_window(per_dim, w_shape, spec: ConvSpec):
+    """The shared window (`_shared_window`) if `decompose` stacks the phases
+    (`_stacked`), else None: dense, few output channels and a shared window of few more
+    taps than the kernel; or up to `STACK_MAX_OUT_CHANNELS_EXACT` channels when the
+    window has no more taps than the kernel (e.g. a kernel of twice the stride,
+    unpadded)."""
+    window = _shared_window(per_dim, spec) if spec.groups == 1 else None
+    if window is None:
+        return None
     taps = math.prod(
         (ld * d[1] if d is not None else k)
         for ld, d, k in zip(spec.lhs_dilation, window, w_shape[2:], strict=True)
     )
     kernel = math.prod(w_shape[2:])
     if taps == kernel:
-        return w_shape[0] <= STACK_MAX_OUT_CHANNELS_EXACT
-    return w_shape[0] <= STACK_MAX_OUT_CHANNELS and taps <= STACK_MAX_WASTE * kernel
+        return window if w_shape[0] <= STACK_MAX_OUT_CHANNELS_EXACT else None
+    stacks = w_shape[0] <= STACK_MAX_OUT_CHANNELS and taps <= STACK_MAX_WASTE * kernel
+    return window if stacks else None
 
 
 def _stacked(x, w, spec: ConvSpec, per_dim, window, out, inner: Forward) -> jax.Array:
