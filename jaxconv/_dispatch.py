@@ -373,11 +373,13 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
 
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
-    convolution whole, not by sub-pixel phases (whose derivatives it keeps): 2-D,
-    dense, to at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, with one
-    convolution per phase (`subpixel.one_convolution` false). Not in 3-D, where XLA's
-    input-dilated convolution is far slower than the phases (3x3x3 stride 2 64->8
-    @8x14x14 batch 2: 228 ms, the phases 1.0 ms), nor in 1-D, not measured. Each
+    convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
+    at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one
+    convolution per phase (`subpixel.one_convolution` false). In 1-D the phases, even
+    in one convolution, ran 0.31-0.96x XLA's forward (stride 2-8, 32-512 to 1-8
+    channels @500-4000, batch 1-8, both layouts, 12 layers, 11 interleaved runs). Not in
+    3-D, where XLA's input-dilated convolution is far slower than the phases (3x3x3
+    stride 2 64->8 @8x14x14 batch 2: 228 ms, the phases 1.0 ms). In 2-D each
     phase's convolution to so few
     channels runs far below the machine's rate: forward, phases against XLA's
     input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding 1 with output
@@ -386,12 +388,11 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     channels, DCGAN's last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x channels-first /
     channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32 channels @64,
     1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases."""
-    return (
-        spec.ndim == 2
-        and spec.groups == 1
-        and w_shape[0] <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
-        and not subpixel.one_convolution(x_shape, w_shape, spec)
-    )
+    if spec.groups != 1 or w_shape[0] > TRANSPOSED_WHOLE_MAX_OUT_CHANNELS:
+        return False
+    if spec.ndim == 1:
+        return True
+    return spec.ndim == 2 and not subpixel.one_convolution(x_shape, w_shape, spec)
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
