@@ -381,10 +381,9 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     3-D, where XLA's input-dilated convolution is far slower than the phases (3x3x3
     stride 2 64->8 @8x14x14 batch 2: 228 ms, the phases 1.0 ms). In 2-D each phase's
     convolution to so few channels runs far below the machine's rate: forward, phases
-    against XLA's
-    input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding 1 with output
-    padding 1 and 3x3 unpadded, from 32-256 channels @16-64, batch 1-8, 11 interleaved
-    runs): to 1, 3 and 8 channels 0.25-1.40x, below 0.9x on 61 of 72 layers (to 3
+    against XLA's input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding
+    1 with output padding 1 and 3x3 unpadded, from 32-256 channels @16-64, batch 1-8, 11
+    interleaved runs): to 1, 3 and 8 channels 0.25-1.40x, below 0.9x on 61 of 72 layers (to 3
     channels, DCGAN's last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x channels-first /
     channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32 channels @64,
     1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases."""
