@@ -331,7 +331,7 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
     XLA's CPU convolution takes a slow path (see `choose`). In 3-D not along the depth,
     which the 2-D planes take apart (`_run`), each plane a convolution of its own."""
     if any(ld > 1 for ld in spec.lhs_dilation):
-        return False  # transposed: the phases (`subpixel`) are checked one by one
+        return False  # input-dilated: on the CPU its sub-pixel phases come here instead
     dims = zip(w_shape[2:], x_shape[2:], spec.rhs_dilation, strict=True)
     skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0
     return any(k > n and d == 1 for k, n, d in list(dims)[skip:])
@@ -383,10 +383,10 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     convolution to so few channels runs far below the machine's rate: forward, phases
     against XLA's input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding
     1 with output padding 1 and 3x3 unpadded, from 32-256 channels @16-64, batch 1-8, 11
-    interleaved runs): to 1, 3 and 8 channels 0.25-1.40x, below 0.9x on 61 of 72 layers (to 3
-    channels, DCGAN's last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x channels-first /
-    channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32 channels @64,
-    1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases."""
+    interleaved runs): to 1, 3 and 8 channels 0.25-1.40x, below 0.9x on 61 of 72
+    layers (to 3 channels, DCGAN's last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x
+    channels-first / channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32
+    channels @64, 1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases."""
     if spec.groups != 1 or w_shape[0] > TRANSPOSED_WHOLE_MAX_OUT_CHANNELS:
         return False
     if spec.ndim == 1:
