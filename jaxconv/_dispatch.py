@@ -85,6 +85,8 @@ ROWS_MIN_FLOPS = 1e8
 # forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
 # 0.24 and 0.47, 32 taps 0.35 and 0.53, 80 taps 0.85 and 1.12.
 PER_IMAGE_MAX_TAPS = 12
+# ... and patches at most this deep (input channels times taps; see `choose`).
+PER_IMAGE_MAX_DEPTH = 24
 # The input gradient of a dense 2-D convolution runs off YNNPACK (`lax.forward_eigen`)
 # for kernels of at least this many taps (see `_run`).
 EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
@@ -283,6 +285,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         spec.ndim == 1
         and not spec.channels_last
         and taps <= PER_IMAGE_MAX_TAPS
+        and c_in_g * taps <= PER_IMAGE_MAX_DEPTH
         and matmul_impl.per_image(c_in_g, w_shape[0], taps, out)
     ):
         # 1-D channels-first from few channels (raw audio): XLA's convolution computes
@@ -292,7 +295,13 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # 1->128 kernel 80 stride 4 1.06x, 1.6x. Otherwise in 1-D XLA's convolution is
         # as fast as anything here (temporal k3 256@1000 batch 8: matmul fwd 0.86x lax,
         # train 0.58x; channels-last audio: matmul 0.44x fwd). At most
-        # `PER_IMAGE_MAX_TAPS` taps: the patches take a slice per tap to compile.
+        # `PER_IMAGE_MAX_TAPS` taps: the patches take a slice per tap to compile. At
+        # most `PER_IMAGE_MAX_DEPTH` products per output: matmul against lax (padding
+        # k // 2, batch 8 unless said, 15 shuffled runs, forward and training) with
+        # depth 3-24 1.07-4.6x and 0.95-15.5x (2->128 k5 @4000 2.1x and 5.1x, 3->64 k3
+        # @1000 2.2x and 1.1x, 8->256 k3 @1000 1.5x and 1.3x, 8->128 k3 @1000 1.07x and
+        # 0.95x); deeper, 0.72-1.18x and 0.72-1.13x (12->128 k3 1.04x and 0.89x,
+        # 16->128 1.00x and 0.85x, 24->128 0.72x and 0.72x, 64->256 1.00x and 0.77x).
         return ("matmul",) * 3
     small_map = math.prod(out) <= MATMUL_MAX_POSITIONS
     depth = c_in_g * taps

@@ -129,6 +129,8 @@ def test_cpu_rules():
     assert choose((2, 1, 16000), (512, 1, 10), stride=5) == ("matmul",) * 3
     assert choose((2, 1, 16000), (128, 1, 12), stride=4, padding=5) == ("matmul",) * 3
     assert choose((2, 1, 16000), (128, 1, 80), stride=4, padding=38) == ("lax",) * 3  # taps
+    assert choose((8, 8, 1000), (256, 8, 3), padding=1) == ("matmul",) * 3
+    assert choose((8, 24, 1000), (128, 24, 3), padding=1) == ("lax",) * 3  # depth 72
     assert choose((2, 16000, 1), (10, 1, 512), stride=5, channels_last=True) == ("lax",) * 3
     assert choose((2, 2, 300), (512, 2, 10), stride=5) == ("lax",) * 3  # 59 positions
     # A kernel longer than the input along an undilated dim: matmul, any layout and rank.
