@@ -633,6 +633,9 @@ def _assert_trains_as_lax(conv, x, w):
         ((2, 16, 6, 5), (16, 9, 4, 4), dict(stride=2, padding=1), False),  # 9 channels
         ((2, 16, 6, 5), (16, 3, 2, 2), dict(stride=2), False),  # one convolution, merged
         ((2, 16, 6, 5), (16, 3, 5, 5), dict(stride=2), False),  # ... stacked
+        ((2, 128, 4, 3), (128, 3, 5, 5), dict(stride=2), True),  # ... from 128 channels
+        ((1, 128, 3, 4), (128, 1, 4, 4), dict(stride=2), True),
+        ((2, 128, 3, 4), (128, 3, 2, 2), dict(stride=2), False),  # ... merged
         ((2, 16, 6, 5), (16, 2, 4, 4), dict(stride=2, padding=1, groups=2), False),
         ((1, 16, 3, 4, 4), (16, 3, 3, 3, 3), dict(stride=2), False),  # 3-D: XLA's slow
         ((2, 16, 7), (16, 1, 3), dict(stride=2), True),  # 1-D, even stacked
@@ -643,9 +646,9 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     x_shape, w_shape, kwargs, whole, channels_last
 ):
     """The value of a transposed convolution to at most 8 channels, in 1-D and, where
-    its phases would each be a convolution of their own, in 2-D, is XLA's input-dilated
-    convolution under auto; its derivatives stay sub-pixel phases; values and gradients
-    equal lax's."""
+    its phases would each be a convolution of their own or stack from at least 128
+    channels, in 2-D, is XLA's input-dilated convolution under auto; its derivatives
+    stay sub-pixel phases; values and gradients equal lax's."""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=2)
 
     def dilated(f, *args):

@@ -92,6 +92,15 @@ def one_convolution(x_shape, w_shape, spec: ConvSpec) -> bool:
     return _one_tap_phases(per_dim, spec) or _stack_window(per_dim, w_shape, spec) is not None
 
 
+def stacks(x_shape, w_shape, spec: ConvSpec) -> bool:
+    """Whether `decompose` computes the phases stacked in one convolution over a shared
+    window (`_stacked`): one convolution, but not of one tap per phase (`_merged`)."""
+    if not applies(spec):
+        return False
+    per_dim = _per_dim(x_shape, w_shape, spec)
+    return not _one_tap_phases(per_dim, spec) and _stack_window(per_dim, w_shape, spec) is not None
+
+
 def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
     """The canonical convolution, phase by phase through ``inner``."""
     if not applies(spec):
