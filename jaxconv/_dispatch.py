@@ -97,9 +97,11 @@ STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MAX_OUT_CHANNELS = 8
-# ... in 2-D also where the phases stack into one convolution, from this many input
-# channels (see `_transposed_value_whole`).
-TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED = 128
+# ... in 2-D also where the phases stack into one convolution, to at most this many
+# output channels from at least this many input channels and this many times the
+# output channels (see `_transposed_value_whole`).
+TRANSPOSED_WHOLE_MAX_OUT_CHANNELS_STACKED = 16
+TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED, TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_STACKED = 128, 16
 # Dense convolutions whose kernel has more taps than the input has positions along an
 # undilated dim run by `matmul`, value and derivatives, when they have at least this
 # many input or output channels (see `kernel_past_input`).
@@ -399,27 +401,33 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     layers (to 3 channels, DCGAN's last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x
     channels-first / channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32
     channels @64, 1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases. Where the
-    phases stack into one convolution over a shared window (`subpixel.stacks`), from
-    `TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED` input channels: stacked against XLA's
+    phases stack into one convolution over a shared window (`subpixel.stacks`), to at
+    most 16 channels from at least 128 and 16 times as many: stacked against XLA's
     (2-D, stride 2, to 1-8 channels, 11 interleaved runs, both layouts) from 128-512
     channels 0.42-1.60x, below 0.9x on 13 of 20 layers (5x5 @14-56 0.42-0.94x, 4x4
     unpadded 0.71-0.93x, 6x6 0.87-1.60x); from 16-96 channels 0.49-7.9x, 1.1x or more
     on 18 of 25 (5x5 0.81-7.9x, 4x4 unpadded 0.49-2.3x). With the rule, against
     without (15 interleaved runs, forward and training through a ReLU): 5x5 1.42-2.45x
     and 1.06-1.33x, 4x4 unpadded 1.03-1.31x and 1.01-1.13x, 6x6 0.90x and 1.01x from
-    128 channels, 1.08x and 1.05x from 512; the value is then 0.90-1.06x XLA's.
+    128 channels, 1.08x and 1.05x from 512; the value is then 0.90-1.06x XLA's. To
+    12-16 channels stacked ran 0.58-0.71x XLA's on 5x5 from 256-512 channels, 0.93x
+    from 128, and 0.92-1.26x on 4x4 unpadded; the rule against without: 5x5 from
+    256-512 1.42-1.70x and 1.08-1.14x, 4x4 from 256-384 1.04-1.10x and 1.00-1.14x, but
+    from 128 (ratio 8) 4x4 0.80x and 0.86x, 5x5 1.03x and 0.93x.
     (Kernels the size of the stride take one 1x1 convolution, `subpixel._merged`,
     0.52-4.1x XLA's over 19 layers, below 0.9x only on four that take under 0.1 ms,
     and stay.)"""
-    if spec.groups != 1 or w_shape[0] > TRANSPOSED_WHOLE_MAX_OUT_CHANNELS:
+    if spec.groups != 1 or spec.ndim == 3:
         return False
-    if spec.ndim == 1:
-        return True
-    if spec.ndim != 2:
+    if spec.ndim == 2 and subpixel.stacks(x_shape, w_shape, spec):
+        c_out, c_in = w_shape[:2]
+        return c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS_STACKED and c_in >= max(
+            TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED,
+            TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_STACKED * c_out,
+        )
+    if w_shape[0] > TRANSPOSED_WHOLE_MAX_OUT_CHANNELS:
         return False
-    if subpixel.stacks(x_shape, w_shape, spec):
-        return w_shape[1] >= TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED
-    return not subpixel.one_convolution(x_shape, w_shape, spec)
+    return spec.ndim == 1 or not subpixel.one_convolution(x_shape, w_shape, spec)
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:

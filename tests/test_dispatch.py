@@ -635,6 +635,8 @@ def _assert_trains_as_lax(conv, x, w):
         ((2, 16, 6, 5), (16, 3, 5, 5), dict(stride=2), False),  # ... stacked
         ((2, 128, 4, 3), (128, 3, 5, 5), dict(stride=2), True),  # ... from 128 channels
         ((1, 128, 3, 4), (128, 1, 4, 4), dict(stride=2), True),
+        ((1, 256, 3, 3), (256, 16, 5, 5), dict(stride=2), True),  # ... to 16 from 16x
+        ((1, 128, 3, 3), (128, 16, 5, 5), dict(stride=2), False),  # ... from 8x
         ((2, 128, 3, 4), (128, 3, 2, 2), dict(stride=2), False),  # ... merged
         ((2, 16, 6, 5), (16, 2, 4, 4), dict(stride=2, padding=1, groups=2), False),
         ((1, 16, 3, 4, 4), (16, 3, 3, 3, 3), dict(stride=2), False),  # 3-D: XLA's slow
@@ -646,8 +648,9 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     x_shape, w_shape, kwargs, whole, channels_last
 ):
     """The value of a transposed convolution to at most 8 channels, in 1-D and, where
-    its phases would each be a convolution of their own or stack from at least 128
-    channels, in 2-D, is XLA's input-dilated convolution under auto; its derivatives
+    its phases would each be a convolution of their own, in 2-D, is XLA's input-dilated
+    convolution under auto, and so is the value of one to at most 16 channels from at
+    least 128 and 16 times as many whose phases stack in 2-D; its derivatives
     stay sub-pixel phases; values and gradients equal lax's."""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=2)
 
