@@ -351,6 +351,25 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
     return any(k > n and d == 1 for k, n, d in list(dims)[skip:])
 
 
+def _rows_lose(spec: ConvSpec, w_shape) -> bool:
+    """Whether the weight gradient of this 2-D convolution stays XLA's 2-D one rather
+    than going by kernel rows (see `_run`): channels-last and strided, and unpadded or
+    to fewer channels than it takes. By rows against without, training through a ReLU
+    (3x3 unless said, stride 2, batch 8 unless said, channels-last, minimum of 21
+    shuffled runs): unpadded 256->64 @28 0.67x, 128->128 @56 0.86x, 64->256 @28 0.99x
+    (15 runs); padded, to fewer channels, 256->64 @28 0.87x, 512->64 @28 batch 4 0.92x,
+    5x5 256->32 @28 0.98x; padded to as many or more, 128->128 @56 1.02x, 256->256 @14
+    1.16x, 64->128 @56 1.06x, 32->64 @112 batch 4 1.17x, the 7x7 stem 3->64 @224 1.32x.
+    Channels-first the rows won on the same strided layers (256->64 @28 unpadded 1.15x,
+    512->64 @28 1.21x)."""
+    c_out, c_in_g = w_shape[:2]
+    return (
+        spec.channels_last
+        and max(spec.stride) > 1
+        and (c_out // spec.groups < c_in_g or all(p == (0, 0) for p in spec.padding))
+    )
+
+
 def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:
     """Whether this is a dense channels-last 3-D 1x1x1 convolution to more channels than
     it takes, which `impl="auto"` leaves whole to XLA's 3-D convolution (see `choose`)."""
@@ -548,6 +567,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
             and planes.applies(spec_)
             and w_.shape[0] // spec_.groups > ROWS_MIN_OUT_CHANNELS
             and spec_.flops(x_.shape, w_.shape) >= ROWS_MIN_FLOPS
+            and not _rows_lose(spec_, w_.shape)
         ):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per
             # kernel row, rows folded into the batch: XLA's 2-D weight gradient is

@@ -1,6 +1,7 @@
 """impl="auto": the rules choose what they say, and never leave XLA off the CPU."""
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -266,32 +267,50 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
 @pytest.mark.parametrize(
-    "c_out,batch,by_rows",
+    "c_in,c_out,batch,kwargs,by_rows",
     [
-        (_dispatch.ROWS_MIN_OUT_CHANNELS + 1, 16, True),
-        (_dispatch.ROWS_MIN_OUT_CHANNELS, 16, False),  # few output channels
-        (_dispatch.ROWS_MIN_OUT_CHANNELS + 1, 1, False),  # under ROWS_MIN_FLOPS
+        (16, _dispatch.ROWS_MIN_OUT_CHANNELS + 1, 16, {}, True),
+        (16, _dispatch.ROWS_MIN_OUT_CHANNELS, 16, {}, False),  # few output channels
+        (16, _dispatch.ROWS_MIN_OUT_CHANNELS + 1, 1, {}, False),  # under ROWS_MIN_FLOPS
+        (16, 32, 16, dict(stride=2, channels_last=True), True),
+        # Channels-last and strided: unpadded, or to fewer channels, XLA's 2-D one.
+        (16, 32, 16, dict(stride=2, padding=0, channels_last=True), False),
+        (64, 32, 16, dict(stride=2, channels_last=True), False),
+        (64, 32, 16, dict(stride=2), True),  # channels-first: rows
+        (16, 32, 16, dict(stride=2, padding=0), True),
+        (64, 32, 4, dict(channels_last=True), True),  # stride 1: rows
     ],
 )
-def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_out, batch, by_rows):
+def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_in, c_out, batch, kwargs, by_rows):
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
     convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
-    than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, by XLA's 2-D one
-    otherwise."""
+    than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and is not
+    channels-last strided and unpadded or to fewer channels (`_dispatch._rows_lose`),
+    by XLA's 2-D one otherwise."""
+    import re
+
     import jaxconv
 
-    x, w = jnp.ones((batch, 16, 56, 56)), jnp.ones((c_out, 16, 3, 3))
-    flops = 2 * batch * c_out * 16 * 9 * 56 * 56
-    assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch == 16)
+    kwargs = dict(dict(padding=1), **kwargs)
+    channels_last = kwargs.get("channels_last", False)
+    x_shape, w_shape = (batch, c_in, 56, 56), (c_out, c_in, 3, 3)
+    if channels_last:
+        x_shape, w_shape = (batch, 56, 56, c_in), (3, 3, c_in, c_out)
+    x, w = jnp.ones(x_shape), jnp.ones(w_shape)
+    y_shape = jaxconv.output_shape(x_shape, w_shape, **kwargs)
+    flops = 2 * math.prod(y_shape) * c_in * 9
+    assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch > 1)
 
     def convolutions(f, *args):
         text = jax.jit(f).lower(*args).as_text()
         return [line for line in text.splitlines() if "stablehlo.convolution" in line]
 
     def one_d(lines):
-        return [line for line in lines if "0]x[" in line]  # dim_numbers [.., 0]x[.., 0]
+        # The input's dim_numbers, e.g. [b, f, 0]x[o, i, 0] or [b, 0, f]x[0, i, o].
+        spatial = [re.search(r"\[([^\]]*)\]x\[", line).group(1) for line in lines]
+        return [dims for dims in spatial if not re.search(r"\d.*\d", dims)]
 
-    conv = lambda impl: lambda a, b: jaxconv.conv2d(a, b, padding=1, impl=impl)  # noqa: E731
+    conv = lambda impl: lambda a, b: jaxconv.conv2d(a, b, **kwargs, impl=impl)  # noqa: E731
     weight_grad = lambda impl: jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2))  # noqa: E731
     input_grad = lambda impl: jax.grad(lambda a: jnp.sum(conv(impl)(a, w) ** 2))  # noqa: E731
     rows = one_d(convolutions(weight_grad("auto"), w))
