@@ -330,24 +330,33 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_in, c_out, batch, kwargs, b
         ((1, 2, 12, 6, 7), (2, 2, 2, 3, 2), dict(stride=(2, 1, 3)), True),
         ((1, 4, 12, 6, 7), (2, 2, 2, 3, 2), dict(groups=2, stride=(2, 1, 3)), False),
         ((2, 3, 9, 8), (4, 3, 3, 2), dict(stride=2), False),  # 4 output rows
+        # Channels-first with 3x the output channels as products per output: not the
+        # value, but its derivative.
+        ((1, 2, 9, 8), (12, 2, 2, 1), dict(), False),
+        ((1, 2, 9, 8), (12, 2, 2, 1), dict(derivative=True), True),
+        ((1, 2, 9, 8), (12, 2, 2, 1), dict(channels_last=True), True),
+        ((1, 2, 9, 8), (11, 2, 2, 1), dict(), True),
     ],
 )
 def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
     """`lax.forward_padded` computes XLA's convolution, with a padded row where it pays:
-    not for grouped or 1-D convolutions, nor for fewer than 6 output rows."""
+    not for grouped or 1-D convolutions, nor for fewer than 6 output rows, nor for the
+    value of a channels-first one of 3x as many output channels as products per output."""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
 
     kwargs = dict(kwargs)
     channels_last = kwargs.pop("channels_last", False)
+    derivative = kwargs.pop("derivative", False)
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)  # the canonical arrays
     rng = np.random.default_rng(0)
     x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
-    got = lax_impl.forward_padded(x, w, spec)
+    got = lax_impl.forward_padded(x, w, spec, derivative)
     np.testing.assert_allclose(got, lax_impl.forward(x, w, spec), rtol=1e-12, atol=1e-12)
-    text = jax.jit(lax_impl.forward_padded, static_argnums=2).lower(x, w, spec).as_text()
+    padded_fn = jax.jit(lax_impl.forward_padded, static_argnums=(2, 3))
+    text = padded_fn.lower(x, w, spec, derivative).as_text()
     assert ("pad = [[0, 1]" in text) == padded, text
 
 

@@ -85,14 +85,18 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
                 for (lo, hi), (e_lo, e_hi) in zip(spec.padding, excess, strict=True)
             ),
         )
-    return forward_padded(x, w, spec)
+    return forward_padded(x, w, spec, derivative=True)
 
 
-# `forward_padded` adds its row only to outputs of at least this many rows.
-FORWARD_PADDED_MIN_ROWS = 6
+# `forward_padded` adds its row only to outputs of at least this many rows, and
+# channels-first only to layers of fewer output channels than this many times the
+# products per output (input channels times taps).
+FORWARD_PADDED_MIN_ROWS, FORWARD_PADDED_MAX_FAN_OUT = 6, 3
 
 
-def forward_padded(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def forward_padded(
+    x: jax.Array, w: jax.Array, spec: ConvSpec, derivative: bool = False
+) -> jax.Array:
     """XLA's convolution, steered off its CPU slow path for unpadded convolutions.
 
     On the CPU, XLA (jaxlib 0.10) runs a convolution with no padding at all 1.2-2.9x
@@ -111,15 +115,32 @@ def forward_padded(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     and 1.01x; 9 taps 64->128 @500 1.09x and 1.02x; 15 taps 48->32 @64 1.25x and
     1.05x), and a padded row is a large part of a small output: 3x3 48->256 @7 valid (5
     rows), both layouts, forward 1.14-1.19x and training 1.04-1.28x faster without it;
-    from 7 rows it pays (9x9 input 1.04x).
+    from 7 rows it pays (9x9 input 1.04x). Nor, for the value (not a ``derivative``,
+    whose transpose is the weight gradient), channels-first, where the layer has at
+    least `FORWARD_PADDED_MAX_FAN_OUT` times as many output channels as products per
+    output: there the output is large for the work, and cutting the row off it costs
+    more than the slow path (with the row against without, forward, minimum of 15
+    shuffled runs, 3x3 unless said: 4->256 @56 batch 4 0.54x, 3->128 @112 batch 2 0.61x,
+    8->256 stride 2 @112 batch 4 0.69x, batch 1 8->512 0.42x, 5x5 3->384 @224 batch 1
+    0.86x, 2x2 8->128 @64 batch 8 0.69x, but stride 2 1.12x; training with the rule
+    against without 0.93-1.13x;
+    with fewer output channels 0.93-1.64x: 8->64 5x5 @56 1.57x, the 7x7 stride-2 stem
+    3->64 @224 1.64x, 8->32 @112 1.49x, 3->64 @112 1.01x, 1->32 5x5 @28 0.93x;
+    channels-last 0.98-1.18x).
     """
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
+    c_out, c_in = w.shape[:2]
     if (
         any(p != (0, 0) for p in spec.padding)
         or any(d != 1 for d in spec.lhs_dilation)
         or spec.groups > 1
         or spec.ndim == 1
         or out[0] < FORWARD_PADDED_MIN_ROWS
+        or (
+            not derivative
+            and not spec.channels_last
+            and c_out >= FORWARD_PADDED_MAX_FAN_OUT * c_in * math.prod(w.shape[2:])
+        )
     ):
         return forward(x, w, spec)
     padded = dataclasses.replace(spec, padding=((0, 1),) + ((0, 0),) * (spec.ndim - 1))
