@@ -123,10 +123,9 @@ def forward_padded(
     shuffled runs, 3x3 unless said: 4->256 @56 batch 4 0.54x, 3->128 @112 batch 2 0.61x,
     8->256 stride 2 @112 batch 4 0.69x, batch 1 8->512 0.42x, 5x5 3->384 @224 batch 1
     0.86x, 2x2 8->128 @64 batch 8 0.69x, but stride 2 1.12x; training with the rule
-    against without 0.93-1.13x;
-    with fewer output channels 0.93-1.64x: 8->64 5x5 @56 1.57x, the 7x7 stride-2 stem
-    3->64 @224 1.64x, 8->32 @112 1.49x, 3->64 @112 1.01x, 1->32 5x5 @28 0.93x;
-    channels-last 0.98-1.18x).
+    against without 0.93-1.13x; with fewer output channels 0.93-1.64x: 8->64 5x5 @56
+    1.57x, the 7x7 stride-2 stem 3->64 @224 1.64x, 8->32 @112 1.49x, 3->64 @112 1.01x,
+    1->32 5x5 @28 0.93x; channels-last 0.98-1.18x).
     """
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     c_out, c_in = w.shape[:2]
