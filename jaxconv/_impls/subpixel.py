@@ -83,22 +83,16 @@ def _per_dim(x_shape, w_shape, spec: ConvSpec):
     ]
 
 
-def one_convolution(x_shape, w_shape, spec: ConvSpec) -> bool:
-    """Whether `decompose` computes every phase in one convolution (`_merged` or
-    `_stacked`) rather than one convolution per phase."""
+def one_convolution(x_shape, w_shape, spec: ConvSpec) -> str | None:
+    """How `decompose` computes every phase in one convolution: ``"merged"`` (one tap
+    per phase, `_merged`) or ``"stacked"`` (over a shared window, `_stacked`); None
+    where it runs one convolution per phase, or there are no phases."""
     if not applies(spec):
-        return False
+        return None
     per_dim = _per_dim(x_shape, w_shape, spec)
-    return _one_tap_phases(per_dim, spec) or _stack_window(per_dim, w_shape, spec) is not None
-
-
-def stacks(x_shape, w_shape, spec: ConvSpec) -> bool:
-    """Whether `decompose` computes the phases stacked in one convolution over a shared
-    window (`_stacked`): one convolution, but not of one tap per phase (`_merged`)."""
-    if not applies(spec):
-        return False
-    per_dim = _per_dim(x_shape, w_shape, spec)
-    return not _one_tap_phases(per_dim, spec) and _stack_window(per_dim, w_shape, spec) is not None
+    if _one_tap_phases(per_dim, spec):
+        return "merged"
+    return "stacked" if _stack_window(per_dim, w_shape, spec) is not None else None
 
 
 def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
