@@ -693,6 +693,43 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     _assert_trains_as_lax(conv, x, w)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, whole",
+    [
+        ((2, 16, 6, 5), (16, 3, 4, 4), dict(stride=2, padding=1), True),  # DCGAN's last
+        ((2, 16, 6, 5), (16, 16, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
+        ((2, 16, 6, 5), (16, 17, 4, 4), dict(stride=2, padding=1), False),  # 17 channels
+        ((2, 16, 6, 5), (16, 3, 5, 5), dict(stride=2), False),  # one convolution, stacked
+        ((2, 16, 6, 5), (16, 3, 2, 2), dict(stride=2), False),  # ... merged
+        ((2, 16, 6, 5), (16, 2, 4, 4), dict(stride=2, padding=1, groups=2), False),
+        ((2, 16, 7), (16, 3, 4), dict(stride=2, padding=1), False),  # 1-D
+        ((1, 16, 3, 4, 4), (16, 3, 4, 4, 4), dict(stride=2, padding=1), False),  # 3-D
+    ],
+)
+def test_transposed_input_gradient_to_few_channels_is_one_strided_convolution(
+    x_shape, w_shape, kwargs, whole, channels_last
+):
+    """The input gradient of a 2-D transposed convolution to at most 16 channels whose
+    sub-pixel phases are a convolution each is XLA's transpose of the whole: one strided
+    convolution of the output gradient, not the phases' stride-1 ones; values and
+    gradients equal lax's."""
+    import re
+
+    x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=4)
+    y = conv("auto")(x, w)
+    input_grad = lambda a, ct: jax.vjp(lambda b: conv("auto")(b, w), a)[1](ct)  # noqa: E731
+    text = jax.jit(input_grad).lower(x, y).compile().as_text()
+    windows = re.findall(r" convolution\(.*?window=\{([^}]*)\}", text)
+    strided = [win for win in windows if "stride=" in win]
+    if whole:
+        assert len(windows) == len(strided) == 1, windows
+    else:  # the phases' stride-1 convolutions (or products, for the merged and grouped)
+        assert not strided, windows
+    _assert_trains_as_lax(conv, x, w)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel-length rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
