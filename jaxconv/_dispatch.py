@@ -460,7 +460,7 @@ def _transposed_input_gradient_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     gradient, is one strided convolution of the output gradient rather than the sum of
     the phases' transposes: dense, 2-D, to at most
     `TRANSPOSED_INPUT_GRADIENT_WHOLE_MAX_OUT_CHANNELS` channels, where each phase is a
-    convolution of its own (`subpixel.one_convolution` None: 3x3 padding 1 and 4x4
+    convolution of its own (`subpixel.one_convolution` None, e.g. 3x3 and 4x4 with
     padding 1 at stride 2). The input gradient alone, XLA's against the phases' (11
     shuffled runs): there 0.99-4.9x the phases' speed on 18 layers (32-256 to 1-16
     channels, @14-64, batch 8-64, both layouts; 64->16 4x4 @64 batch 16 2.1-2.3x, 64->8
