@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare",
         choices=("torch",),
         default=None,
-        help="also time torch.nn.functional's equivalent (CPU, all cores) on the same data and "
+        help="also time torch.nn.functional's equivalent on the same data (on the GPU where "
+        "JAX runs on one and torch has CUDA, else on the CPU with all cores) and "
         "report the speed-up over it; skipped with a message if torch is not installed",
     )
     p.add_argument(
@@ -155,7 +156,7 @@ def run_case(
     flops = suites.flops(case, mode, jaxconv)
     data = calls.make_data(case, mode)
     args = calls.jax_args(case, data, dtype, *shardings)
-    tol = calls.TOLERANCE[dtype]
+    tol = calls.tolerance(dtype, jax.default_backend())
     # A run slower than its share of the case's budget is not repeated: its warm-up call
     # (checked, blocked) stands as its one timing, marked as such.
     share = max_seconds / (len(impls) + (torch is not None)) if max_seconds else math.inf
@@ -225,6 +226,7 @@ def environment(args, argv, devices, torch) -> dict:
         "numpy": np.__version__,
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
+        "torch_device": None if torch is None else calls.torch_device(torch),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(["python", "-m", "bench", *argv]),
         "xla_flags": os.environ.get("XLA_FLAGS"),

@@ -23,6 +23,16 @@ MODES = ("fwd", "train")
 
 # max |out - ref| / max |ref| allowed against "lax", per dtype.
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 2e-2, "float16": 1e-2}
+# Off the CPU, XLA's default precision computes float32 products in TF32 (GPU) or bf16
+# passes (TPU), as PyTorch's cuDNN convolutions take TF32: errors near 1e-3.
+ACCELERATOR_FLOAT32_TOLERANCE = 1e-2
+
+
+def tolerance(dtype: str, backend: str) -> float:
+    """The largest relative error `relative_error` accepts for ``dtype`` on ``backend``."""
+    if dtype == "float32" and backend != "cpu":
+        return ACCELERATOR_FLOAT32_TOLERANCE
+    return TOLERANCE[dtype]
 
 
 def output_shape(case: Case) -> tuple[int, ...]:
@@ -132,15 +142,19 @@ def relative_error(outputs, reference) -> float:
 def torch_function(torch: Any, case: Case, mode: str, data: dict[str, np.ndarray], dtype: str):
     """A zero-argument function running ``torch.nn.functional``'s equivalent of ``case``
     (same data, dtype and arguments), returning channels-first NumPy-convertible
-    outputs like `jax_function`'s. On torch's CPU; ``torch`` is the imported module."""
+    outputs like `jax_function`'s. On the GPU when JAX runs on one and torch has CUDA
+    (each run then waits for its result), else on torch's CPU; ``torch`` is the imported
+    module."""
     F = torch.nn.functional
+    device = torch_device(torch)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     name = ("conv_transpose" if case.transpose else "conv") + f"{case.ndim}d"
     op = getattr(F, name)
     tdtype = getattr(torch, dtype)
     fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(case.ndim)
 
     def tensor(a):
-        t = torch.from_numpy(np.ascontiguousarray(a)).to(tdtype)
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=tdtype)
         if case.channels_last and fmt is not None and t.ndim == case.ndim + 2:
             t = t.contiguous(memory_format=fmt)
         return t
@@ -152,7 +166,9 @@ def torch_function(torch: Any, case: Case, mode: str, data: dict[str, np.ndarray
 
         def run():
             with torch.no_grad():
-                return (op(x, w, None, **kwargs),)
+                y = op(x, w, None, **kwargs)
+            sync()
+            return (y,)
 
         return run
 
@@ -163,10 +179,17 @@ def torch_function(torch: Any, case: Case, mode: str, data: dict[str, np.ndarray
     def run_train():
         y = op(x, w, None, **kwargs)
         dx, dw = torch.autograd.grad(y, (x, w), ct)
+        sync()
         return y.detach(), dx, dw
 
     return run_train
 
 
+def torch_device(torch: Any) -> str:
+    """Where `torch_function` runs: "cuda" when JAX's backend is a GPU and torch sees
+    one, else "cpu"."""
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
 def torch_to_numpy(outputs) -> tuple[np.ndarray, ...]:
-    return tuple(t.detach().double().numpy() for t in outputs)
+    return tuple(t.detach().cpu().double().numpy() for t in outputs)
