@@ -116,3 +116,11 @@ def test_summary_statistics_and_ratios():
     assert [r["frac_peak"] for r in rows] == [0.25, 0.5, 0.5, 0.125]
     g, n = report.geomean_speedups(rows)[("x", "fwd")]
     assert n == 2 and math.isclose(g, math.sqrt(2.0 * 0.25))
+
+
+def test_float32_tolerance_is_tf32s_off_the_cpu():
+    from bench import calls
+
+    assert calls.tolerance("float32", "cpu") == calls.TOLERANCE["float32"]
+    assert calls.tolerance("float32", "gpu") == calls.ACCELERATOR_FLOAT32_TOLERANCE
+    assert calls.tolerance("bfloat16", "gpu") == calls.TOLERANCE["bfloat16"]
