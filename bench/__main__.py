@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         "call alone exceeds its share is reported from that call (0 runs); 0 for no limit",
     )
     p.add_argument(
+        "--settle",
+        type=float,
+        default=timing.SETTLE_S,
+        help="seconds of untimed runs of an algorithm before each of its timed runs, so that "
+        "the one before it (PyTorch's spinning OpenMP threads) has let go of the cores; "
+        "0 for none",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -147,7 +155,16 @@ def _error_text(e: BaseException) -> str:
 
 
 def run_case(
-    case, mode, impls, dtype, shardings, torch, repeat, max_seconds, rows_out: list[dict]
+    case,
+    mode,
+    impls,
+    dtype,
+    shardings,
+    torch,
+    repeat,
+    max_seconds,
+    rows_out: list[dict],
+    settle_s: float = 0.0,
 ) -> None:
     """The rows of one (case, mode): every algorithm checked, then timed interleaved.
 
@@ -206,7 +223,7 @@ def run_case(
             row.update(status="error", error=_error_text(e))
         else:
             accept("torch", run, out, warmup_s)
-    times = timing.interleave(runners, repeat, max_seconds or None)
+    times = timing.interleave(runners, repeat, max_seconds or None, settle_s=settle_s)
     for impl, seconds in times.items():
         rows[impl].update(timing.summarize(seconds))
 
@@ -235,6 +252,7 @@ def environment(args, argv, devices, torch) -> dict:
         "dtype": args.dtype,
         "repeat": args.repeat,
         "max_seconds": args.max_seconds,
+        "settle_s": args.settle,
         "matmul_peak": None,
         "interrupted": False,
     }
@@ -255,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--mode: unknown {bad}; choose from {', '.join(calls.MODES)}")
     if args.repeat < 1:
         parser.error(f"--repeat must be positive, got {args.repeat}")
+    if not args.settle >= 0:
+        parser.error(f"--settle must be 0 or more seconds, got {args.settle}")
     available = jax.devices()
     if not 1 <= args.devices <= len(available):
         parser.error(
@@ -311,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.repeat,
                     args.max_seconds,
                     rows,
+                    args.settle,
                 )
                 bar.update()
         # Load from elsewhere can slow the first measurement: keep the better of two.

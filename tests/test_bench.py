@@ -97,6 +97,30 @@ def test_interleave_is_round_robin_within_each_runners_share():
     assert [len(t) for t in unlimited.values()] == [2, 2, 2]
 
 
+def test_interleave_settles_each_runner_untimed_before_timing_it():
+    now, order = [0.0], []
+
+    def runner(name, seconds):
+        def run():
+            order.append(name)
+            now[0] += seconds
+
+        return run
+
+    runners = {"short": runner("short", 0.004), "long": runner("long", 0.05)}
+    times = timing.interleave(runners, repeat=2, clock=lambda: now[0], settle_s=0.01)
+    # "short" runs three times untimed (0.012 s >= 0.01) before each timed run, "long"
+    # once; the untimed runs are not in the times.
+    assert order == ["short"] * 4 + ["long"] * 2 + ["long"] * 2 + ["short"] * 4
+    assert times == {"short": [pytest.approx(0.004)] * 2, "long": [pytest.approx(0.05)] * 2}
+
+
+def test_negative_settle_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--suite", "tiny", "--settle", "-1", "--out", str(tmp_path)])
+    assert "--settle" in capsys.readouterr().err
+
+
 def test_summary_statistics_and_ratios():
     assert timing.summarize([5.0, 1.0, 3.0]) == {
         "median_s": 3.0,
