@@ -44,6 +44,9 @@ MATMUL_MAX_POSITIONS = 100
 # many times the product's rows (batch times output positions).
 MATMUL_MIN_DEPTH = 1024
 MATMUL_DEPTH_PER_ROW = 8
+# ... and patches of at most this many elements (rows times depth) per output channel
+# (see `choose`).
+MATMUL_MAX_PATCHES_PER_OUT_CHANNEL = 10_000
 # ... with at least this many output channels (with fewer XLA's value is faster) and, for
 # the value too (not only the derivatives), at least this many.
 MATMUL_MIN_OUT_CHANNELS, MATMUL_VALUE_MIN_OUT_CHANNELS = 128, 256
@@ -316,7 +319,14 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     depth = c_in_g * taps
     deep = depth >= MATMUL_MIN_DEPTH and depth >= MATMUL_DEPTH_PER_ROW * x_shape[0] * math.prod(out)
     c_out = w_shape[0]
-    if small_map and deep and not spec.channels_last and c_out >= MATMUL_MIN_OUT_CHANNELS:
+    patches = x_shape[0] * math.prod(out) * depth
+    if (
+        small_map
+        and deep
+        and not spec.channels_last
+        and c_out >= MATMUL_MIN_OUT_CHANNELS
+        and patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * c_out
+    ):
         # Few positions, many channels, few rows: the patches' product is deep and
         # short. 3x3 @7 (fwd / train against lax, 9 interleaved runs): 512 channels
         # batch 8 1.3x / 1.6x, 384 batch 2 1.6x / 2.8x, 256 batch 1-4 1.1-1.4x /
@@ -333,6 +343,16 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # batch 1 1.6x and 1.07x; with 128 the value (1.35-1.55x) but not the derivatives
         # (0.82-0.87x against XLA's, 0.92-1.06x with the value alone by XLA's): 96 @7
         # 7x7, 512 and 256 @7 3x3; with 256 even forward (0.96-1.0x: 512 and 128 @7).
+        # Not with patches of more than `MATMUL_MAX_PATCHES_PER_OUT_CHANNEL` elements per
+        # output channel, whose writing costs more than the product saves (5x5 @5 padding
+        # 2 unless said; the rules' time over XLA's in all three roles, 9 interleaved
+        # runs, forward and training with a fixed cotangent): 384->128 batch 16 (30k per
+        # channel) 1.00x and 2.47x, batch 12 (22k) 1.07x in training, batch 8 (15k) 1.19x,
+        # batch 6 (11k) 1.03x; 384->256 batch 16 (15k) 1.11x and 1.62x. Below it the
+        # rules win: 384->256 batch 8 (7.5k) 0.77x and 0.80x, 3x3 512->256 @5 batch 16
+        # (7.2k) 1.00x and 0.90x, 3x3 512->512 @7 batch 8 (3.5k) 1.08x and 0.78x, 256->192
+        # batch 4-8 (3.3-6.7k) training 0.84-0.91x; once 1.13x (7x7 96->128 @7 batch 4,
+        # 7.2k).
         if c_out < MATMUL_VALUE_MIN_OUT_CHANNELS:
             return ("lax", "matmul", "matmul")
         return ("matmul",) * 3

@@ -123,6 +123,11 @@ def test_cpu_rules():
     assert choose((8, 128, 7, 7), (128, 128, 3, 3), padding=1) == ("lax",) * 3
     assert choose((16, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("lax",) * 3
     assert choose((64, 32, 8, 8), (32, 32, 3, 3), padding=1) == ("lax",) * 3
+    # ... or patches of more than 10k elements per output channel.
+    assert choose((4, 384, 5, 5), (128, 384, 5, 5), padding=2) == ("lax", "matmul", "matmul")
+    assert choose((8, 384, 5, 5), (128, 384, 5, 5), padding=2) == ("lax",) * 3  # 15k
+    assert choose((8, 384, 5, 5), (256, 384, 5, 5), padding=2) == ("matmul",) * 3  # 7.5k
+    assert choose((16, 384, 5, 5), (256, 384, 5, 5), padding=2) == ("lax",) * 3  # 15k
     assert choose((2, 7, 7, 512), (3, 3, 512, 512), padding=1, channels_last=True) == ("lax",) * 3
     assert choose((2, 64, 56, 56), (64, 64, 3, 3), padding=1) == ("lax",) * 3
     assert choose((2, 256, 1000), (256, 256, 3), padding=1) == ("lax",) * 3
