@@ -83,6 +83,8 @@ ROWS_MIN_OUT_CHANNELS = 16
 # MFLOP: 0.81-0.97x XLA's 2-D weight gradient; 5x5 48->64 @14, 60 MFLOP: 0.86-0.88x;
 # 3x3 64->64 @14 batch 8 or @28 batch 2, 116 MFLOP: 0.91-1.31x; 231 MFLOP: 1.2-2.0x).
 ROWS_MIN_FLOPS = 1e8
+# ... and, strided, with an input of at most this many elements (see `_rows_lose`).
+ROWS_MAX_STRIDED_INPUT_ELEMENTS = 2**21
 # 1-D channels-first layers from few channels run by `matmul`'s product per image with
 # at most this many taps (see `choose`): compiled 1->128 stride 4 @16000 batch 8,
 # forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
@@ -375,10 +377,24 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
     return any(k > n and d == 1 for k, n, d in list(dims)[skip:])
 
 
-def _rows_lose(spec: ConvSpec, w_shape) -> bool:
+def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the weight gradient of this 2-D convolution stays XLA's 2-D one rather
-    than going by kernel rows (see `_run`): channels-last and strided, and unpadded or
-    to fewer channels than it takes. By rows against without, training through a ReLU
+    than going by kernel rows (see `_run`): strided with an input of more than
+    `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements, or channels-last and strided, and
+    unpadded or to fewer channels than it takes.
+
+    Strided, a large input: by rows the step ran from 0.75x to 1.2x XLA's, and without
+    them it is XLA's own. Training without the rows against with them (3x3 stride 2
+    padding 1, batch 8, settled, 15 interleaved runs, 2026-12-01; a fixed cotangent,
+    then through a ReLU): 128->128 @56 (3.2M elements) channels-first 1.33x and 0.86x
+    (rows at 0.78x and 1.17x `lax`; two runs before, 1.43x and 1.68x with a fixed
+    cotangent), channels-last 1.01x and 1.04x; 32->32 @94 channels-last (2.3M) 1.25x
+    and 1.13x (rows at 0.81x and 0.89x `lax`); 64->64 @112 (6.4M) channels-first 0.94x
+    and 0.83x, channels-last 1.15x and 1.01x; without the rows all ten at 0.98-1.04x
+    `lax`. The weight gradient alone by rows, channels-last @112 batch 8: 32->32 0.35x,
+    32->64 0.56x, 64->64 0.65x (but 32->32 @56 batch 32 1.24x). With 1.6M elements
+    rows win or tie: 64->128 @56 channels-first 1.3-1.5x, 128->128 @56 batch 4
+    1.0-1.2x. By rows against without, training through a ReLU
     (3x3 unless said, stride 2, batch 8 unless said, channels-last, minimum of 21
     shuffled runs): unpadded 256->64 @28 0.67x, 128->128 @56 0.86x, 64->256 @28 0.99x
     (15 runs); padded, to fewer channels, 256->64 @28 0.87x, 512->64 @28 batch 4 0.92x,
@@ -388,6 +404,8 @@ def _rows_lose(spec: ConvSpec, w_shape) -> bool:
     and 1.08x on the padded 256->64. Channels-first the rows won on the same strided
     layers (256->64 @28 unpadded 1.15x, 512->64 @28 1.21x)."""
     c_out, c_in_g = w_shape[:2]
+    if max(spec.stride) > 1 and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS:
+        return True
     return (
         spec.channels_last
         and max(spec.stride) > 1
@@ -616,7 +634,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
             and planes.applies(spec_)
             and w_.shape[0] // spec_.groups > ROWS_MIN_OUT_CHANNELS
             and spec_.flops(x_.shape, w_.shape) >= ROWS_MIN_FLOPS
-            and not _rows_lose(spec_, w_.shape)
+            and not _rows_lose(spec_, x_.shape, w_.shape)
         ):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per
             # kernel row, rows folded into the batch: XLA's 2-D weight gradient is

@@ -281,17 +281,21 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         # Channels-last and strided: unpadded, or to fewer channels, XLA's 2-D one.
         (16, 32, 16, dict(stride=2, padding=0, channels_last=True), False),
         (64, 32, 16, dict(stride=2, channels_last=True), False),
-        (64, 32, 16, dict(stride=2), True),  # channels-first: rows
+        (64, 32, 8, dict(stride=2), True),  # channels-first: rows
         (16, 32, 16, dict(stride=2, padding=0), True),
         (64, 32, 4, dict(channels_last=True), True),  # stride 1: rows
+        # Strided with an input of more than 2M elements: XLA's 2-D one.
+        (64, 32, 11, dict(stride=2), False),  # 2.2M elements
+        (64, 32, 10, dict(stride=2), True),  # 2.0M
+        (64, 32, 11, dict(), True),  # stride 1
     ],
 )
 def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_in, c_out, batch, kwargs, by_rows):
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
     convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
     than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and is not
-    channels-last strided and unpadded or to fewer channels (`_dispatch._rows_lose`),
-    by XLA's 2-D one otherwise."""
+    strided with an input of more than 2M elements or channels-last strided and unpadded
+    or to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
