@@ -85,6 +85,8 @@ ROWS_MIN_OUT_CHANNELS = 16
 ROWS_MIN_FLOPS = 1e8
 # ... and, strided, with an input of at most this many elements (see `_rows_lose`).
 ROWS_MAX_STRIDED_INPUT_ELEMENTS = 2**21
+# ... and, channels-last, with at least this many output rows in the batch.
+ROWS_MIN_ROWS_CHANNELS_LAST = 12
 # 1-D channels-first layers from few channels run by `matmul`'s product per image with
 # at most this many taps (see `choose`): compiled 1->128 stride 4 @16000 batch 8,
 # forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
@@ -380,8 +382,19 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
 def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the weight gradient of this 2-D convolution stays XLA's 2-D one rather
     than going by kernel rows (see `_run`): strided with an input of more than
-    `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements, or channels-last and strided, and
-    unpadded or to fewer channels than it takes.
+    `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements; channels-last with fewer than
+    `ROWS_MIN_ROWS_CHANNELS_LAST` output rows in the batch (batch times output height);
+    or channels-last and strided, and unpadded or to fewer channels than it takes.
+
+    Few rows, channels-last: training with a fixed cotangent, by rows against without
+    (padding k // 2, settled, 9 interleaved runs, 2026-12-01): batch 1 @10 5x5 96->256
+    0.80x, 3x3 256->256 0.86x, 512->512 0.86x; @7 512->512 0.71x (auto at 0.85x `lax`,
+    without the rows 1.20x); batch 1 @14 0.97-1.13x; batch 4 @7-10 0.95-1.25x.
+    Channels-first the same layers ran 0.98-1.01x at batch 1 and keep the rows. With
+    the rule against without (11 runs, a fixed cotangent and through a ReLU), batch 1:
+    @10 96->256 5x5 1.13x and 1.21x, 256->256 1.14x and 1.12x, 512->512 1.06x and
+    1.30x; @7 512->512 1.26x and 1.18x; @8 384->384 1.18x and 1.05x; now 0.90-1.24x
+    `lax` (0.77-1.05x before).
 
     Strided, a large input: by rows the step ran from 0.75x to 1.2x XLA's, and without
     them it is XLA's own. Training without the rows against with them (3x3 stride 2
@@ -405,6 +418,9 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     layers (256->64 @28 unpadded 1.15x, 512->64 @28 1.21x)."""
     c_out, c_in_g = w_shape[:2]
     if max(spec.stride) > 1 and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS:
+        return True
+    out_rows = spec.out_spatial(x_shape[2:], w_shape[2:])[0]
+    if spec.channels_last and x_shape[0] * out_rows < ROWS_MIN_ROWS_CHANNELS_LAST:
         return True
     return (
         spec.channels_last

@@ -286,6 +286,9 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (64, 32, 4, dict(channels_last=True), True),  # stride 1: rows
         # Strided with an input of more than 2M elements: XLA's 2-D one.
         (64, 32, 11, dict(stride=2), False),  # 2.2M elements
+        (64, 1024, 1, dict(channels_last=True, x_size=10), False),  # 10 output rows
+        (64, 1024, 1, dict(channels_last=True, x_size=12), True),  # 12
+        (64, 1024, 1, dict(x_size=10), True),  # channels-first
         (64, 32, 10, dict(stride=2), True),  # 2.0M
         (64, 32, 11, dict(), True),  # stride 1
     ],
@@ -294,21 +297,23 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_in, c_out, batch, kwargs, b
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
     convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
     than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and is not
-    strided with an input of more than 2M elements or channels-last strided and unpadded
-    or to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    strided with an input of more than 2M elements, channels-last with fewer than 12
+    output rows in the batch, or channels-last strided and unpadded or to fewer
+    channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
 
     kwargs = dict(dict(padding=1), **kwargs)
+    size = kwargs.pop("x_size", 56)
     channels_last = kwargs.get("channels_last", False)
-    x_shape, w_shape = (batch, c_in, 56, 56), (c_out, c_in, 3, 3)
+    x_shape, w_shape = (batch, c_in, size, size), (c_out, c_in, 3, 3)
     if channels_last:
-        x_shape, w_shape = (batch, 56, 56, c_in), (3, 3, c_in, c_out)
+        x_shape, w_shape = (batch, size, size, c_in), (3, 3, c_in, c_out)
     x, w = jnp.ones(x_shape), jnp.ones(w_shape)
     y_shape = jaxconv.output_shape(x_shape, w_shape, **kwargs)
     flops = 2 * math.prod(y_shape) * c_in * 9
-    assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch > 1)
+    assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch > 1 or size < 56)
 
     def convolutions(f, *args):
         text = jax.jit(f).lower(*args).as_text()
