@@ -61,6 +61,12 @@ SHIFT_MAX_CHANNELS = 64
 # groups, as each is one more convolution to compile (3x3 16x16 channels per group,
 # forward and training compiled: 14 groups 1.4-2.1 s, 28 groups 2.7-3.7 s, 64 7.4 s).
 DENSE_GROUPS, DENSE_GROUPS_MAX_GROUPS = "dense groups", 16
+# Shift-and-add layers (see `choose`) of at most DENSE_GROUPS_MAX_GROUPS groups with
+# at least this many output channels per group, this many (input x output) channels per
+# group and this many rows (batch times output positions) take their derivatives by
+# dense groups.
+SHIFT_DENSE_DERIVATIVES_MIN_OUT_CHANNELS, SHIFT_DENSE_DERIVATIVES_MIN_CHANNELS = 8, 64
+SHIFT_DENSE_DERIVATIVES_MIN_ROWS = 6272
 # What `choose` returns for a grouped convolution of more groups: the same dense
 # convolutions in a loop over the groups (`groups.loop`, derivatives included), from
 # this many rows (batch times output positions).
@@ -202,6 +208,29 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # g8 128@1000) matmul won (train 1.4x, fwd 1.9x channels-last); dense
             # groups, above, now take those.
             out = spec.out_spatial(x_shape[2:], w_shape[2:])
+            if (
+                spec.ndim == 2
+                and spec.groups <= DENSE_GROUPS_MAX_GROUPS
+                and c_out_g >= SHIFT_DENSE_DERIVATIVES_MIN_OUT_CHANNELS
+                and c_in_g * c_out_g >= SHIFT_DENSE_DERIVATIVES_MIN_CHANNELS
+                and x_shape[0] * math.prod(out) >= SHIFT_DENSE_DERIVATIVES_MIN_ROWS
+            ):
+                # ... except the derivatives of 2-D layers of few groups of at least 8
+                # output channels each, on enough rows: one dense convolution per
+                # group (training against shift's derivatives or the groups loop
+                # below, 3x3, channels-first / channels-last, a fixed cotangent and
+                # through a ReLU, 7 interleaved runs, 2026-12-01): 4 groups of 8x8 @56
+                # batch 8 1.60x / 1.67x, 1.32x / 2.36x; 8 of 8x8 @56 1.72x / 1.59x,
+                # 1.56x / 1.15x; 16 of 4->16 @28 batch 8 1.75x / 1.53x, 1.75x / 1.29x;
+                # 2-8 of 8x8 @28 batch 8 (all three roles by dense groups) 1.71-2.65x,
+                # 1.01-1.52x. With the rule against without (9 runs): 8x8 @56 and
+                # @28 batch 8, 4-8 groups, 1.10-2.86x; 2 and 16 groups of 4->16 @28
+                # batch 8 1.23-4.07x; compiled in 0.2-0.9 s. Not with fewer channels
+                # per group (16 of 4->8 @28 batch 8 0.74-1.31x; 16 of 4x4 @56 batch 8
+                # 0.43-0.50x, 0.54-0.75x), nor on fewer rows (8 of 8x8 @28 batch 2
+                # 0.86-1.45x, @56 batch 1 0.33-1.05x), nor in 1-D (channels-last
+                # 0.55-0.74x on 2-4 groups).
+                return ("shift", DENSE_GROUPS, DENSE_GROUPS)
             fan_out = c_out_g >= 16
             if (
                 (fan_out or (spec.channels_last and min(c_in_g, c_out_g) >= 8))

@@ -43,15 +43,22 @@ def test_cpu_rules():
     assert choose((2, 16, 64, 64), (16, 1, 17, 17), groups=16) == ("fft",) * 3
     shift = ("shift",) * 3
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == shift
-    assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == shift
     assert choose((8, 128, 2000), (128, 4, 3), groups=32, padding=1) == shift
-    assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift
+    assert choose((2, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift
+    # ... but up to 16 groups of 8 or more output channels on 6272 rows or more in 2-D
+    # differentiate by dense groups.
+    shift_dense = ("shift", _dispatch.DENSE_GROUPS, _dispatch.DENSE_GROUPS)
+    assert choose((8, 64, 56, 56), (64, 8, 3, 3), groups=8, padding=1) == shift_dense
+    assert choose((8, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift_dense
+    assert choose((8, 56, 56, 64), (3, 3, 8, 64), groups=8, channels_last=True) == shift_dense
+    assert choose((8, 64, 56, 56), (64, 4, 3, 3), groups=16, padding=1) == shift  # 4 out
+    assert choose((8, 64, 28, 28), (128, 4, 3, 3), groups=16, padding=1) == shift  # 4x8
+    assert choose((8, 8, 4000), (32, 4, 3), groups=2, padding=1) == shift  # 1-D
     # ... but channels-last 8x8 groups from batch 2 differentiate by the groups loop.
     x, w = (2, 28, 28, 256), (3, 3, 8, 256)
     shift_loop = ("shift", _dispatch.GROUPS_LOOP, _dispatch.GROUPS_LOOP)
     assert choose(x, w, groups=32, padding=1, channels_last=True) == shift_loop
-    x, w = (8, 56, 56, 64), (3, 3, 8, 64)
-    assert choose(x, w, groups=8, channels_last=True) == shift_loop
+    w = (3, 3, 8, 64)
     x = (1, 28, 28, 256)
     assert choose(x, w, groups=32, padding=1, channels_last=True) == shift
     assert choose((2, 256, 28, 28), (256, 8, 3, 3), groups=32, padding=1) == shift
