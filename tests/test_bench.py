@@ -78,37 +78,34 @@ def test_too_many_devices_is_a_clear_error(tmp_path, capsys):
     assert "--devices 4096" in capsys.readouterr().err
 
 
-def test_interleave_is_round_robin_within_each_runners_share():
+def _fake_runners(seconds: dict[str, float]):
+    """Runners that take ``seconds[name]`` on a fake clock and log their order:
+    ``(runners, order, clock)``."""
     now, order = [0.0], []
 
-    def runner(name, seconds):
+    def runner(name):
         def run():
             order.append(name)
-            now[0] += seconds
+            now[0] += seconds[name]
 
         return run
 
-    runners = {"fast": runner("fast", 1.0), "slow": runner("slow", 10.0), "mid": runner("mid", 2.0)}
-    times = timing.interleave(runners, repeat=4, max_seconds=30.0, clock=lambda: now[0])
+    return {name: runner(name) for name in seconds}, order, lambda: now[0]
+
+
+def test_interleave_is_round_robin_within_each_runners_share():
+    runners, order, clock = _fake_runners({"fast": 1.0, "slow": 10.0, "mid": 2.0})
+    times = timing.interleave(runners, repeat=4, max_seconds=30.0, clock=clock)
     # Each round starts one further along; "slow" spends its share (30 / 3) in one run.
     assert order == ["fast", "slow", "mid", "mid", "fast", "mid", "fast", "fast", "mid"]
     assert times == {"fast": [1.0] * 4, "slow": [10.0], "mid": [2.0] * 4}
-    unlimited = timing.interleave(runners, repeat=2, clock=lambda: now[0])
+    unlimited = timing.interleave(runners, repeat=2, clock=clock)
     assert [len(t) for t in unlimited.values()] == [2, 2, 2]
 
 
 def test_interleave_settles_each_runner_untimed_before_timing_it():
-    now, order = [0.0], []
-
-    def runner(name, seconds):
-        def run():
-            order.append(name)
-            now[0] += seconds
-
-        return run
-
-    runners = {"short": runner("short", 0.004), "long": runner("long", 0.05)}
-    times = timing.interleave(runners, repeat=2, clock=lambda: now[0], settle_s=0.01)
+    runners, order, clock = _fake_runners({"short": 0.004, "long": 0.05})
+    times = timing.interleave(runners, repeat=2, clock=clock, settle_s=0.01)
     # "short" runs three times untimed (0.012 s >= 0.01) before each timed run, "long"
     # once; the untimed runs are not in the times.
     assert order == ["short"] * 4 + ["long"] * 2 + ["long"] * 2 + ["short"] * 4
