@@ -425,7 +425,7 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     1.30x; @7 512->512 1.26x and 1.18x; @8 384->384 1.18x and 1.05x; now 0.90-1.24x
     `lax` (0.77-1.05x before).
 
-    Strided, a large input: by rows the step ran from 0.75x to 1.2x XLA's, and without
+    Strided, a large input: by rows the step ran from 0.78x to 1.19x XLA's, and without
     them it is XLA's own. Training without the rows against with them (3x3 stride 2
     padding 1, batch 8, settled, 15 interleaved runs, 2026-12-01; a fixed cotangent,
     then through a ReLU): 128->128 @56 (3.2M elements) channels-first 1.33x and 0.86x
