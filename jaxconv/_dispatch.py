@@ -492,7 +492,7 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
-def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
+def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated=False) -> bool:
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
     at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one
@@ -533,6 +533,22 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
         return c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS_STACKED and c_in >= max(
             TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED,
             TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_STACKED * c_out,
+        )
+    if one == "merged":
+        # Kernels the size of the stride, channels-first, outside differentiation: the
+        # phases' merged kernel is a copy of the whole weight each call, which costs
+        # more than the product where the weight is larger than the input. 2x2 stride
+        # 2, forward, XLA's whole against the phases (11-15 interleaved runs): 512->384
+        # @4 batch 1 1.9-2.8x, batch 8 1.3x; 512->256 @8 batch 1 1.5-1.6x; 1024->512 @7
+        # batch 2 2.5-2.6x; 256->128 @16 batch 1 1.3x; with the input larger, 256->128
+        # @16 batch 8 0.84x. Channels-last the phases' one product is the faster
+        # (512->384 @4 batch 1 0.31x, 1024->512 @7 batch 2 0.23x), and in training,
+        # whose derivatives copy the merged kernel anyway, XLA's value did not pay
+        # (0.76-1.07x).
+        return (
+            not differentiated
+            and not spec.channels_last
+            and math.prod(w_shape) > math.prod(x_shape)
         )
     return one is None and c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
 
@@ -602,7 +618,7 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
         # 16x16 @28 batch 1: 0.91-0.94x; 4 of 16x16 @56: 0.82-0.95x).
         y = FORWARDS["matmul"](x, w, spec)
     else:
-        y = _run(x, w, spec, FORWARD, names)
+        y = _run(x, w, spec, FORWARD, names, differentiated=True)
         if algorithms[FORWARD] == "shift":
             y = _computed_once(y, spec)
     terms = []
@@ -644,7 +660,16 @@ def _computed_once(y: jax.Array, spec: ConvSpec) -> jax.Array:
     return jnp.moveaxis(computed_once(jnp.moveaxis(y, 1, -1)), -1, 1)
 
 
-def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> jax.Array:
+def _run(
+    x: jax.Array,
+    w: jax.Array,
+    spec: ConvSpec,
+    role: int,
+    names=None,
+    differentiated: bool = False,
+) -> jax.Array:
+    """``role``'s convolution by the algorithm chosen for it (``names``, else the
+    rules); ``differentiated`` for the value computed alongside its derivatives."""
     if names is not None and names[role] != "auto":
         return FORWARDS[names[role]](x, w, spec)
     backend = jax.default_backend()
@@ -718,7 +743,7 @@ def _run(x: jax.Array, w: jax.Array, spec: ConvSpec, role: int, names=None) -> j
         return lax_impl.forward_eigen(x_, w_, spec_)
 
     if backend == "cpu" and subpixel.applies(spec) and not matmul_impl.single_pixel(x.shape):
-        if role == FORWARD and _transposed_value_whole(x.shape, w.shape, spec):
+        if role == FORWARD and _transposed_value_whole(x.shape, w.shape, spec, differentiated):
             return FORWARDS["lax"](x, w, spec)
         if role == INPUT_GRADIENT and _transposed_input_gradient_whole(x.shape, w.shape, spec):
             return FORWARDS["lax"](x, w, spec)

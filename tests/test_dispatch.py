@@ -715,6 +715,40 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, channels_last, whole",
+    [
+        ((1, 64, 4, 4), (64, 48, 2, 2), False, True),  # weight 12288 > input 1024
+        ((1, 64, 4, 4), (64, 48, 2, 2), True, False),  # channels-last: the phases
+        ((8, 64, 16, 16), (64, 48, 2, 2), False, False),  # input larger
+        ((1, 64, 4, 4), (64, 48, 3, 3), False, False),  # not merged
+    ],
+)
+def test_transposed_value_merged_with_a_large_weight_is_xlas_whole(
+    x_shape, w_shape, channels_last, whole
+):
+    """The value of a channels-first transposed convolution whose kernel is the size of
+    its stride (the phases merge into one 1x1 convolution) and whose weight is larger
+    than its input is XLA's input-dilated convolution under auto, outside
+    differentiation only: under `jax.grad` the value stays the phases'. Values and
+    gradients equal lax's."""
+    import numpy as np
+
+    x, w, conv = _layer("conv_transpose", x_shape, w_shape, dict(stride=2), channels_last, 3)
+
+    def dilated(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+        return sum("lhs_dilate = [1" not in line for line in lines)
+
+    assert dilated(conv("auto"), x, w) == int(whole)
+    assert dilated(_relu_grad(conv, "auto"), x, w) == 0
+    got, want = jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-3)
+    _assert_trains_as_lax(conv, x, w)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, whole",
