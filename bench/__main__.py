@@ -164,7 +164,7 @@ def run_case(
     repeat,
     max_seconds,
     rows_out: list[dict],
-    settle_s: float = 0.0,
+    settle_s: float = timing.SETTLE_S,
 ) -> None:
     """The rows of one (case, mode): every algorithm checked, then timed interleaved.
 

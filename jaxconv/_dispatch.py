@@ -228,8 +228,8 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
                 # batch 8 1.23-4.07x; compiled in 0.2-0.9 s. Not with fewer channels
                 # per group (16 of 4->8 @28 batch 8 0.74-1.31x; 16 of 4x4 @56 batch 8
                 # 0.43-0.50x, 0.54-0.75x), nor on fewer rows (8 of 8x8 @28 batch 2
-                # 0.86-1.45x, @56 batch 1 0.33-1.05x), nor in 1-D (channels-last
-                # 0.55-0.74x on 2-4 groups).
+                # 0.86-1.45x, @56 batch 1 0.33-1.05x), nor in 1-D (all three roles by
+                # dense groups, channels-last: 0.55-0.74x on 2-4 groups).
                 return ("shift", DENSE_GROUPS, DENSE_GROUPS)
             fan_out = c_out_g >= 16
             if (
@@ -378,7 +378,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # 7x7, 512 and 256 @7 3x3; with 256 even forward (0.96-1.0x: 512 and 128 @7).
         # Not with patches of more than `MATMUL_MAX_PATCHES_PER_OUT_CHANNEL` elements per
         # output channel, whose writing costs more than the product saves (5x5 @5 padding
-        # 2 unless said; the rules' time over XLA's in all three roles, 9 interleaved
+        # 2 unless said; the rules' time over XLA's in all three roles, 9-11 interleaved
         # runs, forward and training with a fixed cotangent): 384->128 batch 16 (30k per
         # channel) 1.00x and 2.47x, batch 12 (22k) 1.07x in training, batch 8 (15k) 1.19x,
         # batch 6 (11k) 1.03x; 384->256 batch 16 (15k) 1.11x and 1.62x. Below it the
@@ -416,9 +416,10 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     or channels-last and strided, and unpadded or to fewer channels than it takes.
 
     Few rows, channels-last: training with a fixed cotangent, by rows against without
-    (padding k // 2, settled, 9 interleaved runs, 2026-12-01): batch 1 @10 5x5 96->256
+    (padding k // 2, settled, 15 interleaved runs, 2026-12-01): batch 1 @10 5x5 96->256
     0.80x, 3x3 256->256 0.86x, 512->512 0.86x; @7 512->512 0.71x (auto at 0.85x `lax`,
-    without the rows 1.20x); batch 1 @14 0.97-1.13x; batch 4 @7-10 0.95-1.25x.
+    without the rows 1.20x); batch 1 @14 0.97-1.13x; batch 4 @7-10 0.95-1.25x (but 5x5
+    96->256 @14 batch 4 0.67x, which keeps the rows: not followed up).
     Channels-first the same layers ran 0.98-1.01x at batch 1 and keep the rows. With
     the rule against without (11 runs, a fixed cotangent and through a ReLU), batch 1:
     @10 96->256 5x5 1.13x and 1.21x, 256->256 1.14x and 1.12x, 512->512 1.06x and
@@ -492,7 +493,7 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
-def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated=False) -> bool:
+def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bool = False) -> bool:
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
     at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one

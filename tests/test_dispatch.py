@@ -293,11 +293,12 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (64, 32, 4, dict(channels_last=True), True),  # stride 1: rows
         # Strided with an input of more than 2M elements: XLA's 2-D one.
         (64, 32, 11, dict(stride=2), False),  # 2.2M elements
+        (64, 32, 10, dict(stride=2), True),  # 2.0M
+        (64, 32, 11, dict(), True),  # stride 1
+        # Channels-last with fewer than 12 output rows in the batch: XLA's 2-D one.
         (64, 1024, 1, dict(channels_last=True, x_size=10), False),  # 10 output rows
         (64, 1024, 1, dict(channels_last=True, x_size=12), True),  # 12
         (64, 1024, 1, dict(x_size=10), True),  # channels-first
-        (64, 32, 10, dict(stride=2), True),  # 2.0M
-        (64, 32, 11, dict(), True),  # stride 1
     ],
 )
 def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_in, c_out, batch, kwargs, by_rows):
@@ -661,6 +662,14 @@ def _relu_grad(conv, impl):
     return jax.value_and_grad(lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2), (0, 1))
 
 
+def _dilated(f, *args) -> int:
+    """How many of ``f``'s lowered convolutions are input-dilated (XLA's transposed
+    convolution whole rather than sub-pixel phases)."""
+    text = jax.jit(f).lower(*args).as_text()
+    lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    return sum("lhs_dilate = [1" not in line for line in lines)
+
+
 def _assert_trains_as_lax(conv, x, w):
     """`_relu_grad` under auto gives lax's values and gradients."""
     import numpy as np
@@ -703,14 +712,9 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     stay sub-pixel phases; values and gradients equal lax's."""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=2)
 
-    def dilated(f, *args):
-        text = jax.jit(f).lower(*args).as_text()
-        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
-        return sum("lhs_dilate = [1" not in line for line in lines)
-
-    assert dilated(conv("auto"), x, w) == int(whole)
+    assert _dilated(conv("auto"), x, w) == int(whole)
     # The value's only: the derivatives by phases.
-    assert dilated(_relu_grad(conv, "auto"), x, w) == int(whole)
+    assert _dilated(_relu_grad(conv, "auto"), x, w) == int(whole)
     _assert_trains_as_lax(conv, x, w)
 
 
@@ -736,13 +740,8 @@ def test_transposed_value_merged_with_a_large_weight_is_xlas_whole(
 
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, dict(stride=2), channels_last, 3)
 
-    def dilated(f, *args):
-        text = jax.jit(f).lower(*args).as_text()
-        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
-        return sum("lhs_dilate = [1" not in line for line in lines)
-
-    assert dilated(conv("auto"), x, w) == int(whole)
-    assert dilated(_relu_grad(conv, "auto"), x, w) == 0
+    assert _dilated(conv("auto"), x, w) == int(whole)
+    assert _dilated(_relu_grad(conv, "auto"), x, w) == 0
     got, want = jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-3)
     _assert_trains_as_lax(conv, x, w)
