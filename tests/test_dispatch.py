@@ -183,6 +183,51 @@ def test_3d_runs_as_2d_planes_on_cpu():
     assert all("0, 1, 2]" in line for line in lax3d)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the (k, 1, 1) rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "w_kernel,kwargs,flat",
+    [
+        ((3, 1, 1), dict(padding=(1, 0, 0)), True),
+        ((5, 1, 1), dict(stride=(2, 1, 1), padding=(2, 0, 0), dilation=(2, 3, 4)), True),
+        ((2, 1, 1), dict(padding="same"), True),  # "same" pads nothing along 1-tap dims
+        ((3, 1, 1), dict(padding=(1, 1, 0)), False),  # padded along the height
+        ((3, 1, 1), dict(stride=(1, 2, 1)), False),  # strided along the height
+        ((3, 1, 1), dict(groups=2), False),  # grouped: the 3-D rules
+        ((1, 3, 3), dict(padding=(0, 1, 1)), False),  # spatial, not temporal
+        ((1, 1, 1), dict(), False),  # 1x1x1: rules of its own
+    ],
+)
+def test_temporal_3d_runs_as_one_2d_convolution(w_kernel, kwargs, flat, channels_last):
+    """A dense (k, 1, 1) 3-D convolution under auto is one 2-D convolution over (depth,
+    height x width), values and gradients as ``lax``'s."""
+    import numpy as np
+
+    kx, kw, kc = jax.random.split(jax.random.key(0), 3)
+    c_in = 4
+    x = jax.random.normal(kx, (2, c_in, 7, 5, 6))
+    w = jax.random.normal(kw, (6, c_in // kwargs.get("groups", 1), *w_kernel))
+    if channels_last:
+        x, w = jnp.moveaxis(x, 1, -1), jnp.transpose(w, (2, 3, 4, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    y, vjp = jax.vjp(conv("auto"), x, w)
+    y_lax, vjp_lax = jax.vjp(conv("lax"), x, w)
+    ct = jax.random.normal(kc, y.shape)
+    for got, want in zip((y, *vjp(ct)), (y_lax, *vjp_lax(ct)), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    grads = jax.jit(jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), (0, 1)))
+    for f in (jax.jit(conv("auto")), grads):
+        text = f.lower(x, w).as_text()
+        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+        # Height x width = 30 merged into one dim, in every convolution, or in none (the
+        # grouped layer runs by shift-and-add, with none at all).
+        assert all(("x30x" in line) == flat for line in lines)
+        assert lines or not flat
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the 3-D 1x1 rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape,w_shape,kwargs,whole",
@@ -191,7 +236,7 @@ def test_3d_runs_as_2d_planes_on_cpu():
         ((2, 5, 6, 5, 4), (1, 1, 1, 4, 8), dict(stride=(1, 2, 2)), True),
         ((2, 3, 4, 5, 16), (1, 1, 1, 16, 6), dict(), False),  # to fewer: matmul
         ((2, 3, 4, 5, 8), (1, 1, 1, 4, 16), dict(groups=2), False),  # grouped rules
-        ((2, 3, 4, 5, 6), (3, 1, 1, 6, 16), dict(), False),  # 3 taps: planes
+        ((2, 3, 4, 5, 6), (3, 1, 1, 6, 16), dict(), False),  # 3 taps: one 2-D convolution
     ],
 )
 def test_channels_last_3d_expansion_is_xlas_whole(x_shape, w_shape, kwargs, whole):
