@@ -292,12 +292,12 @@ def _check_groups(fname, groups):
     return operator.index(groups)
 
 
-def _check_out(fname, out, input_shape, weight_shape):
+def _check_out(fname, out, input_shape, weight_shape, rule=None):
     if any(m < 1 for m in out):
+        rule = rule or "the kernel's extent must fit in the padded input"
         raise ValueError(
             f"{fname}: the output would be empty (spatial size {tuple(out)}) for input "
-            f"shape {input_shape} and weight shape {weight_shape}; the kernel's extent "
-            "must fit in the padded input"
+            f"shape {input_shape} and weight shape {weight_shape}; {rule}"
         )
 
 
@@ -352,6 +352,14 @@ def conv_plan(
             f"{fname}: `padding_mode` (={padding_mode!r}) must be one of {PADDING_MODES}"
         )
     pads = resolve_padding_pairs(fname, padding, kernel, stride, dilation, spatial)
+    if padding_mode == "replicate" and any(
+        m == 0 and (lo or hi) for m, (lo, hi) in zip(spatial, pads, strict=True)
+    ):
+        raise ValueError(
+            f"{fname}: `padding` (={padding!r}) resolves to {pads}; with "
+            f"padding_mode='replicate' every padded spatial dim of the input must be "
+            f"non-empty, got spatial size {tuple(spatial)}"
+        )
     if padding_mode in ("reflect", "circular"):
         for m, (lo, hi) in zip(spatial, pads, strict=True):
             too_big = max(lo, hi) >= m if padding_mode == "reflect" else max(lo, hi) > m
@@ -436,13 +444,28 @@ def transpose_plan(
         )
     c_out = c_out_g * groups
     _check_bias(fname, bias_shape, c_out)
+    if any(m < 1 for m in spatial):
+        # (n - 1) * s + ... has no meaning for n = 0 (XLA's and the phases' answers
+        # differ); PyTorch refuses it too.
+        raise ValueError(
+            f"{fname}: `input` (shape {input_shape}) has an empty spatial dim (spatial "
+            f"size {tuple(spatial)}); a transposed convolution needs at least one "
+            "position along each (only the batch and channel dims may be empty)"
+        )
     out = tuple(
         _shapes.transpose_out_size(m, k, p, op, s, d)
         for m, k, p, op, s, d in zip(
             spatial, kernel, pads, output_padding, stride, dilation, strict=True
         )
     )
-    _check_out(fname, out, input_shape, weight_shape)
+    _check_out(
+        fname,
+        out,
+        input_shape,
+        weight_shape,
+        f"`padding` (={padding!r}) is too large: each output size (n - 1) * stride - 2 "
+        "* padding + dilation * (k - 1) + output_padding + 1 must be positive",
+    )
     spec = ConvSpec(
         stride=(1,) * n,
         padding=tuple(

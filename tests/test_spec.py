@@ -132,7 +132,30 @@ CASES = [
         (jnp.ones((1, 4, 1, 1)), WT2),
         dict(padding=2),
         ValueError,
-        r"output would be empty",
+        r"output would be empty.*`padding` \(=2\) is too large",
+    ),
+    # An empty spatial dim: (n - 1) * stride + ... means nothing for n = 0 (XLA's answer
+    # and the phases' differed); PyTorch refuses it too.
+    (
+        "conv_transpose1d",
+        (jnp.ones((1, 4, 0)), jnp.ones((4, 2, 3))),
+        dict(stride=2),
+        ValueError,
+        r"`input` \(shape \(1, 4, 0\)\) has an empty spatial dim",
+    ),
+    (
+        "transpose_output_shape",
+        ((2, 4, 0, 5), (4, 2, 3, 3)),
+        {},
+        ValueError,
+        r"empty spatial dim",
+    ),
+    (
+        "conv2d",
+        (jnp.ones((1, 4, 0, 3)), W2),
+        dict(padding=2, padding_mode="replicate"),
+        ValueError,
+        r"padding_mode='replicate' every padded spatial dim of the input must be non-empty",
     ),
     ("conv_transpose2d", (X2, WT2, jnp.ones(4)), {}, ValueError, r"`bias` must have shape"),
     ("output_shape", ((1, 4, 8, 8), (6, 2, 3, 3)), dict(groups=3), ValueError, r"`groups`"),
