@@ -94,8 +94,14 @@ ROWS_MIN_FLOPS = 1e8
 ROWS_MAX_STRIDED_INPUT_ELEMENTS = 2**21
 # ... and, channels-last, with at least this many output rows in the batch.
 ROWS_MIN_ROWS_CHANNELS_LAST = 12
-# ... and at least this many input channels per group (see `_rows_lose`).
-ROWS_MIN_IN_CHANNELS = 1
+# ... and at least this many products per output of each row's 1-D convolution (input
+# channels per group times kernel width; see `_rows_lose`).
+ROWS_MIN_ROW_DEPTH = 10
+# ... but channels-first 3x3 layers from at least this many input channels, at this
+# batch or more, on maps of this many output positions per image, keep XLA's (see
+# `_rows_lose`).
+ROWS_MID_MAP_MIN_IN_CHANNELS, ROWS_MID_MAP_MIN_BATCH = 64, 8
+ROWS_MID_MAP_POSITIONS = (2500, 8192)
 # 1-D channels-first layers from few channels run by `matmul`'s product per image with
 # at most this many taps (see `choose`): compiled 1->128 stride 4 @16000 batch 8,
 # forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
@@ -413,10 +419,33 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
 
 def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the weight gradient of this 2-D convolution stays XLA's 2-D one rather
-    than going by kernel rows (see `_run`): strided with an input of more than
+    than going by kernel rows (see `_run`): with fewer than `ROWS_MIN_ROW_DEPTH`
+    products per output of a row (input channels per group times kernel width: RGB and
+    grey first layers); channels-first 3x3 from `ROWS_MID_MAP_MIN_IN_CHANNELS` channels
+    at batch `ROWS_MID_MAP_MIN_BATCH` or more on maps of `ROWS_MID_MAP_POSITIONS`
+    output positions; strided with an input of more than
     `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements; channels-last with fewer than
     `ROWS_MIN_ROWS_CHANNELS_LAST` output rows in the batch (batch times output height);
     or channels-last and strided, and unpadded or to fewer channels than it takes.
+
+    Few products per row (training with a fixed cotangent, with the rule against
+    without, settled, 15 interleaved runs, 2026-12-01, channels-first / channels-last):
+    3->32 3x3 stride 2 @224 batch 8 (MobileNet's stem) 1.60x / 1.07x (by rows 0.60x /
+    0.91x `lax`); 3->32 3x3 @112 1.74x / 1.39x (0.57x / 0.72x); 1->64 5x5 @96 1.19x /
+    1.07x; 1->64 7x7 1.15x / 0.86x (without the rows 0.99x / 0.96x `lax`); 3->64 3x3
+    @224 and 1->32 3x3 @128 0.99-1.03x. With 21 or more, rows won or tied (without
+    them against with them): 3->64 7x7 stride 2 @224 (the stem) 0.90x / 0.96x, 3->64
+    9x9 @96 0.85x / 0.91x; 16->64 3x3 @112 0.72x / 1.07x; but 8->64 3x3 @112 (24
+    products) 1.11x / 1.32x in one run, not followed up.
+
+    Mid-sized channels-first maps at batch 8 or more (3x3 padding 1, the same
+    measurement, channels-first): 64->64 @56 batch 8 1.30x (without the rows against
+    with them in three runs before: 1.43-1.64x; `auto` at 1.36x `lax`, from 1.04x),
+    batch 16 1.19x (1.32x); 128->64
+    @56 1.26x; 64->128 @56 1.12x; 96->96 @56 1.04x; 64->64 @64 1.50x, @50 1.07x;
+    128->128 @56 0.98x. Not at batch 4 (64->64 @56 0.95x), nor on larger maps (64->64
+    @112 batch 2 0.73x; 16->64 and 32->32 @112 0.72-0.82x), nor on smaller ones (@28
+    0.84x, @14 0.95x), nor for 5x5 (the notes' layers 0.93-0.96x).
 
     Few rows, channels-last: training with a fixed cotangent, by rows against without
     (padding k // 2, settled, 15 interleaved runs, 2026-12-01): batch 1 @10 5x5 96->256
@@ -450,12 +479,21 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     and 1.08x on the padded 256->64. Channels-first the rows won on the same strided
     layers (256->64 @28 unpadded 1.15x, 512->64 @28 1.21x)."""
     c_out, c_in_g = w_shape[:2]
-    if c_in_g < ROWS_MIN_IN_CHANNELS:
+    if c_in_g * w_shape[-1] < ROWS_MIN_ROW_DEPTH:
+        return True
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    low, high = ROWS_MID_MAP_POSITIONS
+    if (
+        not spec.channels_last
+        and math.prod(w_shape[2:]) <= 9
+        and c_in_g >= ROWS_MID_MAP_MIN_IN_CHANNELS
+        and x_shape[0] >= ROWS_MID_MAP_MIN_BATCH
+        and low <= math.prod(out) <= high
+    ):
         return True
     if max(spec.stride) > 1 and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS:
         return True
-    out_rows = spec.out_spatial(x_shape[2:], w_shape[2:])[0]
-    if spec.channels_last and x_shape[0] * out_rows < ROWS_MIN_ROWS_CHANNELS_LAST:
+    if spec.channels_last and x_shape[0] * out[0] < ROWS_MIN_ROWS_CHANNELS_LAST:
         return True
     return (
         spec.channels_last

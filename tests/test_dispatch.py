@@ -339,20 +339,33 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         # Strided with an input of more than 2M elements: XLA's 2-D one.
         (64, 32, 11, dict(stride=2), False),  # 2.2M elements
         (64, 32, 10, dict(stride=2), True),  # 2.0M
-        (64, 32, 11, dict(), True),  # stride 1
+        (64, 32, 11, dict(channels_last=True), True),  # stride 1
         # Channels-last with fewer than 12 output rows in the batch: XLA's 2-D one.
         (64, 1024, 1, dict(channels_last=True, x_size=10), False),  # 10 output rows
         (64, 1024, 1, dict(channels_last=True, x_size=12), True),  # 12
         (64, 1024, 1, dict(x_size=10), True),  # channels-first
+        # Fewer than 10 products per row (input channels x kernel width): XLA's 2-D one.
+        (3, 32, 8, dict(x_size=112), False),  # 3 x 3
+        (3, 32, 8, dict(x_size=112, channels_last=True), False),
+        (10, 32, 8, dict(x_size=112), True),  # 10 x 3
+        # Channels-first 3x3 from 64 channels at batch 8 on 2500-8192 positions: XLA's.
+        (64, 32, 8, dict(), False),  # 56 x 56
+        (64, 32, 8, dict(x_size=90), False),  # 8100 positions
+        (64, 32, 8, dict(x_size=91), True),  # 8281
+        (64, 32, 8, dict(x_size=49), True),  # 2401
+        (64, 32, 4, dict(), True),  # batch 4
+        (32, 64, 8, dict(), True),  # 32 input channels
+        (64, 32, 8, dict(channels_last=True), True),  # channels-last
     ],
 )
 def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_in, c_out, batch, kwargs, by_rows):
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
     convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
-    than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and is not
-    strided with an input of more than 2M elements, channels-last with fewer than 12
-    output rows in the batch, or channels-last strided and unpadded or to fewer
-    channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and has at least
+    10 products per row, and is not channels-first 3x3 from 64 channels at batch 8 on
+    2500-8192 positions, strided with an input of more than 2M elements, channels-last
+    with fewer than 12 output rows in the batch, or channels-last strided and unpadded
+    or to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
