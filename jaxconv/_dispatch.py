@@ -312,6 +312,15 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             # 1.26x, 96->24 3.7x). XLA's own 3-D convolution, not its 2-D planes (see
             # `_run`).
             return ("lax",) * 3
+        if spec.channels_last and spec.ndim == 3:
+            # ... and to as many or fewer, the value too (the matmul derivatives stay):
+            # forward, matmul against XLA's 3-D convolution (batch 8 unless said, 11
+            # settled interleaved runs, 2026-12-01): I3D's 192->64 @8x28x28 0.81x (and
+            # XLA's value 1.01x), 256->64 @8x14x14 0.99x, 512->128 @4x7x7 0.93x,
+            # 64->64 @16x28x28 batch 4 1.02x, 128->32 @16x56x56 batch 2 0.96x; XLA's
+            # value 0.98-1.02x on all five. Training with XLA's value against matmul's:
+            # 0.97-1.02x (1.6-2.9x `lax` either way).
+            return ("lax", "matmul", "matmul")
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x
         # and 2.7x lax, train 2.5x and 4.9x; 512->2048 @7 fwd 1.7x and 1.5x, train 1.8x
@@ -539,12 +548,14 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
 def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:
     """Whether this is a dense channels-last 3-D 1x1x1 convolution to more channels than
     it takes, which `impl="auto"` leaves whole to XLA's 3-D convolution (see `choose`)."""
+    return _xla_3d_pointwise(spec, w_shape) and w_shape[0] > w_shape[1]
+
+
+def _xla_3d_pointwise(spec: ConvSpec, w_shape) -> bool:
+    """Whether this is a dense channels-last 3-D 1x1x1 convolution, which runs XLA's
+    3-D convolution whole wherever the rules choose "lax" for it (see `choose`)."""
     return (
-        spec.channels_last
-        and spec.ndim == 3
-        and spec.groups == 1
-        and math.prod(w_shape[2:]) == 1
-        and w_shape[0] > w_shape[1]
+        spec.channels_last and spec.ndim == 3 and spec.groups == 1 and math.prod(w_shape[2:]) == 1
     )
 
 
@@ -769,7 +780,7 @@ def _run(
                 return _derivatives.input_term(x_, w_, spec_, FORWARDS[name])
             if role == WEIGHT_GRADIENT and shift_impl.fused_weight_gradient(spec_, w_.shape[2:]):
                 return _derivatives.weight_term(x_, w_, spec_)
-        if name != "lax" or backend != "cpu" or _xla_3d_expansion(spec_, w_.shape):
+        if name != "lax" or backend != "cpu" or _xla_3d_pointwise(spec_, w_.shape):
             return FORWARDS[name](x_, w_, spec_)
         if spec_.ndim == 3 and planes.applies(spec_):
             if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
