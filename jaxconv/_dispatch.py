@@ -314,7 +314,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             return ("lax",) * 3
         if spec.channels_last and spec.ndim == 3:
             # ... and to as many or fewer, the value too (the matmul derivatives stay):
-            # forward, matmul against XLA's 3-D convolution (batch 8 unless said, 11
+            # forward, matmul against XLA's 3-D convolution (batch 8 unless said, 15
             # settled interleaved runs, 2026-12-01): I3D's 192->64 @8x28x28 0.81x (and
             # XLA's value 1.01x), 256->64 @8x14x14 0.99x, 512->128 @4x7x7 0.93x,
             # 64->64 @16x28x28 batch 4 1.02x, 128->32 @16x56x56 batch 2 0.96x; XLA's
@@ -494,7 +494,7 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     low, high = ROWS_MID_MAP_POSITIONS
     if (
         not spec.channels_last
-        and math.prod(w_shape[2:]) <= 9
+        and tuple(w_shape[2:]) == (3, 3)
         and c_in_g >= ROWS_MID_MAP_MIN_IN_CHANNELS
         and x_shape[0] >= ROWS_MID_MAP_MIN_BATCH
         and low <= math.prod(out) <= high
@@ -519,7 +519,8 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
     or channels-last, and the 2-D rules apply: ``(k, 1)`` over (depth, height x width).
 
     By 2-D against the 3-D rules (2-D planes of 1x1 convolutions) and XLA's 3-D
-    convolution, ``k // 2`` padding, settled, 9 interleaved runs, 2026-12-01, forward
+    convolution, ``k // 2`` padding, settled, up to 9 interleaved runs in 6 s (2-3 for
+    the slowest, training at batch 8), 2026-12-01, forward
     and training with a fixed cotangent, speed-up over XLA's 3-D (channels-first /
     channels-last): 3 taps 144->64 @8x56x56 batch 8: 2.09x / 3.23x and 1.06x / 1.50x
     (the 3-D rules 0.97x / 0.66x and 0.71x / 0.91x); batch 2 2.32x / 4.41x and 1.69x /
