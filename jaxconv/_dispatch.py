@@ -98,10 +98,11 @@ ROWS_MIN_ROWS_CHANNELS_LAST = 12
 # channels per group times kernel width; see `_rows_lose`).
 ROWS_MIN_ROW_DEPTH = 10
 # ... but channels-first 3x3 layers from at least this many input channels, at this
-# batch or more, on maps of this many output positions per image, keep XLA's (see
-# `_rows_lose`).
+# batch or more, on maps of this many output positions per image, keep XLA's on CPUs
+# of these vendors (see `_rows_lose` and `cpu_vendor`).
 ROWS_MID_MAP_MIN_IN_CHANNELS, ROWS_MID_MAP_MIN_BATCH = 64, 8
 ROWS_MID_MAP_POSITIONS = (2500, 8192)
+ROWS_MID_MAP_VENDORS = ("AuthenticAMD",)
 # 1-D channels-first layers from few channels run by `matmul`'s product per image with
 # at most this many taps (see `choose`): compiled 1->128 stride 4 @16000 batch 8,
 # forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
@@ -447,14 +448,18 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     9x9 @96 0.85x / 0.91x; 16->64 3x3 @112 0.72x / 1.07x; but 8->64 3x3 @112 (24
     products) 1.11x / 1.32x in one run, not followed up.
 
-    Mid-sized channels-first maps at batch 8 or more (3x3 padding 1, the same
-    measurement, channels-first): 64->64 @56 batch 8 1.30x (without the rows against
-    with them in three runs before: 1.43-1.64x; `auto` at 1.36x `lax`, from 1.04x),
-    batch 16 1.19x (1.32x); 128->64
+    Mid-sized channels-first maps at batch 8 or more, on an AMD EPYC (3x3 padding 1, the
+    same measurement, channels-first): 64->64 @56 batch 8 1.30x (without the rows
+    against with them in three runs before: 1.43-1.64x; `auto` at 1.36x `lax`, from
+    1.04x), batch 16 1.19x (1.32x); 128->64
     @56 1.26x; 64->128 @56 1.12x; 96->96 @56 1.04x; 64->64 @64 1.50x, @50 1.07x;
     128->128 @56 0.98x. Not at batch 4 (64->64 @56 0.95x), nor on larger maps (64->64
     @112 batch 2 0.73x; 16->64 and 32->32 @112 0.72-0.82x), nor on smaller ones (@28
-    0.84x, @14 0.95x), nor for 5x5 (the notes' layers 0.93-0.96x).
+    0.84x, @14 0.95x), nor for 5x5 (the notes' layers 0.93-0.96x). On an Intel Xeon
+    (AVX-512, 2 cores) the same eight layers ran the other way: with the rows against
+    without them, training with a fixed cotangent, 9 interleaved runs, 2026-12-01:
+    1.37x, 1.49x, 1.41x, 1.35x, 1.72x, 1.25x, 1.62x, 1.63x (the weight gradient alone of
+    64->64 @56 batch 8: XLA's 50 ms, by rows 18 ms), so there the rows stay.
 
     Few rows, channels-last: training with a fixed cotangent, by rows against without
     (padding k // 2, settled, 15 interleaved runs, 2026-12-01): batch 1 @10 5x5 96->256
@@ -493,7 +498,8 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     low, high = ROWS_MID_MAP_POSITIONS
     if (
-        not spec.channels_last
+        cpu_vendor() in ROWS_MID_MAP_VENDORS
+        and not spec.channels_last
         and tuple(w_shape[2:]) == (3, 3)
         and c_in_g >= ROWS_MID_MAP_MIN_IN_CHANNELS
         and x_shape[0] >= ROWS_MID_MAP_MIN_BATCH
@@ -509,6 +515,23 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
         and max(spec.stride) > 1
         and (c_out // spec.groups < c_in_g or all(p == (0, 0) for p in spec.padding))
     )
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """The host CPU's vendor, as Linux's ``/proc/cpuinfo`` names it ("AuthenticAMD",
+    "GenuineIntel"), or "" where that cannot be read. A rule that the same XLA program
+    measured the other way round on two CPUs applies only on the one where it won
+    (`ROWS_MID_MAP_VENDORS`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
 
 
 def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:

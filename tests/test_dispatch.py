@@ -362,22 +362,30 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (64, 32, 4, dict(), True),  # batch 4
         (32, 64, 8, dict(), True),  # 32 input channels
         (64, 32, 8, dict(channels_last=True), True),  # channels-last
+        # ... on AMD's CPUs only: on Intel's the rows won.
+        (64, 32, 8, dict(vendor="GenuineIntel"), True),
+        (64, 32, 8, dict(vendor=""), True),
     ],
 )
-def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(c_in, c_out, batch, kwargs, by_rows):
+def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
+    c_in, c_out, batch, kwargs, by_rows, monkeypatch
+):
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
     convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
     than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and has at least
     10 products per row, and is not channels-first 3x3 from 64 channels at batch 8 on
-    2500-8192 positions, strided with an input of more than 2M elements, channels-last
-    with fewer than 12 output rows in the batch, or channels-last strided and unpadded
-    or to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    2500-8192 positions on an AMD CPU, strided with an input of more than 2M elements,
+    channels-last with fewer than 12 output rows in the batch, or channels-last strided
+    and unpadded or to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
 
     kwargs = dict(dict(padding=1), **kwargs)
     size = kwargs.pop("x_size", 56)
+    vendor = kwargs.pop("vendor", "AuthenticAMD")
+    monkeypatch.setattr(_dispatch, "cpu_vendor", lambda: vendor)
+    jax.clear_caches()  # traces made under the real vendor
     channels_last = kwargs.get("channels_last", False)
     x_shape, w_shape = (batch, c_in, size, size), (c_out, c_in, 3, 3)
     if channels_last:
@@ -1060,3 +1068,14 @@ def test_shift_groups_value_by_shift_derivatives_by_the_groups_loop(
     assert "while" in grad("auto").lower(x, w).as_text()
     for a, b in zip(grad("auto")(x, w), grad("lax")(x, w), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+
+
+def test_cpu_vendor_reads_the_host():
+    """`cpu_vendor` is the host's vendor id where Linux tells it, else ""."""
+    import pathlib
+
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    text = cpuinfo.read_text(errors="replace") if cpuinfo.exists() else ""
+    vendor = _dispatch.cpu_vendor()
+    assert isinstance(vendor, str)
+    assert (f": {vendor}\n" in text) if "vendor_id" in text else vendor == ""
