@@ -94,6 +94,9 @@ ROWS_MIN_FLOPS = 1e8
 ROWS_MAX_STRIDED_INPUT_ELEMENTS = 2**21
 # ... and, channels-last, with at least this many output rows in the batch.
 ROWS_MIN_ROWS_CHANNELS_LAST = 12
+# ... but channels-last layers of at least this many (input x output) channels per
+# group on maps of at most this many output positions keep XLA's (see `_rows_lose`).
+ROWS_WIDE_MIN_CHANNELS, ROWS_WIDE_MAX_POSITIONS = 2**17, 196
 # ... and at least this many products per output of each row's 1-D convolution (input
 # channels per group times kernel width; see `_rows_lose`).
 ROWS_MIN_ROW_DEPTH = 10
@@ -431,7 +434,9 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the weight gradient of this 2-D convolution stays XLA's 2-D one rather
     than going by kernel rows (see `_run`): with fewer than `ROWS_MIN_ROW_DEPTH`
     products per output of a row (input channels per group times kernel width: RGB and
-    grey first layers); channels-first 3x3 from `ROWS_MID_MAP_MIN_IN_CHANNELS` channels
+    grey first layers); channels-last with `ROWS_WIDE_MIN_CHANNELS` (input x output)
+    channels per group on at most `ROWS_WIDE_MAX_POSITIONS` output positions;
+    channels-first 3x3 from `ROWS_MID_MAP_MIN_IN_CHANNELS` channels
     at batch `ROWS_MID_MAP_MIN_BATCH` or more on maps of `ROWS_MID_MAP_POSITIONS`
     output positions; strided with an input of more than
     `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements; channels-last with fewer than
@@ -460,6 +465,15 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     without them, training with a fixed cotangent, 9 interleaved runs, 2026-12-01:
     1.37x, 1.49x, 1.41x, 1.35x, 1.72x, 1.25x, 1.62x, 1.63x (the weight gradient alone of
     64->64 @56 batch 8: XLA's 50 ms, by rows 18 ms), so there the rows stay.
+
+    Many channels on small maps, channels-last: training with a fixed cotangent, 3x3
+    padding 1, XLA's 2-D weight gradient against the rows, on an Intel Xeon (AVX-512, 2
+    cores, settled, 15 interleaved runs, 2026-12-01): 512->512 @7 batch 8 1.21x (the
+    full bench's row, at 0.84x `lax` by rows), batch 4 1.31x, batch 2 1.52x, batch 16
+    1.04x; @4 batch 8 1.45x; @10 1.14x; @14 batch 2 1.13x; 768->768 @7 batch 4 1.81x;
+    256->512 @7 1.20x; 512->256, 448->448 and 384->384 1.02-1.03x. With fewer channels
+    the rows win: 256->256 @7 batch 8 0.88x, 128->128 @7 batch 16 0.87x, 256->256 @10
+    1.07x. Channels-first they win too (512->512 @7 batch 8 0.87x).
 
     Few rows, channels-last: training with a fixed cotangent, by rows against without
     (padding k // 2, settled, 15 interleaved runs, 2026-12-01): batch 1 @10 5x5 96->256
@@ -504,6 +518,12 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
         and c_in_g >= ROWS_MID_MAP_MIN_IN_CHANNELS
         and x_shape[0] >= ROWS_MID_MAP_MIN_BATCH
         and low <= math.prod(out) <= high
+    ):
+        return True
+    if (
+        spec.channels_last
+        and c_in_g * (c_out // spec.groups) >= ROWS_WIDE_MIN_CHANNELS
+        and math.prod(out) <= ROWS_WIDE_MAX_POSITIONS
     ):
         return True
     if max(spec.stride) > 1 and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS:

@@ -362,6 +362,12 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (64, 32, 4, dict(), True),  # batch 4
         (32, 64, 8, dict(), True),  # 32 input channels
         (64, 32, 8, dict(channels_last=True), True),  # channels-last
+        # Channels-last with 2^17 (input x output) channels on at most 196 positions.
+        (512, 256, 8, dict(channels_last=True, x_size=7), False),
+        (512, 256, 2, dict(channels_last=True, x_size=14), False),  # 196 positions
+        (512, 256, 2, dict(channels_last=True, x_size=15), True),  # 225
+        (256, 256, 8, dict(channels_last=True, x_size=7), True),  # 2^16 channels
+        (512, 256, 16, dict(x_size=7), True),  # channels-first
         # ... on AMD's CPUs only: on Intel's the rows won.
         (64, 32, 8, dict(vendor="GenuineIntel"), True),
         (64, 32, 8, dict(vendor=""), True),
@@ -375,8 +381,9 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and has at least
     10 products per row, and is not channels-first 3x3 from 64 channels at batch 8 on
     2500-8192 positions on an AMD CPU, strided with an input of more than 2M elements,
-    channels-last with fewer than 12 output rows in the batch, or channels-last strided
-    and unpadded or to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    channels-last with fewer than 12 output rows in the batch or with 2^17 (input x
+    output) channels on at most 196 positions, or channels-last strided and unpadded or
+    to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
