@@ -86,6 +86,22 @@ def input_term(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Callable)
     return y
 
 
+def input_term_direct(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Callable):
+    """``conv(dx, w)`` by ``algorithm``, whose transpose along ``dx`` is ``algorithm``
+    run on the cotangent with the input gradient's spec (`input_gradient_problem`)."""
+    return _input_p.bind(dx, w, spec=spec, algorithm=algorithm)
+
+
+def _input_value(dx, w, *, spec, algorithm):
+    return algorithm(dx, w, spec)
+
+
+_input_p = Primitive("jaxconv_input_term")
+_input_p.def_impl(_input_value)
+_input_p.def_abstract_eval(lambda dx, w, *, spec, algorithm: _out_aval(dx, w.shape, spec))
+mlir.register_lowering(_input_p, mlir.lower_fun(_input_value, multiple_results=False))
+
+
 # ----------------------------------------------------------------------------- weight
 
 
@@ -173,6 +189,26 @@ def _wgrad_transpose(ct, x, c, *, spec, w_shape):
     return [dx, None]
 
 
+def _input_transpose(ct, dx, w, *, spec, algorithm):
+    if _is_zero(ct):
+        return [None, None]
+    if ad.is_undefined_primal(dx) and not ad.is_undefined_primal(w):
+        _, _, t_spec = input_gradient_problem(dx.aval.shape, w.shape, spec)
+        return [algorithm(ct, flip_kernel(w, spec.groups), t_spec), None]
+    # Along the weight (or both): the algorithm's own transpose, op by op.
+    value = functools.partial(_input_value, spec=spec, algorithm=algorithm)
+    primals = [
+        jax.ShapeDtypeStruct(a.aval.shape, a.aval.dtype) if ad.is_undefined_primal(a) else a
+        for a in (dx, w)
+    ]
+    if ad.is_undefined_primal(dx):
+        return list(jax.linear_transpose(value, *primals)(ct))
+    (dw,) = jax.linear_transpose(lambda w_: value(dx, w_), primals[1])(ct)
+    return [None, dw]
+
+
+ad.primitive_jvps[_input_p] = functools.partial(_bilinear_jvp, _input_p)
+ad.primitive_transposes[_input_p] = _input_transpose
 ad.primitive_transposes[_conv_p] = _conv_transpose
 ad.primitive_transposes[_wgrad_p] = _wgrad_transpose
 
@@ -187,3 +223,4 @@ def _vmapped(fn):
 
 batching.primitive_batchers[_conv_p] = _vmapped(_conv_plain)
 batching.primitive_batchers[_wgrad_p] = _vmapped(_wgrad_plain)
+batching.primitive_batchers[_input_p] = _vmapped(_input_value)

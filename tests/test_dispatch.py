@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -1086,3 +1087,64 @@ def test_cpu_vendor_reads_the_host():
     vendor = _dispatch.cpu_vendor()
     assert isinstance(vendor, str)
     assert (f": {vendor}\n" in text) if "vendor_id" in text else vendor == ""
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,direct",
+    [
+        ((2, 24, 9, 9), (8, 24, 1, 1), {}, True),  # 81 positions >= 24 channels
+        ((2, 8, 9, 9), (24, 8, 1, 1), {}, True),
+        ((3, 8, 30), (24, 8, 1), {}, True),  # 1-D
+        ((2, 96, 9, 9), (8, 96, 1, 1), {}, False),  # fewer positions than channels
+        ((2, 24, 9, 9), (8, 24, 1, 1), dict(stride=2), False),
+        ((2, 24, 9, 9), (8, 24, 1, 1), dict(padding=1), False),
+        ((2, 24, 9, 9), (8, 24, 1, 1), dict(channels_last=True), False),
+    ],
+)
+def test_per_image_pointwise_input_gradient_is_one_product(x_shape, w_shape, kwargs, direct):
+    """Channels-first, unstrided, unpadded 1x1 convolutions that `matmul` runs as one
+    product per image take their input gradient as the same product of the cotangent
+    (no layout transpose of the cotangent or of the gradient), with the values and
+    derivatives (first and second order) of XLA's convolution."""
+    import numpy as np
+
+    import jaxconv
+
+    if kwargs.get("channels_last"):
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape))
+    w = jnp.asarray(rng.standard_normal(w_shape))
+    conv = lambda impl: lambda a, b: jaxconv.conv(a, b, **kwargs, impl=impl)  # noqa: E731
+    y = conv("lax")(x, w)
+    ct = jnp.asarray(rng.standard_normal(y.shape))
+    for impl in ("auto", "lax"):
+        assert jax.jit(conv(impl))(x, w).shape == y.shape
+    got, vjp = jax.vjp(conv("auto"), x, w)
+    want, vjp_lax = jax.vjp(conv("lax"), x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for g, r in zip(vjp(ct), vjp_lax(ct), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+    # Forward mode, and the second derivative through the input gradient.
+    t = jax.jvp(conv("auto"), (x, w), (x, w))[1]
+    np.testing.assert_allclose(t, 2 * want, rtol=1e-10, atol=1e-10)
+    hvp = lambda impl: jax.grad(  # noqa: E731
+        lambda b: jnp.sum(jax.grad(lambda a: jnp.sum(conv(impl)(a, b) ** 2))(x) ** 2)
+    )
+    np.testing.assert_allclose(hvp("auto")(w), hvp("lax")(w), rtol=1e-9, atol=1e-9)
+
+    def input_grad(a, b, c):
+        return jax.vjp(lambda a_: conv("auto")(a_, b), a)[1](c)[0]
+
+    hlo = jax.jit(input_grad).lower(x, w, ct).compile().as_text()
+    big = [
+        line
+        for line in hlo.splitlines()
+        if " transpose(" in line
+        and math.prod(int(d) for d in re.search(r"\[([\d,]*)\]", line).group(1).split(",") if d)
+        > math.prod(w_shape)
+    ]
+    if direct:  # (the others: values and derivatives only)
+        assert not big, big
