@@ -528,6 +528,25 @@ def test_eigen_needs_enough_flops(x_shape, w_shape, pays):
     assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
 
 
+@pytest.mark.parametrize(
+    "x_shape,w_shape,channels_last,pays",
+    [
+        ((1, 16, 50, 50), (256, 16, 3, 3), False, False),  # 2500 positions, 256 out
+        ((1, 16, 50, 50), (256, 16, 3, 3), True, True),  # channels-last
+        ((1, 16, 50, 50), (255, 16, 3, 3), False, True),  # 255 out
+        ((1, 16, 49, 50), (256, 16, 3, 3), False, True),  # 2450 positions
+    ],
+)
+def test_eigen_leaves_wide_channels_first_layers_to_ynnpack(x_shape, w_shape, channels_last, pays):
+    """`lax.eigen_pays` leaves channels-first layers to 256 or more channels on maps of
+    2500 or more positions to YNNPACK."""
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
+    spec = dataclasses.replace(spec, channels_last=channels_last)
+    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(

@@ -180,6 +180,16 @@ EIGEN_MAX_POSITIONS_PER_IMAGE = 8192
 # 8 (116) 1.28-1.35x, 0.90-0.96x; 64@28 batch 2 (116) 1.17x / 0.86x, 1.05x / 0.92x;
 # larger 1.03-1.58x, 1.01-1.18x.
 EIGEN_MIN_FLOPS = 5e7
+# ... and to YNNPACK the channels-first layers to at least this many output channels on
+# maps of at least this many output positions per image. Forward, Eigen against
+# YNNPACK (3x3 padding 1, channels-first, Intel Xeon with AVX-512, 11-15 interleaved
+# runs, 2026-12-01): 64->256 @64 batch 2 0.74x, batch 4 0.71x (ESPCN's layer, `auto` at
+# 0.74x `lax`), batch 8 0.86x; @56 batch 8 0.90x; 128->256 @64 batch 2 0.88x; 32->256
+# @64 batch 4 0.93x. With fewer output channels or positions Eigen wins: 64->192 @64
+# batch 4 1.35x, 64->128 @56 batch 8 1.11x (but @64 batch 4 0.92x), 64->64 @64 1.6x,
+# 64->256 @32 batch 8 1.18x, 128->512 @32 batch 4 1.08x. Channels-last the two ran
+# even (64->256 @64 batch 4 1.04x).
+EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS, EIGEN_CHANNELS_FIRST_WIDE_POSITIONS = 255, 2500
 
 
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
@@ -189,8 +199,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     more than 16 input or output channels (XLA runs smaller ones through Eigen already)
     but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
     `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions, with at least `EIGEN_MIN_FLOPS`
-    FLOPs. Not the deep (``C_in * taps >=
-    EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
+    FLOPs; channels-first, not to more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS`
+    channels on `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more. Not the deep
+    (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
     if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
@@ -204,6 +215,12 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     if max(c_in, c_out) <= 16 or min(c_in, c_out) < EIGEN_MIN_CHANNELS:
         return False
     if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE:
+        return False
+    if (
+        not spec.channels_last
+        and c_out > EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS
+        and math.prod(out) >= EIGEN_CHANNELS_FIRST_WIDE_POSITIONS
+    ):
         return False
     if spec.flops(x_shape, w_shape) < EIGEN_MIN_FLOPS:
         return False
