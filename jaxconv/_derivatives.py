@@ -28,7 +28,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from jaxconv._impls import shift
-from jaxconv._impls._common import flip_kernel
+from jaxconv._impls._common import flip_kernel, match_varying, varying_aval, varying_struct
 from jaxconv._spec import ConvSpec
 
 # ----------------------------------------------------------------------------- input
@@ -81,7 +81,7 @@ def input_term(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Callable)
     gradient 6.7x faster than shift's transpose, 6.5 ms against 44)."""
     ct_shape, _, t_spec = input_gradient_problem(dx.shape, w.shape, spec)
     w_t = flip_kernel(w, spec.groups)
-    ct = jax.ShapeDtypeStruct(ct_shape, dx.dtype)
+    ct = varying_struct(ct_shape, dx.dtype, dx, w)
     (y,) = jax.linear_transpose(lambda c: algorithm(c, w_t, t_spec), ct)(dx)
     return y
 
@@ -89,6 +89,7 @@ def input_term(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Callable)
 def input_term_direct(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Callable):
     """``conv(dx, w)`` by ``algorithm``, whose transpose along ``dx`` is ``algorithm``
     run on the cotangent with the input gradient's spec (`input_gradient_problem`)."""
+    dx, w = match_varying(dx, w)
     return _input_p.bind(dx, w, spec=spec, algorithm=algorithm)
 
 
@@ -98,7 +99,7 @@ def _input_value(dx, w, *, spec, algorithm):
 
 _input_p = Primitive("jaxconv_input_term")
 _input_p.def_impl(_input_value)
-_input_p.def_abstract_eval(lambda dx, w, *, spec, algorithm: _out_aval(dx, w.shape, spec))
+_input_p.def_abstract_eval(lambda dx, w, *, spec, algorithm: _out_aval(dx, w, spec))
 mlir.register_lowering(_input_p, mlir.lower_fun(_input_value, multiple_results=False))
 
 
@@ -108,6 +109,7 @@ mlir.register_lowering(_input_p, mlir.lower_fun(_input_value, multiple_results=F
 def weight_term(x: jax.Array, dw: jax.Array, spec: ConvSpec) -> jax.Array:
     """``conv(x, dw)`` by shift-and-add, whose transpose along ``dw`` is
     `jaxconv._impls.shift.weight_gradient`."""
+    x, dw = match_varying(x, dw)
     return _conv_p.bind(x, dw, spec=spec)
 
 
@@ -116,21 +118,21 @@ _conv_plain = shift.forward  # the primitive's value, op by op
 
 def _wgrad_plain(x, ct, spec, w_shape):
     """The weight gradient op by op (transposable), for the rules below."""
-    w = jax.ShapeDtypeStruct(w_shape, ct.dtype)
+    w = varying_struct(w_shape, ct.dtype, x, ct)
     (dw,) = jax.linear_transpose(lambda w_: shift.forward(x, w_, spec), w)(ct)
     return dw
 
 
-def _out_aval(x_aval, w_shape, spec):
-    out = spec.out_spatial(x_aval.shape[2:], w_shape[2:])
-    return jax.core.ShapedArray((x_aval.shape[0], w_shape[0], *out), x_aval.dtype)
+def _out_aval(x_aval, w_aval, spec):
+    out = spec.out_spatial(x_aval.shape[2:], w_aval.shape[2:])
+    return varying_aval((x_aval.shape[0], w_aval.shape[0], *out), x_aval.dtype, x_aval, w_aval)
 
 
 _conv_p = Primitive("jaxconv_shift_conv")
 _wgrad_p = Primitive("jaxconv_shift_weight_gradient")
 
 _conv_p.def_impl(_conv_plain)
-_conv_p.def_abstract_eval(lambda x, w, *, spec: _out_aval(x, w.shape, spec))
+_conv_p.def_abstract_eval(lambda x, w, *, spec: _out_aval(x, w, spec))
 mlir.register_lowering(_conv_p, mlir.lower_fun(_conv_plain, multiple_results=False))
 
 
@@ -140,9 +142,7 @@ def _wgrad_fused(x, ct, *, spec, w_shape):
 
 _wgrad_p.def_impl(_wgrad_fused)
 _wgrad_p.def_abstract_eval(
-    lambda x, ct, *, spec, w_shape: jax.core.ShapedArray(
-        w_shape, jnp.result_type(x.dtype, ct.dtype)
-    )
+    lambda x, ct, *, spec, w_shape: varying_aval(w_shape, jnp.result_type(x.dtype, ct.dtype), x, ct)
 )
 mlir.register_lowering(_wgrad_p, mlir.lower_fun(_wgrad_fused, multiple_results=False))
 
@@ -157,9 +157,9 @@ def _bilinear_jvp(p, primals, tangents, **params):
     y = p.bind(a, b, **params)
     terms = []
     if not _is_zero(ta):
-        terms.append(p.bind(ta, b, **params))
+        terms.append(p.bind(*match_varying(ta, b), **params))
     if not _is_zero(tb):
-        terms.append(p.bind(a, tb, **params))
+        terms.append(p.bind(*match_varying(a, tb), **params))
     if not terms:
         return y, ad.Zero.from_primal_value(y)
     return y, functools.reduce(jnp.add, terms)
@@ -173,8 +173,8 @@ def _conv_transpose(ct, x, w, *, spec):
     if _is_zero(ct):
         return [None, None]
     if ad.is_undefined_primal(w):
-        return [None, _wgrad_p.bind(x, ct, spec=spec, w_shape=w.aval.shape)]
-    shape = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
+        return [None, _wgrad_p.bind(*match_varying(x, ct), spec=spec, w_shape=w.aval.shape)]
+    shape = varying_struct(x.aval.shape, x.aval.dtype, x.aval)
     (dx,) = jax.linear_transpose(lambda x_: _conv_plain(x_, w, spec), shape)(ct)
     return [dx, None]
 
@@ -183,8 +183,8 @@ def _wgrad_transpose(ct, x, c, *, spec, w_shape):
     if _is_zero(ct):
         return [None, None]
     if ad.is_undefined_primal(c):
-        return [None, _conv_p.bind(x, ct, spec=spec)]
-    shape = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
+        return [None, _conv_p.bind(*match_varying(x, ct), spec=spec)]
+    shape = varying_struct(x.aval.shape, x.aval.dtype, x.aval)
     (dx,) = jax.linear_transpose(lambda x_: _wgrad_plain(x_, c, spec, w_shape), shape)(ct)
     return [dx, None]
 
@@ -198,7 +198,7 @@ def _input_transpose(ct, dx, w, *, spec, algorithm):
     # Along the weight (or both): the algorithm's own transpose, op by op.
     value = functools.partial(_input_value, spec=spec, algorithm=algorithm)
     primals = [
-        jax.ShapeDtypeStruct(a.aval.shape, a.aval.dtype) if ad.is_undefined_primal(a) else a
+        varying_struct(a.aval.shape, a.aval.dtype, a.aval) if ad.is_undefined_primal(a) else a
         for a in (dx, w)
     ]
     if ad.is_undefined_primal(dx):

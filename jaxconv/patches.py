@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxconv._impls._common import varying_struct
 from jaxconv._impls.matmul import patches
 from jaxconv._spec import ConvSpec, ntuple
 from jaxconv.functional import check_array
@@ -76,7 +77,7 @@ def _fold(y: jax.Array, output_size, kernel, spec: ConvSpec) -> jax.Array:
         channels = rows // math.prod(kernel)
         blocks = spec.out_spatial(output_size, kernel)
         y = y.reshape((math.prod(batch), rows, *blocks))
-        primal = jax.ShapeDtypeStruct((y.shape[0], channels, *output_size), y.dtype)
+        primal = varying_struct((y.shape[0], channels, *output_size), y.dtype, y)
         (x,) = jax.linear_transpose(lambda x: patches(x, kernel, spec), primal)(y)
         return x.reshape((*batch, channels, *output_size))
 

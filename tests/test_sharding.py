@@ -411,6 +411,43 @@ def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((8, 24, 9, 9), (8, 24, 1, 1), {}),  # 1x1 per image: the input term primitive
+        ((8, 16, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=16)),  # shift's primitives
+        ((8, 32, 9, 9), (32, 4, 3, 3), dict(padding=1, groups=8)),  # grouped shift
+        ((8, 16, 12, 12), (16, 1, 9, 9), dict(padding=4, groups=16)),  # fft
+        ((8, 64, 6, 6), (64, 16, 3, 3), dict(padding=1, groups=4)),  # dense groups
+        ((8, 16, 30), (16, 1, 5), dict(padding=2, groups=16)),  # 1-D depthwise
+        ((8, 8, 5, 5, 5), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # 3-D depthwise
+        ((8, 16, 6, 6), (16, 8, 4, 4), dict(stride=2, padding=1, transpose=True)),
+    ],
+    ids=["pointwise", "depthwise", "grouped", "fft", "dense-groups", "1d", "3d", "transposed"],
+)
+def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rng):
+    """`auto`'s derivative paths (its primitives with written-out transposes among them)
+    differentiate inside `jax.shard_map` over a batch split, where the per-device input
+    varies over the mesh axis and the weight does not, and give the single-device
+    gradients (the weight's summed over devices by shard_map)."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    kwargs = dict(kwargs)
+    op = jaxconv.conv_transpose if kwargs.pop("transpose", False) else jaxconv.conv
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+
+    def grads(impl):
+        return jax.grad(lambda a, b: jnp.sum(jnp.sin(op(a, b, impl=impl, **kwargs))), (0, 1))
+
+    expected = jax.jit(grads("lax"))(x, w)
+    body = jax.shard_map(grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
+    got = run_jit(body, put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, e, reduction=8 * 9 * 25)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 def test_groups_loop_under_sharding(axis_type, rng):
     """`auto`'s loop over groups (more than 16 groups of many channels: the groups' dense
     convolutions in a `lax.map`) compiles and gives the single-device value and

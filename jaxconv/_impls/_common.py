@@ -15,6 +15,64 @@ if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
 
 
+def varying_struct(shape, dtype, *like) -> jax.ShapeDtypeStruct:
+    """A ``jax.ShapeDtypeStruct`` for `jax.linear_transpose` that, inside
+    ``jax.shard_map``, varies over the manual mesh axes of ``like`` (arrays or avals):
+    without them the transpose of a function of per-device data sees an invariant
+    cotangent and fails shard_map's type check."""
+    avals = [a if isinstance(a, jax.core.AbstractValue) else jax.typeof(a) for a in like]
+    aval = varying_aval(shape, dtype, *avals)
+    mat = getattr(aval, "manual_axis_type", None)
+    if mat is None or not mat.varying:
+        return jax.ShapeDtypeStruct(shape, dtype)
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=aval.sharding, manual_axis_type=mat)
+
+
+def varying_aval(shape, dtype, *like) -> jax.core.ShapedArray:
+    """A ``ShapedArray`` for a primitive's abstract evaluation that varies over the
+    manual mesh axes of ``like`` (avals; see `varying_struct`)."""
+    mat = varying_type(*like)
+    if mat is None or not mat.varying:
+        return jax.core.ShapedArray(shape, dtype)
+    aval = next(a for a in like if a.manual_axis_type == mat)
+    sharding = aval.sharding.update(spec=jax.sharding.PartitionSpec(*[None] * len(shape)))
+    return aval.update(shape=tuple(shape), dtype=dtype, weak_type=False, sharding=sharding)
+
+
+def match_varying(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """``arrays``, each cast to vary over every manual mesh axis (inside
+    ``jax.shard_map``) that any of them varies over, as JAX's own primitives require of
+    their operands; unchanged outside shard_map."""
+    types = [getattr(jax.typeof(a), "manual_axis_type", None) for a in arrays]
+    if any(t is None for t in types):
+        return arrays
+    union = frozenset().union(*(t.varying for t in types))
+    return tuple(
+        a if t.varying == union else lax.pcast(a, tuple(union - t.varying), to="varying")
+        for a, t in zip(arrays, types, strict=True)
+    )
+
+
+def varying_type(*like):
+    """The manual axis type (shard_map's varying mesh axes) of whichever of ``like``
+    varies over all the axes any of them varies over, or None where JAX has none."""
+    types = []
+    for a in like:
+        aval = a if isinstance(a, jax.core.AbstractValue) else jax.typeof(a)
+        mat = getattr(aval, "manual_axis_type", None)
+        if mat is None:
+            return None
+        types.append(mat)
+    union = frozenset().union(*(m.varying for m in types))
+    for m in types:
+        if m.varying == union:
+            return m
+    raise NotImplementedError(
+        "jaxconv: operands varying over different shard_map axes "
+        f"({[sorted(m.varying) for m in types]}); mark them with jax.lax.pvary first"
+    )
+
+
 def pad_input(x: jax.Array, spec: ConvSpec, *, channels_last: bool = False) -> jax.Array:
     """Apply ``spec``'s input dilation and (lo, hi) padding to ``(N, C, *S)``.
 

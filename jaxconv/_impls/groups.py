@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._impls import lax as lax_impl
+from jaxconv._impls._common import varying_struct
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -136,6 +137,6 @@ def weight_term(x: jax.Array, dw: jax.Array, spec: ConvSpec) -> jax.Array:
     """``loop(x, dw)``, whose transpose along ``dw`` is `loop_weight_gradient`."""
     x, spec = lax_impl.explicit_lhs_dilation(x, spec, always=True)
     out = spec.out_spatial(x.shape[2:], dw.shape[2:])
-    ct = jax.ShapeDtypeStruct((x.shape[0], dw.shape[0], *out), jnp.result_type(x, dw))
+    ct = varying_struct((x.shape[0], dw.shape[0], *out), jnp.result_type(x, dw), x, dw)
     (y,) = jax.linear_transpose(lambda c: loop_weight_gradient(x, c, spec, dw.shape), ct)(dw)
     return y
