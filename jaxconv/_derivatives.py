@@ -90,17 +90,32 @@ def input_term_direct(dx: jax.Array, w: jax.Array, spec: ConvSpec, algorithm: Ca
     """``conv(dx, w)`` by ``algorithm``, whose transpose along ``dx`` is ``algorithm``
     run on the cotangent with the input gradient's spec (`input_gradient_problem`)."""
     dx, w = match_varying(dx, w)
-    return _input_p.bind(dx, w, spec=spec, algorithm=algorithm)
+    return _direct_p.bind(
+        dx, w, spec=spec, algorithm=algorithm, input_gradient=True, weight_gradient=None
+    )
 
 
-def _input_value(dx, w, *, spec, algorithm):
-    return algorithm(dx, w, spec)
+def weight_term_direct(
+    x: jax.Array, dw: jax.Array, spec: ConvSpec, algorithm: Callable, weight_gradient: Callable
+):
+    """``conv(x, dw)`` by ``algorithm``, whose transpose along ``dw`` is
+    ``weight_gradient(x, cotangent, spec, w_shape)``."""
+    x, dw = match_varying(x, dw)
+    return _direct_p.bind(
+        x, dw, spec=spec, algorithm=algorithm, input_gradient=False, weight_gradient=weight_gradient
+    )
 
 
-_input_p = Primitive("jaxconv_input_term")
-_input_p.def_impl(_input_value)
-_input_p.def_abstract_eval(lambda dx, w, *, spec, algorithm: _out_aval(dx, w, spec))
-mlir.register_lowering(_input_p, mlir.lower_fun(_input_value, multiple_results=False))
+def _direct_value(x, w, *, spec, algorithm, input_gradient, weight_gradient):
+    del input_gradient, weight_gradient
+    return algorithm(x, w, spec)
+
+
+# One primitive for both: its value is ``algorithm``'s, its transposes the ones asked for.
+_direct_p = Primitive("jaxconv_direct_term")
+_direct_p.def_impl(_direct_value)
+_direct_p.def_abstract_eval(lambda x, w, *, spec, **_: _out_aval(x, w, spec))
+mlir.register_lowering(_direct_p, mlir.lower_fun(_direct_value, multiple_results=False))
 
 
 # ----------------------------------------------------------------------------- weight
@@ -189,26 +204,38 @@ def _wgrad_transpose(ct, x, c, *, spec, w_shape):
     return [dx, None]
 
 
-def _input_transpose(ct, dx, w, *, spec, algorithm):
+def _direct_transpose(ct, x, w, *, spec, algorithm, input_gradient, weight_gradient):
     if _is_zero(ct):
         return [None, None]
-    if ad.is_undefined_primal(dx) and not ad.is_undefined_primal(w):
-        _, _, t_spec = input_gradient_problem(dx.aval.shape, w.shape, spec)
+    x_undefined, w_undefined = ad.is_undefined_primal(x), ad.is_undefined_primal(w)
+    if input_gradient and x_undefined and not w_undefined:
+        _, _, t_spec = input_gradient_problem(x.aval.shape, w.shape, spec)
         return [algorithm(ct, flip_kernel(w, spec.groups), t_spec), None]
-    # Along the weight (or both): the algorithm's own transpose, op by op.
-    value = functools.partial(_input_value, spec=spec, algorithm=algorithm)
+    if weight_gradient is not None and w_undefined and not x_undefined:
+        return [None, weight_gradient(x, ct, spec, w.aval.shape)]
+    # Otherwise the algorithm's own transpose, op by op.
+    value = functools.partial(
+        _direct_value,
+        spec=spec,
+        algorithm=algorithm,
+        input_gradient=input_gradient,
+        weight_gradient=weight_gradient,
+    )
     primals = [
         varying_struct(a.aval.shape, a.aval.dtype, a.aval) if ad.is_undefined_primal(a) else a
-        for a in (dx, w)
+        for a in (x, w)
     ]
-    if ad.is_undefined_primal(dx):
+    if x_undefined and w_undefined:
         return list(jax.linear_transpose(value, *primals)(ct))
-    (dw,) = jax.linear_transpose(lambda w_: value(dx, w_), primals[1])(ct)
+    if x_undefined:
+        (dx,) = jax.linear_transpose(lambda x_: value(x_, w), primals[0])(ct)
+        return [dx, None]
+    (dw,) = jax.linear_transpose(lambda w_: value(x, w_), primals[1])(ct)
     return [None, dw]
 
 
-ad.primitive_jvps[_input_p] = functools.partial(_bilinear_jvp, _input_p)
-ad.primitive_transposes[_input_p] = _input_transpose
+ad.primitive_jvps[_direct_p] = functools.partial(_bilinear_jvp, _direct_p)
+ad.primitive_transposes[_direct_p] = _direct_transpose
 ad.primitive_transposes[_conv_p] = _conv_transpose
 ad.primitive_transposes[_wgrad_p] = _wgrad_transpose
 
@@ -223,4 +250,4 @@ def _vmapped(fn):
 
 batching.primitive_batchers[_conv_p] = _vmapped(_conv_plain)
 batching.primitive_batchers[_wgrad_p] = _vmapped(_wgrad_plain)
-batching.primitive_batchers[_input_p] = _vmapped(_input_value)
+batching.primitive_batchers[_direct_p] = _vmapped(_direct_value)

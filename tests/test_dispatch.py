@@ -1121,11 +1121,12 @@ def test_cpu_vendor_reads_the_host():
         ((2, 24, 9, 9), (8, 24, 1, 1), dict(channels_last=True), False),
     ],
 )
-def test_per_image_pointwise_input_gradient_is_one_product(x_shape, w_shape, kwargs, direct):
+def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, kwargs, direct):
     """Channels-first, unstrided, unpadded 1x1 convolutions that `matmul` runs as one
     product per image take their input gradient as the same product of the cotangent
-    (no layout transpose of the cotangent or of the gradient), with the values and
-    derivatives (first and second order) of XLA's convolution."""
+    and their weight gradient as one product per image, summed (no layout transpose of
+    the input, the cotangent or the input gradient), with the values and derivatives
+    (first and second order) of XLA's convolution."""
     import numpy as np
 
     import jaxconv
@@ -1157,13 +1158,17 @@ def test_per_image_pointwise_input_gradient_is_one_product(x_shape, w_shape, kwa
     def input_grad(a, b, c):
         return jax.vjp(lambda a_: conv("auto")(a_, b), a)[1](c)[0]
 
-    hlo = jax.jit(input_grad).lower(x, w, ct).compile().as_text()
-    big = [
-        line
-        for line in hlo.splitlines()
-        if " transpose(" in line
-        and math.prod(int(d) for d in re.search(r"\[([\d,]*)\]", line).group(1).split(",") if d)
-        > math.prod(w_shape)
-    ]
-    if direct:  # (the others: values and derivatives only)
-        assert not big, big
+    def weight_grad(a, b, c):
+        return jax.vjp(lambda b_: conv("auto")(a, b_), b)[1](c)[0]
+
+    for grad in (input_grad, weight_grad):
+        hlo = jax.jit(grad).lower(x, w, ct).compile().as_text()
+        big = [
+            line
+            for line in hlo.splitlines()
+            if " transpose(" in line
+            and math.prod(int(d) for d in re.search(r"\[([\d,]*)\]", line).group(1).split(",") if d)
+            > math.prod(w_shape)
+        ]
+        if direct:  # (the others: values and derivatives only)
+            assert not big, (grad.__name__, big)

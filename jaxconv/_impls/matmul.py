@@ -157,6 +157,33 @@ def per_image(c_in: int, c_out: int, taps: int, out) -> bool:
     return c_in * taps <= c_out <= positions
 
 
+def per_image_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape) -> jax.Array:
+    """The weight gradient of a channels-first 1x1 convolution, unstrided and unpadded,
+    run as one product per image (`per_image`): ``sum_n ct_n @ x_n^T``, one batched
+    product contracting the positions, summed over the batch.
+
+    XLA's CPU dot wants its right operand's contracted dim leading, so the right one is
+    laid out anew: it is the operand of fewer channels (the cotangent of 256->64 @56
+    batch 8: 4.7 ms, against 6.3 with the input; 64->256: 4.6 against 5.5), and the
+    gradient comes out transposed where that is the input (a ``(C_in, C_out)`` copy).
+    JAX's own transpose of the product laid out the whole input channels-last first.
+    """
+    n, c_in = x.shape[:2]
+    c_out = ct.shape[1]
+    xf, cf = x.reshape((n, c_in, -1)), ct.reshape((n, c_out, -1))
+    dims = (((2,), (2,)), ((0,), (0,)))
+    acc = accumulation_dtype(jnp.result_type(x.dtype, ct.dtype))
+    if c_out <= c_in:
+        dw = jnp.sum(
+            lax.dot_general(xf, cf, dims, spec.precision, preferred_element_type=acc), axis=0
+        ).T
+    else:
+        dw = jnp.sum(
+            lax.dot_general(cf, xf, dims, spec.precision, preferred_element_type=acc), axis=0
+        )
+    return dw.astype(jnp.result_type(x.dtype, ct.dtype)).reshape(w_shape)
+
+
 # The product's column tile on this CPU (16 float32 lanes of AVX-512), see `rows_first`.
 ROWS_FIRST_LANES = 16
 
