@@ -592,7 +592,8 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
 def _per_image_pointwise(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether this is a channels-first 1x1 convolution, unstrided and unpadded, that
     `matmul` runs as one product per image (`matmul.per_image`): its input gradient is
-    then the same product of the cotangent with the weight's transpose."""
+    then the same product of the cotangent with the weight's transpose, and its weight
+    gradient one product per image, summed (`matmul.per_image_weight_gradient`)."""
     return (
         not spec.channels_last
         and spec.groups == 1

@@ -69,7 +69,8 @@ def varying_type(*like):
             return m
     raise NotImplementedError(
         "jaxconv: operands varying over different shard_map axes "
-        f"({[sorted(m.varying) for m in types]}); mark them with jax.lax.pvary first"
+        f"({[sorted(m.varying) for m in types]}); cast them with "
+        "jax.lax.pcast(x, axes, to='varying') first"
     )
 
 

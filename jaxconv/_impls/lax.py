@@ -199,8 +199,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     more than 16 input or output channels (XLA runs smaller ones through Eigen already)
     but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
     `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions, with at least `EIGEN_MIN_FLOPS`
-    FLOPs; channels-first, not to more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS`
-    channels on `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more. Not the deep
+    FLOPs, and not channels-first to more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS`
+    channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more. Not the deep
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
