@@ -132,6 +132,12 @@ TRANSPOSED_WHOLE_MAX_OUT_CHANNELS_STACKED = 16
 # `_transposed_input_gradient_whole`).
 TRANSPOSED_INPUT_GRADIENT_WHOLE_MAX_OUT_CHANNELS = 16
 TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED, TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_STACKED = 128, 16
+# Dense 2-D convolutions from at most this many input channels (RGB and grey first
+# layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
+# and derivatives channels-first, the value alone channels-last with this many output
+# channels (inclusive), where XLA's convolution falls off a cliff.
+FEW_INPUTS_MAX_CHANNELS, FEW_INPUTS_MAX_TAPS = 3, 16
+FEW_INPUTS_CLIFF_OUT_CHANNELS = (17, 35)
 # Dense convolutions whose kernel has more taps than the input has positions along an
 # undilated dim run by `matmul`, value and derivatives, when they have at least this
 # many input or output channels (see `kernel_past_input`).
@@ -347,6 +353,31 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # 8@3 5x5 0.18x / 0.17x), nor along dilated dims only (64@2 3x3 dilation 2:
         # 1.2-1.5x forward but 0.72x training channels-last).
         return ("matmul",) * 3
+    if (
+        spec.ndim == 2
+        and c_in_g <= FEW_INPUTS_MAX_CHANNELS
+        and taps <= FEW_INPUTS_MAX_TAPS
+        and all(d == 1 for d in (*spec.lhs_dilation, *spec.rhs_dilation))
+    ):
+        # RGB and grey first layers with small kernels (3x3, 4x4): XLA's convolution
+        # runs them slowly, channels-first always and channels-last for 20-32 output
+        # channels; `matmul`'s patches (27 deep for RGB 3x3) do not. Against the rules
+        # before (batch 8 unless said, Intel Xeon, 11 interleaved runs, 2026-12-01,
+        # forward; training with a fixed cotangent), channels-first: 3x3 stride 2 @224
+        # (MobileNet's and EfficientNet's stem) 3->8 to 3->96 1.18-7.45x (3->32 3.5-3.7x,
+        # 3->24 6.9-7.1x), training 3->32 2.03x, 3->24 1.78x, 3->16 1.23x; 3x3 3->64 @224
+        # batch 2 (VGG's) 2.51x and 2.16x; 3->32 @112 4.01x; 1->32 @128 2.30x and 2.66x;
+        # 4x4 stride 4 3->96 (ConvNeXt's patchify stem) 2.07x and 1.54x. With deeper
+        # patches XLA's is faster (5x5 3->64 stride 2 0.81x, 7x7 0.83-0.85x; 4->32 3x3
+        # 0.90x, 8->32 0.79x). Channels-last, 3x3 stride 2 @224: 3->20 5.66x, 3->24
+        # 5.21-5.86x, 3->28 2.80x, 3->32 2.02-2.26x (and @112 stride 1 2.93x), the
+        # value alone by `matmul` in training 2.28x (3->24) and 1.40x (3->32); but 3->8
+        # to 3->16 0.85-1.09x, 3->36 to 3->64 0.67-0.74x, 1->32 0.51x.
+        if not spec.channels_last:
+            return ("matmul",) * 3
+        low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
+        if low <= w_shape[0] <= high:
+            return ("matmul", "lax", "lax")
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if (
         spec.ndim == 1

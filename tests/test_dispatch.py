@@ -31,6 +31,25 @@ def test_unmeasured_backends_use_xla(backend):
         assert choose(x, w, backend, **kw) == ("lax",) * 3
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+def test_rgb_and_grey_first_layers_run_by_matmul():
+    """Dense 2-D layers from at most 3 channels with kernels of at most 16 taps:
+    `matmul` channels-first; channels-last its value for 17-35 output channels only."""
+    mm = ("matmul",) * 3
+    x, x_cl = (2, 3, 32, 32), (2, 32, 32, 3)
+    assert choose(x, (32, 3, 3, 3), stride=2, padding=1) == mm  # MobileNet's stem
+    assert choose(x, (64, 3, 3, 3), padding=1) == mm  # VGG's
+    assert choose(x, (96, 3, 4, 4), stride=4) == mm  # ConvNeXt's patchify stem
+    assert choose((2, 1, 32, 32), (32, 1, 3, 3), padding=1) == mm  # grey
+    assert choose(x, (64, 3, 5, 5), stride=2, padding=2) == ("lax",) * 3  # 25 taps
+    assert choose((2, 4, 32, 32), (32, 4, 3, 3), padding=1) == ("lax",) * 3  # 4 channels
+    assert choose(x, (32, 3, 3, 3), padding=2, dilation=2) == ("lax",) * 3
+    cl = dict(stride=2, padding=1, channels_last=True)
+    for c_out, value in [(16, "lax"), (17, "matmul"), (32, "matmul"), (35, "matmul"), (36, "lax")]:
+        assert choose(x_cl, (3, 3, 3, c_out), **cl) == (value, "lax", "lax")
+    assert choose((2, 32, 3), (3, 3, 32), channels_last=True) == ("lax",) * 3  # 1-D
+
+
 def test_cpu_rules():
     # (value, derivative along the input, derivative along the weight)
     assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
