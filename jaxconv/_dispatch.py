@@ -372,7 +372,13 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # 0.90x, 8->32 0.79x). Channels-last, 3x3 stride 2 @224: 3->20 5.66x, 3->24
         # 5.21-5.86x, 3->28 2.80x, 3->32 2.02-2.26x (and @112 stride 1 2.93x), the
         # value alone by `matmul` in training 2.28x (3->24) and 1.40x (3->32); but 3->8
-        # to 3->16 0.85-1.09x, 3->36 to 3->64 0.67-0.74x, 1->32 0.51x.
+        # to 3->16 0.85-1.09x, 3->36 to 3->64 0.67-0.74x, 1->32 0.51x. 3-D stems run
+        # by 2-D planes take the rule per plane (new against old rules, forward and
+        # training): X3D's 3->24 1x3x3 stride (1, 2, 2) @16x160x160 batch 2 2.41x and
+        # 1.45x channels-first, 2.08x and 1.43x channels-last; 3->32 3x3x3 stride (1, 2,
+        # 2) @8x112x112 2.45x and 1.44x, 1.68x and 1.54x; 3->64 3x3x3 @8x64x64 batch 4
+        # channels-first 1.20x and 1.73x (channels-last 0.97x and 1.01x); C3D's 3->64
+        # @16x112x112 batch 1 channels-first 0.80x and 1.15x (still 1.48x `lax` forward).
         if not spec.channels_last:
             return ("matmul",) * 3
         low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
