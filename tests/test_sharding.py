@@ -447,6 +447,35 @@ def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rn
         assert_close(g, e, reduction=8 * 9 * 25)
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, groups",
+    [((8, 16, 9, 9), (16, 1, 3, 3), 16), ((8, 24, 9, 9), (8, 24, 1, 1), 1)],
+    ids=["depthwise", "pointwise"],
+)
+def test_auto_gradients_inside_shard_map_over_two_axes(x_shape, w_shape, groups, rng):
+    """Inside `jax.shard_map` with the input varying over one mesh axis and the weight
+    over the other, `auto`'s gradients are `lax`'s."""
+    mesh = jax.make_mesh(
+        (4, 2), ("a", "b"), axis_types=(AxisType.Explicit,) * 2, devices=jax.devices("cpu")[:8]
+    )
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    pad = w_shape[-1] // 2
+
+    def body(impl):
+        def grads(a, b):
+            b = jax.lax.pcast(b, "b", to="varying")
+            loss = lambda a, b: jnp.sum(  # noqa: E731
+                jnp.sin(jaxconv.conv2d(a, b, padding=pad, groups=groups, impl=impl))
+            )
+            return jax.grad(loss, (0, 1))(a, b)
+
+        return jax.shard_map(grads, mesh=mesh, in_specs=(P("a"), P()), out_specs=(P("a"), P("b")))
+
+    args = put(x, "a", mesh=mesh), put(w, mesh=mesh)
+    for g, e in zip(run_jit(body("auto"), *args), run_jit(body("lax"), *args), strict=True):
+        assert_close(g, e, reduction=8 * 9 * 24)
+
+
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 def test_groups_loop_under_sharding(axis_type, rng):
     """`auto`'s loop over groups (more than 16 groups of many channels: the groups' dense

@@ -34,9 +34,11 @@ def varying_aval(shape, dtype, *like) -> jax.core.ShapedArray:
     mat = varying_type(*like)
     if mat is None or not mat.varying:
         return jax.core.ShapedArray(shape, dtype)
-    aval = next(a for a in like if a.manual_axis_type == mat)
+    aval = like[0]
     sharding = aval.sharding.update(spec=jax.sharding.PartitionSpec(*[None] * len(shape)))
-    return aval.update(shape=tuple(shape), dtype=dtype, weak_type=False, sharding=sharding)
+    return aval.update(
+        shape=tuple(shape), dtype=dtype, weak_type=False, sharding=sharding, manual_axis_type=mat
+    )
 
 
 def match_varying(*arrays: jax.Array) -> tuple[jax.Array, ...]:
@@ -54,24 +56,16 @@ def match_varying(*arrays: jax.Array) -> tuple[jax.Array, ...]:
 
 
 def varying_type(*like):
-    """The manual axis type (shard_map's varying mesh axes) of whichever of ``like``
-    varies over all the axes any of them varies over, or None where JAX has none."""
-    types = []
-    for a in like:
-        aval = a if isinstance(a, jax.core.AbstractValue) else jax.typeof(a)
-        mat = getattr(aval, "manual_axis_type", None)
-        if mat is None:
-            return None
-        types.append(mat)
-    union = frozenset().union(*(m.varying for m in types))
-    for m in types:
-        if m.varying == union:
-            return m
-    raise NotImplementedError(
-        "jaxconv: operands varying over different shard_map axes "
-        f"({[sorted(m.varying) for m in types]}); cast them with "
-        "jax.lax.pcast(x, axes, to='varying') first"
-    )
+    """The manual axis type (shard_map's varying mesh axes) of the union of ``like``'s
+    (avals), or None where JAX has none."""
+    types = [getattr(a, "manual_axis_type", None) for a in like]
+    if any(t is None for t in types):
+        return None
+    union = frozenset().union(*(t.varying for t in types))
+    for t in types:
+        if t.varying == union:
+            return t
+    return types[0].update(varying=union)
 
 
 def pad_input(x: jax.Array, spec: ConvSpec, *, channels_last: bool = False) -> jax.Array:

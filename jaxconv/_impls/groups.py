@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._impls import lax as lax_impl
-from jaxconv._impls._common import varying_struct
+from jaxconv._impls._common import match_varying, varying_struct
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -137,6 +137,7 @@ def weight_term(x: jax.Array, dw: jax.Array, spec: ConvSpec) -> jax.Array:
     """``loop(x, dw)``, whose transpose along ``dw`` is `loop_weight_gradient`."""
     x, spec = lax_impl.explicit_lhs_dilation(x, spec, always=True)
     out = spec.out_spatial(x.shape[2:], dw.shape[2:])
-    ct = varying_struct((x.shape[0], dw.shape[0], *out), jnp.result_type(x, dw), x, dw)
+    x, dw = match_varying(x, dw)
+    ct = varying_struct((x.shape[0], dw.shape[0], *out), jnp.result_type(x, dw), x)
     (y,) = jax.linear_transpose(lambda c: loop_weight_gradient(x, c, spec, dw.shape), ct)(dw)
     return y
