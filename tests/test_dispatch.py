@@ -48,6 +48,27 @@ def test_rgb_and_grey_first_layers_run_by_matmul():
     for c_out, value in [(16, "lax"), (17, "matmul"), (32, "matmul"), (35, "matmul"), (36, "lax")]:
         assert choose(x_cl, (3, 3, 3, c_out), **cl) == (value, "lax", "lax")
     assert choose((2, 32, 3), (3, 3, 32), channels_last=True) == ("lax",) * 3  # 1-D
+    # Their values and derivatives are XLA's convolution's.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for x_shape, w_shape, kw in [
+        ((2, 3, 11, 11), (32, 3, 3, 3), dict(stride=2, padding=1)),
+        ((2, 11, 11, 3), (3, 3, 3, 24), dict(stride=2, padding=1, channels_last=True)),
+        ((2, 1, 9, 9), (8, 1, 4, 4), dict(stride=4)),
+    ]:
+        x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
+
+        def loss(impl, kw=kw):
+            return lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))
+
+        for got, want in zip(
+            jax.value_and_grad(loss("auto"), (0, 1))(x, w),
+            jax.value_and_grad(loss("lax"), (0, 1))(x, w),
+            strict=True,
+        ):
+            for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
 
 
 def test_cpu_rules():

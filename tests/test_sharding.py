@@ -414,7 +414,7 @@ def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
-        ((8, 24, 9, 9), (8, 24, 1, 1), {}),  # 1x1 per image: the input term primitive
+        ((8, 24, 9, 9), (8, 24, 1, 1), {}),  # 1x1 per image: the direct-term primitive
         ((8, 16, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=16)),  # shift's primitives
         ((8, 32, 9, 9), (32, 4, 3, 3), dict(padding=1, groups=8)),  # grouped shift
         ((8, 16, 12, 12), (16, 1, 9, 9), dict(padding=4, groups=16)),  # fft
