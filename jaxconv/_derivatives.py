@@ -215,24 +215,14 @@ def _direct_transpose(ct, x, w, *, spec, algorithm, input_gradient, weight_gradi
         return [algorithm(ct, flip_kernel(w, spec.groups), t_spec), None]
     if weight_gradient is not None and w_undefined and not x_undefined:
         return [None, weight_gradient(x, ct, spec, w.aval.shape)]
-    # Otherwise the algorithm's own transpose, op by op.
-    value = functools.partial(
-        _direct_value,
-        spec=spec,
-        algorithm=algorithm,
-        input_gradient=input_gradient,
-        weight_gradient=weight_gradient,
-    )
-    primals = [
-        varying_struct(a.aval.shape, a.aval.dtype, a.aval) if ad.is_undefined_primal(a) else a
-        for a in (x, w)
-    ]
-    if x_undefined and w_undefined:
-        return list(jax.linear_transpose(value, *primals)(ct))
+    # Otherwise (higher derivatives) the algorithm's own transpose, op by op. The term
+    # is bilinear, so exactly one of the two is the unknown.
     if x_undefined:
-        (dx,) = jax.linear_transpose(lambda x_: value(x_, w), primals[0])(ct)
+        shape = varying_struct(x.aval.shape, x.aval.dtype, x.aval)
+        (dx,) = jax.linear_transpose(lambda x_: algorithm(x_, w, spec), shape)(ct)
         return [dx, None]
-    (dw,) = jax.linear_transpose(lambda w_: value(x, w_), primals[1])(ct)
+    shape = varying_struct(w.aval.shape, w.aval.dtype, w.aval)
+    (dw,) = jax.linear_transpose(lambda w_: algorithm(x, w_, spec), shape)(ct)
     return [None, dw]
 
 

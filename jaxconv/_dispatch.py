@@ -877,35 +877,27 @@ def _run(
                 return _derivatives.input_term(x_, w_, spec_, FORWARDS[name])
             if role == WEIGHT_GRADIENT and shift_impl.fused_weight_gradient(spec_, w_.shape[2:]):
                 return _derivatives.weight_term(x_, w_, spec_)
-        if (
-            name == "matmul"
-            and role == INPUT_GRADIENT
-            and _per_image_pointwise(spec_, x_.shape, w_.shape)
-        ):
-            # The input gradient as the same product per image of the cotangent with the
-            # weight's transpose: transposed op by op, it was one product over the
-            # batch between a layout transpose of the cotangent and one of the result
-            # (256->64 @56 batch 8: 17 ms against 3.7). Training with against without
-            # it (1x1, batch 8 unless said, Intel Xeon, 11 interleaved runs, a fixed
-            # cotangent and through a ReLU, 2026-12-01): 256->64 @56 1.53x and 1.40x,
-            # batch 1 1.40x and 2.0x; 64->256 @56 1.75x and 1.17x; 64->64 @56 1.48x
-            # and 1.34x; 16->96 @112 1.64x and 1.21x; 96->24 @56 1.20x and 1.30x;
+        if name == "matmul" and role != FORWARD and _per_image_pointwise(spec_, x_.shape, w_.shape):
+            # Both derivatives as products per image, transposes written out
+            # (`_derivatives._direct_p`). The input gradient is the same product of the
+            # cotangent with the weight's transpose: transposed op by op, it was one
+            # product over the batch between a layout transpose of the cotangent and one
+            # of the result (256->64 @56 batch 8: 17 ms against 3.7). Training with
+            # against without it (1x1, batch 8 unless said, Intel Xeon, 11 interleaved
+            # runs, a fixed cotangent and through a ReLU, 2026-12-01): 256->64 @56 1.53x
+            # and 1.40x, batch 1 1.40x and 2.0x; 64->256 @56 1.75x and 1.17x; 64->64 @56
+            # 1.48x and 1.34x; 16->96 @112 1.64x and 1.21x; 96->24 @56 1.20x and 1.30x;
             # 128->128 @28 1.15x and 1.10x; 32->16 @14 1.27x and 1.33x; 128->512 @28
-            # 1.03x and 1.07x; 1024->256 @14 1.01x and 1.01x.
-            return _derivatives.input_term_direct(x_, w_, spec_, FORWARDS[name])
-        if (
-            name == "matmul"
-            and role == WEIGHT_GRADIENT
-            and _per_image_pointwise(spec_, x_.shape, w_.shape)
-        ):
-            # Likewise the weight gradient as one product per image, summed
-            # (`matmul.per_image_weight_gradient`), where JAX's transpose laid the whole
-            # input out channels-last first. Training with against without it (as
-            # above, with the input gradient by the rule before): 256->64 @56 2.19x and
-            # 2.03x, batch 1 1.18x and 1.15x; 96->24 @56 1.57x and 1.69x; 128->128 @28
-            # 1.21x and 1.20x; 64->64 @56 1.13x and 1.25x; 64->256 @56 1.12x and
-            # 1.16x; 32->16 @14 1.15x and 1.10x; 128->512 @28, 1024->256 @14 and
-            # 16->96 @112 1.03-1.08x.
+            # 1.03x and 1.07x; 1024->256 @14 1.01x and 1.01x. The weight gradient is one
+            # product per image, summed (`matmul.per_image_weight_gradient`), where JAX's
+            # transpose laid the whole input out channels-last first. Training with
+            # against without it (the same measurement, the input gradient by the rule
+            # above): 256->64 @56 2.19x and 2.03x, batch 1 1.18x and 1.15x; 96->24 @56
+            # 1.57x and 1.69x; 128->128 @28 1.21x and 1.20x; 64->64 @56 1.13x and 1.25x;
+            # 64->256 @56 1.12x and 1.16x; 32->16 @14 1.15x and 1.10x; 128->512 @28,
+            # 1024->256 @14 and 16->96 @112 1.03-1.08x.
+            if role == INPUT_GRADIENT:
+                return _derivatives.input_term_direct(x_, w_, spec_, FORWARDS[name])
             return _derivatives.weight_term_direct(
                 x_, w_, spec_, FORWARDS[name], matmul_impl.per_image_weight_gradient
             )

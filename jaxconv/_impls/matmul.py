@@ -162,10 +162,10 @@ def per_image_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sha
     run as one product per image (`per_image`): ``sum_n ct_n @ x_n^T``, one batched
     product contracting the positions, summed over the batch.
 
-    XLA's CPU dot wants its right operand's contracted dim leading, so the right one is
-    laid out anew: it is the operand of fewer channels (the cotangent of 256->64 @56
-    batch 8: 4.7 ms, against 6.3 with the input; 64->256: 4.6 against 5.5), and the
-    gradient comes out transposed where that is the input (a ``(C_in, C_out)`` copy).
+    The right operand is the one of fewer channels (the cotangent of 256->64 @56 batch 8:
+    4.7 ms, against 6.3 with the input; of 64->256 the input: 4.6 against 5.5; the
+    product alone, 11 interleaved runs), so the gradient comes out transposed where
+    that is the cotangent (a ``(C_in, C_out)`` copy).
     JAX's own transpose of the product laid out the whole input channels-last first.
     """
     n, c_in = x.shape[:2]
