@@ -554,6 +554,68 @@ def test_shift_depthwise_channels_last_rows(kernel, stride, dilation):
     assert f"x{flat}x" in text or f"x{flat}>" in text
 
 
+_SWAP_CHILD = """
+import jax, jax.numpy as jnp, numpy as np, jaxconv
+jax.config.update("jax_enable_x64", True)
+rng = np.random.default_rng(0)
+c2, c3, t2 = jaxconv.conv2d, jaxconv.conv3d, jaxconv.conv_transpose2d
+cases = [
+    # the input gradient: a 2-tap kernel at stride 2 padded by 1, the other dim's kernel
+    # longer than the output
+    (c2, (1, 1, 10, 5), (1, 1, 2, 5), dict(stride=(2, 1), padding=1), "float64"),
+    (c2, (2, 3, 10, 5), (4, 3, 2, 5), dict(stride=(2, 1), padding=1), "float32"),
+    (c3, (1, 1, 5, 2, 4), (1, 1, 4, 4, 2), dict(stride=(1, 2, 2), padding=(0, 2, 1)), "float64"),
+    # the value of a transposed convolution: its input dilation equal to a 2-tap kernel
+    (t2, (1, 1, 3, 2), (1, 1, 2, 5), dict(stride=(2, 1), padding=(1, 0)), "float32"),
+]
+for fn, xs, ws, kw, dtype in cases:
+    x = jnp.asarray(rng.standard_normal(xs), dtype)
+    w = jnp.asarray(rng.standard_normal(ws), dtype)
+    def grads(impl):
+        f = lambda x, w: jnp.sum(jnp.sin(fn(x, w, impl=impl, **kw)))
+        return jax.jit(jax.value_and_grad(f, (0, 1)))(x, w)
+    want = grads("einsum")
+    for impl in (*jaxconv.IMPLS, "auto"):
+        got = grads(impl)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+def test_no_xla_abort_where_xla_swaps_operands():
+    """Values and gradients, every algorithm, of the convolutions whose own or derived
+    (JAX-transposed) convolution XLA's compiler aborted the process on
+    (`jaxconv._impls.lax.swap_breaks`); in a child process, so that an abort fails this
+    test instead of ending the run."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _SWAP_CHILD], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "in_spatial, kernel, stride, padding, lhs, rhs, breaks",
+    [
+        ((6, 3), (2, 5), (1, 1), ((0, 0), (3, 3)), (2, 1), (1, 1), True),
+        ((6, 3), (2, 3), (1, 1), ((0, 0), (3, 3)), (2, 1), (1, 1), False),  # 3 taps on 3
+        ((6, 3), (2, 5), (1, 1), ((1, 0), (3, 3)), (2, 1), (1, 1), False),  # padded
+        ((6, 3), (2, 5), (2, 1), ((0, 0), (3, 3)), (2, 1), (1, 1), False),  # stride 2
+        ((6, 3), (2, 5), (1, 1), ((0, 0), (3, 3)), (1, 2), (1, 1), False),  # no such dim
+        ((6, 3, 2), (2, 5, 2), (1, 1, 1), ((0, 0), (3, 3), (0, 0)), (2, 1, 1), (1, 1, 1), True),
+        ((6, 3, 4), (2, 5, 2), (1, 1, 1), ((0, 0), (3, 3), (0, 0)), (2, 1, 1), (1, 1, 1), False),
+    ],
+)
+def test_swap_breaks(in_spatial, kernel, stride, padding, lhs, rhs, breaks):
+    """The condition, on convolutions measured to abort XLA's compiler or not."""
+    from jaxconv._impls import lax as lax_impl
+
+    assert lax_impl.swap_breaks(in_spatial, kernel, stride, padding, lhs, rhs) is breaks
+
+
 # ----------------------------------------------------------------------------- planes
 
 

@@ -62,7 +62,8 @@ def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     the output back).
     """
     g, nd = spec.groups, spec.ndim
-    x, spec = lax_impl.explicit_lhs_dilation(x, spec)
+    # The groups' convolutions as `lax_impl.swap_safe` shapes one of the whole.
+    x, spec, stride = lax_impl.swap_safe(x, (w.shape[0] // g, *w.shape[1:]), spec)
     n, c = x.shape[:2]
     # (N, G * C/g, *S) -> (G, N, *S, C/g); (G * O/g, C/g, *K) -> (G, *K, C/g, O/g).
     xs = jnp.moveaxis(x.reshape(n, g, c // g, *x.shape[2:]), (1, 2), (0, -1))
@@ -71,12 +72,13 @@ def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     ys = _per_group(
         xs,
         ws,
-        window_strides=spec.stride,
+        window_strides=stride,
         padding=spec.padding,
         lhs_dilation=spec.lhs_dilation,
         rhs_dilation=spec.rhs_dilation,
         precision=spec.precision,
     )  # (G, N, *S', O/g)
+    ys = lax_impl.take_strided(ys, stride, spec, first=2)
     ys = jnp.moveaxis(ys, (0, nd + 2), (1, 2))
     return ys.reshape(n, -1, *ys.shape[3:])
 

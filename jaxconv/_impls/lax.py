@@ -15,18 +15,125 @@ if TYPE_CHECKING:
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The canonical convolution by `jax.lax.conv_general_dilated` (NC*, OI*, NC*)."""
-    x, spec = explicit_lhs_dilation(x, spec)
-    return lax.conv_general_dilated(
+    """The canonical convolution by `jax.lax.conv_general_dilated` (NC*, OI*, NC*).
+
+    Shaped so that neither it nor the convolutions of its derivatives (JAX's transposes)
+    meet `swap_breaks`, which aborts the process in XLA's compiler: an input dilation
+    written out where the value or the weight gradient would, stride 1 and every
+    ``stride``-th output where the input gradient would.
+    """
+    x, spec, stride = swap_safe(x, w.shape, spec)
+    y = lax.conv_general_dilated(
         x,
         w,
-        window_strides=spec.stride,
+        window_strides=stride,
         padding=spec.padding,
         lhs_dilation=spec.lhs_dilation,
         rhs_dilation=spec.rhs_dilation,
         feature_group_count=spec.groups,
         precision=spec.precision,
     )
+    return take_strided(y, stride, spec)
+
+
+def swap_safe(x: jax.Array, w_shape, spec: ConvSpec) -> tuple[jax.Array, ConvSpec, tuple]:
+    """``(x, spec, stride)`` for a convolution by `jax.lax.conv_general_dilated` that
+    neither it nor its derivatives (JAX's transposes) meet `swap_breaks`: the input
+    dilation written out where the value or the weight gradient would meet it, and
+    ``stride`` all ones where the input gradient would (then `take_strided` keeps every
+    ``spec.stride``-th output); else as given (see `explicit_lhs_dilation`)."""
+    kernel = w_shape[2:]
+    always = _swap_breaks_value(x.shape[2:], kernel, spec) or _swap_breaks_weight_gradient(
+        x.shape[2:], kernel, spec
+    )
+    x, spec = explicit_lhs_dilation(x, spec, always=always)
+    if _swap_breaks_input_gradient(x.shape[2:], kernel, spec):
+        return x, spec, (1,) * spec.ndim
+    return x, spec, spec.stride
+
+
+def take_strided(y: jax.Array, stride, spec: ConvSpec, first: int = 2) -> jax.Array:
+    """``y`` (spatial dims from ``first``) computed at ``stride``, kept at
+    ``spec.stride`` (`swap_safe`)."""
+    if tuple(stride) == tuple(spec.stride):
+        return y
+    steps = (1,) * first + tuple(spec.stride) + (1,) * (y.ndim - first - spec.ndim)
+    return lax.slice(y, (0,) * y.ndim, y.shape, steps)
+
+
+def swap_breaks(in_spatial, kernel, stride, padding, lhs_dilation, rhs_dilation) -> bool:
+    """Whether XLA's compiler (jaxlib 0.10.2, every backend) aborts the process on a
+    convolution with these spatial sizes and window (grouped ones too, although XLA
+    measured to leave those alone).
+
+    XLA swaps the operands of a convolution whose kernel is larger than its input
+    (`ConvOperandSwapper`: the product of kernel sizes over the product of input sizes,
+    leaving out some dims). A dim with no padding, no kernel dilation, input dilation
+    equal to the kernel size and stride one less it keeps as it is, although its sizes
+    now belong to the other operand, and the swapped convolution fails its own shape
+    check: "Window dimensions do not match RHS shape". JAX writes such a convolution for
+    the input gradient of a stride-2 convolution with a 2-tap kernel padded by 1 along
+    one dim and a kernel larger than the output along another: ``conv2d`` of
+    ``(1, 1, 10, 5)`` by ``(1, 1, 2, 5)``, stride ``(2, 1)``, padding 1. This is a
+    superset of XLA's condition (it leaves out fewer dims).
+    """
+    kept = [
+        pad == (0, 0) and rd == 1 and k >= 2 and ld == k and s == k - 1
+        for k, s, pad, ld, rd in zip(
+            kernel, stride, padding, lhs_dilation, rhs_dilation, strict=True
+        )
+    ]
+    if not any(kept):
+        return False
+    rest = [(n, k) for n, k, keep in zip(in_spatial, kernel, kept, strict=True) if not keep]
+    return math.prod(k for _, k in rest) > math.prod(n for n, _ in rest)
+
+
+def _swap_breaks_value(in_spatial, kernel, spec: ConvSpec) -> bool:
+    return swap_breaks(
+        in_spatial, kernel, spec.stride, spec.padding, spec.lhs_dilation, spec.rhs_dilation
+    )
+
+
+def _swap_breaks_input_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
+    """`swap_breaks` for the convolution JAX writes for the input gradient: the output
+    cotangent dilated by the stride, correlated with the reversed kernel."""
+    out = spec.out_spatial(in_spatial, kernel)
+    padding = []
+    for n, k, (lo, _), s, ld, d, m in zip(
+        in_spatial,
+        kernel,
+        spec.padding,
+        spec.stride,
+        spec.lhs_dilation,
+        spec.rhs_dilation,
+        out,
+        strict=True,
+    ):
+        before = d * (k - 1) - lo
+        after = (n - 1) * ld + 1 + d * (k - 1) - ((m - 1) * s + 1) - before
+        padding.append((before, after))
+    return swap_breaks(out, kernel, spec.lhs_dilation, padding, spec.stride, spec.rhs_dilation)
+
+
+def _swap_breaks_weight_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
+    """`swap_breaks` for the convolution JAX writes for the weight gradient: the input
+    correlated with the output cotangent dilated by the stride."""
+    out = spec.out_spatial(in_spatial, kernel)
+    padding = []
+    for n, k, (lo, _), s, ld, d, m in zip(
+        in_spatial,
+        kernel,
+        spec.padding,
+        spec.stride,
+        spec.lhs_dilation,
+        spec.rhs_dilation,
+        out,
+        strict=True,
+    ):
+        after = ((m - 1) * s + 1) - ((n - 1) * ld + 1) + d * (k - 1) - lo
+        padding.append((lo, after))
+    return swap_breaks(in_spatial, out, spec.rhs_dilation, padding, spec.lhs_dilation, spec.stride)
 
 
 def explicit_lhs_dilation(
