@@ -698,6 +698,28 @@ def test_over_padded_weight_gradient_pads_the_input_first():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
+def test_depthwise_channels_last_split_for_inference_only():
+    """`auto`'s channels-last depthwise 3x3 value reads the input unpadded for inference
+    (`shift._depthwise_split`) and pads a copy first under differentiation."""
+    import jaxconv
+
+    x, w = jnp.ones((2, 12, 12, 8)), jnp.ones((3, 3, 1, 8))
+
+    def conv(x, w):
+        return jaxconv.conv2d(x, w, padding=1, groups=8, channels_last=True)
+
+    def whole_padded(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        return any(
+            "stablehlo.pad" in line and line.split(": (")[1].startswith("tensor<2x12x12x8x")
+            for line in text.splitlines()
+        )
+
+    assert not whole_padded(conv, x, w)
+    assert whole_padded(lambda x, w: jax.vjp(conv, x, w)[1](jnp.ones(x.shape)), x, w)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("groups, c_in_g", [(8, 1), (4, 2)])
 def test_shift_value_is_computed_once_under_grad(groups, c_in_g, channels_last):

@@ -538,11 +538,15 @@ def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
         ((2, 3, 2), (1, 2, 1), (2, 1, 1)),
     ],
 )
-def test_shift_depthwise_channels_last_rows(kernel, stride, dilation):
+def test_shift_depthwise_channels_last_rows(kernel, stride, dilation, monkeypatch):
     """Depthwise channels-last, stride 1 along the last dim: taps as runs of a row that
-    flattens that dim with the channels (`shift._depthwise_rows`)."""
+    flattens that dim with the channels (`shift._depthwise_rows`; the split off, which
+    takes small kernels)."""
     from jaxconv._impls import shift
 
+    monkeypatch.setattr(shift, "SPLIT_MAX_TAPS", {})
+    monkeypatch.setattr(shift, "SPLIT_MAX_TAPS_ND", 0)
+    jax.clear_caches()
     nd, c = len(kernel), 5
     x, w = arrays(np.random.default_rng(15), (2, c, *(k + 6 for k in kernel)), (c, 1, *kernel))
     pads = tuple((k // 2, (k - 1) // 2) for k in kernel)
@@ -552,6 +556,79 @@ def test_shift_depthwise_channels_last_rows(kernel, stride, dilation):
     text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
     flat = (x.shape[-1] + sum(pads[-1])) * c  # the padded last dim times the channels
     assert f"x{flat}x" in text or f"x{flat}>" in text
+
+
+@st.composite
+def specs_depthwise_split(draw):
+    """A canonical channels-last depthwise convolution that `shift._depthwise_split`
+    takes: non-negative padding (some of it wider than the kernel reaches, so that some
+    outputs read only zeros), stride and dilation, 1-D to 3-D."""
+    from jaxconv._impls import shift
+
+    nd = draw(st.sampled_from([1, 2, 2, 3]))
+    most = shift.SPLIT_MAX_TAPS.get(nd, shift.SPLIT_MAX_TAPS_ND)
+    kernel = [draw(st.integers(1, 4 if nd == 1 else 3)) for _ in range(nd)]
+    while math.prod(kernel) > most:
+        kernel[kernel.index(max(kernel))] -= 1
+    stride = [draw(st.integers(1, 3)) for _ in range(nd)]
+    rhs = [draw(st.integers(1, 2)) for _ in range(nd)]
+    pads = [(draw(st.integers(0, 4)), draw(st.integers(0, 4))) for _ in range(nd)]
+    if all(p == (0, 0) for p in pads):
+        pads[0] = (1, 0)
+    spatial = [
+        draw(st.integers(d * (k - 1) + 1, d * (k - 1) + 7))
+        for k, d in zip(kernel, rhs, strict=True)
+    ]
+    c = draw(st.integers(1, 4))
+    s = ConvSpec(tuple(stride), tuple(pads), (1,) * nd, tuple(rhs), c, None, True)
+    return (draw(st.integers(1, 2)), c, *spatial), (c, 1, *kernel), s
+
+
+@settings(max_examples=30, deadline=None)
+@given(specs_depthwise_split())
+def test_shift_depthwise_split(case):
+    """Channels-last depthwise by the inner outputs straight from the input and the
+    border from padded slices (`shift._depthwise_split`): values and both gradients as
+    lax's, and no padded copy of the whole input."""
+    from jaxconv._impls import shift
+
+    x_shape, w_shape, s = case
+    x, w = arrays(np.random.default_rng(16), x_shape, w_shape)
+    if shift._interior(x_shape[2:], w_shape[2:], s) is None:
+        return  # no output reads only the input along some dim: padded first instead
+    got = jax.jit(shift.forward, static_argnums=2)(x, w, s)
+    assert_close(got, jitted("lax")(x, w, s), reduction=reduction(w_shape))
+    ct = jnp.asarray(np.random.default_rng(17).standard_normal(got.shape))
+    grads = jax.jit(lambda a, b, c: jax.vjp(lambda a, b: shift.forward(a, b, s), a, b)[1](c))(
+        x, w, ct
+    )
+    expected = jax.jit(
+        lambda a, b, c: jax.vjp(lambda a, b: FORWARDS["einsum"](a, b, s), a, b)[1](c)
+    )(x, w, ct)
+    for g, e in zip(grads, expected, strict=True):
+        assert_close(g, e, reduction=reduction(w_shape) * got.size)
+    dims = zip(x_shape[2:], w_shape[2:], s.rhs_dilation, s.padding, strict=True)
+    if all(k > 1 and n >= 2 * (d * (k - 1) + 1) + lo + hi for n, k, d, (lo, hi) in dims):
+        # (On smaller inputs, or with one tap, a part may have the whole input's shape.)
+        text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
+        whole = "tensor<" + "x".join(map(str, (x_shape[0], *x_shape[2:], x_shape[1])))
+        pads = [line for line in text.splitlines() if "stablehlo.pad" in line]
+        assert pads and not any(line.split(": (")[1].startswith(whole) for line in pads)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.complex64])
+def test_shift_depthwise_split_dtypes(dtype):
+    """The split in half precision (accumulated in float32) and complex."""
+    from jaxconv._impls import shift
+
+    s = ConvSpec((2, 1), ((1, 1), (2, 0)), (1, 1), (1, 1), 3, None, True)
+    x, w = arrays(np.random.default_rng(18), (2, 3, 9, 8), (3, 1, 3, 3), dtype)
+    assert shift._interior(x.shape[2:], w.shape[2:], s) is not None
+    got = jax.jit(shift.forward, static_argnums=2)(x, w, s)
+    assert got.dtype == dtype
+    wide = jnp.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else jnp.float64
+    want = jitted("lax")(x.astype(wide), w.astype(wide), s)
+    assert_close(got, want, dtype=dtype, reduction=9)
 
 
 _SWAP_CHILD = """
