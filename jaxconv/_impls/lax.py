@@ -62,9 +62,9 @@ def take_strided(y: jax.Array, stride, spec: ConvSpec, first: int = 2) -> jax.Ar
 
 
 def swap_breaks(in_spatial, kernel, stride, padding, lhs_dilation, rhs_dilation) -> bool:
-    """Whether XLA's compiler (jaxlib 0.10.2, every backend) aborts the process on a
-    convolution with these spatial sizes and window (grouped ones too, although XLA
-    measured to leave those alone).
+    """Whether XLA's compiler (jaxlib 0.10.2; measured on the CPU, in a pass not
+    the CPU's own) aborts the process on a convolution with these spatial sizes and
+    window (grouped ones too, although XLA measured to leave those alone).
 
     XLA swaps the operands of a convolution whose kernel is larger than its input
     (`ConvOperandSwapper`: the product of kernel sizes over the product of input sizes,
