@@ -693,6 +693,27 @@ def test_swap_breaks(in_spatial, kernel, stride, padding, lhs, rhs, breaks):
     assert lax_impl.swap_breaks(in_spatial, kernel, stride, padding, lhs, rhs) is breaks
 
 
+def test_shift_scanned_grouped_3d_input_gradient():
+    """PyTorch's conv_transpose3d sample (2 groups, kernel 4x5x6 beyond shift's unroll,
+    stride (3, 2, 1), dilation 4) by `shift`: its scanned phases' input gradient was
+    zeros op by op and NaN under `jax.jit`."""
+    kw = dict(stride=(3, 2, 1), padding=(1, 2, 3), output_padding=(2, 3, 1), groups=2)
+    x, w = arrays(np.random.default_rng(19), (2, 2, 4, 4, 4), (2, 2, 4, 5, 6), np.float32)
+    ct = jnp.asarray(np.random.default_rng(20).standard_normal((2, 4, 22, 22, 19)), jnp.float32)
+
+    def grads(impl):
+        def f(x, w, c):
+            conv = lambda a, b: jaxconv.conv_transpose3d(a, b, dilation=4, impl=impl, **kw)  # noqa: E731
+            return jax.vjp(conv, x, w)[1](c)
+
+        return f(x, w, ct), jax.jit(f)(x, w, ct)
+
+    want = grads("einsum")[0]
+    for got in grads("shift"):
+        for g, e in zip(got, want, strict=True):
+            assert_close(g, e, dtype=jnp.float32, reduction=120 * 4)
+
+
 # ----------------------------------------------------------------------------- planes
 
 

@@ -17,6 +17,7 @@ with an inserted zero is ever computed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -363,6 +364,18 @@ def _tap_rows(kernel, spec: ConvSpec, span, width: int, out_width: int) -> np.nd
 
 def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The same sum as a `jax.lax.scan` over the taps: compile time independent of them."""
+    if spec.groups > 1 and spec.ndim >= 3:
+        # One scan over the groups' stacked problems (`jax.vmap`): the grouped scan's
+        # input gradient came out wrong in 3-D (zeros op by op, NaN or garbage under
+        # `jax.jit`: PyTorch's conv_transpose3d sample of 2 groups, kernel 4x5x6,
+        # stride (3, 2, 1), dilation 4), where 1-D, 2-D and one group were right. The
+        # same time: depthwise 4x4x4 64@8x28x28 batch 2, forward 1.03x, training 1.00x.
+        g = spec.groups
+        xs = x.reshape((x.shape[0], g, -1, *x.shape[2:])).swapaxes(0, 1)
+        ws = w.reshape((g, -1, *w.shape[1:]))
+        one = dataclasses.replace(spec, groups=1)
+        ys = jax.vmap(lambda a, b: _scanned(a, b, one))(xs, ws)  # (g, N, C_out/g, *out)
+        return ys.swapaxes(0, 1).reshape((x.shape[0], -1, *ys.shape[3:]))
     n = x.shape[0]
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
