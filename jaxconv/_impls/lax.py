@@ -95,9 +95,10 @@ def _swap_breaks_value(in_spatial, kernel, spec: ConvSpec) -> bool:
     )
 
 
-def _dilated(in_spatial, kernel, spec: ConvSpec) -> list[tuple[int, int, int, int]]:
-    """Per spatial dim: the low padding, and the input, kernel and output lengths dilated
-    (by the input dilation, the kernel dilation and the stride)."""
+def _dilated(in_spatial, kernel, spec: ConvSpec) -> tuple[list, list]:
+    """The output's spatial lengths, and per spatial dim the low padding and the input,
+    kernel and output lengths dilated (by the input dilation, the kernel dilation and
+    the stride)."""
     out = spec.out_spatial(in_spatial, kernel)
     dims = zip(
         in_spatial,
@@ -109,7 +110,7 @@ def _dilated(in_spatial, kernel, spec: ConvSpec) -> list[tuple[int, int, int, in
         out,
         strict=True,
     )
-    return [
+    return out, [
         (lo, (n - 1) * ld + 1, (k - 1) * d + 1, (m - 1) * s + 1)
         for n, k, (lo, _), s, ld, d, m in dims
     ]
@@ -118,19 +119,16 @@ def _dilated(in_spatial, kernel, spec: ConvSpec) -> list[tuple[int, int, int, in
 def _swap_breaks_input_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
     """`swap_breaks` for the convolution JAX writes for the input gradient: the output
     cotangent dilated by the stride, correlated with the reversed kernel."""
-    padding = [
-        (k - 1 - lo, n + k - 1 - m - (k - 1 - lo))
-        for lo, n, k, m in _dilated(in_spatial, kernel, spec)
-    ]
-    out = spec.out_spatial(in_spatial, kernel)
+    out, dims = _dilated(in_spatial, kernel, spec)
+    padding = [(k - 1 - lo, n + k - 1 - m - (k - 1 - lo)) for lo, n, k, m in dims]
     return swap_breaks(out, kernel, spec.lhs_dilation, padding, spec.stride, spec.rhs_dilation)
 
 
 def _swap_breaks_weight_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
     """`swap_breaks` for the convolution JAX writes for the weight gradient: the input
     correlated with the output cotangent dilated by the stride."""
-    padding = [(lo, m - n + k - 1 - lo) for lo, n, k, m in _dilated(in_spatial, kernel, spec)]
-    out = spec.out_spatial(in_spatial, kernel)
+    out, dims = _dilated(in_spatial, kernel, spec)
+    padding = [(lo, m - n + k - 1 - lo) for lo, n, k, m in dims]
     return swap_breaks(in_spatial, out, spec.rhs_dilation, padding, spec.lhs_dilation, spec.stride)
 
 
