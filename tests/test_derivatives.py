@@ -138,6 +138,68 @@ def test_rows_weight_gradient_gathers_depthwise_windows(
     assert_close(low, want, jnp.bfloat16, reduction=reduction)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_rows_weight_gradient_unpadded_is_the_one_reduction(data):
+    """The depthwise loop over rows on the unpadded input
+    (`_rows_weight_gradient_unpadded`) gives the one reduction's result: windows that
+    reach into the padding on either side, strides and dilations, rows of any length."""
+    draw = data.draw
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(2))
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    height = draw(st.integers(span[0], span[0] + 6))
+    width = draw(st.integers(max(1, span[1] - sum(padding[1])), span[1] + 8))
+    c, n = draw(st.integers(1, 4)), draw(st.integers(1, 2))
+    spec = ConvSpec(stride, padding, (1, 1), dilation, c, channels_last=True)
+    out = spec.out_spatial((height, width), kernel)
+    x, ct = _arrays(draw(st.integers(0, 2**16)), (n, c, height, width), (n, c, *out))
+    got = jax.jit(shift._rows_weight_gradient_unpadded, static_argnums=(2, 3))(x, ct, spec, kernel)
+    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), kernel)
+    assert got.shape == want.shape == (c, 1, *kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.complex64])
+def test_rows_weight_gradient_unpadded_dtypes(dtype, monkeypatch):
+    """A channels-last depthwise 3x3 layer with rows of 28 and more takes the unpadded
+    loop, in the input's dtype, and gives the float64 weight gradient to its tolerance."""
+    spec = ConvSpec((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 3, channels_last=True)
+    x, ct = _arrays(0, (2, 3, 5, 30), (2, 3, 5, 30))
+    calls = []
+    unpadded = shift._rows_weight_gradient_unpadded
+    monkeypatch.setattr(
+        shift, "_rows_weight_gradient_unpadded", lambda *a: calls.append(a) or unpadded(*a)
+    )
+    got = shift._rows_weight_gradient(x.astype(dtype), ct.astype(dtype), spec, (3, 3))
+    assert calls and got.dtype == dtype
+    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), (3, 3))
+    assert_close(got, want, dtype, reduction=2 * 5 * 30)
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel, padding, unpadded",
+    [
+        ((8, 144, 56, 56), (3, 3), 1, True),  # MobileNet depthwise 3x3
+        ((8, 96, 112, 112), (3, 3), 1, True),  # output rows of 56 at stride 2
+        ((8, 144, 27, 27), (3, 3), 1, False),  # rows of 27
+        ((8, 240, 28, 28), (5, 5), 2, False),  # 25 taps
+        ((8, 144, 56, 56), (3, 1), 1, True),
+        ((8, 144, 2, 56), (3, 3), 1, False),  # a kernel taller than the input
+        ((8, 144, 56, 56), (3, 3), -1, False),  # a crop
+        ((2, 64, 16, 28, 28), (3, 3, 3), 1, False),  # 3-D
+    ],
+)
+def test_rows_weight_gradient_unpadded_rule(x_shape, kernel, padding, unpadded):
+    nd = len(kernel)
+    stride = (2 if x_shape[-1] == 112 else 1,) * nd
+    spec = ConvSpec(stride, ((padding, padding),) * nd, (1,) * nd, (1,) * nd, x_shape[1])
+    out = spec.out_spatial(x_shape[2:], kernel)
+    assert shift._rows_unpadded(x_shape, spec, kernel, out[-1]) == unpadded
+
+
 @pytest.mark.parametrize(
     "n, ct_shape, c_in_g, kernel, rows",
     [
