@@ -506,6 +506,15 @@ def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
     )
 
 
+def _unravel(r: jax.Array, shape) -> list[jax.Array]:
+    """The index into ``shape`` of flat (row-major) position ``r``."""
+    index = []
+    for m in reversed(shape):
+        index.append(r % m)
+        r = r // m
+    return index[::-1]
+
+
 # Depthwise 2-D layers of at most this many taps, with output rows of at least this
 # many positions, run the loop over rows on the unpadded input
 # (`_rows_weight_gradient_unpadded`). Training (value and both gradients, batch 8 unless
@@ -576,11 +585,7 @@ def _rows_weight_gradient_unpadded(
     at = (width * (offsets @ block_rows))[:, None] + np.clip(cols, 0, width - 1)
 
     def row(r, a):
-        index = []
-        for m in reversed(lead):
-            index.append(r % m)
-            r = r // m
-        b, *o = index[::-1]
+        b, *o = _unravel(r, lead)
         first = jnp.stack(
             [i * s - lo for i, s, (lo, _) in zip(o, spec.stride, spec.padding, strict=False)]
         ).astype(b.dtype)  # the window's first row, in the input (negative in the padding)
@@ -645,11 +650,7 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
         rows_at = _tap_rows(kernel, spec, span, width, out[-1])
 
     def row(r, accs):
-        index = []
-        for m in reversed(lead):
-            index.append(r % m)
-            r = r // m
-        b, *o = index[::-1]
+        b, *o = _unravel(r, lead)
         zero = jnp.zeros((), b.dtype)
         first = [i * s for i, s in zip(o, spec.stride[:-1], strict=True)]
         xs = lax.dynamic_slice(xp, (b, *first, zero), (1, *span, width * c_in))
