@@ -179,6 +179,19 @@ def test_rows_weight_gradient_unpadded_dtypes(dtype, monkeypatch):
     assert_close(got, want, dtype, reduction=2 * 5 * 30)
 
 
+def test_rows_weight_gradient_keeps_input_dilation_padded(monkeypatch):
+    """Input dilation with rows of 28 and more: the padded loop, which dilates the input
+    (`pad_input`), not the unpadded one, and the one reduction's result."""
+    spec = ConvSpec((1, 1), ((1, 1), (1, 1)), (2, 2), (1, 1), 3, channels_last=True)
+    out = spec.out_spatial((4, 16), (3, 3))
+    assert out[-1] >= shift.UNPADDED_ROWS_MIN_WIDTH
+    x, ct = _arrays(0, (1, 3, 4, 16), (1, 3, *out))
+    monkeypatch.setattr(shift, "_rows_weight_gradient_unpadded", None)  # not called
+    got = shift._rows_weight_gradient(x, ct, spec, (3, 3))
+    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), (3, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "x_shape, kernel, padding, unpadded",
     [

@@ -515,29 +515,30 @@ def _unravel(r: jax.Array, shape) -> list[jax.Array]:
     return index[::-1]
 
 
-# Depthwise 2-D layers of at most this many taps, with output rows of at least this
-# many positions, run the loop over rows on the unpadded input
-# (`_rows_weight_gradient_unpadded`). Training (value and both gradients, batch 8 unless
-# said, Intel Xeon, 11 interleaved runs, a fixed output gradient / through a ReLU)
-# against the padded copy: 3x3 144@56 1.23-2.32x / 1.30-1.69x, batch 2 1.02x / 1.04x;
-# 144@28 batch 32 1.45x / 1.84x, batch 8 1.11x / 1.07x; 32@56 1.08x / 1.06x; 32@112
-# 1.00x / 1.00x; 96@112 stride 2 1.19x / 1.15x. Not for smaller rows or larger kernels:
-# 3x3 576@14 0.85-0.99x / 0.94-0.95x; 5x5 240@28 0.95x / 1.14x, 192@56 batch 4 0.97x /
-# 1.09x; 7x7 96@56 1.01x / 0.98x, 384@14 0.96x / 0.96x; 3-D 3x3x3 64@16x28x28 batch 2
-# 1.07x / 0.94x (1.21x / 1.19x at depth 8).
+# Depthwise 2-D layers that take the loop over rows (`_rows_pay`, channels-last), of at
+# most this many taps and with output rows of at least this many positions, run it on
+# the unpadded input (`_rows_weight_gradient_unpadded`). Training (value and both
+# gradients, batch 8 unless said, Intel Xeon, 11 interleaved runs, a fixed output
+# gradient / through a ReLU) against the padded copy: 3x3 144@56 1.04-2.32x /
+# 1.14-1.69x in four runs; 144@28 batch 32 1.45x / 1.84x; 96@112 stride 2 1.19x / 1.15x.
+# Forced on layers the rule leaves out: 3x3 576@14 batch 32 0.99x / 0.94x; 5x5 240@28
+# 0.95x / 1.14x, 192@56 batch 4 0.97x / 1.09x; 7x7 96@56 1.01x / 0.98x, 384@14 0.96x /
+# 0.96x; 3-D 3x3x3 64@16x28x28 batch 2 1.07x / 0.94x (1.21x / 1.19x at depth 8). (The
+# same program timed against itself in this way ran 0.85-1.11x.)
 UNPADDED_ROWS_MAX_TAPS = 9
 UNPADDED_ROWS_MIN_WIDTH = 28
 
 
 def _rows_unpadded(x_shape, spec: ConvSpec, kernel, out_width: int) -> bool:
     """Whether `_rows_weight_gradient` reads this depthwise layer's input unpadded
-    (`_rows_weight_gradient_unpadded`): 2-D, a small kernel, long output rows, no crop,
-    and a kernel no taller (dilated) than the input."""
+    (`_rows_weight_gradient_unpadded`): 2-D, a small kernel, long output rows, no input
+    dilation, no crop, and a kernel no taller (dilated) than the input."""
     span = [(k - 1) * d + 1 for k, d in zip(kernel[:-1], spec.rhs_dilation[:-1], strict=True)]
     return (
         len(kernel) == 2
         and math.prod(kernel) <= UNPADDED_ROWS_MAX_TAPS
         and out_width >= UNPADDED_ROWS_MIN_WIDTH
+        and all(d == 1 for d in spec.lhs_dilation)
         and all(lo >= 0 and hi >= 0 for lo, hi in spec.padding)
         and all(sp <= m for sp, m in zip(span, x_shape[2:-1], strict=True))
     )
@@ -552,9 +553,9 @@ def _rows_weight_gradient_unpadded(
     Each step reads the block of input rows its output row needs, moved inside the
     input where the window reaches into the padding, and gathers every tap's window
     from it (as `_tap_rows`), the positions that fall in the padding set to zero. Under
-    differentiation the value pads its own copy of the input, and XLA wrote a second
-    one for this loop (it fuses the pad into each reader); each is a large temporary
-    whose pages fault in on every step. For the measurements see
+    differentiation the value pads its own copy of the input, and reading a padded copy
+    here XLA wrote a second one for this loop in training with a fixed output gradient
+    (15 MB each for depthwise 3x3 144@56 batch 8). For the measurements see
     `UNPADDED_ROWS_MAX_TAPS`.
     """
     n, c = x.shape[:2]
@@ -639,8 +640,9 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
     width = xp.shape[-2]
     last = (out[-1] - 1) * spec.stride[-1] + 1
     # Rows flattened as `_depthwise_rows` flattens them, so that XLA can write one padded
-    # copy of the input for the value and this loop (it does under `jax.grad` through a
-    # ReLU of a depthwise 3x3 layer; with a fixed cotangent it wrote two).
+    # copy of the input for the value and this loop (it did under `jax.grad` through a
+    # ReLU of a depthwise 3x3 layer, which now reads the unpadded input; with a fixed
+    # cotangent it wrote two).
     xp = xp.reshape((*xp.shape[:-2], width * c_in))
     # Depthwise with rows of rows (2-D and up): every tap's window of the row block read
     # as one gather into one accumulator, one fusion instead of one per tap (see
