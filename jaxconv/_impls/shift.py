@@ -553,8 +553,8 @@ def _rows_weight_gradient_unpadded(
     Each step reads the block of input rows its output row needs, moved inside the
     input where the window reaches into the padding, and gathers every tap's window
     from it (as `_tap_rows`), the positions that fall in the padding set to zero. Under
-    differentiation the value pads its own copy of the input, and reading a padded copy
-    here XLA wrote a second one for this loop in training with a fixed output gradient
+    differentiation the value pads its own copy of the input; when this loop read a
+    padded copy too, XLA wrote a second one in training with a fixed output gradient
     (15 MB each for depthwise 3x3 144@56 batch 8). For the measurements see
     `UNPADDED_ROWS_MAX_TAPS`.
     """
