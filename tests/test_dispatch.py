@@ -1234,3 +1234,71 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
         ]
         if direct:  # (the others: values and derivatives only)
             assert not big, (grad.__name__, big)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 5, 4, 3), (5, 3, 2, 2), dict(stride=2)),  # U-Net's up-convolution
+        ((2, 5, 4, 3), (5, 3, 2, 2), dict(stride=2, output_padding=1)),
+        ((1, 4, 3, 2, 3), (4, 2, 2, 2, 2), dict(stride=2)),  # 3-D
+        ((3, 4, 7), (4, 6, 4), dict(stride=4, output_padding=3)),  # 1-D
+        ((2, 3, 3, 4), (3, 2, 3, 2), dict(stride=(3, 2))),  # a kernel per dim
+    ],
+)
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32, jnp.bfloat16])
+def test_non_overlapping_transposed_weight_gradient(x_shape, w_shape, kwargs, channels_last, dtype):
+    """A transposed convolution whose kernel is its stride: its weight gradient as one
+    product (`subpixel.unpatched_weight_gradient`) is XLA's, in either layout and with
+    output padding, whatever the rule says of its size."""
+    import numpy as np
+
+    from jaxconv._impls import subpixel
+
+    x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, 0)
+    spec = _spec.transpose_plan("conv_transpose", x_shape, w_shape, **kwargs).spec
+    canonical_w = (w_shape[1], w_shape[0], *w_shape[2:])
+    assert subpixel.non_overlapping(spec, canonical_w)
+    y = conv("lax")(x, w)
+    ct = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape), jnp.float32)
+    want = jax.vjp(lambda b: conv("lax")(x, b), w)[1](ct)[0]
+    with jax.enable_x64(dtype == jnp.float64):
+        a, b, c = (v.astype(dtype) for v in (x, w, ct))
+        got = jax.vjp(lambda b_: conv("subpixel")(a, b_), b)[1](c)[0]  # the phases
+        cx = jnp.moveaxis(a, -1, 1) if channels_last else a
+        cc = jnp.moveaxis(c, -1, 1) if channels_last else c
+        spec_l = dataclasses.replace(spec, channels_last=channels_last)
+        direct = subpixel.unpatched_weight_gradient(cx, cc, spec_l, canonical_w)
+    assert direct.dtype == dtype
+    # the canonical weight gradient in the caller's weight layout
+    flip = (slice(None), slice(None), *(slice(None, None, -1),) * (len(x_shape) - 2))
+    direct = jnp.swapaxes(direct[flip], 0, 1)
+    if channels_last:
+        direct = jnp.transpose(direct, (*range(2, direct.ndim), 1, 0))
+    tol = {jnp.float64: 1e-5, jnp.float32: 1e-5, jnp.bfloat16: 3e-2}[dtype]
+    scale = float(jnp.abs(want).max())
+    np.testing.assert_allclose(np.asarray(direct, np.float64), want, atol=tol * scale)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=tol * scale)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_auto_non_overlapping_transposed_weight_gradient(channels_last, monkeypatch):
+    """`auto` takes the one product for channels-last layers of enough positions only,
+    and trains as `lax` does (values and both gradients, through a ReLU)."""
+    from jaxconv._impls import subpixel
+
+    calls = []
+    product = subpixel.unpatched_weight_gradient
+    monkeypatch.setattr(
+        subpixel, "unpatched_weight_gradient", lambda *a: calls.append(a) or product(*a)
+    )
+    shapes = ((2, 6, 5, 4), (6, 3, 2, 2))
+    x, w, conv = _layer("conv_transpose", *shapes, {"stride": 2}, channels_last, 0)
+    _assert_trains_as_lax(conv, x, w)
+    assert not calls  # 40 positions
+    monkeypatch.setattr(_dispatch, "NON_OVERLAPPING_MIN_POSITIONS", 40)
+    jax.clear_caches()  # `_dispatch` traces under `jax.jit`
+    _assert_trains_as_lax(conv, x, w)
+    assert bool(calls) == channels_last

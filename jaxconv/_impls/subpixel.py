@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._impls import lax as lax_impl
+from jaxconv._impls._common import accumulation_dtype
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -312,3 +313,49 @@ def _interleaved(y: jax.Array, lhs, c_out: int, sizes) -> jax.Array:
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """Phases through XLA's convolution."""
     return decompose(x, w, spec, lax_impl.forward)
+
+
+def non_overlapping(spec: ConvSpec, w_shape) -> bool:
+    """Whether this is a transposed convolution whose kernel equals its stride and that
+    crops nothing (U-Net's 2x2 stride 2): every output position meets exactly one input
+    position and one tap, so its weight gradient is one product (`unpatched_weight_gradient`).
+    Canonically: input dilation ``k`` in each dim, padding ``k - 1`` low and at least that
+    high (output padding), no stride, no kernel dilation, one group."""
+    kernel = w_shape[2:]
+    return (
+        spec.groups == 1
+        and all(k > 1 for k in kernel)
+        and all(s == 1 for s in spec.stride)
+        and all(d == 1 for d in spec.rhs_dilation)
+        and tuple(spec.lhs_dilation) == tuple(kernel)
+        and all(lo == k - 1 <= hi for (lo, hi), k in zip(spec.padding, kernel, strict=True))
+    )
+
+
+def unpatched_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape) -> jax.Array:
+    """The weight gradient of a `non_overlapping` transposed convolution as one product:
+    the output gradient ``(N, C_out, *(Q * k))`` read as ``(N, C_out, *(Q, k))`` (output
+    position ``k * q + a`` meets input ``q`` and tap ``k - 1 - a``), contracted with the
+    input over the batch and the input positions.
+
+    The input is the product's ``(positions, C_in)`` operand as a channels-last caller
+    holds it, and the output gradient is written once as ``(positions, *k, C_out)``. By
+    phases, each phase's weight gradient is a product of its own strided copy of the
+    output gradient. For the measurements see `jaxconv._dispatch.NON_OVERLAPPING_MIN_POSITIONS`.
+    """
+    n, c_in, *q = x.shape
+    c_out = ct.shape[1]
+    kernel = tuple(w_shape[2:])
+    nd = len(kernel)
+    dtype = jnp.result_type(x.dtype, ct.dtype)
+    acc = accumulation_dtype(dtype)
+    ct = ct[(slice(None), slice(None), *(slice(0, m * k) for m, k in zip(q, kernel, strict=True)))]
+    ct = ct.reshape((n, c_out, *itertools.chain.from_iterable(zip(q, kernel, strict=True))))
+    xm = jnp.moveaxis(x, 1, -1).reshape((-1, c_in))  # (positions, C_in)
+    taps_last = (0, *range(2, 2 + 2 * nd, 2), *range(3, 3 + 2 * nd, 2), 1)
+    cm = jnp.transpose(ct, taps_last).reshape((xm.shape[0], -1))  # (positions, *k, C_out)
+    dims = (((0,), (0,)), ((), ()))
+    r = lax.dot_general(xm, cm, dims, spec.precision, preferred_element_type=acc)
+    dw = jnp.moveaxis(r.reshape((c_in, *kernel, c_out)), -1, 0)  # (C_out, C_in, *a)
+    dw = dw[(slice(None), slice(None), *(slice(None, None, -1),) * nd)]  # tap k - 1 - a
+    return dw.astype(dtype).reshape(w_shape)
