@@ -298,6 +298,24 @@ def test_zero_batch():
     assert out.shape == (0, 3, 3, 3)
 
 
+@pytest.mark.parametrize("impl", ["auto", "matmul", "lax"])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("n, c", [(0, 4), (2, 0)])
+def test_gradients_of_empty_operands(n, c, op, channels_last, impl):
+    """No images or no input channels: gradients of the input's and the weight's shapes,
+    all zeros (the 1x1 and 2x2 stride-2 layers run `auto`'s products per image)."""
+    x_shape, w_shape = (n, c, 6, 6), ((3, c, 1, 1) if op == "conv2d" else (c, 3, 2, 2))
+    if channels_last:
+        x_shape, w_shape = (n, 6, 6, c), (*w_shape[2:], w_shape[1], w_shape[0])
+    stride = 1 if op == "conv2d" else 2
+    f = getattr(jaxconv, op)
+    loss = lambda a, b: f(a, b, None, stride, channels_last=channels_last, impl=impl).sum()  # noqa: E731
+    gx, gw = jax.grad(loss, (0, 1))(jnp.ones(x_shape), jnp.ones(w_shape))
+    assert gx.shape == x_shape and gw.shape == w_shape
+    np.testing.assert_array_equal(gw, np.zeros(w_shape, np.float32))
+
+
 # ----------------------------------------------------------------------------- the notes
 
 

@@ -170,7 +170,8 @@ def per_image_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sha
     """
     n, c_in = x.shape[:2]
     c_out = ct.shape[1]
-    xf, cf = x.reshape((n, c_in, -1)), ct.reshape((n, c_out, -1))
+    positions = math.prod(x.shape[2:])  # as many in the output: 1x1, unstrided, unpadded
+    xf, cf = x.reshape((n, c_in, positions)), ct.reshape((n, c_out, positions))
     dims = (((2,), (2,)), ((0,), (0,)))
     acc = accumulation_dtype(jnp.result_type(x.dtype, ct.dtype))
     if c_out <= c_in:
