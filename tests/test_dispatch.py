@@ -1282,6 +1282,40 @@ def test_non_overlapping_transposed_weight_gradient(x_shape, w_shape, kwargs, ch
     np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=tol * scale)
 
 
+@pytest.mark.parametrize(
+    "w_shape, kwargs",
+    [
+        ((4, 3, 2, 2), dict(stride=2, padding=1)),  # crops
+        ((4, 3, 2, 2), dict(stride=2, dilation=2, padding=1)),  # padding k - 1, dilated
+        ((4, 3, 2, 2), dict(stride=2, groups=2)),
+        ((4, 3, 3, 3), dict(stride=2)),  # kernel past the stride
+        ((4, 3, 2, 2), dict(stride=(2, 1))),
+        ((4, 3, 1, 2), dict(stride=(1, 2))),  # a dim of kernel 1
+    ],
+)
+def test_non_overlapping_declines(w_shape, kwargs):
+    spec = _spec.transpose_plan("conv_transpose", (2, 4, 5, 6), w_shape, **kwargs).spec
+    groups = kwargs.get("groups", 1)
+    canonical_w = (w_shape[1] * groups, w_shape[0] // groups, *w_shape[2:])
+    from jaxconv._impls import subpixel
+
+    assert not subpixel.non_overlapping(spec, canonical_w)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(2, 0, 4, 3), (0, 5, 4, 3)])
+def test_non_overlapping_weight_gradient_of_empty_operands(shape, channels_last, monkeypatch):
+    """No input channels or no images: the one product gives zeros of the weight's shape."""
+    import numpy as np
+
+    monkeypatch.setattr(_dispatch, "NON_OVERLAPPING_MIN_POSITIONS", 0)
+    jax.clear_caches()
+    w_shape = (shape[1], 3, 2, 2)
+    x, w, conv = _layer("conv_transpose", shape, w_shape, {"stride": 2}, channels_last, 0)
+    got = jax.grad(lambda b: conv("auto")(x, b).sum())(w)
+    np.testing.assert_array_equal(got, np.zeros(w.shape, np.float32))
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_auto_non_overlapping_transposed_weight_gradient(channels_last, monkeypatch):

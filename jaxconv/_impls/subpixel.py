@@ -317,8 +317,9 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 
 def non_overlapping(spec: ConvSpec, w_shape) -> bool:
     """Whether this is a transposed convolution whose kernel equals its stride and that
-    crops nothing (U-Net's 2x2 stride 2): every output position meets exactly one input
-    position and one tap, so its weight gradient is one product (`unpatched_weight_gradient`).
+    crops nothing (U-Net's 2x2 stride 2): every output position but the output padding
+    meets exactly one input position and one tap, so its weight gradient is one product
+    (`unpatched_weight_gradient`).
     Canonically: input dilation ``k`` in each dim, padding ``k - 1`` low and at least that
     high (output padding), no stride, no kernel dilation, one group."""
     kernel = w_shape[2:]
@@ -334,9 +335,10 @@ def non_overlapping(spec: ConvSpec, w_shape) -> bool:
 
 def unpatched_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape) -> jax.Array:
     """The weight gradient of a `non_overlapping` transposed convolution as one product:
-    the output gradient ``(N, C_out, *(Q * k))`` read as ``(N, C_out, *(Q, k))`` (output
-    position ``k * q + a`` meets input ``q`` and tap ``k - 1 - a``), contracted with the
-    input over the batch and the input positions.
+    the output gradient ``(N, C_out, *(Q * k + output padding))``, its output padding
+    dropped, read as ``(N, C_out, *(Q, k))`` (output position ``k * q + a`` meets input
+    ``q`` and tap ``k - 1 - a``), contracted with the input over the batch and the input
+    positions.
 
     The input is the product's ``(positions, C_in)`` operand as a channels-last caller
     holds it, and the output gradient is written once as ``(positions, *k, C_out)``. By
@@ -351,9 +353,10 @@ def unpatched_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sha
     acc = accumulation_dtype(dtype)
     ct = ct[(slice(None), slice(None), *(slice(0, m * k) for m, k in zip(q, kernel, strict=True)))]
     ct = ct.reshape((n, c_out, *itertools.chain.from_iterable(zip(q, kernel, strict=True))))
-    xm = jnp.moveaxis(x, 1, -1).reshape((-1, c_in))  # (positions, C_in)
+    positions = n * math.prod(q)
+    xm = jnp.moveaxis(x, 1, -1).reshape((positions, c_in))
     taps_last = (0, *range(2, 2 + 2 * nd, 2), *range(3, 3 + 2 * nd, 2), 1)
-    cm = jnp.transpose(ct, taps_last).reshape((xm.shape[0], -1))  # (positions, *k, C_out)
+    cm = jnp.transpose(ct, taps_last).reshape((positions, math.prod(kernel) * c_out))
     dims = (((0,), (0,)), ((), ()))
     r = lax.dot_general(xm, cm, dims, spec.precision, preferred_element_type=acc)
     dw = jnp.moveaxis(r.reshape((c_in, *kernel, c_out)), -1, 0)  # (C_out, C_in, *a)
