@@ -345,21 +345,34 @@ def _tap_rows(kernel, spec: ConvSpec, span, width: int, out_width: int) -> np.nd
     64@16x28x28 batch 2 1.36 -> 0.56 s, 1.23x, 1.25x. Not for two or more outputs per
     channel (32->64 @112 0.67x, 64->128 @56 0.54-0.60x) or 1-D rows (0.84-0.98x);
     groups of 4x4 and 8x8 channels ran even (0.97-1.06x)."""
-    inner = np.cumprod([1, *span[::-1]])[::-1][1:]  # rows per step of each leading dim
-    taps = itertools.product(*(range(k) for k in kernel))
-    return np.asarray(
-        [
-            width
-            * sum(
-                t * d * int(m)
-                for t, d, m in zip(tap[:-1], spec.rhs_dilation[:-1], inner, strict=True)
-            )
-            + tap[-1] * spec.rhs_dilation[-1]
-            + np.arange(out_width) * spec.stride[-1]
-            for tap in taps
-        ],
+    offsets, cols = _tap_offsets(kernel, spec, out_width)
+    return (width * (offsets @ _block_rows(span)))[:, None] + cols
+
+
+def _row_span(kernel, spec: ConvSpec) -> list[int]:
+    """The input rows a kernel's window spans along each spatial dim but the last."""
+    return [(k - 1) * d + 1 for k, d in zip(kernel[:-1], spec.rhs_dilation[:-1], strict=True)]
+
+
+def _block_rows(span) -> np.ndarray:
+    """Rows per step of each leading dim in a block of ``span`` rows (rows of rows)."""
+    return np.cumprod([1, *span[::-1]])[::-1][1:]
+
+
+def _tap_offsets(kernel, spec: ConvSpec, out_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per tap (row-major over ``kernel``): its row offset along each spatial dim but the
+    last, ``(taps, nd - 1)``, and the position in the row (padded as the spec pads it)
+    that each output position of a row reads, ``(taps, out_width)``."""
+    taps = list(itertools.product(*(range(k) for k in kernel)))
+    offsets = np.asarray(
+        [[t * d for t, d in zip(tap[:-1], spec.rhs_dilation[:-1], strict=True)] for tap in taps],
+        np.int32,
+    ).reshape((len(taps), len(kernel) - 1))
+    cols = np.asarray(
+        [tap[-1] * spec.rhs_dilation[-1] + np.arange(out_width) * spec.stride[-1] for tap in taps],
         np.int32,
     )
+    return offsets, cols
 
 
 def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -533,7 +546,7 @@ def _rows_unpadded(x_shape, spec: ConvSpec, kernel, out_width: int) -> bool:
     """Whether `_rows_weight_gradient` reads this depthwise layer's input unpadded
     (`_rows_weight_gradient_unpadded`): 2-D, a small kernel, long output rows, no input
     dilation, no crop, and a kernel no taller (dilated) than the input."""
-    span = [(k - 1) * d + 1 for k, d in zip(kernel[:-1], spec.rhs_dilation[:-1], strict=True)]
+    span = _row_span(kernel, spec)
     return (
         len(kernel) == 2
         and math.prod(kernel) <= UNPADDED_ROWS_MAX_TAPS
@@ -564,25 +577,14 @@ def _rows_weight_gradient_unpadded(
     dtype = jnp.result_type(x.dtype, ct.dtype)
     acc = accumulation_dtype(dtype) or dtype
     *heights, width = x.shape[2:]
-    span = [(k - 1) * d + 1 for k, d in zip(kernel[:-1], spec.rhs_dilation[:-1], strict=True)]
+    span = _row_span(kernel, spec)
     rows = jnp.moveaxis(x, 1, -1).astype(acc).reshape((n, *heights, width * c))
     cl = jnp.moveaxis(ct, 1, -1).astype(acc)  # (N, *out, C)
     lead = (n, *out[:-1])
-    taps = list(itertools.product(*(range(k) for k in kernel)))
-    # Per tap: its row offset in each leading dim, and the (unpadded) input column of
-    # each output position of a row.
-    dilation = spec.rhs_dilation[:-1]
-    offsets = np.asarray([[t * d for t, d in zip(tap[:-1], dilation, strict=True)] for tap in taps])
-    cols = np.asarray(
-        [
-            tap[-1] * spec.rhs_dilation[-1]
-            + np.arange(out[-1]) * spec.stride[-1]
-            - spec.padding[-1][0]
-            for tap in taps
-        ]
-    )  # (taps, W_out)
+    offsets, cols = _tap_offsets(kernel, spec, out[-1])
+    cols = cols - spec.padding[-1][0]  # in the unpadded row
     in_row = (cols >= 0) & (cols < width)
-    block_rows = np.cumprod([1, *span[::-1]])[::-1][1:]  # rows per step of each leading dim
+    block_rows = _block_rows(span)
     at = (width * (offsets @ block_rows))[:, None] + np.clip(cols, 0, width - 1)
 
     def row(r, a):
@@ -594,16 +596,16 @@ def _rows_weight_gradient_unpadded(
         block = lax.dynamic_slice(
             rows, (b, *start, jnp.zeros((), b.dtype)), (1, *span, width * c)
         ).reshape((math.prod(span) * width, c))
-        moved = jnp.sum((first - start) * block_rows) * width
-        wins = jnp.take(block, at + moved, axis=0, mode="clip")  # (taps, W_out, C)
-        tap_rows = first[None] + offsets  # (taps, nd - 1)
+        moved = jnp.sum((first - start) * jnp.asarray(block_rows, b.dtype)) * width
+        wins = jnp.take(block, jnp.asarray(at, b.dtype) + moved, axis=0, mode="clip")
+        tap_rows = first[None] + jnp.asarray(offsets, b.dtype)  # (taps, nd - 1)
         inside = jnp.all((tap_rows >= 0) & (tap_rows < np.asarray([heights])), axis=1)
         wins = jnp.where((inside[:, None] & in_row)[..., None], wins, 0)
         zero = jnp.zeros((), b.dtype)
         cs = lax.dynamic_slice(cl, (b, *o, zero, zero), (1,) * nd + (out[-1], c_out))
         return a + wins * cs.reshape((1, out[-1], c_out))
 
-    zeros = jnp.zeros((len(taps), out[-1], c_out), acc)
+    zeros = jnp.zeros((len(offsets), out[-1], c_out), acc)
     a = lax.fori_loop(0, math.prod(lead), row, zeros)
     return jnp.moveaxis(a.sum(1), 0, -1).reshape((c_out, 1, *kernel)).astype(dtype)
 
@@ -636,7 +638,7 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
     xp = pad_input(jnp.moveaxis(x, 1, -1).astype(acc), spec, channels_last=True)
     cl = jnp.moveaxis(ct, 1, -1).astype(acc)  # (N, *out, C_out)
     lead = (n, *out[:-1])
-    span = [(k - 1) * d + 1 for k, d in zip(kernel[:-1], spec.rhs_dilation[:-1], strict=True)]
+    span = _row_span(kernel, spec)
     width = xp.shape[-2]
     last = (out[-1] - 1) * spec.stride[-1] + 1
     # Rows flattened as `_depthwise_rows` flattens them, so that XLA can write one padded
