@@ -20,3 +20,14 @@ def maybe_jit(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def retrace():
+    """JAX's traces dropped before and after the test, for tests that patch a constant
+    the rules read while tracing: `jaxconv.functional` traces under `jax.jit`, keyed by
+    shapes and the plan, not by those constants, so a trace made under one setting
+    would serve calls under another, in this test or a later one."""
+    jax.clear_caches()
+    yield
+    jax.clear_caches()

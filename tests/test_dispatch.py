@@ -415,7 +415,7 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
     ],
 )
 def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
-    c_in, c_out, batch, kwargs, by_rows, monkeypatch
+    c_in, c_out, batch, kwargs, by_rows, monkeypatch, retrace
 ):
     """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
     convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
@@ -433,7 +433,6 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     size = kwargs.pop("x_size", 56)
     vendor = kwargs.pop("vendor", "AuthenticAMD")
     monkeypatch.setattr(_dispatch, "cpu_vendor", lambda: vendor)
-    jax.clear_caches()  # traces made under the real vendor
     channels_last = kwargs.get("channels_last", False)
     x_shape, w_shape = (batch, c_in, size, size), (c_out, c_in, 3, 3)
     if channels_last:
@@ -598,7 +597,7 @@ def test_eigen_leaves_wide_channels_first_layers_to_ynnpack(x_shape, w_shape, ch
     ],
 )
 def test_dense_2d_value_and_input_gradient_off_ynnpack(
-    x_shape, w_shape, kwargs, channels_last, monkeypatch
+    x_shape, w_shape, kwargs, channels_last, monkeypatch, retrace
 ):
     """auto's value and input gradient of a stride-1 dense 2-D convolution are XLA's
     convolutions with a taller output (`lax.forward_eigen`), and equal `lax`'s. (Small
@@ -1304,12 +1303,13 @@ def test_non_overlapping_declines(w_shape, kwargs):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape", [(2, 0, 4, 3), (0, 5, 4, 3)])
-def test_non_overlapping_weight_gradient_of_empty_operands(shape, channels_last, monkeypatch):
+def test_non_overlapping_weight_gradient_of_empty_operands(
+    shape, channels_last, monkeypatch, retrace
+):
     """No input channels or no images: the one product gives zeros of the weight's shape."""
     import numpy as np
 
     monkeypatch.setattr(_dispatch, "NON_OVERLAPPING_MIN_POSITIONS", 0)
-    jax.clear_caches()
     w_shape = (shape[1], 3, 2, 2)
     x, w, conv = _layer("conv_transpose", shape, w_shape, {"stride": 2}, channels_last, 0)
     got = jax.grad(lambda b: conv("auto")(x, b).sum())(w)
@@ -1318,7 +1318,7 @@ def test_non_overlapping_weight_gradient_of_empty_operands(shape, channels_last,
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_auto_non_overlapping_transposed_weight_gradient(channels_last, monkeypatch):
+def test_auto_non_overlapping_transposed_weight_gradient(channels_last, monkeypatch, retrace):
     """`auto` takes the one product for channels-last layers of enough positions only,
     and trains as `lax` does (values and both gradients, through a ReLU)."""
     from jaxconv._impls import subpixel
@@ -1333,6 +1333,6 @@ def test_auto_non_overlapping_transposed_weight_gradient(channels_last, monkeypa
     _assert_trains_as_lax(conv, x, w)
     assert not calls  # 40 positions
     monkeypatch.setattr(_dispatch, "NON_OVERLAPPING_MIN_POSITIONS", 40)
-    jax.clear_caches()  # `_dispatch` traces under `jax.jit`
+    jax.clear_caches()  # the traces made under the default, above
     _assert_trains_as_lax(conv, x, w)
     assert bool(calls) == channels_last

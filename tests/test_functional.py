@@ -610,7 +610,7 @@ def test_pytorch_conv_transpose3d_sample_gradient():
 
 
 @pytest.mark.parametrize("impl", ["matmul", "auto"])
-def test_matmul_in_batch_chunks(impl, monkeypatch):
+def test_matmul_in_batch_chunks(impl, monkeypatch, retrace):
     """Past its cache budget the matmul runs the batch in chunks: same values, gradients."""
     from jaxconv._impls import matmul
 

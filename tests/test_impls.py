@@ -538,7 +538,7 @@ def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
         ((2, 3, 2), (1, 2, 1), (2, 1, 1)),
     ],
 )
-def test_shift_depthwise_channels_last_rows(kernel, stride, dilation, monkeypatch):
+def test_shift_depthwise_channels_last_rows(kernel, stride, dilation, monkeypatch, retrace):
     """Depthwise channels-last, stride 1 along the last dim: taps as runs of a row that
     flattens that dim with the channels (`shift._depthwise_rows`; the split off, which
     takes small kernels)."""
@@ -546,7 +546,6 @@ def test_shift_depthwise_channels_last_rows(kernel, stride, dilation, monkeypatc
 
     monkeypatch.setattr(shift, "SPLIT_MAX_TAPS", {})
     monkeypatch.setattr(shift, "SPLIT_MAX_TAPS_ND", 0)
-    jax.clear_caches()
     nd, c = len(kernel), 5
     x, w = arrays(np.random.default_rng(15), (2, c, *(k + 6 for k in kernel)), (c, 1, *kernel))
     pads = tuple((k // 2, (k - 1) // 2) for k in kernel)
