@@ -120,6 +120,12 @@ EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
 # not by 2-D planes, from this many output positions per plane and this many (input x
 # output) channels per group (see `_strided_3d_direct`).
 STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
+# The weight gradient of a 3-D convolution by 2-D planes stacks the planes
+# (`planes.stacked`) from at most this many input channels per group (see
+# `_stacked_planes`), and no role stacks them on output planes of fewer than this many
+# positions.
+STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS = 8
+STACKED_PLANES_MIN_PLANE_POSITIONS = 196
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MAX_OUT_CHANNELS = 8
@@ -678,6 +684,40 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
+def _stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
+    """Whether ``role``'s 3-D convolution by 2-D planes stacks each output plane's input
+    planes along the channels, one 2-D convolution for every depth tap
+    (`planes.stacked`), rather than one 2-D convolution per depth tap, summed
+    (`planes.decompose`), on output planes of at least
+    `STACKED_PLANES_MIN_PLANE_POSITIONS` positions: the value; the input gradient
+    unstrided along the depth; the weight gradient from at most
+    `STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS` input channels per group.
+
+    Against one convolution per depth tap (3x3x3 unless said, padded, stride 1;
+    channels-first / channels-last; 7 interleaved runs, Intel Xeon, 2026-12-01): forward
+    64->64 @16x28 batch 8 (the bench's video layer) 1.22x / 1.03x, 32->32 @8x28 batch 8
+    1.31x / 1.01x, 128->128 @8x14 batch 4 1.18x / 1.04x, 256->256 @4x14 batch 4 1.20x /
+    1.11x, 5x3x3 32->32 @16x32 batch 2 1.32x / 1.12x, C3D's first layer 3->64 @16x112
+    batch 2 1.83x / 2.00x, a 7x7x7 stride-2 stem 3->64 @16x112 batch 1 1.49x / 1.39x;
+    strided 3x3x3 64->128 @16x56 stride 2 and 64->64 @8x56 stride (1, 2, 2) 0.99-1.01x.
+    Training with a fixed cotangent, the value and input gradient stacked: 1.04x /
+    1.18x, 1.05x / 1.14x, 1.03x / 1.08x, 1.06x / 1.08x, 1.06x / 1.18x, 1.17x / 1.49x;
+    strided along the depth, where the input gradient's stacking transposes to strided
+    updates, 0.78x / 0.72x (the stem), 0.93x / 1.06x (stride 2). The weight gradient
+    stacked too: 3->64 1.72x / 2.56x (its 2-D weight gradient from 9 channels, not
+    3), 8->32 @16x56 batch 2 1.27x / 1.03x; 16->32 0.94x / 1.01x, from 32 channels
+    0.88-0.95x on four of six layers. On 7x7 planes (512->512 @2x7 batch 1, 11 runs)
+    stacking ran 1.01x / 0.96x forward and 0.99x / 0.83x in training."""
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    if math.prod(out[1:]) < STACKED_PLANES_MIN_PLANE_POSITIONS:
+        return False
+    if role == FORWARD:
+        return True
+    if role == INPUT_GRADIENT:
+        return spec.stride[0] == 1
+    return w_shape[1] <= STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS
+
+
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bool = False) -> bool:
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
@@ -935,7 +975,9 @@ def _run(
             if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
                 # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.8x lax and
                 # train 1.3-1.5x (full bench); batch 1 32@8x28x28 fwd 3x, train 4.6x.
-                return planes.decompose(x_, w_, spec_, chosen)
+                stack = _stacked_planes(spec_, x_.shape, w_.shape, role)
+                by = planes.stacked if stack else planes.decompose
+                return by(x_, w_, spec_, chosen)
         if (
             spec_.ndim == 2
             and role == WEIGHT_GRADIENT

@@ -6,6 +6,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxconv
@@ -226,6 +227,71 @@ def test_3d_runs_as_2d_planes_on_cpu():
     assert all("0, 1, 2]" in line for line in lax3d)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, stacked",
+    [
+        # 14x14 planes: the value, the unstrided input gradient and, from at most 8
+        # input channels, the weight gradient stack the depth taps.
+        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), (True, True, True)),
+        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), (True, True, False)),
+        # strided along the depth: not the input gradient
+        (
+            (1, 4, 7, 14, 14),
+            (6, 4, 3, 3, 3),
+            dict(padding=1, stride=(2, 1, 1)),
+            (True, False, True),
+        ),
+        # 12x12 planes: one 2-D convolution per depth tap in every role
+        ((1, 4, 5, 12, 12), (6, 4, 3, 3, 3), dict(padding=1), (False, False, False)),
+    ],
+)
+def test_3d_planes_stacked_by_role(
+    monkeypatch, retrace, x_shape, w_shape, kwargs, stacked, channels_last
+):
+    """Which roles of a 3-D convolution under auto stack the input planes along the
+    channels (`planes.stacked`) rather than summing one 2-D convolution per depth tap
+    (`planes.decompose`); values and gradients equal lax's either way."""
+    from jaxconv._impls import planes
+
+    calls = []
+    for by in ("stacked", "decompose"):
+        original = getattr(planes, by)
+
+        def spy(x, w, spec, inner, by=by, original=original):
+            if spec.ndim == 3:
+                calls.append(by)
+            return original(x, w, spec, inner)
+
+        monkeypatch.setattr(planes, by, spy)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    if channels_last:
+        x, w = jnp.moveaxis(x, 1, -1), jnp.transpose(w, (2, 3, 4, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    roles = {}
+    for role, f in (
+        (_dispatch.FORWARD, lambda a, b: conv("auto")(a, b)),
+        (_dispatch.INPUT_GRADIENT, jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), 0)),
+        (_dispatch.WEIGHT_GRADIENT, jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), 1)),
+    ):
+        calls.clear()
+        got = jax.jit(f)(x, w)
+        roles[role] = calls[-1]
+        want = {
+            _dispatch.FORWARD: conv("lax"),
+            _dispatch.INPUT_GRADIENT: jax.grad(lambda a, b: jnp.sum(conv("lax")(a, b) ** 2), 0),
+            _dispatch.WEIGHT_GRADIENT: jax.grad(lambda a, b: jnp.sum(conv("lax")(a, b) ** 2), 1),
+        }[role](x, w)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+    assert tuple(roles[r] == "stacked" for r in range(3)) == stacked
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the (k, 1, 1) rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -337,7 +403,7 @@ def test_channels_last_3d_expansion_is_xlas_whole(x_shape, w_shape, kwargs, whol
 def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, direct):
     """auto's value of a 3-D convolution strided along large planes of many channels
     is XLA's 3-D convolution (`_dispatch._strided_3d_direct`); its derivatives and the
-    other 3-D values stay 2-D planes; values and gradients equal lax's."""
+    other 3-D values stay 2-D planes (stacked); values and gradients equal lax's."""
     import numpy as np
 
     import jaxconv
@@ -355,7 +421,9 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
 
     value = convolutions(conv("auto"), x, w)
     assert any("0, 1, 2]" in line for line in value) == direct
-    assert len(value) == (1 if direct else w_shape[2])
+    # One convolution: XLA's 3-D one, or the 2-D planes stacked along the channels
+    # (`planes.stacked`; these planes are large enough).
+    assert len(value) == 1
     spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride, padding=1).spec
     assert _dispatch._strided_3d_direct(spec, x_shape, w_shape) == direct
     y, vjp = jax.vjp(conv("auto"), x, w)

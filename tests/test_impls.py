@@ -7,6 +7,7 @@ builds directly (negative padding, input dilation), that they really are hand-wr
 transforms.
 """
 
+import dataclasses
 import functools
 import math
 
@@ -737,23 +738,26 @@ def specs_planes(draw):
     return x_shape, (draw(st.integers(1, 2)) * groups, 2, *kernel), s
 
 
+@pytest.mark.parametrize("by", ["decompose", "stacked"])
 @settings(max_examples=30, deadline=None)
-@given(specs_planes())
-def test_planes_match_lax(config):
+@given(config=specs_planes(), channels_last=st.booleans())
+def test_planes_match_lax(by, config, channels_last):
     from jaxconv._impls import planes
 
     x_shape, w_shape, s = config
+    s = dataclasses.replace(s, channels_last=channels_last)
     x, w = arrays(np.random.default_rng(15), x_shape, w_shape)
-    got = jax.jit(lambda a, b: planes.decompose(a, b, s, FORWARDS["lax"]))(x, w)
+    got = jax.jit(lambda a, b: getattr(planes, by)(a, b, s, FORWARDS["lax"]))(x, w)
     assert_close(got, jitted("lax")(x, w, s), reduction=reduction(w_shape))
 
 
-def test_planes_gradients_and_half_precision():
+@pytest.mark.parametrize("by", ["decompose", "stacked"])
+def test_planes_gradients_and_half_precision(by):
     from jaxconv._impls import planes
 
     x_shape, w_shape, s = SPECS["3d_all"]
     x, w = arrays(np.random.default_rng(16), x_shape, w_shape)
-    run = lambda name: lambda a, b: planes.decompose(a, b, s, FORWARDS[name])  # noqa: E731
+    run = lambda name: lambda a, b: getattr(planes, by)(a, b, s, FORWARDS[name])  # noqa: E731
     ct = jnp.asarray(np.random.default_rng(17).standard_normal(jitted("lax")(x, w, s).shape))
     got = jax.jit(lambda a, b: jax.vjp(run("lax"), a, b)[1](ct))(x, w)
     want = jax.jit(lambda a, b: jax.vjp(lambda a_, b_: FORWARDS["lax"](a_, b_, s), a, b)[1](ct))(
@@ -764,6 +768,30 @@ def test_planes_gradients_and_half_precision():
     half = jax.jit(run("matmul"))(xb, wb)
     assert half.dtype == jnp.bfloat16
     assert_close(half, jitted("lax")(x, w, s), dtype=jnp.bfloat16, reduction=reduction(w_shape))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape",
+    [
+        ((0, 2, 4, 5, 5), (3, 2, 3, 3, 3)),  # empty batch
+        ((1, 2, 2, 5, 5), (3, 2, 3, 3, 3)),  # no output depth
+        ((1, 0, 4, 5, 5), (3, 0, 3, 3, 3)),  # no input channels
+        ((1, 2, 4, 5, 5), (0, 2, 3, 3, 3)),  # no output channels
+    ],
+)
+def test_stacked_planes_of_empty_operands(x_shape, w_shape):
+    """`planes.stacked` gives lax's zeros, and zero gradients, for empty problems."""
+    from jaxconv._impls import planes
+
+    s = spec(3, padding=((0, 0), (1, 1), (1, 1)))
+    x, w = jnp.ones(x_shape), jnp.ones(w_shape)
+    run = lambda a, b: planes.stacked(a, b, s, FORWARDS["lax"])  # noqa: E731
+    got = jax.jit(run)(x, w)
+    want = FORWARDS["lax"](x, w, s)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    gx, gw = jax.grad(lambda a, b: jnp.sum(run(a, b)), (0, 1))(x, w)
+    assert gx.shape == x.shape and gw.shape == w.shape
 
 
 @pytest.mark.parametrize(

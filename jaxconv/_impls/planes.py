@@ -42,6 +42,17 @@ def applies(spec: ConvSpec) -> bool:
     return spec.ndim >= 2 and spec.lhs_dilation[0] == 1
 
 
+def _sub(spec: ConvSpec) -> ConvSpec:
+    """``spec`` without its first spatial dim."""
+    return dataclasses.replace(
+        spec,
+        stride=spec.stride[1:],
+        padding=spec.padding[1:],
+        lhs_dilation=spec.lhs_dilation[1:],
+        rhs_dilation=spec.rhs_dilation[1:],
+    )
+
+
 def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
     """The canonical convolution, one convolution of a spatial dim fewer per tap along
     the first spatial dim, via ``inner``."""
@@ -59,13 +70,7 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     # (N, C, D, *S), depth padded (or cropped), as (N, D, C, *S).
     config = (keep, keep, (lo, hi, 0)) + (keep,) * (spec.ndim - 1)
     xp = jnp.moveaxis(lax.pad(x, lax.full((), 0, x.dtype), config), 2, 1)
-    sub = dataclasses.replace(
-        spec,
-        stride=spec.stride[1:],
-        padding=spec.padding[1:],
-        lhs_dilation=spec.lhs_dilation[1:],
-        rhs_dilation=spec.rhs_dilation[1:],
-    )
+    sub = _sub(spec)
     acc = accumulation_dtype(x.dtype) or x.dtype
     y = None
     for t in range(depth):
@@ -76,3 +81,61 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
         y = term if y is None else y + term
     y = jnp.moveaxis(y.reshape((n, out[0], c_out, *out[1:])), 1, 2)
     return y.astype(x.dtype)
+
+
+def stacked(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
+    """`decompose` as one convolution of a spatial dim fewer: each output plane's
+    ``K_d`` input planes stacked along the channels (within each group), so that one
+    convolution through ``inner`` with the weight's depth taps folded into its input
+    channels, ``(C_out, K_d * C_in / groups, *K)``, computes every plane at once:
+
+        y[:, :, o] = conv(concat_t(x_padded[:, :, o * s + t * d]), concat_t(w[:, :, t]))
+
+    The stacked input is ``K_d`` times the input (times the depth stride's share), and
+    one convolution with ``K_d`` times the products per output replaces ``K_d``
+    convolutions and the sum of their outputs."""
+    if not applies(spec):
+        return inner(x, w, spec)
+    out = spec.out_spatial(x.shape[2:], w.shape[2:])
+    n, c = x.shape[:2]
+    c_out, c_in_g, depth = w.shape[:3]
+    g = spec.groups
+    if 0 in (n, c, *out):
+        return jnp.zeros((n, c_out, *out), x.dtype)
+    lo, stride, dilation = spec.padding[0][0], spec.stride[0], spec.rhs_dilation[0]
+    rest = x.shape[3:]
+    # Channels innermost where the caller holds them there, so that the stacking is
+    # written in the caller's layout (XLA cancels the transposes around it).
+    axis = 1 if spec.channels_last else 2  # the depth
+    if spec.channels_last:
+        x = jnp.moveaxis(x, 1, -1)  # (N, D, *S, C)
+    taps = []
+    for t in range(depth):
+        # The planes tap t meets, o * stride + t * dilation - lo, each tap padded with
+        # the zero planes it meets itself (no padded copy of the whole input).
+        first = t * dilation - lo
+        last = first + (out[0] - 1) * stride
+        config = [(0, 0, 0)] * x.ndim
+        config[axis] = (max(0, -first), max(0, last - (x.shape[axis] - 1)), 0)
+        xp = lax.pad(x, lax.full((), 0, x.dtype), config)
+        start = first + config[axis][0]
+        planes_t = lax.slice_in_dim(xp, start, start + last - first + 1, stride, axis)
+        if spec.channels_last:
+            taps.append(planes_t.reshape((n * out[0], *rest, g, c_in_g)))
+        else:
+            taps.append(planes_t.reshape((n, g, c_in_g, out[0], *rest)))
+    if spec.channels_last:
+        # (N * D_out, *S, G, K_d, C_in/G) -> (N * D_out, G * K_d * C_in/G, *S)
+        xs = jnp.stack(taps, axis=-2).reshape((n * out[0], *rest, g * depth * c_in_g))
+        xs = jnp.moveaxis(xs, -1, 1)
+    else:
+        # (N, G, K_d, C_in/G, D_out, *S) -> (N * D_out, G * K_d * C_in/G, *S)
+        xs = jnp.moveaxis(jnp.stack(taps, axis=2), 4, 1).reshape(
+            (n * out[0], g * depth * c_in_g, *rest)
+        )
+    ws = jnp.moveaxis(w, 2, 1).reshape((c_out, depth * c_in_g, *w.shape[3:]))
+    y = inner(xs, ws, _sub(spec))
+    if spec.channels_last:
+        y = jnp.moveaxis(y, 1, -1).reshape((n, *out, c_out))
+        return jnp.moveaxis(y, -1, 1)
+    return jnp.moveaxis(y.reshape((n, out[0], c_out, *out[1:])), 1, 2)
