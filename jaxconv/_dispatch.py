@@ -684,6 +684,37 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
+def _strided_rows_stacked(spec: ConvSpec, w_shape) -> bool:
+    """Whether the value of this dense 2-D convolution, strided along its height, runs
+    as one 1-D convolution over the output rows with each output row's kernel-height
+    input rows stacked along the channels (`planes.stacked`), where XLA's strided 2-D
+    convolution (YNNPACK's) is slow: not under differentiation (`_run`), not with a
+    kernel one tap wide, not in the planes of a 3-D convolution.
+
+    Forward against XLA's strided convolution (batch 8 unless said, padded, 9
+    interleaved runs, Intel Xeon, 2026-12-01; channels-first / channels-last; two or
+    three numbers where the layer was rerun): 3x3 stride 2 64->128 @56 (the bench's
+    layer) 1.68x, 1.72x, 1.74x / 1.50x, 0.95x, 1.51x; 128->256 @28 1.26x / 1.04x;
+    256->512 @14 1.17x / 1.09x; 128->128 @56 1.40x / 1.05x; 32->64 @112 batch 4 1.39x,
+    1.49x / 0.92x, 1.23x; 3->32 @224 1.16x / 1.04x; 512->512 @14 batch 2 0.98x / 0.99x;
+    5x5 64->64 @56 1.54x / 1.40x; the 7x7 stem 3->64 @224 1.23x / 1.10x; 2x2 stride 2
+    96->192 @56 1.47x / 1.76x, 64->64 @56 1.41x / 1.13x; 4x4 stride 2 64->128 @64 0.68x,
+    0.98x / 0.91x, 1.03x, 128->256 @32 1.26x / 0.96x; 4x4 stride 4 3->96 @224 1.02x /
+    1.06x. Under differentiation the value stacked trained 0.60-1.27x (fixed
+    cotangent; 128->256 @28 channels-last 0.60x, 128->128 @56 0.78x), so training keeps
+    XLA's. The planes of strided 3-D convolutions stacked ran 0.53-0.96x forward
+    (3x3x3 stride (1, 2, 2) 32->32 @8x56 0.53x), and a (3, 1, 1) kernel with a depth
+    stride of 2, flattened to a 3x1 2-D kernel (`_temporal_as_2d`), 0.71-0.84x."""
+    return (
+        spec.ndim == 2
+        and spec.groups == 1
+        and spec.stride[0] > 1
+        and w_shape[2] > 1
+        and w_shape[3] > 1
+        and planes.applies(spec)
+    )
+
+
 def _stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether ``role``'s 3-D convolution by 2-D planes stacks each output plane's input
     planes along the channels, one 2-D convolution for every depth tap
@@ -1019,6 +1050,15 @@ def _run(
             # Steered off XLA's slow weight gradients: the unpadded one (as the value
             # below) and the over-padded one (see `lax.weight_derivative`).
             return lax_impl.weight_derivative(x_, w_, spec_)
+        if (
+            role == FORWARD
+            and not differentiated
+            and spec.ndim == 2  # not the planes of a 3-D convolution
+            and spec.groups == 1  # nor one group's of a grouped one (not measured)
+            and _strided_rows_stacked(spec_, w_.shape)
+        ):
+            # Strided dense 2-D values as 1-D convolutions of stacked rows.
+            return planes.stacked(x_, w_, spec_, chosen)
         # The value: off YNNPACK where that pays, else off the unpadded slow path.
         return lax_impl.forward_eigen(x_, w_, spec_)
 

@@ -292,6 +292,85 @@ def test_3d_planes_stacked_by_role(
     assert tuple(roles[r] == "stacked" for r in range(3)) == stacked
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, stacked",
+    [
+        ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=2, padding=1), True),
+        ((1, 8, 24, 17), (12, 8, 4, 2), dict(stride=(3, 1), dilation=(1, 2)), True),
+        ((1, 8, 24, 17), (12, 8, 3, 3), dict(stride=2, padding="valid"), True),
+        ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=(1, 2), padding=1), False),  # width
+        ((2, 16, 20, 18), (16, 16, 3, 1), dict(stride=2, padding=1), False),  # 1 tap wide
+        ((2, 32, 20, 18), (32, 16, 3, 3), dict(stride=2, padding=1, groups=2), False),
+        ((2, 16, 20, 18), (16, 16, 1, 3), dict(stride=2), False),  # one kernel row
+    ],
+)
+def test_strided_value_by_stacked_rows(
+    monkeypatch, retrace, x_shape, w_shape, kwargs, stacked, channels_last
+):
+    """auto's value of a dense 2-D convolution strided along its height is one 1-D
+    convolution of stacked input rows (`planes.stacked`), outside differentiation only;
+    values and gradients equal lax's."""
+    from jaxconv._impls import planes
+
+    calls = []
+    original = planes.stacked
+
+    def spy(x, w, spec, inner):
+        calls.append(spec.ndim)
+        return original(x, w, spec, inner)
+
+    monkeypatch.setattr(planes, "stacked", spy)
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    if channels_last:
+        x, w = jnp.moveaxis(x, 1, -1), jnp.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    got = jax.jit(conv("auto"))(x, w)
+    assert calls == ([2] if stacked else [])
+    np.testing.assert_allclose(got, conv("lax")(x, w), rtol=1e-5, atol=1e-5)
+    calls.clear()
+    loss = lambda impl: lambda a, b: jnp.sum(jnp.sin(conv(impl)(a, b)))  # noqa: E731
+    grads = jax.jit(jax.grad(loss("auto"), (0, 1)))(x, w)
+    assert calls == []  # under differentiation the value stays XLA's
+    for g, want in zip(grads, jax.grad(loss("lax"), (0, 1))(x, w), strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+@pytest.mark.parametrize(
+    "w_shape, kwargs",
+    [
+        ((16, 16, 3, 3, 3), dict(stride=(1, 2, 2), padding=1)),  # the planes of a 3-D one
+        ((16, 16, 3, 1, 1), dict(stride=(2, 1, 1), padding=(1, 0, 0))),  # (k, 1, 1) as 2-D
+    ],
+)
+def test_strided_3d_planes_not_by_stacked_rows(monkeypatch, retrace, w_shape, kwargs):
+    """The 2-D convolutions a strided 3-D one runs as keep XLA's strided value."""
+    from jaxconv._impls import planes
+
+    calls = []
+    original = planes.stacked
+
+    def spy(x, w, spec, inner):
+        calls.append(spec.ndim)
+        return original(x, w, spec, inner)
+
+    monkeypatch.setattr(planes, "stacked", spy)
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.standard_normal((1, 16, 5, 20, 20)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    got = jax.jit(lambda a, b: jaxconv.conv3d(a, b, impl="auto", **kwargs))(x, w)
+    assert 2 not in calls
+    want = jaxconv.conv3d(x, w, impl="lax", **kwargs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the (k, 1, 1) rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -485,8 +564,8 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
 def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     c_in, c_out, batch, kwargs, by_rows, monkeypatch, retrace
 ):
-    """A dense 2-D convolution under auto: value and input gradient by XLA's 2-D
-    convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
+    """A dense 2-D convolution under auto: value (unstrided) and input gradient by XLA's
+    2-D convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
     than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and has at least
     10 products per row, and is not channels-first 3x3 from 64 channels at batch 8 on
     2500-8192 positions on an AMD CPU, strided with an input of more than 2M elements,
@@ -526,7 +605,11 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     assert len(rows) >= 3 if by_rows else not rows
     assert not one_d(convolutions(weight_grad("lax"), w))
     assert not one_d(convolutions(input_grad("auto"), x))
-    assert not one_d(convolutions(conv("auto"), x, w))
+    # The value outside differentiation: one 1-D convolution of stacked rows where it is
+    # strided along the height (`_dispatch._strided_rows_stacked`), else XLA's 2-D one.
+    stride = kwargs.get("stride", 1)
+    strided = (stride if isinstance(stride, int) else stride[0]) > 1
+    assert len(one_d(convolutions(conv("auto"), x, w))) == (1 if strided else 0)
 
 
 @pytest.mark.parametrize(
