@@ -125,6 +125,9 @@ STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
 # `_stacked_planes`), and no role stacks them on output planes of fewer than this many
 # positions.
 STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS = 8
+# The value of a dense 2-D convolution strided along its height runs as one 1-D
+# convolution of stacked rows from this many FLOPs (see `_strided_rows_stacked`).
+STRIDED_ROWS_MIN_FLOPS = 1.5e8
 STACKED_PLANES_MIN_PLANE_POSITIONS = 196
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
@@ -684,12 +687,13 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
-def _strided_rows_stacked(spec: ConvSpec, w_shape) -> bool:
+def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the value of this dense 2-D convolution, strided along its height, runs
     as one 1-D convolution over the output rows with each output row's kernel-height
     input rows stacked along the channels (`planes.stacked`), where XLA's strided 2-D
-    convolution (YNNPACK's) is slow: not under differentiation (`_run`), not with a
-    kernel one tap wide, not in the planes of a 3-D convolution.
+    convolution (YNNPACK's) is slow: from `STRIDED_ROWS_MIN_FLOPS`, not under
+    differentiation (`_run`), not with a kernel one tap wide, not in the planes of a
+    3-D convolution.
 
     Forward against XLA's strided convolution (batch 8 unless said, padded, 9
     interleaved runs, Intel Xeon, 2026-12-01; channels-first / channels-last; two or
@@ -704,9 +708,13 @@ def _strided_rows_stacked(spec: ConvSpec, w_shape) -> bool:
     cotangent; 128->256 @28 channels-last 0.60x, 128->128 @56 0.78x), so training keeps
     XLA's. The planes of strided 3-D convolutions stacked ran 0.53-0.96x forward
     (3x3x3 stride (1, 2, 2) 32->32 @8x56 0.53x), and a (3, 1, 1) kernel with a depth
-    stride of 2, flattened to a 3x1 2-D kernel (`_temporal_as_2d`), 0.71-0.84x."""
+    stride of 2, flattened to a 3x1 2-D kernel (`_temporal_as_2d`), 0.71-0.84x. Small
+    layers lose what the stacking costs: batch 1, the stem @112 (59 MFLOP) 0.84-0.89x /
+    0.62-0.67x, 3x3 stride 2 64->128 @56 and 128->256 @28 (115 MFLOP) 1.14x and 1.18x /
+    0.93x and 1.07x; from 173 MFLOP (3->32 @224 batch 8) the layers above."""
     return (
-        spec.ndim == 2
+        spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
+        and spec.ndim == 2
         and spec.groups == 1
         and spec.stride[0] > 1
         and w_shape[2] > 1
@@ -1055,7 +1063,7 @@ def _run(
             and not differentiated
             and spec.ndim == 2  # not the planes of a 3-D convolution
             and spec.groups == 1  # nor one group's of a grouped one (not measured)
-            and _strided_rows_stacked(spec_, w_.shape)
+            and _strided_rows_stacked(spec_, x_.shape, w_.shape)
         ):
             # Strided dense 2-D values as 1-D convolutions of stacked rows.
             return planes.stacked(x_, w_, spec_, chosen)

@@ -311,7 +311,8 @@ def test_strided_value_by_stacked_rows(
 ):
     """auto's value of a dense 2-D convolution strided along its height is one 1-D
     convolution of stacked input rows (`planes.stacked`), outside differentiation only;
-    values and gradients equal lax's."""
+    values and gradients equal lax's. (The FLOPs floor is lifted for these small layers;
+    `test_strided_rows_flops_floor` checks it.)"""
     from jaxconv._impls import planes
 
     calls = []
@@ -322,6 +323,7 @@ def test_strided_value_by_stacked_rows(
         return original(x, w, spec, inner)
 
     monkeypatch.setattr(planes, "stacked", spy)
+    monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_FLOPS", 0)
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
@@ -340,6 +342,16 @@ def test_strided_value_by_stacked_rows(
     assert calls == []  # under differentiation the value stays XLA's
     for g, want in zip(grads, jax.grad(loss("lax"), (0, 1))(x, w), strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+def test_strided_rows_flops_floor():
+    """Strided 2-D values stack their rows only from `STRIDED_ROWS_MIN_FLOPS`."""
+    s = _spec.conv_plan("conv", (1, 3, 112, 112), (64, 3, 7, 7), stride=2, padding=3).spec
+    big = _spec.conv_plan("conv", (8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3).spec
+    assert s.flops((1, 3, 112, 112), (64, 3, 7, 7)) < _dispatch.STRIDED_ROWS_MIN_FLOPS
+    assert not _dispatch._strided_rows_stacked(s, (1, 3, 112, 112), (64, 3, 7, 7))
+    assert _dispatch._strided_rows_stacked(big, (8, 3, 224, 224), (64, 3, 7, 7))
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
@@ -362,6 +374,7 @@ def test_strided_3d_planes_not_by_stacked_rows(monkeypatch, retrace, w_shape, kw
         return original(x, w, spec, inner)
 
     monkeypatch.setattr(planes, "stacked", spy)
+    monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_FLOPS", 0)
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.standard_normal((1, 16, 5, 20, 20)), jnp.float32)
     w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
@@ -609,7 +622,8 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     # strided along the height (`_dispatch._strided_rows_stacked`), else XLA's 2-D one.
     stride = kwargs.get("stride", 1)
     strided = (stride if isinstance(stride, int) else stride[0]) > 1
-    assert len(one_d(convolutions(conv("auto"), x, w))) == (1 if strided else 0)
+    stacked = strided and flops >= _dispatch.STRIDED_ROWS_MIN_FLOPS
+    assert len(one_d(convolutions(conv("auto"), x, w))) == (1 if stacked else 0)
 
 
 @pytest.mark.parametrize(
