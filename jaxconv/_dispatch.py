@@ -125,10 +125,10 @@ STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
 # `_stacked_planes`), and no role stacks them on output planes of fewer than this many
 # positions.
 STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS = 8
+STACKED_PLANES_MIN_PLANE_POSITIONS = 196
 # The value of a dense 2-D convolution strided along its height runs as one 1-D
 # convolution of stacked rows from this many FLOPs (see `_strided_rows_stacked`).
 STRIDED_ROWS_MIN_FLOPS = 1.5e8
-STACKED_PLANES_MIN_PLANE_POSITIONS = 196
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MAX_OUT_CHANNELS = 8
@@ -691,9 +691,9 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the value of this dense 2-D convolution, strided along its height, runs
     as one 1-D convolution over the output rows with each output row's kernel-height
     input rows stacked along the channels (`planes.stacked`), where XLA's strided 2-D
-    convolution (YNNPACK's) is slow: from `STRIDED_ROWS_MIN_FLOPS`, not under
-    differentiation (`_run`), not with a kernel one tap wide, not in the planes of a
-    3-D convolution.
+    convolution (YNNPACK's) is slow: from `STRIDED_ROWS_MIN_FLOPS`, not with a kernel
+    one tap wide; and (`_run` checks these) not under differentiation, not in the
+    planes of a 3-D convolution, not in one group's of a grouped one.
 
     Forward against XLA's strided convolution (batch 8 unless said, padded, 9
     interleaved runs, Intel Xeon, 2026-12-01; channels-first / channels-last; two or
@@ -1012,8 +1012,9 @@ def _run(
             return FORWARDS[name](x_, w_, spec_)
         if spec_.ndim == 3 and planes.applies(spec_):
             if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
-                # 3-D by 2-D planes: video 3x3x3 64@16x28x28 batch 8 fwd 1.8x lax and
-                # train 1.3-1.5x (full bench); batch 1 32@8x28x28 fwd 3x, train 4.6x.
+                # 3-D by 2-D planes (stacked where `_stacked_planes` says): video
+                # 3x3x3 64@16x28x28 batch 8 fwd 1.9-2.2x lax and train 1.7-2.1x (full
+                # bench, four runs); batch 1 32@8x28x28 fwd 3x, train 4.6x (unstacked).
                 stack = _stacked_planes(spec_, x_.shape, w_.shape, role)
                 by = planes.stacked if stack else planes.decompose
                 return by(x_, w_, spec_, chosen)

@@ -228,23 +228,24 @@ def test_3d_runs_as_2d_planes_on_cpu():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
-@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs, stacked",
+    "x_shape, w_shape, kwargs, stacked, channels_last",
     [
         # 14x14 planes: the value, the unstrided input gradient and, from at most 8
         # input channels, the weight gradient stack the depth taps.
-        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), (True, True, True)),
-        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), (True, True, False)),
+        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), (True, True, True), False),
+        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), (True, True, True), True),
+        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), (True, True, False), True),
         # strided along the depth: not the input gradient
         (
             (1, 4, 7, 14, 14),
             (6, 4, 3, 3, 3),
             dict(padding=1, stride=(2, 1, 1)),
             (True, False, True),
+            False,
         ),
         # 12x12 planes: one 2-D convolution per depth tap in every role
-        ((1, 4, 5, 12, 12), (6, 4, 3, 3, 3), dict(padding=1), (False, False, False)),
+        ((1, 4, 5, 12, 12), (6, 4, 3, 3, 3), dict(padding=1), (False, False, False), True),
     ],
 )
 def test_3d_planes_stacked_by_role(
@@ -292,27 +293,11 @@ def test_3d_planes_stacked_by_role(
     assert tuple(roles[r] == "stacked" for r in range(3)) == stacked
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs, stacked",
-    [
-        ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=2, padding=1), True),
-        ((1, 8, 24, 17), (12, 8, 4, 2), dict(stride=(3, 1), dilation=(1, 2)), True),
-        ((1, 8, 24, 17), (12, 8, 3, 3), dict(stride=2, padding="valid"), True),
-        ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=(1, 2), padding=1), False),  # width
-        ((2, 16, 20, 18), (16, 16, 3, 1), dict(stride=2, padding=1), False),  # 1 tap wide
-        ((2, 32, 20, 18), (32, 16, 3, 3), dict(stride=2, padding=1, groups=2), False),
-        ((2, 16, 20, 18), (16, 16, 1, 3), dict(stride=2), False),  # one kernel row
-    ],
-)
-def test_strided_value_by_stacked_rows(
-    monkeypatch, retrace, x_shape, w_shape, kwargs, stacked, channels_last
-):
-    """auto's value of a dense 2-D convolution strided along its height is one 1-D
-    convolution of stacked input rows (`planes.stacked`), outside differentiation only;
-    values and gradients equal lax's. (The FLOPs floor is lifted for these small layers;
-    `test_strided_rows_flops_floor` checks it.)"""
+@pytest.fixture
+def stacked_calls(monkeypatch):
+    """The spatial rank of each `planes.stacked` call traced during the test, with the
+    strided rows' FLOPs floor lifted (`_dispatch.STRIDED_ROWS_MIN_FLOPS`) so that small
+    layers take the rule."""
     from jaxconv._impls import planes
 
     calls = []
@@ -324,6 +309,31 @@ def test_strided_value_by_stacked_rows(
 
     monkeypatch.setattr(planes, "stacked", spy)
     monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_FLOPS", 0)
+    return calls
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, stacked, channels_last",
+    [
+        ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=2, padding=1), True, False),
+        ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=2, padding=1), True, True),
+        ((1, 8, 24, 17), (12, 8, 4, 2), dict(stride=(3, 1), dilation=(1, 2)), True, True),
+        ((1, 8, 24, 17), (12, 8, 3, 3), dict(stride=2, padding="valid"), True, False),
+        ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=(1, 2), padding=1), False, True),
+        ((2, 16, 20, 18), (16, 16, 3, 1), dict(stride=2, padding=1), False, False),
+        ((2, 32, 20, 18), (32, 16, 3, 3), dict(stride=2, padding=1, groups=2), False, True),
+        ((2, 16, 20, 18), (16, 16, 1, 3), dict(stride=2), False, False),  # one kernel row
+    ],
+)
+def test_strided_value_by_stacked_rows(
+    stacked_calls, retrace, x_shape, w_shape, kwargs, stacked, channels_last
+):
+    """auto's value of a dense 2-D convolution strided along its height is one 1-D
+    convolution of stacked input rows (`planes.stacked`), outside differentiation only;
+    values and gradients equal lax's. (The FLOPs floor is lifted for these small layers;
+    `test_strided_rows_flops_floor` checks it.)"""
+    calls = stacked_calls
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
@@ -362,19 +372,9 @@ def test_strided_rows_flops_floor():
         ((16, 16, 3, 1, 1), dict(stride=(2, 1, 1), padding=(1, 0, 0))),  # (k, 1, 1) as 2-D
     ],
 )
-def test_strided_3d_planes_not_by_stacked_rows(monkeypatch, retrace, w_shape, kwargs):
+def test_strided_3d_planes_not_by_stacked_rows(stacked_calls, retrace, w_shape, kwargs):
     """The 2-D convolutions a strided 3-D one runs as keep XLA's strided value."""
-    from jaxconv._impls import planes
-
-    calls = []
-    original = planes.stacked
-
-    def spy(x, w, spec, inner):
-        calls.append(spec.ndim)
-        return original(x, w, spec, inner)
-
-    monkeypatch.setattr(planes, "stacked", spy)
-    monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_FLOPS", 0)
+    calls = stacked_calls
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.standard_normal((1, 16, 5, 20, 20)), jnp.float32)
     w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)

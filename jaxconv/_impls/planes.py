@@ -16,6 +16,12 @@ and XLA's 2-D weight gradient is 2.6x slower than the same work as one 1-D weigh
 gradient per kernel row, so ``auto`` takes the weight derivative of 2-D convolutions
 this way too (then "depth" is the height and "planes" are rows). Specs with input
 dilation along the first spatial dim go to ``inner`` unchanged.
+
+`stacked` computes the same sum as one convolution of a spatial dim fewer: each output
+plane's input planes stacked along the channels, the depth taps folded into the
+weight's input channels. ``auto`` takes it for the value and some derivatives of 3-D
+layers on large enough planes, and for the value of 2-D layers strided along the
+height (then the 2-D layer is one 1-D convolution over its output rows).
 """
 
 from __future__ import annotations
