@@ -714,8 +714,7 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     0.93x and 1.07x; from 173 MFLOP (3->32 @224 batch 8) the layers above."""
     return (
         spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
-        and spec.ndim == 2
-        and spec.groups == 1
+        and spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
         and spec.stride[0] > 1
         and w_shape[2] > 1
         and w_shape[3] > 1
