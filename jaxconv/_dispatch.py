@@ -127,8 +127,12 @@ STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
 STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS = 8
 STACKED_PLANES_MIN_PLANE_POSITIONS = 196
 # The value of a dense 2-D convolution strided along its height runs as one 1-D
-# convolution of stacked rows from this many FLOPs (see `_strided_rows_stacked`).
+# convolution of stacked rows from this many FLOPs and this many products per output
+# position (input channels times taps times output channels), channels-last on inputs
+# at most this wide (see `_strided_rows_stacked`).
 STRIDED_ROWS_MIN_FLOPS = 1.5e8
+STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION = 8192
+STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST = 64
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MAX_OUT_CHANNELS = 8
@@ -711,10 +715,29 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     stride of 2, flattened to a 3x1 2-D kernel (`_temporal_as_2d`), 0.71-0.84x. Small
     layers lose what the stacking costs: batch 1, the stem @112 (59 MFLOP) 0.84-0.89x /
     0.62-0.67x, 3x3 stride 2 64->128 @56 and 128->256 @28 (115 MFLOP) 1.14x and 1.18x /
-    0.93x and 1.07x; from 173 MFLOP (3->32 @224 batch 8) the layers above."""
+    0.93x and 1.07x; from 173 MFLOP (3->32 @224 batch 8) the layers above.
+
+    Rerun on 2026-12-01 evening (3x3 stride 2 unless said, batch 8 unless said, same
+    harness; channels-first / channels-last), the machine's XLA ran its channels-last
+    strided convolution faster than before (the bench's stem 16 ms against 30), and
+    stacking lost on wide channels-last maps and on layers of few products per
+    position: the 7x7 stem 1.08x, 1.23x, 1.33x / 0.63x, 0.69x, 0.87x (batch 2 1.17x /
+    0.78x); @112 8->64 0.61x, 0.83x / 0.62x, 0.79x; 16->64 1.21x / 0.75x; 24->64 1.14x /
+    0.94x; 32->48 1.60x / 1.09x; 32->64 batch 4 0.83x, 1.17x / 0.84x, 0.79x; 64->64
+    1.26x / 0.87x; 64->128 batch 4 1.31x / 0.94x; 128->256 batch 2 1.40x / 1.12x; 16->32
+    0.89x / 0.82x, @224 batch 4 0.72x / 0.81x. Where it still won: @64 32->64 1.28x /
+    1.07x; @56 32->64 1.11x / 0.97x, 48->96 1.51x / 1.29x, 64->128 1.84x / 1.55x
+    (batch 2 1.52x / 1.13x), 96->192 1.59x / 1.58x; 128->256 @28 1.15x / 1.09x; 256->512
+    @14 1.40x / 1.22x. So the rule takes layers of at least
+    `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION` products per output position (16->64 3x3
+    and the 7x7 stem from 3 channels have 9216 and 9408; 8->64 and 16->32 3x3 4608; a
+    5x5 stem 3->64 with 4800, left out, won 1.34x / 1.10x in one run), and
+    channels-last inputs at most `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide."""
     return (
-        spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
-        and spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
+        spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
+        and spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
+        and math.prod(w_shape) >= STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION
+        and (not spec.channels_last or x_shape[3] <= STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST)
         and spec.stride[0] > 1
         and w_shape[2] > 1
         and w_shape[3] > 1

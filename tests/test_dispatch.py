@@ -296,8 +296,8 @@ def test_3d_planes_stacked_by_role(
 @pytest.fixture
 def stacked_calls(monkeypatch):
     """The spatial rank of each `planes.stacked` call traced during the test, with the
-    strided rows' FLOPs floor lifted (`_dispatch.STRIDED_ROWS_MIN_FLOPS`) so that small
-    layers take the rule."""
+    strided rows' floors lifted (`_dispatch.STRIDED_ROWS_MIN_FLOPS` and
+    `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION`) so that small layers take the rule."""
     from jaxconv._impls import planes
 
     calls = []
@@ -309,6 +309,7 @@ def stacked_calls(monkeypatch):
 
     monkeypatch.setattr(planes, "stacked", spy)
     monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_FLOPS", 0)
+    monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION", 0)
     return calls
 
 
@@ -355,13 +356,26 @@ def test_strided_value_by_stacked_rows(
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
-def test_strided_rows_flops_floor():
-    """Strided 2-D values stack their rows only from `STRIDED_ROWS_MIN_FLOPS`."""
-    s = _spec.conv_plan("conv", (1, 3, 112, 112), (64, 3, 7, 7), stride=2, padding=3).spec
-    big = _spec.conv_plan("conv", (8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3).spec
-    assert s.flops((1, 3, 112, 112), (64, 3, 7, 7)) < _dispatch.STRIDED_ROWS_MIN_FLOPS
-    assert not _dispatch._strided_rows_stacked(s, (1, 3, 112, 112), (64, 3, 7, 7))
-    assert _dispatch._strided_rows_stacked(big, (8, 3, 224, 224), (64, 3, 7, 7))
+@pytest.mark.parametrize(
+    "x_shape, w_shape, padding, channels_last, stacked",
+    [
+        ((1, 3, 112, 112), (64, 3, 7, 7), 3, False, False),  # under the FLOPs floor
+        ((8, 3, 224, 224), (64, 3, 7, 7), 3, False, True),  # the stem, 9408 per position
+        ((8, 3, 224, 224), (64, 3, 7, 7), 3, True, False),  # ... channels-last, wide
+        ((8, 8, 112, 112), (64, 8, 3, 3), 1, False, False),  # 4608 per position
+        ((8, 16, 112, 112), (64, 16, 3, 3), 1, False, True),  # 9216
+        ((8, 64, 112, 112), (64, 64, 3, 3), 1, True, False),  # channels-last, 112 wide
+        ((8, 64, 56, 56), (128, 64, 3, 3), 1, True, True),  # ResNet's, 56 wide
+        ((8, 32, 64, 64), (64, 32, 3, 3), 1, True, True),  # 64 wide
+    ],
+)
+def test_strided_rows_thresholds(x_shape, w_shape, padding, channels_last, stacked):
+    """Strided 2-D values stack their rows only from `STRIDED_ROWS_MIN_FLOPS` and
+    `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION`, and channels-last only on inputs at most
+    `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide (shapes canonical, channels-first)."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2, padding=padding).spec
+    spec = dataclasses.replace(spec, channels_last=channels_last)
+    assert _dispatch._strided_rows_stacked(spec, x_shape, w_shape) == stacked
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
