@@ -132,6 +132,9 @@ STACKED_PLANES_MIN_PLANE_POSITIONS = 196
 # at most this wide (see `_strided_rows_stacked`).
 STRIDED_ROWS_MIN_FLOPS = 1.5e8
 STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION = 8192
+# ... and from this many products per stacked input element (output channels times
+# kernel width over the stride along the width).
+STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT = 128
 STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST = 64
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
@@ -732,11 +735,23 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION` products per output position (16->64 3x3
     and the 7x7 stem from 3 channels have 9216 and 9408; 8->64 and 16->32 3x3 4608; a
     5x5 stem 3->64 with 4800, left out, won 1.34x / 1.10x in one run), and
-    channels-last inputs at most `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide."""
+    channels-last inputs at most `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide.
+
+    Random layers the same evening (21 interleaved runs) lost where few output channels
+    reuse each stacked input element: 7x7 stride 2 256->16 @27 batch 4 0.49x / 0.38x,
+    5x5 stride 2 256->48 @79 batch 1 0.71x (channels-first); 3x3 stride 2 48->192 @55
+    batch 4 0.95x channels-first and 192->128 @43 0.93x channels-last ran even. Each
+    element of the stacked input enters ``C_out * K_w / stride_w`` products: 56 and 120
+    in the two that lost, 192 in ResNet's layer, 224 in the stem. So the rule takes at
+    least `STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT` (3x3 stride 2 to 96 output
+    channels or more; 48->96 @56 won 1.51x / 1.29x, and 16->64 and 24->64 @112,
+    1.21x and 1.14x channels-first, are left out)."""
     return (
         spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
         and spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
         and math.prod(w_shape) >= STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION
+        and w_shape[0] * w_shape[3] / spec.stride[1]
+        >= STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT
         and (not spec.channels_last or x_shape[3] <= STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST)
         and spec.stride[0] > 1
         and w_shape[2] > 1

@@ -296,8 +296,10 @@ def test_3d_planes_stacked_by_role(
 @pytest.fixture
 def stacked_calls(monkeypatch):
     """The spatial rank of each `planes.stacked` call traced during the test, with the
-    strided rows' floors lifted (`_dispatch.STRIDED_ROWS_MIN_FLOPS` and
-    `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION`) so that small layers take the rule."""
+    strided rows' floors lifted (`_dispatch.STRIDED_ROWS_MIN_FLOPS`,
+    `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION` and
+    `STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT`) so that small layers take the
+    rule."""
     from jaxconv._impls import planes
 
     calls = []
@@ -310,6 +312,7 @@ def stacked_calls(monkeypatch):
     monkeypatch.setattr(planes, "stacked", spy)
     monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_FLOPS", 0)
     monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION", 0)
+    monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT", 0)
     return calls
 
 
@@ -362,17 +365,23 @@ def test_strided_value_by_stacked_rows(
         ((1, 3, 112, 112), (64, 3, 7, 7), 3, False, False),  # under the FLOPs floor
         ((8, 3, 224, 224), (64, 3, 7, 7), 3, False, True),  # the stem, 9408 per position
         ((8, 3, 224, 224), (64, 3, 7, 7), 3, True, False),  # ... channels-last, wide
-        ((8, 8, 112, 112), (64, 8, 3, 3), 1, False, False),  # 4608 per position
-        ((8, 16, 112, 112), (64, 16, 3, 3), 1, False, True),  # 9216
-        ((8, 64, 112, 112), (64, 64, 3, 3), 1, True, False),  # channels-last, 112 wide
+        ((8, 4, 112, 112), (128, 4, 3, 3), 1, False, False),  # 4608 per position
+        ((8, 8, 112, 112), (128, 8, 3, 3), 1, False, True),  # 9216
+        ((8, 64, 112, 112), (128, 64, 3, 3), 1, True, False),  # channels-last, 112 wide
         ((8, 64, 56, 56), (128, 64, 3, 3), 1, True, True),  # ResNet's, 56 wide
-        ((8, 32, 64, 64), (64, 32, 3, 3), 1, True, True),  # 64 wide
+        ((8, 32, 64, 64), (128, 32, 3, 3), 1, True, True),  # 64 wide
+        ((8, 64, 56, 56), (64, 64, 3, 3), 1, False, False),  # 96 products per element
+        ((4, 256, 27, 27), (16, 256, 7, 7), 3, False, False),  # 56
+        ((1, 256, 79, 79), (48, 256, 5, 5), 2, False, False),  # 120
+        ((4, 48, 55, 55), (192, 48, 3, 3), 1, False, True),  # 288
     ],
 )
 def test_strided_rows_thresholds(x_shape, w_shape, padding, channels_last, stacked):
-    """Strided 2-D values stack their rows only from `STRIDED_ROWS_MIN_FLOPS` and
-    `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION`, and channels-last only on inputs at most
-    `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide (shapes canonical, channels-first)."""
+    """Strided 2-D values stack their rows only from `STRIDED_ROWS_MIN_FLOPS`,
+    `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION` and
+    `STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT`, and channels-last only on inputs
+    at most `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide (shapes canonical,
+    channels-first)."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2, padding=padding).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)
     assert _dispatch._strided_rows_stacked(spec, x_shape, w_shape) == stacked
@@ -555,6 +564,7 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (16, 32, 16, dict(stride=2, padding=0, channels_last=True), False),
         (64, 32, 16, dict(stride=2, channels_last=True), False),
         (64, 32, 8, dict(stride=2), True),  # channels-first: rows
+        (64, 128, 8, dict(stride=2), True),  # ... its value by stacked rows
         (16, 32, 16, dict(stride=2, padding=0), True),
         (64, 32, 4, dict(channels_last=True), True),  # stride 1: rows
         # Strided with an input of more than 2M elements: XLA's 2-D one.
@@ -634,9 +644,9 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     assert not one_d(convolutions(input_grad("auto"), x))
     # The value outside differentiation: one 1-D convolution of stacked rows where it is
     # strided along the height (`_dispatch._strided_rows_stacked`), else XLA's 2-D one.
-    stride = kwargs.get("stride", 1)
-    strided = (stride if isinstance(stride, int) else stride[0]) > 1
-    stacked = strided and flops >= _dispatch.STRIDED_ROWS_MIN_FLOPS
+    canonical = (batch, c_in, size, size), (c_out, c_in, 3, 3)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    stacked = _dispatch._strided_rows_stacked(spec, *canonical)
     assert len(one_d(convolutions(conv("auto"), x, w))) == (1 if stacked else 0)
 
 
