@@ -119,6 +119,17 @@ def test_cpu_rules():
     assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == dense_groups
     assert choose((8, 64, 28, 28), (4, 16, 3, 3), groups=4, padding=1) == dense_groups  # 16x1
     assert choose((8, 28, 28, 64), (3, 3, 16, 64), groups=4, channels_last=True) == dense_groups
+    # ... but 2-D channels-last 1x1 groups expanding at most 16 input channels 4x or more:
+    # XLA's grouped value, matmul's derivatives.
+    pointwise = dict(groups=4, channels_last=True)
+    lax_matmul = ("lax", "matmul", "matmul")
+    assert choose((1, 136, 136, 32), (1, 1, 8, 512), **pointwise) == lax_matmul
+    assert choose((8, 56, 56, 64), (1, 1, 16, 256), **pointwise) == lax_matmul  # 16->64
+    assert choose((8, 56, 56, 128), (1, 1, 32, 512), **pointwise) == dense_groups  # 32 in
+    assert choose((8, 56, 56, 64), (1, 1, 16, 128), **pointwise) == dense_groups  # 2x
+    assert choose((8, 64, 56, 56), (256, 16, 1, 1), groups=4) == dense_groups  # first
+    assert choose((8, 2000, 64), (1, 16, 256), **pointwise) == dense_groups  # 1-D
+    assert choose((8, 56, 56, 64), (3, 3, 16, 256), **pointwise) == dense_groups  # 3x3
     # ... at batch 1 with small groups, the value alone.
     dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
     assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_value
@@ -160,7 +171,6 @@ def test_cpu_rules():
     # 3-D channels-last 1x1: XLA's to more channels; to as many or fewer XLA's value and
     # matmul's derivatives.
     assert choose((2, 8, 14, 14, 32), (1, 1, 1, 32, 128), channels_last=True) == ("lax",) * 3
-    lax_matmul = ("lax", "matmul", "matmul")
     assert choose((2, 8, 14, 14, 64), (1, 1, 1, 64, 64), channels_last=True) == lax_matmul
     assert choose((2, 8, 14, 14, 96), (1, 1, 1, 96, 24), channels_last=True) == lax_matmul
     assert choose((2, 32, 8, 14, 14), (128, 32, 1, 1, 1)) == ("matmul",) * 3  # channels-first

@@ -563,8 +563,10 @@ def test_random_configurations(config):
         ((1, 2, 6, 5), (3, 2, 3, 2), dict(padding=1)),  # dense
         ((1, 4, 6, 5), (4, 1, 3, 3), dict(groups=4, padding="same")),  # depthwise
         ((1, 4, 6, 5), (6, 2, 3, 3), dict(groups=2, stride=2)),  # grouped
+        # 1x1 groups of 4 -> 32 channels-last: XLA's value, matmul's derivatives
+        ((1, 5, 4, 8), (1, 1, 4, 64), dict(groups=2, channels_last=True)),
     ],
-    ids=["dense", "depthwise", "grouped"],
+    ids=["dense", "depthwise", "grouped", "pointwise-groups-expansion"],
 )
 def test_auto_forward_and_reverse_mode(case):
     """auto's custom JVP: forward mode, reverse mode and second order all agree."""
