@@ -225,8 +225,10 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
             derivative = DENSE_GROUPS if dense else "matmul"
             out = spec.out_spatial(x_shape[2:], w_shape[2:])
             tiny = math.prod(out) <= DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST
-            if (spec.ndim == 2 and spec.channels_last and tiny) or kernel_past_input(
-                spec, x_shape, w_shape
+            if (
+                (spec.ndim == 2 and spec.channels_last and tiny)
+                or (spec.ndim == 1 and spec.channels_last)
+                or kernel_past_input(spec, x_shape, w_shape)
             ):
                 # A tiny 2-D channels-last output: XLA's grouped value is faster than the
                 # groups' (forward, 3x3 unless said, 8 groups of 32x32 channels unless
@@ -238,7 +240,12 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
                 # takes no slow path and each group's product runs 0.32-1.7x it forward
                 # (2-8 groups of 32-64 channels @2-4, 3x3 and 5x5, batch 1-8, 11
                 # interleaved runs; the derivatives by the groups' products, training
-                # through a ReLU 1.1-2.2x the groups' by XLA's slow dense path).
+                # through a ReLU 1.1-2.2x the groups' by XLA's slow dense path). And in
+                # 1-D channels-last, where the groups' values ran 0.72-1.08x XLA's
+                # grouped one (forward, 11 interleaved runs, 2026-12-01: 2 groups of
+                # 128->32 k9 @270 batch 2 0.80x, 0.78x, 0.72x; 2 of 128x128 k3 @1000
+                # batch 8 1.08x; 4 of 32x32 k5 @1000 1.06x; 8 of 64x64 k3 @500 batch 4
+                # 0.93x).
                 return ("lax", derivative, derivative)
             return (DENSE_GROUPS, derivative, derivative)
         if by_shift:

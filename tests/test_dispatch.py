@@ -128,7 +128,8 @@ def test_cpu_rules():
     assert choose((8, 56, 56, 128), (1, 1, 32, 512), **pointwise) == dense_groups  # 32 in
     assert choose((8, 56, 56, 64), (1, 1, 16, 128), **pointwise) == dense_groups  # 2x
     assert choose((8, 64, 56, 56), (256, 16, 1, 1), groups=4) == dense_groups  # first
-    assert choose((8, 2000, 64), (1, 16, 256), **pointwise) == dense_groups  # 1-D
+    x, w = (8, 2000, 64), (1, 16, 256)  # 1-D: XLA's value (below), the groups' derivatives
+    assert choose(x, w, **pointwise)[1:] == dense_groups[1:]
     assert choose((8, 56, 56, 64), (3, 3, 16, 256), **pointwise) == dense_groups  # 3x3
     # ... at batch 1 with small groups, the value alone.
     dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
@@ -143,6 +144,9 @@ def test_cpu_rules():
     x, w = (2, 5, 5, 256), (3, 3, 32, 256)
     assert choose(x, w, groups=8, padding=1, channels_last=True) == dense_groups  # 25
     assert choose((2, 256, 4, 4), (256, 32, 3, 3), groups=8, padding=1) == dense_groups
+    # ... and in 1-D channels-last.
+    assert choose((8, 1000, 128), (5, 32, 128), groups=4, channels_last=True) == lax_value
+    assert choose((8, 128, 1000), (128, 32, 5), groups=4) == dense_groups  # channels-first
     # More groups: the groups' dense convolutions in a loop in 2-D and channels-first 1-D
     # from 784 rows (batch x output positions), derivatives included ...
     loop_value = (_dispatch.GROUPS_LOOP,) * 3
@@ -1189,11 +1193,14 @@ def test_dense_groups_match_lax_with_no_grouped_convolution(
     op, x_shape, w_shape, kwargs, channels_last
 ):
     """Grouped layers of many channels run one dense convolution per group: values and
-    gradients as lax's, and no grouped XLA convolution anywhere in the program."""
+    gradients as lax's, and no grouped XLA convolution anywhere in the program but the
+    value in 1-D channels-last."""
     x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=5)
     text = jax.jit(_relu_grad(conv, "auto")).lower(x, w).as_text()
     assert "feature_group_count = 1 " in text
-    assert not any(f"feature_group_count = {g} " in text for g in (2, 3, 4))
+    grouped = sum(text.count(f"feature_group_count = {g} ") for g in (2, 3, 4))
+    # In 1-D channels-last the value is XLA's grouped convolution, the derivatives not.
+    assert grouped == (1 if channels_last and len(x_shape) == 3 else 0)
     _assert_trains_as_lax(conv, x, w)
 
 
