@@ -731,12 +731,13 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(
 ):
     """`lax.forward_eigen` computes XLA's convolution; where `lax.eigen_pays` it asks
     for ``extra`` more output rows (so that the output is taller than the input) and
-    drops them. (Small shapes, with the FLOPs floor off: see the next test.)"""
+    drops them. (Small shapes, with the FLOPs and rows floors off: see the next tests.)"""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
 
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
+    monkeypatch.setattr(lax_impl, "EIGEN_FEW_OUT_CHANNELS_MIN_ROWS", 0)
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     rng = np.random.default_rng(0)
@@ -768,6 +769,26 @@ def test_eigen_needs_enough_flops(x_shape, w_shape, pays):
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
     assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,pays",
+    [
+        ((4, 512, 18, 18), (16, 512, 3, 3), False),  # 16 out, 1,296 rows
+        ((4, 256, 28, 28), (24, 256, 3, 3), False),  # 24 out, 3,136 rows
+        ((8, 512, 28, 28), (16, 512, 3, 3), True),  # 16 out, 6,272 rows
+        ((4, 512, 18, 18), (32, 512, 3, 3), True),  # 32 out
+    ],
+)
+def test_eigen_leaves_few_output_channels_on_few_rows_to_ynnpack(x_shape, w_shape, pays):
+    """`lax.eigen_pays` leaves layers to at most 24 channels on fewer than 6,272 rows
+    (batch times output positions) to YNNPACK."""
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
+    for channels_last in (False, True):
+        spec = dataclasses.replace(spec, channels_last=channels_last)
+        assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
 
 
 @pytest.mark.parametrize(

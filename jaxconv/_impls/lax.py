@@ -293,6 +293,17 @@ EIGEN_MIN_FLOPS = 5e7
 # 64->256 @32 batch 8 1.18x, 128->512 @32 batch 4 1.08x. Channels-last the two ran
 # even (64->256 @64 batch 4 1.04x).
 EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS, EIGEN_CHANNELS_FIRST_WIDE_POSITIONS = 255, 2500
+# ... and to YNNPACK the layers to at most this many output channels on fewer rows
+# (batch times output positions) than this. Forward, Eigen against YNNPACK (3x3 padding
+# 1, channels-first / channels-last, 15 interleaved runs, Intel Xeon, 2026-12-01; two
+# random layers lost 0.44-0.58x `lax` this way): to 16 channels 512 @18 batch 4 (1,296
+# rows) 0.73x / 0.71x, 384 @33 batch 2 (2,178) 0.62x / 0.75x, 384 @14 batch 8 (1,568)
+# 0.66x / 0.77x, 256 @28 batch 4 (3,136) 0.68x / 0.74x, 128 @28 batch 4 0.72x / 0.78x;
+# 256->24 @28 batch 4 0.94x / 0.93x. From 6,272 rows Eigen is even or wins: 512->16 @56
+# batch 2 0.92x / 1.16x, @28 batch 8 1.06x / 1.25x; 128->16 @56 batch 8 (25,088) 1.09x
+# / 1.23x, 64->16 1.15x / 1.11x. With 32 output channels Eigen won on 1,296 rows too
+# (512->32 @18 batch 4 1.06x / 1.12x), and with 48 (256->48 @28 batch 4 1.08x / 1.33x).
+EIGEN_FEW_OUT_CHANNELS, EIGEN_FEW_OUT_CHANNELS_MIN_ROWS = 24, 6272
 
 
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
@@ -303,7 +314,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
     `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions, with at least `EIGEN_MIN_FLOPS`
     FLOPs, and not channels-first to more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS`
-    channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more. Not the deep
+    channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor to at most
+    `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` rows (batch
+    times output positions). Not the deep
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
@@ -326,6 +339,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     ):
         return False
     if spec.flops(x_shape, w_shape) < EIGEN_MIN_FLOPS:
+        return False
+    rows = x_shape[0] * math.prod(out)
+    if c_out <= EIGEN_FEW_OUT_CHANNELS and rows < EIGEN_FEW_OUT_CHANNELS_MIN_ROWS:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
         if math.prod(out) >= EIGEN_MAX_POSITIONS:
