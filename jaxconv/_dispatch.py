@@ -124,6 +124,10 @@ EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
 # not by 2-D planes, from this many output positions per plane and this many (input x
 # output) channels per group (see `_strided_3d_direct`).
 STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
+# ... or on smaller planes, from that many channels, with fewer than this many products
+# per input element of a plane (output channels times plane taps over the planes'
+# strides; see `_strided_3d_direct`).
+STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT = 256
 # The weight gradient of a 3-D convolution by 2-D planes stacks the planes
 # (`planes.stacked`) from at most this many input channels per group (see
 # `_stacked_planes`), and no role stacks them on output planes of fewer than this many
@@ -730,13 +734,29 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     channels-first, 24->48 1.69x; with few channels planes win by far (3->64 @112 stride
     (1, 2, 2) 4.6x, 8->32 1.8x, 16->32 1.2-1.3x). On 14x14 output planes (@28) planes
     win: 1.12-1.88x on 7 of 8 layers of 32-128 to 64-256 channels (32->256 0.81x);
-    @40 (20x20) 128->128 0.88x, 96->192 1.28x."""
+    @40 (20x20) 128->128 0.88x, 96->192 1.28x.
+
+    Random layers later lost on smaller planes, where many input channels make few
+    outputs (3x3x3 stride 2, padding 1, channels-first / channels-last, 11 interleaved
+    runs, 2026-12-01): 256->32 @24 batch 1 1.04x / 0.61x (and 0.70x in a sweep); 256->64
+    @24 (12x12 planes) 1.45x / 0.52x, 0.70x; depth 16 @20 1.40x / 0.67x, @32 0.74x,
+    0.82x / 1.06x, @40 0.92x; 128->32 @24 0.79x channels-last. Each element of a plane's
+    input enters ``C_out * K_h * K_w / (s_h * s_w)`` products: 72-144 in those; 288 in
+    128->128 @32 batch 2 depth 8, which won 1.42x / 1.42x. So, from
+    `STRIDED_3D_MIN_CHANNELS`, the value runs as XLA's 3-D convolution on any plane with
+    fewer than `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products per element (a
+    win left out: 256->32 @28 depth 16 channels-last 1.62x; 64->32 @24 batch 2, with
+    fewer channels, stays by planes at 0.97x)."""
     c_out, c_in_g = w_shape[:2]
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    reuse = c_out // spec.groups * math.prod(w_shape[3:]) / math.prod(spec.stride[1:])
     return (
         max(spec.stride[1:]) > 1
-        and math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
         and c_in_g * (c_out // spec.groups) >= STRIDED_3D_MIN_CHANNELS
+        and (
+            math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
+            or reuse < STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT
+        )
     )
 
 
