@@ -671,25 +671,33 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
 @pytest.mark.parametrize(
     "x_shape,w_shape,kwargs,padded",
     [
-        ((2, 3, 14, 8), (4, 3, 3, 2), dict(stride=2), True),
-        ((1, 2, 22, 7), (2, 2, 3, 3), dict(stride=3, dilation=2), True),
-        ((1, 2, 23), (3, 2, 4), dict(stride=(3,)), False),  # 1-D
-        ((1, 2, 23), (3, 2, 4), dict(stride=(3,), channels_last=True), False),
-        ((1, 2, 12, 6, 7), (2, 2, 2, 3, 2), dict(stride=(2, 1, 3)), True),
-        ((1, 4, 12, 6, 7), (2, 2, 2, 3, 2), dict(groups=2, stride=(2, 1, 3)), False),
-        ((2, 3, 9, 8), (4, 3, 3, 2), dict(stride=2), False),  # 4 output rows
+        ((2, 8, 14, 8), (17, 8, 3, 2), dict(stride=2), True),
+        ((1, 8, 22, 7), (17, 8, 3, 3), dict(stride=3, dilation=2), True),
+        ((1, 8, 23), (17, 8, 4), dict(stride=(3,)), False),  # 1-D
+        ((1, 8, 23), (17, 8, 4), dict(stride=(3,), channels_last=True), False),
+        ((1, 8, 12, 6, 7), (17, 8, 2, 3, 2), dict(stride=(2, 1, 3)), True),
+        ((1, 16, 12, 6, 7), (18, 8, 2, 3, 2), dict(groups=2, stride=(2, 1, 3)), False),
+        ((2, 8, 9, 8), (17, 8, 3, 2), dict(stride=2), False),  # 4 output rows
         # Channels-first with 3x the output channels as products per output: not the
         # value, but its derivative.
-        ((1, 2, 9, 8), (12, 2, 2, 1), dict(), False),
-        ((1, 2, 9, 8), (12, 2, 2, 1), dict(derivative=True), True),
-        ((1, 2, 9, 8), (12, 2, 2, 1), dict(channels_last=True), True),
-        ((1, 2, 9, 8), (11, 2, 2, 1), dict(), True),
+        ((1, 8, 9, 8), (48, 8, 2, 1), dict(), False),
+        ((1, 8, 9, 8), (48, 8, 2, 1), dict(derivative=True), True),
+        ((1, 8, 9, 8), (48, 8, 2, 1), dict(channels_last=True), True),
+        ((1, 8, 9, 8), (47, 8, 2, 1), dict(), True),
+        # Fewer than 8 input channels or at most 16 output channels: not the value, but
+        # its derivative.
+        ((1, 7, 9, 8), (32, 7, 3, 3), dict(), False),
+        ((1, 7, 9, 8), (32, 7, 3, 3), dict(channels_last=True), False),
+        ((1, 7, 9, 8), (32, 7, 3, 3), dict(derivative=True), True),
+        ((1, 8, 9, 8), (16, 8, 3, 3), dict(channels_last=True), False),
+        ((1, 8, 9, 8), (16, 8, 3, 3), dict(derivative=True), True),
     ],
 )
 def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
     """`lax.forward_padded` computes XLA's convolution, with a padded row where it pays:
     not for grouped or 1-D convolutions, nor for fewer than 6 output rows, nor for the
-    value of a channels-first one of 3x as many output channels as products per output."""
+    value of a channels-first one of 3x as many output channels as products per output,
+    nor for the value of one from fewer than 8 channels or to at most 16."""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
@@ -829,12 +837,13 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(
 ):
     """auto's value and input gradient of a stride-1 dense 2-D convolution are XLA's
     convolutions with a taller output (`lax.forward_eigen`), and equal `lax`'s. (Small
-    shapes, with the FLOPs floor off.)"""
+    shapes, with the FLOPs and rows floors off.)"""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
 
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
+    monkeypatch.setattr(lax_impl, "EIGEN_FEW_OUT_CHANNELS_MIN_ROWS", 0)
 
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)

@@ -195,6 +195,9 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 # channels-first only to layers of fewer output channels than this many times the
 # products per output (input channels times taps).
 FORWARD_PADDED_MIN_ROWS, FORWARD_PADDED_MAX_FAN_OUT = 6, 3
+# ... and only to layers of at least this many input channels and more output channels
+# than this (see `forward_padded`).
+FORWARD_PADDED_MIN_IN_CHANNELS, FORWARD_PADDED_FEW_OUT_CHANNELS = 8, 16
 
 
 def forward_padded(
@@ -229,6 +232,20 @@ def forward_padded(
     against without 0.93-1.13x; with fewer output channels 0.93-1.64x: 8->64 5x5 @56
     1.57x, the 7x7 stride-2 stem 3->64 @224 1.64x, 8->32 @112 1.49x, 3->64 @112 1.01x,
     1->32 5x5 @28 0.93x; channels-last 0.98-1.18x).
+
+    Nor, for the value, from fewer than `FORWARD_PADDED_MIN_IN_CHANNELS` input
+    channels, nor to at most
+    `FORWARD_PADDED_FEW_OUT_CHANNELS` output channels, where XLA's unpadded
+    convolution takes no slow path and the row only costs (valid, with the row against
+    without, forward, channels-first / channels-last, 15 interleaved runs, Intel Xeon,
+    2026-12-01; a random layer, 3->16 5x5 @160 batch 4, ran 0.82x `lax` under `auto`):
+    3->64 3x3 @112 batch 4 0.42x / 0.23x, 5x5 0.61x, 0.86x / 0.38x, 0.38x; 4->64 3x3
+    0.44x / 0.20x; 6->64 0.48x / 0.29x; 3->16 3x3 @160 0.89x / 0.72x, 5x5 0.90x / 0.74x;
+    1->16 5x5 @64 batch 8 0.94x / 0.34x; 8->16 3x3 @112 0.98x / 0.71x; 16->16 @64 0.94x
+    / 0.83x. With 8 or more input channels and more outputs the row pays: 8->32 3x3 @112
+    2.15x / 1.25x, 8->64 5x5 @56 batch 8 1.78x / 1.44x, 16->64 3x3 @56 1.33x / 1.06x,
+    32->32 2.29x / 2.30x. (3->32 5x5 @128 gained 1.31x / 1.18x with the row, and is
+    left out.)
     """
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     c_out, c_in = w.shape[:2]
@@ -238,6 +255,10 @@ def forward_padded(
         or spec.groups > 1
         or spec.ndim == 1
         or out[0] < FORWARD_PADDED_MIN_ROWS
+        or (
+            not derivative
+            and (c_in < FORWARD_PADDED_MIN_IN_CHANNELS or c_out <= FORWARD_PADDED_FEW_OUT_CHANNELS)
+        )
         or (
             not derivative
             and not spec.channels_last
