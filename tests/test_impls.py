@@ -585,7 +585,7 @@ def specs_depthwise_split(draw):
     return (draw(st.integers(1, 2)), c, *spatial), (c, 1, *kernel), s
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(specs_depthwise_split())
 def test_shift_depthwise_split(case):
     """Channels-last depthwise by the inner outputs straight from the input and the
