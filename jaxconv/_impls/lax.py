@@ -234,9 +234,9 @@ def forward_padded(
     1->32 5x5 @28 0.93x; channels-last 0.98-1.18x).
 
     Nor, for the value, from fewer than `FORWARD_PADDED_MIN_IN_CHANNELS` input
-    channels, nor to at most
-    `FORWARD_PADDED_FEW_OUT_CHANNELS` output channels, where XLA's unpadded
-    convolution takes no slow path and the row only costs (valid, with the row against
+    channels, nor to at most `FORWARD_PADDED_FEW_OUT_CHANNELS` output channels, where
+    XLA's unpadded convolution takes no slow path and the row only costs (valid, with
+    the row against
     without, forward, channels-first / channels-last, 15 interleaved runs, Intel Xeon,
     2026-12-01; a random layer, 3->16 5x5 @160 batch 4, ran 0.82x `lax` under `auto`):
     3->64 3x3 @112 batch 4 0.42x / 0.23x, 5x5 0.61x, 0.86x / 0.38x, 0.38x; 4->64 3x3
@@ -335,9 +335,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
     `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions, with at least `EIGEN_MIN_FLOPS`
     FLOPs, and not channels-first to more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS`
-    channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor to at most
-    `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` rows (batch
-    times output positions). Not the deep
+    channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
+    to at most `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`
+    rows (batch times output positions). Not the deep
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
