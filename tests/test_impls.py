@@ -373,24 +373,28 @@ def _assert_phases_path(path, x_shape, w_shape, kwargs, taken, channels_last, se
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
+# Each layer in one layout, the two layouts alternating (both for the first two).
+_STACKED_PHASES = [
+    ((2, 6, 5, 4), (6, 3, 5, 5), dict(stride=2), True),  # 3 and 2 taps: 1.44x
+    ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2), True),  # 2 taps each, one offset
+    ((2, 6, 9), (6, 4, 5), dict(stride=2), True),
+    ((1, 4, 3, 2, 3), (4, 2, 4, 4, 4), dict(stride=2), True),
+    ((2, 6, 5, 4), (6, 3, 4, 3), dict(stride=(2, 1), padding=(0, 1)), True),
+    ((2, 6, 5, 4), (6, 3, 5, 5), dict(stride=2, output_padding=1), True),
+    ((2, 6, 5, 7), (6, 3, 6, 6), dict(stride=3, padding=(1, 2)), False),  # 2.25x
+    ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2, padding=1), False),  # 2.25x the taps
+    ((2, 6, 5, 4), (6, 17, 5, 5), dict(stride=2), False),  # 17 output channels
+    ((2, 6, 5, 4), (6, 40, 4, 4), dict(stride=2), True),  # no zero taps: up to 64
+    ((2, 6, 5, 4), (6, 65, 4, 4), dict(stride=2), False),
+    ((2, 6, 5, 4), (6, 1, 5, 5), dict(stride=2, groups=2), False),
+    ((2, 6, 5, 4), (6, 3, 3, 3), dict(stride=2, dilation=2), False),  # phases missing
+]
+
+
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs, stacked",
-    [
-        ((2, 6, 5, 4), (6, 3, 5, 5), dict(stride=2), True),  # 3 and 2 taps: 1.44x
-        ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2), True),  # 2 taps each, one offset
-        ((2, 6, 9), (6, 4, 5), dict(stride=2), True),
-        ((1, 4, 3, 2, 3), (4, 2, 4, 4, 4), dict(stride=2), True),
-        ((2, 6, 5, 4), (6, 3, 4, 3), dict(stride=(2, 1), padding=(0, 1)), True),
-        ((2, 6, 5, 4), (6, 3, 5, 5), dict(stride=2, output_padding=1), True),
-        ((2, 6, 5, 7), (6, 3, 6, 6), dict(stride=3, padding=(1, 2)), False),  # 2.25x
-        ((2, 6, 5, 4), (6, 3, 4, 4), dict(stride=2, padding=1), False),  # 2.25x the taps
-        ((2, 6, 5, 4), (6, 17, 5, 5), dict(stride=2), False),  # 17 output channels
-        ((2, 6, 5, 4), (6, 40, 4, 4), dict(stride=2), True),  # no zero taps: up to 64
-        ((2, 6, 5, 4), (6, 65, 4, 4), dict(stride=2), False),
-        ((2, 6, 5, 4), (6, 1, 5, 5), dict(stride=2, groups=2), False),
-        ((2, 6, 5, 4), (6, 3, 3, 3), dict(stride=2, dilation=2), False),  # phases missing
-    ],
+    "x_shape, w_shape, kwargs, stacked, channels_last",
+    [(*_STACKED_PHASES[0], True), (*_STACKED_PHASES[1], False)]
+    + [(*case, i % 2 == 1) for i, case in enumerate(_STACKED_PHASES)],
 )
 def test_subpixel_stacks_the_phases_of_few_output_channels(
     x_shape, w_shape, kwargs, stacked, channels_last
