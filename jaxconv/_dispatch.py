@@ -202,13 +202,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         by_shift = (
             shift_impl.per_channel(w_shape, spec.ndim) and c_in_g * c_out_g <= SHIFT_MAX_CHANNELS
         )
-        if (
-            not by_shift
-            and spec.groups <= DENSE_GROUPS_MAX_GROUPS
-            and _pointwise_group_expansion(spec, w_shape)
-        ):
-            return ("lax", "matmul", "matmul")
         if not by_shift and spec.groups <= DENSE_GROUPS_MAX_GROUPS:
+            if _pointwise_group_expansion(spec, w_shape):
+                return ("lax", "matmul", "matmul")
             # Groups of many channels: one dense convolution per group, value and
             # derivatives, each by the dense rules. Against the rules below (batch 8
             # unless said, 3x3 unless said, channels-first / channels-last; fwd, train):
@@ -749,10 +745,11 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     fewer channels, stays by planes at 0.97x)."""
     c_out, c_in_g = w_shape[:2]
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
-    reuse = c_out // spec.groups * math.prod(w_shape[3:]) / math.prod(spec.stride[1:])
+    c_out_g = c_out // spec.groups
+    reuse = c_out_g * math.prod(w_shape[3:]) / math.prod(spec.stride[1:])
     return (
         max(spec.stride[1:]) > 1
-        and c_in_g * (c_out // spec.groups) >= STRIDED_3D_MIN_CHANNELS
+        and c_in_g * c_out_g >= STRIDED_3D_MIN_CHANNELS
         and (
             math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
             or reuse < STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT
