@@ -40,6 +40,20 @@ def _count_measurements(monkeypatch):
     return calls
 
 
+def _count_choices(monkeypatch):
+    """The signatures `choose` is asked for: proof that a trace reached the lookup
+    (a trace JAX kept would skip it)."""
+    calls = []
+    choose = _autotune.choose
+
+    def counted(*args):
+        calls.append(args)
+        return choose(*args)
+
+    monkeypatch.setattr(_autotune, "choose", counted)
+    return calls
+
+
 CASES = [
     (jaxconv.conv1d, (2, 3, 11), (4, 3, 3), dict(stride=2, padding=1)),
     (jaxconv.conv2d, (2, 4, 9, 8), (4, 1, 3, 3), dict(padding="same", groups=4)),
@@ -52,28 +66,33 @@ CASES = [
 @pytest.mark.parametrize("fn,x_shape,w_shape,kwargs", CASES)
 def test_autotune_matches_lax_values_and_gradients(fn, x_shape, w_shape, kwargs):
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
 
     def loss(impl):
         return lambda a, b: jnp.sum(jnp.sin(fn(a, b, **kwargs, impl=impl)))
 
-    np.testing.assert_allclose(
-        fn(x, w, **kwargs, impl="autotune"), fn(x, w, **kwargs, impl="lax"), rtol=1e-4, atol=1e-4
-    )
-    got = jax.jit(jax.grad(loss("autotune"), (0, 1)))(x, w)
-    want = jax.grad(loss("lax"), (0, 1))(x, w)
+    def every(a, b):
+        # One compiled program (the value first: its trace measures the candidates).
+        values = [fn(a, b, **kwargs, impl=impl) for impl in ("autotune", "lax")]
+        grads = [jax.grad(loss(impl), (0, 1))(a, b) for impl in ("autotune", "lax")]
+        return values, grads
+
+    (value, value_lax), (got, want) = jax.jit(every)(x, w)
+    np.testing.assert_allclose(value, value_lax, rtol=1e-4, atol=1e-4)
     for g, r in zip(got, want, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
 def test_measured_once_per_signature_then_read_from_disk(cache, monkeypatch):
     calls = _count_measurements(monkeypatch)
-    x, w = jnp.ones((2, 4, 8, 8)), jnp.ones((4, 1, 3, 3))
+    choices = _count_choices(monkeypatch)
+    x, w = np.ones((2, 4, 8, 8)), np.ones((4, 1, 3, 3))
     conv = lambda a, b, s=1: jaxconv.conv2d(a, b, padding=1, groups=4, stride=s, impl="autotune")  # noqa: E731
     conv(x, w)
-    jax.jit(conv)(x, w)  # another trace, same signature
-    assert len(calls) == 1
+    jax.clear_caches()
+    jax.jit(conv).lower(x, w)  # another trace, same signature (measuring is tracing)
+    assert len(calls) == 1 and len(choices) == 2  # looked up again, read from memory
     conv(x, w, 2)  # another signature
     assert len(calls) == 2
     entries = json.loads(cache.read_text())
@@ -81,14 +100,15 @@ def test_measured_once_per_signature_then_read_from_disk(cache, monkeypatch):
     assert all(len(v) == 3 and set(v) <= set(_autotune.CANDIDATES) for v in entries.values())
     # A new process (memory cleared) reads the file instead of measuring.
     _autotune.clear_memory()
-    jax.jit(lambda a, b: conv(a, b) + 0)(x, w)
-    assert len(calls) == 2
+    jax.clear_caches()
+    jax.jit(lambda a, b: conv(a, b) + 0).lower(x, w)
+    assert len(calls) == 2 and len(choices) == 4
 
 
 def test_cached_winners_are_the_ones_run(cache, monkeypatch):
     """A winner read from the file decides what runs: an entry naming "fft" for the
     value puts FFTs in the program."""
-    x, w = jnp.ones((2, 4, 8, 8)), jnp.ones((4, 4, 3, 3))
+    x, w = np.ones((2, 4, 8, 8)), np.ones((4, 4, 3, 3))
     plan = _spec.conv_plan("conv2d", x.shape, w.shape, padding=1)
     key = _autotune._key(plan.spec, x.shape, w.shape, x.dtype)
     cache.write_text(json.dumps({key: ["fft", "lax", "lax"]}))
@@ -101,9 +121,11 @@ def test_cached_winners_are_the_ones_run(cache, monkeypatch):
 @pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"k": ["nope", "lax", "lax"]}'])
 def test_a_bad_cache_file_is_ignored(cache, content):
     cache.write_text(content)
-    x, w = jnp.ones((1, 2, 6, 6)), jnp.ones((2, 2, 3, 3))
-    want = jaxconv.conv2d(x, w, impl="lax")
-    np.testing.assert_allclose(jaxconv.conv2d(x, w, impl="autotune"), want, rtol=1e-5)
+    x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
+    got, want = jax.jit(
+        lambda a, b: [jaxconv.conv2d(a, b, impl=impl) for impl in ("autotune", "lax")]
+    )(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
     assert isinstance(json.loads(cache.read_text()), dict)  # rewritten with the winner
 
 
@@ -112,10 +134,12 @@ def test_unwritable_cache_keeps_winners_in_memory(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("JAXCONV_AUTOTUNE_CACHE", str(blocker / "sub" / "autotune.json"))
     calls = _count_measurements(monkeypatch)
-    x, w = jnp.ones((1, 2, 6, 6)), jnp.ones((2, 2, 3, 3))
-    for _ in range(2):
-        jax.jit(lambda a, b: jaxconv.conv2d(a, b, impl="autotune"))(x, w)
-    assert len(calls) == 1
+    choices = _count_choices(monkeypatch)
+    x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
+    for _ in range(2):  # traced twice (measuring is tracing)
+        jax.clear_caches()
+        jax.jit(lambda a, b: jaxconv.conv2d(a, b, impl="autotune")).lower(x, w)
+    assert len(calls) == 1 and len(choices) == 2
     assert not list(tmp_path.glob("**/*.tmp"))
 
 
@@ -124,12 +148,13 @@ def test_failed_measurement_falls_back_to_the_rules(monkeypatch):
         raise MemoryError("no room")
 
     monkeypatch.setattr(_autotune, "measure", fail)
-    x, w = jnp.ones((1, 2, 6, 6)), jnp.ones((2, 2, 3, 3))
+    x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
     plan = _spec.conv_plan("conv2d", x.shape, w.shape)
     assert _autotune.choose(plan.spec, x.shape, w.shape, x.dtype) == ("auto",) * 3
-    np.testing.assert_allclose(
-        jaxconv.conv2d(x, w, impl="autotune"), jaxconv.conv2d(x, w, impl="lax"), rtol=1e-5
-    )
+    got, want = jax.jit(
+        lambda a, b: [jaxconv.conv2d(a, b, impl=impl) for impl in ("autotune", "lax")]
+    )(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_candidates_that_fail_are_skipped(monkeypatch):
@@ -137,7 +162,7 @@ def test_candidates_that_fail_are_skipped(monkeypatch):
         raise RuntimeError("cannot compile here")
 
     monkeypatch.setitem(_autotune.FORWARDS, "matmul", broken)
-    x, w = jnp.ones((1, 2, 6, 6)), jnp.ones((2, 2, 3, 3))
+    x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
     plan = _spec.conv_plan("conv2d", x.shape, w.shape)
     names = _autotune.measure(plan.spec, x.shape, w.shape, jnp.float32)
     assert len(names) == 3 and "matmul" not in names
@@ -145,22 +170,25 @@ def test_candidates_that_fail_are_skipped(monkeypatch):
 
 def test_autotune_under_vmap_jvp_and_hessian():
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.standard_normal((3, 2, 4, 7)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((4, 1, 3)), jnp.float32)
+    x = rng.standard_normal((3, 2, 4, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3)).astype(np.float32)
+    t = np.ones_like(w)
 
     def f(impl):
         return lambda a, b: jaxconv.conv1d(a, b, padding=1, groups=4, impl=impl)
 
-    np.testing.assert_allclose(
-        jax.vmap(f("autotune"), (0, None))(x, w), jax.vmap(f("lax"), (0, None))(x, w), rtol=1e-5
-    )
-    t = jnp.ones_like(w)
-    got = jax.jvp(lambda b: f("autotune")(x[0], b), (w,), (t,))
-    want = jax.jvp(lambda b: f("lax")(x[0], b), (w,), (t,))
+    def every(x, w, t):  # one compiled program, traced in the order the checks run
+        impls = ("autotune", "lax")
+        mapped = [jax.vmap(f(impl), (0, None))(x, w) for impl in impls]
+        jvps = [jax.jvp(lambda b, impl=impl: f(impl)(x[0], b), (w,), (t,)) for impl in impls]
+        hess = lambda impl: jax.hessian(lambda b: jnp.sum(f(impl)(x[0], b) ** 3))(w)  # noqa: E731
+        return mapped, jvps, [hess(impl) for impl in impls]
+
+    (mapped, mapped_lax), (got, want), (hess, hess_lax) = jax.jit(every)(x, w, t)
+    np.testing.assert_allclose(mapped, mapped_lax, rtol=1e-5)
     for g, r in zip(got, want, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
-    hess = lambda impl: jax.hessian(lambda b: jnp.sum(f(impl)(x[0], b) ** 3))(w)  # noqa: E731
-    np.testing.assert_allclose(hess("autotune"), hess("lax"), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(hess, hess_lax, rtol=1e-4, atol=1e-4)
 
 
 def test_every_candidate_by_default():
@@ -169,4 +197,4 @@ def test_every_candidate_by_default():
 
 def test_unknown_impl_names_autotune_among_choices():
     with pytest.raises(ValueError, match="autotune"):
-        jaxconv.conv1d(jnp.ones((1, 1, 4)), jnp.ones((1, 1, 2)), impl="fastest")
+        jaxconv.conv1d(np.ones((1, 1, 4)), np.ones((1, 1, 2)), impl="fastest")

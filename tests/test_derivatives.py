@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jitted import cotangent, run_jit
 from tolerance import assert_close
 
 import jaxconv
@@ -55,8 +56,10 @@ def specs(draw, lhs_dilation=False):
 
 
 def _arrays(seed, *shapes, dtype=np.float64):
+    """Standard-normal NumPy arrays (drawn without compiling anything: each test computes
+    what it compares in one `jax.jit`, since XLA's compile time per program dominates)."""
     rng = np.random.default_rng(seed)
-    return [jnp.asarray(rng.standard_normal(s).astype(dtype)) for s in shapes]
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
 
 
 # Derandomized: JAX's own input gradient of a strided float64 convolution (the
@@ -70,15 +73,20 @@ def test_written_out_gradients_are_xlas(case, seed):
     `flip_kernel`) and shift's fused weight gradient give XLA's own gradients."""
     spec, x_shape, w_shape = case
     x, w = _arrays(seed, x_shape, w_shape)
-    y, vjp = jax.vjp(lambda a, b: lax_impl.forward(a, b, spec), x, w)
-    (ct,) = _arrays(seed + 1, y.shape)
-    want_x, want_w = vjp(ct)
+    forward = lambda a, b: lax_impl.forward(a, b, spec)  # noqa: E731
+    (ct,) = _arrays(seed + 1, jax.eval_shape(forward, x, w).shape)
     t_spec = _derivatives.input_gradient_spec(spec, x_shape[2:], w_shape[2:])
-    got_x = lax_impl.forward(ct, flip_kernel(w, spec.groups), t_spec)
+
+    def run(x, w, ct):
+        want_x, want_w = jax.vjp(forward, x, w)[1](ct)
+        got_x = lax_impl.forward(ct, flip_kernel(w, spec.groups), t_spec)
+        got_w = shift.weight_gradient(x, ct, spec, w_shape[2:])
+        return want_x, want_w, got_x, got_w
+
+    want_x, want_w, got_x, got_w = run_jit(run, x, w, ct)
     assert got_x.shape == x.shape
     np.testing.assert_allclose(got_x, want_x, rtol=1e-12, atol=1e-12)
     assert shift.fused_weight_gradient(spec, w_shape[2:])
-    got_w = shift.weight_gradient(x, ct, spec, w_shape[2:])
     np.testing.assert_allclose(got_w, want_w, rtol=1e-12, atol=1e-12)
 
 
@@ -92,10 +100,20 @@ def test_rows_weight_gradient_is_the_one_reduction(case, seed):
     x, _ = _arrays(seed, x_shape, w_shape)
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     (ct,) = _arrays(seed + 1, (x_shape[0], w_shape[0], *out))
-    got = jax.jit(shift._rows_weight_gradient, static_argnums=(2, 3))(x, ct, spec, w_shape[2:])
-    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), w_shape[2:])
+    got, want = _with_the_one_reduction(shift._rows_weight_gradient, x, ct, spec, w_shape[2:])
     assert got.shape == want.shape == w_shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def _with_the_one_reduction(gradient, x, ct, spec, kernel):
+    """``gradient(x, ct, spec, kernel)`` and the one reduction's channels-first weight
+    gradient (`shift.weight_gradient`), from one jitted program."""
+    channels_first = dataclasses.replace(spec, channels_last=False)
+    run = lambda x, ct: (  # noqa: E731
+        gradient(x, ct, spec, kernel),
+        shift.weight_gradient(x, ct, channels_first, kernel),
+    )
+    return run_jit(run, x, ct)
 
 
 @pytest.mark.parametrize(
@@ -125,14 +143,20 @@ def test_rows_weight_gradient_gathers_depthwise_windows(
     x, _ = _arrays(2, x_shape, w_shape)
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     (ct,) = _arrays(3, (x_shape[0], w_shape[0], *out))
-    got = shift._rows_weight_gradient(x, ct, spec, w_shape[2:])
-    assert bool(calls) == gathered
-    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), w_shape[2:])
+    channels_first = dataclasses.replace(spec, channels_last=False)
+    gathers = []  # whether the float64 gradient gathered (`_tap_rows` runs while tracing)
+
+    def run(x, ct, x_low, ct_low):
+        got = shift._rows_weight_gradient(x, ct, spec, w_shape[2:])
+        gathers.append(bool(calls))
+        want = shift.weight_gradient(x, ct, channels_first, w_shape[2:])
+        return got, want, shift._rows_weight_gradient(x_low, ct_low, spec, w_shape[2:])
+
+    low_args = x.astype(jnp.bfloat16), ct.astype(jnp.bfloat16)
+    got, want, low = run_jit(run, x, ct, *low_args)
+    assert gathers == [gathered]
     assert got.shape == want.shape == w_shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    low = shift._rows_weight_gradient(
-        x.astype(jnp.bfloat16), ct.astype(jnp.bfloat16), spec, w_shape[2:]
-    )
     assert low.dtype == jnp.bfloat16
     reduction = x_shape[0] * math.prod(out)
     assert_close(low, want, jnp.bfloat16, reduction=reduction)
@@ -156,8 +180,7 @@ def test_rows_weight_gradient_unpadded_is_the_one_reduction(data):
     spec = ConvSpec(stride, padding, (1, 1), dilation, c, channels_last=True)
     out = spec.out_spatial((height, width), kernel)
     x, ct = _arrays(draw(st.integers(0, 2**16)), (n, c, height, width), (n, c, *out))
-    got = jax.jit(shift._rows_weight_gradient_unpadded, static_argnums=(2, 3))(x, ct, spec, kernel)
-    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), kernel)
+    got, want = _with_the_one_reduction(shift._rows_weight_gradient_unpadded, x, ct, spec, kernel)
     assert got.shape == want.shape == (c, 1, *kernel)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -173,9 +196,14 @@ def test_rows_weight_gradient_unpadded_dtypes(dtype, monkeypatch):
     monkeypatch.setattr(
         shift, "_rows_weight_gradient_unpadded", lambda *a: calls.append(a) or unpadded(*a)
     )
-    got = shift._rows_weight_gradient(x.astype(dtype), ct.astype(dtype), spec, (3, 3))
+    channels_first = dataclasses.replace(spec, channels_last=False)
+
+    def run(x, ct, x_low, ct_low):
+        got = shift._rows_weight_gradient(x_low, ct_low, spec, (3, 3))
+        return got, shift.weight_gradient(x, ct, channels_first, (3, 3))
+
+    got, want = run_jit(run, x, ct, x.astype(dtype), ct.astype(dtype))
     assert calls and got.dtype == dtype
-    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), (3, 3))
     assert_close(got, want, dtype, reduction=2 * 5 * 30)
 
 
@@ -187,8 +215,7 @@ def test_rows_weight_gradient_keeps_input_dilation_padded(monkeypatch):
     assert out[-1] >= shift.UNPADDED_ROWS_MIN_WIDTH
     x, ct = _arrays(0, (1, 3, 4, 16), (1, 3, *out))
     monkeypatch.setattr(shift, "_rows_weight_gradient_unpadded", None)  # not called
-    got = shift._rows_weight_gradient(x, ct, spec, (3, 3))
-    want = shift.weight_gradient(x, ct, dataclasses.replace(spec, channels_last=False), (3, 3))
+    got, want = _with_the_one_reduction(shift._rows_weight_gradient, x, ct, spec, (3, 3))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
@@ -248,12 +275,18 @@ def test_auto_channels_last_weight_gradient_by_rows(groups, c_in_g):
         )
 
     (ct,) = _arrays(1, (4, 56, 56, c), dtype=np.float32)
-    loss = lambda impl: lambda a, b: jnp.sum(jnp.tanh(f(impl)(a, b)) * ct)  # noqa: E731
-    grad = jax.jit(jax.grad(loss("auto"), (0, 1)))
-    assert "stablehlo.while" in grad.lower(x, w).as_text()
+    loss = lambda impl: lambda a, b, ct: jnp.sum(jnp.tanh(f(impl)(a, b)) * ct)  # noqa: E731
+    grad = lambda impl: jax.grad(loss(impl), (0, 1))  # noqa: E731
+    assert "stablehlo.while" in jax.jit(grad("auto")).lower(x, w, ct).as_text()
     assert "stablehlo.while" not in jax.jit(f("auto")).lower(x, w).as_text()
-    np.testing.assert_allclose(f("auto")(x, w), f("lax")(x, w), rtol=1e-5, atol=1e-5)
-    for got, want in zip(grad(x, w), jax.grad(loss("lax"), (0, 1))(x, w), strict=True):
+
+    @jax.jit
+    def run(x, w, ct):
+        return f("auto")(x, w), f("lax")(x, w), grad("auto")(x, w, ct), grad("lax")(x, w, ct)
+
+    y, y_lax, grads, grads_lax = run(x, w, ct)
+    np.testing.assert_allclose(y, y_lax, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, grads_lax, strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
 
 
@@ -275,13 +308,18 @@ def test_fused_weight_gradient_dtypes(dtype, rows):
     x, ct = x.astype(dtype), ct.astype(dtype)
     if dtype is np.complex64:
         x = x + 1j * x[::-1].astype(dtype)
+    assert x.dtype == ct.dtype == jnp.dtype(dtype)
     gradient = shift._rows_weight_gradient if rows else shift.weight_gradient
-    got = gradient(x, ct, spec, (3, 3))
-    assert got.dtype == jnp.dtype(dtype) and got.shape == (8, 2, 3, 3)
     wide = np.complex128 if dtype is np.complex64 else np.float64
-    x64, ct64 = x.astype(wide), ct.astype(wide)
-    _, vjp = jax.vjp(lambda b: lax_impl.forward(x64, b, spec), jnp.zeros((8, 2, 3, 3), wide))
-    assert_close(got, vjp(ct64)[0], dtype, reduction=2 * 7 * 4)
+
+    def run(x, ct, x64, ct64):
+        zeros = jnp.zeros((8, 2, 3, 3), wide)
+        _, vjp = jax.vjp(lambda b: lax_impl.forward(x64, b, spec), zeros)
+        return gradient(x, ct, spec, (3, 3)), vjp(ct64)[0]
+
+    got, want = run_jit(run, x, ct, x.astype(wide), ct.astype(wide))
+    assert got.dtype == jnp.dtype(dtype) and got.shape == (8, 2, 3, 3)
+    assert_close(got, want, dtype, reduction=2 * 7 * 4)
 
 
 @pytest.mark.parametrize("c_in_g, writes_copies", [(2, True), (1, False)])
@@ -300,12 +338,18 @@ def test_fused_weight_gradient_writes_channels_last_grouped_inputs_once(c_in_g, 
 def test_computed_once_is_the_identity(shape):
     from jaxconv._impls._common import computed_once
 
-    a = jnp.arange(np.prod(shape, dtype=int), dtype=jnp.float32).reshape(shape)
-    np.testing.assert_array_equal(jax.jit(computed_once)(a), a)
+    a = np.arange(np.prod(shape, dtype=int), dtype=np.float32).reshape(shape)
+
+    def run(a):
+        grad = jax.grad(lambda b: jnp.sum(computed_once(b) ** 2))(a) if a.size else None
+        return computed_once(a), grad, jax.vmap(computed_once)(a) if a.ndim else None
+
+    value, grad, mapped = run_jit(run, a)
+    np.testing.assert_array_equal(value, a)
     if a.size:
-        np.testing.assert_array_equal(jax.grad(lambda b: jnp.sum(computed_once(b) ** 2))(a), 2 * a)
+        np.testing.assert_array_equal(grad, 2 * a)
     if a.ndim:
-        np.testing.assert_array_equal(jax.vmap(computed_once)(a), a)
+        np.testing.assert_array_equal(mapped, a)
 
 
 DEPTHWISE = [
@@ -324,16 +368,16 @@ DEPTHWISE = [
 def test_auto_depthwise_derivatives_match_lax(nd, c, m, k, kwargs, channels_last):
     x, w = _arrays(nd + c + m, (2, c) + (9 if nd < 3 else 5,) * nd, (c * m, 1) + (k,) * nd)
     if channels_last:
-        x, w = jnp.moveaxis(x, 1, -1), jnp.moveaxis(w, (0, 1), (-1, -2))
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
 
     def f(impl):
         return lambda a, b: jaxconv.conv(
             a, b, groups=c, channels_last=channels_last, impl=impl, **kwargs
         )
 
-    (ct,) = _arrays(1, f("lax")(x, w).shape)
+    ct = cotangent(f("lax"), x, w, seed=1)
 
-    def everything(impl):
+    def everything(impl, x, w, ct):
         conv = f(impl)
         y, vjp = jax.vjp(conv, x, w)
         grad_w = lambda a, b: jax.grad(lambda a, b: jnp.sum(conv(a, b) * ct), 1)(a, b)  # noqa: E731
@@ -346,15 +390,17 @@ def test_auto_depthwise_derivatives_match_lax(nd, c, m, k, kwargs, channels_last
         )(x)
         return y, *vjp(ct), *hess, hess_x, tangent, *per_example
 
-    # Jitted whole: op by op, the second-order terms took 5-11 s a case.
-    run = jax.jit(everything, static_argnums=0)
-    for g, e in zip(run("auto"), run("lax"), strict=True):
+    # Jitted whole, both in one program: op by op, the second-order terms took 5-11 s a
+    # case.
+    run = lambda *args: (everything("auto", *args), everything("lax", *args))  # noqa: E731
+    auto_terms, lax_terms = run_jit(run, x, w, ct)
+    for g, e in zip(auto_terms, lax_terms, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
 def test_auto_depthwise_gradient_uses_the_written_out_transposes():
-    x, w = jnp.ones((2, 6, 9, 9)), jnp.ones((6, 1, 3, 3))
+    x, w = np.ones((2, 6, 9, 9)), np.ones((6, 1, 3, 3))
     conv = lambda a, b: jaxconv.conv2d(a, b, padding=1, groups=6, impl="auto")  # noqa: E731
     assert (
         _dispatch.choose(

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jitted import cotangent, values_and_vjps
 
 import jaxconv
 from jaxconv import _dispatch, _spec
@@ -58,16 +59,18 @@ def test_rgb_and_grey_first_layers_run_by_matmul():
         ((2, 11, 11, 3), (3, 3, 3, 24), dict(stride=2, padding=1, channels_last=True)),
         ((2, 1, 9, 9), (8, 1, 4, 4), dict(stride=4)),
     ]:
-        x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
 
         def loss(impl, kw=kw):
             return lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))
 
-        for got, want in zip(
-            jax.value_and_grad(loss("auto"), (0, 1))(x, w),
-            jax.value_and_grad(loss("lax"), (0, 1))(x, w),
-            strict=True,
-        ):
+        # auto's and lax's values and gradients, in one compiled program
+        both = jax.jit(
+            lambda a, b, loss=loss: tuple(
+                jax.value_and_grad(loss(impl), (0, 1))(a, b) for impl in ("auto", "lax")
+            )
+        )
+        for got, want in zip(*both(x, w), strict=True):
             for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
                 np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
 
@@ -225,8 +228,8 @@ def test_3d_runs_as_2d_planes_on_cpu():
     """A dense 3-D convolution under auto has no 3-D convolution left, values or grads."""
     import jaxconv
 
-    x = jnp.ones((1, 4, 5, 12, 12))
-    w = jnp.ones((4, 4, 3, 3, 3))
+    x = np.ones((1, 4, 5, 12, 12))
+    w = np.ones((4, 4, 3, 3, 3))
 
     def convolutions(f, *args):
         text = jax.jit(f).lower(*args).as_text()
@@ -281,29 +284,33 @@ def test_3d_planes_stacked_by_role(
 
         monkeypatch.setattr(planes, by, spy)
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
     if channels_last:
-        x, w = jnp.moveaxis(x, 1, -1), jnp.transpose(w, (2, 3, 4, 1, 0))
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 4, 1, 0))
 
     def conv(impl):
         return lambda a, b: jaxconv.conv3d(a, b, channels_last=channels_last, impl=impl, **kwargs)
 
+    def role_fns(impl):
+        return {
+            _dispatch.FORWARD: conv(impl),
+            _dispatch.INPUT_GRADIENT: jax.grad(lambda a, b: jnp.sum(conv(impl)(a, b) ** 2), 0),
+            _dispatch.WEIGHT_GRADIENT: jax.grad(lambda a, b: jnp.sum(conv(impl)(a, b) ** 2), 1),
+        }
+
     roles = {}
-    for role, f in (
-        (_dispatch.FORWARD, lambda a, b: conv("auto")(a, b)),
-        (_dispatch.INPUT_GRADIENT, jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), 0)),
-        (_dispatch.WEIGHT_GRADIENT, jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), 1)),
-    ):
+    for role, f in role_fns("auto").items():
         calls.clear()
-        got = jax.jit(f)(x, w)
+        jax.jit(f).lower(x, w)  # the spies record the role's trace
         roles[role] = calls[-1]
-        want = {
-            _dispatch.FORWARD: conv("lax"),
-            _dispatch.INPUT_GRADIENT: jax.grad(lambda a, b: jnp.sum(conv("lax")(a, b) ** 2), 0),
-            _dispatch.WEIGHT_GRADIENT: jax.grad(lambda a, b: jnp.sum(conv("lax")(a, b) ** 2), 1),
-        }[role](x, w)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+    # Every role under auto and under lax, in one compiled program.
+    got, want = jax.jit(
+        lambda a, b: [{r: f(a, b) for r, f in role_fns(impl).items()} for impl in ("auto", "lax")]
+    )(x, w)
+    for role in roles:
+        scale = float(np.max(np.abs(want[role])))
+        np.testing.assert_allclose(got[role], want[role], rtol=1e-4, atol=1e-4 * scale)
     assert tuple(roles[r] == "stacked" for r in range(3)) == stacked
 
 
@@ -353,23 +360,27 @@ def test_strided_value_by_stacked_rows(
     `test_strided_rows_flops_floor` checks it.)"""
     calls = stacked_calls
     rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
     if channels_last:
-        x, w = jnp.moveaxis(x, 1, -1), jnp.transpose(w, (2, 3, 1, 0))
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
 
     def conv(impl):
         return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
 
-    got = jax.jit(conv("auto"))(x, w)
+    jax.jit(conv("auto")).lower(x, w)  # the value's trace
     assert calls == ([2] if stacked else [])
-    np.testing.assert_allclose(got, conv("lax")(x, w), rtol=1e-5, atol=1e-5)
     calls.clear()
     loss = lambda impl: lambda a, b: jnp.sum(jnp.sin(conv(impl)(a, b)))  # noqa: E731
-    grads = jax.jit(jax.grad(loss("auto"), (0, 1)))(x, w)
+    jax.jit(jax.grad(loss("auto"), (0, 1))).lower(x, w)  # the gradients' trace
     assert calls == []  # under differentiation the value stays XLA's
-    for g, want in zip(grads, jax.grad(loss("lax"), (0, 1))(x, w), strict=True):
-        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+    # auto's and lax's values and gradients, in one compiled program
+    (got, grads), (want, grads_lax) = jax.jit(
+        lambda a, b: [(conv(i)(a, b), jax.grad(loss(i), (0, 1))(a, b)) for i in ("auto", "lax")]
+    )(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, e in zip(grads, grads_lax, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
@@ -413,11 +424,12 @@ def test_strided_3d_planes_not_by_stacked_rows(stacked_calls, retrace, w_shape, 
     """The 2-D convolutions a strided 3-D one runs as keep XLA's strided value."""
     calls = stacked_calls
     rng = np.random.default_rng(6)
-    x = jnp.asarray(rng.standard_normal((1, 16, 5, 20, 20)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
-    got = jax.jit(lambda a, b: jaxconv.conv3d(a, b, impl="auto", **kwargs))(x, w)
+    x = rng.standard_normal((1, 16, 5, 20, 20)).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    got, want = jax.jit(
+        lambda a, b: [jaxconv.conv3d(a, b, impl=impl, **kwargs) for impl in ("auto", "lax")]
+    )(x, w)
     assert 2 not in calls
-    want = jaxconv.conv3d(x, w, impl="lax", **kwargs)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -441,21 +453,20 @@ def test_temporal_3d_runs_as_one_2d_convolution(w_kernel, kwargs, flat, channels
     height x width), values and gradients as ``lax``'s."""
     import numpy as np
 
-    kx, kw, kc = jax.random.split(jax.random.key(0), 3)
+    rng = np.random.default_rng(0)
     c_in = 4
-    x = jax.random.normal(kx, (2, c_in, 7, 5, 6))
-    w = jax.random.normal(kw, (6, c_in // kwargs.get("groups", 1), *w_kernel))
+    x = rng.standard_normal((2, c_in, 7, 5, 6))
+    w = rng.standard_normal((6, c_in // kwargs.get("groups", 1), *w_kernel))
     if channels_last:
-        x, w = jnp.moveaxis(x, 1, -1), jnp.transpose(w, (2, 3, 4, 1, 0))
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 4, 1, 0))
 
     def conv(impl):
         return lambda a, b: jaxconv.conv3d(a, b, channels_last=channels_last, impl=impl, **kwargs)
 
-    y, vjp = jax.vjp(conv("auto"), x, w)
-    y_lax, vjp_lax = jax.vjp(conv("lax"), x, w)
-    ct = jax.random.normal(kc, y.shape)
-    for got, want in zip((y, *vjp(ct)), (y_lax, *vjp_lax(ct)), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    ct = cotangent(conv("lax"), x, w, seed=1)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     grads = jax.jit(jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), (0, 1)))
     for f in (jax.jit(conv("auto")), grads):
         text = f.lower(x, w).as_text()
@@ -487,24 +498,22 @@ def test_channels_last_3d_expansion_is_xlas_whole(x_shape, w_shape, kwargs, whol
     import jaxconv
 
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
 
     def conv(impl):
         return lambda a, b: jaxconv.conv3d(a, b, **kwargs, channels_last=True, impl=impl)
 
     def program(impl):
-        y, vjp = jax.vjp(conv(impl), x, w)
         return (
-            y,
-            vjp(jnp.ones_like(y)),
             jax.jit(jax.grad(lambda a, b: jnp.sum(conv(impl)(a, b) ** 2), (0, 1)))
             .lower(x, w)
-            .as_text(),
+            .as_text()
         )
 
-    y, grads, text = program("auto")
-    y_lax, grads_lax, text_lax = program("lax")
+    text, text_lax = program("auto"), program("lax")
+    ones = np.ones(jax.eval_shape(conv("lax"), x, w).shape, np.float32)
+    (y, *grads), (y_lax, *grads_lax) = values_and_vjps([conv("auto"), conv("lax")], (x, w), ones)
     convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
     assert any("0, 1, 2]" in line for line in convs) == (whole is not None)
     if whole == "value":
@@ -542,8 +551,8 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
     import jaxconv
 
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32) * 0.05
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32) * np.float32(0.05)
 
     def conv(impl):
         return lambda a, b: jaxconv.conv3d(a, b, stride=stride, padding=1, impl=impl)
@@ -559,11 +568,11 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
     assert len(value) == 1
     spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride, padding=1).spec
     assert _dispatch._strided_3d_direct(spec, x_shape, w_shape) == direct
-    y, vjp = jax.vjp(conv("auto"), x, w)
-    y_lax, vjp_lax = jax.vjp(conv("lax"), x, w)
+    y_shape = jax.eval_shape(conv("lax"), x, w).shape
+    ct = rng.standard_normal(y_shape).astype(np.float32)
+    (y, *vjps), (y_lax, *vjps_lax) = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
     np.testing.assert_allclose(y, y_lax, rtol=2e-4, atol=2e-4)
-    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
-    for got, want in zip(vjp(ct), vjp_lax(ct), strict=True):
+    for got, want in zip(vjps, vjps_lax, strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-3)
     grads = jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), (0, 1))
     grad_lines = convolutions(grads, x, w)
@@ -639,7 +648,7 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     x_shape, w_shape = (batch, c_in, size, size), (c_out, c_in, 3, 3)
     if channels_last:
         x_shape, w_shape = (batch, size, size, c_in), (3, 3, c_in, c_out)
-    x, w = jnp.ones(x_shape), jnp.ones(w_shape)
+    x, w = np.ones(x_shape), np.ones(w_shape)
     y_shape = jaxconv.output_shape(x_shape, w_shape, **kwargs)
     flops = 2 * math.prod(y_shape) * c_in * 9
     assert (flops >= _dispatch.ROWS_MIN_FLOPS) == (batch > 1 or size < 56)
@@ -708,9 +717,11 @@ def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)  # the canonical arrays
     rng = np.random.default_rng(0)
-    x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
-    got = lax_impl.forward_padded(x, w, spec, derivative)
-    np.testing.assert_allclose(got, lax_impl.forward(x, w, spec), rtol=1e-12, atol=1e-12)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    got, want = jax.jit(
+        lambda a, b: (lax_impl.forward_padded(a, b, spec, derivative), lax_impl.forward(a, b, spec))
+    )(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     padded_fn = jax.jit(lax_impl.forward_padded, static_argnums=(2, 3))
     text = padded_fn.lower(x, w, spec, derivative).as_text()
     assert ("pad = [[0, 1]" in text) == padded, text
@@ -753,11 +764,12 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     rng = np.random.default_rng(0)
-    x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     assert lax_impl.eigen_pays(x_shape, w_shape, x.dtype, spec) == pays
     assert not lax_impl.eigen_pays(x_shape, w_shape, jnp.bfloat16, spec)
-    got = lax_impl.forward_eigen(x, w, spec)
-    want = lax_impl.forward(x, w, spec)
+    got, want = jax.jit(
+        lambda a, b: (lax_impl.forward_eigen(a, b, spec), lax_impl.forward(a, b, spec))
+    )(x, w)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     text = jax.jit(lax_impl.forward_eigen, static_argnums=2).lower(x, w, spec).as_text()
@@ -849,16 +861,14 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     if channels_last:
         x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
-    x, w = jnp.asarray(x), jnp.asarray(w)
 
     def conv(impl):
         return lambda a, b: jaxconv.conv2d(a, b, **kwargs, channels_last=channels_last, impl=impl)
 
-    y, vjp_lax = jax.vjp(conv("lax"), x, w)
-    got, vjp_auto = jax.vjp(conv("auto"), x, w)
+    ct = rng.standard_normal(jax.eval_shape(conv("lax"), x, w).shape)
+    (got, *grads), (y, *grads_lax) = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
     np.testing.assert_allclose(got, y, rtol=1e-10, atol=1e-10)
-    ct = jnp.asarray(rng.standard_normal(y.shape))
-    for g, want in zip(vjp_auto(ct), vjp_lax(ct), strict=True):
+    for g, want in zip(grads, grads_lax, strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-10)
 
     def taller(shape):  # a canonical convolution output one row taller, in StableHLO
@@ -900,12 +910,20 @@ def test_lax_weight_derivative_is_exact(x_shape, w_shape, kwargs):
         groups=kwargs.get("groups", 1),
     )
     rng = np.random.default_rng(0)
-    x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
-    want, vjp_want = jax.vjp(lambda b: lax_impl.forward(x, b, spec), w)
-    got, vjp_got = jax.vjp(lambda b: lax_impl.weight_derivative(x, b, spec), w)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    forward = lambda a, b: lax_impl.forward(a, b, spec)  # noqa: E731
+    ct = rng.standard_normal(jax.eval_shape(forward, x, w).shape)
+
+    def both(a, b, c):  # each one's value and weight gradient, in one compiled program
+        out = []
+        for f in (lax_impl.weight_derivative, lax_impl.forward):
+            y, vjp = jax.vjp(lambda b_, f=f: f(a, b_, spec), b)
+            out.append((y, vjp(c)[0]))
+        return out
+
+    (got, got_dw), (want, want_dw) = jax.jit(both)(x, w, ct)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    ct = jnp.asarray(rng.standard_normal(want.shape))
-    np.testing.assert_allclose(vjp_got(ct)[0], vjp_want(ct)[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_dw, want_dw, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the padding rule is the CPU's")
@@ -917,7 +935,7 @@ def test_over_padded_weight_gradient_pads_the_input_first():
 
     import jaxconv
 
-    x, w = jnp.ones((2, 8, 9, 9)), jnp.ones((8, 8, 3, 3))
+    x, w = np.ones((2, 8, 9, 9)), np.ones((8, 8, 3, 3))
 
     def weight_gradient_padding(impl):
         grad = jax.grad(lambda b: jnp.sum(jaxconv.conv_transpose2d(x, b, impl=impl) ** 2))
@@ -939,7 +957,7 @@ def test_depthwise_channels_last_split_for_inference_only():
     (`shift._depthwise_split`) and pads a copy first under differentiation."""
     import jaxconv
 
-    x, w = jnp.ones((2, 12, 12, 8)), jnp.ones((3, 3, 1, 8))
+    x, w = np.ones((2, 12, 12, 8)), np.ones((3, 3, 1, 8))
 
     def conv(x, w):
         return jaxconv.conv2d(x, w, padding=1, groups=8, channels_last=True)
@@ -969,14 +987,14 @@ def test_shift_value_is_computed_once_under_grad(groups, c_in_g, channels_last):
     x_shape, w_shape = (2, 8, 10, 10), (8, c_in_g, 3, 3)
     if channels_last:
         x_shape, w_shape = (2, 10, 10, 8), (3, 3, c_in_g, 8)
-    x, w = jnp.ones(x_shape), jnp.ones(w_shape)
+    x, w = np.ones(x_shape), np.ones(w_shape)
     assert choose(x_shape, w_shape, groups=groups, channels_last=channels_last)[0] == "shift"
 
     def conv(x, w):
         return jaxconv.conv2d(x, w, padding=1, groups=groups, channels_last=channels_last)
 
-    def multiplies(f, *args):
-        return jax.jit(f).lower(*args).compile().as_text().count(" multiply(")
+    def multiplies(compiled):
+        return compiled.as_text().count(" multiply(")
 
     def fixed(x, w, ct):
         y, vjp = jax.vjp(conv, x, w)
@@ -985,11 +1003,15 @@ def test_shift_value_is_computed_once_under_grad(groups, c_in_g, channels_last):
     def squared(x, w):
         return jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1))(x, w)
 
+    # Each program compiled once, for its count and for its values.
+    fixed_c = jax.jit(fixed).lower(x, w, np.ones(x_shape)).compile()
+    squared_c = jax.jit(squared).lower(x, w).compile()
     # (The loss adds a few: 2 * y. Copying the 9-tap sum into a loop adds 9 or more.)
-    assert multiplies(squared, x, w) <= multiplies(fixed, x, w, jnp.ones(x_shape)) + 4
+    assert multiplies(squared_c) <= multiplies(fixed_c) + 4
     # And the gradient is right: d sum(y^2) = vjp(2y).
-    y, *want = fixed(x, w, 2 * conv(x, w))
-    for got, expected in zip(jax.jit(squared)(x, w), want, strict=True):
+    y = fixed_c(x, w, np.ones(x_shape))[0]
+    y, *want = fixed_c(x, w, 2 * np.asarray(y))
+    for got, expected in zip(squared_c(x, w), want, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
@@ -1006,8 +1028,8 @@ def test_large_depthwise_value_by_shift_alone_and_by_fft_under_grad(channels_las
     x_shape, w_shape = (2, 4, 12, 11), (4, 1, 9, 9)
     if channels_last:
         x_shape, w_shape = (2, 12, 11, 4), (9, 9, 1, 4)
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
     assert choose(x_shape, w_shape, groups=4, channels_last=channels_last) == (
         "shift",
         "fft",
@@ -1027,14 +1049,19 @@ def test_large_depthwise_value_by_shift_alone_and_by_fft_under_grad(channels_las
 
     assert inverse_ffts(conv("auto")) == 0
     assert inverse_ffts(grads("auto")) == 3  # the value's, and one per derivative
-    np.testing.assert_allclose(conv("auto")(x, w), conv("lax")(x, w), rtol=1e-4, atol=1e-4)
-    for got, want in zip(grads("auto")(x, w), grads("lax")(x, w), strict=True):
+    # auto's and lax's values (outside differentiation) and gradients, in one program
+    (y, g), (y_lax, g_lax) = jax.jit(
+        lambda a, b: [(conv(i)(a, b), grads(i)(a, b)) for i in ("auto", "lax")]
+    )(x, w)
+    np.testing.assert_allclose(y, y_lax, rtol=1e-4, atol=1e-4)
+    for got, want in zip(g, g_lax, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
 
 
 def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
-    """Random float32 input and weight for ``jaxconv.<op>`` (shapes given channels-first,
-    moved to the caller's layout), and ``conv(impl)``, the layer by that algorithm."""
+    """Random float32 input and weight (NumPy's) for ``jaxconv.<op>`` (shapes given
+    channels-first, moved to the caller's layout), and ``conv(impl)``, the layer by that
+    algorithm."""
     import numpy as np
 
     import jaxconv
@@ -1043,8 +1070,8 @@ def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
     if channels_last:
         x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
         w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
     fn = getattr(jaxconv, op)
 
     def conv(impl):
@@ -1067,12 +1094,17 @@ def _dilated(f, *args) -> int:
     return sum("lhs_dilate = [1" not in line for line in lines)
 
 
-def _assert_trains_as_lax(conv, x, w):
-    """`_relu_grad` under auto gives lax's values and gradients."""
+def _assert_trains_as_lax(conv, x, w, value=False):
+    """`_relu_grad` under auto gives lax's values and gradients (and, with ``value``,
+    ``conv`` outside differentiation lax's output), auto and lax in one compiled
+    program."""
     import numpy as np
 
-    got = jax.jit(_relu_grad(conv, "auto"))(x, w)
-    want = jax.jit(_relu_grad(conv, "lax"))(x, w)
+    def run(impl, a, b):
+        out = _relu_grad(conv, impl)(a, b)
+        return (conv(impl)(a, b), out) if value else out
+
+    got, want = jax.jit(lambda a, b: [run(impl, a, b) for impl in ("auto", "lax")])(x, w)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
 
@@ -1133,15 +1165,13 @@ def test_transposed_value_merged_with_a_large_weight_is_xlas_whole(
     than its input is XLA's input-dilated convolution under auto, outside
     differentiation only: under `jax.grad` the value stays the phases'. Values and
     gradients equal lax's."""
-    import numpy as np
 
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, dict(stride=2), channels_last, 3)
 
     assert _dilated(conv("auto"), x, w) == int(whole)
     assert _dilated(_relu_grad(conv, "auto"), x, w) == 0
-    got, want = jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w)
-    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-3)
-    _assert_trains_as_lax(conv, x, w)
+    # The value outside differentiation too (rtol=2e-4, atol=2e-3).
+    _assert_trains_as_lax(conv, x, w, value=True)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
@@ -1169,7 +1199,7 @@ def test_transposed_input_gradient_to_few_channels_is_one_strided_convolution(
     import re
 
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=4)
-    y = conv("auto")(x, w)
+    y = jax.eval_shape(conv("auto"), x, w)  # the cotangent's shape and dtype
     input_grad = lambda a, ct: jax.vjp(lambda b: conv("auto")(b, w), a)[1](ct)  # noqa: E731
     text = jax.jit(input_grad).lower(x, y).compile().as_text()
     windows = re.findall(r" convolution\(.*?window=\{([^}]*)\}", text)
@@ -1278,23 +1308,35 @@ def test_groups_loop_is_xla_grouped_convolution(x_shape, w_shape, spec, dtype):
 
     rng = np.random.default_rng(7)
     with jax.enable_x64(dtype == "float64"):
-        x = jnp.asarray(rng.standard_normal(x_shape), dtype)
-        w = jnp.asarray(rng.standard_normal(w_shape), dtype)
-        got = jax.jit(groups.loop, static_argnums=2)(x, w, spec)
-        want = lax_impl.forward(x, w, spec)
-        assert got.dtype == want.dtype and got.shape == want.shape
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        y_shape = jax.eval_shape(lambda a, b: lax_impl.forward(a, b, spec), x, w).shape
+        ct = rng.standard_normal(y_shape).astype(dtype)
+        term = jax.jit(groups.weight_term, static_argnums=2)
+
+        def weight_gradient(f, a, b, c):
+            return jax.vjp(lambda w_: f(a, w_, spec), b)[1](c)[0]
+
+        def compared(a, b, c):  # everything compared, in one compiled program
+            return (
+                jax.jit(groups.loop, static_argnums=2)(a, b, spec),
+                lax_impl.forward(a, b, spec),
+                weight_gradient(term, a, b, c),
+                weight_gradient(lax_impl.forward, a, b, c),
+                term(a, b, spec),
+            )
+
+        got, want, got_dw, want_dw, term_value = jax.jit(compared)(x, w, ct)
+        assert got.dtype == want.dtype == dtype and got.shape == want.shape
         tol = 1e-12 if dtype == "float64" else 1e-5
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
         text = jax.jit(groups.loop, static_argnums=2).lower(x, w, spec).as_text()
         assert "while" in text and f"feature_group_count = {spec.groups} " not in text
         # Its weight gradient (and `weight_term`, whose transpose it is) is XLA's.
-        ct = jnp.asarray(rng.standard_normal(want.shape), dtype)
-        (want_dw,) = jax.vjp(lambda w_: lax_impl.forward(x, w_, spec), w)[1](ct)
-        term = jax.jit(groups.weight_term, static_argnums=2)
-        (got_dw,) = jax.vjp(lambda w_: term(x, w_, spec), w)[1](ct)
         np.testing.assert_allclose(got_dw, want_dw, rtol=tol, atol=tol * 10)
-        np.testing.assert_allclose(term(x, w, spec), want, rtol=tol, atol=tol)
-        text = jax.jit(jax.vjp(lambda w_: term(x, w_, spec), w)[1]).lower(ct).as_text()
+        np.testing.assert_allclose(term_value, want, rtol=tol, atol=tol)
+        # (The weight gradient alone: the value, unused, is not lowered.)
+        text = jax.jit(lambda b, c: weight_gradient(term, x, b, c)).lower(w, ct).as_text()
         assert "while" in text and f"feature_group_count = {spec.groups} " not in text
 
 
@@ -1319,20 +1361,19 @@ def test_many_groups_value_by_the_groups_loop(op, x_shape, w_shape, kwargs, chan
     text = jax.jit(conv("auto")).lower(x, w).as_text()
     assert "while" in text
     assert not any(f"feature_group_count = {g} " in text for g in (17, 20, 34))
-    np.testing.assert_allclose(
-        jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w), rtol=1e-4, atol=1e-4
-    )
 
     def loss(impl):
         return lambda a, b: jnp.sum(jnp.sin(conv(impl)(a, b)))
 
-    grad = jax.jit(jax.grad(loss("auto"), (0, 1)))
-    text = grad.lower(x, w).as_text()
+    text = jax.jit(jax.grad(loss("auto"), (0, 1))).lower(x, w).as_text()
     assert not any(f"feature_group_count = {g} " in text for g in (17, 20, 34))
     # Loops for the derivatives too (the matmul derivatives have none).
     assert text.count("stablehlo.while") >= 3
-    got = grad(x, w)
-    want = jax.jit(jax.grad(loss("lax"), (0, 1)))(x, w)
+    # auto's and lax's values (outside differentiation) and gradients, in one program
+    (y, got), (y_lax, want) = jax.jit(
+        lambda a, b: [(conv(i)(a, b), jax.grad(loss(i), (0, 1))(a, b)) for i in ("auto", "lax")]
+    )(x, w)
+    np.testing.assert_allclose(y, y_lax, rtol=1e-4, atol=1e-4)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
 
@@ -1345,28 +1386,32 @@ def test_groups_loop_under_vmap_jvp_and_second_order():
     import jaxconv
 
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 1, 68, 28, 28)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((2, 17 * 17, 4, 3, 3)), jnp.float32)
+    x = rng.standard_normal((2, 1, 68, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((2, 17 * 17, 4, 3, 3)).astype(np.float32)
 
     def loss(impl):
         conv = lambda a, b: jaxconv.conv2d(a, b, padding=1, groups=17, impl=impl)  # noqa: E731
         return lambda a, b: jnp.sum(jnp.sin(conv(a, b)))
 
-    vmapped = jax.jit(jax.vmap(jax.grad(loss("auto"), (0, 1))))
-    assert "while" in vmapped.lower(x, w).as_text()
-    want = jax.jit(jax.vmap(jax.grad(loss("lax"), (0, 1))))(x, w)
-    for a, b in zip(vmapped(x, w), want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+    def vmapped(impl):
+        return jax.vmap(jax.grad(loss(impl), (0, 1)))
 
-    def jvp(impl):
+    assert "while" in jax.jit(vmapped("auto")).lower(x, w).as_text()
+
+    def jvp(impl, x, w):
         return jax.jvp(lambda b: loss(impl)(x[0], b), (w[0],), (w[1],))[1]
 
-    np.testing.assert_allclose(jvp("auto"), jvp("lax"), rtol=1e-4)
-
-    def second(impl):
+    def second(impl, x, w):
         return jax.grad(lambda a: jnp.sum(jax.grad(loss(impl), 1)(a, w[0]) ** 2))(x[0])
 
-    np.testing.assert_allclose(second("auto"), second("lax"), rtol=2e-4, atol=2e-2)
+    # All three under auto and under lax, in one compiled program.
+    got, want = jax.jit(
+        lambda a, b: [(vmapped(i)(a, b), jvp(i, a, b), second(i, a, b)) for i in ("auto", "lax")]
+    )(x, w)
+    for a, b in zip(got[0], want[0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-4)
+    np.testing.assert_allclose(got[2], want[2], rtol=2e-4, atol=2e-2)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the groups-loop rule is the CPU's")
@@ -1386,15 +1431,17 @@ def test_shift_groups_value_by_shift_derivatives_by_the_groups_loop(
     kwargs = dict(groups=8, padding=1)
     x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, 1)
     assert "while" not in jax.jit(conv("auto")).lower(x, w).as_text()
-    np.testing.assert_allclose(
-        jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w), rtol=1e-4, atol=1e-4
-    )
 
     def grad(impl):
-        return jax.jit(jax.grad(lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2), (0, 1)))
+        return jax.grad(lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2), (0, 1))
 
-    assert "while" in grad("auto").lower(x, w).as_text()
-    for a, b in zip(grad("auto")(x, w), grad("lax")(x, w), strict=True):
+    assert "while" in jax.jit(grad("auto")).lower(x, w).as_text()
+    # auto's and lax's values (outside differentiation) and gradients, in one program
+    (y, got), (y_lax, want) = jax.jit(
+        lambda a, b: [(conv(i)(a, b), grad(i)(a, b)) for i in ("auto", "lax")]
+    )(x, w)
+    np.testing.assert_allclose(y, y_lax, rtol=1e-4, atol=1e-4)
+    for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
 
 
@@ -1436,25 +1483,31 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
         x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
         w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal(x_shape))
-    w = jnp.asarray(rng.standard_normal(w_shape))
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
     conv = lambda impl: lambda a, b: jaxconv.conv(a, b, **kwargs, impl=impl)  # noqa: E731
-    y = conv("lax")(x, w)
-    ct = jnp.asarray(rng.standard_normal(y.shape))
-    for impl in ("auto", "lax"):
-        assert jax.jit(conv(impl))(x, w).shape == y.shape
-    got, vjp = jax.vjp(conv("auto"), x, w)
-    want, vjp_lax = jax.vjp(conv("lax"), x, w)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    for g, r in zip(vjp(ct), vjp_lax(ct), strict=True):
-        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
-    # Forward mode, and the second derivative through the input gradient.
-    t = jax.jvp(conv("auto"), (x, w), (x, w))[1]
-    np.testing.assert_allclose(t, 2 * want, rtol=1e-10, atol=1e-10)
-    hvp = lambda impl: jax.grad(  # noqa: E731
-        lambda b: jnp.sum(jax.grad(lambda a: jnp.sum(conv(impl)(a, b) ** 2))(x) ** 2)
+    y = jax.eval_shape(conv("lax"), x, w)
+    ct = rng.standard_normal(y.shape)
+    hvp = lambda impl, a: jax.grad(  # noqa: E731
+        lambda b: jnp.sum(jax.grad(lambda a_: jnp.sum(conv(impl)(a_, b) ** 2))(a) ** 2)
     )
-    np.testing.assert_allclose(hvp("auto")(w), hvp("lax")(w), rtol=1e-9, atol=1e-9)
+
+    def compared(a, b, c):  # everything compared, in one compiled program
+        plain = [conv(impl)(a, b) for impl in ("auto", "lax")]  # outside differentiation
+        got, vjp = jax.vjp(conv("auto"), a, b)
+        want, vjp_lax = jax.vjp(conv("lax"), a, b)
+        # Forward mode, and the second derivative through the input gradient.
+        t = jax.jvp(conv("auto"), (a, b), (a, b))[1]
+        return plain, got, want, vjp(c), vjp_lax(c), t, hvp("auto", a)(b), hvp("lax", a)(b)
+
+    plain, got, want, grads, grads_lax, t, hvp_auto, hvp_lax = jax.jit(compared)(x, w, ct)
+    for value in plain:
+        assert value.shape == y.shape
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for g, r in zip(grads, grads_lax, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(t, 2 * want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(hvp_auto, hvp_lax, rtol=1e-9, atol=1e-9)
 
     def input_grad(a, b, c):
         return jax.vjp(lambda a_: conv("auto")(a_, b), a)[1](c)[0]
@@ -1462,7 +1515,7 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
     def weight_grad(a, b, c):
         return jax.vjp(lambda b_: conv("auto")(a, b_), b)[1](c)[0]
 
-    for grad in (input_grad, weight_grad):
+    for grad in (input_grad, weight_grad) if direct else ():  # (others: values only)
         hlo = jax.jit(grad).lower(x, w, ct).compile().as_text()
         big = [
             line
@@ -1471,8 +1524,7 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
             and math.prod(int(d) for d in re.search(r"\[([\d,]*)\]", line).group(1).split(",") if d)
             > math.prod(w_shape)
         ]
-        if direct:  # (the others: values and derivatives only)
-            assert not big, (grad.__name__, big)
+        assert not big, (grad.__name__, big)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -1499,24 +1551,29 @@ def test_non_overlapping_transposed_weight_gradient(x_shape, w_shape, kwargs, ch
     spec = _spec.transpose_plan("conv_transpose", x_shape, w_shape, **kwargs).spec
     canonical_w = (w_shape[1], w_shape[0], *w_shape[2:])
     assert subpixel.non_overlapping(spec, canonical_w)
-    y = conv("lax")(x, w)
-    ct = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape), jnp.float32)
-    want = jax.vjp(lambda b: conv("lax")(x, b), w)[1](ct)[0]
-    with jax.enable_x64(dtype == jnp.float64):
+    y = jax.eval_shape(conv("lax"), x, w)
+    ct = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    spec_l = dataclasses.replace(spec, channels_last=channels_last)
+
+    def compared(x, w, ct):  # lax's, the phases' and the one product's, in one program
+        want = jax.vjp(lambda b: conv("lax")(x, b), w)[1](ct)[0]
         a, b, c = (v.astype(dtype) for v in (x, w, ct))
         got = jax.vjp(lambda b_: conv("subpixel")(a, b_), b)[1](c)[0]  # the phases
         cx = jnp.moveaxis(a, -1, 1) if channels_last else a
         cc = jnp.moveaxis(c, -1, 1) if channels_last else c
-        spec_l = dataclasses.replace(spec, channels_last=channels_last)
-        direct = subpixel.unpatched_weight_gradient(cx, cc, spec_l, canonical_w)
+        return want, got, subpixel.unpatched_weight_gradient(cx, cc, spec_l, canonical_w)
+
+    with jax.enable_x64(dtype == jnp.float64):
+        want, got, direct = jax.jit(compared)(x, w, ct)
     assert direct.dtype == dtype
     # the canonical weight gradient in the caller's weight layout
+    direct = np.asarray(direct)
     flip = (slice(None), slice(None), *(slice(None, None, -1),) * (len(x_shape) - 2))
-    direct = jnp.swapaxes(direct[flip], 0, 1)
+    direct = np.swapaxes(direct[flip], 0, 1)
     if channels_last:
-        direct = jnp.transpose(direct, (*range(2, direct.ndim), 1, 0))
+        direct = np.transpose(direct, (*range(2, direct.ndim), 1, 0))
     tol = {jnp.float64: 1e-5, jnp.float32: 1e-5, jnp.bfloat16: 3e-2}[dtype]
-    scale = float(jnp.abs(want).max())
+    scale = float(np.abs(want).max())
     np.testing.assert_allclose(np.asarray(direct, np.float64), want, atol=tol * scale)
     np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=tol * scale)
 
@@ -1552,7 +1609,7 @@ def test_non_overlapping_weight_gradient_of_empty_operands(
     monkeypatch.setattr(_dispatch, "NON_OVERLAPPING_MIN_POSITIONS", 0)
     w_shape = (shape[1], 3, 2, 2)
     x, w, conv = _layer("conv_transpose", shape, w_shape, {"stride": 2}, channels_last, 0)
-    got = jax.grad(lambda b: conv("auto")(x, b).sum())(w)
+    got = jax.jit(jax.grad(lambda b: conv("auto")(x, b).sum()))(w)
     np.testing.assert_array_equal(got, np.zeros(w.shape, np.float32))
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from jitted import run_jit
 from reference import conv as ref_conv
 from reference import conv_transpose as ref_conv_transpose
 from tolerance import assert_close
@@ -43,14 +44,20 @@ def put(x, *spec, mesh=None):
     return jax.device_put(x, NamedSharding(mesh or cpu_mesh(), P(*spec)))
 
 
-def run_jit(f, *args):
-    """``jax.jit(f)(*args)``, compiled with LLVM's optimisations off.
+_SINGLE_DEVICE = {}
 
-    Compiling dominates these tests; the SPMD partitioning under test is the same, and
-    the backend optimisation level halves the compile time.
+
+def single_device(key, f, *args):
+    """``run_jit(f, *args)`` on unsplit NumPy arguments, as NumPy arrays, computed once
+    per `key` and argument values; `key` names `f` and what it closes over.
+
+    A case run under both Auto and Explicit mesh axes compares with the same
+    single-device results; they are compiled once, not once per axis type.
     """
-    compiled = jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})
-    return compiled(*args)
+    key = (key, *((a.shape, a.dtype.str, a.tobytes()) for a in args))
+    if key not in _SINGLE_DEVICE:
+        _SINGLE_DEVICE[key] = jax.tree.map(np.asarray, run_jit(f, *args))
+    return _SINGLE_DEVICE[key]
 
 
 # ----------------------------------------------------------------------------- XLA SPMD
@@ -277,7 +284,7 @@ SHARDED_CASES = [
 )
 def test_sharded_conv(x_shape, w_shape, kwargs, spatial_dim, channels_last, rng):
     x, w, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
-    expected = jaxconv.conv(x, w, b, impl="lax", **kwargs)
+    expected = run_jit(functools.partial(jaxconv.conv, impl="lax", **kwargs), x, w, b)
     n = w.ndim - 2
     if channels_last:
         x, expected = np.moveaxis(x, -n - 1, -1), np.moveaxis(expected, -n - 1, -1)
@@ -370,9 +377,12 @@ def test_explicit_mesh_axes(impl, rng):
     cases = [((("d",), ()), P("d")), (((), ("d",)), P(None, "d"))]
     if impl != "fft":  # XLA's CPU FFT cannot be split along a transformed dim.
         cases.append((((None, None, "d"), ()), P(None, None, "d")))
-    for (x_spec, w_spec), out_spec in cases:
-        xs, ws = put(x, *x_spec, mesh=mesh), put(w, *w_spec, mesh=mesh)
-        out = jax.jit(functools.partial(f, impl=impl))(xs, ws)
+    args = [
+        (put(x, *x_spec, mesh=mesh), put(w, *w_spec, mesh=mesh)) for (x_spec, w_spec), _ in cases
+    ]
+    # The splits compile as one program (compile time dominates these tests).
+    outs = run_jit(lambda args: [f(xs, ws, impl=impl) for xs, ws in args], args)
+    for out, (_, out_spec) in zip(outs, cases, strict=True):
         assert out.sharding.is_equivalent_to(NamedSharding(mesh, out_spec), out.ndim)
         assert_close(out, expected, reduction=8 * 6)
 
@@ -403,11 +413,17 @@ def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
         y, vjp = jax.vjp(f, x, w)
         return (y, *vjp(jnp.asarray(ct)))
 
-    expected = jax.jit(grads)(x, w)
-    for x_spec in (("d",), (None, None, "d")):
-        got = run_jit(grads, put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
+    expected = single_device(("auto_gradients_under_sharding", groups, ct.tobytes()), grads, x, w)
+    for got in split_both_ways(grads, x, w, mesh):
         for g, e in zip(got, expected, strict=True):
             assert_close(g, e, reduction=8 * 6 * 8)
+
+
+def split_both_ways(f, x, w, mesh):
+    """``f(x, w)`` with `x` split along batch and along its first spatial dim (`w`
+    replicated), both from one program."""
+    xs = [put(x, *x_spec, mesh=mesh) for x_spec in (("d",), (None, None, "d"))]
+    return run_jit(lambda xs, w: [f(x, w) for x in xs], xs, put(w, mesh=mesh))
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
@@ -440,7 +456,8 @@ def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rn
     def grads(impl):
         return jax.grad(lambda a, b: jnp.sum(jnp.sin(op(a, b, impl=impl, **kwargs))), (0, 1))
 
-    expected = jax.jit(grads("lax"))(x, w)
+    key = ("auto_gradients_inside_shard_map", op.__name__, repr(kwargs))
+    expected = single_device(key, grads("lax"), x, w)
     body = jax.shard_map(grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
     got = run_jit(body, put(x, "d", mesh=mesh), put(w, mesh=mesh))
     for g, e in zip(got, expected, strict=True):
@@ -472,7 +489,8 @@ def test_auto_gradients_inside_shard_map_over_two_axes(x_shape, w_shape, groups,
         return jax.shard_map(grads, mesh=mesh, in_specs=(P("a"), P()), out_specs=(P("a"), P("b")))
 
     args = put(x, "a", mesh=mesh), put(w, mesh=mesh)
-    for g, e in zip(run_jit(body("auto"), *args), run_jit(body("lax"), *args), strict=True):
+    got, want = run_jit(lambda *args: (body("auto")(*args), body("lax")(*args)), *args)
+    for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=8 * 9 * 24)
 
 
@@ -494,9 +512,8 @@ def test_groups_loop_under_sharding(axis_type, rng):
         return (y, *vjp(jnp.asarray(ct)))
 
     assert "while" in jax.jit(grads).lower(x, w).as_text()
-    expected = jax.jit(grads)(x, w)
-    for x_spec in (("d",), (None, None, "d")):
-        got = run_jit(grads, put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
+    expected = single_device(("groups_loop_under_sharding", ct.tobytes()), grads, x, w)
+    for got in split_both_ways(grads, x, w, mesh):
         for g, e in zip(got, expected, strict=True):
             assert_close(g, e, reduction=4 * 9 * 8)
 
@@ -526,9 +543,8 @@ def test_autotune_under_sharding(axis_type, rng, tmp_path, monkeypatch):
 
         return run
 
-    expected = jax.jit(grads("lax"))(x, w)
-    for x_spec in (("d",), (None, None, "d")):
-        got = run_jit(grads("autotune"), put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
+    expected = single_device(("autotune_under_sharding", ct.tobytes()), grads("lax"), x, w)
+    for got in split_both_ways(grads("autotune"), x, w, mesh):
         for g, e in zip(got, expected, strict=True):
             assert_close(g, e, reduction=8 * 6 * 8)
     # Measured, not fallen back to the rules (a failed measurement writes nothing).
