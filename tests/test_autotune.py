@@ -28,30 +28,27 @@ def cache(tmp_path, monkeypatch):
     _autotune.clear_memory()
 
 
-def _count_measurements(monkeypatch):
+def _count_calls(monkeypatch, name):
+    """The arguments of each call to ``_autotune.<name>`` from now on."""
     calls = []
-    measure = _autotune.measure
+    real = getattr(_autotune, name)
 
     def counted(*args):
         calls.append(args)
-        return measure(*args)
+        return real(*args)
 
-    monkeypatch.setattr(_autotune, "measure", counted)
+    monkeypatch.setattr(_autotune, name, counted)
     return calls
+
+
+def _count_measurements(monkeypatch):
+    return _count_calls(monkeypatch, "measure")
 
 
 def _count_choices(monkeypatch):
     """The signatures `choose` is asked for: proof that a trace reached the lookup
     (a trace JAX kept would skip it)."""
-    calls = []
-    choose = _autotune.choose
-
-    def counted(*args):
-        calls.append(args)
-        return choose(*args)
-
-    monkeypatch.setattr(_autotune, "choose", counted)
-    return calls
+    return _count_calls(monkeypatch, "choose")
 
 
 CASES = [

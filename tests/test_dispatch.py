@@ -14,6 +14,15 @@ import jaxconv
 from jaxconv import _dispatch, _spec
 
 
+def _values_and_grads(conv, loss, x, w):
+    """For "auto" and "lax": ``(conv(impl)(x, w), grad of loss(impl) at (x, w))``,
+    from one compiled program (the value outside differentiation, so under auto's
+    value-only rules)."""
+    return jax.jit(
+        lambda a, b: [(conv(i)(a, b), jax.grad(loss(i), (0, 1))(a, b)) for i in ("auto", "lax")]
+    )(x, w)
+
+
 def choose(x_shape, w_shape, backend="cpu", **kwargs):
     """The rules' choice for a call in the caller's layout (they see canonical shapes)."""
     plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
@@ -375,9 +384,7 @@ def test_strided_value_by_stacked_rows(
     jax.jit(jax.grad(loss("auto"), (0, 1))).lower(x, w)  # the gradients' trace
     assert calls == []  # under differentiation the value stays XLA's
     # auto's and lax's values and gradients, in one compiled program
-    (got, grads), (want, grads_lax) = jax.jit(
-        lambda a, b: [(conv(i)(a, b), jax.grad(loss(i), (0, 1))(a, b)) for i in ("auto", "lax")]
-    )(x, w)
+    (got, grads), (want, grads_lax) = _values_and_grads(conv, loss, x, w)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     for g, e in zip(grads, grads_lax, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
@@ -1370,9 +1377,7 @@ def test_many_groups_value_by_the_groups_loop(op, x_shape, w_shape, kwargs, chan
     # Loops for the derivatives too (the matmul derivatives have none).
     assert text.count("stablehlo.while") >= 3
     # auto's and lax's values (outside differentiation) and gradients, in one program
-    (y, got), (y_lax, want) = jax.jit(
-        lambda a, b: [(conv(i)(a, b), jax.grad(loss(i), (0, 1))(a, b)) for i in ("auto", "lax")]
-    )(x, w)
+    (y, got), (y_lax, want) = _values_and_grads(conv, loss, x, w)
     np.testing.assert_allclose(y, y_lax, rtol=1e-4, atol=1e-4)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
