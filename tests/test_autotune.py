@@ -29,7 +29,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def _count_calls(monkeypatch, name):
-    """The arguments of each call to ``_autotune.<name>`` from now on."""
+    """The arguments of each call to ``_autotune.<name>`` from now on. Counting calls to
+    `choose` proves that a trace reached the lookup (a trace JAX kept would skip it)."""
     calls = []
     real = getattr(_autotune, name)
 
@@ -39,16 +40,6 @@ def _count_calls(monkeypatch, name):
 
     monkeypatch.setattr(_autotune, name, counted)
     return calls
-
-
-def _count_measurements(monkeypatch):
-    return _count_calls(monkeypatch, "measure")
-
-
-def _count_choices(monkeypatch):
-    """The signatures `choose` is asked for: proof that a trace reached the lookup
-    (a trace JAX kept would skip it)."""
-    return _count_calls(monkeypatch, "choose")
 
 
 CASES = [
@@ -82,8 +73,8 @@ def test_autotune_matches_lax_values_and_gradients(fn, x_shape, w_shape, kwargs)
 
 
 def test_measured_once_per_signature_then_read_from_disk(cache, monkeypatch):
-    calls = _count_measurements(monkeypatch)
-    choices = _count_choices(monkeypatch)
+    calls = _count_calls(monkeypatch, "measure")
+    choices = _count_calls(monkeypatch, "choose")
     x, w = np.ones((2, 4, 8, 8)), np.ones((4, 1, 3, 3))
     conv = lambda a, b, s=1: jaxconv.conv2d(a, b, padding=1, groups=4, stride=s, impl="autotune")  # noqa: E731
     conv(x, w)
@@ -109,7 +100,7 @@ def test_cached_winners_are_the_ones_run(cache, monkeypatch):
     plan = _spec.conv_plan("conv2d", x.shape, w.shape, padding=1)
     key = _autotune._key(plan.spec, x.shape, w.shape, x.dtype)
     cache.write_text(json.dumps({key: ["fft", "lax", "lax"]}))
-    calls = _count_measurements(monkeypatch)
+    calls = _count_calls(monkeypatch, "measure")
     text = jax.jit(lambda a, b: jaxconv.conv2d(a, b, padding=1, impl="autotune")).lower(x, w)
     assert "fft" in text.as_text()
     assert not calls
@@ -130,8 +121,8 @@ def test_unwritable_cache_keeps_winners_in_memory(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("JAXCONV_AUTOTUNE_CACHE", str(blocker / "sub" / "autotune.json"))
-    calls = _count_measurements(monkeypatch)
-    choices = _count_choices(monkeypatch)
+    calls = _count_calls(monkeypatch, "measure")
+    choices = _count_calls(monkeypatch, "choose")
     x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
     for _ in range(2):  # traced twice (measuring is tracing)
         jax.clear_caches()
