@@ -184,12 +184,14 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         if taps <= SHIFT_MAX_TAPS:
             return ("shift",) * 3
-        if spec.ndim == 2 and taps <= shift_impl.unroll_max_taps(2, spec.channels_last):
-            # 2-D up to 11x11 (channels-first 15x15): shift's unrolled value is the
-            # fastest (batch 4-8, maps 14-56, both layouts, forward: 9x9 1.2-3.6x fft,
-            # 11x11 1.2-2.6x; channels-first 13x13 1.7-4.5x, 15x15 2.0x, see
-            # `shift.UNROLL_MAX_TAPS_CHANNELS_FIRST`), and under differentiation FFT's
-            # (see `_forward_jvp`), whose derivatives win.
+        if spec.ndim == 2 and taps <= shift_impl.unroll_max_taps(2, channels_last=False):
+            # 2-D up to 15x15: shift's unrolled value is the fastest (batch 4-8, maps
+            # 14-56, both layouts, forward: 9x9 1.2-3.6x fft, 11x11 1.2-2.6x;
+            # channels-first 13x13 1.7-4.5x, 15x15 2.0x, see
+            # `shift.UNROLL_MAX_TAPS_CHANNELS_FIRST`; channels-last from 12x12 by the
+            # channels-first sum, `shift._channels_first`: 12x12 to 15x15, 32-512
+            # channels @7-112, batch 1-16, 1.8-5.3x fft, 9 interleaved runs), and under
+            # differentiation FFT's (see `_forward_jvp`), whose derivatives win.
             return ("shift", "fft", "fft")
         return ("fft",) * 3
     if matmul_impl.single_pixel(x_shape):

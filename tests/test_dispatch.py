@@ -89,12 +89,14 @@ def test_cpu_rules():
     assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
     assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift",) * 3
     assert choose((2, 16, 64, 64), (16, 1, 9, 9), groups=16) == ("shift", "fft", "fft")
-    # 13x13 and 15x15: shift's value channels-first only; 17x17 FFT in both layouts.
-    assert choose((2, 16, 64, 64), (16, 1, 13, 13), groups=16) == ("shift", "fft", "fft")
-    assert choose((2, 16, 64, 64), (16, 1, 15, 15), groups=16) == ("shift", "fft", "fft")
+    # 13x13 and 15x15: shift's value in both layouts (channels-last by the
+    # channels-first sum); 17x17 FFT in both layouts.
     cl = dict(groups=16, channels_last=True)
-    assert choose((2, 64, 64, 16), (13, 13, 1, 16), **cl) == ("fft",) * 3
+    for kernel in [(13, 13), (15, 15)]:
+        assert choose((2, 16, 64, 64), (16, 1, *kernel), groups=16) == ("shift", "fft", "fft")
+        assert choose((2, 64, 64, 16), (*kernel, 1, 16), **cl) == ("shift", "fft", "fft")
     assert choose((2, 16, 64, 64), (16, 1, 17, 17), groups=16) == ("fft",) * 3
+    assert choose((2, 64, 64, 16), (17, 17, 1, 16), **cl) == ("fft",) * 3
     shift = ("shift",) * 3
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == shift
     assert choose((8, 128, 2000), (128, 4, 3), groups=32, padding=1) == shift

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from jitted import values_and_vjps
+from jitted import cotangent, values_and_vjps
 from reference import conv as ref_conv
 from reference import conv_transpose as ref_conv_transpose
 from tolerance import assert_close, tolerance
@@ -560,6 +560,7 @@ def test_random_specs_match_lax(config):
         (4, 2, (3, 3)),  # ResNeXt-like: 36 products per output, one per input channel
         (3, 1, (2,)),  # 1-D
         (12, 1, (3, 3)),  # 108 products: reduced over input channels per tap
+        (1, 2, (13, 12)),  # 156 taps: channels-last by the channels-first sum
         (1, 2, (15, 16)),  # 240 taps: scanned in both layouts
     ],
 )
@@ -575,8 +576,64 @@ def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
         assert math.prod(kernel) * c_in_g > shift.PER_CHANNEL_MAX_TERMS[nd]
     if kernel == (15, 16):
         assert math.prod(kernel) > shift.unroll_max_taps(nd, channels_last)
+    if kernel == (13, 12):
+        assert (
+            shift.unroll_max_taps(nd, True) < math.prod(kernel) <= shift.unroll_max_taps(nd, False)
+        )
     got, want = jax.jit(lambda a, b: (shift.forward(a, b, s), FORWARDS["lax"](a, b, s)))(x, w)
     assert_close(got, want, reduction=reduction(w_shape))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, spec_",
+    [
+        # depthwise, padded, as `auto` takes it
+        ((2, 3, 15, 14), (3, 1, 11, 12), spec(2, padding=((5, 5), (6, 5)), groups=3)),
+        # strided, dilated, asymmetric and negative padding, a channel multiplier of 2
+        (
+            (1, 2, 30, 29),
+            (4, 1, 12, 11),
+            spec(2, stride=(2, 3), rhs=(2, 1), padding=((3, 0), (-1, 4)), groups=2),
+        ),
+        # two channels per group, no padding
+        ((2, 4, 14, 14), (2, 2, 11, 12), spec(2, groups=2)),
+    ],
+)
+def test_shift_channels_last_large_kernel_runs_channels_first(x_shape, w_shape, spec_):
+    """Channels-last kernels past the channels-last unroll, within the channels-first
+    one: the channels-first sum, behind a conditional XLA cannot fold
+    (`shift._channels_first`). The value and both gradients equal lax's; so does the
+    value under `vmap` over the weight (a batched predicate: both branches computed,
+    one selected); with a NaN weight (which the predicate reads) it is the
+    channels-first sum's, NaN where that is (lax skips the padding, the sum multiplies
+    it)."""
+    from jaxconv._impls import shift
+
+    s = dataclasses.replace(spec_, channels_last=True)
+    assert (
+        shift.unroll_max_taps(2, True) < math.prod(w_shape[2:]) <= shift.unroll_max_taps(2, False)
+    )
+    x, w = arrays(np.random.default_rng(16), x_shape, w_shape)
+    f, f_lax = forwards("shift", "lax", spec=s)
+    (f_cf,) = forwards("shift", spec=spec_)
+    assert "stablehlo.case" in jax.jit(f).lower(x, w).as_text()
+    (y, gx, gw), (y_lax, gx_lax, gw_lax) = values_and_vjps([f, f_lax], (x, w), cotangent(f, x, w))
+    assert_close(y, y_lax, reduction=reduction(w_shape))
+    np.testing.assert_allclose(gx, gx_lax, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, gw_lax, rtol=1e-10, atol=1e-10)
+    w_nan = np.asarray(w).copy()
+    w_nan.reshape(-1)[0] = np.nan
+
+    def run(a, b, c):
+        return jax.vmap(f, (None, 0))(a, jnp.stack([b, -b])), f(a, c), f_cf(a, c)
+
+    batched, nan, nan_cf = jax.jit(run)(x, w, device(w_nan))
+    assert_close(batched[0], y_lax, reduction=reduction(w_shape))
+    assert_close(batched[1], -y_lax, reduction=reduction(w_shape))
+    assert np.isnan(nan_cf).any() and not np.isnan(nan_cf).all()
+    np.testing.assert_array_equal(np.isnan(nan), np.isnan(nan_cf))
+    finite = ~np.isnan(nan_cf)
+    assert_close(np.asarray(nan)[finite], np.asarray(nan_cf)[finite], reduction=reduction(w_shape))
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,8 @@ UNROLL_MAX_TAPS_ND = 27
 # Channels-first 2-D sums, added by kernel rows (`ROW_SUM_MIN_TERMS`), unroll further:
 # depthwise forward against FFT (batch 4-8, 128 channels, minimum of 11 shuffled runs):
 # 13x13 @56 3.4-4.5x, @28 1.7x; 15x15 @56 2.0x. 17x17 falls off the cliff (0.20-0.25x
-# FFT @28 and @56), and so does channels-last 13x13 (0.19x).
+# FFT @28 and @56), and so does channels-last 13x13 (0.19x), which therefore runs the
+# channels-first sum (`_channels_first`) up to as many taps.
 UNROLL_MAX_TAPS_CHANNELS_FIRST = {2: 225}
 
 
@@ -112,6 +113,8 @@ def forward_unsplit(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 
 def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -> jax.Array:
     if math.prod(w.shape[2:]) > unroll_max_taps(spec.ndim, spec.channels_last):
+        if math.prod(w.shape[2:]) <= unroll_max_taps(spec.ndim, channels_last=False):
+            return _channels_first(x, w, spec)
         return _scanned(x, w, spec)
     if split and splits(spec, w.shape) and _interior(x.shape[2:], w.shape[2:], spec) is not None:
         return _depthwise_split(x, w, spec)
@@ -295,6 +298,52 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             region = [*inner[:i], side, *((0, m) for m, _, _ in ranges[i + 1 :])]
             y = lax.dynamic_update_slice(y, box(region), (0, *(o0 for o0, _ in region), 0))
     return jnp.moveaxis(y, -1, 1).astype(x.dtype)
+
+
+def _channels_first(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """A channels-last layer whose kernel is too large for its unrolled sum (XLA's loop
+    falls off a cliff, `UNROLL_MAX_TAPS`) but not channels-first: the channels-first sum,
+    on the input written out channels-first and padded, with its output written out
+    channels-first before the caller's layout takes it back.
+
+    XLA's CPU fusion would otherwise fuse the layout change into the sum, looping over
+    the output channels-last, with the cliff. Nothing short of a computation of its own
+    stops it (`lax.optimization_barrier` is removed before fusion, a loop copies its
+    operand per step and leaves the step's fusion on one thread), so the sum is the
+    branch of a `jax.lax.cond` on a predicate that is always true but that XLA cannot
+    fold (`_always`); the other branch, never taken, returns zeros.
+
+    Depthwise forward, channels-last, against FFT (what `auto` took there before; 9
+    interleaved runs, Intel Xeon): 13x13 128@56 batch 8 2.6x, @28 2.3x, @14 2.0x; @56
+    batch 1 2.9x; 384@14 batch 4 2.9x; 512@7 batch 16 5.3x; 12x12 96@56 batch 4 2.4x;
+    15x15 128@28 batch 8 1.8x; 11x13 2.4x. The channels-first sum on a channels-first
+    input is faster still (13x13 128@56 batch 8: 3.2-3.7x FFT); the two layout changes
+    cost the rest. The same sum without the branch: 0.2-0.5x FFT. Compile time 0.5-0.8
+    s (FFT 0.1-0.15 s).
+    """
+    cf = dataclasses.replace(spec, channels_last=False)
+    xp = pad_input(x, cf)
+    valid = dataclasses.replace(cf, padding=((0, 0),) * spec.ndim, lhs_dilation=(1,) * spec.ndim)
+    out = valid_out_spatial(xp.shape[2:], w.shape[2:], spec)
+    shape = (x.shape[0], w.shape[0], *out)
+    if xp.size == 0 or w.size == 0:
+        return _undilated(xp, w, valid)
+
+    def taken(a: jax.Array, b: jax.Array) -> jax.Array:
+        return _undilated(a, b, valid)
+
+    def skipped(a: jax.Array, b: jax.Array) -> jax.Array:
+        del a, b
+        return jnp.zeros(shape, x.dtype)
+
+    return lax.cond(_always(w), taken, skipped, xp, w)
+
+
+def _always(a: jax.Array) -> jax.Array:
+    """A scalar true whatever ``a`` holds, NaN included, computed from ``a`` so that XLA
+    cannot fold it: ``v != v or v == v`` for one element ``v``."""
+    v = a.reshape(-1)[0]
+    return (v != v) | (v == v)
 
 
 def _depthwise_rows(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
