@@ -961,20 +961,25 @@ def test_over_padded_weight_gradient_pads_the_input_first():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
-def test_depthwise_channels_last_split_for_inference_only():
-    """`auto`'s channels-last depthwise 3x3 value reads the input unpadded for inference
-    (`shift._depthwise_split`) and pads a copy first under differentiation."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_split_for_inference_only(channels_last):
+    """`auto`'s depthwise 3x3 value (channels-first: strided, on large enough outputs)
+    reads the input unpadded for inference (`shift._depthwise_split`) and pads a copy
+    first under differentiation."""
     import jaxconv
 
-    x, w = np.ones((2, 12, 12, 8)), np.ones((3, 3, 1, 8))
+    if channels_last:
+        x, w, stride, whole = np.ones((2, 12, 12, 8)), np.ones((3, 3, 1, 8)), 1, "2x12x12x8x"
+    else:
+        x, w, stride, whole = np.ones((2, 8, 24, 24)), np.ones((8, 1, 3, 3)), 2, "2x8x24x24x"
 
     def conv(x, w):
-        return jaxconv.conv2d(x, w, padding=1, groups=8, channels_last=True)
+        return jaxconv.conv2d(x, w, stride=stride, padding=1, groups=8, channels_last=channels_last)
 
     def whole_padded(f, *args):
         text = jax.jit(f).lower(*args).as_text()
         return any(
-            "stablehlo.pad" in line and line.split(": (")[1].startswith("tensor<2x12x12x8x")
+            "stablehlo.pad" in line and line.split(": (")[1].startswith("tensor<" + whole)
             for line in text.splitlines()
         )
 

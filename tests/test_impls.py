@@ -666,17 +666,24 @@ def test_shift_depthwise_channels_last_rows(kernel, stride, dilation, monkeypatc
 
 @st.composite
 def specs_depthwise_split(draw):
-    """A canonical channels-last depthwise convolution that `shift._depthwise_split`
-    takes: non-negative padding (some of it wider than the kernel reaches, so that some
-    outputs read only zeros), stride and dilation, 1-D to 3-D."""
+    """A canonical depthwise convolution that `shift._depthwise_split` takes:
+    non-negative padding (some of it wider than the kernel reaches, so that some
+    outputs read only zeros), stride and dilation; channels-last 1-D to 3-D, or
+    channels-first 2-D and strided (the test lifts the least number of outputs)."""
     from jaxconv._impls import shift
 
-    nd = draw(st.sampled_from([1, 2, 2, 3]))
-    most = shift.SPLIT_MAX_TAPS.get(nd, shift.SPLIT_MAX_TAPS_ND)
+    channels_last = draw(st.booleans())
+    nd = draw(st.sampled_from([1, 2, 2, 3])) if channels_last else 2
+    if channels_last:
+        most = shift.SPLIT_MAX_TAPS.get(nd, shift.SPLIT_MAX_TAPS_ND)
+    else:
+        most = shift.SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED[nd]
     kernel = [draw(st.integers(1, 4 if nd == 1 else 3)) for _ in range(nd)]
     while math.prod(kernel) > most:
         kernel[kernel.index(max(kernel))] -= 1
     stride = [draw(st.integers(1, 3)) for _ in range(nd)]
+    if not channels_last and max(stride) == 1:
+        stride[draw(st.integers(0, nd - 1))] = draw(st.integers(2, 3))
     rhs = [draw(st.integers(1, 2)) for _ in range(nd)]
     pads = [(draw(st.integers(0, 4)), draw(st.integers(0, 4))) for _ in range(nd)]
     if all(p == (0, 0) for p in pads):
@@ -686,16 +693,18 @@ def specs_depthwise_split(draw):
         for k, d in zip(kernel, rhs, strict=True)
     ]
     c = draw(st.integers(1, 4))
-    s = ConvSpec(tuple(stride), tuple(pads), (1,) * nd, tuple(rhs), c, None, True)
+    s = ConvSpec(tuple(stride), tuple(pads), (1,) * nd, tuple(rhs), c, None, channels_last)
     return (draw(st.integers(1, 2)), c, *spatial), (c, 1, *kernel), s
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(specs_depthwise_split())
 def test_shift_depthwise_split(case):
-    """Channels-last depthwise by the inner outputs straight from the input and the
-    border from padded slices (`shift._depthwise_split`): values and both gradients as
-    lax's, and no padded copy of the whole input."""
+    """Depthwise by the inner outputs straight from the input and the border from
+    padded slices (`shift._depthwise_split`), in either layout: values and both
+    gradients as lax's, and no padded copy of the whole input."""
+    from unittest import mock
+
     from jaxconv._impls import shift
 
     x_shape, w_shape, s = case
@@ -713,26 +722,32 @@ def test_shift_depthwise_split(case):
             jax.vjp(by_einsum, a, b)[1](c),
         )
 
-    got, want, grads, expected = jax.jit(run)(x, w, ct)
+    # (Channels-first splits from 100 outputs per image; these have fewer.)
+    with mock.patch.object(shift, "SPLIT_MIN_POSITIONS_CHANNELS_FIRST", 1):
+        assert shift.splits(s, x_shape, w_shape)
+        got, want, grads, expected = jax.jit(run)(x, w, ct)
+        text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
     assert_close(got, want, reduction=reduction(w_shape))
     for g, e in zip(grads, expected, strict=True):
         assert_close(g, e, reduction=reduction(w_shape) * got.size)
     dims = zip(x_shape[2:], w_shape[2:], s.rhs_dilation, s.padding, strict=True)
     if all(k > 1 and n >= 2 * (d * (k - 1) + 1) + lo + hi for n, k, d, (lo, hi) in dims):
         # (On smaller inputs, or with one tap, a part may have the whole input's shape.)
-        text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
-        whole = "tensor<" + "x".join(map(str, (x_shape[0], *x_shape[2:], x_shape[1])))
+        layout = (x_shape[0], *x_shape[2:], x_shape[1]) if s.channels_last else x_shape
+        whole = "tensor<" + "x".join(map(str, layout))
         pads = [line for line in text.splitlines() if "stablehlo.pad" in line]
         assert pads and not any(line.split(": (")[1].startswith(whole) for line in pads)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.complex64])
-def test_shift_depthwise_split_dtypes(dtype):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shift_depthwise_split_dtypes(dtype, channels_last):
     """The split in half precision (accumulated in float32) and complex."""
     from jaxconv._impls import shift
 
-    s = ConvSpec((2, 1), ((1, 1), (2, 0)), (1, 1), (1, 1), 3, None, True)
-    x, w = arrays(np.random.default_rng(18), (2, 3, 9, 8), (3, 1, 3, 3), dtype)
+    s = ConvSpec((2, 1), ((1, 1), (2, 0)), (1, 1), (1, 1), 3, None, channels_last)
+    x, w = arrays(np.random.default_rng(18), (2, 3, 20, 12), (3, 1, 3, 3), dtype)
+    assert shift.splits(s, x.shape, w.shape)
     assert shift._interior(x.shape[2:], w.shape[2:], s) is not None
     wide = np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64
     x64, w64 = (device(np.asarray(a).astype(wide)) for a in (x, w))

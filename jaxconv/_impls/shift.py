@@ -116,7 +116,7 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
         if math.prod(w.shape[2:]) <= unroll_max_taps(spec.ndim, channels_last=False):
             return _channels_first(x, w, spec)
         return _scanned(x, w, spec)
-    if split and splits(spec, w.shape) and _interior(x.shape[2:], w.shape[2:], spec) is not None:
+    if split and splits(spec, x.shape, w.shape) and _interior(x.shape[2:], w.shape[2:], spec):
         return _depthwise_split(x, w, spec)
     if spec.channels_last and w.shape[:2] == (spec.groups, 1) and spec.stride[-1] == 1:
         return _depthwise_rows(x, w, spec)
@@ -189,16 +189,34 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
 # 192@4x14x14 0.56x.
 SPLIT_MAX_TAPS = {1: 64}
 SPLIT_MAX_TAPS_ND = 9
+# Channels-first, only 2-D layers strided along some dim, of at most this many taps and
+# at least this many output positions per image, split. Forward against padding first,
+# batch 8 unless said (Intel Xeon, 11 interleaved runs, two runs): 3x3 stride 2 96@112
+# 2.2-3.0x, batch 1 1.5-1.8x; 144@56 1.3-1.6x; 192@28 1.0-1.55x; 240@28 batch 16
+# 1.3x; 32@224 batch 2 1.7-2.2x; stride 3 64@56 1.15-2.2x. Not on smaller outputs:
+# 576@14 (7x7 outputs) 0.98-1.2x, 960@7 0.76x. Unstrided 3x3 lose (0.5-1.0x: 144@56,
+# 32@112, 576@14, 960@7), and so do strided 5x5 and 7x7 (0.5-0.57x: 144@56, 240@28,
+# 672@14, 7x7 96@56 batch 4).
+SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED = {2: 9}
+SPLIT_MIN_POSITIONS_CHANNELS_FIRST = 100
 
 
-def splits(spec: ConvSpec, w_shape) -> bool:
+def splits(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether `forward` runs this canonical depthwise layer by `_depthwise_split`
-    where its padding and sizes allow: channels-last, one channel in and out per group,
-    at most `SPLIT_MAX_TAPS` taps."""
+    where its padding and sizes allow: one channel in and out per group, and either
+    channels-last with at most `SPLIT_MAX_TAPS` taps or channels-first, strided, with at
+    most `SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED` taps and at least
+    `SPLIT_MIN_POSITIONS_CHANNELS_FIRST` output positions."""
+    if tuple(w_shape[:2]) != (spec.groups, 1):
+        return False
+    taps = math.prod(w_shape[2:])
+    if spec.channels_last:
+        return taps <= SPLIT_MAX_TAPS.get(spec.ndim, SPLIT_MAX_TAPS_ND)
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
     return (
-        spec.channels_last
-        and tuple(w_shape[:2]) == (spec.groups, 1)
-        and math.prod(w_shape[2:]) <= SPLIT_MAX_TAPS.get(spec.ndim, SPLIT_MAX_TAPS_ND)
+        any(s > 1 for s in spec.stride)
+        and taps <= SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED.get(spec.ndim, 0)
+        and math.prod(out) >= SPLIT_MIN_POSITIONS_CHANNELS_FIRST
     )
 
 
@@ -225,41 +243,45 @@ def _interior(spatial, kernel, spec: ConvSpec) -> list[tuple[int, int, int]] | N
 
 
 def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Depthwise, channels-last: the outputs whose windows lie inside the input summed
-    over taps straight from the input, the few whose windows reach into the padding
-    from small padded slices of it, written into the first (padded) in place.
+    """Depthwise: the outputs whose windows lie inside the input summed over taps
+    straight from the input, the few whose windows reach into the padding from small
+    padded slices of it, written into the first (padded) in place; in the caller's
+    layout.
 
     Padding the whole input first costs a copy of it, and XLA's loop over a sum that
     reads the padded copy ran 2-3x slower than the same loop over the input. Forward,
-    2-D 3x3, against padding first, batch 8 unless said, Intel Xeon, 11 interleaved
-    runs: 144@56 2.8x, batch 1 1.5x; 32@112 2.7x; 576@14 1.3x; 960@7 0.95x; 240@28
-    batch 2 1.2x; dilation 2 128@56 1.8x; stride 2 96@112 9.3x (the per-pixel sum over
-    a padded copy, where `_depthwise_rows` does not apply), 144@56 3.2x, 144@28 1.35x.
-    Other ranks and kernels: `SPLIT_MAX_TAPS`.
+    2-D 3x3 channels-last, against padding first, batch 8 unless said, Intel Xeon, 11
+    interleaved runs: 144@56 2.8x, batch 1 1.5x; 32@112 2.7x; 576@14 1.3x; 960@7 0.95x;
+    240@28 batch 2 1.2x; dilation 2 128@56 1.8x; stride 2 96@112 9.3x (the per-pixel
+    sum over a padded copy, where `_depthwise_rows` does not apply), 144@56 3.2x, 144@28
+    1.35x. Other ranks, kernels and channels-first: `SPLIT_MAX_TAPS`,
+    `SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED`.
     """
     n, c = x.shape[:2]
     kernel = w.shape[2:]
+    nd = len(kernel)
+    cl = spec.channels_last
     acc = accumulation_dtype(x.dtype) or x.dtype
     ranges = _interior(x.shape[2:], kernel, spec)
-    xc = jnp.moveaxis(x, 1, -1).astype(acc)  # (N, *S, C)
+    xc = (jnp.moveaxis(x, 1, -1) if cl else x).astype(acc)  # the caller's layout
+
+    def full(batch, spatial, channel) -> tuple:
+        # An index (or size, or padding) per dim of ``xc``, in its layout.
+        return (batch, *spatial, channel) if cl else (batch, channel, *spatial)
+
     taps = {
-        t: w[(slice(None), 0, *t)].astype(acc).reshape((1,) * (1 + len(kernel)) + (c,))
+        t: w[(slice(None), 0, *t)].astype(acc).reshape(full(1, (1,) * nd, c))
         for t in itertools.product(*map(range, kernel))
     }
     by_rows = math.prod(kernel) > ROW_SUM_MIN_TERMS
+    none = (0, 0, 0)
 
     def box(region):
         # The outputs in ``region`` (a range per dim) from the input slice they read,
         # zero-padded where it runs past the input.
-        start, limit, pads = [0], [n], [(0, 0, 0)]
+        start, limit, pads = [], [], []
         for (o0, o1), size, k, s, d, (lo, _) in zip(
-            region,
-            xc.shape[1:-1],
-            kernel,
-            spec.stride,
-            spec.rhs_dilation,
-            spec.padding,
-            strict=True,
+            region, x.shape[2:], kernel, spec.stride, spec.rhs_dilation, spec.padding, strict=True
         ):
             # Input rows [r0, r1) from the slice [first, last), zeros around it (all
             # zeros where the padding is wider than the kernel reaches).
@@ -269,9 +291,9 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             start.append(first)
             limit.append(last)
             pads.append((below, r1 - r0 - below - (last - first), 0))
-        part = lax.slice(xc, (*start, 0), (*limit, c))
-        if any(p != (0, 0, 0) for p in pads):
-            part = lax.pad(part, lax.full((), 0, acc), [*pads, (0, 0, 0)])
+        part = lax.slice(xc, full(0, start, 0), full(n, limit, c))
+        if any(p != none for p in pads):
+            part = lax.pad(part, lax.full((), 0, acc), full(none, pads, none))
         sums = {}
         for t, wt in taps.items():
             lead = [i * d for i, d in zip(t, spec.rhs_dilation, strict=True)]
@@ -279,16 +301,13 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
                 b + (o1 - o0 - 1) * s + 1
                 for b, (o0, o1), s in zip(lead, region, spec.stride, strict=True)
             ]
-            win = lax.slice(part, (0, *lead, 0), (n, *ends, c), (1, *spec.stride, 1))
+            win = lax.slice(part, full(0, lead, 0), full(n, ends, c), full(1, spec.stride, 1))
             _add(sums, t[:-1] if by_rows else (), win * wt)
         return _total(sums)
 
     inner = [(a, b) for _, a, b in ranges]
-    y = lax.pad(
-        box(inner),
-        lax.full((), 0, acc),
-        [(0, 0, 0), *((a, out - b, 0) for out, a, b in ranges), (0, 0, 0)],
-    )
+    border = [(a, out - b, 0) for out, a, b in ranges]
+    y = lax.pad(box(inner), lax.full((), 0, acc), full(none, border, none))
     # The border: along each dim the outputs below and above the inner range, across
     # the inner range of the dims before it and the whole of the dims after it.
     for i, (out, a, b) in enumerate(ranges):
@@ -296,8 +315,8 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             if side[0] == side[1]:
                 continue
             region = [*inner[:i], side, *((0, m) for m, _, _ in ranges[i + 1 :])]
-            y = lax.dynamic_update_slice(y, box(region), (0, *(o0 for o0, _ in region), 0))
-    return jnp.moveaxis(y, -1, 1).astype(x.dtype)
+            y = lax.dynamic_update_slice(y, box(region), full(0, [o0 for o0, _ in region], 0))
+    return (jnp.moveaxis(y, -1, 1) if cl else y).astype(x.dtype)
 
 
 def _channels_first(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
