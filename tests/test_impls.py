@@ -616,7 +616,10 @@ def test_shift_channels_last_large_kernel_runs_channels_first(x_shape, w_shape, 
     x, w = arrays(np.random.default_rng(16), x_shape, w_shape)
     f, f_lax = forwards("shift", "lax", spec=s)
     (f_cf,) = forwards("shift", spec=spec_)
-    assert "stablehlo.case" in jax.jit(f).lower(x, w).as_text()
+    # The branch survives XLA's passes (a folded predicate would inline it and fuse the
+    # layout changes back into the sum).
+    options = {"xla_backend_optimization_level": 0}
+    assert " conditional(" in jax.jit(f).lower(x, w).compile(options).as_text()
     (y, gx, gw), (y_lax, gx_lax, gw_lax) = values_and_vjps([f, f_lax], (x, w), cotangent(f, x, w))
     assert_close(y, y_lax, reduction=reduction(w_shape))
     np.testing.assert_allclose(gx, gx_lax, rtol=1e-10, atol=1e-10)

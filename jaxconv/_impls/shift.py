@@ -343,10 +343,9 @@ def _channels_first(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     cf = dataclasses.replace(spec, channels_last=False)
     xp = pad_input(x, cf)
     valid = dataclasses.replace(cf, padding=((0, 0),) * spec.ndim, lhs_dilation=(1,) * spec.ndim)
-    out = valid_out_spatial(xp.shape[2:], w.shape[2:], spec)
-    shape = (x.shape[0], w.shape[0], *out)
     if xp.size == 0 or w.size == 0:
         return _undilated(xp, w, valid)
+    shape = (x.shape[0], w.shape[0], *valid_out_spatial(xp.shape[2:], w.shape[2:], spec))
 
     def taken(a: jax.Array, b: jax.Array) -> jax.Array:
         return _undilated(a, b, valid)
