@@ -207,6 +207,41 @@ def test_matmul_channels_first_per_image(x_shape, w_shape, kwargs, per_image):
 
 
 @pytest.mark.parametrize(
+    "w_shape, kwargs, caller",
+    [
+        ((1, 1, 16, 48), {}, True),  # 768 weights, 512 inputs
+        ((3, 3, 16, 16), dict(padding=1), True),
+        ((1, 1, 16, 8), dict(stride=2), False),  # 128 weights
+    ],
+)
+def test_matmul_channels_last_reads_the_callers_weight(w_shape, kwargs, caller):
+    """Channels-last `matmul` with a weight at least as large as the input contracts the
+    caller's ``(*K, C_in, C_out)`` weight as it is: the compiled program reads it only
+    through bitcasts and the product, with no transposed copy (smaller weights keep the
+    canonical one, whose copy is cheap); value and gradients as lax's."""
+    import re
+
+    x = np.random.default_rng(6).standard_normal((2, 4, 4, 16)).astype(np.float32)
+    w = np.random.default_rng(7).standard_normal(w_shape).astype(np.float32)
+    assert (w.size >= x.size) == caller
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, channels_last=True, impl=impl, **kwargs)
+
+    text = jax.jit(conv("matmul")).lower(x, w).compile().as_text()
+    entry = text[text.index("ENTRY") :]
+    (name,) = re.findall(r"(%\S+) = f32\[[\d,]+\]\{[\d,]+\} parameter\(1\)", entry)
+    users = [line for line in entry.splitlines() if f"{name}," in line or f"{name})" in line]
+    copies = [line for line in users if not re.search(r"= f32\S+ (bitcast|dot)\(|kCustom", line)]
+    assert bool(copies) != caller, users
+    ct = cotangent(conv("lax"), x, w)
+    (y, *grads), (y_lax, *grads_lax) = values_and_vjps([conv("matmul"), conv("lax")], (x, w), ct)
+    assert_close(y, y_lax, dtype=np.float32, reduction=16 * math.prod(w_shape[:2]))
+    for g, h in zip(grads, grads_lax, strict=True):
+        assert_close(g, h, dtype=np.float32, reduction=16 * math.prod(w_shape[:2]) * 32)
+
+
+@pytest.mark.parametrize(
     "x_shape,w_shape,kwargs,rows_first",
     [
         ((2, 30, 5, 5), (4, 30, 1, 1), dict(), True),  # 50 positions in the batch
