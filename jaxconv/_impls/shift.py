@@ -112,8 +112,9 @@ def forward_unsplit(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -> jax.Array:
-    if math.prod(w.shape[2:]) > unroll_max_taps(spec.ndim, spec.channels_last):
-        if math.prod(w.shape[2:]) <= unroll_max_taps(spec.ndim, channels_last=False):
+    taps = math.prod(w.shape[2:])
+    if taps > unroll_max_taps(spec.ndim, spec.channels_last):
+        if taps <= unroll_max_taps(spec.ndim, channels_last=False):
             return _channels_first(x, w, spec)
         return _scanned(x, w, spec)
     if split and splits(spec, x.shape, w.shape) and _interior(x.shape[2:], w.shape[2:], spec):
@@ -191,8 +192,8 @@ SPLIT_MAX_TAPS = {1: 64}
 SPLIT_MAX_TAPS_ND = 9
 # Channels-first, only 2-D layers strided along some dim, of at most this many taps and
 # at least this many output positions per image, split. Forward against padding first,
-# batch 8 unless said (Intel Xeon, 11 interleaved runs, two runs): 3x3 stride 2 96@112
-# 2.2-3.0x, batch 1 1.5-1.8x; 144@56 1.3-1.6x; 192@28 1.0-1.55x; 240@28 batch 16
+# batch 8 unless said (Intel Xeon, 11 interleaved runs, two or three runs): 3x3 stride 2
+# 96@112 2.2-3.6x, batch 1 1.5-1.8x; 144@56 1.3-1.6x; 192@28 1.0-1.55x; 240@28 batch 16
 # 1.3x; 32@224 batch 2 1.7-2.2x; stride 3 64@56 1.15-2.2x. Not on smaller outputs:
 # 576@14 (7x7 outputs) 0.98-1.2x, 960@7 0.76x. Unstrided 3x3 lose (0.5-1.0x: 144@56,
 # 32@112, 576@14, 960@7), and so do strided 5x5 and 7x7 (0.5-0.57x: 144@56, 240@28,
@@ -337,7 +338,7 @@ def _channels_first(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     batch 1 2.9x; 384@14 batch 4 2.9x; 512@7 batch 16 5.3x; 12x12 96@56 batch 4 2.4x;
     15x15 128@28 batch 8 1.8x; 11x13 2.4x. The channels-first sum on a channels-first
     input is faster still (13x13 128@56 batch 8: 3.2-3.7x FFT); the two layout changes
-    cost the rest. The same sum without the branch: 0.2-0.5x FFT. Compile time 0.5-0.8
+    cost the rest. The same sum without the branch: 0.2-0.5x FFT. Compile time 0.5-1.1
     s (FFT 0.1-0.15 s).
     """
     cf = dataclasses.replace(spec, channels_last=False)
