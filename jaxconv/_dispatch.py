@@ -166,15 +166,62 @@ FEW_INPUTS_CLIFF_OUT_CHANNELS = (17, 35)
 # undilated dim run by `matmul`, value and derivatives, when they have at least this
 # many input or output channels (see `kernel_past_input`).
 KERNEL_PAST_INPUT_MIN_CHANNELS = 32
+# ... and likewise the derivatives of those whose kernel has more taps than the output
+# has positions, and the value channels-first from and to at least this many channels
+# (see `kernel_past_output`).
+KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS = 64
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
     """The algorithms ``impl="auto"`` runs for this canonical call on ``backend``: for
     the value (`FORWARD`), the derivative along the input (`INPUT_GRADIENT`) and the
     derivative along the weight (`WEIGHT_GRADIENT`)."""
-    del dtype  # the rules were measured in float32; nothing else is known better
     if backend != "cpu":
         return ("lax",) * 3
+    rules = _choose_cpu(spec, x_shape, w_shape, dtype)
+    if kernel_past_output(spec, x_shape, w_shape):
+        # A dense kernel with more taps than the output has positions along an undilated
+        # dim (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the
+        # input gradient is a transposed convolution whose kernel runs past its input
+        # (the output gradient), where XLA's CPU convolution takes its slow path (see
+        # `kernel_past_input`; 3-16 GFLOP/s); the patches' product does not. Both
+        # derivatives by matmul, against the rules before (which gave XLA's input
+        # gradient there channels-last, and in 1-D and 3-D channels-first), training
+        # with a fixed cotangent and through a ReLU, channels-last / channels-first,
+        # batch 8 unless said, 7-11 interleaved runs, Intel Xeon, 2026-12-02
+        # (`/tmp/s31/kpo3.py`): 384->128 7x7 @8 5.1x, 4.9x / 2.1x, 2.0x; 256->128 7x7
+        # @9 6.3x, 7.3x / 2.0x, 1.4x; 64x64 7x7 @12 9.6-10.2x, 7.8-8.0x / 5.0-6.9x,
+        # 5.6-6.8x; 128x128 9x9 @12 batch 4 7.2x, 7.3x / 1.8x, 1.6x; 7x7 stride 2 96->128
+        # @13 5.8x, 6.1x / 1.25x, 1.1x; 5x5 stride 2 256x256 @11 batch 4 9.1x, 7.2x / 1.0x, 0.9x;
+        # 5x5 stride 2 64x64 @9 padding 1 3.2x, 3.6-3.8x / 3.3-4.5x, 2.9x; 128x128 5x5 @6 padding 1
+        # 7.5x, 7.8x / 1.2x, 1.1x; VGG's 7x7 512->1024 @7 batch 1 2.3x, 1.8x / 1.05x,
+        # 1.0x; 512x512 @7 batch 2 1.35x, 1.2x / 0.97x, 0.97x; 1-D 256x256 k9 @10 3.2x,
+        # 3.2x / 1.0x, 1.1x; k31 128@40 9.8x, 9.5x / 1.4x, 1.2x; 3-D 64x64 5x5x5 @6 batch
+        # 2 1.8x, 1.9x / 2.4x, 2.1x; 3x3x3 @4 1.7x, 1.7x / 3.3x, 2.2x; small layers
+        # (0.3-2 ms) 1.4-3.8x / 1.3-7.3x; 256x256 3x3 @4 5.0x, 4.7x / 1.0x, 0.8x (its
+        # rules were matmul's already channels-first); past along one dim only, 64x64 3x3 @3x200
+        # 1.55x, 1.55x / 1.16x, 1.24x, 128x128 5x5 @5x64 batch 2 2.2x, 2.0x / 1.2x,
+        # 0.99x. The value channels-first by matmul too where its patches are small (as
+        # `MATMUL_MAX_PATCHES_PER_OUT_CHANNEL` below) and it has at least
+        # `KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS` input and output channels, against the
+        # rules before: 384->128 7x7 @8 4.4x, 256->128 @9 3.2x, 128x128 9x9 @12 batch 4
+        # 2.8x, 5x5 @5 2.1x, 3-D 5x5x5 @6 1.8x, 7x7 stride 2 96->128 @13 1.2x; layers of
+        # 0.15-0.6 ms (21 runs): 64x64 7x7 @7 batch 16 1.6x, 128x128 3x3 @4 batch 1 1.8x,
+        # 64x64 3x3 @4 1.3x, 5x5 stride 2 @9 0.95x; but with 32 channels 5x5 @6 0.68x
+        # and 0.96x at batch 8 and 2 (0.86x and 0.77x lax). Channels-last the value stays
+        # the rules' (matmul 0.61-3.2x lax, 0.67-0.79x in 1-D).
+        out = spec.out_spatial(x_shape[2:], w_shape[2:])
+        patches = x_shape[0] * math.prod(out) * math.prod(w_shape[1:])
+        small = patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * w_shape[0]
+        deep = min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS
+        value = "matmul" if small and deep and not spec.channels_last else rules[FORWARD]
+        return (value, "matmul", "matmul")
+    return rules
+
+
+def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]:
+    """`choose` on the CPU, but for `kernel_past_output`."""
+    del dtype  # the rules were measured in float32; nothing else is known better
     c_in_g = w_shape[1]
     taps = math.prod(w_shape[2:])
     if spec.groups > 1 and c_in_g == 1:
@@ -500,6 +547,23 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
     dims = zip(w_shape[2:], x_shape[2:], spec.rhs_dilation, strict=True)
     skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0
     return any(k > n and d == 1 for k, n, d in list(dims)[skip:])
+
+
+def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this canonical convolution is dense, with at least
+    `KERNEL_PAST_INPUT_MIN_CHANNELS` input or output channels, and its kernel has more
+    taps than the output has positions along some undilated dim (see `choose`); in 3-D
+    not along the depth alone, which the 2-D planes take apart."""
+    if spec.groups != 1 or any(ld > 1 for ld in spec.lhs_dilation):
+        return False
+    if max(w_shape[:2]) < KERNEL_PAST_INPUT_MIN_CHANNELS or 0 in x_shape:
+        return False
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    if min(out) < 1:
+        return False
+    dims = zip(w_shape[2:], out, spec.rhs_dilation, strict=True)
+    skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0  # as `kernel_past_input`
+    return any(k > m and d == 1 for k, m, d in list(dims)[skip:])
 
 
 def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:

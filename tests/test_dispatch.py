@@ -227,6 +227,7 @@ def test_cpu_rules():
     assert choose((2, 64, 4, 4, 4), (64, 64, 5, 5, 5), padding=2) == matmul
     # ... in 3-D not along the depth alone, which the 2-D planes take apart.
     assert choose((1, 64, 2, 48, 48), (64, 64, 3, 3, 3), padding=1) == ("lax",) * 3
+    assert choose((1, 64, 3, 48, 48), (64, 64, 3, 3, 3), padding=(0, 1, 1)) == ("lax",) * 3
     assert choose((2, 16, 2, 2), (32, 16, 3, 3), padding=1) == matmul  # 32 outputs
     # ... not with at most 16 channels, nor along dilated dims only, nor kernel = input.
     assert choose((8, 16, 2, 2), (16, 16, 3, 3), padding=1) == ("lax",) * 3
@@ -1254,6 +1255,43 @@ def test_kernel_past_input_runs_as_patches(
     if kwargs.get("groups"):
         assert all("feature_group_count = 2 " in line for line in convs)
     _assert_trains_as_lax(conv, x, w)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel-length rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, value_by_patches",
+    [
+        ((2, 64, 8, 8), (64, 64, 7, 7), {}, True),  # valid 7x7 to 2x2
+        ((2, 64, 11, 11), (80, 64, 5, 5), dict(stride=2), True),  # 5x5 stride 2 to 4x4
+        ((2, 48, 6, 6), (32, 48, 5, 5), dict(padding=1), False),  # to 4x4, few channels
+        ((2, 64, 10), (64, 64, 9), {}, True),
+        ((1, 64, 4, 4, 4), (64, 64, 3, 3, 3), {}, True),
+        ((8, 64, 3, 200), (64, 64, 3, 3), {}, False),  # past along one dim: large patches
+    ],
+)
+def test_kernel_past_output_differentiates_by_patches(
+    x_shape, w_shape, kwargs, value_by_patches, channels_last
+):
+    """A kernel with more taps than the output has positions along an undilated dim:
+    both derivatives by the patches' product under auto (their convolutions would have
+    a kernel past the output gradient, XLA's slow path), no convolution in either; the
+    value too channels-first where the patches are small and the channels many; values
+    and gradients as lax's."""
+    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=5)
+    ct = jax.eval_shape(conv("auto"), x, w)
+
+    def convolutions(f, *args) -> int:
+        text = jax.jit(f).lower(*args).as_text()
+        return text.count("stablehlo.convolution")
+
+    input_grad = lambda a, c: jax.vjp(lambda b: conv("auto")(b, w), a)[1](c)  # noqa: E731
+    weight_grad = lambda b, c: jax.vjp(lambda v: conv("auto")(x, v), b)[1](c)  # noqa: E731
+    assert convolutions(input_grad, x, ct) == 0
+    assert convolutions(weight_grad, w, ct) == 0
+    value = convolutions(conv("auto"), x, w)
+    assert (value == 0) == (value_by_patches and not channels_last), value
+    _assert_trains_as_lax(conv, x, w, value=True)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dense-groups rule is the CPU's")
