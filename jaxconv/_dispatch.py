@@ -208,13 +208,18 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         # 2.8x, 5x5 @5 2.1x, 3-D 5x5x5 @6 1.8x, 7x7 stride 2 96->128 @13 1.2x; layers of
         # 0.15-0.6 ms (21 runs): 64x64 7x7 @7 batch 16 1.6x, 128x128 3x3 @4 batch 1 1.8x,
         # 64x64 3x3 @4 1.3x, 5x5 stride 2 @9 0.95x; but with 32 channels 5x5 @6 0.68x
-        # and 0.96x at batch 8 and 2 (0.86x and 0.77x lax). Channels-last the value stays
-        # the rules' (matmul 0.61-3.2x lax, 0.67-0.79x in 1-D).
+        # and 0.96x at batch 8 and 2 (0.86x and 0.77x lax). Channels-last, the value by
+        # matmul in 3-D (against lax, 7-11 interleaved runs; the rules' 3-D planes ran
+        # 0.62-2.1x): 96->384 3x3x3 stride 2 @5 1.69x, 64->128 @6 batch 4 1.51x, 256x256
+        # @4 1.70x, 64x64 @4 batch 2 1.40x, 5x5x5 @6 1.77x, 128x128 5x5x5 stride 2 @7
+        # batch 2 1.97x, 7x7x7 64@9 batch 1 2.41x; in 2-D and 1-D it stays the rules'
+        # (matmul 0.61-3.2x lax, 0.67-0.79x in 1-D).
         out = spec.out_spatial(x_shape[2:], w_shape[2:])
         patches = x_shape[0] * math.prod(out) * math.prod(w_shape[1:])
         small = patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * w_shape[0]
         deep = min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS
-        value = "matmul" if small and deep and not spec.channels_last else rules[FORWARD]
+        by_patches = small and deep and (not spec.channels_last or spec.ndim == 3)
+        value = "matmul" if by_patches else rules[FORWARD]
         return (value, "matmul", "matmul")
     return rules
 
