@@ -391,6 +391,24 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         looped = spec.ndim == 2 or (spec.ndim == 1 and not spec.channels_last)
         if looped and rows >= GROUPS_LOOP_MIN_ROWS:
             return (GROUPS_LOOP,) * 3
+        if _grouped_planes(spec):
+            # ... but in 3-D all three by 2-D planes (`planes`, each plane's grouped
+            # convolution by the 2-D rules: shift, the groups loop), not the matmul
+            # derivatives, whose patches are 27x the input for 3x3x3 (8 GB for 256
+            # channels @20x20x20 batch 8; XLA's grouped backward is slower still). Against
+            # the matmul derivatives, training with a fixed cotangent, through a ReLU and
+            # with a squared loss, channels-first / channels-last, 3x3x3 padding 1, 5
+            # interleaved runs, Intel Xeon, 2026-12-02 (`/tmp/s31/g3d2.py`): 32 groups of
+            # 4x4 @8x28x28 batch 2 3.0-3.2x / 2.7-3.0x; of 8x8 @8x14x14 3.0-3.5x /
+            # 3.0-3.2x; of 8->1 @20x20x20 3.6-4.1x / 3.1-3.3x; of 2->4 @8x28x28 4.0-4.7x /
+            # 2.8-3.0x; of 2x2 @4x14x14 batch 1 2.9-3.9x / 3.2-3.7x; of 4x4 @4x7x7 batch 4
+            # 2.0-3.4x / 1.6-2.1x; 64 groups of 4x4 @16x14x14 batch 1 2.2-2.5x /
+            # 2.2-2.3x; stride 2, 32 of 4->8 @8x28x28 2.0-2.1x / 1.6-1.9x; 32 of 16x16
+            # @8x8x8 batch 2 2.3-2.8x / 2.7-3.1x, @4x4x4 batch 1 1.1-1.15x / 1.1-1.2x
+            # (values 0.9-1.1x: the same program). (Against XLA's, the rules before ran
+            # 1.0-6.7x, and 0.55x on 8->1 @20x20x20 batch 8.) 1x1x1 and 3x1x1 kernels,
+            # which take other paths, ran even (0.88-1.17x).
+            return ("lax",) * 3
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
@@ -552,6 +570,13 @@ def kernel_past_input(spec: ConvSpec, x_shape, w_shape) -> bool:
     dims = zip(w_shape[2:], x_shape[2:], spec.rhs_dilation, strict=True)
     skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0
     return any(k > n and d == 1 for k, n, d in list(dims)[skip:])
+
+
+def _grouped_planes(spec: ConvSpec) -> bool:
+    """Whether this grouped convolution of many groups runs its derivatives, as its
+    value, by 2-D planes (3-D, see `choose`): then its value is computed once under
+    differentiation (see `_forward_jvp`)."""
+    return spec.ndim == 3 and spec.groups > DENSE_GROUPS_MAX_GROUPS and planes.applies(spec)
 
 
 def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
@@ -1055,7 +1080,12 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
         y = FORWARDS["matmul"](x, w, spec)
     else:
         y = _run(x, w, spec, FORWARD, names, differentiated=True)
-        if algorithms[FORWARD] == "shift":
+        planes_all = algorithms == ("lax",) * 3 and jax.default_backend() == "cpu"
+        if algorithms[FORWARD] == "shift" or (planes_all and _grouped_planes(spec)):
+            # (A grouped 3-D value by planes is shift's in its planes, often: without
+            # the update, training through a ReLU or with a squared loss recomputed it
+            # in the planes' derivatives, 0.20-0.93x the matmul derivatives on 2x2, 2->4
+            # and 4x4 channels per group; with it 1.55-4.0x, see `choose`.)
             y = _computed_once(y, spec)
     terms = []
     if not isinstance(dx, SymbolicZero):

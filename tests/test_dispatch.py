@@ -170,16 +170,16 @@ def test_cpu_rules():
     assert choose((8, 512, 1000), (512, 16, 5), groups=32, padding=2) == loop_value
     assert choose((8, 28, 28, 512), (3, 3, 16, 512), groups=32, channels_last=True) == loop_value
     # ... else matmul derivatives, and matmul for the value on large 2-D maps, XLA's
-    # grouped one on small maps, in 1-D channels-last and in 3-D.
+    # grouped one on small maps and in 1-D channels-last; in 3-D all by 2-D planes.
     grouped_lax_value = ("lax", "matmul", "matmul")
     assert choose((8, 512, 7, 7), (512, 16, 3, 3), groups=32, padding=1) == grouped_lax_value
     x, w = (1, 1000, 512), (3, 16, 512)
     assert choose(x, w, groups=32, channels_last=True) == grouped_lax_value
     x, w = (2, 512, 8, 8, 8), (512, 16, 3, 3, 3)
-    assert choose(x, w, groups=32, padding=1) == grouped_lax_value
+    assert choose(x, w, groups=32, padding=1) == ("lax",) * 3
     assert choose((1, 512, 26, 26), (512, 16, 3, 3), groups=32) == ("matmul",) * 3  # 576 rows
     x, w = (1, 512, 4, 4, 4), (512, 16, 3, 3, 3)
-    assert choose(x, w, groups=32, padding=1) == grouped_lax_value
+    assert choose(x, w, groups=32, padding=1) == ("lax",) * 3
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
     assert choose((64, 100, 1, 1), (512, 100, 4, 4), padding=3) == ("matmul",) * 3  # one pixel
@@ -1255,6 +1255,29 @@ def test_kernel_past_input_runs_as_patches(
     if kwargs.get("groups"):
         assert all("feature_group_count = 2 " in line for line in convs)
     _assert_trains_as_lax(conv, x, w)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the 3-D planes rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((1, 64, 4, 6, 6), (64, 2, 3, 3, 3), dict(padding=1, groups=32)),
+        ((2, 96, 3, 5, 5), (64, 3, 3, 3, 3), dict(padding=1, stride=2, groups=32)),
+    ],
+)
+def test_grouped_3d_derivatives_by_planes(x_shape, w_shape, kwargs, channels_last):
+    """A 3-D convolution of many groups takes its derivatives, as its value, by 2-D
+    planes, not by the patches' product with the groups as a batch dim (27x the input
+    for 3x3x3): no dot in either derivative's program; values and gradients as lax's."""
+    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=6)
+    assert choose(x_shape, w_shape, **kwargs) == ("lax",) * 3
+    ct = jax.eval_shape(conv("auto"), x, w)
+    input_grad = lambda a, c: jax.vjp(lambda b: conv("auto")(b, w), a)[1](c)  # noqa: E731
+    weight_grad = lambda b, c: jax.vjp(lambda v: conv("auto")(x, v), b)[1](c)  # noqa: E731
+    for f, arg in ((input_grad, x), (weight_grad, w)):
+        assert "stablehlo.dot_general" not in jax.jit(f).lower(arg, ct).as_text()
+    _assert_trains_as_lax(conv, x, w, value=True)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel-length rule is the CPU's")
