@@ -170,6 +170,9 @@ KERNEL_PAST_INPUT_MIN_CHANNELS = 32
 # has positions, and the value channels-first from and to at least this many channels
 # (see `kernel_past_output`).
 KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS = 64
+# ... and along dilated dims, the dilated kernel's window, on outputs of at most this
+# many positions (see `choose`).
+KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
 
 
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
@@ -180,40 +183,50 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         return ("lax",) * 3
     rules = _choose_cpu(spec, x_shape, w_shape, dtype)
     if kernel_past_output(spec, x_shape, w_shape):
-        # A dense kernel with more taps than the output has positions along an undilated
-        # dim (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the
-        # input gradient is a transposed convolution whose kernel runs past its input
-        # (the output gradient), where XLA's CPU convolution takes its slow path (see
-        # `kernel_past_input`; 3-16 GFLOP/s); the patches' product does not. Both
-        # derivatives by matmul, against the rules before (which gave XLA's input
-        # gradient there channels-last, and in 1-D and 3-D channels-first), training
-        # with a fixed cotangent and through a ReLU, channels-last / channels-first,
-        # batch 8 unless said, 7-11 interleaved runs, Intel Xeon, 2026-12-02
-        # (`/tmp/s31/kpo3.py`): 384->128 7x7 @8 5.1x, 4.9x / 2.1x, 2.0x; 256->128 7x7
-        # @9 6.3x, 7.3x / 2.0x, 1.4x; 64x64 7x7 @12 9.6-10.2x, 7.8-8.0x / 5.0-6.9x,
-        # 5.6-6.8x; 128x128 9x9 @12 batch 4 7.2x, 7.3x / 1.8x, 1.6x; 7x7 stride 2 96->128
-        # @13 5.8x, 6.1x / 1.25x, 1.1x; 5x5 stride 2 256x256 @11 batch 4 9.1x, 7.2x / 1.0x, 0.9x;
-        # 5x5 stride 2 64x64 @9 padding 1 3.2x, 3.6-3.8x / 3.3-4.5x, 2.9x; 128x128 5x5 @6 padding 1
-        # 7.5x, 7.8x / 1.2x, 1.1x; VGG's 7x7 512->1024 @7 batch 1 2.3x, 1.8x / 1.05x,
-        # 1.0x; 512x512 @7 batch 2 1.35x, 1.2x / 0.97x, 0.97x; 1-D 256x256 k9 @10 3.2x,
-        # 3.2x / 1.0x, 1.1x; k31 128@40 9.8x, 9.5x / 1.4x, 1.2x; 3-D 64x64 5x5x5 @6 batch
-        # 2 1.8x, 1.9x / 2.4x, 2.1x; 3x3x3 @4 1.7x, 1.7x / 3.3x, 2.2x; small layers
-        # (0.3-2 ms) 1.4-3.8x / 1.3-7.3x; 256x256 3x3 @4 5.0x, 4.7x / 1.0x, 0.8x (its
-        # rules were matmul's already channels-first); past along one dim only, 64x64 3x3 @3x200
-        # 1.55x, 1.55x / 1.16x, 1.24x, 128x128 5x5 @5x64 batch 2 2.2x, 2.0x / 1.2x,
-        # 0.99x. The value channels-first by matmul too where its patches are small (as
-        # `MATMUL_MAX_PATCHES_PER_OUT_CHANNEL` below) and it has at least
+        # A dense kernel with more taps than the output has positions along an undilated dim
+        # (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the input
+        # gradient is a transposed convolution whose kernel runs past its input (the output
+        # gradient), where XLA's CPU convolution takes its slow path (see
+        # `kernel_past_input`: 384->128 7x7 @8 batch 8, 46 ms for its 154 MFLOP, against 4.8
+        # ms by matmul); the patches' product does not. Both derivatives by matmul, against
+        # the rules before (which gave XLA's input gradient there channels-last, and in 1-D
+        # and 3-D channels-first), training with a fixed cotangent and through a ReLU,
+        # channels-last / channels-first, batch 8 unless said, 7-11 interleaved runs, Intel
+        # Xeon, 2026-12-02 (`/tmp/s31/kpo3.py`): 384->128 7x7 @8 5.1x, 4.9x / 2.1x, 2.0x;
+        # 256->128 7x7 @9 6.3x, 7.3x / 2.0x, 1.4x; 64x64 7x7 @12 9.6-10.2x, 7.8-8.0x /
+        # 5.0-6.9x, 5.6-6.8x; 128x128 9x9 @12 batch 4 7.2x, 7.3x / 1.8x, 1.6x; 7x7 stride 2
+        # 96->128 @13 5.8x, 6.1x / 1.25x, 1.1x; 5x5 stride 2 256x256 @11 batch 4 9.1x, 7.2x
+        # / 1.0x, 0.9x; 5x5 stride 2 64x64 @9 padding 1 3.2x, 3.6-3.8x / 3.3-4.5x, 2.9x;
+        # 128x128 5x5 @6 padding 1 7.5x, 7.8x / 1.2x, 1.1x; VGG's 7x7 512->1024 @7 batch 1
+        # 2.3x, 1.8x / 1.05x, 1.0x; 512x512 @7 batch 2 1.35x, 1.2x / 0.97x, 0.97x; 1-D
+        # 256x256 k9 @10 3.2x, 3.2x / 1.0x, 1.1x; k31 128@40 9.8x, 9.5x / 1.4x, 1.2x; 3-D
+        # 64x64 5x5x5 @6 batch 2 1.8x, 1.9x / 2.4x, 2.1x; 3x3x3 @4 1.7x, 1.7x / 3.3x, 2.2x;
+        # small layers (0.3-2 ms) 1.4-3.8x / 1.3-7.3x; 256x256 3x3 @4 5.0x, 4.7x / 1.0x,
+        # 0.8x (its rules were matmul's already channels-first); past along one dim only,
+        # 64x64 3x3 @3x200 1.55x, 1.55x / 1.16x, 1.24x, 128x128 5x5 @5x64 batch 2 2.2x, 2.0x
+        # / 1.2x, 0.99x. The value channels-first by matmul too where its patches are small
+        # (as `MATMUL_MAX_PATCHES_PER_OUT_CHANNEL` below) and it has at least
         # `KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS` input and output channels, against the
         # rules before: 384->128 7x7 @8 4.4x, 256->128 @9 3.2x, 128x128 9x9 @12 batch 4
         # 2.8x, 5x5 @5 2.1x, 3-D 5x5x5 @6 1.8x, 7x7 stride 2 96->128 @13 1.2x; layers of
         # 0.15-0.6 ms (21 runs): 64x64 7x7 @7 batch 16 1.6x, 128x128 3x3 @4 batch 1 1.8x,
-        # 64x64 3x3 @4 1.3x, 5x5 stride 2 @9 0.95x; but with 32 channels 5x5 @6 0.68x
-        # and 0.96x at batch 8 and 2 (0.86x and 0.77x lax). Channels-last, the value by
-        # matmul in 3-D (against lax, 7-11 interleaved runs; the rules' 3-D planes ran
-        # 0.62-2.1x): 96->384 3x3x3 stride 2 @5 1.69x, 64->128 @6 batch 4 1.51x, 256x256
-        # @4 1.70x, 64x64 @4 batch 2 1.40x, 5x5x5 @6 1.77x, 128x128 5x5x5 stride 2 @7
-        # batch 2 1.97x, 7x7x7 64@9 batch 1 2.41x; in 2-D and 1-D it stays the rules'
-        # (matmul 0.61-3.2x lax, 0.67-0.79x in 1-D).
+        # 64x64 3x3 @4 1.3x, 5x5 stride 2 @9 0.95x; but with 32 channels 5x5 @6 0.68x and
+        # 0.96x at batch 8 and 2 (0.86x and 0.77x lax). Channels-last, the value by matmul
+        # in 3-D (against lax, 7-11 interleaved runs; the rules' 3-D planes ran 0.62-2.1x):
+        # 96->384 3x3x3 stride 2 @5 1.69x, 64->128 @6 batch 4 1.51x, 256x256 @4 1.70x, 64x64
+        # @4 batch 2 1.40x, 5x5x5 @6 1.77x, 128x128 5x5x5 stride 2 @7 batch 2 1.97x, 7x7x7
+        # 64@9 batch 1 2.41x; in 2-D and 1-D it stays the rules' (matmul 0.61-3.2x lax,
+        # 0.67-0.79x in 1-D).
+        # Dilated kernels whose window runs past a small output likewise (3x3 dilation 2-6
+        # and 5x5 dilation 2, 64-512 channels, maps of 2-16, batch 1-16, training with a
+        # fixed cotangent and through a ReLU against the rules before, 7-21 interleaved
+        # runs, `/tmp/s31/kpod4.py`): channels-last 1.01-2.6x (96->128 @6 batch 16 2.1x,
+        # 2.4x; 256 @9 dilation 4 2.6x, 2.4x; 128 @16 dilation 6 padding 1 2.3x, 1.9x; 5x5
+        # 256 @3 padding 4 batch 16 1.3x, 1.7x) but 0.88-0.94x once each on three rows of
+        # 0.2-2.5 ms (two of them 1.08-1.09x in reruns); channels-first 1.0-2.6x where the
+        # rules changed (96->128 @6 2.6x, 2.3x; 128 @5 1.7x, 1.7x), once 0.83x through a
+        # ReLU (0.98x in a 21-run rerun). Not on larger outputs: ASPP's 3x3 dilation 12-18
+        # on 33x33 maps trained 0.41-0.53x by matmul.
         out = spec.out_spatial(x_shape[2:], w_shape[2:])
         patches = x_shape[0] * math.prod(out) * math.prod(w_shape[1:])
         small = patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * w_shape[0]
@@ -582,8 +595,10 @@ def _grouped_planes(spec: ConvSpec) -> bool:
 def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether this canonical convolution is dense, with at least
     `KERNEL_PAST_INPUT_MIN_CHANNELS` input or output channels, and its kernel has more
-    taps than the output has positions along some undilated dim (see `choose`); in 3-D
-    not along the depth alone, which the 2-D planes take apart."""
+    taps than the output has positions along some undilated dim, or (on outputs of at
+    most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions) a dilated kernel's window
+    is longer than the output along a dilated dim (see `choose`); in 3-D not along the
+    depth alone, which the 2-D planes take apart."""
     if spec.groups != 1 or any(ld > 1 for ld in spec.lhs_dilation):
         return False
     if max(w_shape[:2]) < KERNEL_PAST_INPUT_MIN_CHANNELS or 0 in x_shape:
@@ -593,7 +608,10 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
         return False
     dims = zip(w_shape[2:], out, spec.rhs_dilation, strict=True)
     skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0  # as `kernel_past_input`
-    return any(k > m and d == 1 for k, m, d in list(dims)[skip:])
+    small = math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS
+    return any(
+        (k > m and d == 1) or (d * (k - 1) + 1 > m and small) for k, m, d in list(dims)[skip:]
+    )
 
 
 def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:

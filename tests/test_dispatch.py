@@ -228,10 +228,17 @@ def test_cpu_rules():
     # ... in 3-D not along the depth alone, which the 2-D planes take apart.
     assert choose((1, 64, 2, 48, 48), (64, 64, 3, 3, 3), padding=1) == ("lax",) * 3
     assert choose((1, 64, 3, 48, 48), (64, 64, 3, 3, 3), padding=(0, 1, 1)) == ("lax",) * 3
+    # A dilated window past the output: the derivatives by matmul on small outputs only.
+    past_output = ("matmul",) * 3
+    assert choose((2, 256, 12, 12), (256, 256, 3, 3), dilation=5, padding=1) == past_output
+    aspp = dict(dilation=12, padding=12)  # window 25 on 17x17 outputs
+    assert choose((2, 256, 17, 17), (256, 256, 3, 3), **aspp)[1:] != ("matmul",) * 2
     assert choose((2, 16, 2, 2), (32, 16, 3, 3), padding=1) == matmul  # 32 outputs
     # ... not with at most 16 channels, nor along dilated dims only, nor kernel = input.
     assert choose((8, 16, 2, 2), (16, 16, 3, 3), padding=1) == ("lax",) * 3
-    assert choose((1, 64, 2, 2), (64, 64, 3, 3), padding=2, dilation=2) == ("lax",) * 3
+    assert choose((1, 64, 2, 40), (64, 64, 3, 3), padding=2, dilation=2) == ("lax",) * 3
+    # (... but a dilated window past an output of at most 64 positions, see below.)
+    assert choose((1, 64, 2, 2), (64, 64, 3, 3), padding=2, dilation=2) == ("matmul",) * 3
     assert choose((4, 64, 7, 7), (64, 64, 7, 7), padding=3) == ("lax",) * 3
 
 
@@ -1291,6 +1298,7 @@ def test_grouped_3d_derivatives_by_planes(x_shape, w_shape, kwargs, channels_las
         ((2, 64, 10), (64, 64, 9), {}, True),
         ((1, 64, 4, 4, 4), (64, 64, 3, 3, 3), {}, True),
         ((8, 64, 3, 200), (64, 64, 3, 3), {}, False),  # past along one dim: large patches
+        ((2, 64, 6, 6), (64, 64, 3, 3), dict(dilation=2), True),  # dilated, window 5 to 2x2
     ],
 )
 def test_kernel_past_output_differentiates_by_patches(
