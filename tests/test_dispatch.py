@@ -237,7 +237,7 @@ def test_cpu_rules():
     # ... not with at most 16 channels, nor along dilated dims only, nor kernel = input.
     assert choose((8, 16, 2, 2), (16, 16, 3, 3), padding=1) == ("lax",) * 3
     assert choose((1, 64, 2, 40), (64, 64, 3, 3), padding=2, dilation=2) == ("lax",) * 3
-    # (... but a dilated window past an output of at most 64 positions, see below.)
+    # (... but a dilated window past an output of at most 64 positions, see above.)
     assert choose((1, 64, 2, 2), (64, 64, 3, 3), padding=2, dilation=2) == ("matmul",) * 3
     assert choose((4, 64, 7, 7), (64, 64, 7, 7), padding=3) == ("lax",) * 3
 
@@ -1304,8 +1304,9 @@ def test_grouped_3d_derivatives_by_planes(x_shape, w_shape, kwargs, channels_las
 def test_kernel_past_output_differentiates_by_patches(
     x_shape, w_shape, kwargs, value_by_patches, channels_last
 ):
-    """A kernel with more taps than the output has positions along an undilated dim:
-    both derivatives by the patches' product under auto (their convolutions would have
+    """A kernel with more taps than the output has positions along an undilated dim (or
+    a dilated window longer than a small output): both derivatives by the patches'
+    product under auto (their convolutions would have
     a kernel past the output gradient, XLA's slow path), no convolution in either; the
     value too where the patches are small and the channels many, channels-first or in
     3-D; values and gradients as lax's."""
