@@ -533,7 +533,7 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
     if (
         small_map
         and deep
-        and not spec.channels_last
+        and (not spec.channels_last or (spec.ndim == 3 and c_out >= MATMUL_VALUE_MIN_OUT_CHANNELS))
         and c_out >= MATMUL_MIN_OUT_CHANNELS
         and patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * c_out
     ):
@@ -545,7 +545,13 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         # 256 batch 8 0.75-0.87x / 0.9-1.0x, 512 batch 16 0.95x / 1.0x; 256@10 batch 16
         # 0.71x / 0.66x (and the 2-D planes of 3-D layers, whose batch is times the
         # depth: 3x3x3 128@4x7x7 batch 8 fwd 33 ms by matmul planes, 13 by XLA's, 22
-        # by XLA's 3-D). Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x).
+        # by XLA's 3-D). Channels-last XLA is as fast (matmul fwd 0.96x, train 1.13x),
+        # but not in 3-D, where the rules' 2-D planes trained slowly on small maps
+        # (matmul against them, forward, training with a fixed cotangent and through a
+        # ReLU, 7 interleaved runs, 2026-12-02, `/tmp/s31/s3d.py`): 3x3x3 384->512 @3x3x3
+        # batch 1 1.9x, 4.0x, 3.4x (the rules' training 0.41x lax); 256x256 @4x4x4 batch 2
+        # 1.4x, 2.3x, 2.1x. Not measured channels-last to fewer than
+        # `MATMUL_VALUE_MIN_OUT_CHANNELS` channels, which keeps the rules'.
         # With few output channels XLA's value (off YNNPACK, `lax.forward_eigen`) is
         # faster, and so are its derivatives (batch 2 unless said, minimum of 21
         # shuffled runs, forward and training through a ReLU, matmul's time over the

@@ -181,6 +181,14 @@ def test_cpu_rules():
     x, w = (1, 512, 4, 4, 4), (512, 16, 3, 3, 3)
     assert choose(x, w, groups=32, padding=1) == ("lax",) * 3
     assert choose((4, 100, 68, 68), (100, 100, 5, 5)) == ("lax",) * 3
+    # Few positions, deep patches: matmul channels-first, and channels-last only in 3-D
+    # to 256 channels or more.
+    assert choose((2, 256, 7, 7), (256, 256, 3, 3), padding=1) == ("matmul",) * 3
+    assert choose((2, 7, 7, 256), (3, 3, 256, 256), padding=1, channels_last=True) == ("lax",) * 3
+    x, w = (2, 4, 4, 4, 256), (3, 3, 3, 256, 256)
+    assert choose(x, w, padding=1, channels_last=True) == ("matmul",) * 3
+    x, w = (2, 4, 4, 4, 256), (3, 3, 3, 256, 128)
+    assert choose(x, w, padding=1, channels_last=True) == ("lax",) * 3
     assert choose((2, 64, 28, 28), (32, 64, 1, 1)) == ("matmul",) * 3
     assert choose((64, 100, 1, 1), (512, 100, 4, 4), padding=3) == ("matmul",) * 3  # one pixel
     assert choose((2, 28, 28, 64), (1, 1, 64, 32), channels_last=True) == ("matmul",) * 3
