@@ -1227,6 +1227,16 @@ def _run(
             return _derivatives.weight_term_direct(
                 x_, w_, spec_, FORWARDS[name], matmul_impl.per_image_weight_gradient
             )
+        if (
+            name == "matmul"
+            and role == WEIGHT_GRADIENT
+            and matmul_impl.pointwise_expands(w_.shape, spec_)
+        ):
+            # The transpose written out, its product's operands chosen
+            # (`matmul.pointwise_expands`).
+            return _derivatives.weight_term_direct(
+                x_, w_, spec_, FORWARDS[name], matmul_impl.pointwise_weight_gradient
+            )
         if name == "shift" and role == FORWARD and differentiated:
             # Under differentiation the value pads first (`shift.forward_unsplit`), as
             # the input gradient does (below): split (`shift._depthwise_split`),

@@ -12,6 +12,7 @@ from jitted import cotangent, values_and_vjps
 
 import jaxconv
 from jaxconv import _dispatch, _spec
+from jaxconv._impls import matmul as matmul_impl
 
 
 def _values_and_grads(conv, loss, x, w):
@@ -1615,6 +1616,72 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
             > math.prod(w_shape)
         ]
         assert not big, (grad.__name__, big)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,expands,checked",
+    [
+        ((2, 9, 9, 16), (1, 1, 16, 96), {}, True, True),  # rows flattened
+        ((2, 9, 9, 64), (1, 1, 64, 128), {}, True, True),  # the input as left operand
+        ((2, 9, 9, 64), (1, 1, 64, 128), dict(stride=2, padding=1), True, True),
+        ((2, 9, 9, 96), (1, 1, 96, 128), dict(stride=(2, 1), padding=(0, 2)), True, True),
+        ((3, 30, 8), (1, 8, 24), dict(padding=2), True, False),  # 1-D
+        ((2, 9, 9, 96), (1, 1, 96, 16), {}, False, False),  # to fewer channels
+        ((2, 9, 9, 16), (1, 1, 4, 96), dict(groups=4), False, False),
+        ((2, 9, 9, 16), (3, 3, 16, 96), dict(padding=1), False, False),
+    ],
+)
+def test_channels_last_pointwise_expansion_weight_gradient(
+    x_shape, w_shape, kwargs, expands, checked
+):
+    """A channels-last 1x1 convolution to more channels takes its weight gradient by
+    `matmul.pointwise_weight_gradient` (`matmul.pointwise_expands`): through a ReLU
+    there is no transposed copy of the output gradient, ``(C_out, rows)``, which JAX's
+    transpose of the value's product made XLA lay out (with the mask fused into it, a
+    slow loop); values and derivatives, first and second order, as XLA's convolution."""
+    import numpy as np
+
+    import jaxconv
+
+    conv = lambda impl: lambda a, b: jaxconv.conv(a, b, channels_last=True, **kwargs, impl=impl)  # noqa: E731
+    plan = _spec.conv_plan("conv", x_shape, w_shape, channels_last=True, **kwargs)
+    canonical_w = (w_shape[-1], w_shape[-2], *w_shape[:-2])
+    assert matmul_impl.pointwise_expands(canonical_w, plan.spec) == expands
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    y = jax.eval_shape(conv("lax"), x, w)
+    ct = rng.standard_normal(y.shape)
+    hvp = lambda impl, a: jax.grad(  # noqa: E731
+        lambda b: jnp.sum(jax.grad(lambda a_: jnp.sum(conv(impl)(a_, b) ** 2))(a) ** 2)
+    )
+
+    def compared(a, b, c):
+        got, vjp = jax.vjp(conv("auto"), a, b)
+        want, vjp_lax = jax.vjp(conv("lax"), a, b)
+        t = jax.jvp(conv("auto"), (a, b), (a, b))[1]
+        return got, want, vjp(c), vjp_lax(c), t, hvp("auto", a)(b), hvp("lax", a)(b)
+
+    got, want, grads, grads_lax, t, hvp_auto, hvp_lax = jax.jit(compared)(x, w, ct)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for g, r in zip(grads, grads_lax, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(t, 2 * want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(hvp_auto, hvp_lax, rtol=1e-9, atol=1e-9)
+    if not checked:
+        return
+    c_out, rows = w_shape[-1], math.prod(y.shape[:-1])
+    transposed = {(c_out, rows), (c_out, *y.shape[:-1])}
+    for dtype in (jnp.float32, jnp.float64):
+        a, b, c = (jnp.asarray(v, dtype) for v in (x, w, ct))
+        grad = jax.grad(lambda b_, a_, c_: jnp.sum(jax.nn.relu(conv("auto")(a_, b_)) * c_))
+        hlo = jax.jit(grad).lower(b, a, c).compile().as_text()
+        shapes = [
+            tuple(int(d) for d in m.group(1).split(",") if d)
+            for m in re.finditer(r" = [a-z]\d+\[([\d,]*)\]", hlo)
+        ]
+        assert not transposed & set(shapes), (dtype, transposed & set(shapes))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -292,3 +292,73 @@ def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Ar
     acc = accumulation_dtype(x.dtype)
     y = lax.dot_general(cols, w, dims, spec.precision, preferred_element_type=acc)
     return jnp.moveaxis(y, -1, 1).astype(x.dtype)
+
+
+# Below this many input channels (or strided) `pointwise_weight_gradient` flattens the
+# rows into one dim, which XLA's CPU compiler runs as one product on the operands as
+# they lie (Eigen's); from it on, the input is the product's left operand, which XLA
+# lays out transposed (a copy of the smaller operand) for YNNPACK's product.
+POINTWISE_FLAT_MAX_IN_CHANNELS = 63
+
+
+def pointwise_expands(w_shape, spec: ConvSpec) -> bool:
+    """Whether channels-last `matmul` (one group) takes a 1x1 convolution's weight
+    gradient by `pointwise_weight_gradient`: 1x1 kernels to more channels than they take.
+
+    JAX's transpose of the value's product is a product with the output gradient as its
+    left operand, contracting the batch and spatial dims, and XLA's CPU compiler laid
+    that operand, the larger, out transposed for the product: one full copy of it, into
+    which it fused the mask of a ReLU before the convolution, a loop that ran at a few
+    GB/s (64->256 @56 batch 4 through a ReLU: 38 ms, against 6.8 with a fixed output
+    gradient). Against that, channels-last, `impl="auto"` (11 interleaved runs, batch 4
+    unless said; training with a fixed output gradient, then through a ReLU):
+
+    - by one product over flattened rows: 16->96 @112 2.1x, 6.3x; @28 batch 8 1.6x,
+      1.35x; 24->144 @56 1.6x, 2.9x; 32->64 @56 batch 8 3.6x, 3.9x; 32->192 @28 1.09x,
+      1.32x; stride 2, 256->512 @56 0.95x, 1.70x;
+    - by the input as the left operand: 64->256 @56 1.23x, 5.5x, batch 1 0.81x, 2.5x;
+      256->1024 @14 1.49x, 1.93x; 512->2048 @7 batch 8 1.13x, 1.35x; 256->512 @56
+      1.07x, 1.86x.
+
+    Flattened, the wider layers ran 0.88x, 4.5x (64->256), 1.33x, 1.65x (256->1024) and
+    0.94x, 1.22x (512->2048); the narrow ones by the left operand 1.8x, 2.75x (16->96)
+    and 1.29x, 2.1x (24->144). Layers to fewer channels keep JAX's transpose: its copy is
+    of the smaller operand there, and one product over rows ran 0.56-0.94x (192->32 @28,
+    1024->256 @14, 256->64 @56).
+    """
+    return (
+        spec.channels_last
+        and spec.groups == 1
+        and w_shape[2:] == (1,) * spec.ndim
+        and w_shape[0] > w_shape[1]
+    )
+
+
+def pointwise_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape) -> jax.Array:
+    """The weight gradient of a channels-last 1x1 convolution to more channels
+    (`pointwise_expands`): ``x^T @ ct`` over the batch and output positions, with ``x``
+    the padded, strided input. ``x`` and ``ct`` are canonical (channels-first); the
+    layout transposes cancel with the caller's.
+    """
+    c_out, c_in, *kernel = w_shape
+    nd = len(kernel)
+    xp = pad_input(jnp.moveaxis(x, 1, -1), spec, channels_last=True)
+    ((_, cols),) = tap_windows(xp, kernel, spec, channels_last=True)  # (N, *S_out, C)
+    ct = jnp.moveaxis(ct, 1, -1)  # (N, *S_out, C_out)
+    dtype = jnp.result_type(x.dtype, ct.dtype)
+    acc = accumulation_dtype(dtype)
+    if c_in <= POINTWISE_FLAT_MAX_IN_CHANNELS or any(s > 1 for s in spec.stride):
+        rows = math.prod(cols.shape[:-1])
+        cols, ct = cols.reshape((rows, c_in)), ct.reshape((rows, c_out))
+        lead = (0,)
+    else:
+        lead = tuple(range(nd + 1))
+    dw = lax.dot_general(
+        cols, ct, ((lead, lead), ((), ())), spec.precision, preferred_element_type=acc
+    )
+    # Shaped as the caller's channels-last weight, (*K, C, C_out), then transposed to the
+    # canonical one: XLA cancels that transpose with the caller's. (Transposed first,
+    # then reshaped, it left two copies of the gradient, one of them transposing:
+    # 512->2048 @7 batch 8 trained at 0.5-0.65x.)
+    dw = dw.astype(dtype).reshape((*kernel, c_in, c_out))
+    return jnp.transpose(dw, (nd + 1, nd, *range(nd)))
