@@ -1620,6 +1620,41 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
 @pytest.mark.parametrize(
+    "op,x_shape,w_shape,kwargs",
+    [
+        ("conv", (2, 16, 16, 64), (3, 3, 1, 64), dict(stride=2, padding=1, groups=64)),
+        ("conv_transpose", (2, 8, 8, 32), (2, 2, 16, 32), dict(stride=2)),  # U-Net's
+        ("conv_transpose", (2, 8, 8, 32), (4, 4, 16, 32), dict(stride=2, padding=1)),
+        ("conv_transpose", (2, 8, 8, 32), (3, 3, 16, 32), dict(stride=2, output_padding=1)),
+    ],
+)
+def test_channels_last_phases_interleaved_channels_last(op, x_shape, w_shape, kwargs):
+    """Channels-last convolutions whose value or input gradient `auto` assembles from
+    phases (`subpixel.decompose`) interleave them channels-last: no array of the input's
+    or the output's shape in the compiled value or training step is laid out otherwise
+    (interleaved channels-first, XLA wrote the result transposed and copied it back)."""
+    conv = getattr(jaxconv, op)
+    x = jnp.ones(x_shape, jnp.float32)
+    w = jnp.ones(w_shape, jnp.float32)
+    f = lambda a, b: conv(a, b, channels_last=True, **kwargs)  # noqa: E731
+    y = jax.eval_shape(f, x, w)
+    ct = jnp.ones(y.shape, jnp.float32)
+
+    def train(a, b, c):
+        out, vjp = jax.vjp(f, a, b)
+        return out, *vjp(c)
+
+    for g in (lambda a, b, c: f(a, b), train):
+        hlo = jax.jit(g).lower(x, w, ct).compile().as_text()
+        for shape in (x_shape, y.shape):
+            dims = ",".join(map(str, shape))
+            default = ",".join(str(i) for i in reversed(range(len(shape))))
+            found = re.findall(rf"\[{dims}\]\{{([\d,]+)\}}", hlo)
+            assert all(layout == default for layout in found), (shape, found)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+@pytest.mark.parametrize(
     "x_shape,w_shape,kwargs,expands,checked",
     [
         ((2, 9, 9, 16), (1, 1, 16, 96), {}, True, True),  # rows flattened
