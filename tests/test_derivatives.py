@@ -260,6 +260,57 @@ def test_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, rows):
     assert shift._rows_pay(n, ct_shape, c_in_g, kernel) == rows
 
 
+@pytest.mark.parametrize(
+    "x_shape, kernel, kwargs, rows",
+    [
+        ((1, 64, 28, 28), (3, 3), {}, True),  # 1.8 M products, unpadded rows of 28
+        ((1, 48, 56, 56), (3, 3), {}, True),
+        ((1, 144, 56, 56), (3, 3), dict(stride=2), True),  # output rows of 28
+        ((2, 64, 56, 56), (3, 3), dict(dilation=2), True),
+        ((1, 32, 56, 56), (3, 3), {}, False),  # too few channels
+        ((1, 64, 27, 27), (3, 3), {}, False),  # rows of 27: not unpadded
+        ((1, 64, 28, 28), (5, 5), {}, False),  # 25 taps: not unpadded
+        ((1, 64, 28, 28), (3, 3), dict(groups=32), False),  # not depthwise
+        ((1, 64, 28, 28), (3, 3), dict(out_per_group=2), False),  # two outputs per channel
+    ],
+)
+def test_unpadded_rows_weight_gradient_rule(x_shape, kernel, kwargs, rows):
+    """Depthwise channels-last layers whose rows loop reads the input unpadded take it
+    from `shift.ROWS_MIN_CHANNELS` channels, however few their products."""
+    nd = len(kernel)
+    c = x_shape[1]
+    stride, dilation = kwargs.get("stride", 1), kwargs.get("dilation", 1)
+    groups = kwargs.get("groups", c)
+    c_out = c * kwargs.get("out_per_group", 1)
+    padding = (dilation * (kernel[0] - 1) // 2,) * 2
+    spec = ConvSpec((stride,) * nd, (padding,) * nd, (1,) * nd, (dilation,) * nd, groups)
+    spec = dataclasses.replace(spec, channels_last=True)
+    out = spec.out_spatial(x_shape[2:], kernel)
+    got = shift._unpadded_rows_pay(x_shape, (c_out, *out), spec, c // groups, kernel)
+    assert got == rows
+    assert not shift._rows_pay(x_shape[0], (c_out, *out), c // groups, kernel)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
+@pytest.mark.parametrize("c, loops", [(64, True), (32, False)])
+def test_auto_small_depthwise_weight_gradient_by_unpadded_rows(c, loops):
+    """A small channels-last depthwise 3x3 layer (batch 1, 28x28): its gradient loops
+    over rows from `shift.ROWS_MIN_CHANNELS` channels (`shift._unpadded_rows_pay`), and
+    matches XLA's either way."""
+    x, w = _arrays(0, (1, 28, 28, c), (3, 3, 1, c), dtype=np.float32)
+    (ct,) = _arrays(1, (1, 28, 28, c), dtype=np.float32)
+
+    def f(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, padding=1, groups=c, channels_last=True, impl=impl)
+
+    loss = lambda impl: lambda a, b, ct: jnp.sum(jnp.tanh(f(impl)(a, b)) * ct)  # noqa: E731
+    grad = lambda impl: jax.grad(loss(impl), (0, 1))  # noqa: E731
+    assert ("stablehlo.while" in jax.jit(grad("auto")).lower(x, w, ct).as_text()) == loops
+    grads, grads_lax = jax.jit(lambda *a: (grad("auto")(*a), grad("lax")(*a)))(x, w, ct)
+    for got, want in zip(grads, grads_lax, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
 @pytest.mark.parametrize("groups, c_in_g", [(128, 1), (32, 4)])
 def test_auto_channels_last_weight_gradient_by_rows(groups, c_in_g):
