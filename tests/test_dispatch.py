@@ -249,6 +249,10 @@ def test_cpu_rules():
     # (... but a dilated window past an output of at most 64 positions, see above.)
     assert choose((1, 64, 2, 2), (64, 64, 3, 3), padding=2, dilation=2) == ("matmul",) * 3
     assert choose((4, 64, 7, 7), (64, 64, 7, 7), padding=3) == ("lax",) * 3
+    # ... nor to fewer than 32 channels (DCGAN's last discriminator layer).
+    assert choose((16, 512, 4, 4), (1, 512, 4, 4))[1:] != ("matmul",) * 2
+    assert choose((16, 512, 7, 7), (16, 512, 7, 7))[1:] != ("matmul",) * 2
+    assert choose((16, 512, 4, 4), (32, 512, 4, 4))[1:] == ("matmul",) * 2
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
