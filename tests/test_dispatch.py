@@ -1622,6 +1622,39 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
         assert not big, (grad.__name__, big)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "op,x_shape,w_shape,kwargs",
+    [
+        ("conv_transpose", (3, 10, 1, 1), (10, 16, 4, 4), {}),  # DCGAN's first layer
+        ("conv_transpose", (3, 10, 1, 1), (10, 16, 4, 4), dict(stride=2, padding=1)),
+        ("conv", (2, 6, 1, 1), (8, 6, 3, 3), dict(padding=2, dilation=(1, 2))),
+        ("conv_transpose", (2, 6, 1), (6, 4, 5), dict(dilation=2, output_padding=1, stride=2)),
+        ("conv", (2, 6, 1, 1, 1), (8, 6, 2, 3, 3), dict(padding=1)),
+    ],
+)
+def test_single_pixel_taps_by_static_slices(op, x_shape, w_shape, kwargs, channels_last):
+    """`matmul` from a one-pixel input selects the kernel's taps by static slices: no
+    gather in its value and no scatter in its weight gradient (a scatter-add, slow on
+    the CPU); values and gradients, with a fixed output gradient and of a sum, as
+    XLA's."""
+    x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=7)
+    ct = jax.eval_shape(conv("lax"), x, w)
+    ct = jnp.asarray(np.random.default_rng(8).standard_normal(ct.shape), ct.dtype)
+    weight_grad = lambda b, c: jax.vjp(lambda v: conv("matmul")(x, v), b)[1](c)  # noqa: E731
+    text = jax.jit(weight_grad).lower(w, ct).as_text()
+    assert "scatter" not in text and "gather" not in jax.jit(conv("matmul")).lower(x, w).as_text()
+    for impl in ("matmul", "auto"):
+        got = values_and_vjps([conv(impl), conv("lax")], (x, w), ct)
+        for a, b in zip(*got, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        sums = [
+            jax.grad(lambda a, b, i=i: conv(i)(a, b).sum(), (0, 1))(x, w) for i in (impl, "lax")
+        ]
+        for a, b in zip(*sums, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
 @pytest.mark.parametrize(
     "op,x_shape,w_shape,kwargs",

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxconv._impls._common import accumulation_dtype, pad_input, tap_windows
@@ -232,14 +231,13 @@ def _single_pixel(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
     out = spec.out_spatial(x.shape[2:], kernel)
-    # One zero tap past the end of every kernel dim, for positions no tap meets.
-    w_sel = jnp.pad(w, [(0, 0), (0, 0)] + [(0, 1)] * len(kernel))
+    w_sel = w
     for axis, ((lo, _), s, d, k, m) in enumerate(
         zip(spec.padding, spec.stride, spec.rhs_dilation, kernel, out, strict=True)
     ):
         offsets = [lo - p * s for p in range(m)]
-        taps = [o // d if o >= 0 and o % d == 0 and o // d < k else k for o in offsets]
-        w_sel = jnp.take(w_sel, np.asarray(taps, np.int32), axis=2 + axis)
+        taps = [o // d if o >= 0 and o % d == 0 and o // d < k else None for o in offsets]
+        w_sel = _select_taps(w_sel, taps, 2 + axis)
     w_sel = w_sel.reshape((g, c_out // g, c_in_g, math.prod(out)))
     xg = x.reshape((n, g, c_in_g))
     acc = accumulation_dtype(x.dtype)
@@ -248,6 +246,37 @@ def _single_pixel(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         xg, w_sel, (((2,), (2,)), ((1,), (0,))), spec.precision, preferred_element_type=acc
     )
     return jnp.moveaxis(y, 0, 1).astype(x.dtype).reshape((n, c_out, *out))
+
+
+def _select_taps(w: jax.Array, taps, axis: int) -> jax.Array:
+    """``w`` gathered along ``axis`` at the static ``taps`` (None: zeros), as reversed
+    static slices, one per run of consecutive descending taps (the whole kernel
+    reversed, at stride 1), and zeros: not a gather, whose transpose (the weight
+    gradient) is a scatter-add that XLA's CPU runtime ran at 0.32-0.41x `lax` under
+    `jax.grad` of a sum (DCGAN's 100->512 4x4 batch 16: 4.4-4.8 ms against 1.8), nor
+    one slice per tap of a kernel padded with a zero tap, whose transpose wrote a padded
+    copy of the gradient per tap (6 ms channels-last)."""
+    runs = []  # [first, count] of descending taps, or [None, count]
+    for t in taps:
+        last = runs[-1] if runs else None
+        if last and t is None and last[0] is None:
+            last[1] += 1
+        elif last and t is not None and last[0] is not None and t == last[0] - last[1]:
+            last[1] += 1
+        else:
+            runs.append([t, 1])
+    if not runs:  # an empty output along this dim
+        return lax.slice_in_dim(w, 0, 0, axis=axis)
+    pieces = []
+    for first, count in runs:
+        if first is None:
+            shape = list(w.shape)
+            shape[axis] = count
+            pieces.append(jnp.zeros(shape, w.dtype))
+        else:
+            piece = lax.slice_in_dim(w, first - count + 1, first + 1, axis=axis)
+            pieces.append(lax.rev(piece, (axis,)))
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=axis)
 
 
 def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
