@@ -323,7 +323,7 @@ def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Ar
     return jnp.moveaxis(y, -1, 1).astype(x.dtype)
 
 
-# Below this many input channels (or strided) `pointwise_weight_gradient` flattens the
+# With at most this many input channels (or strided) `pointwise_weight_gradient` flattens the
 # rows into one dim, which XLA's CPU compiler runs as one product on the operands as
 # they lie (Eigen's); from it on, the input is the product's left operand, which XLA
 # lays out transposed (a copy of the smaller operand) for YNNPACK's product.
