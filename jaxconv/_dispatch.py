@@ -174,14 +174,14 @@ KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS = 64
 # many positions (see `choose`).
 KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
 # ... and only to at least this many output channels: with fewer the derivatives by
-# patches lost (training with a fixed cotangent, then through a ReLU, against the rules
-# without `kernel_past_output`, 9 interleaved runs, channels-first / channels-last):
-# 512->1 4x4 @4 batch 16 (DCGAN's last discriminator layer) 0.93x, 0.73x / 0.65x, 0.65x;
-# 256->1 batch 64 0.78x, 0.89x / 0.69x, 0.70x; 128->8 5x5 @5 1.10x, 1.08x / 0.85x,
-# 0.68x; 512->16 7x7 @7 0.74x, 0.72x / 1.05x, 0.82x. To 32 and more they won: 512->32
-# 4x4 @4 1.97x, 1.86x / 1.47x, 1.44x; 256->32 7x7 @7 1.19x, 1.30x / 1.64x, 1.54x;
-# 32->64 7x7 @8 batch 8 1.29x, 2.02x / 1.51x, 1.38x; 16->128 1.9-2.5x; 512->64 4x4 @4
-# 4.9x, 3.9x / 1.6x, 1.55x.
+# patches mostly lost (training with a fixed cotangent, then through a ReLU, with the
+# rule against without it, batch 16 unless said, 9 interleaved runs, channels-first /
+# channels-last): 512->1 4x4 @4 (DCGAN's last discriminator layer) 0.91x, 0.74x /
+# 0.67x, 0.66x; 256->1 batch 64 0.78x, 0.85x / 0.67x, 0.68x; 128->8 5x5 @5 1.15x, 1.13x
+# / 0.77x, 0.70x; 512->16 7x7 @7 0.85x, 0.74x / 0.96x, 0.80x. To 32 and more they won:
+# 512->32 4x4 @4 1.71x, 2.04x / 1.52x, 1.45x; 256->32 7x7 @7 1.44x, 1.36x / 1.58x,
+# 1.49x; 32->64 7x7 @8 batch 8 1.23x, 2.03x / 1.50x, 1.45x; 16->128 7x7 @8 1.78x,
+# 1.84x / 1.94x, 1.97x; 512->64 4x4 @4 3.7x, 3.9x / 1.64x, 1.49x.
 KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS = 32
 
 

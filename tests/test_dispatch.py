@@ -1712,10 +1712,6 @@ def test_channels_last_pointwise_expansion_weight_gradient(
     there is no transposed copy of the output gradient, ``(C_out, rows)``, which JAX's
     transpose of the value's product made XLA lay out (with the mask fused into it, a
     slow loop); values and derivatives, first and second order, as XLA's convolution."""
-    import numpy as np
-
-    import jaxconv
-
     conv = lambda impl: lambda a, b: jaxconv.conv(a, b, channels_last=True, **kwargs, impl=impl)  # noqa: E731
     plan = _spec.conv_plan("conv", x_shape, w_shape, channels_last=True, **kwargs)
     canonical_w = (w_shape[-1], w_shape[-2], *w_shape[:-2])

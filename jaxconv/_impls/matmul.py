@@ -252,7 +252,7 @@ def _select_taps(w: jax.Array, taps, axis: int) -> jax.Array:
     """``w`` gathered along ``axis`` at the static ``taps`` (None: zeros), as reversed
     static slices, one per run of consecutive descending taps (the whole kernel
     reversed, at stride 1), and zeros: not a gather, whose transpose (the weight
-    gradient) is a scatter-add that XLA's CPU runtime ran at 0.32-0.41x `lax` under
+    gradient) is a scatter-add that XLA's CPU runtime ran at 0.39-0.41x `lax` under
     `jax.grad` of a sum (DCGAN's 100->512 4x4 batch 16: 4.4-4.8 ms against 1.8), nor
     one slice per tap of a kernel padded with a zero tap, whose transpose wrote a padded
     copy of the gradient per tap (6 ms channels-last)."""
@@ -352,8 +352,8 @@ def pointwise_expands(w_shape, spec: ConvSpec) -> bool:
     Flattened, the wider layers ran 0.88x, 4.5x (64->256), 1.33x, 1.65x (256->1024) and
     0.94x, 1.22x (512->2048); the narrow ones by the left operand 1.8x, 2.75x (16->96)
     and 1.29x, 2.1x (24->144). Layers to fewer channels keep JAX's transpose: its copy is
-    of the smaller operand there, and one product over rows ran 0.56-0.94x (192->32 @28,
-    1024->256 @14, 256->64 @56).
+    of the smaller operand there, and one product over rows ran 0.56-0.95x (192->32 @28,
+    1024->256 @14, 256->64 @56 batch 8; only 256->64 through a ReLU gained, 1.33-1.39x).
     """
     return (
         spec.channels_last

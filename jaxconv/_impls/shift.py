@@ -637,7 +637,7 @@ def _unpadded_rows_pay(x_shape, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -
     1.17x; 64@56 batch 1 1.14x, 1.49x; 64@28 batch 1 1.57x, 1.50x; 144@56 batch 1
     1.34x; 144@28 batch 2 1.18x, batch 8 1.75x; 192@28 batch 4 1.41x; 384@28 batch 1
     1.23x, 1.34x; dilation 2, 64@56 batch 2 1.44x, 2.81x; stride 2, 144@56 batch 1, 4
-    and 8 1.19x, 1.87x and 2.48x, 96@112 batch 2 and 4 2.38x and 1.62x; 48@112 batch 2
+    and 8 1.19x, 1.87x and 2.48x, 96@112 batch 2 and 4 2.38x and 1.20-1.62x; 48@112 batch 2
     3.86x, 3.77x. With fewer channels it lost: 16@112 batch 1 0.51x, 0.63x; 16@56
     batch 8 0.52x, 0.73x; 32@56 batch 1 0.61x, 0.58x."""
     c_out, *out = ct_shape
