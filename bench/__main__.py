@@ -228,6 +228,34 @@ def run_case(
         rows[impl].update(timing.summarize(seconds))
 
 
+# The instruction-set extensions a result depends on most: XLA's CPU kernels and
+# PyTorch's oneDNN ones differ by the widest vectors the CPU has, and the bench's
+# ratios with them (the same rules ran 0.73x PyTorch forward on an AVX-512 Intel Xeon
+# and 1.05x on an AVX2 AMD EPYC, 2026-12-02).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The host CPU as Linux's ``/proc/cpuinfo`` names it, with the `CPU_FLAGS` it has:
+    ``"AMD EPYC (avx2, fma)"``; `platform.processor` (or ``"unknown"``) where that file
+    cannot be read. ``cpuinfo`` is that file's text, for tests."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name") or platform.processor() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    have = [f for f in CPU_FLAGS if f in flags]
+    return f"{model} ({', '.join(have)})" if have else model
+
+
 def environment(args, argv, devices, torch) -> dict:
     return {
         "backend": jax.default_backend(),
@@ -237,6 +265,7 @@ def environment(args, argv, devices, torch) -> dict:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu": cpu_description(),
         "python": platform.python_version(),
         "jax": jax.__version__,
         "jaxlib": importlib.metadata.version("jaxlib"),

@@ -156,7 +156,9 @@ def environment_lines(env: dict) -> list[str]:
     return [
         (
             f"backend {env['backend']} ({env['device_kind']}, {env['device_count']} device(s) "
-            f"used of {env['devices_available']}), {env['cpu_count']} CPUs, dtype {env['dtype']}"
+            f"used of {env['devices_available']}), {env['cpu_count']} CPUs"
+            + (f" ({env['cpu']})" if env.get("cpu") else "")
+            + f", dtype {env['dtype']}"
         ),
         f"jax {env['jax']}, jaxlib {env['jaxlib']}"
         + (f", torch {env['torch']}" if env.get("torch") else "")

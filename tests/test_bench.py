@@ -7,12 +7,13 @@ import math
 import pytest
 
 from bench import report, timing
-from bench.__main__ import main
+from bench.__main__ import cpu_description, main
 
 ENV_FIELDS = (
     "backend",
     "device_kind",
     "cpu_count",
+    "cpu",
     "jax",
     "jaxlib",
     "date",
@@ -55,6 +56,20 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     for suffix in ("md", "png"):
         assert (tmp_path / f"results.{suffix}").stat().st_size > 0
     assert "geomean speed-up over lax" in capsys.readouterr().out
+
+
+def test_cpu_description_names_the_model_and_its_vector_extensions():
+    """The bench records which CPU it ran on: the model and the `CPU_FLAGS` it has, from
+    the first processor's entry; the model alone without them."""
+    info = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse2 avx2 fma bmi2\n\nprocessor\t: 1\nmodel name\t: other\n"
+    )
+    assert cpu_description(info) == "AMD EPYC (avx2, fma)"
+    xeon = "model name\t: Intel Xeon\nflags\t: avx2 avx512f fma avx512_bf16 amx_tile\n"
+    assert cpu_description(xeon) == "Intel Xeon (avx2, fma, avx512f, avx512_bf16, amx_tile)"
+    assert cpu_description("model name : Some CPU\n") == "Some CPU"
+    assert cpu_description("").strip()
 
 
 def test_autotune_on_request(tmp_path, monkeypatch):
