@@ -141,7 +141,11 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
         # 1.38x; transposed layers, with `_interleaved` channels-last too: 3x3 stride 2
         # 64->32 @56 batch 8 1.04x, 1.01x; U-Net's 2x2 stride 2 128->64 @128 batch 2
         # 1.59-1.65x, 1.00x, 256->128 @28 batch 8 1.13-1.17x, 0.99x; DCGAN's 4x4
-        # stride 2 256->128 @16 batch 8 0.98-1.00x, 1.04x. Values 0.96-1.02x.
+        # stride 2 256->128 @16 batch 8 0.98-1.00x, 1.04x. Values 0.96-1.02x. (Not
+        # `_interleaved` on the pieces side by side along the channels: the training
+        # step of the transposed 3x3 stride 2 64->32 @56 compiled with 11 more
+        # transposes and 11 more copies that way, and with 3 more fusions side by side
+        # channels-last; the same results, 2026-12-02.)
         y = jnp.stack([jnp.moveaxis(p, 1, -1) for p in pieces])
         y = y.reshape((*lhs, n_batch, *blocks, c_out))
         y = jnp.transpose(
