@@ -1,6 +1,13 @@
-"""Strict JAX for every test, and the jit/no-jit fixture."""
+"""Strict JAX for every test, the compiler flags, and the jit/no-jit fixture."""
 
-import jax
+import os
+
+from jitted import with_test_xla_flags
+
+# Read when JAX starts its backend, at the first computation: see `jitted.TEST_XLA_FLAGS`.
+os.environ["XLA_FLAGS"] = with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
+
+import jax  # noqa: E402
 import numpy as np
 import pytest
 

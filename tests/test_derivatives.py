@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jitted import cotangent, run_jit
+from jitted import cotangent
 from tolerance import assert_close
 
 import jaxconv
@@ -83,7 +83,7 @@ def test_written_out_gradients_are_xlas(case, seed):
         got_w = shift.weight_gradient(x, ct, spec, w_shape[2:])
         return want_x, want_w, got_x, got_w
 
-    want_x, want_w, got_x, got_w = run_jit(run, x, w, ct)
+    want_x, want_w, got_x, got_w = jax.jit(run)(x, w, ct)
     assert got_x.shape == x.shape
     np.testing.assert_allclose(got_x, want_x, rtol=1e-12, atol=1e-12)
     assert shift.fused_weight_gradient(spec, w_shape[2:])
@@ -113,7 +113,7 @@ def _with_the_one_reduction(gradient, x, ct, spec, kernel):
         gradient(x, ct, spec, kernel),
         shift.weight_gradient(x, ct, channels_first, kernel),
     )
-    return run_jit(run, x, ct)
+    return jax.jit(run)(x, ct)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ def test_rows_weight_gradient_gathers_depthwise_windows(
         return got, want, shift._rows_weight_gradient(x_low, ct_low, spec, w_shape[2:])
 
     low_args = x.astype(jnp.bfloat16), ct.astype(jnp.bfloat16)
-    got, want, low = run_jit(run, x, ct, *low_args)
+    got, want, low = jax.jit(run)(x, ct, *low_args)
     assert gathers == [gathered]
     assert got.shape == want.shape == w_shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -202,7 +202,7 @@ def test_rows_weight_gradient_unpadded_dtypes(dtype, monkeypatch):
         got = shift._rows_weight_gradient(x_low, ct_low, spec, (3, 3))
         return got, shift.weight_gradient(x, ct, channels_first, (3, 3))
 
-    got, want = run_jit(run, x, ct, x.astype(dtype), ct.astype(dtype))
+    got, want = jax.jit(run)(x, ct, x.astype(dtype), ct.astype(dtype))
     assert calls and got.dtype == dtype
     assert_close(got, want, dtype, reduction=2 * 5 * 30)
 
@@ -368,7 +368,7 @@ def test_fused_weight_gradient_dtypes(dtype, rows):
         _, vjp = jax.vjp(lambda b: lax_impl.forward(x64, b, spec), zeros)
         return gradient(x, ct, spec, (3, 3)), vjp(ct64)[0]
 
-    got, want = run_jit(run, x, ct, x.astype(wide), ct.astype(wide))
+    got, want = jax.jit(run)(x, ct, x.astype(wide), ct.astype(wide))
     assert got.dtype == jnp.dtype(dtype) and got.shape == (8, 2, 3, 3)
     assert_close(got, want, dtype, reduction=2 * 7 * 4)
 
@@ -395,7 +395,7 @@ def test_computed_once_is_the_identity(shape):
         grad = jax.grad(lambda b: jnp.sum(computed_once(b) ** 2))(a) if a.size else None
         return computed_once(a), grad, jax.vmap(computed_once)(a) if a.ndim else None
 
-    value, grad, mapped = run_jit(run, a)
+    value, grad, mapped = jax.jit(run)(a)
     np.testing.assert_array_equal(value, a)
     if a.size:
         np.testing.assert_array_equal(grad, 2 * a)
@@ -444,7 +444,7 @@ def test_auto_depthwise_derivatives_match_lax(nd, c, m, k, kwargs, channels_last
     # Jitted whole, both in one program: op by op, the second-order terms took 5-11 s a
     # case.
     run = lambda *args: (everything("auto", *args), everything("lax", *args))  # noqa: E731
-    auto_terms, lax_terms = run_jit(run, x, w, ct)
+    auto_terms, lax_terms = jax.jit(run)(x, w, ct)
     for g, e in zip(auto_terms, lax_terms, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
 

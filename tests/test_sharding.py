@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
-from jitted import run_jit
 from reference import conv as ref_conv
 from reference import conv_transpose as ref_conv_transpose
 from tolerance import assert_close
@@ -48,7 +47,7 @@ _SINGLE_DEVICE = {}
 
 
 def single_device(key, f, *args):
-    """``run_jit(f, *args)`` on unsplit NumPy arguments, as NumPy arrays, computed once
+    """``jax.jit(f)(*args)`` on unsplit NumPy arguments, as NumPy arrays, computed once
     per `key` and argument values; `key` names `f` and what it closes over.
 
     A case run under both Auto and Explicit mesh axes compares with the same
@@ -56,7 +55,7 @@ def single_device(key, f, *args):
     """
     key = (key, *((a.shape, a.dtype.str, a.tobytes()) for a in args))
     if key not in _SINGLE_DEVICE:
-        _SINGLE_DEVICE[key] = jax.tree.map(np.asarray, run_jit(f, *args))
+        _SINGLE_DEVICE[key] = jax.tree.map(np.asarray, jax.jit(f)(*args))
     return _SINGLE_DEVICE[key]
 
 
@@ -148,7 +147,7 @@ def test_sharded_equals_single_device(op, channels_last, impl, rng):
             for sharded, out, (_, _, out_spec) in zip(shardings, outs, specs, strict=True)
         ]
 
-    for sharded, out, (_, _, out_spec) in zip(shardings, run_jit(run, args), specs, strict=True):
+    for sharded, out, (_, _, out_spec) in zip(shardings, jax.jit(run)(args), specs, strict=True):
         want = NamedSharding(mesh, P(*out_spec))
         assert out.sharding.is_equivalent_to(want, out.ndim), (sharded, out.sharding)
         assert len(out.sharding.device_set) == DEVICES
@@ -191,8 +190,8 @@ def test_grad_under_sharding(sharded, impl, rng):
         # Nonlinear in x, so the gradient depends on the (sharded) input.
         return jnp.sum(f(x, w, impl=impl) ** 2)
 
-    grad = run_jit(jax.grad(loss), put(x, *x_spec), w)
-    expected = run_jit(jax.grad(loss), x, w)
+    grad = jax.jit(jax.grad(loss))(put(x, *x_spec), w)
+    expected = jax.jit(jax.grad(loss))(x, w)
     assert not grad.sharding.is_fully_replicated, grad.sharding
     assert_close(grad, expected, reduction=8 * 6 * 8 * 6)
 
@@ -284,7 +283,7 @@ SHARDED_CASES = [
 )
 def test_sharded_conv(x_shape, w_shape, kwargs, spatial_dim, channels_last, rng):
     x, w, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
-    expected = run_jit(functools.partial(jaxconv.conv, impl="lax", **kwargs), x, w, b)
+    expected = jax.jit(functools.partial(jaxconv.conv, impl="lax", **kwargs))(x, w, b)
     n = w.ndim - 2
     if channels_last:
         x, expected = np.moveaxis(x, -n - 1, -1), np.moveaxis(expected, -n - 1, -1)
@@ -297,7 +296,7 @@ def test_sharded_conv(x_shape, w_shape, kwargs, spatial_dim, channels_last, rng)
         channels_last=channels_last,
         **kwargs,
     )
-    out = run_jit(f, x, w, b)
+    out = jax.jit(f)(x, w, b)
     axis = x.ndim - n - 1 + spatial_dim % n if channels_last else x.ndim - n + spatial_dim % n
     assert out.sharding.spec == P(*(None,) * axis, "d")
     assert_close(out, expected, reduction=w.size)
@@ -316,11 +315,11 @@ def test_sharded_conv_grad_and_other_mesh_axes(rng):
         jaxconv.sharded_conv, padding="same", mesh=mesh, axis_name="s", spatial_dim=0
     )
     plain = functools.partial(jaxconv.conv, padding="same")
-    out = run_jit(sharded, xs, w)
+    out = jax.jit(sharded)(xs, w)
     assert out.sharding.spec == P("b", None, "s")
     assert_close(out, plain(x, w), reduction=9)
-    grads = run_jit(jax.grad(functools.partial(loss, sharded), argnums=(0, 1)), xs, w)
-    expected = run_jit(jax.grad(functools.partial(loss, plain), argnums=(0, 1)), x, w)
+    grads = jax.jit(jax.grad(functools.partial(loss, sharded), argnums=(0, 1)))(xs, w)
+    expected = jax.jit(jax.grad(functools.partial(loss, plain), argnums=(0, 1)))(x, w)
     for g, e in zip(grads, expected, strict=True):
         assert_close(g, e, reduction=9 * 16)
 
@@ -381,7 +380,7 @@ def test_explicit_mesh_axes(impl, rng):
         (put(x, *x_spec, mesh=mesh), put(w, *w_spec, mesh=mesh)) for (x_spec, w_spec), _ in cases
     ]
     # The splits compile as one program (compile time dominates these tests).
-    outs = run_jit(lambda args: [f(xs, ws, impl=impl) for xs, ws in args], args)
+    outs = jax.jit(lambda args: [f(xs, ws, impl=impl) for xs, ws in args])(args)
     for out, (_, out_spec) in zip(outs, cases, strict=True):
         assert out.sharding.is_equivalent_to(NamedSharding(mesh, out_spec), out.ndim)
         assert_close(out, expected, reduction=8 * 6)
@@ -423,7 +422,7 @@ def split_both_ways(f, x, w, mesh):
     """``f(x, w)`` with `x` split along batch and along its first spatial dim (`w`
     replicated), both from one program."""
     xs = [put(x, *x_spec, mesh=mesh) for x_spec in (("d",), (None, None, "d"))]
-    return run_jit(lambda xs, w: [f(x, w) for x in xs], xs, put(w, mesh=mesh))
+    return jax.jit(lambda xs, w: [f(x, w) for x in xs])(xs, put(w, mesh=mesh))
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
@@ -459,7 +458,7 @@ def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rn
     key = ("auto_gradients_inside_shard_map", op.__name__, repr(kwargs))
     expected = single_device(key, grads("lax"), x, w)
     body = jax.shard_map(grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
-    got = run_jit(body, put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
     for g, e in zip(got, expected, strict=True):
         assert_close(g, e, reduction=8 * 9 * 25)
 
@@ -489,7 +488,7 @@ def test_auto_gradients_inside_shard_map_over_two_axes(x_shape, w_shape, groups,
         return jax.shard_map(grads, mesh=mesh, in_specs=(P("a"), P()), out_specs=(P("a"), P("b")))
 
     args = put(x, "a", mesh=mesh), put(w, mesh=mesh)
-    got, want = run_jit(lambda *args: (body("auto")(*args), body("lax")(*args)), *args)
+    got, want = jax.jit(lambda *args: (body("auto")(*args), body("lax")(*args)))(*args)
     for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=8 * 9 * 24)
 
