@@ -8,6 +8,8 @@ call instead; eager execution itself is covered by `tests/test_functional.py`.
 """
 
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -17,10 +19,32 @@ import numpy as np
 # shipped, so the operations, their order and the algorithms the tests inspect are the
 # same, and the results equal within the tests' tolerances. LLVM's optimisations off,
 # and the older (LLVM IR) fusion emitters in place of the MLIR ones, took the whole
-# suite (`pytest -n 2`) from 16m23s to 6m18s on a 2-core AMD EPYC (2026-12-02), all
+# suite (`pytest -n 2`) from 16m23s to 6m00s on a 2-core AMD EPYC (2026-12-02), all
 # passing both ways. `conftest.py` sets them before JAX starts its backend; a test of
 # the compiler as users run it clears them with `shipped_xla_env`.
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+# The flags of `TEST_XLA_FLAGS` this jaxlib knows, once found, for pytest-xdist's workers.
+_KNOWN = "JAXCONV_TEST_XLA_FLAGS"
+
+
+def _xla_knows(flags) -> bool:
+    """Whether XLA starts with `flags`: it ends the process on one it does not know (a
+    jaxlib older or newer than the flag), so a child process tries them."""
+    env = {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
+    code = "import jax; jax.devices()"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    return run.returncode == 0
+
+
+def known_test_xla_flags() -> list[str]:
+    """The flags of `TEST_XLA_FLAGS` this jaxlib knows: tried once a run (about 2 s), in
+    the first process that asks, and passed on to the processes it starts."""
+    if _KNOWN not in os.environ:
+        known = TEST_XLA_FLAGS
+        if not _xla_knows(known):
+            known = [flag for flag in TEST_XLA_FLAGS if _xla_knows((flag,))]
+        os.environ[_KNOWN] = " ".join(known)
+    return os.environ[_KNOWN].split()
 
 
 def _without_test_flags(flags: str) -> list[str]:
@@ -28,9 +52,9 @@ def _without_test_flags(flags: str) -> list[str]:
 
 
 def with_test_xla_flags(flags: str) -> str:
-    """`flags` (an ``XLA_FLAGS`` value) with `TEST_XLA_FLAGS` in front, once: flags given
-    by the caller come later and win."""
-    return " ".join((*TEST_XLA_FLAGS, *_without_test_flags(flags)))
+    """`flags` (an ``XLA_FLAGS`` value) with the known `TEST_XLA_FLAGS` in front, once:
+    flags given by the caller come later and win."""
+    return " ".join((*known_test_xla_flags(), *_without_test_flags(flags)))
 
 
 def shipped_xla_env() -> dict:
