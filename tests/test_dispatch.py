@@ -1870,3 +1870,52 @@ def test_auto_non_overlapping_transposed_weight_gradient(channels_last, monkeypa
     jax.clear_caches()  # the traces made under the default, above
     _assert_trains_as_lax(conv, x, w)
     assert bool(calls) == channels_last
+
+
+_3D_CRASH_CHILD = """
+import jax, jax.numpy as jnp, numpy as np, jaxconv
+rng = np.random.default_rng(0)
+cases = [  # (input, weight, groups): 3-D, 2 or 3 input channels per group, 9 taps
+    ((2, 64, 8, 8, 8), (128, 2, 3, 1, 3), 32),
+    ((2, 64, 8, 8, 8), (256, 2, 1, 3, 3), 32),
+    ((2, 24, 8, 8, 8), (32, 3, 3, 3, 1), 8),
+    ((2, 96, 8, 8, 8), (256, 3, 3, 3, 1), 32),
+]
+for xs, ws, groups in cases:
+    x = rng.standard_normal(xs).astype("float32")
+    w = rng.standard_normal(ws).astype("float32")
+    def run(impl):
+        f = lambda a, b: jaxconv.conv3d(a, b, groups=groups, padding="same", impl=impl)
+        def value_and_grads(a, b, c):
+            y, vjp = jax.vjp(f, a, b)
+            return (y, *vjp(c))
+        return value_and_grads
+    ct = rng.standard_normal((xs[0], ws[0], *xs[2:])).astype("float32")  # "same"
+    got = jax.jit(run("auto"))(x, w, ct)
+    want = jax.jit(run("lax"))(x, w, ct)
+    for a, b in zip(got, want):
+        scale = float(np.abs(np.asarray(b)).max())
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
+print("ok")
+"""
+
+
+def test_no_xla_crash_on_3d_grouped_training():
+    """The value and both gradients of 3-D layers on which XLA's CPU runtime crashed
+    running shift's fused weight gradient beside its written-out input gradient
+    (`jaxconv._dispatch._fused_weight_gradient_crashes_xla`), against lax's; in a child
+    process compiling as users do, so that a crash fails this test instead of ending
+    the run."""
+    import subprocess
+    import sys
+
+    from jitted import shipped_xla_env
+
+    run = subprocess.run(
+        [sys.executable, "-c", _3D_CRASH_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=shipped_xla_env(),
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
