@@ -14,15 +14,17 @@ import sys
 import jax
 import numpy as np
 
-# Compiling is most of the suite's time. These two flags change how XLA's CPU backend
-# generates machine code for the program, not the program: every HLO pass runs as
-# shipped, so the operations, their order and the algorithms the tests inspect are the
-# same, and the results equal within the tests' tolerances. LLVM's optimisations off,
-# and the older (LLVM IR) fusion emitters in place of the MLIR ones, took the whole
-# suite (`pytest -n 2`) from 16m23s to 6m00s on a 2-core AMD EPYC (2026-12-02), all
-# passing both ways. `conftest.py` sets them before JAX starts its backend; a test of
-# the compiler as users run it clears them with `shipped_xla_env`.
-TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+# Compiling is most of the suite's time. LLVM's optimisations off, and the older (LLVM
+# IR) fusion emitters in place of the MLIR ones, took the whole suite (`pytest -n 2`)
+# from 16m23s to 6m00s on a 2-core AMD EPYC (2026-12-02), all passing both ways. The
+# first changes only the machine code; with the second, XLA's CPU fusion pass also
+# forms a few fusions fewer (a 3x3 layer's gradient: 8 instead of 10), the other
+# operations (convolutions, dots, loops, transposes, copies) being the same. So a test
+# that reads a compiled program compiles it with `compile_as_shipped`, and a test of the
+# compiler as users run it runs in a child process with `shipped_xla_env`.
+# `conftest.py` sets the flags before JAX starts its backend.
+_LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", _LEGACY_EMITTERS)
 # The flags of `TEST_XLA_FLAGS` this jaxlib knows, once found, for pytest-xdist's workers.
 _KNOWN = "JAXCONV_TEST_XLA_FLAGS"
 
@@ -62,6 +64,13 @@ def shipped_xla_env() -> dict:
     a child process that must compile as a user's program would."""
     flags = _without_test_flags(os.environ.get("XLA_FLAGS", ""))
     return {**os.environ, "XLA_FLAGS": " ".join(flags)}
+
+
+def compile_as_shipped(f, *args):
+    """``jax.jit(f)`` for `args`, compiled with XLA's fusion emitters as shipped: for
+    tests that read the compiled program (its text, its cost analysis)."""
+    legacy = _LEGACY_EMITTERS in known_test_xla_flags()
+    return jax.jit(f).lower(*args).compile({"xla_cpu_use_fusion_emitters": True} if legacy else {})
 
 
 def cotangent(f, *args, seed=0):

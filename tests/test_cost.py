@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from jax import lax
+from jitted import compile_as_shipped
 
 import jaxconv
 from jaxconv import ConvCost, conv_cost
@@ -13,7 +14,7 @@ from jaxconv import ConvCost, conv_cost
 
 def xla_flops(f, *args) -> float:
     """XLA's FLOP count of the compiled ``f(*args)`` (a dict, or a list of per-module dicts)."""
-    analysis = jax.jit(f).lower(*args).compile().cost_analysis()
+    analysis = compile_as_shipped(f, *args).cost_analysis()
     if isinstance(analysis, dict):
         analysis = [analysis]
     return sum(a.get("flops", 0.0) for a in analysis)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jitted import cotangent, values_and_vjps
+from jitted import compile_as_shipped, cotangent, values_and_vjps
 
 import jaxconv
 from jaxconv import _dispatch, _spec
@@ -1039,8 +1039,8 @@ def test_shift_value_is_computed_once_under_grad(groups, c_in_g, channels_last):
         return jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1))(x, w)
 
     # Each program compiled once, for its count and for its values.
-    fixed_c = jax.jit(fixed).lower(x, w, np.ones(x_shape)).compile()
-    squared_c = jax.jit(squared).lower(x, w).compile()
+    fixed_c = compile_as_shipped(fixed, x, w, np.ones(x_shape))
+    squared_c = compile_as_shipped(squared, x, w)
     # (The loss adds a few: 2 * y. Copying the 9-tap sum into a loop adds 9 or more.)
     assert multiplies(squared_c) <= multiplies(fixed_c) + 4
     # And the gradient is right: d sum(y^2) = vjp(2y).
@@ -1248,7 +1248,7 @@ def test_transposed_input_gradient_to_few_channels_is_one_strided_convolution(
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=4)
     y = jax.eval_shape(conv("auto"), x, w)  # the cotangent's shape and dtype
     input_grad = lambda a, ct: jax.vjp(lambda b: conv("auto")(b, w), a)[1](ct)  # noqa: E731
-    text = jax.jit(input_grad).lower(x, y).compile().as_text()
+    text = compile_as_shipped(input_grad, x, y).as_text()
     windows = re.findall(r" convolution\(.*?window=\{([^}]*)\}", text)
     strided = [win for win in windows if "stride=" in win]
     if whole:
@@ -1623,7 +1623,7 @@ def test_per_image_pointwise_gradients_are_products_per_image(x_shape, w_shape, 
         return jax.vjp(lambda b_: conv("auto")(a, b_), b)[1](c)[0]
 
     for grad in (input_grad, weight_grad) if direct else ():  # (others: values only)
-        hlo = jax.jit(grad).lower(x, w, ct).compile().as_text()
+        hlo = compile_as_shipped(grad, x, w, ct).as_text()
         big = [
             line
             for line in hlo.splitlines()
@@ -1694,7 +1694,7 @@ def test_channels_last_phases_interleaved_channels_last(op, x_shape, w_shape, kw
         return out, *vjp(c)
 
     for g in (lambda a, b, c: f(a, b), train):
-        hlo = jax.jit(g).lower(x, w, ct).compile().as_text()
+        hlo = compile_as_shipped(g, x, w, ct).as_text()
         for shape in (x_shape, y.shape):
             dims = ",".join(map(str, shape))
             default = ",".join(str(i) for i in reversed(range(len(shape))))
@@ -1756,7 +1756,7 @@ def test_channels_last_pointwise_expansion_weight_gradient(
     for dtype in (jnp.float32, jnp.float64):
         a, b, c = (jnp.asarray(v, dtype) for v in (x, w, ct))
         grad = jax.grad(lambda b_, a_, c_: jnp.sum(jax.nn.relu(conv("auto")(a_, b_)) * c_))
-        hlo = jax.jit(grad).lower(b, a, c).compile().as_text()
+        hlo = compile_as_shipped(grad, b, a, c).as_text()
         shapes = [
             tuple(int(d) for d in m.group(1).split(",") if d)
             for m in re.finditer(r" = [a-z]\d+\[([\d,]*)\]", hlo)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from jitted import cotangent, values_and_vjps
+from jitted import compile_as_shipped, cotangent, values_and_vjps
 from reference import conv as ref_conv
 from reference import conv_transpose as ref_conv_transpose
 from tolerance import assert_close, tolerance
@@ -228,7 +228,7 @@ def test_matmul_channels_last_reads_the_callers_weight(w_shape, kwargs, caller):
     def conv(impl):
         return lambda a, b: jaxconv.conv2d(a, b, channels_last=True, impl=impl, **kwargs)
 
-    text = jax.jit(conv("matmul")).lower(x, w).compile().as_text()
+    text = compile_as_shipped(conv("matmul"), x, w).as_text()
     entry = text[text.index("ENTRY") :]
     (name,) = re.findall(r"(%\S+) = f32\[[\d,]+\]\{[\d,]+\} parameter\(1\)", entry)
     users = [line for line in entry.splitlines() if f"{name}," in line or f"{name})" in line]
@@ -653,7 +653,7 @@ def test_shift_channels_last_large_kernel_runs_channels_first(x_shape, w_shape, 
     (f_cf,) = forwards("shift", spec=spec_)
     # The branch survives XLA's passes (a folded predicate would inline it and fuse the
     # layout changes back into the sum).
-    assert " conditional(" in jax.jit(f).lower(x, w).compile().as_text()
+    assert " conditional(" in compile_as_shipped(f, x, w).as_text()
     (y, gx, gw), (y_lax, gx_lax, gw_lax) = values_and_vjps([f, f_lax], (x, w), cotangent(f, x, w))
     assert_close(y, y_lax, reduction=reduction(w_shape))
     np.testing.assert_allclose(gx, gx_lax, rtol=1e-10, atol=1e-10)
