@@ -1134,23 +1134,6 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
     return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
-def _fused_weight_gradient_crashes_xla(spec: ConvSpec, w_shape) -> bool:
-    """Whether XLA's CPU runtime may crash running shift's fused weight gradient beside
-    its written-out input gradient (`_run`): jaxlib 0.10.2 ended the process (a segfault
-    in a thread running a YNNPACK reduce fusion) on 3-D layers of 2 or 3 input channels
-    per group, 4 or 8 output channels per group and 9 taps (3x3x1 in each order, 8 or 32
-    groups @8, batch 2, "same" padding), found by a random differential run on
-    2026-12-02 (`tests/test_dispatch.py::test_no_xla_crash_on_3d_grouped_training`).
-    With either derivative transposed from shift's value instead it ran, and it ran on
-    depthwise layers, on 4-6 input channels per group, 2 output channels per group, 27
-    taps, and in 1-D and 2-D. So 3-D layers of more than one input channel per group
-    take the transposed weight gradient: training (value and both gradients, a fixed
-    output gradient, 9 interleaved runs, AMD EPYC AVX2) read 1.04-1.06x the fused one on
-    32 groups of 2->4 @16^3 batch 8, 4->4 @8x28x28 batch 8 and 3->3 @8x16x16 batch 4
-    (27 taps, where the fused one ran), and 4.3-19x `lax` on those and the layer above."""
-    return spec.ndim == 3 and w_shape[1] > 1
-
-
 def _algorithms(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> tuple[str, str, str]:
     """The algorithms `_run` runs for each role: ``names`` where given, else the rules'
     (for the whole spec, before any phase split)."""
@@ -1231,11 +1214,7 @@ def _run(
                 # a ReLU 0.75-0.96x on 3x3 @7-56.
                 unsplit = shift_impl.forward_unsplit
                 return _derivatives.input_term(x_, w_, spec_, unsplit)
-            if (
-                role == WEIGHT_GRADIENT
-                and shift_impl.fused_weight_gradient(spec_, w_.shape[2:])
-                and not _fused_weight_gradient_crashes_xla(spec_, w_.shape)
-            ):
+            if role == WEIGHT_GRADIENT and shift_impl.fused_weight_gradient(spec_, w_.shape[2:]):
                 return _derivatives.weight_term(x_, w_, spec_)
         if name == "matmul" and role != FORWARD and _per_image_pointwise(spec_, x_.shape, w_.shape):
             # Both derivatives as products per image, transposes written out

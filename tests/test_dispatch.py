@@ -1875,23 +1875,32 @@ def test_auto_non_overlapping_transposed_weight_gradient(channels_last, monkeypa
 _3D_CRASH_CHILD = """
 import jax, jax.numpy as jnp, numpy as np, jaxconv
 rng = np.random.default_rng(0)
-cases = [  # (input, weight, groups): 3-D, 2 or 3 input channels per group, 9 taps
-    ((2, 64, 8, 8, 8), (128, 2, 3, 1, 3), 32),
-    ((2, 64, 8, 8, 8), (256, 2, 1, 3, 3), 32),
-    ((2, 24, 8, 8, 8), (32, 3, 3, 3, 1), 8),
-    ((2, 96, 8, 8, 8), (256, 3, 3, 3, 1), 32),
+c3, t3 = jaxconv.conv3d, jaxconv.conv_transpose3d
+cases = [  # 2 or 3 input channels per group, 9 taps, by auto; a dense transposed layer
+    (c3, (2, 64, 8, 8, 8), (128, 2, 3, 1, 3), dict(groups=32, padding="same"), "auto"),
+    (c3, (2, 64, 8, 8, 8), (256, 2, 1, 3, 3), dict(groups=32, padding="same"), "auto"),
+    (c3, (2, 24, 8, 8, 8), (32, 3, 3, 3, 1), dict(groups=8, padding="same"), "auto"),
+    (c3, (2, 96, 8, 8, 8), (256, 3, 3, 3, 1), dict(groups=32, padding="same"), "auto"),
+    (
+        t3,
+        (2, 16, 8, 8, 8),
+        (16, 16, 2, 7, 4),
+        dict(stride=(2, 1, 2), padding=(0, 3, 1), output_padding=(1, 0, 1)),
+        "shift",
+    ),
 ]
-for xs, ws, groups in cases:
+for fn, xs, ws, kw, impl in cases:
     x = rng.standard_normal(xs).astype("float32")
     w = rng.standard_normal(ws).astype("float32")
     def run(impl):
-        f = lambda a, b: jaxconv.conv3d(a, b, groups=groups, padding="same", impl=impl)
+        f = lambda a, b: fn(a, b, impl=impl, **kw)
         def value_and_grads(a, b, c):
             y, vjp = jax.vjp(f, a, b)
             return (y, *vjp(c))
         return value_and_grads
-    ct = rng.standard_normal((xs[0], ws[0], *xs[2:])).astype("float32")  # "same"
-    got = jax.jit(run("auto"))(x, w, ct)
+    out = jax.eval_shape(lambda a, b: fn(a, b, **kw), x, w)
+    ct = rng.standard_normal(out.shape).astype("float32")
+    got = jax.jit(run(impl))(x, w, ct)
     want = jax.jit(run("lax"))(x, w, ct)
     for a, b in zip(got, want):
         scale = float(np.abs(np.asarray(b)).max())
@@ -1900,12 +1909,11 @@ print("ok")
 """
 
 
-def test_no_xla_crash_on_3d_grouped_training():
+def test_no_xla_crash_on_3d_products():
     """The value and both gradients of 3-D layers on which XLA's CPU runtime crashed
-    running shift's fused weight gradient beside its written-out input gradient
-    (`jaxconv._dispatch._fused_weight_gradient_crashes_xla`), against lax's; in a child
-    process compiling as users do, so that a crash fails this test instead of ending
-    the run."""
+    the process summing shift's rank-7 products (`jaxconv._impls.shift._flat`), against
+    lax's; in a child process compiling as users do, so that a crash fails this test
+    instead of ending the run."""
     import subprocess
     import sys
 

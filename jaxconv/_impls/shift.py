@@ -82,6 +82,22 @@ PER_CHANNEL_MAX_TERMS = {1: 100, 2: 100}
 ROW_SUM_MIN_TERMS = 16
 
 
+def _flat(out, c_in_g: int) -> tuple[int, ...]:
+    """The output's spatial dims as the products and sums over channels hold them: 3-D
+    ones flattened into one where a group has more than one input channel. XLA's CPU
+    runtime (jaxlib 0.10.2) crashed the process (a segfault in a YNNPACK reduce fusion's
+    thread) on sums over rank-7 products: batch, groups, two channel dims and three
+    spatial ones (2-16 input channels per group). The same sums over rank 5 and 6 ran (a
+    1-D or 2-D layer, or flattened; found by a random differential run against PyTorch
+    on 2026-12-02: `tests/test_dispatch.py::test_no_xla_crash_on_3d_products`). Depthwise
+    layers, which never crashed, keep their dims: flattened, training a depthwise
+    3x3x3 96@8x28x28 batch 4 channels-first ran 0.55x, and 1x3x3 48@8x28x28 0.76x
+    (9 interleaved runs, AMD EPYC AVX2). Flattened, training 32 groups of 2->4 3x3x3
+    @8x16x16 batch 4 channels-first read 1.08-1.17x, and of 4->4 @8x14x14 batch 2
+    channels-last 0.90-1.01x (two runs); forward 1.05-1.14x and 0.92-0.97x."""
+    return (math.prod(out),) if len(out) > 2 and c_in_g > 1 else tuple(out)
+
+
 def _add(sums: dict, key, term: jax.Array) -> None:
     """Add ``term`` into ``sums[key]`` (a new entry if there is none)."""
     sums[key] = term if key not in sums else sums[key] + term
@@ -150,12 +166,13 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
     for tap, win in tap_windows(xp, kernel, spec, channels_last=spec.channels_last):
         wt = wg[(slice(None),) * 3 + tap]  # (g, C_out/g, C_in/g)
         out = win.shape[1:-1] if spec.channels_last else win.shape[2:]
+        flat = _flat(out, c_in_g)
         if spec.channels_last:
-            win = win.reshape((n, *out, g, 1, c_in_g))  # channel c_in_g * group + i
-            w_i = wt.reshape((1,) * (1 + nd) + wt.shape)  # (..., g, C_out/g, C_in/g)
+            win = win.reshape((n, *flat, g, 1, c_in_g))  # channel c_in_g * group + i
+            w_i = wt.reshape((1,) * (1 + len(flat)) + wt.shape)  # (..., g, C_out/g, C_in/g)
         else:
-            win = win.reshape((n, g, 1, c_in_g, *out))
-            w_i = jnp.moveaxis(wt, -1, 0).reshape((c_in_g, 1, g, o_g) + (1,) * nd)
+            win = win.reshape((n, g, 1, c_in_g, *flat))
+            w_i = jnp.moveaxis(wt, -1, 0).reshape((c_in_g, 1, g, o_g) + (1,) * len(flat))
         if not one_per_channel:
             term = win * (w_i if spec.channels_last else jnp.moveaxis(w_i, 0, 3))
             terms = [jnp.sum(term, axis=-1 if spec.channels_last else 3)]
@@ -164,7 +181,7 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
             # caller's (*K, C_in/g, C_out) weight (the per-group view above makes XLA
             # copy the weight into a layout that strides these reads: ResNeXt 3x3 g32
             # 128@56 fwd 2x slower).
-            shape = (1,) * (1 + nd) + ((g,) if o_g == 1 else (g, o_g))
+            shape = (1,) * (1 + len(flat)) + ((g,) if o_g == 1 else (g, o_g))
             terms = [
                 (win[..., 0, i] if o_g == 1 else win[..., i]) * w_cl[(*tap, i)].reshape(shape)
                 for i in range(c_in_g)
@@ -482,11 +499,12 @@ def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         start = (zero, zero, *(offset[i] for i in range(nd)))
         block = lax.dynamic_slice(xp, start, (n, xp.shape[1], *span))
         win = lax.slice(block, (0,) * (nd + 2), block.shape, (1, 1, *spec.stride))
-        win = win.reshape((n, g, 1, c_in_g, *out))
-        term = win * w_tap.reshape((1, g, o_g, c_in_g) + (1,) * nd)
+        win = win.reshape((n, g, 1, c_in_g, *flat))
+        term = win * w_tap.reshape((1, g, o_g, c_in_g) + (1,) * len(flat))
         return y + jnp.sum(term, axis=3), None
 
-    y, _ = lax.scan(tap, jnp.zeros((n, g, o_g, *out), acc), (offsets, wt))
+    flat = _flat(out, c_in_g)
+    y, _ = lax.scan(tap, jnp.zeros((n, g, o_g, *flat), acc), (offsets, wt))
     return y.reshape((n, c_out, *out)).astype(x.dtype)
 
 
@@ -512,7 +530,6 @@ def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.
     c_out = ct.shape[1]
     g = spec.groups
     c_in_g, o_g = c_in // g, c_out // g
-    nd = len(kernel)
     dtype = jnp.result_type(x.dtype, ct.dtype)
     acc = accumulation_dtype(dtype) or dtype
     if spec.channels_last and (
@@ -532,17 +549,17 @@ def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.
         # per output, loses (3x3 144@56 16 -> 24 ms, 7x7 96@56 26 -> 31).
         x, ct = computed_once(x), computed_once(ct)
     xp = pad_input(x.astype(acc), spec)
-    out = ct.shape[2:]
-    ct_b = ct.astype(acc).reshape((n, g, 1, o_g, *out))
+    flat = _flat(ct.shape[2:], c_in_g)
+    ct_b = ct.astype(acc).reshape((n, g, 1, o_g, *flat))
     products = [
-        win.reshape((n, g, c_in_g, 1, *out)) * ct_b for _, win in tap_windows(xp, kernel, spec)
+        win.reshape((n, g, c_in_g, 1, *flat)) * ct_b for _, win in tap_windows(xp, kernel, spec)
     ]
     zero = jnp.zeros((), acc)
     sums = lax.reduce(
         products,
         [zero] * len(products),
         lambda a, b: [u + v for u, v in zip(a, b, strict=True)],
-        (0, *range(4, 4 + nd)),
+        (0, *range(4, 4 + len(flat))),
     )
     dw = jnp.stack(sums, -1)  # (g, C_in/g, C_out/g, taps)
     dw = jnp.moveaxis(dw, 2, 1).reshape((c_out, c_in_g, *kernel))
