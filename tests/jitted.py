@@ -21,7 +21,7 @@ import numpy as np
 # forms a few fusions fewer (a 3x3 layer's gradient: 8 instead of 10), the other
 # operations (convolutions, dots, loops, transposes, copies) being the same. So a test
 # that reads a compiled program compiles it with `compile_as_shipped`, and a test of the
-# compiler as users run it runs in a child process with `shipped_xla_env`.
+# compiler as users run it runs in a child process with `run_shipped_child`.
 # `conftest.py` sets the flags before JAX starts its backend.
 _LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", _LEGACY_EMITTERS)
@@ -59,11 +59,17 @@ def with_test_xla_flags(flags: str) -> str:
     return " ".join((*known_test_xla_flags(), *_without_test_flags(flags)))
 
 
-def shipped_xla_env() -> dict:
-    """This process's environment with `TEST_XLA_FLAGS` taken out of ``XLA_FLAGS``: for
-    a child process that must compile as a user's program would."""
+def run_shipped_child(code: str) -> None:
+    """Run ``code`` in a child process that compiles as a user's program would (this
+    environment with `TEST_XLA_FLAGS` taken out of ``XLA_FLAGS``), and assert it printed
+    "ok": for tests of XLA aborting or crashing, which fail that way instead of ending
+    the run."""
     flags = _without_test_flags(os.environ.get("XLA_FLAGS", ""))
-    return {**os.environ, "XLA_FLAGS": " ".join(flags)}
+    env = {**os.environ, "XLA_FLAGS": " ".join(flags)}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
 
 
 def compile_as_shipped(f, *args):

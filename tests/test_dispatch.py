@@ -1914,16 +1914,6 @@ def test_no_xla_crash_on_3d_products():
     the process summing shift's rank-7 products (`jaxconv._impls.shift._flat`), against
     lax's; in a child process compiling as users do, so that a crash fails this test
     instead of ending the run."""
-    import subprocess
-    import sys
+    from jitted import run_shipped_child
 
-    from jitted import shipped_xla_env
-
-    run = subprocess.run(
-        [sys.executable, "-c", _3D_CRASH_CHILD],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=shipped_xla_env(),
-    )
-    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
+    run_shipped_child(_3D_CRASH_CHILD)

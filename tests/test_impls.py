@@ -832,19 +832,9 @@ def test_no_xla_abort_where_xla_swaps_operands():
     (JAX-transposed) convolution XLA's compiler aborted the process on
     (`jaxconv._impls.lax.swap_breaks`); in a child process, so that an abort fails this
     test instead of ending the run."""
-    import subprocess
-    import sys
+    from jitted import run_shipped_child
 
-    from jitted import shipped_xla_env
-
-    run = subprocess.run(
-        [sys.executable, "-c", _SWAP_CHILD],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=shipped_xla_env(),  # the compiler as shipped: it is its abort we check for
-    )
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    run_shipped_child(_SWAP_CHILD)
 
 
 @pytest.mark.parametrize(
