@@ -1316,8 +1316,12 @@ def _run(
         ):
             # Strided dense 2-D values as 1-D convolutions of stacked rows.
             return planes.stacked(x_, w_, spec_, chosen)
-        # The value: off YNNPACK where that pays, else off the unpadded slow path.
-        return lax_impl.forward_eigen(x_, w_, spec_)
+        # The value: off YNNPACK where that pays, else off the unpadded slow path. Small
+        # maps stay on YNNPACK for a value not differentiated only (not the planes of a
+        # 3-D convolution nor one group's of a grouped one, which were not measured; see
+        # `lax.EIGEN_SMALL_MAP_POSITIONS`).
+        value = role == FORWARD and not differentiated and spec.ndim == 2 and spec.groups == 1
+        return lax_impl.forward_eigen(x_, w_, spec_, value=value)
 
     flat = _temporal_as_2d(spec, w.shape) if backend == "cpu" else None
     if flat is not None:

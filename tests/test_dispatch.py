@@ -864,6 +864,49 @@ def test_eigen_leaves_wide_channels_first_layers_to_ynnpack(x_shape, w_shape, ch
     assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
 
 
+@pytest.mark.parametrize(
+    "x_shape,w_shape,value,pays",
+    [
+        ((8, 128, 14, 14), (128, 128, 3, 3), True, False),  # 196 positions, 128 out
+        ((8, 128, 14, 14), (128, 128, 3, 3), False, True),  # an input gradient's
+        ((8, 256, 7, 7), (384, 256, 3, 3), True, False),  # 384 out
+        ((8, 512, 7, 7), (512, 512, 3, 3), True, True),  # 512 out
+        ((16, 128, 14, 14), (96, 128, 3, 3), True, True),  # 96 out
+        ((8, 128, 14, 15), (128, 128, 3, 3), True, True),  # 210 positions
+    ],
+)
+def test_eigen_leaves_small_maps_values_to_ynnpack(x_shape, w_shape, value, pays):
+    """`lax.eigen_pays` leaves a value (not an input gradient) to 128-384 channels on
+    maps of at most 196 positions to YNNPACK, in both layouts."""
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
+    for channels_last in (False, True):
+        spec = dataclasses.replace(spec, channels_last=channels_last)
+        assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=value) == pays
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
+@pytest.mark.parametrize("differentiated", [False, True])
+def test_auto_small_map_value_on_ynnpack_unless_differentiated(differentiated):
+    """auto's value of a dense 3x3 128@14 layer is XLA's convolution as it is (no
+    taller output: YNNPACK's); under differentiation the value and the input gradient
+    keep the extra row (`lax.EIGEN_SMALL_MAP_POSITIONS`)."""
+    import numpy as np
+
+    x = np.zeros((2, 128, 14, 14), np.float32)
+    w = np.zeros((128, 128, 3, 3), np.float32)
+
+    def conv(a, b):
+        return jaxconv.conv2d(a, b, padding=1)
+
+    if differentiated:
+        text = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2))).lower(x, w).as_text()
+    else:
+        text = jax.jit(conv).lower(x, w).as_text()
+    assert ("-> tensor<2x128x15x14x" in text) == differentiated, text
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(

@@ -325,9 +325,26 @@ EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS, EIGEN_CHANNELS_FIRST_WIDE_POSITIONS = 255
 # / 1.23x, 64->16 1.15x / 1.11x. With 32 output channels Eigen won on 1,296 rows too
 # (512->32 @18 batch 4 1.06x / 1.12x), and with 48 (256->48 @28 batch 4 1.08x / 1.33x).
 EIGEN_FEW_OUT_CHANNELS, EIGEN_FEW_OUT_CHANNELS_MIN_ROWS = 24, 6272
+# ... and to YNNPACK the maps of at most this many output positions per image to this
+# range of output channels. Forward, `auto` (Eigen) against `lax` (YNNPACK), 3x3 padding
+# 1, C->C channels, batch 8 unless said, channels-last (two runs) / channels-first, 15
+# interleaved runs, Intel Xeon (Sapphire Rapids, AVX-512), 2026-12-02
+# (`/tmp/s35/eig2.py`): 128@14 0.91x, 0.88x / 0.91x; 256@7 0.90x, 0.97x / 0.91x; 256@14
+# 0.99x, 1.01x / 1.00x; 128@8 batch 16 0.90x / 0.93x; 128@9 batch 16 0.91x; 256@8
+# 0.84x; 384@6 0.97x; 128@7 0.90x / 0.94x. Outside it Eigen is even or wins: 512@7
+# 1.03x, 1.02x / 1.03x, batch 2 1.07x; 64@14 batch 16 1.24x, 1.21x / 1.25x; 128@28
+# 1.04x, 1.03x / 1.04x; 256@28 batch 2 1.04x, 1.03x / 1.03x. Side by side with the rule
+# against without it (`/tmp/s35/ab_small.py`, three runs, channels-first /
+# channels-last): forward 128@14 1.05-1.09x / 1.07-1.15x, 256@7 1.05-1.09x /
+# 1.07-1.11x, 128@8 batch 16 1.09-1.11x / 1.09-1.17x, 256@8 batch 4 0.95-1.02x /
+# 1.13-1.17x, 128->256 @14 batch 2 1.01-1.12x / 1.15-1.20x, 256@14 batch 1 1.10-1.14x /
+# 1.11-1.15x; 256@14 and 384@6 0.98-1.05x. Not for the value under differentiation
+# (training 0.93-1.00x channels-last on 128@14, 0.89-0.96x on 384@6), nor for the input
+# gradient (96->96 @9 training 0.76-0.77x with it, when the range started at 96).
+EIGEN_SMALL_MAP_POSITIONS, EIGEN_SMALL_MAP_OUT_CHANNELS = 196, (128, 384)
 
 
-def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
+def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> bool:
     """Whether `forward_eigen` runs this canonical convolution off YNNPACK: float32 or
     float64 (XLA gives YNNPACK no other floating type), 2-D, dense, no input dilation,
     stride 1 along the height, at most `EIGEN_MAX_EXTRA_ROWS` extra output rows, and
@@ -337,7 +354,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
     FLOPs, and not channels-first to more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS`
     channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
     to at most `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`
-    rows (batch times output positions). Not the deep
+    rows (batch times output positions), nor, for a value not differentiated
+    (``value``), to `EIGEN_SMALL_MAP_OUT_CHANNELS` on maps of at most
+    `EIGEN_SMALL_MAP_POSITIONS` positions. Not the deep
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
@@ -361,6 +380,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
         return False
     if spec.flops(x_shape, w_shape) < EIGEN_MIN_FLOPS:
         return False
+    low, high = EIGEN_SMALL_MAP_OUT_CHANNELS
+    if value and math.prod(out) <= EIGEN_SMALL_MAP_POSITIONS and low <= c_out <= high:
+        return False
     rows = x_shape[0] * math.prod(out)
     if c_out <= EIGEN_FEW_OUT_CHANNELS and rows < EIGEN_FEW_OUT_CHANNELS_MIN_ROWS:
         return False
@@ -377,7 +399,7 @@ def _extra_rows(x_shape, out) -> int:
     return x_shape[2] - out[0] + 1
 
 
-def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> jax.Array:
     """XLA's convolution with extra output rows, dropped after, that keep it off
     YNNPACK; `forward_padded` where that does not pay (`eigen_pays`).
 
@@ -394,8 +416,11 @@ def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     1.7x / 1.5x; 3x3 256@33 dilation 2 1.1x / 1.0x, dilation 4 1.2x / 1.3x. With a
     stride the extra rows cost as many again (3x3 stride 2 128@56: 0.77x). An output
     already taller than the input (a stride-1 transposed convolution) runs as it is.
+    ``value``: this is a value not differentiated (small maps stay on YNNPACK, see
+    `eigen_pays`), not an input gradient's convolution.
     """
-    if not eigen_pays(x.shape, w.shape, jnp.result_type(x.dtype, w.dtype), spec):
+    dtype = jnp.result_type(x.dtype, w.dtype)
+    if not eigen_pays(x.shape, w.shape, dtype, spec, value=value):
         return forward_padded(x, w, spec)
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     extra = _extra_rows(x.shape, out)
