@@ -368,6 +368,66 @@ def test_public_conv_transpose_matches_reference(impl, x_shape, w_shape, kwargs)
     assert_close(got, want, reduction=math.prod(w_shape[2:]) * w_shape[0])
 
 
+def _xla_convolutions(jaxpr):
+    """Every ``conv_general_dilated`` equation of ``jaxpr``, its sub-jaxprs' included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr
+                if hasattr(sub, "eqns"):
+                    yield from _xla_convolutions(sub)
+
+
+@pytest.mark.parametrize("impl", [*jaxconv.IMPLS, "auto"])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "transpose, x_shape, w_shape, kwargs",
+    [
+        # Sub-pixel phases of low padding (-1, 1): the fuzz's layer, made small.
+        (
+            True,
+            (2, 2, 16, 16),
+            (2, 3, 3, 7),
+            dict(stride=(3, 1), padding=(1, 6), output_padding=(2, 0), dilation=(2, 1)),
+        ),
+        # Canonical padding (-1, 1), input-dilated (XLA gets it right): padding past the
+        # kernel, output padding past that.
+        (True, (2, 3, 9), (3, 2, 2), dict(stride=3, padding=2, output_padding=2)),
+        # Low padding past the kernel: JAX's input gradients would pad (-1, 2), (-2, 1).
+        (False, (2, 2, 9, 8), (3, 2, 3, 3), dict(padding=((3, 0), (0, 1)))),
+        (False, (2, 4, 12), (4, 2, 1), dict(padding=((2, 0),), stride=3, groups=2)),
+    ],
+    ids=["phases", "transposed", "past_kernel", "grouped_1x1"],
+)
+def test_no_convolution_xla_gets_wrong(transpose, x_shape, w_shape, kwargs, channels_last, impl):
+    """No XLA convolution in the float32 value and gradients has a low padding XLA's CPU
+    convolution computes wrong (`lax.low_padding_breaks`: it read memory outside its
+    input, up to 1e38 in the weight gradient), and they equal float64 lax's."""
+    from jaxconv._impls import lax as lax_impl
+
+    fn = jaxconv.conv_transpose if transpose else jaxconv.conv
+    x, w = arrays(np.random.default_rng(11), x_shape, w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+
+    def conv(name):
+        return lambda a, b: fn(a, b, **kwargs, channels_last=channels_last, impl=name)
+
+    ct = np.random.default_rng(12).standard_normal(jax.eval_shape(conv("lax"), x, w).shape)
+    args32 = (x.astype(np.float32), w.astype(np.float32))
+    program = jax.make_jaxpr(lambda a, b, c: jax.vjp(conv(impl), a, b)[1](c))
+    jaxpr = program(*args32, ct.astype(np.float32)).jaxpr
+    for eqn in _xla_convolutions(jaxpr):
+        params = (eqn.params["padding"], eqn.params["lhs_dilation"], eqn.params["rhs_dilation"])
+        assert not lax_impl.low_padding_breaks(*params), eqn
+    (got,) = values_and_vjps([conv(impl)], args32, ct.astype(np.float32))
+    (want,) = values_and_vjps([conv("lax")], (x, w), ct)
+    for a, b in zip(got, want, strict=True):
+        assert_close(a, b, reduction=4 * math.prod(w_shape) * x_shape[0])
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, merged",

@@ -20,8 +20,14 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     Shaped so that neither it nor the convolutions of its derivatives (JAX's transposes)
     meet `swap_breaks`, which aborts the process in XLA's compiler: an input dilation
     written out where the value or the weight gradient would, stride 1 and every
-    ``stride``-th output where the input gradient would.
+    ``stride``-th output where the input gradient would; nor a low padding that XLA's
+    CPU convolution gets wrong (`low_padding_safe`).
     """
+    safe = low_padding_safe(x, w.shape[2:], spec)
+    if safe is None:
+        out = (x.shape[0], w.shape[0], *spec.out_spatial(x.shape[2:], w.shape[2:]))
+        return jnp.zeros(out, jnp.result_type(x.dtype, w.dtype))
+    x, spec = safe
     x, spec, stride = swap_safe(x, w.shape, spec)
     y = lax.conv_general_dilated(
         x,
@@ -34,6 +40,65 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         precision=spec.precision,
     )
     return take_strided(y, stride, spec)
+
+
+def low_padding_breaks(padding, lhs_dilation, rhs_dilation) -> bool:
+    """Whether XLA's CPU convolution (jaxlib 0.10.2) computes a wrong result (reads
+    memory outside its input: values up to 1e38, different from run to run) for this
+    padding: a spatial dim with negative low and positive high padding and neither
+    input nor kernel dilation, in float32, 1-D and 2-D (float64 and 3-D ran right).
+    Found by a random float32 differential run against PyTorch on 2026-12-02: the
+    weight gradient of a transposed convolution by sub-pixel phases, one of whose
+    phases had padding (-1, 1). Measured over a grid of 1-D, 2-D and 3-D convolutions
+    (low and high padding -2..2, strides 1-2, kernel 2-3, dilations 1-2): every wrong
+    one had low < 0 < high, in an undilated 1-D or 2-D dim, among them 6 of the 8
+    1-D (-1, 1) layers."""
+    return any(
+        lo < 0 < hi and ld == 1 and rd == 1
+        for (lo, hi), ld, rd in zip(padding, lhs_dilation, rhs_dilation, strict=True)
+    )
+
+
+def low_padding_safe(x: jax.Array, kernel, spec: ConvSpec) -> tuple[jax.Array, ConvSpec] | None:
+    """The canonical input and spec, with each spatial dim's low padding ``lo`` in
+    ``[0, dilation * (K - 1)]``: a negative one cropped from the input, one past the
+    kernel's extent padded onto it; None where the crop takes the whole input (the
+    output is zeros: its windows meet only padding).
+
+    So neither this convolution nor JAX's transposes of it (the weight gradient's low
+    padding is ``lo``, the input gradient's ``dilation * (K - 1) - lo``) meet
+    `low_padding_breaks`. Where an input-dilated dim's low padding is past the kernel's
+    extent, or would be once cropped (by whole input elements), the dilation is written
+    out first."""
+    if not any(
+        lo < 0 or lo > d * (k - 1)
+        for (lo, _), k, d in zip(spec.padding, kernel, spec.rhs_dilation, strict=True)
+    ):
+        return x, spec
+    if any(
+        ld > 1 and (lo > d * (k - 1) or -(-lo // ld) * ld + lo > d * (k - 1))
+        for k, (lo, _), ld, d in zip(
+            kernel, spec.padding, spec.lhs_dilation, spec.rhs_dilation, strict=True
+        )
+    ):
+        x, spec = explicit_lhs_dilation(x, spec, always=True)
+    starts, pads, padding = [], [], []
+    for n, k, (lo, hi), ld, d in zip(
+        x.shape[2:], kernel, spec.padding, spec.lhs_dilation, spec.rhs_dilation, strict=True
+    ):
+        extent = d * (k - 1)
+        crop = -(-max(0, -lo) // ld)  # input elements cropped (each ld positions)
+        if crop >= n and lo < 0:
+            return None
+        over = max(0, lo - extent) // ld  # input elements of zeros added
+        starts.append(crop)
+        pads.append((over, 0, 0))
+        padding.append((lo + crop * ld - over * ld, hi))
+    ndim = x.ndim
+    x = lax.slice(x, (0, 0, *starts), x.shape)
+    if any(p != (0, 0, 0) for p in pads):
+        x = lax.pad(x, lax.full((), 0, x.dtype), [(0, 0, 0)] * (ndim - len(pads)) + pads)
+    return x, dataclasses.replace(spec, padding=tuple(padding))
 
 
 def swap_safe(x: jax.Array, w_shape, spec: ConvSpec) -> tuple[jax.Array, ConvSpec, tuple]:
