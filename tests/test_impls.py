@@ -428,6 +428,27 @@ def test_no_convolution_xla_gets_wrong(transpose, x_shape, w_shape, kwargs, chan
         assert_close(a, b, reduction=4 * math.prod(w_shape) * x_shape[0])
 
 
+@pytest.mark.parametrize("impl", [*jaxconv.IMPLS, "auto"])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_windows_meeting_only_padding(impl, groups):
+    """A transposed convolution whose input maps wholly outside its output (padding 1,
+    dilation 5, output padding 4, a 1-tap kernel on a length-1 input; canonical low
+    padding -1 crops the whole input, `lax.padding_only`): the bias alone, zero
+    gradients, as the reference."""
+    x, w = arrays(np.random.default_rng(5), (2, 3, 1), (3, 2, 1))
+    b = np.arange(w.shape[1] * groups, dtype=np.float64)
+    kwargs = dict(stride=1, padding=1, output_padding=4, dilation=5, groups=groups)
+
+    def conv(a, c):
+        return jaxconv.conv_transpose1d(a, c, b, **kwargs, impl=impl)
+
+    ct = np.ones(jax.eval_shape(conv, x, w).shape)
+    ((y, dx, dw),) = values_and_vjps([conv], (x, w), ct)
+    np.testing.assert_array_equal(y, ref_conv_transpose(x, w, b, **kwargs))
+    np.testing.assert_array_equal(dx, np.zeros(x.shape))
+    np.testing.assert_array_equal(dw, np.zeros(w.shape))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, merged",

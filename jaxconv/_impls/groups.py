@@ -64,8 +64,7 @@ def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     g, nd = spec.groups, spec.ndim
     safe = lax_impl.low_padding_safe(x, w.shape[2:], spec)
     if safe is None:
-        out = (x.shape[0], w.shape[0], *spec.out_spatial(x.shape[2:], w.shape[2:]))
-        return jnp.zeros(out, jnp.result_type(x.dtype, w.dtype))
+        return lax_impl.padding_only(x, w, spec)
     x, spec = safe
     # The groups' convolutions as `lax_impl.swap_safe` shapes one of the whole.
     x, spec, stride = lax_impl.swap_safe(x, (w.shape[0] // g, *w.shape[1:]), spec)
@@ -145,8 +144,7 @@ def weight_term(x: jax.Array, dw: jax.Array, spec: ConvSpec) -> jax.Array:
     x, spec = lax_impl.explicit_lhs_dilation(x, spec, always=True)
     safe = lax_impl.low_padding_safe(x, dw.shape[2:], spec)
     if safe is None:
-        out = (x.shape[0], dw.shape[0], *spec.out_spatial(x.shape[2:], dw.shape[2:]))
-        return jnp.zeros(out, jnp.result_type(x.dtype, dw.dtype))
+        return lax_impl.padding_only(x, dw, spec)
     x, spec = safe
     out = spec.out_spatial(x.shape[2:], dw.shape[2:])
     x, dw = match_varying(x, dw)

@@ -25,8 +25,7 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """
     safe = low_padding_safe(x, w.shape[2:], spec)
     if safe is None:
-        out = (x.shape[0], w.shape[0], *spec.out_spatial(x.shape[2:], w.shape[2:]))
-        return jnp.zeros(out, jnp.result_type(x.dtype, w.dtype))
+        return padding_only(x, w, spec)
     x, spec = safe
     x, spec, stride = swap_safe(x, w.shape, spec)
     y = lax.conv_general_dilated(
@@ -99,6 +98,13 @@ def low_padding_safe(x: jax.Array, kernel, spec: ConvSpec) -> tuple[jax.Array, C
     if any(p != (0, 0, 0) for p in pads):
         x = lax.pad(x, lax.full((), 0, x.dtype), [(0, 0, 0)] * (ndim - len(pads)) + pads)
     return x, dataclasses.replace(spec, padding=tuple(padding))
+
+
+def padding_only(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The canonical output of a convolution whose windows meet only padding (where
+    `low_padding_safe` is None): zeros."""
+    out = (x.shape[0], w.shape[0], *spec.out_spatial(x.shape[2:], w.shape[2:]))
+    return jnp.zeros(out, jnp.result_type(x.dtype, w.dtype))
 
 
 def swap_safe(x: jax.Array, w_shape, spec: ConvSpec) -> tuple[jax.Array, ConvSpec, tuple]:
