@@ -9,6 +9,7 @@ transforms.
 
 import dataclasses
 import functools
+import itertools
 import math
 
 import chex
@@ -426,6 +427,37 @@ def test_no_convolution_xla_gets_wrong(transpose, x_shape, w_shape, kwargs, chan
     (want,) = values_and_vjps([conv("lax")], (x, w), ct)
     for a, b in zip(got, want, strict=True):
         assert_close(a, b, reduction=4 * math.prod(w_shape) * x_shape[0])
+
+
+def test_low_padding_safe_keeps_the_convolution():
+    """`lax.low_padding_safe` leaves every dim's low padding in ``[0, dilation * (K -
+    1)]`` (writing an input dilation out where a crop cannot), and `lax.forward` on it
+    equals XLA's float64 convolution on the spec as given, over low paddings -6..4,
+    input dilations 1-3, kernels 1-3 and dilations 1-2 (high padding 2 - low)."""
+    from jax import lax
+
+    from jaxconv._impls import lax as lax_impl
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 5))
+    checked = 0
+    for lo, ld, k, d in itertools.product(range(-6, 5), (1, 2, 3), (1, 2, 3), (1, 2)):
+        s = spec(n=1, padding=((lo, 2 - lo),), lhs=ld, rhs=d)
+        w = rng.standard_normal((3, 2, k))
+        if s.out_spatial(x.shape[2:], w.shape[2:])[0] < 1:
+            continue
+        checked += 1
+        want = lax.conv_general_dilated(
+            x, w, (1,), s.padding, lhs_dilation=s.lhs_dilation, rhs_dilation=s.rhs_dilation
+        )
+        safe = lax_impl.low_padding_safe(x, w.shape[2:], s)
+        if safe is None:
+            np.testing.assert_array_equal(want, 0)
+        else:
+            (low, _), extent = safe[1].padding[0], d * (k - 1)
+            assert 0 <= low <= extent, (lo, ld, k, d, safe[1])
+        np.testing.assert_allclose(lax_impl.forward(x, w, s), want, rtol=1e-12, atol=1e-12)
+    assert checked > 100
 
 
 @pytest.mark.parametrize("impl", [*jaxconv.IMPLS, "auto"])

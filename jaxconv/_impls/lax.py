@@ -75,7 +75,7 @@ def low_padding_safe(x: jax.Array, kernel, spec: ConvSpec) -> tuple[jax.Array, C
     ):
         return x, spec
     if any(
-        ld > 1 and (lo > d * (k - 1) or -(-lo // ld) * ld + lo > d * (k - 1))
+        ld > 1 and (lo > d * (k - 1) or lo < 0 and lo % ld > d * (k - 1))
         for k, (lo, _), ld, d in zip(
             kernel, spec.padding, spec.lhs_dilation, spec.rhs_dilation, strict=True
         )
