@@ -813,16 +813,20 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(
         ((2, 16, 8, 8), (64, 16, 3, 3), False),  # 2.4 MFLOP
         ((8, 32, 14, 14), (32, 32, 3, 3), False),  # 29 MFLOP
         ((1, 128, 14, 14), (128, 128, 3, 3), True),  # 58 MFLOP
+        ((4, 64, 14, 14), (64, 64, 3, 3), True),  # 58 MFLOP: not for a value
         ((8, 64, 14, 14), (64, 64, 3, 3), True),  # 116 MFLOP
     ],
 )
 def test_eigen_needs_enough_flops(x_shape, w_shape, pays):
     """`lax.eigen_pays` leaves layers of fewer than `EIGEN_MIN_FLOPS` FLOPs to
-    YNNPACK."""
+    YNNPACK, and values not differentiated of fewer than `EIGEN_MIN_VALUE_FLOPS`."""
     from jaxconv._impls import lax as lax_impl
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
     assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
+    flops = spec.flops(x_shape, w_shape)
+    value_pays = pays and flops >= lax_impl.EIGEN_MIN_VALUE_FLOPS
+    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=True) == value_pays
 
 
 @pytest.mark.parametrize(
@@ -888,14 +892,16 @@ def test_eigen_leaves_small_maps_values_to_ynnpack(x_shape, w_shape, value, pays
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
 @pytest.mark.parametrize("differentiated", [False, True])
-def test_auto_small_map_value_on_ynnpack_unless_differentiated(differentiated):
-    """auto's value of a dense 3x3 128@14 layer is XLA's convolution as it is (no
-    taller output: YNNPACK's); under differentiation the value and the input gradient
-    keep the extra row (`lax.EIGEN_SMALL_MAP_POSITIONS`)."""
+@pytest.mark.parametrize("batch, channels", [(2, 128), (4, 64)], ids=["small_map", "few_flops"])
+def test_auto_small_map_value_on_ynnpack_unless_differentiated(differentiated, batch, channels):
+    """auto's value of a dense 3x3 128@14 layer (`lax.EIGEN_SMALL_MAP_POSITIONS`) and of
+    a 64@14 layer of 58 MFLOP (`lax.EIGEN_MIN_VALUE_FLOPS`) is XLA's convolution as it
+    is (no taller output: YNNPACK's); under differentiation the value and the input
+    gradient keep the extra row."""
     import numpy as np
 
-    x = np.zeros((2, 128, 14, 14), np.float32)
-    w = np.zeros((128, 128, 3, 3), np.float32)
+    x = np.zeros((batch, channels, 14, 14), np.float32)
+    w = np.zeros((channels, channels, 3, 3), np.float32)
 
     def conv(a, b):
         return jaxconv.conv2d(a, b, padding=1)
@@ -904,7 +910,7 @@ def test_auto_small_map_value_on_ynnpack_unless_differentiated(differentiated):
         text = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2))).lower(x, w).as_text()
     else:
         text = jax.jit(conv).lower(x, w).as_text()
-    assert ("-> tensor<2x128x15x14x" in text) == differentiated, text
+    assert (f"-> tensor<{batch}x{channels}x15x14x" in text) == differentiated, text
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
@@ -928,6 +934,7 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(
     from jaxconv._impls import lax as lax_impl
 
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
+    monkeypatch.setattr(lax_impl, "EIGEN_MIN_VALUE_FLOPS", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_FEW_OUT_CHANNELS_MIN_ROWS", 0)
 
     rng = np.random.default_rng(1)

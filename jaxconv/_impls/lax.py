@@ -377,6 +377,16 @@ EIGEN_MAX_POSITIONS_PER_IMAGE = 8192
 # 8 (116) 1.28-1.35x, 0.90-0.96x; 64@28 batch 2 (116) 1.17x / 0.86x, 1.05x / 0.92x;
 # larger 1.03-1.58x, 1.01-1.18x.
 EIGEN_MIN_FLOPS = 5e7
+# ... and for a value not differentiated this many. Forward, Eigen against YNNPACK (3x3
+# padding 1, rule against without, 15 interleaved runs, two runs, Sapphire Rapids Xeon,
+# 2026-12-02, channels-first / channels-last, `/tmp/s35/ab_flops.py`): 64@14 batch 4
+# (58 MFLOP) 1.46-1.48x / 1.26-1.30x, 64@20 batch 2 1.38-1.40x / 1.15-1.23x, 64@8
+# batch 16 (75) 0.97-1.03x / 1.08-1.47x, 32@16 batch 16 0.96-0.98x / 1.14-1.56x, 64@7
+# batch 16, 128@7 batch 4 and 128@14 batch 1 0.95-1.09x; 48@14 batch 8 (65) 0.87-0.94x
+# / 1.02-1.03x. Training (the input gradient and the differentiated value) stays at
+# `EIGEN_MIN_FLOPS`: with the higher floor 48@14 trained 0.83-0.85x in both layouts,
+# 32@16 channels-last 1.88-1.94x, the rest 0.89-1.25x.
+EIGEN_MIN_VALUE_FLOPS = 1e8
 # ... and to YNNPACK the channels-first layers to at least this many output channels on
 # maps of at least this many output positions per image. Forward, Eigen against
 # YNNPACK (3x3 padding 1, channels-first, Intel Xeon with AVX-512, 11-15 interleaved
@@ -428,8 +438,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
     to at most `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`
     rows (batch times output positions), nor, for a value not differentiated
-    (``value``), to `EIGEN_SMALL_MAP_OUT_CHANNELS` on maps of at most
-    `EIGEN_SMALL_MAP_POSITIONS` positions. Not the deep
+    (``value``), with fewer than `EIGEN_MIN_VALUE_FLOPS` FLOPs or to
+    `EIGEN_SMALL_MAP_OUT_CHANNELS` on maps of at most `EIGEN_SMALL_MAP_POSITIONS`
+    positions. Not the deep
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
@@ -451,7 +462,7 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
         and math.prod(out) >= EIGEN_CHANNELS_FIRST_WIDE_POSITIONS
     ):
         return False
-    if spec.flops(x_shape, w_shape) < EIGEN_MIN_FLOPS:
+    if spec.flops(x_shape, w_shape) < (EIGEN_MIN_VALUE_FLOPS if value else EIGEN_MIN_FLOPS):
         return False
     low, high = EIGEN_SMALL_MAP_OUT_CHANNELS
     if value and math.prod(out) <= EIGEN_SMALL_MAP_POSITIONS and low <= c_out <= high:
