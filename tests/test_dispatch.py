@@ -876,7 +876,7 @@ def test_eigen_leaves_wide_channels_first_layers_to_ynnpack(x_shape, w_shape, ch
         ((8, 256, 7, 7), (384, 256, 3, 3), True, False),  # 384 out
         ((8, 512, 7, 7), (512, 512, 3, 3), True, True),  # 512 out
         ((16, 128, 14, 14), (96, 128, 3, 3), True, True),  # 96 out
-        ((8, 128, 14, 15), (128, 128, 3, 3), True, True),  # 210 positions
+        ((8, 256, 14, 15), (256, 256, 3, 3), True, True),  # 210 positions
     ],
 )
 def test_eigen_leaves_small_maps_values_to_ynnpack(x_shape, w_shape, value, pays):
@@ -885,6 +885,29 @@ def test_eigen_leaves_small_maps_values_to_ynnpack(x_shape, w_shape, value, pays
     from jaxconv._impls import lax as lax_impl
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
+    for channels_last in (False, True):
+        spec = dataclasses.replace(spec, channels_last=channels_last)
+        assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=value) == pays
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,value,pays",
+    [
+        ((2, 128, 28, 28), (128, 128, 3, 3), True, False),  # 128 out, 1,568 rows
+        ((2, 128, 28, 28), (128, 128, 3, 3), False, True),  # an input gradient's
+        ((1, 64, 56, 56), (128, 64, 5, 5), True, False),  # 3,136 rows
+        ((2, 128, 55, 57), (128, 128, 3, 3), True, False),  # 6,270 rows
+        ((2, 128, 56, 56), (128, 128, 3, 3), True, True),  # 6,272 rows
+        ((2, 128, 28, 28), (96, 128, 3, 3), True, True),  # 96 out
+        ((2, 128, 28, 28), (256, 128, 3, 3), True, True),  # 256 out
+    ],
+)
+def test_eigen_leaves_balanced_values_to_ynnpack(x_shape, w_shape, value, pays):
+    """`lax.eigen_pays` leaves a value (not an input gradient) to exactly 128 channels on
+    fewer than 6,272 rows to YNNPACK, in both layouts."""
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=w_shape[-1] // 2).spec
     for channels_last in (False, True):
         spec = dataclasses.replace(spec, channels_last=channels_last)
         assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=value) == pays

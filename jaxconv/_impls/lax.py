@@ -425,6 +425,22 @@ EIGEN_FEW_OUT_CHANNELS, EIGEN_FEW_OUT_CHANNELS_MIN_ROWS = 24, 6272
 # (training 0.93-1.00x channels-last on 128@14, 0.89-0.96x on 384@6), nor for the input
 # gradient (96->96 @9 training 0.76-0.77x with it, when the range started at 96).
 EIGEN_SMALL_MAP_POSITIONS, EIGEN_SMALL_MAP_OUT_CHANNELS = 196, (128, 384)
+# ... and to YNNPACK the values to exactly this many output channels on fewer rows (batch
+# times output positions) than this: YNNPACK seems to split the output channels into
+# blocks of 64, one per core, and 128 fills both cores of this machine (with 64, 96,
+# 144, 160 or 192 output channels Eigen won 1.08-1.43x on 2,178-4,608 rows; 256 even).
+# Forward, with the rule against without (YNNPACK against Eigen), 3x3 padding 1 unless
+# said, channels-first / channels-last, 11 interleaved runs, Sapphire Rapids Xeon,
+# 2026-12-03 (`/tmp/s36/abrule.py`): 128@28 batch 2 1.09x / 1.10x, batch 4 1.06x /
+# 1.05x; 128@56 batch 1 1.11x / 1.02x; 64->128 @56 batch 1 1.10x / 1.09x; dilation 3
+# 128@40 batch 2 1.10x / 1.12x (a held-out layer, `auto` at 0.88-0.90x `lax` without
+# it); dilation 2 128@33 batch 1 1.11x / 1.08x; 256->128 @28 batch 4 1.00x / 1.05x;
+# 5x5 128@28 batch 2 1.04x / 1.05x, @20 batch 4 1.12x / 1.10x; 7x7 64->128 @32 batch 2
+# 1.00x / 1.01x; 128@48 batch 2 (4,608 rows) 1.07x / 1.03x; from 6,272 rows even
+# (128@40 batch 4 1.00x / 0.99x). Not for the differentiated value and the input
+# gradient: training through a ReLU with them on YNNPACK too ran 0.87-0.96x on 128@28
+# batch 2-4 and 0.89-1.02x on the rest.
+EIGEN_BALANCED_OUT_CHANNELS, EIGEN_BALANCED_MAX_ROWS = 128, 6272
 
 
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> bool:
@@ -438,9 +454,10 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
     to at most `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`
     rows (batch times output positions), nor, for a value not differentiated
-    (``value``), with fewer than `EIGEN_MIN_VALUE_FLOPS` FLOPs or to
+    (``value``), with fewer than `EIGEN_MIN_VALUE_FLOPS` FLOPs, or to
     `EIGEN_SMALL_MAP_OUT_CHANNELS` on maps of at most `EIGEN_SMALL_MAP_POSITIONS`
-    positions. Not the deep
+    positions, or to exactly `EIGEN_BALANCED_OUT_CHANNELS` on fewer than
+    `EIGEN_BALANCED_MAX_ROWS` rows. Not the deep
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x."""
@@ -468,6 +485,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     if value and math.prod(out) <= EIGEN_SMALL_MAP_POSITIONS and low <= c_out <= high:
         return False
     rows = x_shape[0] * math.prod(out)
+    if value and c_out == EIGEN_BALANCED_OUT_CHANNELS and rows < EIGEN_BALANCED_MAX_ROWS:
+        return False
     if c_out <= EIGEN_FEW_OUT_CHANNELS and rows < EIGEN_FEW_OUT_CHANNELS_MIN_ROWS:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
