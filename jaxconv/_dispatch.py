@@ -843,6 +843,60 @@ def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:
     return _xla_3d_pointwise(spec, w_shape) and w_shape[0] > w_shape[1]
 
 
+# Dense 1-D and 2-D float32 values from an odd number of input channels in this range
+# to this many output channels (inclusive) run with zero input channels added up to a
+# multiple of `ODD_MULTIPLE` (see `_odd_input_channels`).
+ODD_IN_CHANNELS, ODD_OUT_CHANNELS = (3, 31), (17, 32)
+ODD_MULTIPLE = 4
+
+
+def _odd_input_channels(spec: ConvSpec, x_shape, w_shape, dtype) -> bool:
+    """Whether XLA's CPU convolution (YNNPACK's, jaxlib 0.10.2) of this dense float32
+    value runs faster with input channels of zeros added (`_even_input_channels`): from
+    an odd number of input channels in `ODD_IN_CHANNELS` to `ODD_OUT_CHANNELS` output
+    channels it falls off a cliff. XLA alone, the layer as it is against its input
+    channels padded to a multiple of 4 inside the same program (5x5 @64 batch 4, 3x3
+    @56 batch 4, 7x7 stride 2 @224 batch 2, 3x3 stride 2 @112 batch 4; channels-first
+    and channels-last; medians of 7 runs, Sapphire Rapids Xeon, 2026-12-03,
+    `/tmp/s36/oddgrid.py`): from 3 channels to 17-24 5-14x, to 28-32 1.3-4.3x; from
+    5-31 channels to 17-32 1.1-4.0x, a few 0.54-0.82x (25->32 and 31->17 3x3
+    channels-last, 31->28 3x3 channels-first). Padded by one channel only (to an even
+    count), the strided 3x3 layers channels-last lost 0.44-0.57x on several. Not with
+    more output channels (3->35 to 3->48 0.34-1.3x; from 5 and 9 to 35-48 0.42-0.91x,
+    from 7, 11 and 15 1.4-3.4x: the speed follows the input channels modulo 4 there),
+    nor from even counts (6 and 10 to 17-32 0.35-1.16x), nor in 3-D (by 2-D planes,
+    side by side 0.82-1.35x).
+
+    `auto` with the rule against without it (11 interleaved runs; channels-first /
+    channels-last; forward): 3->32 5x5 stride 2 @127 batch 4 2.1x / 3.2x; 3->24 7x7
+    stride 2 @224 batch 2 10.6x / 11.7x; 5->32 5x5 @64 batch 4 2.1x / 2.3x; 3->32 5x5
+    @32 batch 64 (CIFAR) 3.5x / 4.1x, 3->20 valid 4.0x / 5.6x; 7->24 3x3 dilation 2
+    @64 batch 2 2.4x / 2.8x; 9->17 3x3 @28 batch 4 2.2x / 2.3x; 15->32 3x3 @8 batch 16
+    1.37x / 1.30x; 5->32 3x3 stride 2 @14 batch 4 1.18x / 1.12x; 31->32 3x3 @28 batch 8
+    1.09x / 0.98x; 1x1 15->32 @56 batch 8 1.00x / 1.04x; 1-D 15->32 k3 @1000 batch 8
+    1.21x / 1.11x, 3->32 k9 @4000 1.01x / 1.12x, 5->24 k5 stride 2 0.99x / 0.99x
+    (`/tmp/s36/abrule.py`). Training through a ReLU, the value by the rule and the
+    derivatives as before: 3->32 5x5 stride 2 1.5x / 2.1x, 3->24 7x7 stride 2 3.3x /
+    3.9x, 7->32 5x5 1.45x / 1.49x, 15->24 3x3 @56 0.97x / 1.09x; with the derivatives
+    padded too, against the value alone, 0.63-0.88x from 3 channels and 0.94-1.14x from
+    7 and 15, so they are left as they are."""
+    c_out, c_in = w_shape[:2]
+    return (
+        spec.groups == 1
+        and jnp.dtype(dtype) == jnp.float32
+        and c_in % 2 == 1
+        and ODD_IN_CHANNELS[0] <= c_in <= ODD_IN_CHANNELS[1]
+        and ODD_OUT_CHANNELS[0] <= c_out <= ODD_OUT_CHANNELS[1]
+    )
+
+
+def _even_input_channels(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``x`` and ``w`` with input channels of zeros up to a multiple of `ODD_MULTIPLE`:
+    the same convolution."""
+    extra = [(0, 0), (0, -x.shape[1] % ODD_MULTIPLE)] + [(0, 0)] * (x.ndim - 2)
+    return jnp.pad(x, extra), jnp.pad(w, extra)
+
+
 def _xla_3d_pointwise(spec: ConvSpec, w_shape) -> bool:
     """Whether this is a dense channels-last 3-D 1x1x1 convolution, which runs XLA's
     3-D convolution whole wherever the rules choose "lax" for it (see `choose`)."""
@@ -1258,6 +1312,13 @@ def _run(
             return shift_impl.forward_unsplit(x_, w_, spec_)
         if name != "lax" or backend != "cpu" or _xla_3d_pointwise(spec_, w_.shape):
             return FORWARDS[name](x_, w_, spec_)
+        if (
+            role == FORWARD
+            and spec_.ndim <= 2
+            and _odd_input_channels(spec_, x_.shape, w_.shape, x_.dtype)
+        ):
+            # The value from odd input channels off XLA's cliff (`_odd_input_channels`).
+            return chosen(*_even_input_channels(x_, w_), spec_)
         if spec_.ndim == 3 and planes.applies(spec_):
             if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
                 # 3-D by 2-D planes (stacked where `_stacked_planes` says): video

@@ -1990,3 +1990,77 @@ def test_no_xla_crash_on_3d_products():
     from jitted import run_shipped_child
 
     run_shipped_child(_3D_CRASH_CHILD)
+
+
+@pytest.mark.parametrize(
+    "c_in,c_out,dtype,pads",
+    [
+        (3, 24, jnp.float32, True),
+        (31, 17, jnp.float32, True),
+        (5, 32, jnp.float32, True),
+        (3, 33, jnp.float32, False),  # more output channels
+        (3, 16, jnp.float32, False),  # XLA's Eigen path
+        (4, 24, jnp.float32, False),  # even
+        (33, 24, jnp.float32, False),  # more input channels
+        (1, 24, jnp.float32, False),
+        (3, 24, jnp.float64, False),  # not measured
+    ],
+)
+def test_odd_input_channels_rule(c_in, c_out, dtype, pads):
+    """`_odd_input_channels` takes dense values from 3-31 (odd) input channels to 17-32
+    output channels, float32 only, and not grouped ones."""
+    spec = _spec.conv_plan("conv", (2, c_in, 9, 9), (c_out, c_in, 3, 3), padding=1).spec
+    x_shape, w_shape = (2, c_in, 9, 9), (c_out, c_in, 3, 3)
+    assert _dispatch._odd_input_channels(spec, x_shape, w_shape, dtype) == pads
+    grouped = dataclasses.replace(spec, groups=c_in)
+    assert not _dispatch._odd_input_channels(grouped, x_shape, (c_out, 1, 3, 3), dtype)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the odd-channels rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((2, 5, 10, 9), (24, 5, 3, 3), dict(padding=1)),
+        ((3, 7, 11, 12), (17, 7, 5, 3), dict(stride=2, padding=(2, 0), dilation=(1, 2))),
+        ((2, 3, 13), (32, 3, 5), dict(padding="same")),
+        ((2, 5, 4, 5, 6), (24, 5, 3, 3, 3), dict(padding=1)),  # 3-D: not padded
+    ],
+)
+def test_auto_pads_odd_input_channels_of_the_value(x_shape, w_shape, kwargs, channels_last):
+    """auto's float32 value from an odd number of input channels (3-31, to 17-32
+    outputs) convolves input channels of zeros added up to a multiple of 4 in 1-D and
+    2-D (`_dispatch._odd_input_channels`); value and both gradients equal the float64
+    reference's."""
+    from tolerance import assert_close
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    nd = len(x_shape) - 2
+    fn = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}[nd]
+
+    def to_layout(a, weight=False):
+        if not channels_last:
+            return a
+        return np.moveaxis(a, (0, 1), (-1, -2)) if weight else np.moveaxis(a, 1, -1)
+
+    def conv(a, b):
+        return fn(a, b, **kwargs, channels_last=channels_last)
+
+    xl, wl = to_layout(x), to_layout(w, weight=True)
+    # The canonical (channels-first) input with its channels padded, in StableHLO.
+    padded = x_shape[1] + -x_shape[1] % 4
+    text = jax.jit(conv).lower(xl, wl).as_text()
+    assert (f"-> tensor<{x_shape[0]}x{padded}x" in text) == (nd < 3), text
+
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    y64, vjp64 = jax.vjp(lambda a, b: jaxconv.conv(a, b, **kwargs, impl="lax"), x64, w64)
+    ct = rng.standard_normal(y64.shape).astype(np.float32)
+    dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
+    ((y, dx, dw),) = values_and_vjps([conv], (xl, wl), to_layout(ct))
+    taps = math.prod(w_shape[2:])
+    assert_close(y, to_layout(np.asarray(y64)), np.float32, w_shape[1] * taps)
+    assert_close(dx, to_layout(np.asarray(dx64)), np.float32, w_shape[0] * taps)
+    reduction = math.prod(y64.shape) // w_shape[0]
+    assert_close(dw, to_layout(np.asarray(dw64), weight=True), np.float32, reduction)
