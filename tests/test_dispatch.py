@@ -2064,3 +2064,56 @@ def test_auto_pads_odd_input_channels_of_the_value(x_shape, w_shape, kwargs, cha
     assert_close(dx, to_layout(np.asarray(dx64)), np.float32, w_shape[0] * taps)
     reduction = math.prod(y64.shape) // w_shape[0]
     assert_close(dw, to_layout(np.asarray(dw64), weight=True), np.float32, reduction)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the odd-channels rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,pads",
+    [
+        ((2, 24, 9, 10), (3, 24, 3, 3), dict(padding=1), True),
+        ((2, 17, 8, 9), (7, 17, 3, 5), dict(padding=(2, 1), dilation=(2, 1)), True),
+        ((2, 24, 9, 10), (3, 24, 3, 3), dict(stride=2), False),  # strided
+        ((2, 24, 13), (3, 24, 3), dict(padding=1), False),  # 1-D
+        ((2, 40, 9, 10), (3, 40, 3, 3), dict(padding=1), False),  # to 40 channels
+    ],
+)
+def test_auto_pads_odd_output_channels_of_the_input_gradient(
+    x_shape, w_shape, kwargs, pads, channels_last
+):
+    """auto's float32 input gradient of a stride-1 2-D convolution to an odd number of
+    output channels (3-31, from 17-32) convolves the cotangent with zero filters added
+    to the weight up to a multiple of 4 (`_dispatch._odd_output_channels`); value and
+    both gradients equal the float64 reference's."""
+    from tolerance import assert_close
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    fn = jaxconv.conv2d if len(x_shape) == 4 else jaxconv.conv1d
+
+    def to_layout(a, weight=False):
+        if not channels_last:
+            return a
+        return np.moveaxis(a, (0, 1), (-1, -2)) if weight else np.moveaxis(a, 1, -1)
+
+    def conv(a, b):
+        return fn(a, b, **kwargs, channels_last=channels_last)
+
+    xl, wl = to_layout(x), to_layout(w, weight=True)
+    # The canonical weight with its filters padded, in the input gradient's program.
+    filters = w_shape[0] + -w_shape[0] % 4
+    grad_x = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2)))
+    text = grad_x.lower(xl, wl).as_text()
+    assert (f"-> tensor<{filters}x{w_shape[1]}x" in text) == pads, text
+
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    y64, vjp64 = jax.vjp(lambda a, b: jaxconv.conv(a, b, **kwargs, impl="lax"), x64, w64)
+    ct = rng.standard_normal(y64.shape).astype(np.float32)
+    dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
+    ((y, dx, dw),) = values_and_vjps([conv], (xl, wl), to_layout(ct))
+    taps = math.prod(w_shape[2:])
+    assert_close(y, to_layout(np.asarray(y64)), np.float32, w_shape[1] * taps)
+    assert_close(dx, to_layout(np.asarray(dx64)), np.float32, w_shape[0] * taps)
+    reduction = math.prod(y64.shape) // w_shape[0]
+    assert_close(dw, to_layout(np.asarray(dw64), weight=True), np.float32, reduction)
