@@ -1017,9 +1017,18 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     in the two that lost, 192 in ResNet's layer, 224 in the stem. So the rule takes at
     least `STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT` (3x3 stride 2 to 96 output
     channels or more; 48->96 @56 won 1.51x / 1.29x, and 16->64 and 24->64 @112,
-    1.21x and 1.14x channels-first, are left out)."""
+    1.21x and 1.14x channels-first, are left out).
+
+    Not dilated: with the rule against without it (3x3 stride 2 dilation 2 unless
+    said, 11 interleaved runs, Sapphire Rapids Xeon, 2026-12-03, channels-first /
+    channels-last; a random held-out layer, the 5x5 below, ran 0.82x `lax`): 5x5
+    256->128 @28 batch 2 0.79x / 0.82x; 128->128 @56 batch 2 0.75x / 0.81x, @28 batch
+    8 1.03x / 0.85x; 96->96 @56 batch 4 0.76x / 0.94x; dilation 3 256->256 @28 batch 4
+    0.91x / 0.94x; 128->256 @28 batch 4 1.05x / 0.96x; only 64->128 @56 won, 1.35x /
+    1.22x at batch 2 and 1.36x / 1.46x at batch 4."""
     return (
         spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
+        and all(d == 1 for d in spec.rhs_dilation)
         and spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
         and math.prod(w_shape) >= STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION
         and w_shape[0] * w_shape[3] / spec.stride[1]

@@ -436,10 +436,13 @@ def test_strided_rows_thresholds(x_shape, w_shape, padding, channels_last, stack
     `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION` and
     `STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT`, and channels-last only on inputs
     at most `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide (shapes canonical,
-    channels-first)."""
+    channels-first); never dilated."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2, padding=padding).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)
     assert _dispatch._strided_rows_stacked(spec, x_shape, w_shape) == stacked
+    for dilation in ((2, 2), (1, 2), (2, 1)):
+        dilated = dataclasses.replace(spec, rhs_dilation=dilation)
+        assert not _dispatch._strided_rows_stacked(dilated, x_shape, w_shape)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
