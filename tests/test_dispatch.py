@@ -375,7 +375,8 @@ def stacked_calls(monkeypatch):
     [
         ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=2, padding=1), True, False),
         ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=2, padding=1), True, True),
-        ((1, 8, 24, 17), (12, 8, 4, 2), dict(stride=(3, 1), dilation=(1, 2)), True, True),
+        ((1, 8, 24, 17), (12, 8, 4, 2), dict(stride=(3, 1)), True, True),
+        ((1, 8, 24, 17), (12, 8, 4, 2), dict(stride=(3, 1), dilation=(1, 2)), False, True),
         ((1, 8, 24, 17), (12, 8, 3, 3), dict(stride=2, padding="valid"), True, False),
         ((2, 16, 20, 18), (16, 16, 3, 3), dict(stride=(1, 2), padding=1), False, True),
         ((2, 16, 20, 18), (16, 16, 3, 1), dict(stride=2, padding=1), False, False),
