@@ -4,8 +4,9 @@ The input is padded explicitly (`pad_input`), the kernel is dilated by inserting
 and flipped (a correlation is a convolution with the flipped kernel; flipping, not
 conjugating, keeps complex inputs right), both are transformed to a common fast size
 at least the padded input's, multiplied with a per-group contraction over input
-channels in the frequency domain, transformed back, and the valid region is read out
-with the stride as a strided slice. Circular wrap-around only touches the first
+channels in the frequency domain, and transformed back one dim at a time, each dim's
+valid region read out with the stride (a strided slice) before the next dim's
+transform. Circular wrap-around only touches the first
 ``extent - 1`` outputs of each dim, which the valid region skips.
 
 float32, bfloat16 and float16 are computed in float32 (complex64) and cast back;
@@ -82,15 +83,22 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     wf = wf.reshape((g, c_out // g, c_in_g, math.prod(freq)))
     yf = jnp.einsum("ngcf,gocf->ngof", xf, wf, precision=spec.precision)
     yf = yf.reshape((n, c_out, *freq))
-    if jnp.issubdtype(ct, jnp.complexfloating):
-        y = jnp.fft.ifftn(yf, s=sizes, axes=axes)
-    else:
-        y = jnp.fft.irfftn(yf, s=sizes, axes=axes)
 
     # Full-convolution index e - 1 + o * stride is valid-correlation output o.
-    start = [0, 0] + [e - 1 for e in extent]
-    limit = [n, c_out] + [
-        e - 1 + (m - 1) * s + 1 for e, m, s in zip(extent, out, spec.stride, strict=True)
-    ]
-    y = lax.slice(y, start, limit, [1, 1, *spec.stride])
+    start = [e - 1 for e in extent]
+    limit = [e - 1 + (m - 1) * s + 1 for e, m, s in zip(extent, out, spec.stride, strict=True)]
+    # The inverse one dim at a time, each dim cut to the outputs read before the next
+    # transform, so the last (the real one, for real inputs) runs on only the rows
+    # read. Against `irfftn` and one slice after (depthwise, forward, 9 interleaved
+    # runs, channels-first / channels-last, 2026-12-03): 31x31 128@28 batch 8 1.21x /
+    # 1.26x; 21x21 64@32 batch 4 1.25x / 1.22x; 3-D 7x7x7 64@16 batch 2 1.37x / 1.37x;
+    # 1-D k65 (one transform either way) 0.97x / 1.10x; training 31x31 1.02x / 1.07x.
+    complex_ = jnp.issubdtype(ct, jnp.complexfloating)
+    y = yf
+    for i, axis in enumerate(axes):
+        if i == nd - 1 and not complex_:
+            y = jnp.fft.irfft(y, n=sizes[i], axis=axis)
+        else:
+            y = jnp.fft.ifft(y, n=sizes[i], axis=axis)
+        y = lax.slice_in_dim(y, start[i], limit[i], spec.stride[i], axis=axis)
     return y.astype(dtype)
