@@ -2020,6 +2020,40 @@ def test_odd_input_channels_rule(c_in, c_out, dtype, pads):
     assert not _dispatch._odd_input_channels(grouped, x_shape, (c_out, 1, 3, 3), dtype)
 
 
+def _odd_layer(x_shape, w_shape, kwargs, channels_last, seed):
+    """``(conv, x, w, check)`` for the odd-channels tests: ``conv(x, w)`` is auto's
+    float32 layer in the given layout, ``check()`` compares its value and both
+    gradients (one program) with lax's in float64."""
+    from tolerance import assert_close
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    fn = {3: jaxconv.conv1d, 4: jaxconv.conv2d, 5: jaxconv.conv3d}[len(x_shape)]
+
+    def to_layout(a, weight=False):
+        if not channels_last:
+            return a
+        return np.moveaxis(a, (0, 1), (-1, -2)) if weight else np.moveaxis(a, 1, -1)
+
+    def conv(a, b):
+        return fn(a, b, **kwargs, channels_last=channels_last)
+
+    def check():
+        x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+        y64, vjp64 = jax.vjp(lambda a, b: jaxconv.conv(a, b, **kwargs, impl="lax"), x64, w64)
+        ct = rng.standard_normal(y64.shape).astype(np.float32)
+        dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
+        ((y, dx, dw),) = values_and_vjps([conv], (to_layout(x), to_layout(w, True)), to_layout(ct))
+        taps = math.prod(w_shape[2:])
+        assert_close(y, to_layout(np.asarray(y64)), np.float32, w_shape[1] * taps)
+        assert_close(dx, to_layout(np.asarray(dx64)), np.float32, w_shape[0] * taps)
+        reduction = math.prod(y64.shape) // w_shape[0]
+        assert_close(dw, to_layout(np.asarray(dw64), weight=True), np.float32, reduction)
+
+    return conv, to_layout(x), to_layout(w, weight=True), check
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the odd-channels rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -2036,38 +2070,12 @@ def test_auto_pads_odd_input_channels_of_the_value(x_shape, w_shape, kwargs, cha
     outputs) convolves input channels of zeros added up to a multiple of 4 in 1-D and
     2-D (`_dispatch._odd_input_channels`); value and both gradients equal the float64
     reference's."""
-    from tolerance import assert_close
-
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    nd = len(x_shape) - 2
-    fn = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}[nd]
-
-    def to_layout(a, weight=False):
-        if not channels_last:
-            return a
-        return np.moveaxis(a, (0, 1), (-1, -2)) if weight else np.moveaxis(a, 1, -1)
-
-    def conv(a, b):
-        return fn(a, b, **kwargs, channels_last=channels_last)
-
-    xl, wl = to_layout(x), to_layout(w, weight=True)
+    conv, x, w, check = _odd_layer(x_shape, w_shape, kwargs, channels_last, seed=5)
     # The canonical (channels-first) input with its channels padded, in StableHLO.
     padded = x_shape[1] + -x_shape[1] % 4
-    text = jax.jit(conv).lower(xl, wl).as_text()
-    assert (f"-> tensor<{x_shape[0]}x{padded}x" in text) == (nd < 3), text
-
-    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
-    y64, vjp64 = jax.vjp(lambda a, b: jaxconv.conv(a, b, **kwargs, impl="lax"), x64, w64)
-    ct = rng.standard_normal(y64.shape).astype(np.float32)
-    dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
-    ((y, dx, dw),) = values_and_vjps([conv], (xl, wl), to_layout(ct))
-    taps = math.prod(w_shape[2:])
-    assert_close(y, to_layout(np.asarray(y64)), np.float32, w_shape[1] * taps)
-    assert_close(dx, to_layout(np.asarray(dx64)), np.float32, w_shape[0] * taps)
-    reduction = math.prod(y64.shape) // w_shape[0]
-    assert_close(dw, to_layout(np.asarray(dw64), weight=True), np.float32, reduction)
+    text = jax.jit(conv).lower(x, w).as_text()
+    assert (f"-> tensor<{x_shape[0]}x{padded}x" in text) == (len(x_shape) < 5), text
+    check()
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the odd-channels rule is the CPU's")
@@ -2089,35 +2097,9 @@ def test_auto_pads_odd_output_channels_of_the_input_gradient(
     output channels (3-31, from 17-32) convolves the cotangent with zero filters added
     to the weight up to a multiple of 4 (`_dispatch._odd_output_channels`); value and
     both gradients equal the float64 reference's."""
-    from tolerance import assert_close
-
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    fn = jaxconv.conv2d if len(x_shape) == 4 else jaxconv.conv1d
-
-    def to_layout(a, weight=False):
-        if not channels_last:
-            return a
-        return np.moveaxis(a, (0, 1), (-1, -2)) if weight else np.moveaxis(a, 1, -1)
-
-    def conv(a, b):
-        return fn(a, b, **kwargs, channels_last=channels_last)
-
-    xl, wl = to_layout(x), to_layout(w, weight=True)
+    conv, x, w, check = _odd_layer(x_shape, w_shape, kwargs, channels_last, seed=6)
     # The canonical weight with its filters padded, in the input gradient's program.
     filters = w_shape[0] + -w_shape[0] % 4
-    grad_x = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2)))
-    text = grad_x.lower(xl, wl).as_text()
+    text = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2))).lower(x, w).as_text()
     assert (f"-> tensor<{filters}x{w_shape[1]}x" in text) == pads, text
-
-    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
-    y64, vjp64 = jax.vjp(lambda a, b: jaxconv.conv(a, b, **kwargs, impl="lax"), x64, w64)
-    ct = rng.standard_normal(y64.shape).astype(np.float32)
-    dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
-    ((y, dx, dw),) = values_and_vjps([conv], (xl, wl), to_layout(ct))
-    taps = math.prod(w_shape[2:])
-    assert_close(y, to_layout(np.asarray(y64)), np.float32, w_shape[1] * taps)
-    assert_close(dx, to_layout(np.asarray(dx64)), np.float32, w_shape[0] * taps)
-    reduction = math.prod(y64.shape) // w_shape[0]
-    assert_close(dw, to_layout(np.asarray(dw64), weight=True), np.float32, reduction)
+    check()
