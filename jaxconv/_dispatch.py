@@ -850,22 +850,22 @@ ODD_IN_CHANNELS, ODD_OUT_CHANNELS = (3, 31), (17, 32)
 ODD_MULTIPLE = 4
 
 
-def _odd_input_channels(spec: ConvSpec, x_shape, w_shape, dtype) -> bool:
-    """Whether XLA's CPU convolution (YNNPACK's, jaxlib 0.10.2) of this dense float32
-    value runs faster with input channels of zeros added (`_even_input_channels`): from
-    an odd number of input channels in `ODD_IN_CHANNELS` to `ODD_OUT_CHANNELS` output
-    channels it falls off a cliff. XLA alone, the layer as it is against its input
-    channels padded to a multiple of 4 inside the same program (5x5 @64 batch 4, 3x3
-    @56 batch 4, 7x7 stride 2 @224 batch 2, 3x3 stride 2 @112 batch 4; channels-first
-    and channels-last; medians of 7 runs, Sapphire Rapids Xeon, 2026-12-03,
-    `/tmp/s36/oddgrid.py`): from 3 channels to 17-24 5-14x, to 28-32 1.3-4.3x; from
-    5-31 channels to 17-32 1.1-4.0x, a few 0.54-0.82x (25->32 and 31->17 3x3
-    channels-last, 31->28 3x3 channels-first). Padded by one channel only (to an even
-    count), the strided 3x3 layers channels-last lost 0.44-0.57x on several. Not with
-    more output channels (3->35 to 3->48 0.34-1.3x; from 5 and 9 to 35-48 0.42-0.91x,
-    from 7, 11 and 15 1.4-3.4x: the speed follows the input channels modulo 4 there),
-    nor from even counts (6 and 10 to 17-32 0.35-1.16x), nor in 3-D (by 2-D planes,
-    side by side 0.82-1.35x).
+def _odd_input_channels(spec: ConvSpec, w_shape, dtype) -> bool:
+    """Whether XLA's CPU convolution (YNNPACK's, jaxlib 0.10.2) of this dense 1-D or 2-D
+    float32 value runs faster with input channels of zeros added (`_zeros_to_multiple`):
+    from an odd number of input channels in `ODD_IN_CHANNELS` to `ODD_OUT_CHANNELS`
+    output channels it falls off a cliff. XLA alone, the layer as it is against its
+    input channels padded to a multiple of 4 inside the same program (5x5 @64 batch 4,
+    3x3 @56 batch 4, 7x7 stride 2 @224 batch 2, 3x3 stride 2 @112 batch 4;
+    channels-first and channels-last; medians of 7 runs, Sapphire Rapids Xeon,
+    2026-12-03, `/tmp/s36/oddgrid.py`): from 3 channels to 17-24 5-14x, to 28-32
+    1.3-4.3x; from 5-31 channels to 17-32 1.1-4.0x, a few 0.54-0.82x (25->32 and 31->17
+    3x3 channels-last, 31->28 3x3 channels-first). Padded by one channel only (to an
+    even count), the strided 3x3 layers channels-last lost 0.44-0.57x on several. Not
+    with more output channels (3->35 to 3->48 0.34-1.3x; from 5 and 9 to 35-48
+    0.42-0.91x, from 7, 11 and 15 1.4-3.4x: the speed follows the input channels modulo
+    4 there), nor from even counts (6 and 10 to 17-32 0.35-1.16x), nor in 3-D (by 2-D
+    planes, side by side 0.82-1.35x).
 
     `auto` with the rule against without it (11 interleaved runs; channels-first /
     channels-last; forward): 3->32 5x5 stride 2 @127 batch 4 2.1x / 3.2x; 3->24 7x7
@@ -882,7 +882,8 @@ def _odd_input_channels(spec: ConvSpec, x_shape, w_shape, dtype) -> bool:
     7 and 15, so they are left as they are."""
     c_out, c_in = w_shape[:2]
     return (
-        spec.groups == 1
+        spec.ndim <= 2
+        and spec.groups == 1
         and jnp.dtype(dtype) == jnp.float32
         and c_in % 2 == 1
         and ODD_IN_CHANNELS[0] <= c_in <= ODD_IN_CHANNELS[1]
@@ -890,7 +891,7 @@ def _odd_input_channels(spec: ConvSpec, x_shape, w_shape, dtype) -> bool:
     )
 
 
-def _odd_output_channels(spec: ConvSpec, x_shape, w_shape, dtype) -> bool:
+def _odd_output_channels(spec: ConvSpec, w_shape, dtype) -> bool:
     """Whether the input gradient of this dense 2-D float32 convolution, undilated and
     of stride 1, runs faster with zero filters added to the value: the input gradient
     is a convolution from the cotangent's channels (the value's output channels) to
@@ -908,15 +909,16 @@ def _odd_output_channels(spec: ConvSpec, x_shape, w_shape, dtype) -> bool:
         spec.ndim == 2
         and all(s == 1 for s in spec.stride)
         and all(d == 1 for d in spec.lhs_dilation)
-        and _odd_input_channels(spec, x_shape, (w_shape[1], w_shape[0], *w_shape[2:]), dtype)
+        and _odd_input_channels(spec, (w_shape[1], w_shape[0], *w_shape[2:]), dtype)
     )
 
 
-def _even_input_channels(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``x`` and ``w`` with input channels of zeros up to a multiple of `ODD_MULTIPLE`:
-    the same convolution."""
-    extra = [(0, 0), (0, -x.shape[1] % ODD_MULTIPLE)] + [(0, 0)] * (x.ndim - 2)
-    return jnp.pad(x, extra), jnp.pad(w, extra)
+def _zeros_to_multiple(a: jax.Array, axis: int) -> jax.Array:
+    """``a`` with zeros added along ``axis`` up to a multiple of `ODD_MULTIPLE` (input
+    channels of ``x`` and ``w``, or filters of ``w``: the same convolution)."""
+    extra = [(0, 0)] * a.ndim
+    extra[axis] = (0, -a.shape[axis] % ODD_MULTIPLE)
+    return jnp.pad(a, extra)
 
 
 def _xla_3d_pointwise(spec: ConvSpec, w_shape) -> bool:
@@ -1343,19 +1345,13 @@ def _run(
             return shift_impl.forward_unsplit(x_, w_, spec_)
         if name != "lax" or backend != "cpu" or _xla_3d_pointwise(spec_, w_.shape):
             return FORWARDS[name](x_, w_, spec_)
-        if (
-            role == FORWARD
-            and spec_.ndim <= 2
-            and _odd_input_channels(spec_, x_.shape, w_.shape, x_.dtype)
-        ):
+        if role == FORWARD and _odd_input_channels(spec_, w_.shape, x_.dtype):
             # The value from odd input channels off XLA's cliff (`_odd_input_channels`).
-            return chosen(*_even_input_channels(x_, w_), spec_)
-        if role == INPUT_GRADIENT and _odd_output_channels(spec_, x_.shape, w_.shape, x_.dtype):
+            return chosen(_zeros_to_multiple(x_, 1), _zeros_to_multiple(w_, 1), spec_)
+        if role == INPUT_GRADIENT and _odd_output_channels(spec_, w_.shape, x_.dtype):
             # Likewise the input gradient, a convolution from the output channels
             # (`_odd_output_channels`): zero filters added, their outputs dropped.
-            c_out = w_.shape[0]
-            extra = [(0, -c_out % ODD_MULTIPLE)] + [(0, 0)] * (w_.ndim - 1)
-            return chosen(x_, jnp.pad(w_, extra), spec_)[:, :c_out]
+            return chosen(x_, _zeros_to_multiple(w_, 0), spec_)[:, : w_.shape[0]]
         if spec_.ndim == 3 and planes.applies(spec_):
             if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
                 # 3-D by 2-D planes (stacked where `_stacked_planes` says): video

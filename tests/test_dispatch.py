@@ -2011,13 +2011,15 @@ def test_no_xla_crash_on_3d_products():
     ],
 )
 def test_odd_input_channels_rule(c_in, c_out, dtype, pads):
-    """`_odd_input_channels` takes dense values from 3-31 (odd) input channels to 17-32
-    output channels, float32 only, and not grouped ones."""
-    spec = _spec.conv_plan("conv", (2, c_in, 9, 9), (c_out, c_in, 3, 3), padding=1).spec
-    x_shape, w_shape = (2, c_in, 9, 9), (c_out, c_in, 3, 3)
-    assert _dispatch._odd_input_channels(spec, x_shape, w_shape, dtype) == pads
+    """`_odd_input_channels` takes dense 1-D and 2-D values from 3-31 (odd) input
+    channels to 17-32 output channels, float32 only, not grouped, not 3-D."""
+    w_shape = (c_out, c_in, 3, 3)
+    spec = _spec.conv_plan("conv", (2, c_in, 9, 9), w_shape, padding=1).spec
+    assert _dispatch._odd_input_channels(spec, w_shape, dtype) == pads
     grouped = dataclasses.replace(spec, groups=c_in)
-    assert not _dispatch._odd_input_channels(grouped, x_shape, (c_out, 1, 3, 3), dtype)
+    assert not _dispatch._odd_input_channels(grouped, (c_out, 1, 3, 3), dtype)
+    spec3 = _spec.conv_plan("conv", (2, c_in, 5, 9, 9), (*w_shape, 3), padding=1).spec
+    assert not _dispatch._odd_input_channels(spec3, (*w_shape, 3), dtype)  # 3-D
 
 
 def _odd_layer(x_shape, w_shape, kwargs, channels_last, seed):
