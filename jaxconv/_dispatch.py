@@ -859,11 +859,11 @@ def _odd_input_channels(spec: ConvSpec, w_shape, dtype) -> bool:
     3x3 @56 batch 4, 7x7 stride 2 @224 batch 2, 3x3 stride 2 @112 batch 4;
     channels-first and channels-last; medians of 7 runs, Sapphire Rapids Xeon,
     2026-12-03, `/tmp/s36/oddgrid.py`): from 3 channels to 17-24 2.6-14x, to 28-32
-    1.0-4.1x; from 5-31 channels to 17-32 1.1-3.7x, 3 of 204 0.54-0.82x (25->32 and 31->17
-    3x3 channels-last, 31->28 3x3 channels-first). Padded by one channel only (to an
-    even count), the strided 3x3 layers channels-last lost 0.44-0.57x on several. Not
+    1.0-4.1x; from 5-31 channels to 17-32 1.1-3.7x, 3 of 204 0.54-0.82x (25->32 and
+    31->17 3x3 channels-last, 31->28 3x3 channels-first). Padded by one channel only (to
+    an even count), the strided 3x3 layers channels-last lost 0.44-0.57x on several. Not
     with more output channels (3->35 to 3->48 0.34-1.3x; from 5 and 9 to 35-48
-    0.42-0.91x, from 7, 11 and 15 1.4-3.4x: the speed follows the input channels modulo
+    0.61-1.34x, from 7, 11 and 15 1.4-3.2x: the speed follows the input channels modulo
     4 there), nor from even counts (6 and 10 to 17-32 0.35-1.16x), nor in 3-D (by 2-D
     planes, side by side 0.82-1.35x).
 
