@@ -1024,10 +1024,10 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     Not dilated: with the rule against without it (3x3 stride 2 dilation 2 unless
     said, 11 interleaved runs, Sapphire Rapids Xeon, 2026-12-03, channels-first /
     channels-last; a random held-out layer, the 5x5 below, ran 0.82x `lax`): 5x5
-    256->128 @28 batch 2 0.79x / 0.82x; 128->128 @56 batch 2 0.75x / 0.81x, @28 batch
-    8 1.03x / 0.85x; 96->96 @56 batch 4 0.76x / 0.94x; dilation 3 256->256 @28 batch 4
+    256->128 @28 batch 2 0.79x / 0.83x; 128->128 @56 batch 2 0.75x / 0.81x, @28 batch
+    8 1.03x / 0.85x; 96->96 @56 batch 4 0.76x / 0.93x; dilation 3 256->256 @28 batch 4
     0.91x / 0.94x; 128->256 @28 batch 4 1.05x / 0.96x; only 64->128 @56 won, 1.35x /
-    1.22x at batch 2 and 1.36x / 1.46x at batch 4."""
+    1.22x at batch 2 and 1.37x / 1.47x at batch 4."""
     return (
         spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
         and all(d == 1 for d in spec.rhs_dilation)
