@@ -572,12 +572,17 @@ def test_channels_last_3d_expansion_is_xlas_whole(x_shape, w_shape, kwargs, whol
         ((1, 32, 2, 48, 48), (64, 32, 3, 3, 3), (1, 2, 2), False),  # 32x64 channels
         ((1, 32, 2, 44, 44), (64, 32, 3, 3, 3), (1, 2, 2), False),  # ... on 22x22
         ((1, 64, 2, 24, 24), (64, 64, 3, 3, 3), (1, 1, 1), False),  # unstrided planes
+        ((1, 16, 2, 16, 16), (256, 16, 3, 3, 3), (1, 2, 2), True),  # 16->256, 8x8 planes
+        ((1, 32, 2, 16, 16), (384, 32, 3, 3, 3), (1, 2, 2), True),  # 32->384
+        ((1, 64, 2, 32, 32), (256, 64, 3, 3, 3), (1, 2, 2), False),  # from 64 channels
+        ((1, 32, 2, 32, 32), (128, 32, 3, 3, 3), (1, 2, 2), False),  # to 128
     ],
 )
 def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, direct):
     """auto's value of a 3-D convolution strided along large planes of many channels,
-    or along planes whose inputs enter fewer than
-    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products each, is XLA's 3-D
+    along planes whose inputs enter fewer than
+    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products each, or from at most 32 to
+    at least 256 channels, is XLA's 3-D
     convolution (`_dispatch._strided_3d_direct`); its derivatives and the
     other 3-D values stay 2-D planes (stacked); values and gradients equal lax's."""
     import numpy as np
