@@ -2110,3 +2110,58 @@ def test_auto_pads_odd_output_channels_of_the_input_gradient(
     text = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2))).lower(x, w).as_text()
     assert (f"-> tensor<{filters}x{w_shape[1]}x" in text) == pads, text
     check()
+
+
+@pytest.mark.parametrize(
+    "groups,c_in_g,c_out_g,channels_last,taken",
+    [
+        (16, 16, 32, True, True),  # widening, 16 groups
+        (32, 16, 16, True, True),  # 32 groups
+        (16, 32, 32, True, False),  # square, 16 groups
+        (8, 16, 32, True, False),  # 8 groups
+        (16, 16, 32, False, False),  # channels-first
+    ],
+)
+def test_pointwise_many_groups_rule(groups, c_in_g, c_out_g, channels_last, taken):
+    """`_pointwise_many_groups` takes 2-D channels-last 1x1 layers of 16 widening
+    groups or of 32 groups."""
+    x_shape, w_shape = (2, groups * c_in_g, 8, 8), (groups * c_out_g, c_in_g, 1, 1)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, groups=groups).spec
+    spec = dataclasses.replace(spec, channels_last=channels_last)
+    assert _dispatch._pointwise_many_groups(spec, w_shape) == taken
+    three_d = _spec.conv_plan("conv", (*x_shape, 4), (*w_shape, 1), groups=groups).spec
+    assert not _dispatch._pointwise_many_groups(
+        dataclasses.replace(three_d, channels_last=True), (*w_shape, 1)
+    )
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the grouped 1x1 rule is the CPU's")
+def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated():
+    """auto's value of a channels-last 1x1 layer of 16 widening groups is XLA's grouped
+    convolution (`_dispatch._pointwise_many_groups`), under differentiation the dense
+    groups' as before; values and gradients equal the float64 reference's."""
+    from tolerance import assert_close
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 6, 64)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 4, 128)).astype(np.float32)
+
+    def conv(a, b):
+        return jaxconv.conv2d(a, b, groups=16, channels_last=True)
+
+    value = jax.jit(conv).lower(x, w).as_text()
+    assert "feature_group_count = 16" in value, value
+    grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
+    assert "feature_group_count = 16" not in grad.as_text()
+
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    y64, vjp64 = jax.vjp(
+        lambda a, b: jaxconv.conv2d(a, b, groups=16, channels_last=True, impl="lax"), x64, w64
+    )
+    ct = rng.standard_normal(y64.shape).astype(np.float32)
+    dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
+    assert_close(jax.jit(conv)(x, w), np.asarray(y64), np.float32, 4)
+    ((y, dx, dw),) = values_and_vjps([conv], (x, w), ct)
+    assert_close(y, np.asarray(y64), np.float32, 4)
+    assert_close(dx, np.asarray(dx64), np.float32, 8)
+    assert_close(dw, np.asarray(dw64), np.float32, 60)
