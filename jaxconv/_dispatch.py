@@ -830,15 +830,17 @@ def _pointwise_group_expansion(spec: ConvSpec, w_shape) -> bool:
 def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
     """Whether this value not differentiated, a grouped 2-D channels-last 1x1
     convolution of at least `POINTWISE_MANY_GROUPS` groups that widen (or twice as
-    many groups), runs as XLA's grouped convolution rather than the rules' (dense
-    groups, the groups loop). Forward, with the rule against without it (11 interleaved
+    many groups), runs as XLA's grouped convolution where the rules chose dense groups
+    or the groups loop (`_run` checks that; groups of few channels, which `shift`
+    takes, were not measured). Forward, with the rule against without it (11 interleaved
     runs, Sapphire Rapids Xeon, 2026-12-03; a random layer, 16 groups of 16->32 @56
     batch 4, ran 0.41-0.83x `lax` without it): 16 groups of 16->32 @56 batch 4 2.3x,
     @28 batch 8 1.37x; 32 groups of 8->16 @56 batch 4 1.75x, of 16->16 @28 batch 8
     1.76x; but 16 groups of 32->32 @28 batch 8 0.93x, of 16->16 @56 batch 4 0.89x, of
-    64->64 @14 batch 8 1.00x. Not under differentiation: with XLA's grouped value and
-    `matmul`'s derivatives (as `_pointwise_group_expansion`) training through a ReLU
-    ran 0.28-0.73x on six of those layers (1.21x on 32 groups of 16->16)."""
+    64->64 @14 batch 8 1.00x. Under differentiation the rules stay: with XLA's grouped
+    value and `matmul`'s derivatives (as `_pointwise_group_expansion`) training through
+    a ReLU ran 0.28-0.73x on six of those layers (1.21x on 32 groups of 16->16); XLA's
+    grouped value with the rules' derivatives was not measured."""
     c_out_g, c_in_g = w_shape[0] // spec.groups, w_shape[1]
     return (
         spec.ndim == 2
@@ -1328,12 +1330,12 @@ def _run(
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
         if (
-            role == FORWARD
+            name in (DENSE_GROUPS, GROUPS_LOOP)
+            and role == FORWARD
             and not differentiated
-            and backend == "cpu"
             and _pointwise_many_groups(spec_, w_.shape)
         ):
-            # XLA's grouped value (`_pointwise_many_groups`).
+            # XLA's grouped value instead (`_pointwise_many_groups`).
             return FORWARDS["lax"](x_, w_, spec_)
         if name == DENSE_GROUPS:
             return groups.decompose(x_, w_, spec_, chosen)

@@ -2137,14 +2137,15 @@ def test_pointwise_many_groups_rule(groups, c_in_g, c_out_g, channels_last, take
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the grouped 1x1 rule is the CPU's")
 def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated():
-    """auto's value of a channels-last 1x1 layer of 16 widening groups is XLA's grouped
-    convolution (`_dispatch._pointwise_many_groups`), under differentiation the dense
-    groups' as before; values and gradients equal the float64 reference's."""
+    """auto's value of a channels-last 1x1 layer of 16 widening groups (16->32 each) is
+    XLA's grouped convolution (`_dispatch._pointwise_many_groups`), under
+    differentiation the dense groups' as before, and groups of few channels stay
+    shift's; values and gradients equal the float64 reference's."""
     from tolerance import assert_close
 
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 5, 6, 64)).astype(np.float32)
-    w = rng.standard_normal((1, 1, 4, 128)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 6, 256)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 16, 512)).astype(np.float32)
 
     def conv(a, b):
         return jaxconv.conv2d(a, b, groups=16, channels_last=True)
@@ -2153,6 +2154,12 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
     assert "feature_group_count = 16" in value, value
     grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
     assert "feature_group_count = 16" not in grad.as_text()
+    # Groups of few channels stay `shift`'s (the rule only replaces dense groups and
+    # the groups loop): 16 groups of 4->8, no grouped convolution at all.
+    x_few = rng.standard_normal((2, 5, 6, 64)).astype(np.float32)
+    w_few = rng.standard_normal((1, 1, 4, 128)).astype(np.float32)
+    few = jax.jit(conv).lower(x_few, w_few).as_text()
+    assert "feature_group_count" not in few, few
 
     x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
     y64, vjp64 = jax.vjp(
@@ -2160,8 +2167,8 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
     )
     ct = rng.standard_normal(y64.shape).astype(np.float32)
     dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
-    assert_close(jax.jit(conv)(x, w), np.asarray(y64), np.float32, 4)
+    assert_close(jax.jit(conv)(x, w), np.asarray(y64), np.float32, 16)
     ((y, dx, dw),) = values_and_vjps([conv], (x, w), ct)
-    assert_close(y, np.asarray(y64), np.float32, 4)
-    assert_close(dx, np.asarray(dx64), np.float32, 8)
+    assert_close(y, np.asarray(y64), np.float32, 16)
+    assert_close(dx, np.asarray(dx64), np.float32, 32)
     assert_close(dw, np.asarray(dw64), np.float32, 60)
