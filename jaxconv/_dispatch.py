@@ -1400,10 +1400,11 @@ def _run(
             return shift_impl.forward_unsplit(x_, w_, spec_)
         if name != "lax" or backend != "cpu" or _xla_3d_pointwise(spec_, w_.shape):
             return FORWARDS[name](x_, w_, spec_)
-        if role == FORWARD and _odd_input_channels(spec_, w_.shape, x_.dtype):
+        odd = spec.ndim <= 2  # (not the 2-D planes of a 3-D convolution)
+        if odd and role == FORWARD and _odd_input_channels(spec_, w_.shape, x_.dtype):
             # The value from odd input channels off XLA's cliff (`_odd_input_channels`).
             return chosen(_zeros_to_multiple(x_, 1), _zeros_to_multiple(w_, 1), spec_)
-        if role == INPUT_GRADIENT and _odd_output_channels(spec_, w_.shape, x_.dtype):
+        if odd and role == INPUT_GRADIENT and _odd_output_channels(spec_, w_.shape, x_.dtype):
             # Likewise the input gradient, a convolution from the output channels
             # (`_odd_output_channels`): zero filters added, their outputs dropped.
             return chosen(x_, _zeros_to_multiple(w_, 0), spec_)[:, : w_.shape[0]]
