@@ -113,6 +113,11 @@ ROWS_MIN_ROW_DEPTH = 10
 ROWS_MID_MAP_MIN_IN_CHANNELS, ROWS_MID_MAP_MIN_BATCH = 64, 8
 ROWS_MID_MAP_POSITIONS = (2500, 8192)
 ROWS_MID_MAP_VENDORS = ("AuthenticAMD",)
+# ... and channels-first layers to exactly this many output channels per group, from at
+# least this many input channels per group, on maps of this many output positions per
+# image keep XLA's (see `_rows_lose`).
+ROWS_512_OUT_CHANNELS, ROWS_512_MIN_IN_CHANNELS = 512, 160
+ROWS_512_POSITIONS = (100, 256)
 # 1-D channels-first layers from few channels run by `matmul`'s product per image with
 # at most this many taps (see `choose`): compiled 1->128 stride 4 @16000 batch 8,
 # forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
@@ -650,7 +655,9 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     output positions; strided with an input of more than
     `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements; channels-last with fewer than
     `ROWS_MIN_ROWS_CHANNELS_LAST` output rows in the batch (batch times output height);
-    or channels-last and strided, and unpadded or to fewer channels than it takes.
+    or channels-last and strided, and unpadded or to fewer channels than it takes;
+    channels-first to `ROWS_512_OUT_CHANNELS` from `ROWS_512_MIN_IN_CHANNELS` channels
+    (per group) on maps of `ROWS_512_POSITIONS` output positions.
 
     Few products per row (training with a fixed cotangent, with the rule against
     without, settled, 15 interleaved runs, 2026-12-01, channels-first / channels-last):
@@ -714,11 +721,32 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     1.16x, 64->128 @56 1.06x, 32->64 @112 batch 4 1.17x, the 7x7 stem 3->64 @224 1.32x.
     A first run (15 runs) read 0.73x, 0.85x, 0.92x and 0.80x on four of those layers,
     and 1.08x on the padded 256->64. Channels-first the rows won on the same strided
-    layers (256->64 @28 unpadded 1.15x, 512->64 @28 1.21x)."""
+    layers (256->64 @28 unpadded 1.15x, 512->64 @28 1.21x).
+
+    To 512 channels, channels-first, on maps of 10x10 to 16x16 (found by a random
+    held-out layer, 192->512 3x3 @14 batch 1, training at 0.69-0.88x `lax`): both
+    gradients with a fixed cotangent, XLA's 2-D weight gradient against the rows (3x3
+    padding 1, 9-11 interleaved runs, Intel Xeon, 2026-12-03, `/tmp/s37/rowsgrid.py`):
+    @14 192->512 batch 1-4 0.97-1.01x, 0.86-0.90x, 0.91-0.92x; 512->512 batch 1 and 2
+    0.88-0.90x, 0.81-0.83x; 160, 256, 320 and 384 ->512 batch 2 0.84x, 0.85x, 0.83x,
+    0.83x; @12 256->512 and 512->512 batch 2 0.78x, 0.88x; @10 192->512 batch 4 0.86x,
+    512->512 batch 2 1.01x; @16 256->512 and 512->512 batch 2 0.84x, 0.86x. The rows
+    win from 128 channels (128->512 @14 1.33x) and to other counts (256->768 1.17x,
+    192->448 and 384->448 1.18-1.23x, 384->384 1.15-1.33x; 1024 0.97-0.99x @7) and on
+    larger maps (192->512 @28 batch 2 2.17x, 256->512 @20 1.19x, though 512->512 @20
+    batch 1 0.81x); @7 they are even (512->512 batch 1-8 0.98-1.29x, 192->512 0.78-1.04x).
+    Channels-last the same 512 layers ran 1.01-1.06x by rows."""
     c_out, c_in_g = w_shape[:2]
     if c_in_g * w_shape[-1] < ROWS_MIN_ROW_DEPTH:
         return True
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    if (
+        not spec.channels_last
+        and c_out // spec.groups == ROWS_512_OUT_CHANNELS
+        and c_in_g >= ROWS_512_MIN_IN_CHANNELS
+        and ROWS_512_POSITIONS[0] <= math.prod(out) <= ROWS_512_POSITIONS[1]
+    ):
+        return True
     low, high = ROWS_MID_MAP_POSITIONS
     if (
         cpu_vendor() in ROWS_MID_MAP_VENDORS

@@ -662,6 +662,14 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         # ... on AMD's CPUs only: on Intel's the rows won.
         (64, 32, 8, dict(vendor="GenuineIntel"), True),
         (64, 32, 8, dict(vendor=""), True),
+        # Channels-first to 512 from 160 channels on 100-256 positions: XLA's.
+        (192, 512, 1, dict(x_size=14), False),
+        (160, 512, 2, dict(x_size=10), False),  # 100 positions
+        (512, 512, 1, dict(x_size=16), False),  # 256
+        (192, 512, 1, dict(x_size=17), True),  # 289
+        (128, 512, 2, dict(x_size=14), True),  # 128 input channels
+        (192, 448, 2, dict(x_size=14), True),  # 448 output channels
+        (192, 512, 2, dict(x_size=14, channels_last=True), True),
     ],
 )
 def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
@@ -673,8 +681,9 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     10 products per row, and is not channels-first 3x3 from 64 channels at batch 8 on
     2500-8192 positions on an AMD CPU, strided with an input of more than 2M elements,
     channels-last with fewer than 12 output rows in the batch or with 2^17 (input x
-    output) channels on at most 196 positions, or channels-last strided and unpadded or
-    to fewer channels (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    output) channels on at most 196 positions, channels-last strided and unpadded or to
+    fewer channels, or channels-first to 512 channels from 160 or more on 100-256
+    positions (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
