@@ -155,6 +155,8 @@ STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION = 8192
 # kernel width over the stride along the width).
 STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT = 128
 STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST = 64
+# ... and, to no more channels than it takes, from at most this many.
+STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING = 64
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MAX_OUT_CHANNELS = 8
@@ -1102,10 +1104,27 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     256->128 @28 batch 2 0.79x / 0.83x; 128->128 @56 batch 2 0.75x / 0.81x, @28 batch
     8 1.03x / 0.85x; 96->96 @56 batch 4 0.76x / 0.93x; dilation 3 256->256 @28 batch 4
     0.91x / 0.94x; 128->256 @28 batch 4 1.05x / 0.96x; only 64->128 @56 won, 1.35x /
-    1.22x at batch 2 and 1.37x / 1.47x at batch 4."""
+    1.22x at batch 2 and 1.37x / 1.47x at batch 4.
+
+    Not to as many channels or fewer from more than
+    `STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING`, nor with a kernel twice the stride high
+    (found by a random held-out layer, 192->128 4x4 stride 2 padding 2 @32 batch 1
+    channels-last, 0.74x `lax`). With the rule against without (stride 2, padding 1,
+    11 interleaved runs, Sapphire Rapids Xeon, 2026-12-03, `/tmp/s37/abfn.py`,
+    channels-last / channels-first): 3x3 192->128 @32 batch 4 0.75x / 0.88x, 256->128
+    @28 batch 4 0.71x / 0.84x, 256->256 @28 batch 2 0.85x / 0.91x, 128->128 @56 batch 2
+    0.78x / 1.08x; 4x4 192->128 @32 batch 4 0.81x / 0.72x, 128->128 @32 batch 8 0.86x /
+    0.88x, 64->128 @64 batch 4 0.84x / 0.89x, 128->256 @32 and 256->512 @16 batch 4
+    0.98-1.00x, 64->64 @64 batch 8 1.10x / 1.35x. Widening 3x3 layers still won: 64->128
+    @56 batch 8 1.64x / 1.92x, batch 2 1.23x / 1.35x; 96->192 @56 batch 2 1.22x / 1.20x;
+    128->256 @28 batch 8 1.08x / 1.11x (batch 4 0.90x / 1.00x); 256->512 @14 batch 8
+    1.09x / 1.10x."""
+    c_out, c_in = w_shape[:2]
     return (
         spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
         and all(d == 1 for d in spec.rhs_dilation)
+        and (c_out > c_in or c_in <= STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING)
+        and w_shape[2] != 2 * spec.stride[0]
         and spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
         and math.prod(w_shape) >= STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION
         and w_shape[0] * w_shape[3] / spec.stride[1]

@@ -430,6 +430,12 @@ def test_strided_value_by_stacked_rows(
         ((4, 256, 27, 27), (16, 256, 7, 7), 3, False, False),  # 56
         ((1, 256, 79, 79), (48, 256, 5, 5), 2, False, False),  # 120
         ((4, 48, 55, 55), (192, 48, 3, 3), 1, False, True),  # 288
+        # To no more channels than it takes only from at most 64; not 4x4 at stride 2.
+        ((4, 192, 32, 32), (128, 192, 3, 3), 1, False, False),
+        ((2, 128, 56, 56), (128, 128, 3, 3), 1, True, False),
+        ((8, 64, 64, 64), (64, 64, 5, 5), 2, False, True),
+        ((4, 64, 64, 64), (128, 64, 4, 4), 1, False, False),
+        ((4, 64, 64, 64), (128, 64, 5, 5), 2, False, True),
     ],
 )
 def test_strided_rows_thresholds(x_shape, w_shape, padding, channels_last, stacked):
@@ -437,7 +443,9 @@ def test_strided_rows_thresholds(x_shape, w_shape, padding, channels_last, stack
     `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION` and
     `STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT`, and channels-last only on inputs
     at most `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide (shapes canonical,
-    channels-first); never dilated."""
+    channels-first), to no more channels than they take only from at most
+    `STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING`, not with a kernel twice the stride
+    high; never dilated."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2, padding=padding).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)
     assert _dispatch._strided_rows_stacked(spec, x_shape, w_shape) == stacked
