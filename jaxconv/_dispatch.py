@@ -104,6 +104,9 @@ ROWS_MIN_ROWS_CHANNELS_LAST = 12
 # ... but channels-last layers of at least this many (input x output) channels per
 # group on maps of at most this many output positions keep XLA's (see `_rows_lose`).
 ROWS_WIDE_MIN_CHANNELS, ROWS_WIDE_MAX_POSITIONS = 2**17, 196
+# ... and channels-last layers to at most this many output channels per group from at
+# least this many input channels per group keep XLA's (see `_rows_lose`).
+ROWS_NARROW_MAX_OUT_CHANNELS, ROWS_NARROW_MIN_IN_CHANNELS = 32, 160
 # ... and at least this many products per output of each row's 1-D convolution (input
 # channels per group times kernel width; see `_rows_lose`).
 ROWS_MIN_ROW_DEPTH = 10
@@ -659,7 +662,8 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     `ROWS_MIN_ROWS_CHANNELS_LAST` output rows in the batch (batch times output height);
     or channels-last and strided, and unpadded or to fewer channels than it takes;
     channels-first to `ROWS_512_OUT_CHANNELS` from `ROWS_512_MIN_IN_CHANNELS` channels
-    (per group) on maps of `ROWS_512_POSITIONS` output positions.
+    (per group) on maps of `ROWS_512_POSITIONS` output positions; channels-last to at
+    most `ROWS_NARROW_MAX_OUT_CHANNELS` from `ROWS_NARROW_MIN_IN_CHANNELS` channels.
 
     Few products per row (training with a fixed cotangent, with the rule against
     without, settled, 15 interleaved runs, 2026-12-01, channels-first / channels-last):
@@ -737,7 +741,21 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     192->448 and 384->448 1.18-1.23x, 384->384 1.15-1.33x; 1024 0.97-0.99x @7) and on
     larger maps (192->512 @28 batch 2 2.17x, 256->512 @20 1.19x, though 512->512 @20
     batch 1 0.81x); @7 they are even (512->512 batch 1-8 0.98-1.29x, 192->512 0.78-1.04x).
-    Channels-last the same 512 layers ran 1.01-1.06x by rows."""
+    Channels-last the same 512 layers ran 1.01-1.06x by rows.
+
+    Few output channels from many, channels-last (found by a random held-out layer, a
+    stride-1 transposed 3x3 512->32 @56 batch 2, training at 0.58x `lax`: its weight
+    gradient by rows took 44 ms against XLA's 22): both gradients with a fixed
+    cotangent, by rows against XLA's 2-D weight gradient (3x3 padding 1, 11
+    interleaved runs, Intel Xeon, 2026-12-03, `/tmp/s37/rowsgrid3.py`, channels-last /
+    channels-first): 512->32 @56 batch 2 0.74x / 0.79x, @28 batch 4 0.84x / 0.96x;
+    384->32 @56 batch 2 0.90x / 0.83x; 256->32 @56 batch 2 and 4 0.66x and 0.68x /
+    1.26x and 1.17x, @28 batch 8 0.70x / 0.88x; 192->32 @56 batch 4 0.80x / 0.63x;
+    160->32 0.92x / 1.05x; 256->24 @56 batch 4 0.69x / 0.91x; 1024->32 @14 batch 8
+    0.95x / 0.94x; but 512->24 @28 batch 4 1.03x / 1.30x. With more output channels or
+    fewer input channels the rows win: 512->48 and 512->64 @28 1.02-1.17x, 256->64 @56
+    1.12x / 1.51x, 128->32 @56 batch 8 1.34x / 1.25x, 64->32 1.80x / 1.83x.
+    Channels-first, mixed, the rows stay."""
     c_out, c_in_g = w_shape[:2]
     if c_in_g * w_shape[-1] < ROWS_MIN_ROW_DEPTH:
         return True
@@ -763,6 +781,12 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
         spec.channels_last
         and c_in_g * (c_out // spec.groups) >= ROWS_WIDE_MIN_CHANNELS
         and math.prod(out) <= ROWS_WIDE_MAX_POSITIONS
+    ):
+        return True
+    if (
+        spec.channels_last
+        and c_out // spec.groups <= ROWS_NARROW_MAX_OUT_CHANNELS
+        and c_in_g >= ROWS_NARROW_MIN_IN_CHANNELS
     ):
         return True
     if max(spec.stride) > 1 and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS:

@@ -678,6 +678,12 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (128, 512, 2, dict(x_size=14), True),  # 128 input channels
         (192, 448, 2, dict(x_size=14), True),  # 448 output channels
         (192, 512, 2, dict(x_size=14, channels_last=True), True),
+        # Channels-last to at most 32 from 160 or more: XLA's.
+        (512, 32, 2, dict(channels_last=True), False),
+        (160, 24, 4, dict(channels_last=True), False),
+        (512, 32, 2, dict(), True),  # channels-first
+        (512, 48, 2, dict(channels_last=True), True),  # 48 output channels
+        (128, 32, 8, dict(channels_last=True), True),  # 128 input channels
     ],
 )
 def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
@@ -690,8 +696,9 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     2500-8192 positions on an AMD CPU, strided with an input of more than 2M elements,
     channels-last with fewer than 12 output rows in the batch or with 2^17 (input x
     output) channels on at most 196 positions, channels-last strided and unpadded or to
-    fewer channels, or channels-first to 512 channels from 160 or more on 100-256
-    positions (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    fewer channels, channels-first to 512 channels from 160 or more on 100-256
+    positions, or channels-last to at most 32 channels from 160 or more
+    (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
@@ -831,6 +838,36 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(
     text = jax.jit(lax_impl.forward_eigen, static_argnums=2).lower(x, w, spec).as_text()
     taller = (*want.shape[:2], want.shape[2] + extra, *want.shape[3:])
     assert f"-> tensor<{'x'.join(map(str, taller))}x" in text, text
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
+@pytest.mark.parametrize("transposed", [False, True])
+def test_channels_last_extra_rows_cut_in_place(transposed):
+    """Channels-last, the extra rows are cut in the caller's layout (`lax.first_rows`):
+    a training step returning the value and both gradients has every value-sized and
+    input-sized array laid out channels-last, none transposed there and back."""
+    import re
+
+    import jaxconv
+
+    n, c_in, c_out, size = 2, 64, 32, 28
+    x = jnp.zeros((n, size, size, c_in), jnp.float32)
+    w = jnp.zeros((3, 3, c_out, c_in) if transposed else (3, 3, c_in, c_out), jnp.float32)
+    op = jaxconv.conv_transpose2d if transposed else jaxconv.conv2d
+
+    def conv(a, b):
+        return op(a, b, padding=1, channels_last=True)
+
+    ct = jnp.ones((n, size, size, c_out), jnp.float32)
+
+    def step(a, b, c):
+        y, vjp = jax.vjp(conv, a, b)
+        return (y, *vjp(c))
+
+    text = jax.jit(step).lower(x, w, ct).compile().as_text()
+    assert re.search(r"f32\[2,29,28,\d+\]", text), "not on the extra-rows path"
+    layouts = re.findall(r"f32\[2,28,28,(?:32|64)\]\{([\d,]+)\}", text)
+    assert layouts and set(layouts) == {"3,2,1,0"}, layouts
 
 
 @pytest.mark.parametrize(
