@@ -823,6 +823,7 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(
     from jaxconv._impls import lax as lax_impl
 
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
+    monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS_CHANNELS_FIRST", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_FEW_OUT_CHANNELS_MIN_ROWS", 0)
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
@@ -882,14 +883,22 @@ def test_channels_last_extra_rows_cut_in_place(transposed):
 )
 def test_eigen_needs_enough_flops(x_shape, w_shape, pays):
     """`lax.eigen_pays` leaves layers of fewer than `EIGEN_MIN_FLOPS` FLOPs to
-    YNNPACK, and values not differentiated of fewer than `EIGEN_MIN_VALUE_FLOPS`."""
+    YNNPACK (channels-last; `EIGEN_MIN_FLOPS_CHANNELS_FIRST` channels-first), and
+    values not differentiated of fewer than `EIGEN_MIN_VALUE_FLOPS`. (Shapes canonical.)"""
     from jaxconv._impls import lax as lax_impl
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1).spec
-    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
     flops = spec.flops(x_shape, w_shape)
-    value_pays = pays and flops >= lax_impl.EIGEN_MIN_VALUE_FLOPS
-    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=True) == value_pays
+    for channels_last in (True, False):
+        spec = dataclasses.replace(spec, channels_last=channels_last)
+        floor = (
+            lax_impl.EIGEN_MIN_FLOPS if channels_last else lax_impl.EIGEN_MIN_FLOPS_CHANNELS_FIRST
+        )
+        want = pays and flops >= floor
+        assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == want
+        value_pays = pays and flops >= lax_impl.EIGEN_MIN_VALUE_FLOPS
+        got = lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=True)
+        assert got == value_pays
 
 
 @pytest.mark.parametrize(
@@ -978,25 +987,37 @@ def test_eigen_leaves_balanced_values_to_ynnpack(x_shape, w_shape, value, pays):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
 @pytest.mark.parametrize("differentiated", [False, True])
-@pytest.mark.parametrize("batch, channels", [(2, 128), (4, 64)], ids=["small_map", "few_flops"])
-def test_auto_small_map_value_on_ynnpack_unless_differentiated(differentiated, batch, channels):
+@pytest.mark.parametrize(
+    "batch, channels, channels_last",
+    [(2, 128, False), (4, 64, True), (4, 64, False)],
+    ids=["small_map", "few_flops", "few_flops_channels_first"],
+)
+def test_auto_small_map_value_on_ynnpack_unless_differentiated(
+    differentiated, batch, channels, channels_last
+):
     """auto's value of a dense 3x3 128@14 layer (`lax.EIGEN_SMALL_MAP_POSITIONS`) and of
     a 64@14 layer of 58 MFLOP (`lax.EIGEN_MIN_VALUE_FLOPS`) is XLA's convolution as it
     is (no taller output: YNNPACK's); under differentiation the value and the input
-    gradient keep the extra row."""
+    gradient keep the extra row, but for the 58 MFLOP layer channels-first
+    (`lax.EIGEN_MIN_FLOPS_CHANNELS_FIRST`)."""
     import numpy as np
 
     x = np.zeros((batch, channels, 14, 14), np.float32)
     w = np.zeros((channels, channels, 3, 3), np.float32)
+    taller = f"{batch}x{channels}x15x14x"
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+        taller = f"{batch}x15x14x{channels}x"
 
     def conv(a, b):
-        return jaxconv.conv2d(a, b, padding=1)
+        return jaxconv.conv2d(a, b, padding=1, channels_last=channels_last)
 
     if differentiated:
         text = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2))).lower(x, w).as_text()
     else:
         text = jax.jit(conv).lower(x, w).as_text()
-    assert (f"-> tensor<{batch}x{channels}x15x14x" in text) == differentiated, text
+    extra = differentiated and (channels_last or channels == 128)
+    assert (f"-> tensor<{taller}" in text) == extra, text
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Eigen rule is the CPU's")
@@ -1020,6 +1041,7 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(
     from jaxconv._impls import lax as lax_impl
 
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
+    monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS_CHANNELS_FIRST", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_VALUE_FLOPS", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_FEW_OUT_CHANNELS_MIN_ROWS", 0)
 

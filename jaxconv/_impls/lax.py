@@ -409,6 +409,18 @@ EIGEN_MIN_FLOPS = 5e7
 # `EIGEN_MIN_FLOPS`: with the higher floor 48@14 trained 0.83-0.85x in both layouts,
 # 32@16 channels-last 1.88-1.94x, the rest 0.89-1.25x.
 EIGEN_MIN_VALUE_FLOPS = 1e8
+# ... and, channels-first, the input gradients and differentiated values of fewer than
+# this many. Training through a ReLU with Eigen against YNNPACK under the 1e8 floor
+# (3x3 padding 1, 15 interleaved runs, Sapphire Rapids Xeon, 2026-12-03,
+# `/tmp/s37/abeig.py`; a held-out 64->64 @28 batch 1 layer had trained at 0.78x `lax`),
+# channels-first: 64->64 @28 batch 1 (58 MFLOP) 0.79x, @14 batch 4 0.81x, @20 batch 2
+# 0.82x, @7 batch 16 0.83x, @24 batch 2 (85) 0.96x, @32 batch 1 0.97x, @16 batch 4
+# 0.98x; 80->80 @20 batch 2 (92) 0.84x; 128->128 @14 batch 1 0.91x, @7 batch 4 0.99x;
+# but 48->48 @14 batch 8 (65) 1.15x, @28 batch 2 1.08x; from 116 MFLOP Eigen won,
+# 64->64 @28 batch 2 1.49x, @40 batch 1 1.34x, 96->96 @14 batch 4 1.14x, 128->128
+# @14 batch 2 1.03x. Channels-last the same layers ran 0.95-1.34x with Eigen (48->48
+# @14 batch 8 1.34x, 32->32 @16 batch 16 1.26x), so there the floor stays.
+EIGEN_MIN_FLOPS_CHANNELS_FIRST = 1e8
 # ... and to YNNPACK the channels-first layers to at least this many output channels on
 # maps of at least this many output positions per image. Forward, Eigen against
 # YNNPACK (3x3 padding 1, channels-first, Intel Xeon with AVX-512, 11-15 interleaved
@@ -472,8 +484,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     more than 16 input or output channels (XLA runs smaller ones through Eigen already)
     but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
     `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions, with at least `EIGEN_MIN_FLOPS`
-    FLOPs, and not channels-first to more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS`
-    channels on maps of `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
+    FLOPs (`EIGEN_MIN_FLOPS_CHANNELS_FIRST` channels-first), and not channels-first to
+    more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS` channels on maps of
+    `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
     to at most `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`
     rows (batch times output positions), nor, for a value not differentiated
     (``value``), with fewer than `EIGEN_MIN_VALUE_FLOPS` FLOPs, or to
@@ -501,7 +514,11 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
         and math.prod(out) >= EIGEN_CHANNELS_FIRST_WIDE_POSITIONS
     ):
         return False
-    if spec.flops(x_shape, w_shape) < (EIGEN_MIN_VALUE_FLOPS if value else EIGEN_MIN_FLOPS):
+    if value:
+        floor = EIGEN_MIN_VALUE_FLOPS
+    else:
+        floor = EIGEN_MIN_FLOPS if spec.channels_last else EIGEN_MIN_FLOPS_CHANNELS_FIRST
+    if spec.flops(x_shape, w_shape) < floor:
         return False
     low, high = EIGEN_SMALL_MAP_OUT_CHANNELS
     if value and math.prod(out) <= EIGEN_SMALL_MAP_POSITIONS and low <= c_out <= high:
