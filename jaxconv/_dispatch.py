@@ -104,8 +104,8 @@ ROWS_MIN_ROWS_CHANNELS_LAST = 12
 # ... but channels-last layers of at least this many (input x output) channels per
 # group on maps of at most this many output positions keep XLA's (see `_rows_lose`).
 ROWS_WIDE_MIN_CHANNELS, ROWS_WIDE_MAX_POSITIONS = 2**17, 196
-# ... and channels-last layers to at most this many output channels per group from at
-# least this many input channels per group keep XLA's (see `_rows_lose`).
+# ... and layers to at most this many output channels per group from at least this
+# many input channels per group keep XLA's (see `_rows_lose`).
 ROWS_NARROW_MAX_OUT_CHANNELS, ROWS_NARROW_MIN_IN_CHANNELS = 32, 160
 # ... and at least this many products per output of each row's 1-D convolution (input
 # channels per group times kernel width; see `_rows_lose`).
@@ -662,8 +662,8 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     `ROWS_MIN_ROWS_CHANNELS_LAST` output rows in the batch (batch times output height);
     or channels-last and strided, and unpadded or to fewer channels than it takes;
     channels-first to `ROWS_512_OUT_CHANNELS` from `ROWS_512_MIN_IN_CHANNELS` channels
-    (per group) on maps of `ROWS_512_POSITIONS` output positions; channels-last to at
-    most `ROWS_NARROW_MAX_OUT_CHANNELS` from `ROWS_NARROW_MIN_IN_CHANNELS` channels.
+    (per group) on maps of `ROWS_512_POSITIONS` output positions; to at most
+    `ROWS_NARROW_MAX_OUT_CHANNELS` from `ROWS_NARROW_MIN_IN_CHANNELS` channels.
 
     Few products per row (training with a fixed cotangent, with the rule against
     without, settled, 15 interleaved runs, 2026-12-01, channels-first / channels-last):
@@ -755,7 +755,15 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     0.95x / 0.94x; but 512->24 @28 batch 4 1.03x / 1.30x. With more output channels or
     fewer input channels the rows win: 512->48 and 512->64 @28 1.02-1.17x, 256->64 @56
     1.12x / 1.51x, 128->32 @56 batch 8 1.34x / 1.25x, 64->32 1.80x / 1.83x.
-    Channels-first, mixed, the rows stay."""
+    Channels-first, where both gradients alone were mixed, a training step returning
+    the value and both gradients of a fixed cotangent (the bench's) ran 0.65-0.97x by
+    rows on eight of nine layers (a random held-out 5x5 192->32 @28 batch 4 layer,
+    0.76x; 3x3 192->32 @28 batch 8 0.65x, @56 batch 4 0.66x; 256->32 @56 batch 4 0.76x,
+    batch 2 0.97x; 512->32 @56 batch 2 0.84x; 512->24 @28 batch 4 0.89x; 256->24 @56
+    batch 4 0.88x; but 384->32 @56 batch 2 1.06x), and through a ReLU 0.85-1.17x
+    (geometric mean 1.02x), so there too XLA's (`/tmp/s37/abmode.py`, 11 interleaved
+    runs). (XLA's three YNNPACK convolutions of a training step run at the same time,
+    one per core, where the rows' five to seven convolutions take both cores each.)"""
     c_out, c_in_g = w_shape[:2]
     if c_in_g * w_shape[-1] < ROWS_MIN_ROW_DEPTH:
         return True
@@ -784,8 +792,7 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     ):
         return True
     if (
-        spec.channels_last
-        and c_out // spec.groups <= ROWS_NARROW_MAX_OUT_CHANNELS
+        c_out // spec.groups <= ROWS_NARROW_MAX_OUT_CHANNELS
         and c_in_g >= ROWS_NARROW_MIN_IN_CHANNELS
     ):
         return True

@@ -678,10 +678,10 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (128, 512, 2, dict(x_size=14), True),  # 128 input channels
         (192, 448, 2, dict(x_size=14), True),  # 448 output channels
         (192, 512, 2, dict(x_size=14, channels_last=True), True),
-        # Channels-last to at most 32 from 160 or more: XLA's.
+        # To at most 32 from 160 or more: XLA's.
         (512, 32, 2, dict(channels_last=True), False),
         (160, 24, 4, dict(channels_last=True), False),
-        (512, 32, 2, dict(), True),  # channels-first
+        (512, 32, 2, dict(), False),  # channels-first
         (512, 48, 2, dict(channels_last=True), True),  # 48 output channels
         (128, 32, 8, dict(channels_last=True), True),  # 128 input channels
     ],
@@ -697,8 +697,8 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     channels-last with fewer than 12 output rows in the batch or with 2^17 (input x
     output) channels on at most 196 positions, channels-last strided and unpadded or to
     fewer channels, channels-first to 512 channels from 160 or more on 100-256
-    positions, or channels-last to at most 32 channels from 160 or more
-    (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    positions, or to at most 32 channels from 160 or more (`_dispatch._rows_lose`), by
+    XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
