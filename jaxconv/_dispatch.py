@@ -941,6 +941,9 @@ def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:
 # multiple of `ODD_MULTIPLE` (see `_odd_input_channels`).
 ODD_IN_CHANNELS, ODD_OUT_CHANNELS = (3, 31), (17, 32)
 ODD_MULTIPLE = 4
+# ... and dense 2-D ones from an odd number in this range to these many (see
+# `_odd_input_channels`).
+ODD_WIDE_IN_CHANNELS, ODD_WIDE_OUT_CHANNELS = (7, 31), ((72, 96), (144, 160))
 
 
 def _odd_input_channels(spec: ConvSpec, w_shape, dtype) -> bool:
@@ -972,15 +975,26 @@ def _odd_input_channels(spec: ConvSpec, w_shape, dtype) -> bool:
     derivatives as before: 3->32 5x5 stride 2 1.5x / 2.1x, 3->24 7x7 stride 2 3.3x /
     3.9x, 7->32 5x5 1.45x / 1.49x, 15->24 3x3 @56 0.97x / 1.09x; with the derivatives
     padded too, against the value alone, 0.63-0.88x from 3 channels and 0.94-1.14x from
-    7 and 15, so they are left as they are."""
+    7 and 15, so they are left as they are.
+
+    The cliff reaches further (`ODD_WIDE_OUT_CHANNELS`, 2-D only): XLA alone against
+    the input channels padded to a multiple of 4, 3x3 @56 batch 4, channels-first /
+    channels-last (medians of 7 runs, Sapphire Rapids Xeon, 2026-12-03,
+    `/tmp/s37/oddgrid.py`): from 7-31 channels to 72-96 1.02-2.21x / 1.19-2.57x, to
+    144 and 160 1.07-2.46x / 0.98-2.56x (the session before, over the four layers
+    above: to 80 1.3-5.8x from 3-31 channels, to 96 1.2-2.4x from 5-31, to 144 and 160
+    1.0-2.5x from 7-31); from 5 channels mixed (0.52-2.69x), and to 104-120, 176, 192
+    and 224 mixed by the input channels modulo 4 (0.56-2.04x)."""
     c_out, c_in = w_shape[:2]
+    if spec.ndim > 2 or spec.groups != 1 or jnp.dtype(dtype) != jnp.float32 or c_in % 2 == 0:
+        return False
+    if ODD_IN_CHANNELS[0] <= c_in <= ODD_IN_CHANNELS[1]:
+        if ODD_OUT_CHANNELS[0] <= c_out <= ODD_OUT_CHANNELS[1]:
+            return True
     return (
-        spec.ndim <= 2
-        and spec.groups == 1
-        and jnp.dtype(dtype) == jnp.float32
-        and c_in % 2 == 1
-        and ODD_IN_CHANNELS[0] <= c_in <= ODD_IN_CHANNELS[1]
-        and ODD_OUT_CHANNELS[0] <= c_out <= ODD_OUT_CHANNELS[1]
+        spec.ndim == 2
+        and ODD_WIDE_IN_CHANNELS[0] <= c_in <= ODD_WIDE_IN_CHANNELS[1]
+        and any(low <= c_out <= high for low, high in ODD_WIDE_OUT_CHANNELS)
     )
 
 

@@ -2089,14 +2089,31 @@ def test_no_xla_crash_on_3d_products():
         (33, 24, jnp.float32, False),  # more input channels
         (1, 24, jnp.float32, False),
         (3, 24, jnp.float64, False),  # not measured
+        # 2-D from 7-31 to 72-96 or 144-160 (not 1-D):
+        (7, 80, jnp.float32, True),
+        (31, 72, jnp.float32, True),
+        (9, 96, jnp.float32, True),
+        (11, 144, jnp.float32, True),
+        (31, 160, jnp.float32, True),
+        (5, 80, jnp.float32, False),  # from 5
+        (7, 71, jnp.float32, False),
+        (7, 97, jnp.float32, False),
+        (7, 128, jnp.float32, False),
+        (7, 161, jnp.float32, False),
+        (33, 80, jnp.float32, False),
+        (8, 80, jnp.float32, False),  # even
     ],
 )
 def test_odd_input_channels_rule(c_in, c_out, dtype, pads):
     """`_odd_input_channels` takes dense 1-D and 2-D values from 3-31 (odd) input
-    channels to 17-32 output channels, float32 only, not grouped, not 3-D."""
+    channels to 17-32 output channels, and 2-D ones from 7-31 to 72-96 or 144-160,
+    float32 only, not grouped, not 3-D."""
     w_shape = (c_out, c_in, 3, 3)
     spec = _spec.conv_plan("conv", (2, c_in, 9, 9), w_shape, padding=1).spec
     assert _dispatch._odd_input_channels(spec, w_shape, dtype) == pads
+    spec1 = _spec.conv_plan("conv", (2, c_in, 9), w_shape[:3], padding=1).spec
+    one_d = _dispatch._odd_input_channels(spec1, w_shape[:3], dtype)
+    assert one_d == (pads and c_out <= 32)
     grouped = dataclasses.replace(spec, groups=c_in)
     assert not _dispatch._odd_input_channels(grouped, (c_out, 1, 3, 3), dtype)
     spec3 = _spec.conv_plan("conv", (2, c_in, 5, 9, 9), (*w_shape, 3), padding=1).spec
@@ -2146,13 +2163,15 @@ def _odd_layer(x_shape, w_shape, kwargs, channels_last, seed):
         ((3, 7, 11, 12), (17, 7, 5, 3), dict(stride=2, padding=(2, 0), dilation=(1, 2))),
         ((2, 3, 13), (32, 3, 5), dict(padding="same")),
         ((2, 5, 4, 5, 6), (24, 5, 3, 3, 3), dict(padding=1)),  # 3-D: not padded
+        ((2, 7, 10, 9), (80, 7, 3, 3), dict(padding=1)),
+        ((1, 15, 9, 8), (144, 15, 3, 3), dict(stride=2, padding="valid")),
     ],
 )
 def test_auto_pads_odd_input_channels_of_the_value(x_shape, w_shape, kwargs, channels_last):
     """auto's float32 value from an odd number of input channels (3-31, to 17-32
-    outputs) convolves input channels of zeros added up to a multiple of 4 in 1-D and
-    2-D (`_dispatch._odd_input_channels`); value and both gradients equal the float64
-    reference's."""
+    outputs; 2-D from 7-31 to 72-96 or 144-160) convolves input channels of zeros added
+    up to a multiple of 4 in 1-D and 2-D (`_dispatch._odd_input_channels`); value and
+    both gradients equal the float64 reference's."""
     conv, x, w, check = _odd_layer(x_shape, w_shape, kwargs, channels_last, seed=5)
     # The canonical (channels-first) input with its channels padded, in StableHLO (in
     # 3-D, by 2-D planes, the planes' inputs fold the depth into the batch: any batch).
