@@ -988,14 +988,16 @@ def _odd_input_channels(spec: ConvSpec, w_shape, dtype) -> bool:
     c_out, c_in = w_shape[:2]
     if spec.ndim > 2 or spec.groups != 1 or jnp.dtype(dtype) != jnp.float32 or c_in % 2 == 0:
         return False
-    if ODD_IN_CHANNELS[0] <= c_in <= ODD_IN_CHANNELS[1]:
-        if ODD_OUT_CHANNELS[0] <= c_out <= ODD_OUT_CHANNELS[1]:
-            return True
-    return (
+    narrow = (
+        ODD_IN_CHANNELS[0] <= c_in <= ODD_IN_CHANNELS[1]
+        and ODD_OUT_CHANNELS[0] <= c_out <= ODD_OUT_CHANNELS[1]
+    )
+    wide = (
         spec.ndim == 2
         and ODD_WIDE_IN_CHANNELS[0] <= c_in <= ODD_WIDE_IN_CHANNELS[1]
         and any(low <= c_out <= high for low, high in ODD_WIDE_OUT_CHANNELS)
     )
+    return narrow or wide
 
 
 def _odd_output_channels(spec: ConvSpec, w_shape, dtype) -> bool:
