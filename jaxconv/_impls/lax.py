@@ -419,7 +419,12 @@ EIGEN_MIN_VALUE_FLOPS = 1e8
 # but 48->48 @14 batch 8 (65) 1.15x, @28 batch 2 1.08x; from 116 MFLOP Eigen won,
 # 64->64 @28 batch 2 1.49x, @40 batch 1 1.34x, 96->96 @14 batch 4 1.14x, 128->128
 # @14 batch 2 1.03x. Channels-last the same layers ran 0.95-1.34x with Eigen (48->48
-# @14 batch 8 1.34x, 32->32 @16 batch 16 1.26x), so there the floor stays.
+# @14 batch 8 1.34x, 32->32 @16 batch 16 1.26x), so there the floor stays. A rerun
+# with the floor against without (`/tmp/s37/abmode.py`, 11 runs; a step with a fixed
+# cotangent passed in, then through a ReLU and the cotangent) read less: 64->64 @28
+# batch 1 1.06x and 1.02x, @14 batch 4 1.04x and 1.01x, 128->128 @14 batch 1 0.95x and
+# 1.02x, 80->80 @20 batch 2 0.90x and 1.08x, 48->48 @14 batch 8 0.80x and 0.89x: a
+# small effect either way, within the machine's noise but for 48 channels.
 EIGEN_MIN_FLOPS_CHANNELS_FIRST = 1e8
 # ... and to YNNPACK the channels-first layers to at least this many output channels on
 # maps of at least this many output positions per image. Forward, Eigen against
