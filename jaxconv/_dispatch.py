@@ -160,6 +160,8 @@ STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT = 128
 STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST = 64
 # ... and, to no more channels than it takes, from at most this many.
 STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING = 64
+# ... and, with kernels at least this tall, from at most this many.
+STRIDED_ROWS_TALL_KERNEL, STRIDED_ROWS_TALL_MAX_IN_CHANNELS = 7, 32
 # The value of a transposed convolution to at most this many channels runs whole, not
 # by sub-pixel phases (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MAX_OUT_CHANNELS = 8
@@ -1165,12 +1167,23 @@ def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     0.98-1.00x, 64->64 @64 batch 8 1.10x / 1.35x. Widening 3x3 layers still won: 64->128
     @56 batch 8 1.64x / 1.92x, batch 2 1.23x / 1.35x; 96->192 @56 batch 2 1.22x / 1.20x;
     128->256 @28 batch 8 1.08x / 1.11x (batch 4 0.90x / 1.00x); 256->512 @14 batch 8
-    1.09x / 1.10x."""
+    1.09x / 1.10x.
+
+    Kernels `STRIDED_ROWS_TALL_KERNEL` or more high only from at most
+    `STRIDED_ROWS_TALL_MAX_IN_CHANNELS` channels (a random held-out 7x7 stride 2
+    48->128 @64 batch 4 channels-last layer ran 0.88x `lax`): 7x7 stride 2 padding 3,
+    with the rule against without (11-15 interleaved runs, the same machine and day):
+    48->128 @64 batch 4 0.86x / 0.79x (channels-last / -first), 64->128 @64 batch 2
+    channels-first 0.82x, @56 channels-last 0.87x, 40->96 @56 batch 4 channels-first
+    0.95x; but 32->64 @64 batch 4 channels-last 1.14x, 24->64 @112 batch 2
+    channels-first 1.30x. 5x5 from as many still won or tied: 64->64 @56 batch 4
+    1.08x / 1.09x, 96->192 batch 2 channels-first 1.22x, 48->96 @64 0.98x."""
     c_out, c_in = w_shape[:2]
     return (
         spec.ndim == 2  # (`_run` asks for the 1-D convolutions it runs too)
         and all(d == 1 for d in spec.rhs_dilation)
         and (c_out > c_in or c_in <= STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING)
+        and (w_shape[2] < STRIDED_ROWS_TALL_KERNEL or c_in <= STRIDED_ROWS_TALL_MAX_IN_CHANNELS)
         and w_shape[2] != 2 * spec.stride[0]
         and spec.flops(x_shape, w_shape) >= STRIDED_ROWS_MIN_FLOPS
         and math.prod(w_shape) >= STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION

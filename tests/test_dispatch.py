@@ -436,6 +436,9 @@ def test_strided_value_by_stacked_rows(
         ((8, 64, 64, 64), (64, 64, 5, 5), 2, False, True),
         ((4, 64, 64, 64), (128, 64, 4, 4), 1, False, False),
         ((4, 64, 64, 64), (128, 64, 5, 5), 2, False, True),
+        # 7x7 only from at most 32 channels.
+        ((4, 48, 64, 64), (128, 48, 7, 7), 3, False, False),
+        ((4, 32, 64, 64), (64, 32, 7, 7), 3, True, True),
     ],
 )
 def test_strided_rows_thresholds(x_shape, w_shape, padding, channels_last, stacked):
@@ -445,7 +448,7 @@ def test_strided_rows_thresholds(x_shape, w_shape, padding, channels_last, stack
     at most `STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST` wide (shapes canonical,
     channels-first), to no more channels than they take only from at most
     `STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING`, not with a kernel twice the stride
-    high; never dilated."""
+    high, with 7x7 kernels only from at most 32 channels; never dilated."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2, padding=padding).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)
     assert _dispatch._strided_rows_stacked(spec, x_shape, w_shape) == stacked
