@@ -733,8 +733,9 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
 
     To 512 channels, channels-first, on maps of 10x10 to 16x16 (found by a random
     held-out layer, 192->512 3x3 @14 batch 1, training at 0.69-0.88x `lax`): both
-    gradients with a fixed cotangent, XLA's 2-D weight gradient against the rows (3x3
-    padding 1, 9-11 interleaved runs, Intel Xeon, 2026-12-03, `/tmp/s37/rowsgrid.py`):
+    gradients of a cotangent that was a constant of the program, XLA's 2-D weight
+    gradient against the rows (3x3 padding 1, 9-11 interleaved runs, Intel Xeon,
+    2026-12-03, `/tmp/s37/rowsgrid.py`):
     @14 192->512 batch 1-4 0.97-1.01x, 0.86-0.90x, 0.91-0.92x; 512->512 batch 1 and 2
     0.88-0.90x, 0.81-0.83x; 160, 256, 320 and 384 ->512 batch 2 0.84x, 0.85x, 0.83x,
     0.83x; @12 256->512 and 512->512 batch 2 0.78x, 0.88x; @10 192->512 batch 4 0.86x,
@@ -743,20 +744,28 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     192->448 and 384->448 1.18-1.23x, 384->384 1.15-1.33x; 1024 0.97-0.99x @7) and on
     larger maps (192->512 @28 batch 2 2.17x, 256->512 @20 1.19x, though 512->512 @20
     batch 1 0.81x); @7 they are even (512->512 batch 1-8 0.98-1.29x, 192->512 0.78-1.04x).
-    Channels-last the same 512 layers ran 1.01-1.06x by rows.
+    Channels-last the same 512 layers ran 1.01-1.06x by rows. With the rule against
+    without, the cotangent passed in (a training step returning the value and both
+    gradients, then through a ReLU; `/tmp/s37/abmode.py`): 192->512 @14 batch 1 1.36x
+    and 1.12x, 512->512 @14 batch 2 1.08x and 1.17x, 256->512 @12 batch 2 1.25x and
+    1.21x.
 
     Few output channels from many, channels-last (found by a random held-out layer, a
     stride-1 transposed 3x3 512->32 @56 batch 2, training at 0.58x `lax`: its weight
-    gradient by rows took 44 ms against XLA's 22): both gradients with a fixed
-    cotangent, by rows against XLA's 2-D weight gradient (3x3 padding 1, 11
-    interleaved runs, Intel Xeon, 2026-12-03, `/tmp/s37/rowsgrid3.py`, channels-last /
-    channels-first): 512->32 @56 batch 2 0.74x / 0.79x, @28 batch 4 0.84x / 0.96x;
+    gradient by rows took 44 ms against XLA's 22): both gradients of a cotangent that
+    was a constant of the program, by rows against XLA's 2-D weight gradient (3x3
+    padding 1, 11 interleaved runs, Intel Xeon, 2026-12-03, `/tmp/s37/rowsgrid3.py`,
+    channels-last / channels-first): 512->32 @56 batch 2 0.74x / 0.79x, @28 batch 4 0.84x / 0.96x;
     384->32 @56 batch 2 0.90x / 0.83x; 256->32 @56 batch 2 and 4 0.66x and 0.68x /
     1.26x and 1.17x, @28 batch 8 0.70x / 0.88x; 192->32 @56 batch 4 0.80x / 0.63x;
     160->32 0.92x / 1.05x; 256->24 @56 batch 4 0.69x / 0.91x; 1024->32 @14 batch 8
     0.95x / 0.94x; but 512->24 @28 batch 4 1.03x / 1.30x. With more output channels or
     fewer input channels the rows win: 512->48 and 512->64 @28 1.02-1.17x, 256->64 @56
-    1.12x / 1.51x, 128->32 @56 batch 8 1.34x / 1.25x, 64->32 1.80x / 1.83x.
+    1.12x / 1.51x, 128->32 @56 batch 8 1.34x / 1.25x, 64->32 1.80x / 1.83x. With the
+    rule against without, channels-last, the cotangent passed in (a training step
+    returning the value and both gradients, then through a ReLU): 512->32 @56 batch 2
+    1.45x and 1.48x, 256->32 @28 batch 8 1.17x and 1.25x, 192->32 @56 batch 4 1.04x and
+    1.06x, 384->32 @56 batch 2 1.17x and 1.27x, 256->24 @56 batch 4 1.33x and 1.34x.
     Channels-first, where both gradients alone were mixed, a training step returning
     the value and both gradients of a fixed cotangent (the bench's) ran 0.65-0.97x by
     rows on eight of nine layers (a random held-out 5x5 192->32 @28 batch 4 layer,
