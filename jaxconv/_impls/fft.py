@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._impls._common import pad_input, valid_out_spatial
+from jaxconv._impls._common import pad_input, slice_in_layout, valid_out_spatial
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -100,5 +100,8 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             y = jnp.fft.irfft(y, n=sizes[i], axis=axis)
         else:
             y = jnp.fft.ifft(y, n=sizes[i], axis=axis)
-        y = lax.slice_in_dim(y, start[i], limit[i], spec.stride[i], axis=axis)
+        if i == nd - 1:  # the cut that the caller's layout transposes anyway
+            y = slice_in_layout(y, spec, axis, start[i], limit[i], spec.stride[i])
+        else:
+            y = lax.slice_in_dim(y, start[i], limit[i], spec.stride[i], axis=axis)
     return y.astype(dtype)

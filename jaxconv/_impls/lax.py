@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv._impls._common import slice_in_layout
+
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
 
@@ -340,29 +342,7 @@ def forward_padded(
     ):
         return forward(x, w, spec)
     padded = dataclasses.replace(spec, padding=((0, 1),) + ((0, 0),) * (spec.ndim - 1))
-    return first_rows(forward(x, w, padded), out[0], spec)
-
-
-def first_rows(y: jax.Array, rows: int, spec: ConvSpec) -> jax.Array:
-    """The first ``rows`` rows (first spatial dim) of the canonical ``y``, cut in the
-    caller's layout.
-
-    Channels-last, a cut of the canonical (channels-first) array put XLA's layout
-    assignment (jaxlib 0.10.2) on a physically channels-first result whenever the
-    program had more than one output, transposed there and back: a training step
-    returning the value and both gradients copied the value and the input gradient
-    twice each. Cut between two layout transposes instead, it is one slice in place.
-    Training with against without (channels-last, batch 8 unless said, 11 interleaved
-    runs, Sapphire Rapids Xeon, 2026-12-03; through a ReLU, then the value and both
-    gradients of a fixed cotangent): a stride-1 transposed 3x3 512->32 @56 batch 2
-    1.62x and 1.62x (from 0.58x `lax`); ResNet 3x3 64@56 1.11x, 128@28 1.12x, 256@14
-    1.03x, 5x5 64@28 1.18x; the full bench's rows 1.02-1.11x; forward alone 0.99-1.02x;
-    `forward_padded`'s unpadded layers (32->32 3x3 @112 batch 2, 64->16 @56, 32->64
-    @100 batch 4) 0.98-1.02x.
-    """
-    if not spec.channels_last:
-        return y[:, :, :rows]
-    return jnp.moveaxis(jnp.moveaxis(y, 1, -1)[:, :rows], -1, 1)
+    return slice_in_layout(forward(x, w, padded), spec, 2, 0, out[0])
 
 
 # `forward_eigen` adds at most this fraction of the output's rows (at least one row).
@@ -575,4 +555,4 @@ def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = Fals
         return forward(x, w, spec)
     (lo, hi), rest = spec.padding[0], spec.padding[1:]
     taller = dataclasses.replace(spec, padding=((lo, hi + extra), *rest))
-    return first_rows(forward(x, w, taller), out[0], spec)
+    return slice_in_layout(forward(x, w, taller), spec, 2, 0, out[0])
