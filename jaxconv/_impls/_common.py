@@ -170,7 +170,7 @@ def slice_in_layout(
     runs, Sapphire Rapids Xeon, 2026-12-03; through a ReLU, then the value and both
     gradients of a fixed cotangent): the extra rows of a stride-1 transposed 3x3
     512->32 @56 batch 2 1.62x and 1.62x (from 0.58x `lax`); ResNet 3x3 64@56 1.11x,
-    128@28 1.12x, 256@14 1.03x, 5x5 64@28 1.18x; the full bench's rows 1.02-1.11x;
+    128@28 1.12x, 256@14 1.03x, 5x5 64@28 1.18x; the full bench's rows it changes 1.04-1.11x;
     forward alone 0.99-1.02x; `forward_padded`'s unpadded layers (32->32 3x3 @112
     batch 2, 64->16 @56, 32->64 @100 batch 4) 0.98-1.02x. The FFT's last cut:
     depthwise 13x13 128@56 1.03x and 1.02x, 31x31 128@28 1.06x and 1.03x; forward
