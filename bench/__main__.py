@@ -288,6 +288,7 @@ def environment(args, argv, devices, torch) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    malloc = timing.cap_malloc_arenas()  # before XLA starts its threads
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     shardings = (NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec()))
     torch = _load_torch() if args.compare == "torch" else None
     env = environment(args, argv, devices, torch)
+    env["malloc_arenas"] = malloc
     peak_n = args.peak_size or PEAK_SIZE.get(backend, DEFAULT_PEAK_SIZE)
     peak_n = math.ceil(peak_n / args.devices) * args.devices
 

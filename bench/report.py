@@ -166,6 +166,7 @@ def environment_lines(env: dict) -> list[str]:
         f"matmul peak ({peak.get('n')}x{peak.get('n')} jnp.dot, best run of start and end): "
         + (f"{rate / 1e9:.1f} GFLOP/s" if rate else "not measured"),
         f"command: {env['command']}",
+        *([f"malloc: {env['malloc_arenas']}"] if env.get("malloc_arenas") else []),
     ]
 
 

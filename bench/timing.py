@@ -26,6 +26,38 @@ import numpy as np
 SETTLE_S = 0.02
 
 
+# glibc's mallopt parameter for the number of malloc arenas.
+_M_ARENA_MAX = -8
+
+
+def cap_malloc_arenas() -> str | None:
+    """Make every thread of this process allocate from glibc's main malloc arena, as
+    ``MALLOC_ARENA_MAX=1`` does; what was done, for the results' environment.
+
+    XLA's CPU runtime allocates each call's outputs and temporaries from its worker
+    threads. A thread on an arena of its own gives a large freed block back to the
+    system, and the next call faults its pages in again: on this project's 2-core Xeon
+    (glibc 2.36, jaxlib 0.10.2) a process either ran ``x * 1.5 + 1`` on a 14 MB array in
+    0.7 ms with 18 page faults per call, or in 3.2 ms with 3529 (every page of the
+    output), decided at random per process (4 of 6 processes slow); PyTorch, allocating
+    on the calling thread, was never affected. With one arena, 6 processes of 6 ran it
+    in 0.69-0.71 ms. It must happen before XLA starts its threads (capped after JAX's
+    first array, 2 of 4 processes were still slow), so `bench.__main__` calls it first.
+    Where ``MALLOC_ARENA_MAX`` is set it is left as set; elsewhere than glibc it does
+    nothing.
+    """
+    import ctypes
+    import os
+
+    if (set_value := os.environ.get("MALLOC_ARENA_MAX")) is not None:
+        return f"MALLOC_ARENA_MAX={set_value} (as set)"
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return "mallopt(M_ARENA_MAX, 1)" if libc.mallopt(_M_ARENA_MAX, 1) == 1 else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 def compile_function(fn: Callable, args: tuple) -> tuple[Callable, float]:
     """``(compiled, seconds)``: ``fn`` traced, lowered and compiled for ``args``."""
     start = time.perf_counter()

@@ -39,6 +39,7 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     for field in ENV_FIELDS:
         assert env[field] is not None, field
     assert env["command"].startswith("python -m bench --suite tiny")
+    assert env["malloc_arenas"] == timing.cap_malloc_arenas()
     assert env["matmul_peak"]["flops_per_s"] > 0
     assert (env["torch"] is not None) == has_torch
 
@@ -60,6 +61,21 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     for suffix in ("md", "png"):
         assert (tmp_path / f"results.{suffix}").stat().st_size > 0
     assert "geomean speed-up over lax" in capsys.readouterr().out
+
+
+def test_cap_malloc_arenas(monkeypatch):
+    """On glibc the bench caps malloc at one arena (`timing.cap_malloc_arenas`) unless
+    ``MALLOC_ARENA_MAX`` says otherwise, and records which."""
+    import ctypes
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert timing.cap_malloc_arenas() == "MALLOC_ARENA_MAX=2 (as set)"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    try:
+        glibc = hasattr(ctypes.CDLL("libc.so.6"), "mallopt")
+    except OSError:
+        glibc = False
+    assert timing.cap_malloc_arenas() == ("mallopt(M_ARENA_MAX, 1)" if glibc else None)
 
 
 def test_cpu_description_names_the_model_and_its_vector_extensions():
