@@ -1470,7 +1470,7 @@ def _run(
                 # directly on the cotangent (`_derivatives.input_term_direct`), XLA
                 # fuses a ReLU's mask into each of its border parts: training through
                 # a ReLU 0.75-0.96x on 3x3 @7-56.
-                unsplit = functools.partial(shift_impl.forward_unsplit, derived_weight=True)
+                unsplit = shift_impl.forward_unsplit
                 return _derivatives.input_term(x_, w_, spec_, unsplit)
             if role == WEIGHT_GRADIENT and shift_impl.fused_weight_gradient(spec_, w_.shape[2:]):
                 return _derivatives.weight_term(x_, w_, spec_)

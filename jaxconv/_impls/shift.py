@@ -121,20 +121,13 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return subpixel.decompose(x, w, spec, _undilated)
 
 
-def forward_unsplit(
-    x: jax.Array, w: jax.Array, spec: ConvSpec, derived_weight: bool = False
-) -> jax.Array:
+def forward_unsplit(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """`forward`, with the input padded first where `forward` would split the outputs
-    (`_depthwise_split`); ``derived_weight`` where ``w`` is computed in the program (the
-    input gradient's flipped kernel), which `_depthwise_rows` writes out channels-last
-    first."""
-    rows = functools.partial(_undilated, split=False, derived_weight=derived_weight)
-    return subpixel.decompose(x, w, spec, rows)
+    (`_depthwise_split`)."""
+    return subpixel.decompose(x, w, spec, functools.partial(_undilated, split=False))
 
 
-def _undilated(
-    x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True, derived_weight: bool = False
-) -> jax.Array:
+def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -> jax.Array:
     taps = math.prod(w.shape[2:])
     if taps > unroll_max_taps(spec.ndim, spec.channels_last):
         if taps <= unroll_max_taps(spec.ndim, channels_last=False):
@@ -143,7 +136,7 @@ def _undilated(
     if split and splits(spec, x.shape, w.shape) and _interior(x.shape[2:], w.shape[2:], spec):
         return _depthwise_split(x, w, spec)
     if spec.channels_last and w.shape[:2] == (spec.groups, 1) and spec.stride[-1] == 1:
-        return _depthwise_rows(x, w, spec, derived_weight)
+        return _depthwise_rows(x, w, spec)
     n = x.shape[0]
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
@@ -294,9 +287,8 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         # An index (or size, or padding) per dim of ``xc``, in its layout.
         return (batch, *spatial, channel) if cl else (batch, channel, *spatial)
 
-    wl = _weight_in_layout(w.astype(acc), cl, once=True)
     taps = {
-        t: (wl[(*t, 0)] if cl else wl[(slice(None), 0, *t)]).reshape(full(1, (1,) * nd, c))
+        t: w[(slice(None), 0, *t)].astype(acc).reshape(full(1, (1,) * nd, c))
         for t in itertools.product(*map(range, kernel))
     }
     by_rows = math.prod(kernel) > ROW_SUM_MIN_TERMS
@@ -383,45 +375,6 @@ def _channels_first(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return lax.cond(_always(w), taken, skipped, xp, w)
 
 
-# A weight computed in the program (the input gradient's flipped kernel) of at least
-# this many taps is written out channels-last before `_depthwise_rows` reads it (see
-# `_weight_in_layout`); XLA fused smaller ones into the products, reading the caller's
-# weight in place.
-DERIVED_WEIGHT_ONCE_MIN_TAPS = 10
-
-
-def _weight_in_layout(w: jax.Array, channels_last: bool, once: bool) -> jax.Array:
-    """A depthwise weight ``(C, 1, *K)`` for the per-tap products: channels-first ``w``
-    itself (one weight per channel, broadcast along rows); channels-last ``(*K, 1, C)``,
-    with ``once`` written out so (`computed_once`).
-
-    Each tap's weights are then a contiguous run, whatever array the weight came from.
-    Otherwise XLA fuses the weight's producer into every product: a weight transposed
-    in the caller's program is read with strides (depthwise 3x3 144@56 batch 8 forward,
-    `_depthwise_split`: 4.9 ms against 1.2 ms from the weight passed in), and the input
-    gradient's flipped kernel was laid out channels-first by XLA's layout assignment
-    (training with a fixed cotangent, `_depthwise_rows`, written once against not,
-    channels-last batch 8 unless said, 11-15 interleaved runs, Sapphire Rapids Xeon,
-    2026-12-03; the input gradient alone, then training): 7x7 96@56 3.8-4.1x,
-    1.5-1.7x; 5x5 96@56 3.6-4.7x, 1.5-1.7x; 5x5 240@28 3.9x, 1.6x; 3x3x3 64@8x28x28
-    batch 4 3.7-4.1x, 1.6-1.7x; 4x4 64@56 3.9x, 1.44x; 1-D k31 256@1000 3.7x, 1.18x;
-    9x9 128@28, 11x11 64@56, 1-D k15 0.90-1.16x, 1.00-1.24x. Not
-    below `DERIVED_WEIGHT_ONCE_MIN_TAPS` taps, where XLA fuses the flip into the
-    products and reads the caller's weight in place: 3x3 144@56 training 0.61-1.03x
-    (six runs), 576@14, 32@112, 240@28 0.92-1.02x; 1-D k5 and k9 0.83-1.17x. But a weight
-    the caller passes in is read in place, and written out first the value of larger
-    kernels ran slower (forward, `_depthwise_rows`: 9x9 128@28 0.82x and 1.00x, 11x11
-    64@56 0.63-0.69x, 128@28 0.44x; 7x7 96@56 0.86-0.97x; not understood: the
-    compiled loops differ only in reading a parameter or a computed array), so the
-    value by rows reads the caller's weight as it is; the split value (at most 9 taps
-    in 2-D and 3-D) writes it once (3x3 144@56 0.90-1.06x, 576@14 batch 16 0.81x and
-    1.01x, 32@112 1.00x)."""
-    if not channels_last:
-        return w
-    w_cl = jnp.moveaxis(w, (0, 1), (-1, -2))
-    return computed_once(w_cl) if once else w_cl
-
-
 def _always(a: jax.Array) -> jax.Array:
     """A scalar true whatever ``a`` holds, NaN included, computed from ``a`` so that XLA
     cannot fold it: ``v != v or v == v`` for one element ``v``."""
@@ -429,9 +382,7 @@ def _always(a: jax.Array) -> jax.Array:
     return (v != v) | (v == v)
 
 
-def _depthwise_rows(
-    x: jax.Array, w: jax.Array, spec: ConvSpec, derived_weight: bool = False
-) -> jax.Array:
+def _depthwise_rows(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """Depthwise (one channel in, one out per group), channels-last, stride 1 along the
     last spatial dim: that dim and the channels flattened into one row, so every tap is
     a contiguous run of the row times its weights tiled along it (7x7 96@56 batch 8
@@ -444,8 +395,7 @@ def _depthwise_rows(
     *lead, width = xp.shape[1:-1]
     out = valid_out_spatial((*lead, width), kernel, spec)
     rows = xp.reshape((n, *lead, width * c))
-    once = derived_weight and math.prod(kernel) >= DERIVED_WEIGHT_ONCE_MIN_TAPS
-    wl = _weight_in_layout(w.astype(acc), channels_last=True, once=once)
+    w = w.astype(acc)
     sums = {}
     by_rows = math.prod(kernel) > ROW_SUM_MIN_TERMS
     for tap in itertools.product(*(range(k) for k in kernel)):
@@ -456,7 +406,8 @@ def _depthwise_rows(
         win = lax.slice(
             rows, (*start, first), (*limit, first + out[-1] * c), (1, *spec.stride[:-1], 1)
         )
-        term = win * jnp.tile(wl[(*tap, 0)], out[-1]).reshape((1,) * nd + (-1,))
+        # w[:, 0, *tap] reads the caller's (*K, 1, C) weight contiguously.
+        term = win * jnp.tile(w[(slice(None), 0, *tap)], out[-1]).reshape((1,) * nd + (-1,))
         _add(sums, tap[:-1] if by_rows else (), term)
     y = _total(sums).reshape((n, *out, c))
     return jnp.moveaxis(y, -1, 1).astype(x.dtype)
