@@ -287,8 +287,16 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         # An index (or size, or padding) per dim of ``xc``, in its layout.
         return (batch, *spatial, channel) if cl else (batch, channel, *spatial)
 
+    # Channels-last, each tap's weights as a contiguous run of the weight written out
+    # (*K, 1, C) once: XLA otherwise fuses the weight's producer into every product, and
+    # a weight transposed in the caller's program was read with strides. Forward against
+    # 247f945, batch 8 unless said, 11-21 interleaved runs, 2026-12-03, a weight
+    # transposed in the program / passed in: 3x3 144@56 4.3x / 1.00-1.01x, 576@14 batch
+    # 16 3.0-3.2x / 0.79-0.96x, 32@112 batch 4 3.7x / 1.00x, 240@28 3.2x / 1.05x, 960@7
+    # 2.0x / 1.08x; 1-D k5 256@1000 1.20x / 1.05x (`/tmp/s38/aboldf.py`).
+    wl = computed_once(jnp.moveaxis(w.astype(acc), (0, 1), (-1, -2))) if cl else w.astype(acc)
     taps = {
-        t: w[(slice(None), 0, *t)].astype(acc).reshape(full(1, (1,) * nd, c))
+        t: (wl[(*t, 0)] if cl else wl[(slice(None), 0, *t)]).reshape(full(1, (1,) * nd, c))
         for t in itertools.product(*map(range, kernel))
     }
     by_rows = math.prod(kernel) > ROW_SUM_MIN_TERMS
