@@ -951,6 +951,31 @@ def test_eigen_leaves_few_output_channels_on_few_rows_to_ynnpack(x_shape, w_shap
 
 
 @pytest.mark.parametrize(
+    "x_shape,w_shape,dilation,value,pays",
+    [
+        ((2, 24, 56, 56), (16, 24, 7, 7), 2, True, False),  # the sweep's layer
+        ((2, 24, 56, 56), (16, 24, 7, 7), 2, False, True),  # differentiated
+        ((2, 24, 56, 56), (16, 24, 7, 7), 1, True, True),  # undilated
+        ((4, 64, 56, 56), (16, 64, 3, 3), 3, True, False),  # 64 in
+        ((4, 128, 56, 56), (16, 128, 3, 3), 2, True, True),  # 128 in
+        ((2, 24, 56, 56), (32, 24, 5, 5), 2, True, True),  # 32 out
+    ],
+)
+def test_eigen_leaves_dilated_values_from_few_to_few_channels_to_ynnpack(
+    x_shape, w_shape, dilation, value, pays
+):
+    """`lax.eigen_pays` leaves dilated values outside differentiation to at most 24
+    channels from at most 64 to YNNPACK, on any number of rows, in both layouts."""
+    from jaxconv._impls import lax as lax_impl
+
+    pad = dilation * (w_shape[-1] // 2)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=pad, dilation=dilation).spec
+    for channels_last in (False, True):
+        spec = dataclasses.replace(spec, channels_last=channels_last)
+        assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=value) == pays
+
+
+@pytest.mark.parametrize(
     "x_shape,w_shape,channels_last,pays",
     [
         ((1, 16, 50, 50), (256, 16, 3, 3), False, False),  # 2500 positions, 256 out

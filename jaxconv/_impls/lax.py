@@ -427,6 +427,18 @@ EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS, EIGEN_CHANNELS_FIRST_WIDE_POSITIONS = 255
 # / 1.23x, 64->16 1.15x / 1.11x. With 32 output channels Eigen won on 1,296 rows too
 # (512->32 @18 batch 4 1.06x / 1.12x), and with 48 (256->48 @28 batch 4 1.08x / 1.33x).
 EIGEN_FEW_OUT_CHANNELS, EIGEN_FEW_OUT_CHANNELS_MIN_ROWS = 24, 6272
+# ... and to YNNPACK the dilated values (not differentiated) to that many output channels
+# from at most this many input channels, on any number of rows. Found by a random sweep
+# (24->16 7x7 dilation 2 @56 batch 2 channels-last forward 0.80x `lax`). Forward, Eigen
+# against YNNPACK (padding keeping the size, 15 interleaved runs, Sapphire Rapids Xeon,
+# 2026-12-03, one malloc arena; channels-last unless said): dilation 2, 24->16 7x7 @56
+# batch 2 0.81-0.83x (channels-first 0.84-0.85x), batch 4 0.83x; 5x5 batch 8 0.83x;
+# 24->20 5x5 batch 4 0.84x; 48->12 3x3 batch 8 0.93x; 64->16 3x3 batch 2 0.89x, 5x5
+# batch 4 0.96x; dilation 3 24->16 5x5 batch 4 0.78x, 64->16 3x3 0.92x. Not from more
+# channels (128->16 3x3 batch 4 1.09x / 0.99x channels-first, 256->16 @28 batch 8 0.98x)
+# nor to more (24->32 5x5 1.16x, 64->64 3x3 1.43-1.45x), nor undilated (24->16 7x7
+# 1.04-1.06x, 5x5 0.85-0.97x); and training kept Eigen's (with it 0.99-1.24x).
+EIGEN_DILATED_FEW_MAX_IN_CHANNELS = 64
 # ... and to YNNPACK the maps of at most this many output positions per image to this
 # range of output channels. Forward, `auto` (Eigen) against `lax` (YNNPACK), 3x3 padding
 # 1, C->C channels, batch 8 unless said, channels-last (two runs) / channels-first, 15
@@ -474,7 +486,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
     to at most `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`
     rows (batch times output positions), nor, for a value not differentiated
-    (``value``), with fewer than `EIGEN_MIN_VALUE_FLOPS` FLOPs, or to
+    (``value``), with fewer than `EIGEN_MIN_VALUE_FLOPS` FLOPs, or dilated to at most
+    `EIGEN_FEW_OUT_CHANNELS` from at most `EIGEN_DILATED_FEW_MAX_IN_CHANNELS`, or to
     `EIGEN_SMALL_MAP_OUT_CHANNELS` on maps of at most `EIGEN_SMALL_MAP_POSITIONS`
     positions, or to exactly `EIGEN_BALANCED_OUT_CHANNELS` on fewer than
     `EIGEN_BALANCED_MAX_ROWS` rows. Not the deep
@@ -512,6 +525,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     if value and c_out == EIGEN_BALANCED_OUT_CHANNELS and rows < EIGEN_BALANCED_MAX_ROWS:
         return False
     if c_out <= EIGEN_FEW_OUT_CHANNELS and rows < EIGEN_FEW_OUT_CHANNELS_MIN_ROWS:
+        return False
+    few = c_out <= EIGEN_FEW_OUT_CHANNELS and c_in <= EIGEN_DILATED_FEW_MAX_IN_CHANNELS
+    if value and few and max(spec.rhs_dilation) > 1:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
         if math.prod(out) >= EIGEN_MAX_POSITIONS:
