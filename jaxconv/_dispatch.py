@@ -85,6 +85,10 @@ POINTWISE_MANY_GROUPS = 16
 # ... and 2-D channels-last outputs of at most this many positions take XLA's grouped
 # convolution for the value (see `choose`).
 DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST = 16
+# ... and 2-D values not differentiated of fewer FLOPs per group than this, XLA's grouped
+# value (see `_small_groups`), channels-first only with at most this many input x output
+# channels per group.
+DENSE_GROUPS_MIN_GROUP_FLOPS, SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS = 1.5e6, 512
 # The weight gradient of a 2-D convolution runs by kernel rows (`planes`) only with more
 # output channels per group than this: with 16, XLA's own 2-D weight gradient is
 # faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows); with 32 they are even
@@ -925,6 +929,31 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
     )
 
 
+def _small_groups(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this value not differentiated, a 2-D convolution the rules run by dense
+    groups, has fewer than `DENSE_GROUPS_MIN_GROUP_FLOPS` FLOPs per group, where XLA's
+    grouped value is faster than one small convolution per group and their copies
+    (`_run` checks the rest). Found by a random sweep: 8 groups of 8->16 3x3 @7 batch 8
+    channels-last ran 0.73x `lax`. Forward, channels-last, with the rule against
+    without (3x3, 15 interleaved runs, Sapphire Rapids Xeon, 2026-12-03, one malloc
+    arena; per group): 8 groups of 8->16 @7 batch 8 (0.9 MFLOP) 1.43x, batch 2 1.47x,
+    @5 1.16x; 4 of 8->16 @7 1.07x; 8 of 16->16 @7 batch 4 0.98x; 8 of 32->32 @7 batch 1
+    1.20x. Not from 1.8 MFLOP (dense groups against XLA's grouped value: 8 of 16->16 @7
+    batch 8 1.19x, 0.89x with the rule; 4 of 16->16 0.73-0.80x, 8 of 8->16 @10 1.05x,
+    16 of 16->16 1.14x; 3.6 MFLOP and more 1.12-1.69x). Training keeps the rules' (with
+    XLA's grouped value there, 0.86-1.21x). Channels-first likewise, 1.04-1.41x (8 of
+    8->16 @7 batch 8 1.11x, batch 2 1.37x; 4 of 8->16 1.27x; 8 of 16->16 batch 4 1.04x;
+    @4 1.09x; of 16->16 batch 1 1.41x), but not from 1024 channels per group (8 of
+    32->32 @7 batch 1 0.80-0.98x in three runs; @5 1.04x)
+    (`SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS`)."""
+    channels = (w_shape[0] // spec.groups) * w_shape[1]
+    return (
+        spec.ndim == 2
+        and spec.flops(x_shape, w_shape) < DENSE_GROUPS_MIN_GROUP_FLOPS * spec.groups
+        and (spec.channels_last or channels <= SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS)
+    )
+
+
 def _per_image_pointwise(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether this is a channels-first 1x1 convolution, unstrided and unpadded, that
     `matmul` runs as one product per image (`matmul.per_image`): its input gradient is
@@ -1449,7 +1478,10 @@ def _run(
             name in (DENSE_GROUPS, GROUPS_LOOP)
             and role == FORWARD
             and not differentiated
-            and _pointwise_many_groups(spec_, w_.shape)
+            and (
+                _pointwise_many_groups(spec_, w_.shape)
+                or (name == DENSE_GROUPS and _small_groups(spec_, x_.shape, w_.shape))
+            )
         ):
             # XLA's grouped value instead (`_pointwise_many_groups`).
             return FORWARDS["lax"](x_, w_, spec_)

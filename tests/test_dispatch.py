@@ -2324,3 +2324,53 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
     assert_close(y, np.asarray(y64), np.float32, 16)
     assert_close(dx, np.asarray(dx64), np.float32, 32)
     assert_close(dw, np.asarray(dw64), np.float32, 60)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,groups,channels_last,taken",
+    [
+        ((8, 64, 7, 7), (128, 8, 3, 3), 8, True, True),  # 0.9 MFLOP per group
+        ((8, 64, 7, 7), (128, 8, 3, 3), 8, False, True),
+        ((8, 128, 7, 7), (128, 16, 3, 3), 8, True, False),  # 1.8 MFLOP per group
+        ((1, 256, 7, 7), (256, 32, 3, 3), 8, True, True),  # 1024 channels per group
+        ((1, 256, 7, 7), (256, 32, 3, 3), 8, False, False),  # ... channels-first
+        ((8, 64, 7), (128, 8, 3), 8, True, False),  # 1-D
+    ],
+)
+def test_small_groups_rule(x_shape, w_shape, groups, channels_last, taken):
+    """`_small_groups` takes 2-D layers of fewer than 1.5 MFLOP per group,
+    channels-first only with at most 512 input x output channels per group."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1, groups=groups).spec
+    spec = dataclasses.replace(spec, channels_last=channels_last)
+    assert _dispatch._small_groups(spec, x_shape, w_shape) == taken
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the small-groups rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(channels_last):
+    """auto's value of 8 groups of 8->16 3x3 on 7x7 maps (0.9 MFLOP per group) is XLA's
+    grouped convolution (`_dispatch._small_groups`); under differentiation the dense
+    groups' as before; values and gradients equal the float64 reference's."""
+    from tolerance import assert_close
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((8, 7, 7, 64) if channels_last else (8, 64, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, 128) if channels_last else (128, 8, 3, 3))
+    w = w.astype(np.float32)
+
+    def conv(a, b, impl="auto"):
+        return jaxconv.conv2d(a, b, padding=1, groups=8, channels_last=channels_last, impl=impl)
+
+    assert "feature_group_count = 8" in jax.jit(conv).lower(x, w).as_text()
+    grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
+    assert "feature_group_count = 8" not in grad.as_text()
+
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    y64, vjp64 = jax.vjp(lambda a, b: conv(a, b, "lax"), x64, w64)
+    ct = rng.standard_normal(y64.shape).astype(np.float32)
+    dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
+    assert_close(jax.jit(conv)(x, w), np.asarray(y64), np.float32, 72)
+    ((y, dx, dw),) = values_and_vjps([conv], (x, w), ct)
+    assert_close(y, np.asarray(y64), np.float32, 72)
+    assert_close(dx, np.asarray(dx64), np.float32, 144)
+    assert_close(dw, np.asarray(dw64), np.float32, 392)
