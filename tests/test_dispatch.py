@@ -1089,7 +1089,7 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(
 ):
     """auto's value and input gradient of a stride-1 dense 2-D convolution are XLA's
     convolutions with a taller output (`lax.forward_eigen`), and equal `lax`'s. (Small
-    shapes, with the FLOPs and rows floors off.)"""
+    shapes, with the FLOPs and rows floors and the dilated few-channels rule off.)"""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
@@ -1097,6 +1097,7 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS_CHANNELS_FIRST", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_VALUE_FLOPS", 0)
+    monkeypatch.setattr(lax_impl, "EIGEN_DILATED_FEW_MAX_IN_CHANNELS", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_FEW_OUT_CHANNELS_MIN_ROWS", 0)
 
     rng = np.random.default_rng(1)
