@@ -2294,7 +2294,6 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
     XLA's grouped convolution (`_dispatch._pointwise_many_groups`), under
     differentiation the dense groups' as before, and groups of few channels stay
     shift's; values and gradients equal the float64 reference's."""
-    from tolerance import assert_close
 
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 5, 6, 256)).astype(np.float32)
@@ -2314,17 +2313,26 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
     few = jax.jit(conv).lower(x_few, w_few).as_text()
     assert "feature_group_count" not in few, few
 
+    def lax_conv(a, b):
+        return jaxconv.conv2d(a, b, groups=16, channels_last=True, impl="lax")
+
+    _assert_matches_float64(conv, lax_conv, x, w, rng, (16, 32, 60))
+
+
+def _assert_matches_float64(conv, reference, x, w, rng, reductions):
+    """``conv``'s value (alone and under `jax.vjp`) and both gradients, for a random
+    cotangent, match ``reference``'s computed in float64, with the tolerance of these
+    summation lengths (value, input gradient, weight gradient)."""
+    from tolerance import assert_close
+
     x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
-    y64, vjp64 = jax.vjp(
-        lambda a, b: jaxconv.conv2d(a, b, groups=16, channels_last=True, impl="lax"), x64, w64
-    )
+    y64, vjp64 = jax.vjp(reference, x64, w64)
     ct = rng.standard_normal(y64.shape).astype(np.float32)
     dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
-    assert_close(jax.jit(conv)(x, w), np.asarray(y64), np.float32, 16)
+    assert_close(jax.jit(conv)(x, w), np.asarray(y64), np.float32, reductions[0])
     ((y, dx, dw),) = values_and_vjps([conv], (x, w), ct)
-    assert_close(y, np.asarray(y64), np.float32, 16)
-    assert_close(dx, np.asarray(dx64), np.float32, 32)
-    assert_close(dw, np.asarray(dw64), np.float32, 60)
+    for got, want, reduction in zip((y, dx, dw), (y64, dx64, dw64), reductions, strict=True):
+        assert_close(got, np.asarray(want), np.float32, reduction)
 
 
 @pytest.mark.parametrize(
@@ -2352,7 +2360,6 @@ def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(channels_l
     """auto's value of 8 groups of 8->16 3x3 on 7x7 maps (0.9 MFLOP per group) is XLA's
     grouped convolution (`_dispatch._small_groups`); under differentiation the dense
     groups' as before; values and gradients equal the float64 reference's."""
-    from tolerance import assert_close
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((8, 7, 7, 64) if channels_last else (8, 64, 7, 7)).astype(np.float32)
@@ -2366,12 +2373,4 @@ def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(channels_l
     grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
     assert "feature_group_count = 8" not in grad.as_text()
 
-    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
-    y64, vjp64 = jax.vjp(lambda a, b: conv(a, b, "lax"), x64, w64)
-    ct = rng.standard_normal(y64.shape).astype(np.float32)
-    dx64, dw64 = vjp64(jnp.asarray(ct, jnp.float64))
-    assert_close(jax.jit(conv)(x, w), np.asarray(y64), np.float32, 72)
-    ((y, dx, dw),) = values_and_vjps([conv], (x, w), ct)
-    assert_close(y, np.asarray(y64), np.float32, 72)
-    assert_close(dx, np.asarray(dx64), np.float32, 144)
-    assert_close(dw, np.asarray(dw64), np.float32, 392)
+    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, (72, 144, 392))
