@@ -1483,7 +1483,7 @@ def _run(
                 or (name == DENSE_GROUPS and _small_groups(spec_, x_.shape, w_.shape))
             )
         ):
-            # XLA's grouped value instead (`_pointwise_many_groups`).
+            # XLA's grouped value instead (`_pointwise_many_groups`, `_small_groups`).
             return FORWARDS["lax"](x_, w_, spec_)
         if name == DENSE_GROUPS:
             return groups.decompose(x_, w_, spec_, chosen)
