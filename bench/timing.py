@@ -39,7 +39,7 @@ def cap_malloc_arenas() -> str | None:
     system, and the next call faults its pages in again: on this project's 2-core Xeon
     (glibc 2.36, jaxlib 0.10.2) a process either ran ``x * 1.5 + 1`` on a 14 MB array in
     0.7 ms with 18 page faults per call, or in 3.2 ms with 3529 (every page of the
-    output), decided at random per process (4 of 6 processes slow); PyTorch, allocating
+    output), decided at random per process (16 of 19 slow); PyTorch, allocating
     on the calling thread, was never affected. With one arena, 6 processes of 6 ran it
     in 0.69-0.71 ms. It must happen before XLA starts its threads (capped after JAX's
     first array, 2 of 4 processes were still slow), so `bench.__main__` calls it first.
