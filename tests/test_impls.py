@@ -845,6 +845,34 @@ def test_shift_depthwise_split_weight_written_once(kernel):
     assert_close(got, want, dtype=np.float32, reduction=math.prod(kernel))
 
 
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 3, 3)])
+def test_shift_depthwise_split_value_written_before_a_transpose(kernel):
+    """Channels-last 2-D and 3-D depthwise by `shift._depthwise_split`, transposed to
+    channels-first right after the call: the sums are written out in the caller's
+    layout first, and the transpose is a copy of its own (no product fused into it,
+    where it wrote with strides: 2x slower on depthwise 3x3 144@56). Value as lax's."""
+    import re
+
+    nd, c = len(kernel), 24
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((2, *(k + 5 for k in kernel), c)).astype(np.float32)
+    w = rng.standard_normal((*kernel, 1, c)).astype(np.float32)
+    perm = (0, nd + 1, *range(1, nd + 1))
+
+    def conv(impl):
+        return lambda a, b: jnp.transpose(
+            jaxconv.conv(a, b, padding="same", groups=c, channels_last=True, impl=impl), perm
+        )
+
+    text = compile_as_shipped(conv("auto"), x, w).as_text()
+    root = re.search(r"ROOT \S+ = \S+ fusion\([^)]*\), kind=\w+, calls=(%[\w.-]+)", text)
+    body = text[text.index(f"{root.group(1)} ") :]
+    body = body[: body.index("\n}")]
+    assert " multiply(" not in body, body
+    got, want = jax.jit(lambda a, b: (conv("auto")(a, b), conv("lax")(a, b)))(x, w)
+    assert_close(got, want, dtype=np.float32, reduction=math.prod(kernel))
+
+
 @st.composite
 def specs_depthwise_split(draw):
     """A canonical depthwise convolution that `shift._depthwise_split` takes:

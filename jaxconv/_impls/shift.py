@@ -342,6 +342,15 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
                 continue
             region = [*inner[:i], side, *((0, m) for m, _, _ in ranges[i + 1 :])]
             y = lax.dynamic_update_slice(y, box(region), full(0, [o0 for o0, _ in region], 0))
+    if cl and nd >= 2:
+        # Written out in the caller's layout before anything reads it: a transpose in
+        # the caller's program right after the call was otherwise fused into the sums,
+        # which then wrote with strides. Forward, batch 8 unless said, 15 interleaved
+        # runs, 2026-12-03, one malloc arena, the output transposed after / as it is:
+        # 3x3 144@56 2.1x / 0.99x, 576@14 batch 16 1.8x / 1.04x, 32@112 batch 4 1.7x /
+        # 1.00x, 240@28 2.1x / 1.03x; 1-D k3 256@1000 0.80x / 1.03x, so not in 1-D
+        # (`/tmp/s38/natonce.py`).
+        y = computed_once(y)
     return (jnp.moveaxis(y, -1, 1) if cl else y).astype(x.dtype)
 
 
