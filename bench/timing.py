@@ -34,13 +34,14 @@ def cap_malloc_arenas() -> str | None:
     """Make every thread of this process allocate from glibc's main malloc arena, as
     ``MALLOC_ARENA_MAX=1`` does; what was done, for the results' environment.
 
-    XLA's CPU runtime allocates each call's outputs and temporaries from its worker
-    threads. A thread on an arena of its own gives a large freed block back to the
-    system, and the next call faults its pages in again: on this project's 2-core Xeon
+    XLA's CPU runtime allocates each call's outputs and temporaries, apparently from its
+    worker threads; a thread on an arena of its own gives a large freed block back to
+    the system, and the next call faults its pages in again (measured: the page faults
+    per call, and that one arena ends them). On this project's 2-core Xeon
     (glibc 2.36, jaxlib 0.10.2) a process either ran ``x * 1.5 + 1`` on a 14 MB array in
     0.7 ms with 18 page faults per call, or in 3.2 ms with 3529 (every page of the
-    output), decided at random per process (16 of 19 slow); PyTorch, allocating
-    on the calling thread, was never affected. With one arena, 6 processes of 6 ran it
+    output), decided at random per process (16 of 19 slow); PyTorch's times were the
+    same in both kinds of process. With one arena, 6 processes of 6 ran it
     in 0.69-0.71 ms. It must happen before XLA starts its threads (capped after JAX's
     first array, 2 of 4 processes were still slow), so `bench.__main__` calls it first.
     Where ``MALLOC_ARENA_MAX`` is set it is left as set; elsewhere than glibc it does
