@@ -203,6 +203,9 @@ def run_case(
             compiled, row["compile_s"] = timing.compile_function(
                 calls.jax_function(case, impl, mode), args
             )
+            row["program"] = timing.program_fingerprint(compiled)
+            if impl != "lax" and "lax" in rows:
+                row["lax_program"] = row["program"] == rows["lax"].get("program")
             start = time.perf_counter()
             out = jax.block_until_ready(compiled(*args))  # the warm-up call
             warmup_s = time.perf_counter() - start

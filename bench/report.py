@@ -3,8 +3,10 @@
 A row is a dict (JSON as it stands) for one (case, mode, algorithm): the case's
 arguments, ``status`` ("ok", "mismatch", "error" or "interrupted") with ``error``,
 ``rel_err`` against "lax", ``compile_s``, ``warmup_s``, the timings (``median_s``,
-``min_s``, ``max_s``, ``runs``; ``runs`` 0 means the warm-up call's time stands in)
-and, after `derive`, ``gflops``, ``speedup_lax``, ``speedup_torch`` and ``frac_peak``.
+``min_s``, ``max_s``, ``runs``; ``runs`` 0 means the warm-up call's time stands in),
+``program`` (`timing.program_fingerprint` of what XLA compiled) and, but on ``lax``'s
+own row and torch's, ``lax_program`` (whether that is ``lax``'s program), and, after
+`derive`, ``gflops``, ``speedup_lax``, ``speedup_torch`` and ``frac_peak``.
 """
 
 from __future__ import annotations
@@ -87,8 +89,13 @@ def _note(r: dict) -> str:
     if r["status"] == "mismatch":
         return f"MISMATCH rel err {r['rel_err']:.1e}, not timed"
     if r["runs"] == 0:
-        return "warm-up call only (too slow to repeat)"
-    return "" if r["runs"] is None else f"{r['runs']} runs"
+        note = "warm-up call only (too slow to repeat)"
+    else:
+        note = "" if r["runs"] is None else f"{r['runs']} runs"
+    if r.get("lax_program"):
+        # XLA compiled it to lax's own program: its ratio to lax is the run's noise.
+        note = f"{note}, lax's program" if note else "lax's program"
+    return note
 
 
 def _cell(key: str, r: dict) -> str:

@@ -4,6 +4,8 @@ import importlib.util
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from bench import report, timing
@@ -54,6 +56,8 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
             assert lax["status"] == "ok" and lax["runs"] == 2 and lax["speedup_lax"] == 1.0
             assert lax["min_s"] <= lax["median_s"] <= lax["max_s"]
             assert lax["compile_s"] > 0 and lax["flops"] > 0
+            assert len(lax["program"]) == 16 and "lax_program" not in lax
+            assert isinstance(got["matmul"]["lax_program"], bool)
             for r in got.values():
                 assert r["status"] in ("ok", "mismatch", "error")
                 if r["status"] == "ok" and r["impl"] != "lax":
@@ -61,6 +65,30 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     for suffix in ("md", "png"):
         assert (tmp_path / f"results.{suffix}").stat().st_size > 0
     assert "geomean speed-up over lax" in capsys.readouterr().out
+
+
+def test_program_fingerprint_ignores_source_and_names_but_not_the_computation():
+    x = jnp.ones((4, 8))
+
+    def compiled(f):
+        return jax.jit(f).lower(x).compile()
+
+    def written_out(a):
+        b = jnp.sin(a)
+        return b * 2
+
+    same = timing.program_fingerprint(compiled(lambda a: jnp.sin(a) * 2))
+    assert timing.program_fingerprint(compiled(written_out)) == same
+    assert timing.program_fingerprint(compiled(lambda a: jnp.cos(a) * 2)) != same
+    assert timing.program_fingerprint(compiled(lambda a: jnp.sin(a) * 3)) != same
+
+
+def test_rows_on_laxs_program_say_so():
+    row = {"status": "ok", "runs": 7, "lax_program": True}
+    assert report._note(row) == "7 runs, lax's program"
+    assert report._note({**row, "lax_program": False}) == "7 runs"
+    only = "warm-up call only (too slow to repeat)"
+    assert report._note({**row, "runs": 0}) == f"{only}, lax's program"
 
 
 def test_cap_malloc_arenas(monkeypatch):
