@@ -663,6 +663,29 @@ def _unravel(r: jax.Array, shape) -> list[jax.Array]:
 UNPADDED_ROWS_MAX_TAPS = 9
 UNPADDED_ROWS_MIN_WIDTH = 28
 
+# The loop over rows steps this many rows per iteration where it gathers depthwise
+# windows (`_tap_rows`, and the unpadded loop), and `ROWS_UNROLL` where it slices them
+# per tap: XLA then fuses the unrolled steps' updates of the accumulators into one
+# fusion, which reads and writes them once per step, not once per row. Against one row
+# per iteration (channels-last, batch 8 unless said, Sapphire Rapids Xeon, 9-15
+# interleaved runs, one malloc arena, 2026-12-03; the weight gradient alone, training
+# with a fixed output gradient, through a ReLU; `/tmp/s39/unroll2.py`), four rows:
+# depthwise 3x3 144@56 1.89x, 1.38x; batch 2 1.60x, 1.45x; batch 1 1.41x, 1.21x,
+# 1.10x; 7x7 96@56 2.01x, 1.51x; 7x7 96@28 batch 4 1.57x, 1.28x, 1.31x; 5x5 240@28
+# batch 4 1.55x, 1.25x; 3x3 192@28 batch 16 1.36x, 1.02x, 1.26x; stride 2 96@112 1.90x,
+# 1.01x; 3-D 3x3x3 64@8x28x28 batch 2 1.04x, 1.19x, 1.09x; 3x3 144@28 0.91x, 1.04x,
+# 0.98x (the noise band). Two rows ran 1.20-1.74x on those weight gradients, eight
+# 0.82-0.83x four's (3x3 144@56, 7x7 96@56). Per tap, two rows: ResNeXt 3x3 g32 128@56
+# 1.66x, 1.15x; 3x3 g64 256@28 1.68x, 1.32x, 1.20x; depthwise 32->64 3x3 @112 batch 4
+# 1.70x, 1.32x, 1.20x; 1-D k3 256@2000 1.13x, 1.14x, 1.01x; 1-D k9 128@2000 1.22x,
+# 1.54x, 1.08x. Four rows there: 1.67x, 1.19x; 1.69x, 1.26x, 1.17x; 1.98x, 1.13x,
+# 1.29x; 1.22x, 1.08x, 1.06x; 1.39x, 1.33x, 1.15x; no better, and each row unrolled
+# compiles one fusion per tap more. Compile time of training against one row per
+# iteration: depthwise 3x3 144@56 0.45 -> 0.54 s, 7x7 96@56 0.69 -> 0.78 s, ResNeXt
+# 0.81 -> 0.87 s.
+ROWS_UNROLL_GATHERED = 4
+ROWS_UNROLL = 2
+
 
 def _rows_unpadded(x_shape, spec: ConvSpec, kernel, out_width: int) -> bool:
     """Whether `_rows_weight_gradient` reads this depthwise layer's input unpadded
@@ -749,7 +772,7 @@ def _rows_weight_gradient_unpadded(
         return a + wins * cs.reshape((1, out[-1], c_out))
 
     zeros = jnp.zeros((len(offsets), out[-1], c_out), acc)
-    a = lax.fori_loop(0, math.prod(lead), row, zeros)
+    a = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL_GATHERED)
     return jnp.moveaxis(a.sum(1), 0, -1).reshape((c_out, 1, *kernel)).astype(dtype)
 
 
@@ -818,10 +841,10 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
 
     if gathered:
         zeros = (jnp.zeros((len(taps), out[-1], c_out), acc),)
-        (a,) = lax.fori_loop(0, math.prod(lead), row, zeros)
+        (a,) = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL_GATHERED)
         return jnp.moveaxis(a.sum(1), 0, -1).reshape((c_out, 1, *kernel)).astype(dtype)
     zeros = tuple(jnp.zeros((out[-1], g, c_in_g, o_g), acc) for _ in taps)
-    accs = lax.fori_loop(0, math.prod(lead), row, zeros)
+    accs = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL)
     dw = jnp.stack([a.sum(0) for a in accs], -1)  # (g, C_in/g, C_out/g, taps)
     dw = jnp.moveaxis(dw, 2, 1).reshape((c_out, c_in_g, *kernel))
     return dw.astype(dtype)
