@@ -169,12 +169,13 @@ def test_rows_weight_gradient_gathers_depthwise_windows(
         ((3, 6, 5, 12), (6, 1, 7, 7), "ROWS_UNROLL_GATHERED"),  # padded, gathered, 15 rows
         ((1, 6, 7, 12), (6, 2, 3, 3), "ROWS_UNROLL"),  # per tap, 7 rows
         ((3, 6, 20), (6, 1, 3), "ROWS_UNROLL"),  # 1-D, 3 rows
+        ((1, 6, 7, 12), (6, 2, 5, 5), None),  # per tap, 25 taps: one row
     ],
 )
 def test_rows_weight_gradient_steps_several_rows(x_shape, w_shape, unroll):
     """The loop over rows takes several rows per iteration (`ROWS_UNROLL_GATHERED`,
-    `ROWS_UNROLL`), and a count of rows that is no multiple of them still gives the one
-    reduction's result."""
+    `ROWS_UNROLL` up to `ROWS_UNROLL_MAX_TAPS` taps), and a count of rows that is no
+    multiple of them still gives the one reduction's result."""
     nd = len(x_shape) - 2
     spec = ConvSpec((1,) * nd, ((1, 1),) * nd, (1,) * nd, (1,) * nd, 3 if w_shape[1] == 2 else 6)
     spec = dataclasses.replace(spec, channels_last=True)
@@ -182,11 +183,16 @@ def test_rows_weight_gradient_steps_several_rows(x_shape, w_shape, unroll):
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     (ct,) = _arrays(5, (x_shape[0], w_shape[0], *out))
     rows = x_shape[0] * math.prod(out[:-1])
-    assert rows % getattr(shift, unroll) != 0
     jaxpr = jax.make_jaxpr(lambda x, ct: shift._rows_weight_gradient(x, ct, spec, w_shape[2:]))
-    (loop,) = [e for e in jaxpr(x, ct).jaxpr.eqns if e.primitive.name == "scan"]
-    assert loop.params["length"] == rows
-    assert loop.params["unroll"] == getattr(shift, unroll) > 1
+    loops = [e for e in jaxpr(x, ct).jaxpr.eqns if e.primitive.name in ("scan", "while")]
+    if unroll is None:  # more taps than `ROWS_UNROLL_MAX_TAPS`
+        assert math.prod(w_shape[2:]) > shift.ROWS_UNROLL_MAX_TAPS
+        assert [e.params.get("unroll", 1) for e in loops] == [1]
+    else:
+        assert rows % getattr(shift, unroll) != 0
+        (loop,) = loops
+        assert loop.params["length"] == rows
+        assert loop.params["unroll"] == getattr(shift, unroll) > 1
     got, want = _with_the_one_reduction(shift._rows_weight_gradient, x, ct, spec, w_shape[2:])
     assert got.shape == want.shape == w_shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

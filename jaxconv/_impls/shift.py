@@ -682,9 +682,12 @@ UNPADDED_ROWS_MIN_WIDTH = 28
 # 1.29x; 1.22x, 1.08x, 1.06x; 1.39x, 1.33x, 1.15x; no better, and each row unrolled
 # compiles one fusion per tap more. Compile time of training against one row per
 # iteration: depthwise 3x3 144@56 0.45 -> 0.54 s, 7x7 96@56 0.69 -> 0.78 s, ResNeXt
-# 0.81 -> 0.87 s.
+# 0.81 -> 0.87 s. Per tap, only kernels of at most `ROWS_UNROLL_MAX_TAPS` taps step
+# two rows: each tap is a fusion of its own there, and 16 groups of 2->2 7x7 dilated
+# @112 batch 16 (49 taps) compiled its training in 1.98 s against 1.70.
 ROWS_UNROLL_GATHERED = 4
 ROWS_UNROLL = 2
+ROWS_UNROLL_MAX_TAPS = 9
 
 
 def _rows_unpadded(x_shape, spec: ConvSpec, kernel, out_width: int) -> bool:
@@ -844,7 +847,8 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
         (a,) = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL_GATHERED)
         return jnp.moveaxis(a.sum(1), 0, -1).reshape((c_out, 1, *kernel)).astype(dtype)
     zeros = tuple(jnp.zeros((out[-1], g, c_in_g, o_g), acc) for _ in taps)
-    accs = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL)
+    unroll = ROWS_UNROLL if len(taps) <= ROWS_UNROLL_MAX_TAPS else 1
+    accs = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=unroll)
     dw = jnp.stack([a.sum(0) for a in accs], -1)  # (g, C_in/g, C_out/g, taps)
     dw = jnp.moveaxis(dw, 2, 1).reshape((c_out, c_in_g, *kernel))
     return dw.astype(dtype)
