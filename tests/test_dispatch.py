@@ -2374,3 +2374,47 @@ def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(channels_l
     assert "feature_group_count = 8" not in grad.as_text()
 
     _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, (72, 144, 392))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the scanned-value rule is the CPU's")
+@pytest.mark.parametrize(
+    "kernel, want",
+    [
+        ((3, 3, 3), ("shift",) * 3),  # unrolled
+        ((4, 4, 4), ("shift", "fft", "fft")),  # 64 taps: scanned value
+        ((3, 3, 5), ("shift", "fft", "fft")),
+        ((7, 7, 7), ("shift", "fft", "fft")),  # `SCANNED_VALUE_MAX_TAPS_3D`
+        ((7, 7, 8), ("fft",) * 3),
+        ((9, 9), ("shift", "fft", "fft")),  # 2-D as before
+        ((65,), ("fft",) * 3),  # 1-D as before
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_beyond_the_unrolled_sum(kernel, want, channels_last):
+    """3-D depthwise kernels of more taps than shift unrolls take shift's value (its
+    loop over taps) and FFT's derivatives, up to `SCANNED_VALUE_MAX_TAPS_3D` taps."""
+    nd = len(kernel)
+    padding = tuple((k // 2, k // 2) for k in kernel)
+    spec = _spec.ConvSpec((1,) * nd, padding, (1,) * nd, (1,) * nd, 8)
+    spec = dataclasses.replace(spec, channels_last=channels_last)
+    got = _dispatch.choose(spec, (2, 8, *(12,) * nd), (8, 1, *kernel), jnp.float32, "cpu")
+    assert got == want
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the scanned-value rule is the CPU's")
+def test_auto_3d_depthwise_scanned_value_and_fft_derivatives():
+    """auto on a 3-D depthwise 3x3x5 layer: the value by shift's loop over taps (a scan
+    in the program, no FFT), training by FFT alone; values and gradients equal the
+    float64 reference's."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 6, 5, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3, 5)).astype(np.float32)
+
+    def conv(a, b, impl="auto"):
+        return jaxconv.conv3d(a, b, padding=(1, 1, 2), groups=6, impl=impl)
+
+    value = jax.jit(conv).lower(x, w).as_text()
+    assert "fft" not in value and "while" in value
+    grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
+    assert "fft" in grad.as_text() and "while" not in grad.as_text()
+    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, (45, 45, 630))
