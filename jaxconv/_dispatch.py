@@ -35,10 +35,10 @@ from jaxconv._spec import ConvSpec
 # Depthwise kernels up to this many taps go through shift-and-add; larger ones by FFT
 # (but for the 2-D value outside differentiation up to `shift.unroll_max_taps`).
 SHIFT_MAX_TAPS = 64
-# 3-D depthwise kernels of more taps than shift unrolls, up to this many, take shift's
-# value (its loop over taps, `shift.SCANNED_UNROLL`) and FFT's derivatives (see
-# `_choose_cpu`).
-SCANNED_VALUE_MAX_TAPS_3D = 343
+# 1-D and 3-D depthwise kernels of more taps than shift unrolls, up to this many per
+# spatial rank, take shift's value (its loop over taps, `shift.SCANNED_UNROLL`) and
+# FFT's derivatives (see `_choose_cpu`).
+SCANNED_VALUE_MAX_TAPS = {1: 96, 3: 343}
 # What `choose` returns: the algorithm for the forward value, for the derivative along
 # the input (whose transpose is the input gradient) and along the weight (whose
 # transpose is the weight gradient).
@@ -284,15 +284,18 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         # lax; 7x7 96@56 shift 37x. Large kernels: shift's compile time grows with the
         # taps (31x31 takes minutes) while FFT's does not, and FFT is 4x lax at 7x7.
         scanned = shift_impl.unroll_max_taps(spec.ndim, spec.channels_last) < taps
-        if spec.ndim == 3 and scanned and taps <= SCANNED_VALUE_MAX_TAPS_3D:
-            # 3-D beyond shift's unrolled sum: its value by the loop over taps, eight
-            # taps a step (`shift.SCANNED_UNROLL`), the derivatives by FFT, whose
-            # training then takes FFT's value too (`_forward_jvp`). Against FFT
+        if scanned and taps <= SCANNED_VALUE_MAX_TAPS.get(spec.ndim, 0):
+            # Beyond shift's unrolled sum in 1-D and 3-D: its value by the loop over
+            # taps, eight taps a step (`shift.SCANNED_UNROLL`), the derivatives by FFT,
+            # whose training then takes FFT's value too (`_forward_jvp`). Against FFT
             # (2026-12-03, one malloc arena, 5-7 interleaved runs, `/tmp/s39/valcmp.py`,
             # `fftt.py`), forward: 64@8x28x28 batch 2 4x4x4 3.5x channels-first, 3x3x5
             # 2.1x channels-last, 5x5x5 1.4-2.5x, 3x5x5 1.8-3.6x, 7x7x7 1.7x; 96@8x56x56
-            # batch 1 3x7x7 channels-last 2.3x; 32@16x16x16 batch 4 4x4x4 2.4x. Training
-            # by FFT against shift's (its scanned derivatives): 4x4x4 30 ms against 190,
+            # batch 1 3x7x7 channels-last 2.3x; 32@16x16x16 batch 4 4x4x4 2.4x; 1-D
+            # 128@1000 batch 8 k65 1.34-1.75x, k81 1.25-1.82x, 256@2000 batch 4 k96
+            # 1.27-1.75x, 64@500 batch 16 k65 1.81x (k129 0.92-1.11x, k255 0.89x, so
+            # not there). Training by FFT against shift's scanned derivatives (3-D,
+            # 28-64 taps, which shift took whole before): 4x4x4 30 ms against 190,
             # 3x3x5 26 against 190, 32@16 4x4x4 20 against 127, compiled in 0.5-0.6 s
             # against 1.4-2.4.
             return ("shift", "fft", "fft")

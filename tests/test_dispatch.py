@@ -2383,16 +2383,20 @@ def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(channels_l
         ((3, 3, 3), ("shift",) * 3),  # unrolled
         ((4, 4, 4), ("shift", "fft", "fft")),  # 64 taps: scanned value
         ((3, 3, 5), ("shift", "fft", "fft")),
-        ((7, 7, 7), ("shift", "fft", "fft")),  # `SCANNED_VALUE_MAX_TAPS_3D`
+        ((7, 7, 7), ("shift", "fft", "fft")),  # `SCANNED_VALUE_MAX_TAPS`
         ((7, 7, 8), ("fft",) * 3),
         ((9, 9), ("shift", "fft", "fft")),  # 2-D as before
-        ((65,), ("fft",) * 3),  # 1-D as before
+        ((17, 17), ("fft",) * 3),
+        ((64,), ("shift",) * 3),  # 1-D unrolled
+        ((65,), ("shift", "fft", "fft")),
+        ((96,), ("shift", "fft", "fft")),
+        ((97,), ("fft",) * 3),
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_depthwise_beyond_the_unrolled_sum(kernel, want, channels_last):
-    """3-D depthwise kernels of more taps than shift unrolls take shift's value (its
-    loop over taps) and FFT's derivatives, up to `SCANNED_VALUE_MAX_TAPS_3D` taps."""
+    """1-D and 3-D depthwise kernels of more taps than shift unrolls take shift's value
+    (its loop over taps) and FFT's derivatives, up to `SCANNED_VALUE_MAX_TAPS` taps."""
     nd = len(kernel)
     padding = tuple((k // 2, k // 2) for k in kernel)
     spec = _spec.ConvSpec((1,) * nd, padding, (1,) * nd, (1,) * nd, 8)
