@@ -32,8 +32,10 @@ from jaxconv._impls import shift as shift_impl
 from jaxconv._impls._common import computed_once
 from jaxconv._spec import ConvSpec
 
-# Depthwise kernels up to this many taps go through shift-and-add; larger ones by FFT
-# (but for the 2-D value outside differentiation up to `shift.unroll_max_taps`).
+# Depthwise kernels up to this many taps go through shift-and-add (3-D ones past
+# shift's unrolled sum for the value only, `SCANNED_VALUE_MAX_TAPS`); larger ones by FFT
+# (but for the 2-D value outside differentiation up to `shift.unroll_max_taps`, and the
+# 1-D and 3-D values up to `SCANNED_VALUE_MAX_TAPS`).
 SHIFT_MAX_TAPS = 64
 # 1-D and 3-D depthwise kernels of more taps than shift unrolls, up to this many per
 # spatial rank, take shift's value (its loop over taps, `shift.SCANNED_UNROLL`) and
@@ -290,7 +292,7 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # whose training then takes FFT's value too (`_forward_jvp`). Against FFT
             # (2026-12-03, one malloc arena, 5-7 interleaved runs, `/tmp/s39/valcmp.py`,
             # `fftt.py`), forward: 64@8x28x28 batch 2 4x4x4 3.5x channels-first, 3x3x5
-            # 2.1x channels-last, 5x5x5 1.4-2.5x, 3x5x5 1.8-3.6x, 7x7x7 1.7x; 96@8x56x56
+            # 2.1x channels-last, 5x5x5 1.4-2.5x, 3x5x5 2.3-3.6x, 7x7x7 1.7x; 96@8x56x56
             # batch 1 3x7x7 channels-last 2.3x; 32@16x16x16 batch 4 4x4x4 2.4x; 1-D
             # 128@1000 batch 8 k65 1.34-1.75x, k81 1.25-1.82x, 256@2000 batch 4 k96
             # 1.27-1.75x, 64@500 batch 16 k65 1.81x (k129 0.92-1.11x, k255 0.89x, so
