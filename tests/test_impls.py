@@ -1178,3 +1178,30 @@ def test_lax_float64_input_dilated_3d_does_not_abort_xla():
     got, want = jax.jit(lambda: grads("lax"))(), jax.jit(lambda: grads("einsum"))()
     for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=12)
+
+
+def test_groups_loop_steps_two_groups_and_an_odd_count():
+    """`groups.loop` runs `groups.LOOP_UNROLL` groups per iteration of its loop (a scan
+    with that unroll), and an odd number of groups still gives XLA's grouped
+    convolution, value and both gradients."""
+    from jaxconv._impls import groups
+    from jaxconv._impls import lax as lax_impl
+
+    spec = ConvSpec((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 5)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 10, 6, 7)))
+    w = jnp.asarray(rng.standard_normal((15, 2, 3, 3)))
+    jaxpr = jax.make_jaxpr(lambda a, b: groups.loop(a, b, spec))(x, w)
+    (loop,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    assert loop.params["length"] == 5
+    assert loop.params["unroll"] == groups.LOOP_UNROLL > 1
+    ct = jnp.asarray(rng.standard_normal((2, 15, 6, 7)))
+
+    def value_and_grads(f):
+        y, vjp = jax.vjp(f, x, w)
+        return (y, *vjp(ct))
+
+    got = jax.jit(lambda: value_and_grads(lambda a, b: groups.loop(a, b, spec)))()
+    want = jax.jit(lambda: value_and_grads(lambda a, b: lax_impl.forward(a, b, spec)))()
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
