@@ -51,8 +51,8 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
 
 def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical grouped convolution as XLA's dense convolutions, one per group, in
-    a loop over the groups (`jax.lax.map`): one convolution to compile, however many
-    groups.
+    a loop over the groups (`jax.lax.scan`, `LOOP_UNROLL` groups a step): one
+    convolution to compile (or `LOOP_UNROLL`), however many groups.
 
     Each group's convolution is written channels-last: inside a loop XLA's CPU compiler
     keeps the layouts it is given, and a channels-first one runs on a slow path (32
