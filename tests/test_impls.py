@@ -1205,3 +1205,31 @@ def test_groups_loop_steps_two_groups_and_an_odd_count():
     want = jax.jit(lambda: value_and_grads(lambda a, b: lax_impl.forward(a, b, spec)))()
     for g, e in zip(got, want, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
+def test_shift_scanned_steps_eight_taps_and_a_remainder():
+    """Shift's loop over taps (`shift._scanned`, kernels past its unrolled sum) steps
+    `shift.SCANNED_UNROLL` taps per iteration, and a tap count that is no multiple of it
+    (3x3x5, 45 taps) still gives XLA's convolution, value and both gradients."""
+    from jaxconv._impls import lax as lax_impl
+    from jaxconv._impls import shift
+
+    spec = ConvSpec((1, 2, 1), ((1, 1), (1, 1), (2, 2)), (1, 1, 1), (1, 1, 1), 4)
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 4, 5, 6, 7)))
+    w = jnp.asarray(rng.standard_normal((4, 1, 3, 3, 5)))
+    assert math.prod(w.shape[2:]) > shift.unroll_max_taps(3, channels_last=False)
+    jaxpr = jax.make_jaxpr(lambda a, b: shift.forward(a, b, spec))(x, w)
+    (loop,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    assert loop.params["length"] == 45 and 45 % shift.SCANNED_UNROLL != 0
+    assert loop.params["unroll"] == shift.SCANNED_UNROLL > 1
+    ct = jnp.asarray(rng.standard_normal((2, 4, *spec.out_spatial(x.shape[2:], w.shape[2:]))))
+
+    def value_and_grads(f):
+        y, vjp = jax.vjp(f, x, w)
+        return (y, *vjp(ct))
+
+    got = jax.jit(lambda: value_and_grads(lambda a, b: shift.forward(a, b, spec)))()
+    want = jax.jit(lambda: value_and_grads(lambda a, b: lax_impl.forward(a, b, spec)))()
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
