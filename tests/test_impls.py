@@ -1185,7 +1185,6 @@ def test_groups_loop_steps_two_groups_and_an_odd_count():
     with that unroll), and an odd number of groups still gives XLA's grouped
     convolution, value and both gradients."""
     from jaxconv._impls import groups
-    from jaxconv._impls import lax as lax_impl
 
     spec = ConvSpec((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 5)
     rng = np.random.default_rng(3)
@@ -1195,23 +1194,13 @@ def test_groups_loop_steps_two_groups_and_an_odd_count():
     (loop,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
     assert loop.params["length"] == 5
     assert loop.params["unroll"] == groups.LOOP_UNROLL > 1
-    ct = jnp.asarray(rng.standard_normal((2, 15, 6, 7)))
-
-    def value_and_grads(f):
-        y, vjp = jax.vjp(f, x, w)
-        return (y, *vjp(ct))
-
-    got = jax.jit(lambda: value_and_grads(lambda a, b: groups.loop(a, b, spec)))()
-    want = jax.jit(lambda: value_and_grads(lambda a, b: lax_impl.forward(a, b, spec)))()
-    for g, e in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+    _assert_is_xlas(groups.loop, x, w, spec, rng)
 
 
 def test_shift_scanned_steps_eight_taps_and_a_remainder():
     """Shift's loop over taps (`shift._scanned`, kernels past its unrolled sum) steps
     `shift.SCANNED_UNROLL` taps per iteration, and a tap count that is no multiple of it
     (3x3x5, 45 taps) still gives XLA's convolution, value and both gradients."""
-    from jaxconv._impls import lax as lax_impl
     from jaxconv._impls import shift
 
     spec = ConvSpec((1, 2, 1), ((1, 1), (1, 1), (2, 2)), (1, 1, 1), (1, 1, 1), 4)
@@ -1223,13 +1212,22 @@ def test_shift_scanned_steps_eight_taps_and_a_remainder():
     (loop,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
     assert loop.params["length"] == 45 and 45 % shift.SCANNED_UNROLL != 0
     assert loop.params["unroll"] == shift.SCANNED_UNROLL > 1
-    ct = jnp.asarray(rng.standard_normal((2, 4, *spec.out_spatial(x.shape[2:], w.shape[2:]))))
+    _assert_is_xlas(shift.forward, x, w, spec, rng)
+
+
+def _assert_is_xlas(forward, x, w, spec, rng):
+    """``forward(x, w, spec)``'s value and both gradients (for a random cotangent) are
+    XLA's convolution's, in float64."""
+    from jaxconv._impls import lax as lax_impl
+
+    out = (x.shape[0], w.shape[0], *spec.out_spatial(x.shape[2:], w.shape[2:]))
+    ct = jnp.asarray(rng.standard_normal(out))
 
     def value_and_grads(f):
-        y, vjp = jax.vjp(f, x, w)
+        y, vjp = jax.vjp(lambda a, b: f(a, b, spec), x, w)
         return (y, *vjp(ct))
 
-    got = jax.jit(lambda: value_and_grads(lambda a, b: shift.forward(a, b, spec)))()
-    want = jax.jit(lambda: value_and_grads(lambda a, b: lax_impl.forward(a, b, spec)))()
+    got = jax.jit(lambda: value_and_grads(forward))()
+    want = jax.jit(lambda: value_and_grads(lax_impl.forward))()
     for g, e in zip(got, want, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
