@@ -159,6 +159,43 @@ def _body(x: jax.Array, w: jax.Array, b: jax.Array | None, plan: _spec.ConvPlan)
     return from_canonical_output(y, batch_shape, plan.channels_last)
 
 
+# ----------------------------------------------------------------------------- plans
+
+PLAN_CACHE_SIZE = 4096
+
+
+def _typed(value):
+    """`value` with the type of each element beside it: a key under which ``True`` and
+    ``1``, ``1.0`` and ``1``, ``(1, 1)`` and ``[1, 1]`` differ, as validation tells them."""
+    if isinstance(value, (tuple, list)):
+        return type(value), tuple(_typed(v) for v in value)
+    return type(value), value
+
+
+_PLANS: dict = {}
+
+
+def cached_plan(builder, *args, **kwargs) -> _spec.ConvPlan:
+    """``builder(*args, **kwargs)`` (`_spec.conv_plan` or `_spec.transpose_plan`), cached
+    on the arguments' values and types: a call with the arguments of an earlier one
+    skips its validation (about 14 us of the 40 an eager call takes on the CPU). A
+    rejected call raises every time (an exception is not cached), and arguments that
+    cannot be hashed (an array) are validated on each call."""
+    key = (builder, _typed(args), _typed(tuple(sorted(kwargs.items()))))
+    try:
+        plan = _PLANS.get(key)
+    except TypeError:  # an unhashable argument
+        key = plan = None
+    if key is None:
+        return builder(*args, **kwargs)
+    if plan is None:
+        plan = builder(*args, **kwargs)
+        if len(_PLANS) >= PLAN_CACHE_SIZE:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
 # ----------------------------------------------------------------------------- public
 
 
@@ -315,7 +352,8 @@ def _conv(
     precision,
 ):
     check_operands(fname, input, weight, bias)
-    plan = _spec.conv_plan(
+    plan = cached_plan(
+        _spec.conv_plan,
         fname,
         input.shape,
         weight.shape,
@@ -349,7 +387,8 @@ def _conv_transpose(
     precision,
 ):
     check_operands(fname, input, weight, bias)
-    plan = _spec.transpose_plan(
+    plan = cached_plan(
+        _spec.transpose_plan,
         fname,
         input.shape,
         weight.shape,

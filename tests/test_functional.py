@@ -487,6 +487,51 @@ def test_equivalent_eager_calls_trace_the_algorithm_once(monkeypatch):
         jaxconv.conv2d(x, w, None, stride, padding, dilation, impl="lax")
 
 
+def test_plans_are_validated_once_per_signature(monkeypatch):
+    """An eager call with the arguments of an earlier one reuses its plan; one that
+    differs only in a type validation rejects (True for 1, a float) still raises, every
+    time; arguments that cannot be hashed are validated on each call."""
+    monkeypatch.setattr(functional, "_PLANS", {})
+    built = []
+    real = jaxconv._spec.conv_plan
+
+    def counting(*args, **kwargs):
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jaxconv._spec, "conv_plan", counting)
+    x, w = jnp.ones((1, 2, 7, 7)), jnp.ones((3, 2, 3, 3))
+    y = jaxconv.conv2d(x, w, None, 1, [[1, 1], [0, 0]])
+    for _ in range(3):
+        chex.assert_trees_all_equal(jaxconv.conv2d(x, w, None, 1, [[1, 1], [0, 0]]), y)
+    assert len(built) == 1
+    for stride in (True, 1.0, (1, True)):
+        for _ in range(2):
+            with pytest.raises(TypeError, match="`stride`"):
+                jaxconv.conv2d(x, w, None, stride, [[1, 1], [0, 0]])
+    assert len(built) == 7
+    for _ in range(2):
+        with pytest.raises(TypeError, match="`padding`"):
+            jaxconv.conv2d(x, w, padding=np.array([1, 0]))
+    assert len(built) == 9
+    chex.assert_trees_all_equal(jaxconv.conv2d(x, w, None, 1, ((1, 1), (0, 0))), y)
+    assert len(built) == 10  # a tuple of tuples is another key, the same plan
+    assert len(functional._PLANS) == 2
+
+
+def test_plan_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(functional, "_PLANS", {})
+    monkeypatch.setattr(functional, "PLAN_CACHE_SIZE", 3)
+    x = jnp.ones((1, 1, 9))
+    for k in range(1, 8):
+        assert jaxconv.conv1d(x, jnp.ones((1, 1, k))).shape == (1, 1, 10 - k)
+        assert len(functional._PLANS) <= 3
+    monkeypatch.setattr(functional, "_PLANS", {})
+    for _ in range(2):
+        assert jaxconv.conv_transpose1d(x, jnp.ones((1, 1, 3)), stride=2).shape == (1, 1, 19)
+    assert [key[0] for key in functional._PLANS] == [jaxconv._spec.transpose_plan]
+
+
 def test_named_scope_in_hlo():
     text = (
         jax.jit(lambda x, w: jaxconv.conv1d(x, w))
