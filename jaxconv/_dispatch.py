@@ -1464,6 +1464,30 @@ def _computed_once(y: jax.Array, spec: ConvSpec) -> jax.Array:
     return jnp.moveaxis(computed_once(jnp.moveaxis(y, 1, -1)), -1, 1)
 
 
+def _half(x: jax.Array, w: jax.Array) -> bool:
+    """Whether XLA's convolution of these operands runs in float32 instead, rounded once
+    at the end: bfloat16 and float16 on the CPU.
+
+    XLA's CPU convolution in half precision is slower than in float32 (ResNet 3x3 64@56
+    batch 8: 15-19 ms in bfloat16, 9-11 ms in float32), and the weight gradient of some
+    layers accumulates partly in half precision (the 7x7 stride-2 stem 3->64 @224 batch
+    8: 1.7e-2 of its largest entry off float32's in bfloat16, 1.6e-3 in float16; in
+    float32 and rounded, 3.1e-3 and 3.6e-4). Side by side with half precision (`auto`,
+    batch 8, bfloat16 unless said, Intel Xeon with AMX, 7 interleaved runs, 2026-12-03,
+    `/tmp/s40/upab.py`; forward, training with a fixed output gradient): ResNet 3x3
+    64@56 1.31-1.94x, 1.20-1.29x (channels-last 1.86x, 1.24x; float16 1.69x, 1.18x);
+    256@14 0.97-1.02x, 1.04-1.11x; the stem 1.10-1.16x, 1.09-1.22x (float16 1.05x,
+    1.06x); 3-D 3x3x3 64@8x28x28 1.72-1.86x, 1.05-1.30x; transposed 4x4 stride 2
+    256->128 @16 1.00-1.07x, 1.01-1.11x, 3x3 stride 2 64->32 @56 0.99-1.21x,
+    0.90-0.98x (its value 1.42x, input gradient 1.00x, weight gradient 0.96x). Not for
+    the other algorithms: `shift` in float32 ran depthwise 3x3 144@56 forward 0.80x,
+    7x7 96@56 0.87x, ResNeXt 3x3 g32 128@56 training 0.84x; `matmul` keeps its
+    half-precision products, which XLA's CPU dot accumulates in float32 (bfloat16 on
+    AMX at 2.7-5x its float32 dot: 1x1 256->64 @56 1.1-1.9 ms against 3.0-4.7 in
+    float32, and 17-18 ms by XLA's convolution)."""
+    return jnp.dtype(x.dtype) in (jnp.bfloat16, jnp.float16) and x.dtype == w.dtype
+
+
 # Channels-last transposed convolutions whose kernel is their stride, with at least this
 # many input positions over the batch, take their weight gradient as one product
 # (`subpixel.unpatched_weight_gradient`). Against the phases (2x2 stride 2 unless said,
@@ -1493,9 +1517,23 @@ def _run(
     if names is not None and names[role] != "auto":
         return FORWARDS[names[role]](x, w, spec)
     backend = jax.default_backend()
+    if (
+        backend == "cpu"
+        and _half(x, w)
+        and choose(spec, x.shape, w.shape, x.dtype, "cpu")[role] == "lax"
+    ):
+        # In float32, rounded once (see `_half`); the phases of a transposed convolution
+        # and the planes of a 3-D one too.
+        f32 = jnp.float32
+        y = _run(x.astype(f32), w.astype(f32), spec, role, names, differentiated)
+        return y.astype(x.dtype)
 
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
+        if name == "lax" and backend == "cpu" and _half(x_, w_):
+            # In float32, rounded once (see `_half`).
+            f32 = jnp.float32
+            return chosen(x_.astype(f32), w_.astype(f32), spec_).astype(x_.dtype)
         if (
             name in (DENSE_GROUPS, GROUPS_LOOP)
             and role == FORWARD

@@ -2422,3 +2422,53 @@ def test_auto_3d_depthwise_scanned_value_and_fft_derivatives():
     grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
     assert "fft" in grad.as_text() and "while" not in grad.as_text()
     _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, (45, 45, 630))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, conv",
+    [
+        # Dense by XLA's convolution: value and both gradients in float32.
+        ((2, 5, 11, 10), (6, 5, 3, 3), dict(padding=1), jaxconv.conv),
+        ((2, 10, 11, 5), (3, 3, 5, 6), dict(padding=1, channels_last=True), jaxconv.conv),
+        ((2, 4, 6, 10, 10), (4, 4, 3, 3, 3), dict(padding=1, stride=(1, 2, 2)), jaxconv.conv),
+        # Transposed: the sub-pixel phases by XLA's convolution, each in float32.
+        ((2, 6, 7, 7), (6, 4, 3, 3), dict(stride=2, padding=1, output_padding=1), None),
+    ],
+)
+def test_half_precision_runs_xlas_convolution_in_float32(x_shape, w_shape, kwargs, conv, dtype):
+    """bfloat16 and float16 layers that `auto` gives to XLA's convolution run it in
+    float32, rounded once (`_dispatch._half`): no half-precision convolution in the
+    program, and value and gradients those of float32 rounded to the dtype."""
+    conv = conv or jaxconv.conv_transpose
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(w_shape), dtype)
+
+    def f(a, b):
+        return conv(a, b, **kwargs)
+
+    ct = jnp.asarray(cotangent(f, x, w), dtype)
+    step = jax.jit(lambda a, b, c: (lambda r: (r[0], *r[1](c)))(jax.vjp(f, a, b)))
+    text = step.lower(x, w, ct).as_text()
+    convs = re.findall(r"stablehlo.convolution.*", text)
+    assert convs and all("xf32>" in c and "bf16" not in c and "xf16>" not in c for c in convs)
+    ((y, dx, dw),) = values_and_vjps([f], (x, w), ct)
+    f32 = [a.astype(jnp.float32) for a in (x, w, ct)]
+    ((y32, dx32, dw32),) = values_and_vjps([f], f32[:2], f32[2])
+    for got, want in ((y, y32), (dx, dx32), (dw, dw32)):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want.astype(dtype)))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+def test_half_precision_matmul_stays_in_half_precision():
+    """A 1x1 layer (`matmul`) keeps its half-precision products, accumulated in float32
+    (XLA's CPU dot; bfloat16 on AMX), and converts no operand to float32."""
+    x = jnp.ones((2, 16, 9, 9), jnp.bfloat16)
+    w = jnp.ones((8, 16, 1, 1), jnp.bfloat16)
+    text = jax.jit(jaxconv.conv2d).lower(x, w).as_text()
+    dots = re.findall(r"stablehlo.dot_general.*", text)
+    assert dots and all("bf16" in d.split("->")[0] for d in dots)
+    assert np.all(np.asarray(jaxconv.conv2d(x, w), np.float32) == 16)
