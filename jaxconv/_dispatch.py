@@ -1466,26 +1466,36 @@ def _computed_once(y: jax.Array, spec: ConvSpec) -> jax.Array:
 
 def _half(x: jax.Array, w: jax.Array) -> bool:
     """Whether XLA's convolution of these operands runs in float32 instead, rounded once
-    at the end: bfloat16 and float16 on the CPU.
-
-    XLA's CPU convolution in half precision is slower than in float32 (ResNet 3x3 64@56
-    batch 8: 15-19 ms in bfloat16, 9-11 ms in float32), and the weight gradient of some
-    layers accumulates partly in half precision (the 7x7 stride-2 stem 3->64 @224 batch
-    8: 1.7e-2 of its largest entry off float32's in bfloat16, 1.6e-3 in float16; in
-    float32 and rounded, 3.1e-3 and 3.6e-4). Side by side with half precision (`auto`,
-    batch 8, bfloat16 unless said, Intel Xeon with AMX, 7 interleaved runs, 2026-12-03,
-    `/tmp/s40/upab.py`; forward, training with a fixed output gradient): ResNet 3x3
-    64@56 1.31-1.94x, 1.20-1.29x (channels-last 1.86x, 1.24x; float16 1.69x, 1.18x);
-    256@14 0.97-1.02x, 1.04-1.11x; the stem 1.10-1.16x, 1.09-1.22x (float16 1.05x,
-    1.06x); 3-D 3x3x3 64@8x28x28 1.72-1.86x, 1.05-1.30x; transposed 4x4 stride 2
-    256->128 @16 1.00-1.07x, 1.01-1.11x, 3x3 stride 2 64->32 @56 0.99-1.21x,
-    0.90-0.98x (its value 1.42x, input gradient 1.00x, weight gradient 0.96x). Not for
-    the other algorithms: `shift` in float32 ran depthwise 3x3 144@56 forward 0.80x,
-    7x7 96@56 0.87x, ResNeXt 3x3 g32 128@56 training 0.84x; `matmul` keeps its
-    half-precision products, which XLA's CPU dot accumulates in float32 (bfloat16 on
-    AMX at 2.7-5x its float32 dot: 1x1 256->64 @56 1.1-1.9 ms against 3.0-4.7 in
-    float32, and 17-18 ms by XLA's convolution)."""
+    at the end: bfloat16 and float16 on the CPU, where XLA's convolution upcasts them
+    itself and runs no faster than in float32 (ResNet 3x3 64@56 batch 8: 14.2 ms in
+    bfloat16 against 13.7 in float32, 8.4 against 8.1 with `lax.forward_eigen`'s
+    extra row), but `auto`'s rules for XLA's convolution were measured in float32
+    (`lax.eigen_pays` is float32 only), and XLA accumulates some weight gradients
+    partly in half precision (the 7x7 stride-2 stem 3->64 @224 batch 8: 1.7e-2 of the
+    largest entry off float32's in bfloat16, 1.6e-3 in float16; in float32 and
+    rounded, 3.1e-3 and 3.6e-4). The full bench in bfloat16 (`python -m bench --suite
+    full --mode fwd,train --impl auto --dtype bfloat16`, Intel Xeon with AMX,
+    2026-12-03, against the same at 49e2933): `auto` 3.24x -> 3.51x `lax` forward,
+    4.96x -> 5.43x in training; ResNet 3x3 64@56 1.7-1.8x faster forward, 1.8-2.0x in
+    training, the video layer 1.6x and 1.15-1.2x, dilated 3x3 256@33 1.2x and 1.1x;
+    the largest difference from `lax` 1.9e-2 -> 8.7e-3. Only XLA's convolution: with
+    every algorithm of a call in float32 (`matmul`'s dots and `subpixel`'s phases
+    too), U-Net's 2x2 stride-2 transposed layer ran 0.30x forward, its products
+    no longer taken in bfloat16 on AMX (XLA's CPU dot: 2.7-5x its float32 dot there);
+    `shift` in float32 ran depthwise 3x3 144@56 forward 0.80x, 7x7 96@56 0.87x."""
     return jnp.dtype(x.dtype) in (jnp.bfloat16, jnp.float16) and x.dtype == w.dtype
+
+
+def _in_float32(conv, x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``conv`` of ``x`` and ``w`` in float32, rounded to their dtype (see `_half`)."""
+    return conv(x.astype(jnp.float32), w.astype(jnp.float32), spec).astype(x.dtype)
+
+
+def _xla(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's convolution as it is, in float32 for half precision on the CPU (`_half`)."""
+    if jax.default_backend() == "cpu" and _half(x, w):
+        return _in_float32(FORWARDS["lax"], x, w, spec)
+    return FORWARDS["lax"](x, w, spec)
 
 
 # Channels-last transposed convolutions whose kernel is their stride, with at least this
@@ -1517,23 +1527,11 @@ def _run(
     if names is not None and names[role] != "auto":
         return FORWARDS[names[role]](x, w, spec)
     backend = jax.default_backend()
-    if (
-        backend == "cpu"
-        and _half(x, w)
-        and choose(spec, x.shape, w.shape, x.dtype, "cpu")[role] == "lax"
-    ):
-        # In float32, rounded once (see `_half`); the phases of a transposed convolution
-        # and the planes of a 3-D one too.
-        f32 = jnp.float32
-        y = _run(x.astype(f32), w.astype(f32), spec, role, names, differentiated)
-        return y.astype(x.dtype)
 
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
         if name == "lax" and backend == "cpu" and _half(x_, w_):
-            # In float32, rounded once (see `_half`).
-            f32 = jnp.float32
-            return chosen(x_.astype(f32), w_.astype(f32), spec_).astype(x_.dtype)
+            return _in_float32(chosen, x_, w_, spec_)
         if (
             name in (DENSE_GROUPS, GROUPS_LOOP)
             and role == FORWARD
@@ -1544,7 +1542,7 @@ def _run(
             )
         ):
             # XLA's grouped value instead (`_pointwise_many_groups`, `_small_groups`).
-            return FORWARDS["lax"](x_, w_, spec_)
+            return _xla(x_, w_, spec_)
         if name == DENSE_GROUPS:
             return groups.decompose(x_, w_, spec_, chosen)
         if name == GROUPS_LOOP:
@@ -1710,9 +1708,9 @@ def _run(
         )
     if backend == "cpu" and subpixel.applies(spec) and not matmul_impl.single_pixel(x.shape):
         if role == FORWARD and _transposed_value_whole(x.shape, w.shape, spec, differentiated):
-            return FORWARDS["lax"](x, w, spec)
+            return _xla(x, w, spec)
         if role == INPUT_GRADIENT and _transposed_input_gradient_whole(x.shape, w.shape, spec):
-            return FORWARDS["lax"](x, w, spec)
+            return _xla(x, w, spec)
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
         # (From one input pixel they go to matmul whole: see `choose`.)
         return subpixel.decompose(x, w, spec, chosen)
