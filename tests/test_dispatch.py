@@ -2433,15 +2433,20 @@ def test_auto_3d_depthwise_scanned_value_and_fft_derivatives():
         ((2, 5, 11, 10), (6, 5, 3, 3), dict(padding=1), jaxconv.conv),
         ((2, 10, 11, 5), (3, 3, 5, 6), dict(padding=1, channels_last=True), jaxconv.conv),
         ((2, 4, 6, 10, 10), (4, 4, 3, 3, 3), dict(padding=1, stride=(1, 2, 2)), jaxconv.conv),
-        # Transposed: the sub-pixel phases by XLA's convolution, each in float32.
+        # Transposed, to few channels: XLA's input-dilated convolution whole (the value
+        # and the input gradient, `_dispatch._xla`), the weight gradient by phases.
         ((2, 6, 7, 7), (6, 4, 3, 3), dict(stride=2, padding=1, output_padding=1), None),
+        # Grouped: the value of small groups by XLA's grouped convolution (`_xla`)...
+        ((8, 7, 7, 64), (3, 3, 8, 128), dict(padding=1, groups=8, channels_last=True), None),
+        # ... and the groups loop.
+        ((1, 512, 28, 28), (512, 16, 3, 3), dict(padding=1, groups=32), jaxconv.conv),
     ],
 )
 def test_half_precision_runs_xlas_convolution_in_float32(x_shape, w_shape, kwargs, conv, dtype):
     """bfloat16 and float16 layers that `auto` gives to XLA's convolution run it in
     float32, rounded once (`_dispatch._half`): no half-precision convolution in the
     program, and value and gradients those of float32 rounded to the dtype."""
-    conv = conv or jaxconv.conv_transpose
+    conv = conv or (jaxconv.conv if "groups" in kwargs else jaxconv.conv_transpose)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(x_shape), dtype)
     w = jnp.asarray(rng.standard_normal(w_shape), dtype)
@@ -2451,9 +2456,9 @@ def test_half_precision_runs_xlas_convolution_in_float32(x_shape, w_shape, kwarg
 
     ct = jnp.asarray(cotangent(f, x, w), dtype)
     step = jax.jit(lambda a, b, c: (lambda r: (r[0], *r[1](c)))(jax.vjp(f, a, b)))
-    text = step.lower(x, w, ct).as_text()
-    convs = re.findall(r"stablehlo.convolution.*", text)
-    assert convs and all("xf32>" in c and "bf16" not in c and "xf16>" not in c for c in convs)
+    for program in (jax.jit(f).lower(x, w), step.lower(x, w, ct)):
+        convs = re.findall(r"stablehlo.convolution.*", program.as_text())
+        assert convs and all("xf32>" in c and "bf16" not in c and "xf16>" not in c for c in convs)
     ((y, dx, dw),) = values_and_vjps([f], (x, w), ct)
     f32 = [a.astype(jnp.float32) for a in (x, w, ct)]
     ((y32, dx32, dw32),) = values_and_vjps([f], f32[:2], f32[2])
@@ -2470,5 +2475,5 @@ def test_half_precision_matmul_stays_in_half_precision():
     w = jnp.ones((8, 16, 1, 1), jnp.bfloat16)
     text = jax.jit(jaxconv.conv2d).lower(x, w).as_text()
     dots = re.findall(r"stablehlo.dot_general.*", text)
-    assert dots and all("bf16" in d.split("->")[0] for d in dots)
+    assert dots and all("f32>" not in d.split("->")[0] for d in dots)
     assert np.all(np.asarray(jaxconv.conv2d(x, w), np.float32) == 16)

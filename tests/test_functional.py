@@ -517,6 +517,41 @@ def test_plans_are_validated_once_per_signature(monkeypatch):
     chex.assert_trees_all_equal(jaxconv.conv2d(x, w, None, 1, ((1, 1), (0, 0))), y)
     assert len(built) == 10  # a tuple of tuples is another key, the same plan
     assert len(functional._PLANS) == 2
+    # Keyword arguments are typed too: 0 is no bool, though False was planned.
+    jaxconv.conv2d(x, w, channels_last=False)
+    with pytest.raises(TypeError, match="`channels_last`"):
+        jaxconv.conv2d(x, w, channels_last=0)
+    for precision in (("highest", "highest"), ["highest", "highest"]):
+        chex.assert_trees_all_equal(jaxconv.conv2d(x, w, precision=precision).shape, (1, 3, 5, 5))
+    assert len(built) == 14 and len(functional._PLANS) == 5
+
+
+def test_plans_of_other_sequences_are_not_cached(monkeypatch):
+    """A sequence of another type than tuple or list may change under the same identity:
+    planned afresh each call."""
+    import collections.abc
+
+    class Stride(collections.abc.Sequence):
+        def __init__(self, items):
+            self.items = list(items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+        def __len__(self):
+            return len(self.items)
+
+    monkeypatch.setattr(functional, "_PLANS", {})
+    x, w = jnp.ones((1, 2, 7, 7)), jnp.ones((3, 2, 3, 3))
+    stride = Stride([1, 1])
+    assert jaxconv.conv2d(x, w, stride=stride).shape == (1, 3, 5, 5)
+    stride.items[:] = [2, 2]
+    assert jaxconv.conv2d(x, w, stride=stride).shape == (1, 3, 3, 3)
+    assert not functional._PLANS
+    nested = [1]
+    nested.append(nested)  # validation rejects it; the key does not recurse forever
+    with pytest.raises((TypeError, ValueError)):
+        jaxconv.conv2d(x, w, padding=nested)
 
 
 def test_plan_cache_is_bounded(monkeypatch):
