@@ -1467,27 +1467,31 @@ def _computed_once(y: jax.Array, spec: ConvSpec) -> jax.Array:
 def _half(x: jax.Array, w: jax.Array) -> bool:
     """Whether XLA's convolution of these operands (alone, or in the groups loop) runs
     in float32 instead, rounded once at the end: bfloat16 and float16 (its callers ask
-    on the CPU only), which XLA's convolution upcasts itself, running no faster than
-    in float32 (ResNet 3x3 64@56 batch 8: 14.2 ms in
-    bfloat16 against 13.7 in float32, 8.4 against 8.1 with `lax.forward_eigen`'s
-    extra row), but `auto`'s rules for XLA's convolution were measured in float32
-    (`lax.eigen_pays` takes float32 and float64 only), and XLA accumulates some weight gradients
-    partly in half precision (the 7x7 stride-2 stem 3->64 @224 batch 8: 1.7e-2 of the
-    largest entry off float32's in bfloat16, 1.6e-3 in float16; in float32 and
-    rounded, 3.1e-3 and 3.6e-4). The full bench in bfloat16 (`python -m bench --suite
-    full --mode fwd,train --impl auto --dtype bfloat16`, Intel Xeon with AMX,
-    2026-12-03, against the same at 49e2933): `auto` 3.24x -> 3.51x `lax` forward,
-    4.96x -> 5.43x in training; ResNet 3x3 64@56 1.7-1.8x faster forward, 1.8-2.0x in
-    training, the video layer 1.6x and 1.15-1.2x, dilated 3x3 256@33 1.2x and 1.1x;
-    the largest difference from `lax` 1.9e-2 -> 8.7e-3. The groups loop likewise (32
-    groups of 16x16 3x3 @28 batch 8 1.62x / 1.63x forward, 1.28x / 1.18x training,
-    channels-first / channels-last; of
-    32x32 @14 2.10x and 1.44x; `/tmp/s40/upab.py`, 7 interleaved runs). (Each term of a
-    forward-mode tangent is rounded before they are added.) Only XLA's convolution: with
-    every algorithm of a call in float32 (`matmul`'s dots and `subpixel`'s phases
-    too), U-Net's 2x2 stride-2 transposed layer ran 0.30x forward, its products
-    no longer taken in bfloat16 on AMX (XLA's CPU dot: 2.7-5x its float32 dot there);
-    `shift` in float32 ran depthwise 3x3 144@56 forward 0.80x, 7x7 96@56 0.87x."""
+    on the CPU only).
+
+    XLA's CPU convolution upcasts half precision itself and runs no faster than in
+    float32 (ResNet 3x3 64@56 batch 8: 14.2 ms in bfloat16 against 13.7 in float32, 8.4
+    against 8.1 with `lax.forward_eigen`'s extra row), but `auto`'s rules around it were
+    measured in float32 (`lax.eigen_pays` takes float32 and float64 only), and it
+    accumulated some weight gradients partly in half precision (the 7x7 stride-2 stem
+    3->64 @224 batch 8: 1.7e-2 of the largest entry off float32's in bfloat16, 1.6e-3
+    in float16; in float32 and rounded, 3.1e-3 and 3.6e-4). The full bench in bfloat16
+    (`python -m bench --suite full --mode fwd,train --impl auto --dtype bfloat16`,
+    Intel Xeon with AMX, 2026-12-03, against the same at 49e2933): `auto` 3.24x -> 3.51x
+    `lax` forward, 4.96x -> 5.43x in training; ResNet 3x3 64@56 1.7-1.8x faster
+    forward, 1.8-2.0x in training, the video layer 1.6x and 1.15-1.2x, dilated 3x3
+    256@33 1.2x and 1.1x; the largest difference from `lax` 1.9e-2 -> 8.7e-3. The
+    groups loop likewise (`/tmp/s40/upab.py`, 7 interleaved runs, channels-first /
+    channels-last): 32 groups of 16x16 3x3 @28 batch 8 forward 1.62x / 1.63x, training
+    1.28x / 1.18x; 32 of 32x32 @14 channels-first 2.10x and 1.44x. (A forward-mode
+    tangent rounds each of its two terms before adding them.)
+
+    Only XLA's convolution: with every algorithm of a call in float32 (`matmul`'s dots
+    and `subpixel`'s phases too), U-Net's 2x2 stride-2 transposed layer ran 0.30x
+    forward, its products no longer taken in bfloat16 on AMX (XLA's CPU dot: 2.7-5x its
+    float32 dot there); `shift` in float32 ran depthwise 3x3 144@56 forward 0.80x, 7x7
+    96@56 0.87x.
+    """
     return jnp.dtype(x.dtype) in (jnp.bfloat16, jnp.float16) and x.dtype == w.dtype
 
 
