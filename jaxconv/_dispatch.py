@@ -1488,9 +1488,9 @@ def _half(x: jax.Array, w: jax.Array) -> bool:
 
     Only XLA's convolution: with every algorithm of a call in float32 (`matmul`'s dots
     and `subpixel`'s phases too), U-Net's 2x2 stride-2 transposed layer ran 0.30x
-    forward, its products no longer taken in bfloat16 on AMX (XLA's CPU dot: 2.7-5x its
-    float32 dot there); `shift` in float32 ran depthwise 3x3 144@56 forward 0.80x, 7x7
-    96@56 0.87x.
+    forward, `matmul`'s products no longer in bfloat16 (which XLA's CPU dot takes on
+    AMX, 1.9-5x its float32 dot on the shapes measured); `shift` in float32 ran
+    depthwise 3x3 144@56 forward 0.80x, 7x7 96@56 0.87x.
     """
     return jnp.dtype(x.dtype) in (jnp.bfloat16, jnp.float16) and x.dtype == w.dtype
 
