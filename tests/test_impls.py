@@ -616,6 +616,61 @@ def test_fft_large_values_float32():
     assert_close(got, want, dtype=np.float32, reduction=75)
 
 
+def _fft_lengths(jaxpr) -> list[tuple[int, ...]]:
+    """``fft_lengths`` of every real-to-complex transform in ``jaxpr``, nested jaxprs
+    included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "fft" and eqn.params["fft_type"] == jax.lax.FftType.RFFT:
+            found.append(tuple(eqn.params["fft_lengths"]))
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", None)
+            if inner is not None:
+                found += _fft_lengths(getattr(inner, "jaxpr", inner))
+    return found
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        ((0, 0), (0, 0)),
+        ((4, 4), (2, 2)),  # "same": inside the transform along both dims
+        ((8, 0), (0, 4)),  # as low as the kernel's extent less one reaches
+        ((9, 1), (3, 12)),  # past it below (padded), far past the output above
+        ((0, 11), (5, 0)),
+        ((-1, 3), (2, -2)),  # cropped
+    ],
+)
+@pytest.mark.parametrize("stride, rhs, lhs", [(1, 1, 1), (2, 1, 1), (1, 2, 1), (3, 1, 2)])
+def test_fft_padding_inside_the_transform(padding, stride, rhs, lhs):
+    # Zero padding is left to the transform where the kernel reaches it (fft.forward):
+    # the outputs are read where the circular wrap-around does not reach.
+    x, w = arrays(np.random.default_rng(12), (2, 3, 11, 9), (4, 3, 5, 3))
+    s = spec(2, stride, padding, lhs, rhs)
+    got = jitted("fft")(x, w, s)
+    want = jitted("lax")(x, w, s)
+    assert got.shape == want.shape
+    assert_close(got, want, dtype=np.float64, reduction=15)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, padding, lengths",
+    [
+        # "same" 31x31 on 28x28: 28 + 15 = 43 -> 45 per dim, not 28 + 30 = 58 -> 60.
+        ((1, 2, 28, 28), (2, 1, 31, 31), ((15, 15), (15, 15)), (45, 45)),
+        # Padded past the kernel's extent below: that dim padded as before (30 -> 30).
+        ((1, 2, 20, 20), (2, 1, 3, 3), ((5, 5), (1, 1)), (30, 21)),
+        # 1-D "same" k65 on 1000: 1032 -> 1050 (1064 -> 1080 padded).
+        ((1, 2, 1000), (2, 1, 65), ((32, 32),), (1050,)),
+    ],
+)
+def test_fft_transform_holds_no_padding(x_shape, w_shape, padding, lengths):
+    x, w = arrays(np.random.default_rng(13), x_shape, w_shape)
+    s = spec(len(lengths), padding=padding, groups=2)
+    jaxpr = jax.make_jaxpr(lambda a, b: FORWARDS["fft"](a, b, s))(x, w).jaxpr
+    assert _fft_lengths(jaxpr) == [lengths, lengths]  # the input's and the kernel's
+
+
 @pytest.mark.parametrize("n, want", [(1, 1), (7, 7), (11, 12), (13, 14), (97, 98), (121, 125)])
 def test_fft_fast_size(n, want):
     assert fft.fast_size(n) == want
