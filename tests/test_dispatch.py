@@ -1,6 +1,7 @@
 """impl="auto": the rules choose what they say, and never leave XLA off the CPU."""
 
 import dataclasses
+import functools
 import math
 import re
 
@@ -1219,6 +1220,69 @@ def test_depthwise_split_for_inference_only(channels_last):
 
     assert not whole_padded(conv, x, w)
     assert whole_padded(lambda x, w: jax.vjp(conv, x, w)[0], x, w)  # the value alone
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
+@pytest.mark.parametrize(
+    "size, kwargs, split",
+    [
+        (28, dict(padding=1), True),  # 784 positions
+        (27, dict(padding=1), False),  # 729: the cotangent padded first
+        (28, dict(padding="same", dilation=2), True),
+        (30, dict(padding=(2, 0), dilation=(2, 1)), True),
+        (29, dict(stride=2, padding=1), True),
+        (28, dict(stride=(1, 2), padding=(0, 1)), True),
+    ],
+)
+def test_depthwise_input_gradient_split_on_large_maps(size, kwargs, split, monkeypatch, retrace):
+    """A channels-last depthwise 3x3 layer on maps of at least
+    `_dispatch.SPLIT_INPUT_GRADIENT_MIN_POSITIONS` positions takes its input gradient
+    split, from the cotangent written out once (`_dispatch._split_input_gradient`):
+    no padded copy of the whole cotangent. The gradients equal `lax`'s with a fixed
+    cotangent, through a ReLU and of a squared loss (float64), and so do second
+    derivatives."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, size, size, 8))
+    w = rng.standard_normal((3, 3, 1, 8))
+
+    def conv(x, w, impl="auto"):
+        return jaxconv.conv2d(x, w, groups=8, channels_last=True, impl=impl, **kwargs)
+
+    calls = []
+    original = _dispatch._split_once
+
+    def spy(ct, w, spec):
+        calls.append(ct.shape)
+        return original(ct, w, spec)
+
+    monkeypatch.setattr(_dispatch, "_split_once", spy)
+    ct = cotangent(conv, x, w)
+    text = jax.jit(lambda x, w: jax.vjp(lambda a: conv(a, w), x)[1](ct)).lower(x, w).as_text()
+    assert bool(calls) == split
+    whole = "tensor<{}x{}x{}x8x".format(*ct.shape[:3])
+    padded = any(
+        "stablehlo.pad" in line and line.split(": (")[1].startswith(whole)
+        for line in text.splitlines()
+        if ": (" in line
+    )
+    if "stride" not in kwargs:  # (strided, the phases pad their own slices)
+        assert padded != split
+
+    def losses(impl):
+        f = functools.partial(conv, impl=impl)
+        relu = jax.grad(lambda x, w: jnp.sum(jax.nn.relu(f(x, w)) * ct), (0, 1))
+        square = jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), (0, 1))
+        # A second derivative through the input gradient: d/dw of |d/dx loss|^2.
+        dx = jax.grad(lambda a, w: jnp.sum(f(a, w) ** 2))
+        second = jax.grad(lambda x, w: jnp.sum(dx(x, w) ** 2), 1)
+        return relu, square, second
+
+    auto, lax_ = values_and_vjps([conv, functools.partial(conv, impl="lax")], (x, w), ct)
+    for got, want in zip(auto, lax_, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    got, want = jax.jit(lambda x, w: [[g(x, w) for g in losses(i)] for i in ("auto", "lax")])(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
