@@ -327,6 +327,62 @@ def test_unpadded_rows_weight_gradient_rule(x_shape, kernel, kwargs, rows):
     assert not shift._rows_pay(x_shape[0], (c_out, *out), c // groups, kernel)
 
 
+@pytest.mark.parametrize(
+    "n, ct_shape, kernel, kwargs, rows",
+    [
+        (16, (576, 14, 14), (3, 3), {}, True),  # MobileNetV2's 14x14 stage, 16.3 M
+        (4, (960, 7, 7), (3, 3), {}, False),  # 1.7 M products
+        (16, (960, 7, 7), (3, 3), {}, True),  # 6.8 M
+        (8, (672, 14, 14), (5, 5), {}, True),
+        (16, (384, 7, 7), (7, 7), {}, True),
+        (16, (384, 7, 7), (8, 8), {}, False),  # 64 taps
+        (64, (32, 14, 14), (3, 3), {}, False),  # 32 channels
+        (16, (576, 14, 14), (3, 3), dict(groups=288), False),  # groups of 2
+        (16, (576, 14, 14), (3, 3), dict(groups=288, c_in_g=1), False),  # 2 out per group
+        (16, (576, 196), (9,), {}, False),  # 1-D
+        (4, (96, 8, 14, 14), (3, 3, 3), {}, False),  # 3-D
+    ],
+)
+def test_small_map_rows_weight_gradient_rule(n, ct_shape, kernel, kwargs, rows):
+    """2-D depthwise channels-last layers loop over rows on narrow maps too, from
+    `shift.SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds (`shift._small_map_rows_pay`)."""
+    nd = len(kernel)
+    c_out = ct_shape[0]
+    groups = kwargs.get("groups", c_out)
+    c_in_g = kwargs.get("c_in_g", c_out // groups)
+    spec = ConvSpec((1,) * nd, ((1, 1),) * nd, (1,) * nd, (1,) * nd, groups)
+    spec = dataclasses.replace(spec, channels_last=True)
+    assert shift._small_map_rows_pay(n, ct_shape, spec, c_in_g, kernel) == rows
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, kernel, kwargs",
+    [
+        ((16, 14, 14, 96), (3, 3), dict(padding=1)),
+        ((32, 14, 14, 192), (3, 3), dict(stride=2, padding=1)),
+        ((8, 7, 7, 240), (5, 5), dict(padding=2)),
+        ((16, 9, 12, 192), (3, 5), dict(padding=(2, 0), dilation=(2, 1))),
+    ],
+)
+def test_auto_small_map_depthwise_weight_gradient_by_rows(x_shape, kernel, kwargs):
+    """On maps too narrow for `shift._rows_pay`, a channels-last depthwise layer with
+    enough products loops over rows for its weight gradient, and matches XLA's."""
+    c = x_shape[-1]
+    x, w = _arrays(0, x_shape, (*kernel, 1, c), dtype=np.float32)
+
+    def f(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, groups=c, channels_last=True, impl=impl, **kwargs)
+
+    (ct,) = _arrays(1, jax.eval_shape(f("lax"), x, w).shape, dtype=np.float32)
+    out = ct.shape[1:3]
+    assert not shift._rows_pay(x_shape[0], (c, *out), 1, kernel)
+    dw = lambda impl: lambda a, b, ct: jax.vjp(lambda v: f(impl)(a, v), b)[1](ct)[0]  # noqa: E731
+    assert "stablehlo.while" in jax.jit(dw("auto")).lower(x, w, ct).as_text()
+    got, want = jax.jit(lambda *a: (dw("auto")(*a), dw("lax")(*a)))(x, w, ct)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
 @pytest.mark.parametrize("c, loops", [(64, True), (32, False)])
 def test_auto_small_depthwise_weight_gradient_by_unpadded_rows(c, loops):

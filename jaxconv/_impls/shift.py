@@ -580,6 +580,7 @@ def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.
     if spec.channels_last and (
         _rows_pay(x.shape[0], ct.shape[1:], c_in_g, kernel)
         or _unpadded_rows_pay(x.shape, ct.shape[1:], spec, c_in_g, kernel)
+        or _small_map_rows_pay(x.shape[0], ct.shape[1:], spec, c_in_g, kernel)
     ):
         return _rows_weight_gradient(x, ct, spec, kernel)
     # Channels-first whatever the caller's layout: a reduction that keeps the channels
@@ -649,6 +650,42 @@ def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
         and out[-1] >= ROWS_MIN_WIDTH
         and taps <= ROWS_MAX_TAPS
         and c_out * c_in_g >= ROWS_MIN_CHANNELS
+    )
+
+
+# Channels-last 2-D depthwise layers take the loop over rows whatever their width, from
+# this many multiply-adds (batch x output positions x channels x taps; see
+# `_small_map_rows_pay`).
+SMALL_MAP_ROWS_MIN_PRODUCTS = 2_000_000
+
+
+def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -> bool:
+    """Whether a channels-last 2-D depthwise layer (one channel in and out per group, at
+    least `ROWS_MIN_CHANNELS` channels) runs its weight gradient as the loop over rows
+    on output rows narrower than `ROWS_MIN_WIDTH` too, from
+    `SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds: on MobileNet's 14x14 and 7x7 maps the
+    one reduction's input and cotangent outgrow the cache. Training against the one
+    reduction (one process, 11 interleaved runs, Sapphire Rapids Xeon, 2026-12-03,
+    `/tmp/s41/dwtr.py`; a fixed output gradient, then through a ReLU): 3x3 576@14
+    batch 16 1.98x, 2.85x; batch 8 1.61x, 2.33x; batch 2 1.28x, 1.26x; 384@14 batch 32
+    2.28x, 6.17x; batch 8 1.54x, 1.73x; batch 4 1.09x, 1.49x; 144@14 batch 8 1.06x,
+    1.15x; 96@14 batch 16 and 32 1.17x, 1.33x and 1.54x, 3.23x; 960@7 batch 64 1.68x,
+    2.31x; batch 16 1.39x, 2.47x; batch 4 1.03x, 1.14x; stride 2 576@14 batch 16
+    1.41x, 1.51x; 5x5 480@14 batch 16 1.70x, 2.34x; 672@14 batch 8 1.73x, 1.57x;
+    144@14 batch 16 1.27x, 1.64x; 240@7 batch 8 1.06x, 1.04x; 7x7 384@7 batch 16 1.40x,
+    1.19x (the weight gradient alone: 3x3 576@14 batch 16 8.3 -> 2.4 ms, 960@7 batch
+    64 21.6 -> 4.6 ms). Fewer products lose: 3x3 960@7 batch 1 (0.42M) 0.53x, 0.54x;
+    576@14 batch 1 (1.0M) 0.98x, 0.95x; 96@14 batch 8 (1.35M) 0.83x, 1.19x. Compile
+    time of training 0.27-0.40 -> 0.46-0.77 s."""
+    c_out, *out = ct_shape
+    taps = math.prod(kernel)
+    return (
+        len(kernel) == 2
+        and c_in_g == 1
+        and c_out == spec.groups
+        and c_out >= ROWS_MIN_CHANNELS
+        and taps <= ROWS_MAX_TAPS
+        and n * math.prod(out) * c_out * taps >= SMALL_MAP_ROWS_MIN_PRODUCTS
     )
 
 
