@@ -337,15 +337,18 @@ def test_unpadded_rows_weight_gradient_rule(x_shape, kernel, kwargs, rows):
         (16, (384, 7, 7), (7, 7), {}, True),
         (16, (384, 7, 7), (8, 8), {}, False),  # 64 taps
         (64, (32, 14, 14), (3, 3), {}, False),  # 32 channels
-        (16, (576, 14, 14), (3, 3), dict(groups=288), False),  # groups of 2
-        (16, (576, 14, 14), (3, 3), dict(groups=288, c_in_g=1), False),  # 2 out per group
+        (16, (512, 14, 14), (3, 3), dict(groups=128), True),  # groups of 4x4, 57.8 M
+        (4, (256, 14, 14), (3, 3), dict(groups=64), False),  # groups of 4x4, 7.2 M
+        (16, (576, 14, 14), (3, 3), dict(groups=288, c_in_g=1), True),  # 2 out per group
+        (4, (576, 14, 14), (3, 3), dict(groups=288, c_in_g=1), False),  # ... 4.1 M
         (16, (576, 196), (9,), {}, False),  # 1-D
         (4, (96, 8, 14, 14), (3, 3, 3), {}, False),  # 3-D
     ],
 )
 def test_small_map_rows_weight_gradient_rule(n, ct_shape, kernel, kwargs, rows):
-    """2-D depthwise channels-last layers loop over rows on narrow maps too, from
-    `shift.SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds (`shift._small_map_rows_pay`)."""
+    """2-D channels-last layers loop over rows on narrow maps too, from
+    `shift.SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds if depthwise, else from
+    `shift.ROWS_MIN_PRODUCTS` (`shift._small_map_rows_pay`)."""
     nd = len(kernel)
     c_out = ct_shape[0]
     groups = kwargs.get("groups", c_out)
