@@ -342,12 +342,14 @@ def test_unpadded_rows_weight_gradient_rule(x_shape, kernel, kwargs, rows):
         (16, (576, 14, 14), (3, 3), dict(groups=288, c_in_g=1), True),  # 2 out per group
         (4, (576, 14, 14), (3, 3), dict(groups=288, c_in_g=1), False),  # ... 4.1 M
         (16, (576, 196), (9,), {}, False),  # 1-D
-        (4, (96, 8, 14, 14), (3, 3, 3), {}, False),  # 3-D
+        (4, (96, 8, 14, 14), (3, 3, 3), {}, True),  # 3-D depthwise, 8.1 M
+        (1, (96, 8, 7, 7), (3, 3, 3), {}, False),  # 1.0 M
+        (8, (256, 8, 14, 14), (3, 3, 3), dict(groups=64), False),  # 3-D groups of 4x4
     ],
 )
 def test_small_map_rows_weight_gradient_rule(n, ct_shape, kernel, kwargs, rows):
-    """2-D channels-last layers loop over rows on narrow maps too, from
-    `shift.SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds if depthwise, else from
+    """2-D channels-last layers (and 3-D depthwise ones) loop over rows on narrow maps
+    too, from `shift.SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds if depthwise, else from
     `shift.ROWS_MIN_PRODUCTS` (`shift._small_map_rows_pay`)."""
     nd = len(kernel)
     c_out = ct_shape[0]
@@ -366,6 +368,7 @@ def test_small_map_rows_weight_gradient_rule(n, ct_shape, kernel, kwargs, rows):
         ((32, 14, 14, 192), (3, 3), dict(stride=2, padding=1)),
         ((8, 7, 7, 240), (5, 5), dict(padding=2)),
         ((16, 9, 12, 192), (3, 5), dict(padding=(2, 0), dilation=(2, 1))),
+        ((2, 4, 14, 14, 96), (3, 3, 3), dict(padding=1)),
     ],
 )
 def test_auto_small_map_depthwise_weight_gradient_by_rows(x_shape, kernel, kwargs):
@@ -375,10 +378,10 @@ def test_auto_small_map_depthwise_weight_gradient_by_rows(x_shape, kernel, kwarg
     x, w = _arrays(0, x_shape, (*kernel, 1, c), dtype=np.float32)
 
     def f(impl):
-        return lambda a, b: jaxconv.conv2d(a, b, groups=c, channels_last=True, impl=impl, **kwargs)
+        return lambda a, b: jaxconv.conv(a, b, groups=c, channels_last=True, impl=impl, **kwargs)
 
     (ct,) = _arrays(1, jax.eval_shape(f("lax"), x, w).shape, dtype=np.float32)
-    out = ct.shape[1:3]
+    out = ct.shape[1:-1]
     assert not shift._rows_pay(x_shape[0], (c, *out), 1, kernel)
     dw = lambda impl: lambda a, b, ct: jax.vjp(lambda v: f(impl)(a, v), b)[1](ct)[0]  # noqa: E731
     assert "stablehlo.while" in jax.jit(dw("auto")).lower(x, w, ct).as_text()

@@ -653,19 +653,20 @@ def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
     )
 
 
-# Channels-last 2-D layers take the loop over rows whatever their width, depthwise ones
-# from this many multiply-adds (batch x output positions x channels x taps), others
-# from `ROWS_MIN_PRODUCTS` (see `_small_map_rows_pay`).
+# Channels-last 2-D layers (and 3-D depthwise ones) take the loop over rows whatever
+# their width, depthwise ones from this many multiply-adds (batch x output positions x
+# channels x taps), others from `ROWS_MIN_PRODUCTS` (see `_small_map_rows_pay`).
 SMALL_MAP_ROWS_MIN_PRODUCTS = 2_000_000
 
 
 def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -> bool:
-    """Whether a channels-last 2-D layer that `_rows_pay` leaves out for its narrow
-    output rows (MobileNet's and ResNeXt's 14x14 and 7x7 maps) runs its weight gradient
-    as the loop over rows all the same: with at least `ROWS_MIN_CHANNELS` products per
-    position and tap, at most `ROWS_MAX_TAPS` taps, and `SMALL_MAP_ROWS_MIN_PRODUCTS`
-    multiply-adds if depthwise (one channel in and out per group), `ROWS_MIN_PRODUCTS`
-    otherwise. There the one reduction's input and cotangent outgrow the cache.
+    """Whether a channels-last 2-D layer (or 3-D depthwise one) that `_rows_pay` leaves
+    out for its narrow output rows (MobileNet's and ResNeXt's 14x14 and 7x7 maps) runs
+    its weight gradient as the loop over rows all the same: with at least
+    `ROWS_MIN_CHANNELS` products per position and tap, at most `ROWS_MAX_TAPS` taps,
+    and `SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds if depthwise (one channel in and
+    out per group), `ROWS_MIN_PRODUCTS` otherwise. There the one reduction's input and
+    cotangent outgrow the cache.
     Training against the one reduction (one process, 9-11 interleaved runs, Sapphire
     Rapids Xeon, 2026-12-03, `/tmp/s41/dwtr.py`, `grtr.py`; a fixed output gradient,
     then through a ReLU): depthwise 3x3 576@14 batch 16 1.98x, 2.85x; batch 8 1.61x,
@@ -679,7 +680,11 @@ def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -
     channels 3x3: 512@14 batch 16 (57.8M products) 2.19x, 2.75x; 1024@7 batch 32 2.17x,
     2.42x; 256@14 batch 8 (14.4M) 1.53x, 1.65x; batch 4 (7.2M) 1.09x, 1.24x. Two
     outputs per channel (`/tmp/s41/mult.py`): 288->576 @14 batch 16 (16.3M) 1.80x,
-    2.00x; 480->960 @7 batch 32 1.55x, 2.09x. Fewer
+    2.00x; 480->960 @7 batch 32 1.55x, 2.09x. 3-D depthwise 3x3x3 (`/tmp/s41/dw3d.py`):
+    192@8x14x14 batch 4 2.07x, 1.70x; 96@8x14x14 batch 8 1.85x, 2.04x; 96@4x14x14
+    batch 2 1.56x, 1.17x; 192@4x14x14 batch 1 1.34x, 1.25x; 432@4x7x7 batch 2 1.10x,
+    1.15x (3-D groups of several channels were not measured and keep the one
+    reduction). Fewer
     products lose or tie: depthwise 3x3 960@7 batch 1 (0.42M) 0.53x, 0.54x; 576@14
     batch 1 (1.0M) 0.98x, 0.95x; 96@14 batch 8 (1.35M) 0.83x, 1.19x; groups of 4x4
     256@14 batch 2 and 512@14 batch 1 (3.6M) 0.94-0.98x, 1.16-1.20x; 128@7 batch 8
@@ -689,7 +694,7 @@ def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -
     depthwise = c_in_g == 1 and c_out == spec.groups
     floor = SMALL_MAP_ROWS_MIN_PRODUCTS if depthwise else ROWS_MIN_PRODUCTS
     return (
-        len(kernel) == 2
+        (len(kernel) == 2 or (len(kernel) == 3 and depthwise))
         and c_out * c_in_g >= ROWS_MIN_CHANNELS
         and taps <= ROWS_MAX_TAPS
         and n * math.prod(out) * c_out * c_in_g * taps >= floor
