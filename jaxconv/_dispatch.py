@@ -1472,8 +1472,9 @@ SPLIT_INPUT_GRADIENT_MIN_POSITIONS = 784
 
 def _split_input_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether `shift`'s input gradient of this depthwise layer runs `shift.forward` (the
-    interior summed straight from the cotangent, `shift._depthwise_split`) on the
-    cotangent written out once (`_split_once`), rather than padding it first.
+    interior summed straight from the cotangent, `shift._depthwise_split`, where its
+    padding allows) on the cotangent written out once (`_split_once`), rather than
+    padding it first.
 
     Written out, a ReLU's mask (or a loss's derivative) is computed once instead of
     inside each border part's loop. Against padding first, in one process, 15
@@ -1489,8 +1490,7 @@ def _split_input_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     return (
         spec.channels_last
         and spec.ndim == 2
-        and tuple(w_shape[:2]) == (spec.groups, 1)
-        and math.prod(w_shape[2:]) <= shift_impl.SPLIT_MAX_TAPS_ND
+        and shift_impl.splits(spec, x_shape, w_shape)
         and math.prod(x_shape[2:]) >= SPLIT_INPUT_GRADIENT_MIN_POSITIONS
     )
 

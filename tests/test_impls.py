@@ -642,15 +642,26 @@ def _fft_lengths(jaxpr) -> list[tuple[int, ...]]:
     ],
 )
 @pytest.mark.parametrize("stride, rhs, lhs", [(1, 1, 1), (2, 1, 1), (1, 2, 1), (3, 1, 2)])
-def test_fft_padding_inside_the_transform(padding, stride, rhs, lhs):
+@pytest.mark.parametrize("variant", ["real", "complex", "channels_last"])
+def test_fft_padding_inside_the_transform(padding, stride, rhs, lhs, variant):
     # Zero padding is left to the transform where the kernel reaches it (fft.forward):
     # the outputs are read where the circular wrap-around does not reach.
-    x, w = arrays(np.random.default_rng(12), (2, 3, 11, 9), (4, 3, 5, 3))
+    dtype = np.complex128 if variant == "complex" else np.float64
+    x, w = arrays(np.random.default_rng(12), (2, 3, 11, 9), (4, 3, 5, 3), dtype)
     s = spec(2, stride, padding, lhs, rhs)
+    s = dataclasses.replace(s, channels_last=variant == "channels_last")
     got = jitted("fft")(x, w, s)
     want = jitted("lax")(x, w, s)
     assert got.shape == want.shape
-    assert_close(got, want, dtype=np.float64, reduction=15)
+    assert_close(got, want, dtype=dtype, reduction=15)
+
+
+def test_fft_no_output():
+    # A spec with no output along some dim (which the public functions reject): an
+    # empty result, as lax's, not outputs read from before the start.
+    x, w = arrays(np.random.default_rng(14), (1, 1, 1), (1, 1, 5))
+    s = spec(1, stride=3, padding=((1, 0),), rhs=2)
+    assert jitted("fft")(x, w, s).shape == jitted("lax")(x, w, s).shape == (1, 1, 0)
 
 
 @pytest.mark.parametrize(

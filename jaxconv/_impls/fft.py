@@ -3,12 +3,12 @@
 The kernel is dilated by inserting zeros and flipped (a correlation is a convolution
 with the flipped kernel; flipping, not conjugating, keeps complex inputs right); the
 input is dilated and cropped explicitly (`pad_input`), and zero-padded explicitly only
-along dims padded below by more than the kernel's extent less one: elsewhere the
-padding is the transform's own zero fill. Both are transformed to a common fast size
-that holds every output read free of circular wrap-around, multiplied with a
-per-group contraction over input channels in the frequency domain, and transformed
-back one dim at a time, each dim's outputs read out with the stride (a strided slice)
-before the next dim's transform.
+along dims padded below by more than the kernel's extent less one or cropped on either
+side: elsewhere the padding is the transform's own zero fill. Both are transformed to a
+common fast size that holds every output read free of circular wrap-around, multiplied
+with a per-group contraction over input channels in the frequency domain, and
+transformed back one dim at a time, each dim's outputs read out with the stride (a
+strided slice) before the next dim's transform.
 
 float32, bfloat16 and float16 are computed in float32 (complex64) and cast back;
 float64 and complex128 in double precision.
@@ -69,12 +69,15 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     # unpadded and output o is the full convolution's index E - 1 - lo + o * stride.
     # A transform of length N holds them free of wrap-around when N > L - 1 + lo (the
     # full convolution's last index wraps below the first output read) and N > the
-    # last index read: "same" padding L + (E - 1) / 2 instead of L + E - 1. Against
+    # last index read (and N >= E keeps the kernel whole): "same" padding L + (E - 1) / 2
+    # instead of L + E - 1. Against
     # padding first (depthwise, batch 8, 9 interleaved runs, one malloc arena,
     # 2026-12-03, `/tmp/s41/upab.py`; channels-first / channels-last, forward and
     # training): 31x31 128@28 2.69x / 2.22x and 2.26x / 2.09x (60 -> 45 per dim);
     # 21x21 64@32 batch 4 1.40x and 1.57x channels-first; the derivatives of 13x13
     # 128@56 (`auto` trains by FFT) 1.33x / 1.16x.
+    if min(out, default=1) < 1:  # no output (the public functions reject these)
+        return jnp.zeros((n, c_out, *(max(o, 0) for o in out)), dtype)
     explicit, lows, sizes = [], [], []
     for m, (lo, hi), e, o, s, p in zip(
         dilated, spec.padding, extent, out, spec.stride, padded, strict=True
