@@ -673,21 +673,21 @@ def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -
     batch 8 1.61x, 2.33x; batch 2 1.28x, 1.26x; 384@14 batch 32 2.28x, 6.17x; batch 8
     1.54x, 1.73x; batch 4 1.09x, 1.49x; 144@14 batch 8 1.06x, 1.15x; 96@14 batch 16 and
     32 1.17x, 1.33x and 1.54x, 3.23x; 960@7 batch 64 1.68x, 2.31x; batch 16 1.39x,
-    2.47x; batch 4 1.03x, 1.14x; stride 2 576@14 batch 16 1.41x, 1.51x; 5x5 480@14 batch
-    16 1.70x, 2.34x; 672@14 batch 8 1.73x, 1.57x; 144@14 batch 16 1.27x, 1.64x; 240@7
-    batch 8 1.06x, 1.04x; 7x7 384@7 batch 16 1.40x, 1.19x (the weight gradient alone:
-    3x3 576@14 batch 16 8.3 -> 2.4 ms, 960@7 batch 64 21.6 -> 4.6 ms). Groups of 4x4
-    channels 3x3: 512@14 batch 16 (57.8M products) 2.19x, 2.75x; 1024@7 batch 32 2.17x,
-    2.42x; 256@14 batch 8 (14.4M) 1.53x, 1.65x; batch 4 (7.2M) 1.09x, 1.24x. Two outputs
-    per channel (`/tmp/s41/mult.py`): 288->576 @14 batch 16 (16.3M) 1.80x, 2.00x;
-    480->960 @7 batch 32 1.55x, 2.09x. 3-D depthwise 3x3x3 (`/tmp/s41/dw3d.py`):
-    192@8x14x14 batch 4 2.07x, 1.70x; 96@8x14x14 batch 8 1.85x, 2.04x; 96@4x14x14 batch
-    2 1.56x, 1.17x; 192@4x14x14 batch 1 1.34x, 1.25x; 432@4x7x7 batch 2 1.10x, 1.15x
-    (3-D groups of several channels were not measured and keep the one reduction). Fewer
-    products lose or tie: depthwise 3x3 960@7 batch 1 (0.42M) 0.53x, 0.54x; 576@14 batch
-    1 (1.0M) 0.98x, 0.95x; 96@14 batch 8 (1.35M) 0.83x, 1.19x; groups of 4x4 256@14
-    batch 2 and 512@14 batch 1 (3.6M) 0.94-0.98x, 1.16-1.20x; 128@7 batch 8 (1.8M)
-    0.96x, 1.01x. Compile time of training 0.27-0.54 -> 0.46-0.85 s."""
+    2.47x; stride 2 576@14 batch 16 1.41x, 1.51x; 5x5 480@14 batch 16 1.70x, 2.34x;
+    672@14 batch 8 1.73x, 1.57x; 144@14 batch 16 1.27x, 1.64x; 240@7 batch 8 1.06x,
+    1.04x; 7x7 384@7 batch 16 1.40x, 1.19x (the weight gradient alone: 3x3 576@14 batch
+    16 8.3 -> 2.4 ms, 960@7 batch 64 21.6 -> 4.6 ms). Groups of 4x4 channels 3x3: 512@14
+    batch 16 (57.8M products) 2.19x, 2.75x; 1024@7 batch 32 2.17x, 2.42x; 256@14 batch 8
+    (14.4M) 1.53x, 1.65x; batch 4 (7.2M) 1.09x, 1.24x. Two outputs per channel
+    (`/tmp/s41/mult.py`): 288->576 @14 batch 16 (16.3M) 1.80x, 2.00x; 480->960 @7 batch
+    32 1.55x, 2.09x. 3-D depthwise 3x3x3 (`/tmp/s41/dw3d.py`): 192@8x14x14 batch 4
+    2.07x, 1.70x; 96@8x14x14 batch 8 1.85x, 2.04x; 96@4x14x14 batch 2 1.56x, 1.17x;
+    192@4x14x14 batch 1 1.34x, 1.25x; 432@4x7x7 batch 2 1.10x, 1.15x (3-D groups of
+    several channels were not measured and keep the one reduction). Fewer products lose
+    or tie: depthwise 3x3 960@7 batch 1 (0.42M) 0.53x, 0.54x; batch 4 (1.7M) 1.03x,
+    1.14x; 576@14 batch 1 (1.0M) 0.98x, 0.95x; 96@14 batch 8 (1.35M) 0.83x, 1.19x;
+    groups of 4x4 256@14 batch 2 and 512@14 batch 1 (3.6M) 0.94-0.98x, 1.16-1.20x; 128@7
+    batch 8 (1.8M) 0.96x, 1.01x. Compile time of training 0.27-0.54 -> 0.46-0.85 s."""
     c_out, *out = ct_shape
     taps = math.prod(kernel)
     depthwise = c_in_g == 1 and c_out == spec.groups
