@@ -76,7 +76,7 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     # training): 31x31 128@28 2.69x / 2.22x and 2.26x / 2.09x (60 -> 45 per dim);
     # 21x21 64@32 batch 4 1.40x and 1.57x channels-first; the derivatives of 13x13
     # 128@56 (`auto` trains by FFT) 1.33x / 1.16x.
-    if min(out, default=1) < 1:  # no output (the public functions reject these)
+    if min(out) < 1:  # no output (the public functions reject these)
         return jnp.zeros((n, c_out, *(max(o, 0) for o in out)), dtype)
     explicit, lows, sizes = [], [], []
     for m, (lo, hi), e, o, s, p in zip(
