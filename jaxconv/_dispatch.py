@@ -1291,6 +1291,30 @@ def _stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     return w_shape[1] <= STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS
 
 
+def _output_stacked_planes(spec: ConvSpec, w_shape) -> bool:
+    """Whether the value of a 3-D convolution by stacked planes (`_stacked_planes`)
+    folds the depth taps into the weight's output channels, every input plane convolved
+    once and the taps' planes summed (`planes.output_stacked`), rather than into its
+    input channels: unstrided along the depth, to fewer output channels than input
+    channels, or as many channels-last.
+
+    Against the input planes stacked (3x3x3 unless said, padded, stride 1; forward,
+    channels-first / channels-last; 9 interleaved runs, Intel Xeon, 2026-12-03,
+    `/tmp/s42/ab3d.py`): fewer outputs: 128->64 @16x28 batch 4 1.23x / 1.53x, 128->32
+    @8x28 1.72x / 1.77x, 96->64 @16x28 1.12x / 1.52x, 64->32 1.41x / 1.99x, 32->16 1.67x /
+    1.75x, 256->64 @8x28 batch 2 1.39x / 1.66x; as many: the bench's video layer 64
+    @16x28 batch 8 0.93x / 1.42x, 32 @8x28 batch 2 1.14x / 1.30x, 128 @8x14 batch 4 0.97x
+    / 1.16x, 256 @4x14 1.05x / 1.11x, 5x3x3 32 @16x32 0.95x / 1.45x, 5x5x5 64 @8x28 1.04x
+    / 1.32x, 64 @8x14 batch 8 1.23x / 1.28x, 4 groups of 16 1.29x / 1.21x, 512 @4x14
+    batch 1 1.11x / 0.96x (minimum 1.01x); more outputs: 64->256 0.61x / 0.98x, 3->64
+    @16x112 0.62x / 0.45x; strided along the depth (every input plane convolved, half
+    of them for nothing): 128->64 stride (2, 1, 1) 0.57x / 0.66x. In training (7 runs,
+    the derivatives unchanged) 0.98-1.13x: the video layer 1.00x / 1.06x."""
+    c_out, c_in_g = w_shape[0] // spec.groups, w_shape[1]
+    fewer = c_out < c_in_g or (spec.channels_last and c_out == c_in_g)
+    return spec.stride[0] == 1 and w_shape[2] > 1 and fewer
+
+
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bool = False) -> bool:
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
@@ -1669,6 +1693,8 @@ def _run(
                 # bench, four runs); batch 1 32@8x28x28 fwd 3x, train 4.6x (unstacked).
                 stack = _stacked_planes(spec_, x_.shape, w_.shape, role)
                 by = planes.stacked if stack else planes.decompose
+                if stack and role == FORWARD and _output_stacked_planes(spec_, w_.shape):
+                    by = planes.output_stacked
                 return by(x_, w_, spec_, chosen)
         if (
             spec_.ndim == 2

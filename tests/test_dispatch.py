@@ -279,43 +279,64 @@ def test_3d_runs_as_2d_planes_on_cpu():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs, stacked, channels_last",
+    "x_shape, w_shape, kwargs, by, channels_last",
     [
         # 14x14 planes: the value, the unstrided input gradient and, from at most 8
-        # input channels, the weight gradient stack the depth taps.
-        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), (True, True, True), False),
-        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), (True, True, True), True),
-        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), (True, True, False), True),
-        # strided along the depth: not the input gradient
+        # input channels, the weight gradient stack the depth taps; the value folds
+        # them into the output channels where it has fewer (or as many channels-last).
+        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), ("in", "in", "in"), False),
+        ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), ("in", "in", "in"), True),
+        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "no"), True),
+        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "no"), False),
+        ((1, 6, 5, 14, 14), (6, 6, 3, 3, 3), dict(padding=1), ("out", "in", "in"), True),
+        ((1, 6, 5, 14, 14), (6, 6, 3, 3, 3), dict(padding=1), ("in", "in", "in"), False),
+        (
+            (1, 16, 5, 14, 14),
+            (8, 16, 3, 3, 3),
+            dict(padding=(2, 1, 1), dilation=(2, 1, 1)),
+            ("out", "in", "no"),
+            False,
+        ),
+        # strided along the depth: not the input gradient, nor the output channels
         (
             (1, 4, 7, 14, 14),
             (6, 4, 3, 3, 3),
             dict(padding=1, stride=(2, 1, 1)),
-            (True, False, True),
+            ("in", "no", "in"),
             False,
         ),
+        (
+            (1, 16, 7, 14, 14),
+            (6, 16, 3, 3, 3),
+            dict(padding=1, stride=(2, 1, 1)),
+            ("in", "no", "no"),
+            True,
+        ),
         # 12x12 planes: one 2-D convolution per depth tap in every role
-        ((1, 4, 5, 12, 12), (6, 4, 3, 3, 3), dict(padding=1), (False, False, False), True),
+        ((1, 4, 5, 12, 12), (6, 4, 3, 3, 3), dict(padding=1), ("no", "no", "no"), True),
+        ((1, 16, 5, 12, 12), (6, 16, 3, 3, 3), dict(padding=1), ("no", "no", "no"), True),
     ],
 )
 def test_3d_planes_stacked_by_role(
-    monkeypatch, retrace, x_shape, w_shape, kwargs, stacked, channels_last
+    monkeypatch, retrace, x_shape, w_shape, kwargs, by, channels_last
 ):
-    """Which roles of a 3-D convolution under auto stack the input planes along the
-    channels (`planes.stacked`) rather than summing one 2-D convolution per depth tap
-    (`planes.decompose`); values and gradients equal lax's either way."""
+    """Which roles of a 3-D convolution under auto stack the depth taps into the input
+    channels ("in": `planes.stacked`) or the output channels ("out":
+    `planes.output_stacked`) rather than summing one 2-D convolution per depth tap
+    ("no": `planes.decompose`); values and gradients equal lax's either way."""
     from jaxconv._impls import planes
 
     calls = []
-    for by in ("stacked", "decompose"):
-        original = getattr(planes, by)
+    names = {"stacked": "in", "output_stacked": "out", "decompose": "no"}
+    for name, short in names.items():
+        original = getattr(planes, name)
 
-        def spy(x, w, spec, inner, by=by, original=original):
+        def spy(x, w, spec, inner, short=short, original=original):
             if spec.ndim == 3:
-                calls.append(by)
+                calls.append(short)
             return original(x, w, spec, inner)
 
-        monkeypatch.setattr(planes, by, spy)
+        monkeypatch.setattr(planes, name, spy)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -344,7 +365,7 @@ def test_3d_planes_stacked_by_role(
     for role in roles:
         scale = float(np.max(np.abs(want[role])))
         np.testing.assert_allclose(got[role], want[role], rtol=1e-4, atol=1e-4 * scale)
-    assert tuple(roles[r] == "stacked" for r in range(3)) == stacked
+    assert tuple(roles[r] for r in range(3)) == by
 
 
 @pytest.fixture

@@ -1141,7 +1141,7 @@ def specs_planes(draw):
     return x_shape, (draw(st.integers(1, 2)) * groups, 2, *kernel), s
 
 
-@pytest.mark.parametrize("by", ["decompose", "stacked"])
+@pytest.mark.parametrize("by", ["decompose", "stacked", "output_stacked"])
 @settings(max_examples=20, deadline=None)
 @given(config=specs_planes(), channels_last=st.booleans())
 def test_planes_match_lax(by, config, channels_last):
@@ -1156,7 +1156,7 @@ def test_planes_match_lax(by, config, channels_last):
     assert_close(got, want, reduction=reduction(w_shape))
 
 
-@pytest.mark.parametrize("by", ["decompose", "stacked"])
+@pytest.mark.parametrize("by", ["decompose", "stacked", "output_stacked"])
 def test_planes_gradients_and_half_precision(by):
     from jaxconv._impls import planes
 
@@ -1187,10 +1187,10 @@ def test_planes_gradients_and_half_precision(by):
         ((1, 2, 4, 5, 5), (0, 2, 3, 3, 3)),  # no output channels
     ],
 )
-@pytest.mark.parametrize("by", ["auto", "stacked"])
+@pytest.mark.parametrize("by", ["auto", "stacked", "output_stacked"])
 def test_3d_degenerate_shapes_under_auto(x_shape, w_shape, by):
     """Empty 3-D problems go through `auto`'s depth planes without recursing, and
-    `planes.stacked` alone gives lax's zeros too."""
+    `planes.stacked` and `planes.output_stacked` alone give lax's zeros too."""
     from jaxconv import _dispatch
     from jaxconv._impls import planes
 
@@ -1198,7 +1198,7 @@ def test_3d_degenerate_shapes_under_auto(x_shape, w_shape, by):
     if by == "auto":
         run = functools.partial(_dispatch.forward, spec=s)
     else:
-        run = lambda a, b: planes.stacked(a, b, s, FORWARDS["lax"])  # noqa: E731
+        run = lambda a, b: getattr(planes, by)(a, b, s, FORWARDS["lax"])  # noqa: E731
     x, w = np.ones(x_shape), np.ones(w_shape)
 
     def every(a, b):  # all in one compiled program

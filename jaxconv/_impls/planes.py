@@ -145,3 +145,60 @@ def stacked(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.A
         y = jnp.moveaxis(y, 1, -1).reshape((n, *out, c_out))
         return jnp.moveaxis(y, -1, 1)
     return jnp.moveaxis(y.reshape((n, out[0], c_out, *out[1:])), 1, 2)
+
+
+def output_stacked(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
+    """`decompose` as one convolution of a spatial dim fewer with the depth taps folded
+    into the weight's output channels (within each group), ``(K_d * C_out, C_in / groups,
+    *K)``: every input plane convolved once with every depth tap, then each output plane
+    the sum of the ``K_d`` planes its taps meet, shifted (zero where a tap meets the
+    padding):
+
+        z = conv(x[:, :, i], concat_t(w[:, :, t]))  for every input plane i
+        y[:, :, o] = sum_t z[:, t, :, o * s + t * d - lo]
+
+    The transpose of `stacked`: no stacked copy of the input, an output ``K_d`` times
+    the value's (and, strided along the depth, planes no output meets convolved too)."""
+    if not applies(spec):
+        return inner(x, w, spec)
+    out = spec.out_spatial(x.shape[2:], w.shape[2:])
+    n, c, planes_in = x.shape[:3]
+    c_out, c_in_g, depth = w.shape[:3]
+    g = spec.groups
+    if 0 in (n, c, planes_in, *out):
+        return jnp.zeros((n, c_out, *out), x.dtype)
+    lo, stride, dilation = spec.padding[0][0], spec.stride[0], spec.rhs_dilation[0]
+    rest = x.shape[3:]
+    # (C_out, C_in/G, K_d, *K) -> (G * K_d * C_out/G, C_in/G, *K)
+    ws = w.reshape((g, c_out // g, c_in_g, depth, *w.shape[3:]))
+    ws = jnp.moveaxis(ws, 3, 1).reshape((g * depth * (c_out // g), c_in_g, *w.shape[3:]))
+    # Every input plane a 2-D input, in the caller's layout (XLA cancels the transposes).
+    if spec.channels_last:
+        xs = jnp.moveaxis(jnp.moveaxis(x, 1, -1).reshape((n * planes_in, *rest, c)), -1, 1)
+    else:
+        xs = jnp.moveaxis(x, 2, 1).reshape((n * planes_in, c, *rest))
+    z = inner(xs, ws, _sub(spec))
+    acc = accumulation_dtype(x.dtype) or x.dtype
+    if spec.channels_last:
+        z = jnp.moveaxis(z, 1, -1).reshape((n, planes_in, *out[1:], g, depth, c_out // g))
+        tap_axis = z.ndim - 2
+    else:
+        z = z.reshape((n, planes_in, g, depth, c_out // g, *out[1:]))
+        tap_axis = 3
+    y = None
+    for t in range(depth):
+        # Output plane o meets input plane o * stride + t * dilation - lo through tap t.
+        first = t * dilation - lo
+        last = first + (out[0] - 1) * stride
+        config = [(0, 0, 0)] * (z.ndim - 1)
+        config[1] = (max(0, -first), max(0, last - (planes_in - 1)), 0)
+        term = lax.index_in_dim(z, t, tap_axis, keepdims=False)
+        term = lax.pad(term, lax.full((), 0, term.dtype), config)
+        start = first + config[1][0]
+        term = lax.slice_in_dim(term, start, start + last - first + 1, stride, 1).astype(acc)
+        y = term if y is None else y + term
+    if spec.channels_last:
+        y = jnp.moveaxis(y.reshape((n, *out, c_out)), -1, 1)
+    else:
+        y = jnp.moveaxis(y.reshape((n, out[0], c_out, *out[1:])), 1, 2)
+    return y.astype(x.dtype)
