@@ -1291,14 +1291,17 @@ def _stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     return w_shape[1] <= STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS
 
 
-def _output_stacked_planes(spec: ConvSpec, w_shape) -> bool:
-    """Whether the value of a 3-D convolution by stacked planes (`_stacked_planes`)
-    folds the depth taps into the weight's output channels, every input plane convolved
-    once and the taps' planes summed (`planes.output_stacked`), rather than into its
-    input channels: unstrided along the depth, to fewer output channels than input
-    channels, or as many channels-last.
+def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
+    """Whether ``role``'s 3-D convolution by 2-D planes folds the depth taps into the
+    weight's output channels, every input plane convolved once and the taps' planes
+    summed (`planes.output_stacked`), rather than stacking the input planes
+    (`_stacked_planes`) or summing one 2-D convolution per depth tap: on planes as
+    large as `_stacked_planes` asks, unstrided along the depth, to fewer output channels
+    than input channels (or as many, channels-last, for the value); not the input
+    gradient, nor the weight gradient from at most `STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS`
+    input channels, which stacks its input planes.
 
-    Against the input planes stacked (3x3x3 unless said, padded, stride 1; forward,
+    The value against the input planes stacked (3x3x3 unless said, padded, stride 1;
     channels-first / channels-last; 9 interleaved runs, Intel Xeon, 2026-12-03,
     `/tmp/s42/ab3d.py`): fewer outputs: 128->64 @16x28 batch 4 1.23x / 1.53x, 128->32
     @8x28 1.72x / 1.77x, 96->64 @16x28 1.12x / 1.52x, 64->32 1.41x / 1.99x, 32->16 1.67x /
@@ -1308,11 +1311,29 @@ def _output_stacked_planes(spec: ConvSpec, w_shape) -> bool:
     / 1.32x, 64 @8x14 batch 8 1.23x / 1.28x, 4 groups of 16 1.29x / 1.21x, 512 @4x14
     batch 1 1.11x / 0.96x (minimum 1.01x); more outputs: 64->256 0.61x / 0.98x, 3->64
     @16x112 0.62x / 0.45x; strided along the depth (every input plane convolved, half
-    of them for nothing): 128->64 stride (2, 1, 1) 0.57x / 0.66x. In training (7 runs,
-    the derivatives unchanged) 0.98-1.13x: the video layer 1.00x / 1.06x."""
+    of them for nothing): 128->64 stride (2, 1, 1) 0.57x / 0.66x.
+
+    The weight gradient against one 2-D weight gradient per depth tap (7 interleaved
+    runs, `/tmp/s42/wgab.py`): fewer outputs: 128->64 @16x28 batch 4 1.22x / 1.48x,
+    96->64 1.14x / 1.24x, 64->32 1.19x / 1.39x, 32->16 1.23x / 1.62x, 5x3x3 128->64
+    batch 2 1.15x / 1.32x, 5x5x5 64->32 @8x28 1.39x / 1.49x; as many, mixed: the video
+    layer 0.98x / 1.15x, 64 @8x14 batch 8 1.38x / 1.29x, 32, 48 and 64 @8-16x28
+    0.97-1.07x, 128 and 256 @4-8x14-28 0.88-1.07x, 5x5x5 64 @8x28 0.90x / 0.92x, 5x3x3
+    32 @16x32 0.56x / 0.64x; more outputs 0.56-0.78x; strided along the depth 0.64x /
+    0.82x."""
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
     c_out, c_in_g = w_shape[0] // spec.groups, w_shape[1]
-    fewer = c_out < c_in_g or (spec.channels_last and c_out == c_in_g)
-    return spec.stride[0] == 1 and w_shape[2] > 1 and fewer
+    if (
+        spec.stride[0] != 1
+        or w_shape[2] == 1
+        or math.prod(out[1:]) < STACKED_PLANES_MIN_PLANE_POSITIONS
+    ):
+        return False
+    if role == FORWARD:
+        return c_out < c_in_g or (spec.channels_last and c_out == c_in_g)
+    if role == WEIGHT_GRADIENT:
+        return STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS < c_in_g and c_out < c_in_g
+    return False
 
 
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bool = False) -> bool:
@@ -1693,7 +1714,7 @@ def _run(
                 # bench, four runs); batch 1 32@8x28x28 fwd 3x, train 4.6x (unstacked).
                 stack = _stacked_planes(spec_, x_.shape, w_.shape, role)
                 by = planes.stacked if stack else planes.decompose
-                if stack and role == FORWARD and _output_stacked_planes(spec_, w_.shape):
+                if _output_stacked_planes(spec_, x_.shape, w_.shape, role):
                     by = planes.output_stacked
                 return by(x_, w_, spec_, chosen)
         if (

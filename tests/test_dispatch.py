@@ -282,19 +282,21 @@ def test_3d_runs_as_2d_planes_on_cpu():
     "x_shape, w_shape, kwargs, by, channels_last",
     [
         # 14x14 planes: the value, the unstrided input gradient and, from at most 8
-        # input channels, the weight gradient stack the depth taps; the value folds
-        # them into the output channels where it has fewer (or as many channels-last).
+        # input channels, the weight gradient stack the depth taps; the value and the
+        # weight gradient from more fold them into the output channels where these are
+        # fewer (or, the value, as many channels-last).
         ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), ("in", "in", "in"), False),
         ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), ("in", "in", "in"), True),
-        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "no"), True),
-        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "no"), False),
+        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "out"), True),
+        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "out"), False),
+        ((1, 16, 5, 14, 14), (16, 16, 3, 3, 3), dict(padding=1), ("out", "in", "no"), True),
         ((1, 6, 5, 14, 14), (6, 6, 3, 3, 3), dict(padding=1), ("out", "in", "in"), True),
         ((1, 6, 5, 14, 14), (6, 6, 3, 3, 3), dict(padding=1), ("in", "in", "in"), False),
         (
             (1, 16, 5, 14, 14),
             (8, 16, 3, 3, 3),
             dict(padding=(2, 1, 1), dilation=(2, 1, 1)),
-            ("out", "in", "no"),
+            ("out", "in", "out"),
             False,
         ),
         # strided along the depth: not the input gradient, nor the output channels
