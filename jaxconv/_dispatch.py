@@ -1311,7 +1311,12 @@ def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     / 1.32x, 64 @8x14 batch 8 1.23x / 1.28x, 4 groups of 16 1.29x / 1.21x, 512 @4x14
     batch 1 1.11x / 0.96x (minimum 1.01x); more outputs: 64->256 0.61x / 0.98x, 3->64
     @16x112 0.62x / 0.45x; strided along the depth (every input plane convolved, half
-    of them for nothing): 128->64 stride (2, 1, 1) 0.57x / 0.66x.
+    of them for nothing): 128->64 stride (2, 1, 1) 0.57x / 0.66x. Grouped layers take
+    the rule per group (dense groups) or whole: 16 groups of 4 @8x28 batch 2 channels-last
+    1.49x (forward) and 1.31x (training), @8x16 1.78x; 2 groups of 32->16 2.19x / 1.62x
+    (training 1.02x / 0.99x); 32 groups of 4->2 3.38x / 3.42x (training 1.67x / 1.35x);
+    32 groups of 4 @8x28 batch 4 channels-last 1.78x (channels-first, not taken: the same
+    program, 0.81-1.06x its noise).
 
     The weight gradient against one 2-D weight gradient per depth tap (7 interleaved
     runs, `/tmp/s42/wgab.py`): fewer outputs: 128->64 @16x28 batch 4 1.22x / 1.48x,

@@ -2564,3 +2564,52 @@ def test_half_precision_matmul_stays_in_half_precision():
     dots = re.findall(r"stablehlo.dot_general.*", text)
     assert dots and all("f32>" not in d.split("->")[0] for d in dots)
     assert np.all(np.asarray(jaxconv.conv2d(x, w), np.float32) == 16)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, groups, channels_last, grouped_call",
+    [
+        ((1, 16, 5, 14, 14), (8, 2, 3, 3, 3), 8, False, False),  # per group, fewer outputs
+        ((1, 16, 5, 14, 14), (16, 4, 3, 3, 3), 4, True, False),  # per group, as many
+        ((1, 64, 5, 14, 14), (32, 2, 3, 3, 3), 32, True, True),  # one grouped call
+    ],
+)
+def test_3d_grouped_value_output_stacked(
+    monkeypatch, retrace, x_shape, w_shape, groups, channels_last, grouped_call
+):
+    """Grouped 3-D values under auto reach `planes.output_stacked` too (per group, or
+    with the groups in one call), and equal lax's, with their gradients."""
+    from jaxconv._impls import planes
+
+    calls = []
+    original = planes.output_stacked
+
+    def spy(x, w, spec, inner):
+        calls.append(spec.groups)
+        return original(x, w, spec, inner)
+
+    monkeypatch.setattr(planes, "output_stacked", spy)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 4, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(
+            a, b, padding=1, groups=groups, channels_last=channels_last, impl=impl
+        )
+
+    def every(a, b):
+        out = []
+        for impl in ("auto", "lax"):
+            loss = lambda a, b, impl=impl: jnp.sum(conv(impl)(a, b) ** 2)  # noqa: E731
+            out.append((conv(impl)(a, b), *jax.grad(loss, (0, 1))(a, b)))
+        return out
+
+    got, want = jax.jit(every)(x, w)
+    assert calls and (max(calls) > 1) == grouped_call
+    for g, e in zip(got, want, strict=True):
+        scale = float(np.max(np.abs(e)))
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * scale)
