@@ -277,6 +277,33 @@ def test_3d_runs_as_2d_planes_on_cpu():
     assert all("0, 1, 2]" in line for line in lax3d)
 
 
+def spy_planes(monkeypatch, name, record, calls=None):
+    """``calls`` (a new list if None), which gets ``record(spec)`` for each
+    `planes.<name>` call traced, unless that is None."""
+    from jaxconv._impls import planes
+
+    calls = [] if calls is None else calls
+    original = getattr(planes, name)
+
+    def spy(x, w, spec, inner):
+        if (entry := record(spec)) is not None:
+            calls.append(entry)
+        return original(x, w, spec, inner)
+
+    monkeypatch.setattr(planes, name, spy)
+    return calls
+
+
+def arrays_3d(seed, x_shape, w_shape, channels_last):
+    """Float32 normal input and weight of these channels-first shapes, in the layout."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if channels_last:
+        return np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 4, 1, 0))
+    return x, w
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, by, channels_last",
@@ -326,24 +353,11 @@ def test_3d_planes_stacked_by_role(
     channels ("in": `planes.stacked`) or the output channels ("out":
     `planes.output_stacked`) rather than summing one 2-D convolution per depth tap
     ("no": `planes.decompose`); values and gradients equal lax's either way."""
-    from jaxconv._impls import planes
-
     calls = []
-    names = {"stacked": "in", "output_stacked": "out", "decompose": "no"}
-    for name, short in names.items():
-        original = getattr(planes, name)
-
-        def spy(x, w, spec, inner, short=short, original=original):
-            if spec.ndim == 3:
-                calls.append(short)
-            return original(x, w, spec, inner)
-
-        monkeypatch.setattr(planes, name, spy)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 4, 1, 0))
+    for name, short in {"stacked": "in", "output_stacked": "out", "decompose": "no"}.items():
+        record = lambda spec, short=short: short if spec.ndim == 3 else None  # noqa: E731
+        spy_planes(monkeypatch, name, record, calls)
+    x, w = arrays_3d(3, x_shape, w_shape, channels_last)
 
     def conv(impl):
         return lambda a, b: jaxconv.conv3d(a, b, channels_last=channels_last, impl=impl, **kwargs)
@@ -377,16 +391,7 @@ def stacked_calls(monkeypatch):
     `STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION` and
     `STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT`) so that small layers take the
     rule."""
-    from jaxconv._impls import planes
-
-    calls = []
-    original = planes.stacked
-
-    def spy(x, w, spec, inner):
-        calls.append(spec.ndim)
-        return original(x, w, spec, inner)
-
-    monkeypatch.setattr(planes, "stacked", spy)
+    calls = spy_planes(monkeypatch, "stacked", lambda spec: spec.ndim)
     monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_FLOPS", 0)
     monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_PRODUCTS_PER_POSITION", 0)
     monkeypatch.setattr(_dispatch, "STRIDED_ROWS_MIN_PRODUCTS_PER_STACKED_ELEMENT", 0)
@@ -2580,21 +2585,8 @@ def test_3d_grouped_value_output_stacked(
 ):
     """Grouped 3-D values under auto reach `planes.output_stacked` too (per group, or
     with the groups in one call), and equal lax's, with their gradients."""
-    from jaxconv._impls import planes
-
-    calls = []
-    original = planes.output_stacked
-
-    def spy(x, w, spec, inner):
-        calls.append(spec.groups)
-        return original(x, w, spec, inner)
-
-    monkeypatch.setattr(planes, "output_stacked", spy)
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 4, 1, 0))
+    calls = spy_planes(monkeypatch, "output_stacked", lambda spec: spec.groups)
+    x, w = arrays_3d(4, x_shape, w_shape, channels_last)
 
     def conv(impl):
         return lambda a, b: jaxconv.conv3d(
