@@ -317,6 +317,17 @@ def arrays_3d(seed, x_shape, w_shape, channels_last):
         ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "out"), True),
         ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "out"), False),
         ((1, 16, 5, 14, 14), (16, 16, 3, 3, 3), dict(padding=1), ("out", "in", "no"), True),
+        # the weight gradient's floor: from 9 input channels "out", from 8 "in"
+        ((1, 9, 5, 14, 14), (6, 9, 3, 3, 3), dict(padding=1), ("out", "in", "out"), True),
+        ((1, 8, 5, 14, 14), (6, 8, 3, 3, 3), dict(padding=1), ("out", "in", "in"), True),
+        # one depth tap: nothing to fold
+        (
+            (1, 16, 5, 14, 14),
+            (6, 16, 1, 3, 3),
+            dict(padding=(0, 1, 1)),
+            ("in", "in", "no"),
+            True,
+        ),
         ((1, 6, 5, 14, 14), (6, 6, 3, 3, 3), dict(padding=1), ("out", "in", "in"), True),
         ((1, 6, 5, 14, 14), (6, 6, 3, 3, 3), dict(padding=1), ("in", "in", "in"), False),
         (

@@ -1156,11 +1156,16 @@ def test_planes_match_lax(by, config, channels_last):
     assert_close(got, want, reduction=reduction(w_shape))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("by", ["decompose", "stacked", "output_stacked"])
-def test_planes_gradients_and_half_precision(by):
+def test_planes_gradients_and_half_precision(by, channels_last):
     from jaxconv._impls import planes
 
     x_shape, w_shape, s = SPECS["3d_all"]
+    # Its input dilation moved off the depth, which the planes split (two groups, two
+    # depth taps, a stride and a dilation along the other dims).
+    s = dataclasses.replace(s, lhs_dilation=(1, 2, 1), channels_last=channels_last)
+    assert planes.applies(s)
     x, w = arrays(np.random.default_rng(16), x_shape, w_shape)
     run = lambda name: lambda a, b: getattr(planes, by)(a, b, s, FORWARDS[name])  # noqa: E731
     (by_lax,) = forwards("lax", spec=s)
