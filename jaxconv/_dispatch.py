@@ -1297,9 +1297,10 @@ def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     summed (`planes.output_stacked`), rather than stacking the input planes
     (`_stacked_planes`) or summing one 2-D convolution per depth tap: on planes as
     large as `_stacked_planes` asks, unstrided along the depth, to fewer output channels
-    than input channels (or as many, channels-last, for the value); not the input
-    gradient, nor the weight gradient from at most `STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS`
-    input channels, which stacks its input planes.
+    than input channels (or as many, channels-last, for the value); the input gradient
+    channels-first only (its transpose stacks the output gradient's planes), and not
+    the weight gradient from at most `STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS` input
+    channels, which stacks its input planes.
 
     The value against the input planes stacked (3x3x3 unless said, padded, stride 1;
     channels-first / channels-last; 9 interleaved runs, Intel Xeon, 2026-12-03,
@@ -1325,7 +1326,17 @@ def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     layer 0.98x / 1.15x, 64 @8x14 batch 8 1.38x / 1.29x, 32, 48 and 64 @8-16x28
     0.97-1.07x, 128 and 256 @4-8x14-28 0.88-1.07x, 5x5x5 64 @8x28 0.90x / 0.92x, 5x3x3
     32 @16x32 0.56x / 0.64x; more outputs 0.56-0.78x; strided along the depth 0.64x /
-    0.82x."""
+    0.82x.
+
+    The input gradient against the input planes stacked (its transpose: the output
+    gradient's planes convolved once, the taps folded into the channels; 7 interleaved
+    runs, `/tmp/s42/dxab3.py`), channels-first: fewer outputs 1.16-2.02x on twelve
+    layers (128->64 @16x28 batch 4 1.36x, 64->32 1.49x, 96->64 1.20x, 256->64 @8x28
+    1.59x, 32->16 1.63x, 128->32 @8x28 2.02x, 5x5x5 64->32 1.18x, 2 groups of 32->16
+    1.20x, 512->256 @4x14 1.25x, 64->48 1.23x, 5x3x3 128->64 1.40x, 128->64 @8x14 batch
+    8 1.16x), training 1.21-1.41x on five; as many 0.86-1.07x; channels-last 0.84-1.15x
+    (channels-last the input gradient is 1.9x faster to begin with: 87 against 167 ms on
+    128->64 @16x28)."""
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     c_out, c_in_g = w_shape[0] // spec.groups, w_shape[1]
     if (
@@ -1338,7 +1349,8 @@ def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
         return c_out < c_in_g or (spec.channels_last and c_out == c_in_g)
     if role == WEIGHT_GRADIENT:
         return STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS < c_in_g and c_out < c_in_g
-    return False
+    # The input gradient: its convolution of the output gradient goes to more channels.
+    return c_out < c_in_g and not spec.channels_last
 
 
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bool = False) -> bool:

@@ -311,11 +311,12 @@ def arrays_3d(seed, x_shape, w_shape, channels_last):
         # 14x14 planes: the value, the unstrided input gradient and, from at most 8
         # input channels, the weight gradient stack the depth taps; the value and the
         # weight gradient from more fold them into the output channels where these are
-        # fewer (or, the value, as many channels-last).
+        # fewer (or, the value, as many channels-last), and so does the input gradient
+        # channels-first.
         ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), ("in", "in", "in"), False),
         ((1, 4, 5, 14, 14), (6, 4, 3, 3, 3), dict(padding=1), ("in", "in", "in"), True),
         ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "out"), True),
-        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "in", "out"), False),
+        ((1, 16, 5, 14, 14), (6, 16, 3, 3, 3), dict(padding=1), ("out", "out", "out"), False),
         ((1, 16, 5, 14, 14), (16, 16, 3, 3, 3), dict(padding=1), ("out", "in", "no"), True),
         # the weight gradient's floor: from 9 input channels "out", from 8 "in"
         ((1, 9, 5, 14, 14), (6, 9, 3, 3, 3), dict(padding=1), ("out", "in", "out"), True),
@@ -334,7 +335,7 @@ def arrays_3d(seed, x_shape, w_shape, channels_last):
             (1, 16, 5, 14, 14),
             (8, 16, 3, 3, 3),
             dict(padding=(2, 1, 1), dilation=(2, 1, 1)),
-            ("out", "in", "out"),
+            ("out", "out", "out"),
             False,
         ),
         # strided along the depth: not the input gradient, nor the output channels
