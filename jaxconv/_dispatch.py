@@ -158,6 +158,9 @@ STRIDED_3D_EXPANSION_MAX_IN_CHANNELS, STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS = 32
 # positions.
 STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS = 8
 STACKED_PLANES_MIN_PLANE_POSITIONS = 196
+# `planes.output_stacked` from planes of this many output positions (to fewer channels;
+# to as many, from `STACKED_PLANES_MIN_PLANE_POSITIONS`): see `_output_stacked_planes`.
+OUTPUT_STACKED_MIN_PLANE_POSITIONS = 49
 # The value of a dense 2-D convolution strided along its height runs as one 1-D
 # convolution of stacked rows from this many FLOPs and this many products per output
 # position (input channels times taps times output channels), channels-last on inputs
@@ -1295,9 +1298,10 @@ def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether ``role``'s 3-D convolution by 2-D planes folds the depth taps into the
     weight's output channels, every input plane convolved once and the taps' planes
     summed (`planes.output_stacked`), rather than stacking the input planes
-    (`_stacked_planes`) or summing one 2-D convolution per depth tap: on planes as
-    large as `_stacked_planes` asks, unstrided along the depth, to fewer output channels
-    than input channels (or as many, channels-last, for the value); the input gradient
+    (`_stacked_planes`) or summing one 2-D convolution per depth tap: unstrided along
+    the depth, to fewer output channels than input channels on output planes of at least
+    `OUTPUT_STACKED_MIN_PLANE_POSITIONS` positions (or, the value channels-last, to as
+    many on planes as large as `_stacked_planes` asks); the input gradient
     channels-first only (its transpose stacks the output gradient's planes), and not
     the weight gradient from at most `STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS` input
     channels, which stacks its input planes.
@@ -1336,21 +1340,27 @@ def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     1.20x, 512->256 @4x14 1.25x, 64->48 1.23x, 5x3x3 128->64 1.40x, 128->64 @8x14 batch
     8 1.16x), training 1.21-1.41x on five; as many 0.86-1.07x; channels-last 0.84-1.15x
     (channels-last the input gradient is 1.9x faster to begin with: 87 against 167 ms on
-    128->64 @16x28)."""
-    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    128->64 @16x28).
+
+    On planes under 196 positions, against one 2-D convolution per depth tap (7 runs,
+    floors lifted; channels-first / channels-last): the value to fewer channels 128->64
+    @8x7x7 batch 8 1.86x / 1.65x, 512->256 @4x7x7 batch 4 1.39x / 1.08x, 256->128
+    @4x12x12 1.38x / 1.30x, 32->16 @8x8x8 1.23x / 1.20x, 256->128 @8x14x12 batch 1 1.34x
+    / 1.26x, but 64->32 @8x4x4 1.11x / 0.81x; training with every role by the rule
+    1.10-1.33x on four of them; as many channels 0.65-1.34x (512 @2x7x7, 128 @4x7x7, 256
+    @4x4x4, 64 @8x12x12), so not there."""
+    positions = math.prod(spec.out_spatial(x_shape[2:], w_shape[2:])[1:])
     c_out, c_in_g = w_shape[0] // spec.groups, w_shape[1]
-    if (
-        spec.stride[0] != 1
-        or w_shape[2] == 1
-        or math.prod(out[1:]) < STACKED_PLANES_MIN_PLANE_POSITIONS
-    ):
+    if spec.stride[0] != 1 or w_shape[2] == 1 or positions < OUTPUT_STACKED_MIN_PLANE_POSITIONS:
         return False
+    fewer = c_out < c_in_g
     if role == FORWARD:
-        return c_out < c_in_g or (spec.channels_last and c_out == c_in_g)
+        as_many = spec.channels_last and c_out == c_in_g
+        return fewer or (as_many and positions >= STACKED_PLANES_MIN_PLANE_POSITIONS)
     if role == WEIGHT_GRADIENT:
-        return STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS < c_in_g and c_out < c_in_g
+        return STACKED_PLANES_WEIGHT_MAX_IN_CHANNELS < c_in_g and fewer
     # The input gradient: its convolution of the output gradient goes to more channels.
-    return c_out < c_in_g and not spec.channels_last
+    return fewer and not spec.channels_last
 
 
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bool = False) -> bool:

@@ -353,9 +353,16 @@ def arrays_3d(seed, x_shape, w_shape, channels_last):
             ("in", "no", "no"),
             True,
         ),
-        # 12x12 planes: one 2-D convolution per depth tap in every role
+        # 7x7 planes: to fewer channels "out" still, to as many one per depth tap;
+        # 6x6 planes: one per depth tap
+        ((1, 16, 5, 7, 7), (6, 16, 3, 3, 3), dict(padding=1), ("out", "out", "out"), False),
+        ((1, 16, 5, 7, 7), (6, 16, 3, 3, 3), dict(padding=1), ("out", "no", "out"), True),
+        ((1, 6, 5, 7, 7), (6, 6, 3, 3, 3), dict(padding=1), ("no", "no", "no"), True),
+        ((1, 16, 5, 6, 6), (6, 16, 3, 3, 3), dict(padding=1), ("no", "no", "no"), True),
+        # 12x12 planes: one 2-D convolution per depth tap in every role, but to fewer
+        # channels
         ((1, 4, 5, 12, 12), (6, 4, 3, 3, 3), dict(padding=1), ("no", "no", "no"), True),
-        ((1, 16, 5, 12, 12), (6, 16, 3, 3, 3), dict(padding=1), ("no", "no", "no"), True),
+        ((1, 16, 5, 12, 12), (6, 16, 3, 3, 3), dict(padding=1), ("out", "no", "out"), True),
     ],
 )
 def test_3d_planes_stacked_by_role(
