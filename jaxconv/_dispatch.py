@@ -1363,6 +1363,28 @@ def _output_stacked_planes(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     return fewer and not spec.channels_last
 
 
+def _output_stacked_rows(spec: ConvSpec, w_shape) -> bool:
+    """Whether the weight gradient of a 2-D convolution by kernel rows (the rows rule in
+    `_run`) folds the kernel rows into the output channels, one 1-D weight gradient of
+    every input row against the output gradient's rows stacked (`planes.output_stacked`),
+    rather than one 1-D weight gradient per kernel row (`planes.decompose`): unstrided
+    along the height, more than one kernel row, to fewer output channels than input
+    channels per group.
+
+    Against one per kernel row (channels-first / channels-last, batch 8 unless said, 7
+    interleaved runs, Intel Xeon, 2026-12-03, `/tmp/s42/ab2dw.py`): the weight gradient
+    alone 3x3 128->64 @56 1.56x / 1.52x, 256->128 @28 1.14x / 1.17x, 512->256 @14 1.38x
+    (channels-last not by rows), 64->32 @56 1.30x / 1.25x, 256->64 @56 batch 4 1.84x /
+    2.28x, 5x5 128->64 @28 1.25x / 1.29x; training 128->64 @56 1.17x / 1.18x, 256->64 @56
+    1.24x / 1.33x; the bench's transposed layers, whose sub-pixel phases (2x2 kernels
+    from 256 to 128 channels, 64 to 32) take it: DCGAN's training 1.04x / 1.10x, the 3x3
+    stride-2 one 1.01x channels-first (11 runs, `/tmp/s42/abbench.py`). To as many
+    channels 0.98-1.15x alone but training 0.99-1.14x (ResNet 3x3 64@56 and 256@14), so
+    not there."""
+    c_out, c_in_g = w_shape[0] // spec.groups, w_shape[1]
+    return spec.stride[0] == 1 and w_shape[2] > 1 and c_out < c_in_g
+
+
 def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bool = False) -> bool:
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
@@ -1759,8 +1781,12 @@ def _run(
             # 1.5-1.7x, @14 1.1x, @7 1.0x; dilated 3x3 @33 1.6-2.0x; the notes' 5x5
             # 1.5-1.6x; 7x7 stride-2 stem 1.3x; video 3x3x3 (its 2-D planes) 1.7-2.0x.
             # The value and the input gradient by rows were slower (ResNet 3x3 @56
-            # train 0.6-0.8x).
-            return planes.decompose(x_, w_, spec_, chosen)
+            # train 0.6-0.8x). To fewer output channels, one 1-D weight gradient with
+            # the kernel rows folded into the output channels (`_output_stacked_rows`).
+            by = (
+                planes.output_stacked if _output_stacked_rows(spec_, w_.shape) else planes.decompose
+            )
+            return by(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
             if (
                 _derivatives.has_input_gradient_spec(spec_)

@@ -780,7 +780,11 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     weight_grad = lambda impl: jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2))  # noqa: E731
     input_grad = lambda impl: jax.grad(lambda a: jnp.sum(conv(impl)(a, w) ** 2))  # noqa: E731
     rows = one_d(convolutions(weight_grad("auto"), w))
-    assert len(rows) >= 3 if by_rows else not rows
+    # One per kernel row, or one with the rows folded into fewer output channels
+    # (`_dispatch._output_stacked_rows`) where the height is unstrided.
+    stride = kwargs.get("stride", 1)
+    folded = c_out < c_in and (stride if isinstance(stride, int) else stride[0]) == 1
+    assert (len(rows) == 1 if folded else len(rows) >= 3) if by_rows else not rows
     assert not one_d(convolutions(weight_grad("lax"), w))
     assert not one_d(convolutions(input_grad("auto"), x))
     # The value outside differentiation: one 1-D convolution of stacked rows where it is
@@ -2624,3 +2628,42 @@ def test_3d_grouped_value_output_stacked(
     for g, e in zip(got, want, strict=True):
         scale = float(np.max(np.abs(e)))
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+@pytest.mark.parametrize(
+    "w_shape, kwargs, channels_last, by",
+    [
+        ((24, 32, 3, 3), dict(padding=1), False, "out"),  # fewer outputs
+        ((24, 32, 3, 3), dict(padding=1), True, "out"),
+        ((24, 32, 3, 3), dict(padding=(2, 1), dilation=(2, 1)), True, "out"),
+        ((32, 32, 3, 3), dict(padding=1), False, "no"),  # as many
+        ((48, 32, 3, 3), dict(padding=1), True, "no"),  # more
+        ((24, 32, 3, 3), dict(padding=1, stride=(2, 1)), False, "no"),  # strided rows
+    ],
+)
+def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, channels_last, by):
+    """The weight gradient of a 2-D convolution by kernel rows folds the rows into the
+    output channels (`planes.output_stacked`, "out") to fewer output channels, else one
+    1-D weight gradient per kernel row (`planes.decompose`, "no"); equal to lax's."""
+    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    calls = []
+    for name, short in {"output_stacked": "out", "decompose": "no"}.items():
+        record = lambda spec, short=short: short if spec.ndim == 2 else None  # noqa: E731
+        spy_planes(monkeypatch, name, record, calls)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 32, 20, 20)).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def grad(impl):
+        conv = lambda a, b: jaxconv.conv2d(  # noqa: E731
+            a, b, channels_last=channels_last, impl=impl, **kwargs
+        )
+        return jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), 1)
+
+    jax.jit(grad("auto")).lower(x, w)  # the spies record the weight gradient's trace
+    assert calls and calls[-1] == by
+    got, want = jax.jit(lambda a, b: (grad("auto")(a, b), grad("lax")(a, b)))(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(want))))
