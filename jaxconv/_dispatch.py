@@ -1758,13 +1758,17 @@ def _run(
             return chosen(x_, _zeros_to_multiple(w_, 0), spec_)[:, : w_.shape[0]]
         if spec_.ndim == 3 and planes.applies(spec_):
             if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
-                # 3-D by 2-D planes (stacked where `_stacked_planes` says): video
-                # 3x3x3 64@16x28x28 batch 8 fwd 1.9-2.2x lax and train 1.7-2.1x (full
-                # bench, four runs); batch 1 32@8x28x28 fwd 3x, train 4.6x (unstacked).
-                stack = _stacked_planes(spec_, x_.shape, w_.shape, role)
-                by = planes.stacked if stack else planes.decompose
+                # 3-D by 2-D planes (the taps folded into the output channels or the
+                # input planes stacked where `_output_stacked_planes` or
+                # `_stacked_planes` says): video 3x3x3 64@16x28x28 batch 8 fwd 1.9-2.2x
+                # lax and train 1.7-2.1x (full bench, four runs); batch 1 32@8x28x28
+                # fwd 3x, train 4.6x (unstacked).
                 if _output_stacked_planes(spec_, x_.shape, w_.shape, role):
                     by = planes.output_stacked
+                elif _stacked_planes(spec_, x_.shape, w_.shape, role):
+                    by = planes.stacked
+                else:
+                    by = planes.decompose
                 return by(x_, w_, spec_, chosen)
         if (
             spec_.ndim == 2
