@@ -1653,6 +1653,15 @@ def _xla(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
 NON_OVERLAPPING_MIN_POSITIONS = 3000
 
 
+def _forward_by(name: str, role: int):
+    """The convolution ``name`` (in `jaxconv.IMPLS`) as ``role`` runs it: `matmul`'s
+    value reads the caller's weight (`matmul.forward`'s ``value``), as no derivative
+    transposes it."""
+    if name == "matmul" and role == FORWARD:
+        return functools.partial(matmul_impl.forward, value=True)
+    return FORWARDS[name]
+
+
 def _run(
     x: jax.Array,
     w: jax.Array,
@@ -1664,7 +1673,7 @@ def _run(
     """``role``'s convolution by the algorithm chosen for it (``names``, else the
     rules); ``differentiated`` for the value computed alongside its derivatives."""
     if names is not None and names[role] != "auto":
-        return FORWARDS[names[role]](x, w, spec)
+        return _forward_by(names[role], role)(x, w, spec)
     backend = jax.default_backend()
 
     def chosen(x_, w_, spec_):
@@ -1747,7 +1756,7 @@ def _run(
             # channels-last (21 interleaved runs), 0.94x @7; strided 0.89-1.15x.
             return shift_impl.forward_unsplit(x_, w_, spec_)
         if name != "lax" or backend != "cpu" or _xla_3d_pointwise(spec_, w_.shape):
-            return FORWARDS[name](x_, w_, spec_)
+            return _forward_by(name, role)(x_, w_, spec_)
         odd = spec.ndim <= 2  # (not the 2-D planes of a 3-D convolution)
         if odd and role == FORWARD and _odd_input_channels(spec_, w_.shape, x_.dtype):
             # The value from odd input channels off XLA's cliff (`_odd_input_channels`).

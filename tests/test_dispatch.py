@@ -926,6 +926,40 @@ def test_channels_last_extra_rows_cut_in_place(transposed):
     assert layouts and set(layouts) == {"3,2,1,0"}, layouts
 
 
+@pytest.mark.parametrize("ndim,stride", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1)])
+def test_channels_last_pointwise_value_reads_callers_weight(ndim, stride):
+    """Channels-last, `auto`'s 1x1 value reads the caller's weight as it lies (by
+    `matmul.forward`'s ``value``, which only `_dispatch` passes: no derivative transposes
+    its value) even where the weight is smaller than the input: its compiled program
+    copies nothing, where the canonical weight cost a transposed copy of it, one more
+    kernel to compile (1x1 256->64 @56: 40 ms a compile against 12). Values and both
+    gradients stay `lax`'s."""
+    import re
+
+    import jaxconv
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, *({1: 36, 2: 6, 3: 4}[ndim],) * ndim, 32)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*(1,) * ndim, 32, 16)), jnp.float32)
+    assert w.size < x.size  # (from as large on, the caller's weight is read anyway)
+
+    def conv(name):
+        return lambda a, b: jaxconv.conv(a, b, stride=stride, channels_last=True, impl=name)
+
+    text = compile_as_shipped(conv("auto"), x, w).as_text()
+    entry = text[text.index("\nENTRY") :]
+    ops = set(re.findall(r"= \S+ ([a-z][\w-]*)\(", entry))
+    assert not {"copy", "transpose"} & ops, entry
+    weight = re.search(r"%(\S+) = f32\[[\d,]+\]\S* parameter\(1\)", entry).group(1)
+    readers = re.findall(rf"= \S+ (\w+)\([^)]*%{re.escape(weight)}[,)]", entry)
+    assert readers and set(readers) <= {"bitcast", "convolution"}, entry
+    ct = cotangent(conv("lax"), x, w)
+    for impl in ("auto", "matmul"):
+        got, want = values_and_vjps([conv(impl), conv("lax")], (x, w), ct)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+
+
 def test_channels_last_fft_cut_in_place():
     """Channels-last, the FFT's last cut is made in the caller's layout
     (`_common.slice_in_layout`): a step returning the value and the weight gradient

@@ -45,16 +45,18 @@ def _tap_stack(x: jax.Array, kernel, spec: ConvSpec) -> jax.Array:
 PATCH_BYTES = 16 * 2**20
 
 
-def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> jax.Array:
     """The canonical convolution, in batch chunks whose patch matrix fits in cache.
 
     A 1x1 kernel builds no patches (its patch matrix is the strided input), so it runs
     whole. With that and the in-place contraction below, 1x1 256->64 @56 batch 8 trains
     in 49 ms channels-first and 24 ms channels-last, from 89 and 114 ms (full bench).
+    ``value``: this product is a value that no derivative transposes (see
+    `_forward_channels_last`), not an input or weight gradient's convolution.
     """
     n = x.shape[0]
     if math.prod(w.shape[2:]) == 1:
-        return _forward(x, w, spec)
+        return _forward(x, w, spec, value)
     if single_pixel(x.shape):
         return _single_pixel(x, w, spec)
     per_sample = (
@@ -65,12 +67,13 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     )
     chunk = max([d for d in range(1, n + 1) if n % d == 0 and d * per_sample <= PATCH_BYTES] or [1])
     if chunk >= n:
-        return _forward(x, w, spec)
-    ys = lax.map(lambda xb: _forward(xb, w, spec), x.reshape((n // chunk, chunk, *x.shape[1:])))
+        return _forward(x, w, spec, value)
+    xs = x.reshape((n // chunk, chunk, *x.shape[1:]))
+    ys = lax.map(lambda xb: _forward(xb, w, spec, value), xs)
     return ys.reshape((n, *ys.shape[2:]))
 
 
-def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> jax.Array:
     """The canonical convolution as ``(C_out, C_in * taps) @ (C_in * taps, L)`` per group.
 
     The product contracts the channel and tap dims of the stacked windows in place, with
@@ -82,7 +85,7 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
     if spec.channels_last and g == 1:
-        return _forward_channels_last(x, w, spec)
+        return _forward_channels_last(x, w, spec, value)
     cols = _tap_stack(x, kernel, spec)  # (N, C, taps, *S_out)
     out = cols.shape[3:]
     taps = math.prod(kernel)
@@ -279,7 +282,9 @@ def _select_taps(w: jax.Array, taps, axis: int) -> jax.Array:
     return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=axis)
 
 
-def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def _forward_channels_last(
+    x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False
+) -> jax.Array:
     """Patches built channels-last, ``(N, *S_out, taps, C)``, times ``(taps, C, C_out)``.
 
     With the caller's channels-last arrays every tap window is a slab of whole pixels
@@ -290,7 +295,7 @@ def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Ar
     xp = pad_input(jnp.moveaxis(x, 1, -1), spec, channels_last=True)
     windows = [win for _, win in tap_windows(xp, kernel, spec, channels_last=True)]
     nd = len(kernel)
-    caller = w.size >= x.size
+    caller = w.size >= x.size or (value and len(windows) == 1)
     if caller:
         # The weight as the caller holds it, (*K, C, C_out), before any reshape: XLA
         # cancels that transpose with the caller's, so the product reads the caller's
@@ -303,7 +308,14 @@ def _forward_channels_last(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Ar
         # 11 interleaved runs, two runs): 1x1 512->2048 @7 batch 8 1.19-1.26x,
         # 1.40-1.45x; 2048->512 @7 batch 8 1.22x, 1.24x; batch 1 1.88-2.26x, 2.33-2.57x;
         # 512->512 @14 batch 1 1.46x, 1.19x; 3x3 512@7 batch 8 0.97-1.01x, 0.99-1.07x;
-        # 5x5 384->128 @5 batch 16 1.01-1.03x, 1.02-1.03x.
+        # 5x5 384->128 @5 batch 16 1.01-1.03x, 1.02-1.03x. A 1x1 value (``value``),
+        # which no derivative transposes, reads it whatever its size: the weight's
+        # transposed copy was one more kernel to compile (channels-last, batch 8 unless
+        # said, 3 compiles and 15-41 interleaved runs each, 2026-12-03): 256->64 @56 43
+        # -> 12 ms, 64->256 @56 41 -> 14 ms, 1024->256 @14 43 -> 14 ms, 128->128 @28
+        # batch 1 39-42 -> 12-13 ms; forward 0.99-1.05x, training 0.98-1.05x. (With
+        # more taps XLA still copies it: it moves the tap dims' reshape before the
+        # transpose, which then no longer meets the caller's.)
         w = jnp.transpose(w, (*range(2, nd + 2), 1, 0)).reshape((len(windows), c_in, c_out))
     if len(windows) == 1:
         # 1x1: the strided input times (C, C_out), no unit tap dim among the contracted
