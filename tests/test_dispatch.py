@@ -2701,3 +2701,60 @@ def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, 
     assert calls and calls[-1] == by
     got, want = jax.jit(lambda a, b: (grad("auto")(a, b), grad("lax")(a, b)))(x, w)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(want))))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, stacks",
+    [
+        ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3), True),  # a 7x7 stem
+        ((2, 3, 30, 30), (48, 3, 7, 7), dict(stride=2, padding=3), True),  # 4x4 phases
+        ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=2, padding=2), True),  # 3x3 phases
+        ((2, 3, 24, 24), (48, 3, 5, 5), dict(stride=2, padding=2), False),  # ... to 48
+        ((2, 4, 28, 28), (16, 4, 8, 8), dict(stride=4), True),  # stride 4
+        ((2, 16, 40), (24, 16, 7), dict(stride=2, padding=3), True),  # 1-D
+        ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=1, padding=2), False),  # unstrided
+        ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=2, padding=4, dilation=2), False),
+        ((2, 8, 24, 24), (32, 4, 5, 5), dict(stride=2, padding=2, groups=2), False),
+        ((2, 32, 24, 24), (32, 32, 5, 5), dict(stride=2, padding=2), False),  # 32 phases' outs
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_input_gradient_stacked(
+    monkeypatch, retrace, x_shape, w_shape, kwargs, stacks, channels_last
+):
+    """The input gradient of a strided convolution from few input channels runs as the
+    transposed convolution of the output gradient, its phases stacked along the output
+    channels (`subpixel._stacked`), to at most 32 output channels or with phases of
+    4x4 taps (`_dispatch._strided_input_gradient_stacked`); not where the value is
+    unstrided, dilated or grouped, nor from many input channels. Values and both
+    gradients equal `lax`'s (float64)."""
+    from jaxconv._impls import subpixel
+
+    calls = []
+    original = subpixel._stacked
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr(subpixel, "_stacked", spy)
+    nd = len(x_shape) - 2
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (*range(2, nd + 2), 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    def dx(a, b, c):
+        return jax.vjp(lambda a_: conv("auto")(a_, b), a)[1](c)
+
+    ct = cotangent(conv("lax"), x, w)
+    jax.jit(dx).lower(x, w, ct)  # the spy records the input gradient's trace
+    assert bool(calls) == stacks, calls
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))

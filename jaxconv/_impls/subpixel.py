@@ -232,6 +232,17 @@ STACK_MAX_OUT_CHANNELS, STACK_MAX_WASTE = 16, 1.5
 STACK_MAX_OUT_CHANNELS_EXACT = 64
 
 
+def stacked_window(x_shape, w_shape, spec: ConvSpec):
+    """The shared window `decompose` stacks this input-dilated convolution's phases in
+    (`_stacked`), as `_shared_window` gives it, or None where it does not stack them."""
+    if not applies(spec):
+        return None
+    per_dim = _per_dim(x_shape, w_shape, spec)
+    if _one_tap_phases(per_dim, spec):
+        return None
+    return _stack_window(per_dim, w_shape, spec)
+
+
 def _shared_window(per_dim, spec: ConvSpec):
     """Per dim, ``(lo, taps, dilation, size)`` of the input window every phase's taps
     fall in (its first offset, its taps at the phases' dilation, the most outputs of a
