@@ -2716,7 +2716,7 @@ def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, 
         ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=1, padding=2), False),  # unstrided
         ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=2, padding=4, dilation=2), False),
         ((2, 8, 24, 24), (32, 4, 5, 5), dict(stride=2, padding=2, groups=2), False),
-        ((2, 32, 24, 24), (32, 32, 5, 5), dict(stride=2, padding=2), False),  # 32 phases' outs
+        ((2, 32, 24, 24), (32, 32, 5, 5), dict(stride=2, padding=2), False),  # 32 inputs
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
