@@ -175,8 +175,12 @@ STRIDED_ROWS_MAX_WIDTH_CHANNELS_LAST = 64
 STRIDED_ROWS_MAX_IN_CHANNELS_NOT_WIDENING = 64
 # The input gradient of a strided convolution from few input channels runs as the
 # transposed convolution it is, its phases stacked, to at most this many output channels
-# or with phases of at least this many taps (see `_strided_input_gradient_stacked`).
-STRIDED_INPUT_GRADIENT_MAX_OUT_CHANNELS, STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS = 32, 16
+# (see `_strided_input_gradient_stacked`) ...
+STRIDED_INPUT_GRADIENT_MAX_OUT_CHANNELS = 32
+# ... or, from inputs of at least this many elements, to at most this many with phases of
+# at least this many taps.
+STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT = 2**19
+STRIDED_INPUT_GRADIENT_LARGE_MAX_OUT_CHANNELS, STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS = 64, 16
 # ... and, with kernels at least this tall, from at most this many.
 STRIDED_ROWS_TALL_KERNEL, STRIDED_ROWS_TALL_MAX_IN_CHANNELS = 7, 32
 # The value of a transposed convolution to at most this many channels runs whole, not
@@ -1664,8 +1668,8 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     (`subpixel._stacked`: one stride-1 convolution to ``stride^n`` times the input
     channels), where XLA's transpose of the value is one input-dilated convolution to
     the few input channels. Dense, undilated, from few input channels (where
-    `subpixel.stacked_window` stacks), to at most 32 output channels or with phases of
-    at least 4x4 taps.
+    `subpixel.stacked_window` stacks), to at most 32 output channels, or to at most 64
+    with phases of at least 4x4 taps from inputs of at least 2^19 elements.
 
     Against the rules before (XLA's input gradient; batch 8 unless said, stride 2 unless
     said, 9-11 interleaved runs, Sapphire Rapids Xeon, 2026-12-03, `/tmp/s43/abdx.py`;
@@ -1679,7 +1683,16 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     1.40x; 8x8 stride 4 4->32 @84 batch 16 1.84x / 1.60x, 1.22x / 1.46x; 1-D 16->32 k7
     @4000 1.85x / 2.59x, 1.47x / 1.24x. Not to more output channels with smaller
     phases, where XLA's input gradient runs deeper and faster: 5x5 3->64 @112-224
-    0.84-0.99x, training 0.87-0.95x; 12->48 @56 1.65x alone but training 0.96x.
+    0.84-0.99x, training 0.87-0.95x; 12->48 @56 1.65x alone but training 0.96x. A
+    random sweep of 30 layers the rule took then (`/tmp/s43/randsig.py` seed 71,
+    training, the rule against without, 9-21 interleaved runs): 0.96-2.39x on those to
+    at most 32 channels (a 0.79x read 1.00x in a rerun); to more, with 4x4 phases or
+    larger, the stems and 16->64 7x7 gained where the input is large (3->64 @224 batch
+    4 1.09x / 1.29x, batch 8 above; 16->64 @56 batch 8 1.05x / 1.17x) but lost on small
+    inputs or few phase outputs (3->64 @224 batch 1 1.00x / 1.03x, 3->48 @224 padding 1
+    batch 1-2 0.83-0.96x; 1->48 11x11 @112 batch 4 0.89x / 0.79x; 2->96 9x9 @56 batch 8
+    0.77x / 0.73x), so there the rule asks for at most 64 output channels and an input
+    of 2^19 elements.
     """
     if spec.ndim not in (1, 2) or spec.groups != 1 or all(s == 1 for s in spec.stride):
         return False
@@ -1688,10 +1701,13 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     window = subpixel.stacked_window(*_derivatives.input_gradient_problem(x_shape, w_shape, spec))
     if window is None:
         return False
+    if w_shape[0] <= STRIDED_INPUT_GRADIENT_MAX_OUT_CHANNELS:
+        return True
     taps = math.prod(d[1] for d in window if d is not None)
     return (
-        w_shape[0] <= STRIDED_INPUT_GRADIENT_MAX_OUT_CHANNELS
-        or taps >= STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS
+        w_shape[0] <= STRIDED_INPUT_GRADIENT_LARGE_MAX_OUT_CHANNELS
+        and taps >= STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS
+        and math.prod(x_shape) >= STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT
     )
 
 

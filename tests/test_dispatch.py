@@ -2708,7 +2708,8 @@ def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, 
     "x_shape, w_shape, kwargs, stacks",
     [
         ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3), True),  # a 7x7 stem
-        ((2, 3, 30, 30), (48, 3, 7, 7), dict(stride=2, padding=3), True),  # 4x4 phases
+        ((2, 3, 30, 30), (48, 3, 7, 7), dict(stride=2, padding=3), "large"),  # 4x4 phases
+        ((2, 3, 30, 30), (72, 3, 7, 7), dict(stride=2, padding=3), False),  # ... to 72
         ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=2, padding=2), True),  # 3x3 phases
         ((2, 3, 24, 24), (48, 3, 5, 5), dict(stride=2, padding=2), False),  # ... to 48
         ((2, 4, 28, 28), (16, 4, 8, 8), dict(stride=4), True),  # stride 4
@@ -2725,11 +2726,18 @@ def test_strided_input_gradient_stacked(
 ):
     """The input gradient of a strided convolution from few input channels runs as the
     transposed convolution of the output gradient, its phases stacked along the output
-    channels (`subpixel._stacked`), to at most 32 output channels or with phases of
-    4x4 taps (`_dispatch._strided_input_gradient_stacked`); not where the value is
-    unstrided, dilated or grouped, nor from many input channels. Values and both
-    gradients equal `lax`'s (float64)."""
+    channels (`subpixel._stacked`), to at most 32 output channels, or to at most 64 with
+    phases of 4x4 taps from large inputs ("large": taken only with the input-size
+    threshold lowered to this input's) (`_dispatch._strided_input_gradient_stacked`);
+    not where the value is unstrided, dilated or grouped, nor from many input channels.
+    Values and both gradients equal `lax`'s (float64)."""
     from jaxconv._impls import subpixel
+
+    if stacks == "large":
+        assert not _dispatch._strided_input_gradient_stacked(*_spec_of(x_shape, w_shape, kwargs)), (
+            "an input this small stays off the rule"
+        )
+        monkeypatch.setattr(_dispatch, "STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT", np.prod(x_shape))
 
     calls = []
     original = subpixel._stacked
@@ -2754,7 +2762,16 @@ def test_strided_input_gradient_stacked(
 
     ct = cotangent(conv("lax"), x, w)
     jax.jit(dx).lower(x, w, ct)  # the spy records the input gradient's trace
-    assert bool(calls) == stacks, calls
+    assert bool(calls) == bool(stacks), calls
     got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+
+
+def _spec_of(x_shape, w_shape, kwargs):
+    """``(spec, x_shape, w_shape)`` of `jaxconv.conv` on these channels-first shapes."""
+    from jaxconv import _spec
+
+    nd = len(x_shape) - 2
+    plan = _spec.conv_plan(f"conv{nd}d", x_shape, w_shape, None, ndim=nd, **kwargs)
+    return plan.spec, x_shape, w_shape
