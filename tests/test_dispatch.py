@@ -2770,8 +2770,97 @@ def test_strided_input_gradient_stacked(
 
 def _spec_of(x_shape, w_shape, kwargs):
     """``(spec, x_shape, w_shape)`` of `jaxconv.conv` on these channels-first shapes."""
-    from jaxconv import _spec
-
     nd = len(x_shape) - 2
     plan = _spec.conv_plan(f"conv{nd}d", x_shape, w_shape, None, ndim=nd, **kwargs)
     return plan.spec, x_shape, w_shape
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, takes",
+    [
+        ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3), True),  # a 7x7 stem
+        ((2, 1, 20, 20), (8, 1, 5, 5), dict(padding=2), True),  # grey, unstrided
+        ((2, 4, 21, 19), (8, 4, 5, 5), dict(stride=(2, 1), padding=(2, 0)), True),
+        ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3), "small"),  # 0.1 MFLOP
+        ((2, 3, 20, 20), (8, 3, 4, 4), dict(stride=2, padding=1), False),  # matmul's
+        ((2, 5, 20, 20), (8, 5, 5, 5), dict(padding=2), False),  # 5 input channels
+        ((2, 3, 24, 24), (8, 3, 5, 5), dict(padding=4, dilation=2), False),  # dilated
+        ((2, 6, 20, 20), (8, 3, 5, 5), dict(padding=2, groups=2), False),  # grouped
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_few_inputs_weight_gradient_by_patches(
+    monkeypatch, retrace, x_shape, w_shape, kwargs, takes, channels_last
+):
+    """The weight gradient of a 2-D convolution from at most 4 input channels with more
+    than 16 taps runs as one product of patches per image
+    (`matmul.per_image_patches_weight_gradient`, `_dispatch._few_inputs_weight_gradient`);
+    from at least 2e8 FLOPs ("small": only with that threshold left as it is, it is
+    not taken), not for `matmul`'s small kernels, more input channels, dilated or
+    grouped kernels. Values and both gradients equal `lax`'s (float64)."""
+    if takes != "small":
+        monkeypatch.setattr(_dispatch, "FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS", 0)
+    calls = []
+    original = matmul_impl.per_image_patches_weight_gradient
+
+    def spy(*args):
+        calls.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(matmul_impl, "per_image_patches_weight_gradient", spy)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    ct = cotangent(conv("lax"), x, w)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    assert bool(calls) == (takes is True), calls
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 3, 13, 11), (5, 3, 3, 4), dict(stride=(2, 3), padding=((1, 2), (0, 3)))),
+        ((3, 2, 9, 9), (4, 2, 3, 3), dict(dilation=2, padding=1)),
+        ((0, 2, 9, 9), (4, 2, 3, 3), dict(padding=1)),  # an empty batch
+        ((2, 1, 9, 9), (4, 1, 3, 3), dict(padding="cropped")),  # (-1, 0), (1, 1)
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, jnp.bfloat16])
+def test_per_image_patches_weight_gradient(x_shape, w_shape, kwargs, channels_last, dtype):
+    """`matmul.per_image_patches_weight_gradient` is the weight gradient, on canonical
+    arrays, whatever the padding (cropping included), stride and dilation, for either
+    layout of the output gradient, an empty batch and bfloat16 (accumulated in
+    float32)."""
+    import dataclasses
+
+    from jaxconv._impls import FORWARDS
+
+    cropped = kwargs.get("padding") == "cropped"  # (the public functions pad, never crop)
+    plan = _spec.conv_plan("conv2d", x_shape, w_shape, None, ndim=2, **({} if cropped else kwargs))
+    spec = dataclasses.replace(plan.spec, channels_last=channels_last)
+    if cropped:
+        spec = dataclasses.replace(spec, padding=((-1, 0), (1, 1)))
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(w_shape), dtype)
+    lax_conv = FORWARDS["lax"]
+    y, vjp = jax.vjp(lambda b: lax_conv(x.astype(np.float64), b, spec), w.astype(np.float64))
+    ct = jnp.asarray(rng.standard_normal(y.shape), dtype)
+    (want,) = vjp(ct.astype(np.float64))
+    got = jax.jit(matmul_impl.per_image_patches_weight_gradient, static_argnums=(2, 3))(
+        x, ct, spec, w_shape
+    )
+    assert got.shape == w_shape and got.dtype == dtype
+    tol = 1e-10 if dtype == np.float64 else 2e-2
+    scale = max(float(np.max(np.abs(want))), 1.0)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol * scale)

@@ -187,6 +187,47 @@ def per_image_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sha
     return dw.astype(jnp.result_type(x.dtype, ct.dtype)).reshape(w_shape)
 
 
+def per_image_patches_weight_gradient(
+    x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape
+) -> jax.Array:
+    """The weight gradient of a dense convolution as one product per image of its patches
+    with the output gradient, summed over the batch: ``sum_n cols_n @ ct_n``, with
+    ``cols_n`` the image's tap windows stacked channel-major, ``(C * taps, positions)``,
+    and ``ct_n`` the output gradient as the caller lays it out (positions by channels
+    channels-last, channels by positions channels-first, the product contracting it in
+    place either way). One image's patches stay small where the whole batch's would not
+    (the 7x7 stride-2 stem at batch 8: 59 MB), and none of them is transposed.
+
+    ``x`` and ``ct`` are canonical (channels-first); the result is the canonical weight's
+    gradient. For forward convolutions (no input dilation), one group.
+    """
+    c_out, c_in, *kernel = w_shape
+    nd = len(kernel)
+    dtype = jnp.result_type(x.dtype, ct.dtype)
+    if x.size == 0 or ct.size == 0:
+        return jnp.zeros(w_shape, dtype)
+    n = x.shape[0]
+    positions = math.prod(ct.shape[2:])
+    taps = math.prod(kernel)
+    xp = pad_input(x, spec)
+    if spec.channels_last:
+        cts, contract = jnp.moveaxis(ct, 1, -1).reshape((n, positions, c_out)), (1, 0)
+    else:
+        cts, contract = ct.reshape((n, c_out, positions)), (1, 1)
+    acc = accumulation_dtype(dtype)
+
+    def one(image):
+        xi, cti = image
+        windows = [win for _, win in tap_windows(xi[None], kernel, spec)]
+        cols = jnp.stack(windows, axis=2).reshape((c_in * taps, positions))
+        dims = (((contract[0],), (contract[1],)), ((), ()))
+        return lax.dot_general(cols, cti, dims, spec.precision, preferred_element_type=acc)
+
+    dw = jnp.sum(lax.map(one, (xp, cts)), axis=0)  # (C * taps, C_out)
+    dw = dw.astype(dtype).reshape((c_in, *kernel, c_out))
+    return jnp.transpose(dw, (nd + 1, 0, *range(1, nd + 1)))
+
+
 # The product's column tile on this CPU (16 float32 lanes of AVX-512), see `rows_first`.
 ROWS_FIRST_LANES = 16
 
