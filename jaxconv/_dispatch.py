@@ -1732,7 +1732,11 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     1.35x / 1.49x (batch 2 1.08x / 1.01x, batch 1 1.11-1.19x / 1.02-1.07x training);
     3->48 7x7 stride 2 @160 1.97x / 1.20x, 1.53x / 1.13x; 3->64 5x5 stride 2 @224
     1.82x / 1.72x, 1.10x / 1.21x (batch 4 1.08x / 1.02x); 1->64 5x5 @128 1.26x / 1.92x,
-    1.22x / 1.18x (batch 4 1.48x / 1.38x). Not on smaller layers (under 0.1 GFLOP:
+    1.22x / 1.18x (batch 4 1.48x / 1.38x). With the patches taken by rows, then columns
+    (`matmul._patches_by_rows`; one slice per tap compiled the stem's training step in
+    1.0 s): the stem 2.16x / 1.64x, 1.25x / 1.33x (batch 1 1.12x / 0.95x training);
+    3->64 5x5 0.98x / 1.45x, 1.22x / 1.26x; 1->64 5x5 1.86x / 1.84x, 1.25x / 1.36x;
+    3->48 7x7 @160 2.14x / 1.20x, 1.68x / 0.99x. Not on smaller layers (under 0.1 GFLOP:
     0.80-1.15x training, 3->16 5x5 stride 2 @112 0.80-0.84x), nor where `matmul` takes
     the layer (3x3 and 4x4 kernels: 0.71-0.98x channels-first, the derivatives no longer
     sharing the value's patches), nor from 8 input channels (0.80-0.90x alone).

@@ -2832,6 +2832,8 @@ def test_few_inputs_weight_gradient_by_patches(
         ((3, 2, 9, 9), (4, 2, 3, 3), dict(dilation=2, padding=1)),
         ((0, 2, 9, 9), (4, 2, 3, 3), dict(padding=1)),  # an empty batch
         ((2, 1, 9, 9), (4, 1, 3, 3), dict(padding="cropped")),  # (-1, 0), (1, 1)
+        ((2, 2, 11), (3, 2, 4), dict(stride=2, padding=1)),  # 1-D: one slice per tap
+        ((1, 2, 5, 6, 7), (3, 2, 2, 3, 2), dict(padding=1)),  # 3-D
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -2839,14 +2841,17 @@ def test_few_inputs_weight_gradient_by_patches(
 def test_per_image_patches_weight_gradient(x_shape, w_shape, kwargs, channels_last, dtype):
     """`matmul.per_image_patches_weight_gradient` is the weight gradient, on canonical
     arrays, whatever the padding (cropping included), stride and dilation, for either
-    layout of the output gradient, an empty batch and bfloat16 (accumulated in
-    float32)."""
+    layout of the output gradient, an empty batch, bfloat16 (accumulated in float32),
+    and in 1-D and 3-D (one slice per tap) as in 2-D (row slices, then column slices)."""
     import dataclasses
 
     from jaxconv._impls import FORWARDS
 
     cropped = kwargs.get("padding") == "cropped"  # (the public functions pad, never crop)
-    plan = _spec.conv_plan("conv2d", x_shape, w_shape, None, ndim=2, **({} if cropped else kwargs))
+    nd = len(x_shape) - 2
+    plan = _spec.conv_plan(
+        f"conv{nd}d", x_shape, w_shape, None, ndim=nd, **({} if cropped else kwargs)
+    )
     spec = dataclasses.replace(plan.spec, channels_last=channels_last)
     if cropped:
         spec = dataclasses.replace(spec, padding=((-1, 0), (1, 1)))

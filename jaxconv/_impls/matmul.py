@@ -216,16 +216,39 @@ def per_image_patches_weight_gradient(
         cts, contract = ct.reshape((n, c_out, positions)), (1, 1)
     acc = accumulation_dtype(dtype)
 
+    out = ct.shape[2:]
+
     def one(image):
         xi, cti = image
-        windows = [win for _, win in tap_windows(xi[None], kernel, spec)]
-        cols = jnp.stack(windows, axis=2).reshape((c_in * taps, positions))
+        if nd == 2:
+            cols = _patches_by_rows(xi, kernel, out, spec)
+        else:
+            windows = [win for _, win in tap_windows(xi[None], kernel, spec)]
+            cols = jnp.stack(windows, axis=2)
+        cols = cols.reshape((c_in * taps, positions))
         dims = (((contract[0],), (contract[1],)), ((), ()))
         return lax.dot_general(cols, cti, dims, spec.precision, preferred_element_type=acc)
 
     dw = jnp.sum(lax.map(one, (xp, cts)), axis=0)  # (C * taps, C_out)
     dw = dw.astype(dtype).reshape((c_in, *kernel, c_out))
     return jnp.transpose(dw, (nd + 1, 0, *range(1, nd + 1)))
+
+
+def _patches_by_rows(xi: jax.Array, kernel, out, spec: ConvSpec) -> jax.Array:
+    """One padded image ``(C, H, W)``'s patches ``(C, K_h, K_w, H_out, W_out)``, taken
+    as ``K_h`` strided row slices and then ``K_w`` strided column slices of those, not
+    one slice per tap: each slice is a kernel of its own to compile (the 7x7 stem's 49
+    took its weight gradient from 0.11 s to 0.56 s)."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, spec.stride, spec.rhs_dilation, out
+    rows = jnp.stack(
+        [lax.slice_in_dim(xi, t * dh, t * dh + (ho - 1) * sh + 1, sh, axis=1) for t in range(kh)],
+        axis=1,
+    )  # (C, K_h, H_out, W)
+    cols = jnp.stack(
+        [lax.slice_in_dim(rows, t * dw, t * dw + (wo - 1) * sw + 1, sw, axis=3) for t in range(kw)],
+        axis=2,
+    )  # (C, K_h, K_w, H_out, W_out)
+    return cols
 
 
 # The product's column tile on this CPU (16 float32 lanes of AVX-512), see `rows_first`.
