@@ -204,7 +204,7 @@ FEW_INPUTS_CLIFF_OUT_CHANNELS = (17, 35)
 # ... and the weight gradients of larger kernels from at most this many input channels
 # and of at least this many FLOPs by one product of patches per image (see
 # `_few_inputs_weight_gradient`).
-FEW_INPUTS_WEIGHT_GRADIENT_MAX_CHANNELS, FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS = 4, 2e8
+FEW_INPUTS_WEIGHT_GRADIENT_MAX_CHANNELS, FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS = 3, 2e8
 # Dense convolutions whose kernel has more taps than the input has positions along an
 # undilated dim run by `matmul`, value and derivatives, when they have at least this
 # many input or output channels (see `kernel_past_input`).
@@ -1720,8 +1720,9 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     of its patches with the output gradient (`matmul.per_image_patches_weight_gradient`):
     dense, undilated, from at most `FEW_INPUTS_WEIGHT_GRADIENT_MAX_CHANNELS` input
     channels, with more taps than `FEW_INPUTS_MAX_TAPS` (fewer go to `matmul` whole,
-    whose derivatives share the value's patches) and at least
-    `FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS`. XLA's weight gradient there is a convolution
+    whose derivatives share the value's patches), at least
+    `FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS` and one image's patches (float32) within
+    `matmul.PATCH_BYTES`. XLA's weight gradient there is a convolution
     over the few input channels with the output gradient as its kernel (the 7x7 stride-2
     stem at batch 8: 40-45 ms, for 1.9 GFLOP).
 
@@ -1739,7 +1740,14 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     3->48 7x7 @160 2.14x / 1.20x, 1.68x / 0.99x. Not on smaller layers (under 0.1 GFLOP:
     0.80-1.15x training, 3->16 5x5 stride 2 @112 0.80-0.84x), nor where `matmul` takes
     the layer (3x3 and 4x4 kernels: 0.71-0.98x channels-first, the derivatives no longer
-    sharing the value's patches), nor from 8 input channels (0.80-0.90x alone).
+    sharing the value's patches), nor from 8 input channels (0.80-0.90x alone). A
+    random sweep of 20 layers the rule took (`/tmp/s43/randfiwg.py` seed 81, 1-4 input
+    channels, 5x5 to 11x11 kernels, training, the rule against without, 9-15
+    interleaved runs): 0.95-1.51x but for four, rerun: from 4 channels 11x11 @128
+    unstrided channels-last 0.57x (one image's patches 32 MB, hence the cap), 9x9
+    stride 2 0.85x and 11x5 0.92x (their weight gradients alone 1.39-1.41x; from 4
+    channels the rule's other layers gained 1.05-1.08x, hence at most 3), and 2->128
+    9x9 @64 batch 16 channels-last 0.88x (alone 1.37x), left.
     """
     return (
         spec.ndim == 2
@@ -1749,6 +1757,8 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
         and _derivatives.has_input_gradient_spec(spec)
         and all(d == 1 for d in spec.rhs_dilation)
         and spec.flops(x_shape, w_shape) >= FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS
+        and math.prod(w_shape[1:]) * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:])) * 4
+        <= matmul_impl.PATCH_BYTES
     )
 
 
