@@ -1718,7 +1718,7 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
 def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the weight gradient of this 2-D convolution runs as one product per image
     of its patches with the output gradient (`matmul.per_image_patches_weight_gradient`):
-    dense, undilated, from at most `FEW_INPUTS_WEIGHT_GRADIENT_MAX_CHANNELS` input
+    dense, strided, undilated, from at most `FEW_INPUTS_WEIGHT_GRADIENT_MAX_CHANNELS` input
     channels, with more taps than `FEW_INPUTS_MAX_TAPS` (fewer go to `matmul` whole,
     whose derivatives share the value's patches), at least
     `FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS` and one image's patches (float32) within
@@ -1747,12 +1747,16 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     unstrided channels-last 0.57x (one image's patches 32 MB, hence the cap), 9x9
     stride 2 0.85x and 11x5 0.92x (their weight gradients alone 1.39-1.41x; from 4
     channels the rule's other layers gained 1.05-1.08x, hence at most 3), and 2->128
-    9x9 @64 batch 16 channels-last 0.88x (alone 1.37x), left.
+    9x9 @64 batch 16 channels-last 0.88x (alone 1.37x). A second sweep (seed 82, 14
+    layers, from at most 3 channels): strided 1.08-1.63x on all nine; unstrided
+    0.81-1.35x (channels-last 3->32 7x7 @128 batch 4 0.81x, 2->32 11x11 @128 0.87x), so
+    unstrided layers keep XLA's weight gradient (1->64 5x5 @128 above, 1.2x, with it).
     """
     return (
         spec.ndim == 2
         and spec.groups == 1
         and w_shape[1] <= FEW_INPUTS_WEIGHT_GRADIENT_MAX_CHANNELS
+        and any(s > 1 for s in spec.stride)
         and math.prod(w_shape[2:]) > FEW_INPUTS_MAX_TAPS
         and _derivatives.has_input_gradient_spec(spec)
         and all(d == 1 for d in spec.rhs_dilation)

@@ -2780,10 +2780,11 @@ def _spec_of(x_shape, w_shape, kwargs):
     "x_shape, w_shape, kwargs, takes",
     [
         ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3), True),  # a 7x7 stem
-        ((2, 1, 20, 20), (8, 1, 5, 5), dict(padding=2), True),  # grey, unstrided
+        ((2, 1, 20, 20), (8, 1, 5, 5), dict(stride=2, padding=2), True),  # grey
+        ((2, 1, 20, 20), (8, 1, 5, 5), dict(padding=2), False),  # unstrided
         ((2, 3, 21, 19), (8, 3, 5, 5), dict(stride=(2, 1), padding=(2, 0)), True),
         ((2, 4, 21, 19), (8, 4, 5, 5), dict(stride=(2, 1), padding=(2, 0)), False),  # 4
-        ((1, 1, 200, 200), (8, 1, 11, 11), dict(padding=5), False),  # 19 MB of patches
+        ((1, 1, 400, 200), (8, 1, 11, 11), dict(stride=(2, 1), padding=5), False),  # 19 MB
         ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3), "small"),  # 0.1 MFLOP
         ((2, 3, 20, 20), (8, 3, 4, 4), dict(stride=2, padding=1), False),  # matmul's
         ((2, 5, 20, 20), (8, 5, 5, 5), dict(padding=2), False),  # 5 input channels
@@ -2796,11 +2797,12 @@ def test_few_inputs_weight_gradient_by_patches(
     monkeypatch, retrace, x_shape, w_shape, kwargs, takes, channels_last
 ):
     """The weight gradient of a 2-D convolution from at most 3 input channels with more
-    than 16 taps runs as one product of patches per image
+    than 16 taps and a stride runs as one product of patches per image
     (`matmul.per_image_patches_weight_gradient`, `_dispatch._few_inputs_weight_gradient`);
     from at least 2e8 FLOPs ("small": only with that threshold left as it is, it is
-    not taken), not for `matmul`'s small kernels, more input channels, dilated or
-    grouped kernels. Values and both gradients equal `lax`'s (float64)."""
+    not taken), not for `matmul`'s small kernels, more input channels, unstrided,
+    dilated or grouped kernels, nor past 16 MB of patches per image. Values and both
+    gradients equal `lax`'s (float64)."""
     if takes != "small":
         monkeypatch.setattr(_dispatch, "FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS", 0)
     calls = []
