@@ -926,25 +926,27 @@ def test_channels_last_extra_rows_cut_in_place(transposed):
     assert layouts and set(layouts) == {"3,2,1,0"}, layouts
 
 
-@pytest.mark.parametrize("ndim,stride", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1)])
-def test_channels_last_pointwise_value_reads_callers_weight(ndim, stride):
+@pytest.mark.parametrize("stride,batch", [(1, ()), (2, ()), ((1, 2), (3,))])
+def test_channels_last_pointwise_value_reads_callers_weight(stride, batch):
     """Channels-last, `auto`'s 1x1 value reads the caller's weight as it lies (by
     `matmul.forward`'s ``value``, which only `_dispatch` passes: no derivative transposes
     its value) even where the weight is smaller than the input: its compiled program
     copies nothing, where the canonical weight cost a transposed copy of it, one more
-    kernel to compile (1x1 256->64 @56: 40 ms a compile against 12). Values and both
-    gradients stay `lax`'s."""
+    kernel to compile (1x1 256->64 @56: 40 ms a compile against 12); strided, and with a
+    leading batch dim, too. (In 1-D and 3-D `auto` takes XLA's convolution for this
+    value, which reads the weight as it lies anyway.) Values and both gradients stay
+    `lax`'s."""
     import re
 
     import jaxconv
 
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, *({1: 36, 2: 6, 3: 4}[ndim],) * ndim, 32)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((*(1,) * ndim, 32, 16)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((*batch, 2, 6, 6, 32)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((1, 1, 32, 16)), jnp.float32)
     assert w.size < x.size  # (from as large on, the caller's weight is read anyway)
 
     def conv(name):
-        return lambda a, b: jaxconv.conv(a, b, stride=stride, channels_last=True, impl=name)
+        return lambda a, b: jaxconv.conv2d(a, b, stride=stride, channels_last=True, impl=name)
 
     text = compile_as_shipped(conv("auto"), x, w).as_text()
     entry = text[text.index("\nENTRY") :]
@@ -2730,14 +2732,17 @@ def test_strided_input_gradient_stacked(
     phases of 4x4 taps from large inputs ("large": taken only with the input-size
     threshold lowered to this input's) (`_dispatch._strided_input_gradient_stacked`);
     not where the value is unstrided, dilated or grouped, nor from many input channels.
-    Values and both gradients equal `lax`'s (float64)."""
+    Every row but the size check runs with that threshold at its input's size, so that
+    the 3x3 phases and the 72 channels are what keep those rows off. Values and both
+    gradients equal `lax`'s (float64), and so do forward mode, second derivatives and
+    `vmap` (`check_transforms`)."""
     from jaxconv._impls import subpixel
 
     if stacks == "large":
         assert not _dispatch._strided_input_gradient_stacked(*_spec_of(x_shape, w_shape, kwargs)), (
             "an input this small stays off the rule"
         )
-        monkeypatch.setattr(_dispatch, "STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT", np.prod(x_shape))
+    monkeypatch.setattr(_dispatch, "STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT", np.prod(x_shape))
 
     calls = []
     original = subpixel._stacked
@@ -2766,6 +2771,33 @@ def test_strided_input_gradient_stacked(
     got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    if stacks:
+        check_transforms(conv, x, w, ct)
+
+
+def check_transforms(conv, x, w, ct):
+    """``conv("auto")`` equals ``conv("lax")`` (float64) under forward mode
+    (`jax.jvp` along both arguments), a second derivative (the gradient of the squared
+    norm of the input and weight gradients) and `jax.vmap` of the VJP over two output
+    gradients: the written-out derivative terms keep working under every transform."""
+    rng = np.random.default_rng(11)
+    tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+
+    def transforms(impl):
+        f = conv(impl)
+        _, tangent = jax.jvp(f, (x, w), (tx, tw))
+
+        def grads_norm(a, b):
+            ga, gb = jax.vjp(f, a, b)[1](ct)
+            return jnp.sum(ga**2) + jnp.sum(gb**2)
+
+        second = jax.grad(grads_norm, (0, 1))(x, w)
+        batched = jax.vmap(lambda c: jax.vjp(f, x, w)[1](c))(jnp.stack([ct, 2 * ct]))
+        return tangent, second, batched
+
+    got, want = jax.jit(lambda: (transforms("auto"), transforms("lax")))()
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * float(np.max(np.abs(b))))
 
 
 def _spec_of(x_shape, w_shape, kwargs):
@@ -2787,9 +2819,9 @@ def _spec_of(x_shape, w_shape, kwargs):
         ((1, 1, 400, 200), (8, 1, 11, 11), dict(stride=(2, 1), padding=5), False),  # 19 MB
         ((2, 3, 30, 30), (16, 3, 7, 7), dict(stride=2, padding=3), "small"),  # 0.1 MFLOP
         ((2, 3, 20, 20), (8, 3, 4, 4), dict(stride=2, padding=1), False),  # matmul's
-        ((2, 5, 20, 20), (8, 5, 5, 5), dict(padding=2), False),  # 5 input channels
-        ((2, 3, 24, 24), (8, 3, 5, 5), dict(padding=4, dilation=2), False),  # dilated
-        ((2, 6, 20, 20), (8, 3, 5, 5), dict(padding=2, groups=2), False),  # grouped
+        ((2, 5, 20, 20), (8, 5, 5, 5), dict(stride=2, padding=2), False),  # 5 inputs
+        ((2, 3, 24, 24), (8, 3, 5, 5), dict(stride=2, padding=4, dilation=2), False),
+        ((2, 6, 20, 20), (8, 3, 5, 5), dict(stride=2, padding=2, groups=2), False),
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -2801,8 +2833,9 @@ def test_few_inputs_weight_gradient_by_patches(
     (`matmul.per_image_patches_weight_gradient`, `_dispatch._few_inputs_weight_gradient`);
     from at least 2e8 FLOPs ("small": only with that threshold left as it is, it is
     not taken), not for `matmul`'s small kernels, more input channels, unstrided,
-    dilated or grouped kernels, nor past 16 MB of patches per image. Values and both
-    gradients equal `lax`'s (float64)."""
+    dilated or grouped kernels, nor past 16 MB of patches per image (each of those
+    strided, so that its own condition keeps it off). Values and both gradients equal
+    `lax`'s (float64), and so do forward mode, second derivatives and `vmap`."""
     if takes != "small":
         monkeypatch.setattr(_dispatch, "FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS", 0)
     calls = []
@@ -2827,6 +2860,8 @@ def test_few_inputs_weight_gradient_by_patches(
     assert bool(calls) == (takes is True), calls
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    if takes is True:
+        check_transforms(conv, x, w, ct)
 
 
 @pytest.mark.parametrize(
