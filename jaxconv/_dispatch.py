@@ -1774,8 +1774,10 @@ def _transposed_value(ct: jax.Array, w_t: jax.Array, t_spec: ConvSpec) -> jax.Ar
 
 def _forward_by(name: str, role: int):
     """The convolution ``name`` (in `jaxconv.IMPLS`) as ``role`` runs it: `matmul`'s
-    value reads the caller's weight (`matmul.forward`'s ``value``), as no derivative
-    transposes it."""
+    value reads the caller's weight (`matmul.forward`'s ``value``): reverse mode never
+    transposes the value (its derivatives are the other two roles). Forward mode through
+    `_derivatives.input_term` and second derivatives may transpose it, with the same
+    result; ``value`` only picks the layout of its product."""
     if name == "matmul" and role == FORWARD:
         return functools.partial(matmul_impl.forward, value=True)
     return FORWARDS[name]
