@@ -216,7 +216,6 @@ def per_image_patches_weight_gradient(
     else:
         cts, contract = ct.reshape((n, c_out, positions)), (1, 1)
     acc = accumulation_dtype(dtype)
-
     out = ct.shape[2:]
 
     def one(image):
