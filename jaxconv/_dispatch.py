@@ -1761,8 +1761,7 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
         and _derivatives.has_input_gradient_spec(spec)
         and all(d == 1 for d in spec.rhs_dilation)
         and spec.flops(x_shape, w_shape) >= FEW_INPUTS_WEIGHT_GRADIENT_MIN_FLOPS
-        and math.prod(w_shape[1:]) * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:])) * 4
-        <= matmul_impl.PATCH_BYTES
+        and matmul_impl.patch_bytes(x_shape, w_shape, spec, 4) <= matmul_impl.PATCH_BYTES
     )
 
 
@@ -1801,12 +1800,13 @@ def _run(
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):
             return _in_float32(chosen, x_, w_, spec_)
+        # The whole layer, not the 2-D planes of a 3-D convolution nor one group's part.
+        whole = spec_.ndim == spec.ndim and spec.groups == 1
         if (
             role == WEIGHT_GRADIENT
             and name in ("lax", "matmul")
             and backend == "cpu"
-            and spec_.ndim == spec.ndim  # (not the planes of a 3-D convolution)
-            and spec.groups == 1  # (nor one group's of a grouped one)
+            and whole
             and _few_inputs_weight_gradient(spec_, x_.shape, w_.shape)
         ):
             # Its transpose written out: one product of patches per image.
@@ -1934,7 +1934,6 @@ def _run(
             )
             return by(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
-            whole = spec_.ndim == spec.ndim and spec.groups == 1  # (not planes, not a group's)
             if whole and _strided_input_gradient_stacked(spec_, x_.shape, w_.shape):
                 return _derivatives.input_term(x_, w_, spec_, _transposed_value)
             if (

@@ -60,18 +60,19 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> 
         return _forward(x, w, spec, value)
     if single_pixel(x.shape):
         return _single_pixel(x, w, spec)
-    per_sample = (
-        x.shape[1]
-        * math.prod(w.shape[2:])
-        * math.prod(spec.out_spatial(x.shape[2:], w.shape[2:]))
-        * x.dtype.itemsize
-    )
+    per_sample = patch_bytes(x.shape, w.shape, spec, x.dtype.itemsize)
     chunk = max([d for d in range(1, n + 1) if n % d == 0 and d * per_sample <= PATCH_BYTES] or [1])
     if chunk >= n:
         return _forward(x, w, spec, value)
     xs = x.reshape((n // chunk, chunk, *x.shape[1:]))
     ys = lax.map(lambda xb: _forward(xb, w, spec, value), xs)
     return ys.reshape((n, *ys.shape[2:]))
+
+
+def patch_bytes(x_shape, w_shape, spec: ConvSpec, itemsize: int) -> int:
+    """The bytes of one image's patch matrix, ``C * taps * S_out`` elements."""
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    return x_shape[1] * math.prod(w_shape[2:]) * math.prod(out) * itemsize
 
 
 def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> jax.Array:
