@@ -1458,6 +1458,47 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     return one is None and c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
 
 
+# See `_shifted_phases`.
+SHIFTED_PHASES_MAX_OUT_CHANNELS = 128
+SHIFTED_PHASES_MIN_OUT_CHANNELS_TRAINING_CHANNELS_LAST = 32
+
+
+def _shifted_phases(x_shape, w_shape, spec: ConvSpec, differentiated: bool) -> bool:
+    """Whether the value of this transposed convolution computes its phases in one
+    convolution over the positions they all cover (`subpixel.shifted_window`: every
+    phase meets as many taps, as in 4x4 stride 2 with padding 1, DCGAN's layer), its
+    kernels stacked along the output channels, instead of one convolution per phase:
+    1-D and 2-D, to at most `SHIFTED_PHASES_MAX_OUT_CHANNELS` channels; channels-last
+    under differentiation to at least
+    `SHIFTED_PHASES_MIN_OUT_CHANNELS_TRAINING_CHANNELS_LAST`. The derivatives stay the
+    phases'. Against one convolution per phase (`impl="auto"`, 4x4 stride 2 padding 1
+    unless said, batch 8 unless said, 11-21 interleaved runs, forward and training with
+    a fixed output gradient, channels-last / channels-first, Intel Xeon, 2026-12-04,
+    `/tmp/s44/abshift.py`): 512->64 @14 batch 2 0.96-1.04x, 1.03-1.11x / 1.15-1.16x,
+    1.11-1.12x, batch 8 1.29-1.30x, 1.20x; 256->64 @14 batch 2 1.03-1.24x, 1.05-1.40x;
+    DCGAN's 256->128 @16 1.08-1.09x, 1.10x / 1.10-1.11x, 1.09x; 128->64 @32 1.17-1.30x,
+    1.10x / 1.14-1.23x, 1.14x; 64->32 @64 1.23x, 1.13x / 1.21x, 1.06x; 64->64 @28 batch
+    4 1.17x, 1.28x; 32->32 @64 batch 4 channels-first 1.17x, 1.07x; 6x6 stride 3 256->128
+    @16 channels-last 1.11x, 1.06x; output padding 1, 128->64 @16 batch 16
+    channels-first 1.27x, 1.08x; 1-D 128->64 @500 1.16-1.19x, 1.11x; 6 taps stride 2
+    padding 2 256->64 @300 batch 4 channels-last 0.99x, 1.16x; from deep small maps
+    512->128 @8 0.90-0.94x, 1.07-1.10x / 0.97x, 1.11x, 256->128 @8 batch 16
+    channels-first 1.10x, 1.07x. To 16 channels channels-last the training step lost
+    (64->16 @64 1.55x forward, 0.81-0.84x training; 32->16 @64 1.57x, 0.85x; 128->16
+    @32 1.55x, 1.04x; channels-first 64->16 1.62x, 1.06x). To 256 channels the one
+    convolution was slower (512->256 @14 batch 2 channels-last 0.68x forward, @4 batch
+    16 channels-first 0.96x), and in 3-D (64->32 @8 batch 2 0.83x / 1.01x forward)."""
+    if spec.ndim > 2 or w_shape[0] > SHIFTED_PHASES_MAX_OUT_CHANNELS:
+        return False
+    if (
+        differentiated
+        and spec.channels_last
+        and w_shape[0] < SHIFTED_PHASES_MIN_OUT_CHANNELS_TRAINING_CHANNELS_LAST
+    ):
+        return False
+    return subpixel.shifted_window(x_shape, w_shape, spec) is not None
+
+
 def _transposed_input_gradient_whole(x_shape, w_shape, spec: ConvSpec) -> bool:
     """Whether the derivative along the input of this transposed (input-dilated)
     convolution runs as XLA's convolution whole, so that its transpose, the input
@@ -2009,5 +2050,6 @@ def _run(
             return _xla(x, w, spec)
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
         # (From one input pixel they go to matmul whole: see `choose`.)
-        return subpixel.decompose(x, w, spec, chosen)
+        shifted = role == FORWARD and _shifted_phases(x.shape, w.shape, spec, differentiated)
+        return subpixel.decompose(x, w, spec, chosen, shifted)
     return chosen(x, w, spec)

@@ -1559,6 +1559,56 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, shifted",
+    [
+        ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2, padding=1), True),  # DCGAN's
+        ((2, 16, 6, 5), (16, 32, 4, 4), dict(stride=2, padding=1), True),
+        ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2, padding=1, output_padding=1), True),
+        ((2, 16, 5, 6), (16, 12, 6, 6), dict(stride=3, padding=1), True),  # 2 taps each
+        ((2, 16, 5, 6), (16, 12, 6, 6), dict(stride=3, padding=(2, 1)), True),
+        ((2, 16, 5, 6), (16, 12, 6, 6), dict(stride=3, padding=(2, 0)), False),  # stacked
+        ((2, 16, 6, 5), (16, 24, 4, 3), dict(stride=(2, 1), padding=1), True),
+        ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2, padding=1, dilation=3), True),
+        ((2, 16, 7), (16, 24, 4), dict(stride=2, padding=1), True),  # 1-D
+        ((2, 16, 6, 5), (16, 12, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
+        ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2, padding=1, dilation=2), False),
+        ((2, 16, 6, 5), (16, 129, 4, 4), dict(stride=2, padding=1), False),  # 129 channels
+        ((2, 16, 6, 5), (16, 3, 4, 4), dict(stride=2, padding=1), False),  # XLA's whole
+        ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2), False),  # stacked
+        ((2, 16, 6, 5), (16, 6, 4, 4), dict(stride=2, padding=1, groups=2), False),
+        ((1, 16, 3, 4, 4), (16, 12, 4, 4, 4), dict(stride=2, padding=1), False),  # 3-D
+    ],
+)
+def test_transposed_value_shifted_phases_in_one_convolution(
+    monkeypatch, x_shape, w_shape, kwargs, shifted, channels_last
+):
+    """The value of a 1-D or 2-D transposed convolution to at most 128 channels whose
+    phases each meet as many taps (4x4 stride 2 with padding 1, 6x6 stride 3) is one
+    convolution over the positions they all cover under auto, its derivatives the
+    phases' own; in training channels-last only to at least 32 channels. Values and
+    gradients equal lax's."""
+    from jaxconv._impls import subpixel
+
+    calls = []
+    original = subpixel._shifted_pieces
+
+    def spy(*args):
+        calls.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(subpixel, "_shifted_pieces", spy)
+    x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=5)
+    jax.eval_shape(conv("auto"), x, w)
+    assert len(calls) == int(shifted)
+    calls.clear()
+    jax.eval_shape(_relu_grad(conv, "auto"), x, w)
+    assert len(calls) == int(shifted and (not channels_last or w_shape[1] >= 32))
+    _assert_trains_as_lax(conv, x, w, value=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape, w_shape, channels_last, whole",
     [

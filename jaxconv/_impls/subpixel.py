@@ -96,8 +96,12 @@ def one_convolution(x_shape, w_shape, spec: ConvSpec) -> str | None:
     return "stacked" if _stack_window(per_dim, w_shape, spec) is not None else None
 
 
-def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
-    """The canonical convolution, phase by phase through ``inner``."""
+def decompose(
+    x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward, shifted: bool = False
+) -> jax.Array:
+    """The canonical convolution, phase by phase through ``inner``; with ``shifted``, the
+    phases that differ only in where they read the input in one convolution
+    (`shifted_window`)."""
     if not applies(spec):
         return inner(x, w, spec)
     n_batch, c_out = x.shape[0], w.shape[0]
@@ -120,16 +124,16 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     if one_tap:
         return _merged(x, problems, spec, inner)
     blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
-    pieces = []
-    for problem in problems:
-        if problem is None:
-            pieces.append(jnp.zeros((n_batch, c_out, *blocks), x.dtype))
-            continue
-        kernel_slice, sub, sizes = problem
-        y = inner(x, kernel_slice, sub)
-        pieces.append(
-            jnp.pad(y, [(0, 0), (0, 0)] + [(0, b - s) for b, s in zip(blocks, sizes, strict=True)])
-        )
+    shared = shifted_window(x.shape, w.shape, spec) if shifted else None
+    if shared is not None:
+        pieces = _shifted_pieces(x, problems, spec, shared, inner, blocks)
+    else:
+        pieces = [
+            jnp.zeros((n_batch, c_out, *blocks), x.dtype)
+            if problem is None
+            else _padded_to(inner(x, problem[0], problem[1]), problem[2], blocks)
+            for problem in problems
+        ]
     nd = spec.ndim
     if spec.channels_last:
         # (*L, N, *B, C) -> (N, B1, L1, B2, L2, ..., C) -> (N, B1*L1, ..., C): in the
@@ -159,6 +163,67 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     y = jnp.transpose(y, (nd, nd + 1, *itertools.chain(*((nd + 2 + i, i) for i in range(nd)))))
     y = y.reshape((n_batch, c_out, *(b * ld for b, ld in zip(blocks, lhs, strict=True))))
     return y[(slice(None), slice(None), *(slice(0, m) for m in out))]
+
+
+def shifted_window(x_shape, w_shape, spec: ConvSpec):
+    """Per dim, ``(lo, count, dilation, size)`` where every phase meets as many taps at
+    one dilation, so that the phases differ only in where they read the input: one
+    convolution over the positions all of them cover computes them all. None for dims
+    without input dilation; None if some phase differs, or `decompose` takes one
+    convolution (`one_convolution`) anyway."""
+    if spec.groups != 1 or one_convolution(x_shape, w_shape, spec) is not None:
+        return None
+    per_dim = _per_dim(x_shape, w_shape, spec)
+    window = []
+    for ld, phases in zip(spec.lhs_dilation, per_dim, strict=True):
+        if ld == 1:
+            window.append(None)
+            continue
+        if any(p is None for p in phases):
+            return None
+        if len({(p.count, p.dilation) for p in phases}) != 1:
+            return None
+        lo = min(p.offset for p in phases)
+        hi = max(p.offset + p.size for p in phases)
+        window.append((lo, phases[0].count, phases[0].dilation, hi - lo))
+    return window
+
+
+def _shifted_pieces(x, problems, spec: ConvSpec, window, inner: Forward, blocks):
+    """The phases' outputs (as `decompose`'s pieces) from one convolution through
+    ``inner``: the phases' kernels (``problems``, `_phase_problem`'s) stacked along the
+    output channels, over the positions every phase covers (`shifted_window`), each
+    phase's part then cut at its own offset."""
+    nd = spec.ndim
+    pads, dils = [], []
+    for i in range(nd):
+        if window[i] is None:
+            pads.append(spec.padding[i])
+            dils.append(spec.rhs_dilation[i])
+            continue
+        lo, count, dil, size = window[i]
+        pads.append((-lo, size + lo + (count - 1) * dil - x.shape[2 + i]))
+        dils.append(dil)
+    sub = dataclasses.replace(
+        spec, padding=tuple(pads), lhs_dilation=(1,) * nd, rhs_dilation=tuple(dils)
+    )
+    kernels = [kernel_slice for kernel_slice, _, _ in problems]
+    y = inner(x, jnp.concatenate(kernels, axis=0), sub)
+    c_out = kernels[0].shape[0]
+    pieces = []
+    for j, (_, phase_spec, sizes) in enumerate(problems):
+        index = [slice(None), slice(j * c_out, (j + 1) * c_out)]
+        for i, size in enumerate(sizes):
+            # The phase's own padding below says where it starts reading the input.
+            start = 0 if window[i] is None else -phase_spec.padding[i][0] - window[i][0]
+            index.append(slice(start, start + size))
+        pieces.append(_padded_to(y[tuple(index)], sizes, blocks))
+    return pieces
+
+
+def _padded_to(y: jax.Array, sizes, blocks) -> jax.Array:
+    """A phase's output ``y``, of spatial ``sizes``, padded with zeros to ``blocks``."""
+    return jnp.pad(y, [(0, 0), (0, 0)] + [(0, b - s) for b, s in zip(blocks, sizes, strict=True)])
 
 
 def _phase_problem(x_shape, w: jax.Array, spec: ConvSpec, phase, out):
