@@ -195,6 +195,10 @@ TRANSPOSED_WHOLE_MAX_OUT_CHANNELS_STACKED = 16
 # `_transposed_input_gradient_whole`).
 TRANSPOSED_INPUT_GRADIENT_WHOLE_MAX_OUT_CHANNELS = 16
 TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED, TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_STACKED = 128, 16
+# ... and, outside differentiation, from at least this many times the output channels
+# on inputs of at most this many positions over the batch (see
+# `_transposed_value_whole`).
+TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL, TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL = 8, 400
 # Dense 2-D convolutions from at most this many input channels (RGB and grey first
 # layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
 # and derivatives channels-first, the value alone channels-last with this many output
@@ -1427,7 +1431,10 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     1.42-1.70x and 1.08-1.14x, 4x4 from 256-384 1.04-1.10x and 1.00-1.14x, but from 128
     (ratio 8) 4x4 0.80x and 0.86x, 5x5 1.03x and 0.93x. (Kernels the size of the stride
     take one 1x1 convolution, `subpixel._merged`, 0.52-4.1x XLA's over 19 layers, below
-    0.9x only on four that take under 0.1 ms, and stay.)"""
+    0.9x only on four that take under 0.1 ms, and stay.) And, outside differentiation,
+    in 2-D where each phase is a convolution of its own or `_shifted_phases` applies,
+    from at least `TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL` times the output channels
+    on inputs of at most `TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL` positions (below)."""
     if spec.groups != 1 or spec.ndim == 3:
         return False
     c_out, c_in = w_shape[:2]
@@ -1455,7 +1462,27 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
             and not spec.channels_last
             and math.prod(w_shape) > math.prod(x_shape)
         )
-    return one is None and c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
+    if one is not None:
+        return False
+    # From many channels to few on small inputs, outside differentiation: XLA's whole
+    # against the phases (one convolution per phase, or `_shifted_phases`'), forward,
+    # 4x4 stride 2 padding 1, batch 2 unless said, channels-first / channels-last, 11
+    # interleaved runs, Intel Xeon, 2026-12-04 (`/tmp/s44/abwhole.py`): 512->32 @7
+    # 0.98x / 1.22x, @14 1.14-1.24x / 1.25-1.32x; 1024->64 @7 1.17x / 1.29x, @14
+    # 1.18-1.21x / 1.34-1.36x; 256->32 @7 1.07x / 1.31x, @14 1.12x / 1.35x; 512->64 @7
+    # 1.13x / 1.15x, @14 1.07x / 1.14x, batch 8 @7 1.31x channels-last; 4x4 stride 3
+    # 512->64 @14 batch 1 1.07x / 1.14x; 3x3 stride 2 output padding 1 1.32x
+    # channels-first. Not from 4 times as many channels (512->128 @7 0.90-1.00x /
+    # 0.92-1.09x; 256->64 @7 1.21-1.25x / 1.33-1.35x), nor on larger inputs (@28:
+    # 512->32 0.88x / 1.22x, 512->64 1.00x / 1.06x, 256->32 0.94x / 0.99x), nor in
+    # training, where the whole value trained 0.92-1.13x.
+    small = (
+        not differentiated
+        and spec.ndim == 2
+        and c_in >= TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL * c_out
+        and x_shape[0] * math.prod(x_shape[2:]) <= TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL
+    )
+    return small or c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
 
 
 # See `_shifted_phases`.

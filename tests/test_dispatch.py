@@ -1609,6 +1609,37 @@ def test_transposed_value_shifted_phases_in_one_convolution(
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, whole",
+    [
+        ((2, 256, 5, 6), (256, 32, 4, 4), dict(stride=2, padding=1), True),  # 8x, 60
+        ((2, 256, 10, 20), (256, 32, 4, 4), dict(stride=2, padding=1), True),  # 400
+        ((1, 256, 4, 4), (256, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
+        ((1, 256, 4, 4), (256, 32, 4, 4), dict(stride=3, padding=1), True),
+        ((2, 256, 5, 6), (256, 33, 4, 4), dict(stride=2, padding=1), False),  # 7.8x
+        ((2, 256, 10, 21), (256, 32, 4, 4), dict(stride=2, padding=1), False),  # 420
+        ((2, 256, 5, 6), (256, 32, 4, 4), dict(stride=2), False),  # stacked
+        ((2, 256, 5, 6), (256, 16, 4, 4), dict(stride=2, padding=1, groups=2), False),
+        ((2, 256, 7), (256, 16, 4), dict(stride=2, padding=1), False),  # 1-D
+    ],
+)
+def test_transposed_value_from_many_channels_on_small_inputs_is_xlas_whole(
+    x_shape, w_shape, kwargs, whole, channels_last
+):
+    """Outside differentiation, the value of a 2-D transposed convolution from at
+    least 8 times as many channels as it makes, on an input of at most 400 positions
+    over the batch, whose phases are a convolution each or shifted ones, is XLA's
+    input-dilated convolution whole under auto; under `jax.grad` it stays the phases'.
+    Values and gradients equal lax's."""
+    x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=6)
+
+    assert _dilated(conv("auto"), x, w) == int(whole)
+    assert _dilated(_relu_grad(conv, "auto"), x, w) == 0
+    _assert_trains_as_lax(conv, x, w, value=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape, w_shape, channels_last, whole",
     [
