@@ -1477,8 +1477,7 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     # 512->32 0.88x / 1.22x, 512->64 1.00x / 1.06x, 256->32 0.94x / 0.99x), nor in
     # training, where the whole value trained 0.92-1.13x.
     small = (
-        not differentiated
-        and spec.ndim == 2
+        not differentiated  # and 2-D (1-D and 3-D returned above)
         and c_in >= TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL * c_out
         and x_shape[0] * math.prod(x_shape[2:]) <= TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL
     )
