@@ -173,19 +173,28 @@ def shifted_window(x_shape, w_shape, spec: ConvSpec):
     convolution (`one_convolution`) anyway."""
     if spec.groups != 1 or one_convolution(x_shape, w_shape, spec) is not None:
         return None
-    per_dim = _per_dim(x_shape, w_shape, spec)
+
+    def window(phases):
+        if len({(p.count, p.dilation) for p in phases}) != 1:
+            return None
+        lo = min(p.offset for p in phases)
+        hi = max(p.offset + p.size for p in phases)
+        return (lo, phases[0].count, phases[0].dilation, hi - lo)
+
+    return _per_dilated_dim(_per_dim(x_shape, w_shape, spec), spec, window)
+
+
+def _per_dilated_dim(per_dim, spec: ConvSpec, window_of):
+    """Per dim, ``window_of(phases)`` of the dims with input dilation, None for the
+    others; None if a phase meets no tap or ``window_of`` gives None."""
     window = []
     for ld, phases in zip(spec.lhs_dilation, per_dim, strict=True):
         if ld == 1:
             window.append(None)
             continue
-        if any(p is None for p in phases):
+        if any(p is None for p in phases) or (entry := window_of(phases)) is None:
             return None
-        if len({(p.count, p.dilation) for p in phases}) != 1:
-            return None
-        lo = min(p.offset for p in phases)
-        hi = max(p.offset + p.size for p in phases)
-        window.append((lo, phases[0].count, phases[0].dilation, hi - lo))
+        window.append(entry)
     return window
 
 
@@ -313,20 +322,16 @@ def _shared_window(per_dim, spec: ConvSpec):
     fall in (its first offset, its taps at the phases' dilation, the most outputs of a
     phase), None for dims without input dilation; None if a phase meets no tap or the
     phases' taps do not share one grid."""
-    window = []
-    for ld, phases in zip(spec.lhs_dilation, per_dim, strict=True):
-        if ld == 1:
-            window.append(None)
-            continue
-        if any(p is None for p in phases):
-            return None
+
+    def window(phases):
         dil = phases[0].dilation
         lo = min(p.offset for p in phases)
         if any((p.offset - lo) % dil for p in phases):
             return None
         hi = max(p.offset + (p.count - 1) * dil for p in phases)
-        window.append((lo, (hi - lo) // dil + 1, dil, max(p.size for p in phases)))
-    return window
+        return (lo, (hi - lo) // dil + 1, dil, max(p.size for p in phases))
+
+    return _per_dilated_dim(per_dim, spec, window)
 
 
 def _stack_window(per_dim, w_shape, spec: ConvSpec):
