@@ -1472,8 +1472,9 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     # 1.18-1.21x / 1.34-1.36x; 256->32 @7 1.07x / 1.31x, @14 1.12x / 1.35x; 512->64 @7
     # 1.13x / 1.15x, @14 1.07x / 1.14x, batch 8 @7 1.31x channels-last; 4x4 stride 3
     # 512->64 @14 batch 1 1.07x / 1.14x; 3x3 stride 2 output padding 1 1.32x
-    # channels-first. Not from 4 times as many channels (512->128 @7 0.90-1.00x /
-    # 0.92-1.09x; 256->64 @7 1.21-1.25x / 1.33-1.35x), nor on larger inputs (@28:
+    # channels-first. Not from 4 times as many channels, where it was mixed (512->128
+    # @7 0.90-1.00x / 0.92-1.09x, @14 0.95x / 1.03x; 256->64 @7 1.21-1.25x /
+    # 1.33-1.35x), nor on larger inputs (@28:
     # 512->32 0.88x / 1.22x, 512->64 1.00x / 1.06x, 256->32 0.94x / 0.99x), nor in
     # training, where the whole value trained 0.92-1.13x.
     small = (
