@@ -1405,9 +1405,11 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
     at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one
-    convolution per phase (`subpixel.one_convolution` None). In 1-D the phases, even in
-    one convolution, ran 0.31-0.96x XLA's forward (stride 2-8, 32-512 to 1-8 channels
-    @500-4000, batch 1-8, both layouts, 12 layers, 11 interleaved runs). Not in 3-D,
+    convolution per phase (`subpixel.one_convolution` None), there also from many
+    channels on small inputs outside differentiation (the end of this note). In 1-D the
+    phases, even in one convolution, ran 0.31-0.96x XLA's forward (stride 2-8, 32-512
+    to 1-8 channels @500-4000, batch 1-8, both layouts, 12 layers, 11 interleaved
+    runs). Not in 3-D,
     where XLA's input-dilated convolution is far slower than the phases (3x3x3 stride 2
     64->8 @8x14x14 batch 2: 228 ms, the phases 1.0 ms). In 2-D each phase's convolution
     to so few channels runs far below the machine's rate: forward, phases against XLA's

@@ -1582,7 +1582,7 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     ],
 )
 def test_transposed_value_shifted_phases_in_one_convolution(
-    monkeypatch, x_shape, w_shape, kwargs, shifted, channels_last
+    monkeypatch, retrace, x_shape, w_shape, kwargs, shifted, channels_last
 ):
     """The value of a 1-D or 2-D transposed convolution to at most 128 channels whose
     phases each meet as many taps (4x4 stride 2 with padding 1, 6x6 stride 3) is one
@@ -1615,6 +1615,7 @@ def test_transposed_value_shifted_phases_in_one_convolution(
     [
         ((2, 256, 5, 6), (256, 32, 4, 4), dict(stride=2, padding=1), True),  # 8x, 60
         ((2, 256, 10, 20), (256, 32, 4, 4), dict(stride=2, padding=1), True),  # 400
+        ((0, 264, 5, 6), (264, 33, 4, 4), dict(stride=2, padding=1), True),  # 8x, batch 0
         ((1, 256, 4, 4), (256, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
         ((1, 256, 4, 4), (256, 32, 4, 4), dict(stride=3, padding=1), True),
         ((2, 256, 5, 6), (256, 33, 4, 4), dict(stride=2, padding=1), False),  # 7.8x
@@ -1631,7 +1632,8 @@ def test_transposed_value_from_many_channels_on_small_inputs_is_xlas_whole(
     least 8 times as many channels as it makes, on an input of at most 400 positions
     over the batch, whose phases are a convolution each or shifted ones, is XLA's
     input-dilated convolution whole under auto; under `jax.grad` it stays the phases'.
-    Values and gradients equal lax's."""
+    Values and gradients equal lax's. (In float32: in float64 XLA's whole lowers as an
+    interior pad and an undilated convolution, which `_dilated` does not count.)"""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=6)
 
     assert _dilated(conv("auto"), x, w) == int(whole)
