@@ -124,7 +124,7 @@ def decompose(
     if one_tap:
         return _merged(x, problems, spec, inner)
     blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
-    shared = shifted_window(x.shape, w.shape, spec) if shifted else None
+    shared = _shifted_window(per_dim, spec) if shifted and spec.groups == 1 else None
     if shared is not None:
         pieces = _shifted_pieces(x, problems, spec, shared, inner, blocks)
     else:
@@ -173,6 +173,12 @@ def shifted_window(x_shape, w_shape, spec: ConvSpec):
     convolution (`one_convolution`) anyway."""
     if spec.groups != 1 or one_convolution(x_shape, w_shape, spec) is not None:
         return None
+    return _shifted_window(_per_dim(x_shape, w_shape, spec), spec)
+
+
+def _shifted_window(per_dim, spec: ConvSpec):
+    """`shifted_window` from the phases ``per_dim`` (`_per_dim`), once `decompose` knows
+    that no one convolution (`one_convolution`) takes them."""
 
     def window(phases):
         if len({(p.count, p.dilation) for p in phases}) != 1:
@@ -181,7 +187,7 @@ def shifted_window(x_shape, w_shape, spec: ConvSpec):
         hi = max(p.offset + p.size for p in phases)
         return (lo, phases[0].count, phases[0].dilation, hi - lo)
 
-    return _per_dilated_dim(_per_dim(x_shape, w_shape, spec), spec, window)
+    return _per_dilated_dim(per_dim, spec, window)
 
 
 def _per_dilated_dim(per_dim, spec: ConvSpec, window_of):
