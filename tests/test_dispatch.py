@@ -2991,3 +2991,157 @@ def test_per_image_patches_weight_gradient(x_shape, w_shape, kwargs, channels_la
     tol = 1e-10 if dtype == np.float64 else 2e-2
     scale = max(float(np.max(np.abs(want))), 1.0)
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, padding, lhs_dilation, rhs_dilation, groups",
+    [
+        ((2, 5, 9, 8), (3, 5, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1),
+        ((2, 4, 13, 11), (2, 4, 3, 4), (2, 3), ((1, 2), (0, 3)), (1, 1), (1, 1), 1),
+        ((2, 6, 9, 9), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (2, 2), 2),
+        ((2, 4, 9, 9), (2, 4, 3, 3), (1, 1), ((-1, 0), (1, 1)), (1, 1), (1, 1), 1),  # cropped
+        ((2, 3, 5, 4), (2, 3, 3, 2), (1, 2), ((2, 2), (1, 1)), (2, 3), (1, 1), 1),
+        ((0, 4, 9, 9), (2, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1),  # empty
+        ((2, 4, 11), (1, 4, 5), (2,), ((2, 2),), (1,), (1,), 1),  # 1-D
+        ((1, 3, 5, 6, 4), (2, 3, 2, 3, 2), (1, 1, 1), ((1, 1),) * 3, (1,) * 3, (1,) * 3, 1),
+        ((1, 3, 2, 2), (1, 3, 3, 3), (1, 1), ((2, 2), (2, 2)), (1, 1), (1, 1), 1),  # past
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, jnp.bfloat16])
+def test_output_taps(
+    x_shape, w_shape, stride, padding, lhs_dilation, rhs_dilation, groups, channels_last, dtype
+):
+    """`matmul.output_taps` (every tap's products at once, then shifted and summed) is
+    the convolution on canonical arrays, and its transposes are the input and weight
+    gradients, whatever the stride, padding (cropping included), dilation, input
+    dilation, groups, layout flag, batch (empty too) and number of spatial dims;
+    bfloat16 accumulated in float32."""
+    from jaxconv._impls import FORWARDS
+
+    spec = _spec.ConvSpec(
+        stride, padding, lhs_dilation, rhs_dilation, groups, None, channels_last=channels_last
+    )
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(w_shape), dtype)
+    wide = (x.astype(np.float64), w.astype(np.float64))
+    y, vjp = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, spec), *wide)
+    ct = jnp.asarray(rng.standard_normal(y.shape), dtype)
+    want = (y, *vjp(ct.astype(np.float64)))
+    (got,) = values_and_vjps([lambda a, b: matmul_impl.output_taps(a, b, spec)], (x, w), ct)
+    tol = 1e-10 if dtype == np.float64 else 2e-2
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and a.dtype == dtype
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, first, last",
+    [
+        # Roles by output_taps channels-first / channels-last: value, input and weight
+        # gradient ("v", "x", "w").
+        ((2, 64, 10, 10), (1, 64, 3, 3), dict(padding=1), "vw", "w"),
+        ((2, 16, 10, 10), (3, 16, 3, 3), dict(padding=1), "v", "v"),  # 27 products
+        ((2, 16, 10, 10), (4, 16, 3, 3), dict(padding=1), "", ""),  # 36 > 32
+        ((2, 3, 10, 10), (3, 3, 3, 3), dict(padding=1), "", "v"),  # 3 inputs
+        ((2, 4, 10, 10), (3, 4, 3, 3), dict(padding=1), "v", "v"),  # 4 inputs
+        ((2, 17, 10, 10), (1, 17, 3, 3), dict(padding=1), "v", ""),  # 17 channels-last
+        ((2, 64, 10, 10), (7, 64, 3, 3), dict(padding=1), "", ""),  # 7 outputs
+        ((2, 108, 10, 10), (6, 108, 3, 3), dict(padding=1), "vw", "w"),  # 2 * 54 products
+        ((2, 107, 10, 10), (6, 107, 3, 3), dict(padding=1), "v", ""),
+        ((2, 48, 40), (3, 48, 3), dict(padding=1), "vw", "w"),  # 16x
+        ((2, 47, 40), (3, 47, 3), dict(padding=1), "v", ""),
+        ((2, 64, 10, 10), (3, 64, 5, 5), dict(padding=2), "", ""),  # 75 products
+        ((2, 64, 12, 12), (2, 64, 3, 3), dict(stride=2, padding=1), "vx", "x"),
+        ((2, 64, 12, 12), (4, 64, 3, 3), dict(stride=2, padding=1), "v", ""),  # 4 outputs
+        ((2, 47, 12, 12), (3, 47, 3, 3), dict(stride=(1, 2), padding=1), "v", ""),  # 47
+        ((2, 48, 12, 12), (3, 48, 3, 3), dict(stride=(1, 2), padding=1), "vx", "x"),
+        # Per group where the groups run apart (under differentiation, two groups):
+        ((2, 64, 10, 10), (2, 32, 3, 3), dict(padding=1, groups=2), "vwvw", "ww"),
+        ((2, 64, 10, 10), (1, 64, 1, 1), dict(), "", ""),  # one tap
+        ((2, 256, 40), (2, 256, 7), dict(padding=3), "vw", "w"),  # 1-D
+        ((1, 64, 6, 6, 6), (1, 64, 3, 3, 3), dict(padding=1), "vw", "w"),  # 3-D
+        ((2, 64, 10, 10), (1, 64, 3, 3), dict(padding=2, dilation=2), "vw", "w"),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_few_output_channels_by_output_taps(
+    monkeypatch, retrace, x_shape, w_shape, kwargs, first, last, channels_last
+):
+    """Dense layers to few output channels run as every tap's products at once, shifted
+    and summed (`matmul.output_taps`, `_dispatch._output_taps`), under auto: the value
+    to at most 6 channels with at most max(C_in, 32) products per position,
+    channels-first from at least 4 input channels, channels-last from at most 16; the
+    weight gradient unstrided from 16x the output channels and twice the products; the
+    input gradient strided, to at most 3 channels from 16x as many; not 1x1, and a
+    grouped layer's groups each where they run apart. Values and both gradients equal
+    lax's (float64), and so do forward mode, second derivatives and `vmap`."""
+    roles = last if channels_last else first
+    calls = []
+    original = matmul_impl.output_taps
+
+    def spy(*args):
+        calls.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(matmul_impl, "output_taps", spy)
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    nd = len(x_shape) - 2
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    jax.eval_shape(conv("auto"), x, w)
+    # (Outside differentiation a grouped value is XLA's grouped one, `_small_groups`.)
+    assert len(calls) == (0 if "groups" in kwargs else roles.count("v"))
+    calls.clear()
+    ct = cotangent(conv("lax"), x, w)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    assert len(calls) == len(roles), (calls, nd)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    if roles:
+        check_transforms(conv, x, w, ct)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("c_in, phases", [(64, 4), (16, 0)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_transposed_to_few_channels_weight_gradient_by_output_taps(
+    monkeypatch, retrace, c_in, phases, channels_last
+):
+    """The weight gradient of a transposed 4x4 stride-2 layer to 3 channels (DCGAN's
+    last) runs through `matmul.output_taps` once per sub-pixel phase (2x2 kernels from
+    at least 16x as many channels, 3x twice their 12 products), not from 16 channels.
+    Values and both gradients equal lax's (float64), and so do forward mode, second
+    derivatives and `vmap`."""
+    calls = []
+    original = matmul_impl.output_taps
+
+    def spy(*args):
+        calls.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(matmul_impl, "output_taps", spy)
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((2, c_in, 6, 5)), rng.standard_normal((c_in, 3, 4, 4))
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv_transpose2d(
+            a, b, stride=2, padding=1, channels_last=channels_last, impl=impl
+        )
+
+    ct = cotangent(conv("lax"), x, w)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    assert len(calls) == phases
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    check_transforms(conv, x, w, ct)

@@ -9,6 +9,7 @@ through patches (im2col): the tap windows stacked channel-major into
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -468,3 +469,72 @@ def pointwise_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sha
     # 512->2048 @7 batch 8 trained at 0.5-0.65x.)
     dw = dw.astype(dtype).reshape((*kernel, c_in, c_out))
     return jnp.transpose(dw, (nd + 1, nd, *range(nd)))
+
+
+def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The canonical convolution as one product to ``taps * C_out`` channels, every
+    input position multiplied by every tap's weight, then each output the sum of the
+    products its taps meet, shifted (zero where a tap meets the padding):
+
+        z[:, t] = w[:, :, t] @ x          (all taps at once, no patches)
+        y[..., o] = sum_t z[:, t][..., o * stride + t * dilation - lo]
+
+    The transpose of the patches' product: no ``taps``-fold copy of the input, an
+    intermediate ``taps * C_out / C_in`` times the input instead, so it pays where the
+    output channels are few against the input channels (an image's three colours or a
+    map's one class score from 64-1024 channels), where XLA's CPU convolution runs its
+    product on too few output channels to fill its tiles. The input gradient (the
+    output gradient's shifted copies stacked, times the weight) and the weight gradient
+    (the input times them) transpose to products of the same shape. Input dilation
+    (a transposed convolution's stride) spreads each tap's products apart before the
+    shift, so the products are taken at the input's own positions."""
+    n, c = x.shape[:2]
+    c_out, c_in_g, *kernel = w.shape
+    g = spec.groups
+    spatial = x.shape[2:]
+    out = spec.out_spatial(spatial, kernel)
+    if 0 in (n, c, *out):
+        return jnp.zeros((n, c_out, *out), x.dtype)
+    taps = math.prod(kernel)
+    nd = len(kernel)
+    acc = accumulation_dtype(x.dtype)
+    # (C_out, C_in/G, *K) -> (G, C_in/G, taps, C_out/G)
+    wt = jnp.moveaxis(w.reshape((g, c_out // g, c_in_g, taps)), 1, -1)
+    if spec.channels_last:
+        # (N, *S, G, C_in/G) @ (G, C_in/G, taps * C_out/G) -> (N, *S, G, taps, C_out/G)
+        xs = jnp.moveaxis(x, 1, -1).reshape((n, *spatial, g, c_in_g))
+        z = jnp.einsum(
+            "n...gi,gitc->n...gtc", xs, wt, precision=spec.precision, preferred_element_type=acc
+        )
+        z = jnp.moveaxis(z, -2, 1)  # (N, taps, *S, G, C_out/G)
+        base = 1  # the first spatial axis of one tap's (N, *S, G, C_out/G)
+    else:
+        # (G, taps * C_out/G, C_in/G) @ (N, G, C_in/G, *S) -> (N, taps, G, C_out/G, *S)
+        xs = x.reshape((n, g, c_in_g, *spatial))
+        z = jnp.einsum(
+            "ngi...,gitc->ntgc...", xs, wt, precision=spec.precision, preferred_element_type=acc
+        )
+        base = 3  # of one tap's (N, G, C_out/G, *S)
+    y = None
+    for t, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
+        term = lax.index_in_dim(z, t, 1, keepdims=False)
+        config = [(0, 0, 0)] * term.ndim
+        starts, limits, strides = [0] * term.ndim, list(term.shape), [1] * term.ndim
+        for i in range(nd):
+            # Output o meets input o * stride + tap * dilation - lo through this tap.
+            lead = tap[i] * spec.rhs_dilation[i] - spec.padding[i][0]
+            last = lead + (out[i] - 1) * spec.stride[i]
+            axis = base + i
+            dilated = (spatial[i] - 1) * spec.lhs_dilation[i] + 1
+            config[axis] = (max(0, -lead), max(0, last - (dilated - 1)), spec.lhs_dilation[i] - 1)
+            starts[axis] = lead + config[axis][0]
+            limits[axis] = starts[axis] + last - lead + 1
+            strides[axis] = spec.stride[i]
+        term = lax.pad(term, lax.full((), 0, term.dtype), config)
+        term = lax.slice(term, starts, limits, strides)
+        y = term if y is None else y + term
+    if spec.channels_last:
+        y = jnp.moveaxis(y.reshape((n, *out, c_out)), -1, 1)
+    else:
+        y = y.reshape((n, c_out, *out))
+    return y.astype(x.dtype)
