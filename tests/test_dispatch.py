@@ -3046,8 +3046,8 @@ def test_output_taps(
         ((2, 64, 10, 10), (1, 64, 3, 3), dict(padding=1), "vw", "w"),
         ((2, 16, 10, 10), (3, 16, 3, 3), dict(padding=1), "v", "v"),  # 27 products
         ((2, 16, 10, 10), (4, 16, 3, 3), dict(padding=1), "", ""),  # 36 > 32
-        ((2, 3, 10, 10), (3, 3, 3, 3), dict(padding=1), "", "v"),  # 3 inputs
-        ((2, 4, 10, 10), (3, 4, 3, 3), dict(padding=1), "v", "v"),  # 4 inputs
+        ((2, 3, 10, 10), (3, 3, 3, 3), dict(padding=1), "", "v"),  # matmul's channels-first
+        ((2, 3, 12, 12), (1, 3, 5, 5), dict(padding=2), "v", "v"),
         ((2, 17, 10, 10), (1, 17, 3, 3), dict(padding=1), "v", ""),  # 17 channels-last
         ((2, 64, 10, 10), (7, 64, 3, 3), dict(padding=1), "", ""),  # 7 outputs
         ((2, 108, 10, 10), (6, 108, 3, 3), dict(padding=1), "vw", "w"),  # 2 * 54 products
@@ -3074,7 +3074,7 @@ def test_few_output_channels_by_output_taps(
     """Dense layers to few output channels run as every tap's products at once, shifted
     and summed (`matmul.output_taps`, `_dispatch._output_taps`), under auto: the value
     to at most 6 channels with at most max(C_in, 32) products per position,
-    channels-first from at least 4 input channels, channels-last from at most 16; the
+    channels-last only from at most 16 input channels; the
     weight gradient unstrided from 16x the output channels and twice the products; the
     input gradient strided, to at most 3 channels from 16x as many; not 1x1, and a
     grouped layer's groups each where they run apart. Values and both gradients equal
@@ -3145,3 +3145,16 @@ def test_transposed_to_few_channels_weight_gradient_by_output_taps(
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
     check_transforms(conv, x, w, ct)
+
+
+@pytest.mark.parametrize("role", [0, 1, 2])  # FORWARD, INPUT_GRADIENT, WEIGHT_GRADIENT
+def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
+    """`_dispatch._output_taps` takes a dense layer to one channel for every role (the
+    input gradient strided), but not the same layer grouped (its groups may take it
+    where they run apart) nor input-dilated (a transposed convolution whole, whose
+    phases may take it)."""
+    stride = (2, 2) if role == _dispatch.INPUT_GRADIENT else (1, 1)
+    for groups, lhs_dilation, takes in [(1, (1, 1), True), (2, (1, 1), False), (1, (2, 2), False)]:
+        spec = _spec.ConvSpec(stride, ((1, 1), (1, 1)), lhs_dilation, (1, 1), groups, None)
+        w_shape = (groups, 64 // groups, 3, 3)
+        assert _dispatch._output_taps(spec, (2, 64, 16, 16), w_shape, role) == takes
