@@ -1888,10 +1888,10 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     last transposed layer 64->3 4x4 stride 2 @32 batch 16 1.29x / 1.31x and 1.92x /
     2.06x channels-last, 6x6 stride 2 1024->3 @16 batch 1 11.4x / 9.95x; strided
     1.25-2.71x on eleven layers (64->3 stride 2 @64 1.67x / 1.47x, 5x5 64->2 2.66x /
-    2.43x). A grouped layer's groups each, where they run apart (`groups.decompose`): 2
-    groups of 32->1 @64 value 1.36x / 0.97x, training 2.10x / 1.67x, through a ReLU
-    1.13x / 1.46x; 4 of 32->1 @32 1.34x / 1.03x, 1.10x / 1.97x, 1.24x / 1.86x; 2 of
-    16->2 @64 2.43x / 1.46x, 1.41x / 1.10x, 1.21x / 1.11x."""
+    2.43x). Only whole layers and their sub-pixel phases: a grouped layer's groups,
+    where they run apart (`groups.decompose`), and the 2-D planes of a 3-D layer were
+    not measured enough (2-D groups of 32->1 and 16->2 @32-64 trained 1.10-2.10x, but
+    3-D groups of 2->1 @8x28x28 0.71-1.02x and 4->1 0.82-1.21x)."""
     if spec.groups != 1 or any(d != 1 for d in spec.lhs_dilation):
         return False
     c_out, c_in, *kernel = w_shape
@@ -1948,12 +1948,18 @@ def _run(
 
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
-        if name == "lax" and backend == "cpu" and _output_taps(spec_, x_.shape, w_.shape, role):
+        # The whole layer (or one of its sub-pixel phases), not the 2-D planes of a 3-D
+        # convolution nor one group's part.
+        whole = spec_.ndim == spec.ndim and spec.groups == 1
+        if (
+            name == "lax"
+            and backend == "cpu"
+            and whole
+            and _output_taps(spec_, x_.shape, w_.shape, role)
+        ):
             return matmul_impl.output_taps(x_, w_, spec_)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):
             return _in_float32(chosen, x_, w_, spec_)
-        # The whole layer, not the 2-D planes of a 3-D convolution nor one group's part.
-        whole = spec_.ndim == spec.ndim and spec.groups == 1
         if (
             role == WEIGHT_GRADIENT
             and name in ("lax", "matmul")
