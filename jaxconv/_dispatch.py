@@ -1449,21 +1449,24 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
             TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_STACKED * c_out,
         )
     if one == "merged":
-        # Kernels the size of the stride, channels-first, outside differentiation: the
-        # phases' merged kernel is a copy of the whole weight each call, which costs
-        # more than the product where the weight is larger than the input. 2x2 stride
-        # 2, forward, XLA's whole against the phases (11-15 interleaved runs): 512->384
-        # @4 batch 1 1.9-2.8x, batch 8 1.3x; 512->256 @8 batch 1 1.5-1.6x; 1024->512 @7
-        # batch 2 2.5-2.6x; 256->128 @16 batch 1 1.3x; with the input larger, 256->128
-        # @16 batch 8 0.84x. Channels-last the phases' one product is the faster
-        # (512->384 @4 batch 1 0.31x, 1024->512 @7 batch 2 0.23x), and in training,
-        # whose derivatives copy the merged kernel anyway, XLA's value did not pay
-        # (0.76-1.07x).
-        return (
-            not differentiated
-            and not spec.channels_last
-            and math.prod(w_shape) > math.prod(x_shape)
-        )
+        # Kernels the size of the stride, outside differentiation: the phases' merged
+        # kernel is a copy of the whole weight each call, which costs more than the
+        # product where the weight is larger than the input. 2x2 stride 2, forward,
+        # XLA's whole against the phases (11-15 interleaved runs): 512->384 @4 batch 1
+        # 1.9-2.8x, batch 8 1.3x; 512->256 @8 batch 1 1.5-1.6x; 1024->512 @7 batch 2
+        # 2.5-2.6x; 256->128 @16 batch 1 1.3x; with the input larger, 256->128 @16
+        # batch 8 0.84x. In training, whose derivatives copy the merged kernel anyway,
+        # XLA's value did not pay (0.76-1.07x). Channels-last likewise (11 interleaved
+        # runs, Sapphire Rapids Xeon, 2026-12-04, `/tmp/s44/abwhole.py`; an earlier
+        # measurement had the phases faster there, 0.23-0.31x, and kept them): 3x3 stride
+        # 3 512->512 @7 batch 1 2.49x (the phases 0.38x `lax`), 512->256 @7 batch 2
+        # 2.27x, 128->128 @7 1.10x, 128->64 @14 1.12x, 256->128 @14 1.10x; 2x2 512->384
+        # @4 2.02x, 1024->512 @7 batch 2 1.69x, @14 batch 1 1.33x, 512->256 @8 batch 2
+        # 1.29x, @7 batch 4 1.44x, @14 batch 1 1.04x, 64->64 @8 1.02x, but 256->256 @8
+        # and @16 batch 1 0.91x and 0.88x; 4x4 stride 4 512->256 @7 3.35x, 256->128 @14
+        # 1.58x; with the input larger (not taken) 256->128 3x3 @14 batch 8 0.94x,
+        # 128->64 4x4 @14 batch 8 0.79x. Training (not taken) 0.69-1.05x.
+        return not differentiated and math.prod(w_shape) > math.prod(x_shape)
     if one is not None:
         return False
     # From many channels to few on small inputs, outside differentiation: XLA's whole

@@ -1647,7 +1647,8 @@ def test_transposed_value_from_many_channels_on_small_inputs_is_xlas_whole(
     "x_shape, w_shape, channels_last, whole",
     [
         ((1, 64, 4, 4), (64, 48, 2, 2), False, True),  # weight 12288 > input 1024
-        ((1, 64, 4, 4), (64, 48, 2, 2), True, False),  # channels-last: the phases
+        ((1, 64, 4, 4), (64, 48, 2, 2), True, True),  # channels-last too
+        ((4, 64, 8, 8), (64, 48, 2, 2), True, False),  # channels-last, input larger
         ((8, 64, 16, 16), (64, 48, 2, 2), False, False),  # input larger
         ((1, 64, 4, 4), (64, 48, 3, 3), False, False),  # not merged
     ],
@@ -1655,7 +1656,7 @@ def test_transposed_value_from_many_channels_on_small_inputs_is_xlas_whole(
 def test_transposed_value_merged_with_a_large_weight_is_xlas_whole(
     x_shape, w_shape, channels_last, whole
 ):
-    """The value of a channels-first transposed convolution whose kernel is the size of
+    """The value of a transposed convolution whose kernel is the size of
     its stride (the phases merge into one 1x1 convolution) and whose weight is larger
     than its input is XLA's input-dilated convolution under auto, outside
     differentiation only: under `jax.grad` the value stays the phases'. Values and
