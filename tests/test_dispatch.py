@@ -1458,6 +1458,20 @@ def test_large_depthwise_value_by_shift_alone_and_by_fft_under_grad(channels_las
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
 
 
+def spy_third_arguments(monkeypatch, module, name) -> list:
+    """The third arguments (a spec) ``module.name`` is called with from now on, as a
+    list; the function still runs."""
+    calls = []
+    original = getattr(module, name)
+
+    def spy(*args):
+        calls.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
 def _layer(op, x_shape, w_shape, kwargs, channels_last, seed):
     """Random float32 input and weight (NumPy's) for ``jaxconv.<op>`` (shapes given
     channels-first, moved to the caller's layout), and ``conv(impl)``, the layer by that
@@ -1592,14 +1606,7 @@ def test_transposed_value_shifted_phases_in_one_convolution(
     gradients equal lax's."""
     from jaxconv._impls import subpixel
 
-    calls = []
-    original = subpixel._shifted_pieces
-
-    def spy(*args):
-        calls.append(args[2])
-        return original(*args)
-
-    monkeypatch.setattr(subpixel, "_shifted_pieces", spy)
+    calls = spy_third_arguments(monkeypatch, subpixel, "_shifted_pieces")
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=5)
     jax.eval_shape(conv("auto"), x, w)
     assert len(calls) == int(shifted)
@@ -3039,6 +3046,18 @@ def test_output_taps(
         np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=tol, atol=tol * scale)
 
 
+def trains_as_lax_float64(conv, x, w, check):
+    """``conv("auto")``'s value and both gradients (float64) equal ``conv("lax")``'s,
+    in one program; with ``check``, under the other transforms too
+    (`check_transforms`)."""
+    ct = cotangent(conv("lax"), x, w)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    if check:
+        check_transforms(conv, x, w, ct)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, first, last",
@@ -3075,20 +3094,13 @@ def test_few_output_channels_by_output_taps(
     """Dense layers to few output channels run as every tap's products at once, shifted
     and summed (`matmul.output_taps`, `_dispatch._output_taps`), under auto: the value
     to at most 6 channels with at most max(C_in, 32) products per position,
-    channels-last only from at most 16 input channels; the
-    weight gradient unstrided from 16x the output channels and twice the products; the
-    input gradient strided, to at most 3 channels from 16x as many; not 1x1, nor a
-    grouped layer's groups where they run apart. Values and both gradients equal
-    lax's (float64), and so do forward mode, second derivatives and `vmap`."""
+    channels-last only from at most 16 input channels; the weight gradient unstrided
+    from 16x the output channels and twice the products; the input gradient strided,
+    to at most 3 channels from 16x as many; not 1x1, nor a grouped layer's groups
+    where they run apart. Values and both gradients equal lax's (float64), and so do
+    forward mode, second derivatives and `vmap`."""
     roles = last if channels_last else first
-    calls = []
-    original = matmul_impl.output_taps
-
-    def spy(*args):
-        calls.append(args[2])
-        return original(*args)
-
-    monkeypatch.setattr(matmul_impl, "output_taps", spy)
+    calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     nd = len(x_shape) - 2
@@ -3101,13 +3113,8 @@ def test_few_output_channels_by_output_taps(
     jax.eval_shape(conv("auto"), x, w)
     assert len(calls) == ("v" in roles)
     calls.clear()
-    ct = cotangent(conv("lax"), x, w)
-    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    trains_as_lax_float64(conv, x, w, check=bool(roles))
     assert len(calls) == len(roles), (calls, nd)
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
-    if roles:
-        check_transforms(conv, x, w, ct)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
@@ -3121,14 +3128,7 @@ def test_transposed_to_few_channels_weight_gradient_by_output_taps(
     at least 16x as many channels, 3x twice their 12 products), not from 16 channels.
     Values and both gradients equal lax's (float64), and so do forward mode, second
     derivatives and `vmap`."""
-    calls = []
-    original = matmul_impl.output_taps
-
-    def spy(*args):
-        calls.append(args[2])
-        return original(*args)
-
-    monkeypatch.setattr(matmul_impl, "output_taps", spy)
+    calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
     rng = np.random.default_rng(8)
     x, w = rng.standard_normal((2, c_in, 6, 5)), rng.standard_normal((c_in, 3, 4, 4))
     if channels_last:
@@ -3139,12 +3139,8 @@ def test_transposed_to_few_channels_weight_gradient_by_output_taps(
             a, b, stride=2, padding=1, channels_last=channels_last, impl=impl
         )
 
-    ct = cotangent(conv("lax"), x, w)
-    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    trains_as_lax_float64(conv, x, w, check=True)
     assert len(calls) == phases
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
-    check_transforms(conv, x, w, ct)
 
 
 @pytest.mark.parametrize("role", [0, 1, 2])  # FORWARD, INPUT_GRADIENT, WEIGHT_GRADIENT
