@@ -1855,9 +1855,11 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     unstrided, from at least `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels
     as output channels and twice ``taps * C_out``; the input gradient of strided layers
     to at most `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from as many input channels
-    as the weight gradient asks. XLA's CPU convolution runs its product with the output
-    channels as one of its sides, too narrow for its tiles there (64->1 3x3 @128 batch 8
-    channels-first: 34 ms for 0.15 GFLOP).
+    as the weight gradient asks, with as few products as the value (the output
+    gradient's shifted copies are ``taps * C_out`` channels; measured to 5x5). XLA's CPU
+    convolution runs its product with the output channels as one of its sides, too
+    narrow for its tiles there (64->1 3x3 @128 batch 8 channels-first: 34 ms for 0.15
+    GFLOP).
 
     Against the rules before (`lax`'s convolution there), 3x3 stride 1 padded, batch 8
     unless said, 5-7 interleaved runs, Sapphire Rapids Xeon, 2026-12-04,
@@ -1901,8 +1903,9 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     taps = math.prod(kernel)
     if taps == 1:
         return False
+    few_products = taps * c_out <= max(c_in, OUTPUT_TAPS_MIN_FOLDED)
     if role == FORWARD:
-        if c_out > OUTPUT_TAPS_MAX_OUT_CHANNELS or taps * c_out > max(c_in, OUTPUT_TAPS_MIN_FOLDED):
+        if c_out > OUTPUT_TAPS_MAX_OUT_CHANNELS or not few_products:
             return False
         return not spec.channels_last or c_in <= OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST
     if role == WEIGHT_GRADIENT:
@@ -1915,6 +1918,7 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
         any(s > 1 for s in spec.stride)
         and c_out <= OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS
         and c_in >= OUTPUT_TAPS_WEIGHT_MIN_RATIO * c_out
+        and few_products
     )
 
 

@@ -3080,6 +3080,8 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 64, 12, 12), (4, 64, 3, 3), dict(stride=2, padding=1), "v", ""),  # 4 outputs
         ((2, 47, 12, 12), (3, 47, 3, 3), dict(stride=(1, 2), padding=1), "v", ""),  # 47
         ((2, 48, 12, 12), (3, 48, 3, 3), dict(stride=(1, 2), padding=1), "vx", "x"),
+        ((2, 32, 20, 20), (1, 32, 5, 5), dict(stride=2, padding=2), "vx", "x"),
+        ((2, 16, 20, 20), (1, 16, 7, 7), dict(stride=2, padding=3), "", ""),  # 49 > 32
         ((2, 64, 10, 10), (2, 32, 3, 3), dict(padding=1, groups=2), "", ""),  # its groups
         ((2, 64, 10, 10), (1, 64, 1, 1), dict(), "", ""),  # one tap
         ((2, 256, 40), (2, 256, 7), dict(padding=3), "vw", "w"),  # 1-D
@@ -3095,10 +3097,10 @@ def test_few_output_channels_by_output_taps(
     and summed (`matmul.output_taps`, `_dispatch._output_taps`), under auto: the value
     to at most 6 channels with at most max(C_in, 32) products per position,
     channels-last only from at most 16 input channels; the weight gradient unstrided
-    from 16x the output channels and twice the products; the input gradient strided,
-    to at most 3 channels from 16x as many; not 1x1, nor a grouped layer's groups
-    where they run apart. Values and both gradients equal lax's (float64), and so do
-    forward mode, second derivatives and `vmap`."""
+    from 16x the output channels and twice the products; the input gradient strided, to
+    at most 3 channels from 16x as many, with as few products as the value; not 1x1, nor
+    a grouped layer's groups where they run apart. Values and both gradients equal lax's
+    (float64), and so do forward mode, second derivatives and `vmap`."""
     roles = last if channels_last else first
     calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
     rng = np.random.default_rng(7)
