@@ -3086,6 +3086,9 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 64, 10, 10), (1, 64, 1, 1), dict(), "", ""),  # one tap
         ((2, 256, 40), (2, 256, 7), dict(padding=3), "vw", "w"),  # 1-D
         ((1, 64, 6, 6, 6), (1, 64, 3, 3, 3), dict(padding=1), "vw", "w"),  # 3-D
+        ((2, 64, 8, 8, 8), (3, 64, 3, 3, 3), dict(stride=2, padding=1), "", ""),  # its planes
+        ((2, 64, 6, 5, 4), (2, 64, 3, 1, 1), dict(padding=(1, 0, 0)), "vw", "w"),  # (3, 1, 1)
+        ((2, 32, 20, 20), (2, 32, 5, 5), dict(stride=2, padding=2), "", ""),  # 50 products
         ((2, 64, 10, 10), (1, 64, 3, 3), dict(padding=2, dilation=2), "vw", "w"),
     ],
 )
@@ -3112,6 +3115,8 @@ def test_few_output_channels_by_output_taps(
     def conv(impl):
         return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
 
+    # (This also caches the value's own trace, which `jax.vjp` of the custom JVP would
+    # trace again beside the JVP rule's: under differentiation each role counts once.)
     jax.eval_shape(conv("auto"), x, w)
     assert len(calls) == ("v" in roles)
     calls.clear()
@@ -3156,3 +3161,37 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
         spec = _spec.ConvSpec(stride, ((1, 1), (1, 1)), lhs_dilation, (1, 1), groups, None)
         w_shape = (groups, 64 // groups, 3, 3)
         assert _dispatch._output_taps(spec, (2, 64, 16, 16), w_shape, role) == takes
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_few_output_channels_in_half_precision(monkeypatch, retrace, dtype, channels_last):
+    """In bfloat16 and float16 too, `auto` takes the few-output rule (`matmul.output_taps`,
+    its products accumulated in float32) and gives `lax`'s float32 value and gradients
+    rounded, within a few of the dtype's steps."""
+    calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((2, 64, 12, 12)), rng.standard_normal((2, 64, 3, 3)) / 24
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(
+            a, b, stride=2, padding=1, channels_last=channels_last, impl=impl
+        )
+
+    ct = cotangent(conv("lax"), x, w)
+    half = [jnp.asarray(a, dtype) for a in (x, w, ct)]
+    jax.eval_shape(conv("auto"), *half[:2])  # (the value's trace, cached: counted once)
+    calls.clear()
+    (got,) = values_and_vjps([conv("auto")], half[:2], half[2])
+    wide = [a.astype(np.float32) for a in half]
+    (want,) = values_and_vjps([conv("lax")], wide[:2], wide[2])
+    # The value (channels-first only: from 64 channels) and the strided input gradient.
+    assert len(calls) == (1 if channels_last else 2)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == dtype
+        b = np.asarray(b, np.float32)
+        scale = 2e-2 * np.abs(b).max()
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=2e-2, atol=scale)
