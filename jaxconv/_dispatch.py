@@ -1854,12 +1854,12 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     `OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST` input channels; the weight gradient
     unstrided, from at least `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels
     as output channels and twice ``taps * C_out``; the input gradient of strided layers
-    to at most `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from as many input channels
-    as the weight gradient asks, with as few products as the value (the output
-    gradient's shifted copies are ``taps * C_out`` channels; measured to 5x5). XLA's CPU
-    convolution runs its product with the output channels as one of its sides, too
-    narrow for its tiles there (64->1 3x3 @128 batch 8 channels-first: 34 ms for 0.15
-    GFLOP).
+    to at most `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from at least
+    `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels, with as few products as
+    the value (the output gradient's shifted copies are ``taps * C_out`` channels;
+    measured to 5x5). XLA's CPU convolution runs its product with the output channels as
+    one of its sides, too narrow for its tiles there (64->1 3x3 @128 batch 8
+    channels-first: 34 ms for 0.15 GFLOP).
 
     Against the rules before (`lax`'s convolution there), 3x3 stride 1 padded, batch 8
     unless said, 5-7 interleaved runs, Sapphire Rapids Xeon, 2026-12-04,
@@ -1896,7 +1896,13 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     2.43x). Only whole layers and their sub-pixel phases: a grouped layer's groups,
     where they run apart (`groups.decompose`), and the 2-D planes of a 3-D layer were
     not measured enough (2-D groups of 32->1 and 16->2 @32-64 trained 1.10-2.10x, but
-    3-D groups of 2->1 @8x28x28 0.71-1.02x and 4->1 0.82-1.21x)."""
+    3-D groups of 2->1 @8x28x28 0.71-1.02x and 4->1 0.82-1.21x). A (k, 1, 1) 3-D layer,
+    which runs as one 2-D convolution over (depth, height x width), counts as whole
+    (against without the rule, 11 interleaved runs, value / training with a fixed
+    cotangent: 64->2 3x1x1 @16x28x28 batch 8 1.51x / 1.20x channels-first, 1.02-1.03x /
+    0.73x and 1.29x in two runs channels-last; 5x1x1 128->3 @8x28x28 batch 4 1.42x /
+    1.64x and 1.03x / 1.49x; 256->1 @16x14x14 batch 2 1.17x / 1.01x and 1.02x / 1.61x;
+    32->1 channels-last 1.08x / 1.13x)."""
     if spec.groups != 1 or any(d != 1 for d in spec.lhs_dilation):
         return False
     c_out, c_in, *kernel = w_shape
@@ -1955,8 +1961,9 @@ def _run(
 
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
-        # The whole layer (or one of its sub-pixel phases), not the 2-D planes of a 3-D
-        # convolution nor one group's part.
+        # The whole layer (or one of its sub-pixel phases, or the one 2-D convolution a
+        # (k, 1, 1) 3-D layer runs as), not the 2-D planes of a 3-D convolution nor one
+        # group's part.
         whole = spec_.ndim == spec.ndim and spec.groups == 1
         if (
             name == "lax"

@@ -393,8 +393,9 @@ def test_explicit_mesh_axes(impl, rng):
         (8, 8, (3, 3)),  # depthwise: shift, its written-out transposes (custom primitives)
         (2, 8, (3, 2)),  # few channels per group: shift for value and derivatives
         (1, 8, (3, 2)),  # dense: the weight gradient as 1-D rows
+        (1, 1, (3, 3)),  # to one channel: the value by `matmul.output_taps`
     ],
-    ids=["depthwise", "grouped", "dense"],
+    ids=["depthwise", "grouped", "dense", "few-outputs"],
 )
 def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
     """`auto`'s derivative paths (custom transposes, per-row weight gradients) compile
@@ -437,8 +438,21 @@ def split_both_ways(f, x, w, mesh):
         ((8, 16, 30), (16, 1, 5), dict(padding=2, groups=16)),  # 1-D depthwise
         ((8, 8, 5, 5, 5), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # 3-D depthwise
         ((8, 16, 6, 6), (16, 8, 4, 4), dict(stride=2, padding=1, transpose=True)),
+        ((8, 64, 9, 9), (1, 64, 3, 3), dict(padding=1)),  # output_taps: value, dw
+        ((8, 64, 9, 9), (2, 64, 3, 3), dict(stride=2, padding=1)),  # ... value, dx
     ],
-    ids=["pointwise", "depthwise", "grouped", "fft", "dense-groups", "1d", "3d", "transposed"],
+    ids=[
+        "pointwise",
+        "depthwise",
+        "grouped",
+        "fft",
+        "dense-groups",
+        "1d",
+        "3d",
+        "transposed",
+        "few-outputs",
+        "few-outputs-strided",
+    ],
 )
 def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rng):
     """`auto`'s derivative paths (its primitives with written-out transposes among them)
