@@ -1839,6 +1839,7 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
 
 
 OUTPUT_TAPS_MAX_OUT_CHANNELS = 6
+OUTPUT_TAPS_MAX_OUT_CHANNELS_UNSTRIDED, OUTPUT_TAPS_UNSTRIDED_MIN_RATIO = 32, 8
 OUTPUT_TAPS_MIN_FOLDED = 32
 OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST = 16
 OUTPUT_TAPS_WEIGHT_MIN_RATIO = 16
@@ -1851,10 +1852,13 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     than one tap, to few output channels. The value to at most
     `OUTPUT_TAPS_MAX_OUT_CHANNELS` with at most ``max(C_in, OUTPUT_TAPS_MIN_FOLDED)``
     products per position (``taps * C_out``), channels-last only from at most
-    `OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST` input channels; the weight gradient
-    unstrided, from at least `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels
-    as output channels and twice ``taps * C_out``; the input gradient of strided layers
-    to at most `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from at least
+    `OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST` input channels, and channels-first
+    unstrided to at most `OUTPUT_TAPS_MAX_OUT_CHANNELS_UNSTRIDED` from at least
+    `OUTPUT_TAPS_UNSTRIDED_MIN_RATIO` times as many input channels with fewer products
+    than input channels; the weight gradient unstrided, from at least
+    `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels as output channels and
+    twice ``taps * C_out``; the input gradient of strided layers to at most
+    `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from at least
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels, with as few products as
     the value (the output gradient's shifted copies are ``taps * C_out`` channels;
     measured to 5x5). XLA's CPU convolution runs its product with the output channels as
@@ -1902,7 +1906,17 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     cotangent: 64->2 3x1x1 @16x28x28 batch 8 1.51x / 1.20x channels-first, 1.02-1.03x /
     0.73x and 1.29x in two runs channels-last; 5x1x1 128->3 @8x28x28 batch 4 1.42x /
     1.64x and 1.03x / 1.49x; 256->1 @16x14x14 batch 2 1.17x / 1.01x and 1.02x / 1.61x;
-    32->1 channels-last 1.08x / 1.13x)."""
+    32->1 channels-last 1.08x / 1.13x). Channels-first values to 8-32 channels,
+    unstrided, from at least 8x as many input channels with fewer products than input
+    channels (against the rules before, 9 interleaved runs, value / training with a
+    fixed cotangent / through a ReLU): 256->16 @32 batch 8 1.79x / 1.19x / 1.12x,
+    512->32 @16 1.95x / 1.28x / 1.16x, 128->12 @32 1.76x / 1.18x / 1.08x, 512->24 @16
+    1.93x / 1.16x / 1.52x, 1-D k5 256->16 @1000 1.56x / 1.28x / 1.04x; the value alone
+    512->8-16 @16 1.56-2.22x, 256->8-12 @28 1.73-2.13x, 1024->16-32 @14 batch 4-8
+    1.12-1.44x, 128->8 @32 1.19-1.67x. Not strided (256->12 stride 2 @28 0.77x: every
+    input position's products, four times the outputs'), nor from fewer than 8x as many
+    inputs: the 1x2 and 2x1 phases of the suite's transposed 3x3 stride-2 64->32 @56, 64
+    products from 64 channels, ran their value 0.71x."""
     if spec.groups != 1 or any(d != 1 for d in spec.lhs_dilation):
         return False
     c_out, c_in, *kernel = w_shape
@@ -1911,9 +1925,18 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
         return False
     few_products = taps * c_out <= max(c_in, OUTPUT_TAPS_MIN_FOLDED)
     if role == FORWARD:
-        if c_out > OUTPUT_TAPS_MAX_OUT_CHANNELS or not few_products:
-            return False
-        return not spec.channels_last or c_in <= OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST
+        if c_out <= OUTPUT_TAPS_MAX_OUT_CHANNELS:
+            few_inputs = c_in <= OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST
+            return few_products and (few_inputs or not spec.channels_last)
+        # To more channels, channels-first only: unstrided, from many more inputs, with
+        # fewer products than inputs.
+        return (
+            not spec.channels_last
+            and c_out <= OUTPUT_TAPS_MAX_OUT_CHANNELS_UNSTRIDED
+            and c_in >= OUTPUT_TAPS_UNSTRIDED_MIN_RATIO * c_out
+            and all(s == 1 for s in spec.stride)
+            and taps * c_out <= c_in
+        )
     if role == WEIGHT_GRADIENT:
         return (
             all(s == 1 for s in spec.stride)

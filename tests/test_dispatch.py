@@ -3070,7 +3070,14 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 3, 10, 10), (3, 3, 3, 3), dict(padding=1), "", "v"),  # matmul's channels-first
         ((2, 3, 12, 12), (1, 3, 5, 5), dict(padding=2), "v", "v"),
         ((2, 17, 10, 10), (1, 17, 3, 3), dict(padding=1), "v", ""),  # 17 channels-last
-        ((2, 64, 10, 10), (7, 64, 3, 3), dict(padding=1), "", ""),  # 7 outputs
+        ((2, 54, 10, 10), (7, 54, 3, 3), dict(padding=1), "", ""),  # 7 from under 8x
+        ((2, 54, 10, 10), (6, 54, 3, 3), dict(padding=1), "v", ""),  # 6 from 54
+        ((2, 128, 10, 10), (12, 128, 3, 3), dict(padding=1), "v", ""),  # 12 from 8x
+        ((2, 95, 10, 10), (12, 95, 3, 3), dict(padding=1), "", ""),  # under 8x
+        ((2, 128, 10, 10), (12, 128, 3, 3), dict(stride=2, padding=1), "", ""),  # strided
+        ((2, 256, 6, 6), (28, 256, 3, 3), dict(padding=1), "v", ""),  # 252 products
+        ((2, 256, 6, 6), (29, 256, 3, 3), dict(padding=1), "", ""),  # 261 > 256
+        ((2, 512, 6, 6), (33, 512, 3, 3), dict(padding=1), "", ""),  # 33 outputs
         ((2, 108, 10, 10), (6, 108, 3, 3), dict(padding=1), "vw", "w"),  # 2 * 54 products
         ((2, 107, 10, 10), (6, 107, 3, 3), dict(padding=1), "v", ""),
         ((2, 48, 40), (3, 48, 3), dict(padding=1), "vw", "w"),  # 16x
@@ -3099,11 +3106,13 @@ def test_few_output_channels_by_output_taps(
     """Dense layers to few output channels run as every tap's products at once, shifted
     and summed (`matmul.output_taps`, `_dispatch._output_taps`), under auto: the value
     to at most 6 channels with at most max(C_in, 32) products per position,
-    channels-last only from at most 16 input channels; the weight gradient unstrided
-    from 16x the output channels and twice the products; the input gradient strided, to
-    at most 3 channels from 16x as many, with as few products as the value; not 1x1, nor
-    a grouped layer's groups where they run apart. Values and both gradients equal lax's
-    (float64), and so do forward mode, second derivatives and `vmap`."""
+    channels-last only from at most 16 input channels, and channels-first unstrided to
+    at most 32 from 8x as many with fewer products than input channels; the weight
+    gradient unstrided from 16x the output channels and twice the products; the input
+    gradient strided, to at most 3 channels from 16x as many, with as few products as
+    the value; not 1x1, nor a grouped layer's groups where they run apart. Values and
+    both gradients equal lax's (float64), and so do forward mode, second derivatives and
+    `vmap`."""
     roles = last if channels_last else first
     calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
     rng = np.random.default_rng(7)
