@@ -3073,7 +3073,8 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 54, 10, 10), (7, 54, 3, 3), dict(padding=1), "", ""),  # 7 from under 8x
         ((2, 54, 10, 10), (6, 54, 3, 3), dict(padding=1), "v", ""),  # 6 from 54
         ((2, 128, 10, 10), (12, 128, 3, 3), dict(padding=1), "v", ""),  # 12 from 8x
-        ((2, 95, 10, 10), (12, 95, 3, 3), dict(padding=1), "", ""),  # under 8x
+        ((2, 96, 40), (12, 96, 3), dict(padding=1), "v", ""),  # 8x
+        ((2, 95, 40), (12, 95, 3), dict(padding=1), "", ""),  # under 8x
         ((2, 128, 10, 10), (12, 128, 3, 3), dict(stride=2, padding=1), "", ""),  # strided
         ((2, 256, 6, 6), (28, 256, 3, 3), dict(padding=1), "v", ""),  # 252 products
         ((2, 256, 6, 6), (29, 256, 3, 3), dict(padding=1), "", ""),  # 261 > 256
