@@ -1868,41 +1868,42 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     Against the rules before (`lax`'s convolution there), 3x3 stride 1 padded, batch 8
     unless said, 5-7 interleaved runs, Sapphire Rapids Xeon, 2026-12-04,
     `/tmp/s45/abot.py`; channels-first / channels-last. The value: 64->1 @128 3.44x /
-    1.59x, 256->3 @64 2.37x / 1.41x; from 8-512 channels to 1-6 @16-64 channels-first
-    1.24-4.92x (the 25 layers of that grid the rule takes), 5x5 512->6 @16 2.65x, 7x7
-    128->3 @32 1.78x, stride 2 64->3 @64 1.73x, 256->1 @32 2.51x, dilation 2 128->3
-    2.04x, 1-D k7 256->2 @1000 4.41x, k9 4->1 @4000 3.60x, 5x5 3->1 @128 3.54x, 3-D
-    64->2 @16 1.27x, batch 32 64->3 @32 1.84x; but 5x5 64->3 0.98x and 7x7 16->4 0.97x
-    (more products than input channels: not taken). Channels-last from 8 or 16 channels
-    to 1-3 1.33-4.54x, 1->1 6.55x, 3->3 2.23x, 5x5 3->1 3.09x; from 32-512 channels
-    0.59-1.13x on 18 layers @16-64 (XLA's channels-last convolution is faster there), so
-    not those. The weight gradient (taken): 64->1 @128 0.79x / 2.21x, 256->3 @64 1.45x /
-    5.19x, 32-512 to 1-6 1.01-4.91x / 1.22-8.04x (the 15 layers of that grid the rule
-    takes), 5x5 512->6 @16 2.34x / 3.02x, batch 1 64->3 @128 8.77x / 10.37x, 1-D k7
-    256->2 2.26x / 3.32x, dilation 2 128->3 1.99x / 2.44x, batch 32 64->3 @32 1.02x /
-    1.83x; the phases of a transposed 6x6 stride-2 1024->3 @16 batch 1 22x (0.59x `lax`
-    in training before). Not taken: from fewer channels (32->3 0.86x / 2.18x, 16->1-8
-    0.44-1.01x, 3->1 5x5 0.05x / 0.08x), with more products (5x5 64->3 0.67x / 0.87x,
-    7x7 128->3 0.92x / 0.98x, 3-D 64->2 0.69x / 0.54x) or strided (64->3 stride 2 0.55x
-    / 1.79x). The input gradient (the output gradient's shifted copies stacked, times
-    the weight) of strided layers: 64->3 stride 2 @64 1.04x / 1.49x, 256->1 @32 2.54x /
-    7.00x, 5x5 64->2 @64 3.70x / 3.94x (XLA's 29 ms), 4x4 32->1 3.17x / 2.02x, 1-D k5
-    128->2 @1000 3.40x / 4.27x, 512->3 @16 1.69x / 3.31x; not from 16 channels (0.78x /
-    0.48x) nor to 6 or 8 (0.79-1.07x, 0.75-0.86x); unstrided it ran 0.12-1.74x, not
-    taken. Training with every role by the rule against the rules before (7 runs, a
-    fixed cotangent / through a ReLU): unstrided 64->1 @128 1.34x / 1.45x
-    channels-first, 1.28x / 1.28x channels-last, 256->3 @64 1.35-1.59x, 16->3 @64
-    1.05-1.46x, 3->3 @128 channels-last 1.30x / 1.68x, batch 1 64->3 @128 5.13x / 4.33x,
-    5x5 512->6 @16 channels-last 1.50x / 1.58x, 1-D k7 256->2 2.34x / 2.24x, DCGAN's
-    last transposed layer 64->3 4x4 stride 2 @32 batch 16 1.29x / 1.31x and 1.92x /
-    2.06x channels-last, 6x6 stride 2 1024->3 @16 batch 1 11.4x / 9.95x; strided
-    1.25-2.71x on eleven layers (64->3 stride 2 @64 1.67x / 1.47x, 5x5 64->2 2.66x /
-    2.43x). Only whole layers and their sub-pixel phases: a grouped layer's groups,
-    where they run apart (`groups.decompose`), and the 2-D planes of a 3-D layer were
-    not measured enough (2-D groups of 32->1 and 16->2 @32-64 trained 1.10-2.10x, but
-    3-D groups of 2->1 @8x28x28 0.71-1.02x and 4->1 0.82-1.21x). A (k, 1, 1) 3-D layer,
-    which runs as one 2-D convolution over (depth, height x width), counts as whole
-    (against without the rule, 11 interleaved runs, value / training with a fixed
+    1.59x, 256->3 @64 2.37x / 1.41x (channels-last from so many channels not taken,
+    below); from 8-512 channels to 1-6 @16-64 channels-first 1.24-4.92x (the 25 layers
+    of that grid the rule takes), 5x5 512->6 @16 2.65x, 7x7 128->3 @32 1.78x, stride 2
+    64->3 @64 1.73x, 256->1 @32 2.51x, dilation 2 128->3 2.04x, 1-D k7 256->2 @1000
+    4.41x, k9 4->1 @4000 3.60x, 5x5 3->1 @128 3.54x, 3-D 64->2 @16 1.27x, batch 32 64->3
+    @32 1.84x; but 5x5 64->3 0.98x and 7x7 16->4 0.97x (more products than input
+    channels: not taken). Channels-last from 8 or 16 channels to 1-3 1.33-4.54x, 1->1
+    6.55x, 3->3 2.23x, 5x5 3->1 3.09x; from 32-512 channels 0.59-1.13x on 18 layers
+    @16-64 (XLA's channels-last convolution is faster there; the two above, 1.41-1.59x,
+    are the exceptions measured), so not those. The weight gradient (taken): 64->1 @128
+    0.79x / 2.21x, 256->3 @64 1.45x / 5.19x, 32-512 to 1-6 1.01-4.91x / 1.22-8.04x (the
+    15 layers of that grid the rule takes), 5x5 512->6 @16 2.34x / 3.02x, batch 1 64->3
+    @128 8.77x / 10.37x, 1-D k7 256->2 2.26x / 3.32x, dilation 2 128->3 1.99x / 2.44x,
+    batch 32 64->3 @32 1.02x / 1.83x; the phases of a transposed 6x6 stride-2 1024->3
+    @16 batch 1 22x (0.59x `lax` in training before). Not taken: from fewer channels
+    (32->3 0.86x / 2.18x, 16->1-8 0.44-1.01x, 3->1 5x5 0.05x / 0.08x), with more
+    products (5x5 64->3 0.67x / 0.87x, 7x7 128->3 0.92x / 0.98x, 3-D 64->2 0.69x /
+    0.54x) or strided (64->3 stride 2 0.55x / 1.79x). The input gradient (the output
+    gradient's shifted copies stacked, times the weight) of strided layers: 64->3 stride
+    2 @64 1.04x / 1.49x, 256->1 @32 2.54x / 7.00x, 5x5 64->2 @64 3.70x / 3.94x (XLA's 29
+    ms), 4x4 32->1 3.17x / 2.02x, 1-D k5 128->2 @1000 3.40x / 4.27x, 512->3 @16 1.69x /
+    3.31x; not from 16 channels (0.78x / 0.48x) nor to 6 or 8 (0.79-1.07x, 0.75-0.86x);
+    unstrided it ran 0.12-1.74x, not taken. Training with every role by the rule against
+    the rules before (7 runs, a fixed cotangent / through a ReLU): unstrided 64->1 @128
+    1.34x / 1.45x channels-first, 1.28x / 1.28x channels-last, 256->3 @64 1.35-1.59x,
+    16->3 @64 1.05-1.46x, 3->3 @128 channels-last 1.30x / 1.68x, batch 1 64->3 @128
+    5.13x / 4.33x, 5x5 512->6 @16 channels-last 1.50x / 1.58x, 1-D k7 256->2 2.34x /
+    2.24x, DCGAN's last transposed layer 64->3 4x4 stride 2 @32 batch 16 1.29x / 1.31x
+    and 1.92x / 2.06x channels-last, 6x6 stride 2 1024->3 @16 batch 1 11.4x / 9.95x;
+    strided 1.25-2.71x on eleven layers (64->3 stride 2 @64 1.67x / 1.47x, 5x5 64->2
+    2.66x / 2.43x). Only whole layers and their sub-pixel phases: a grouped layer's
+    groups, where they run apart (`groups.decompose`), and the 2-D planes of a 3-D layer
+    were not measured enough (2-D groups of 32->1 and 16->2 @32-64 trained 1.10-2.10x,
+    but 3-D groups of 2->1 @8x28x28 0.71-1.02x and 4->1 0.82-1.21x). A (k, 1, 1) 3-D
+    layer, which runs as one 2-D convolution over (depth, height x width), counts as
+    whole (against without the rule, 11 interleaved runs, value / training with a fixed
     cotangent: 64->2 3x1x1 @16x28x28 batch 8 1.51x / 1.20x channels-first, 1.02-1.03x /
     0.73x and 1.29x in two runs channels-last; 5x1x1 128->3 @8x28x28 batch 4 1.42x /
     1.64x and 1.03x / 1.49x; 256->1 @16x14x14 batch 2 1.17x / 1.01x and 1.02x / 1.61x;

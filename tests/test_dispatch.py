@@ -3169,8 +3169,12 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
     stride = (2, 2) if role == _dispatch.INPUT_GRADIENT else (1, 1)
     for groups, lhs_dilation, takes in [(1, (1, 1), True), (2, (1, 1), False), (1, (2, 2), False)]:
         spec = _spec.ConvSpec(stride, ((1, 1), (1, 1)), lhs_dilation, (1, 1), groups, None)
-        w_shape = (groups, 64 // groups, 3, 3)
-        assert _dispatch._output_taps(spec, (2, 64, 16, 16), w_shape, role) == takes
+        w_shape = (groups, 128 // groups, 3, 3)
+        assert _dispatch._output_taps(spec, (2, 128, 16, 16), w_shape, role) == takes
+    # The grouped weight (2, 64, 3, 3) as a dense layer's, 64->2, is taken for every
+    # role: only its groups keep it off above.
+    dense = _spec.ConvSpec(stride, ((1, 1), (1, 1)), (1, 1), (1, 1), 1, None)
+    assert _dispatch._output_taps(dense, (2, 64, 16, 16), (2, 64, 3, 3), role)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
