@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from jaxconv import _derivatives
-from jaxconv._impls import FORWARDS, groups, planes, subpixel
+from jaxconv._impls import FORWARDS, groups, planes, space_to_depth, subpixel
 from jaxconv._impls import lax as lax_impl
 from jaxconv._impls import matmul as matmul_impl
 from jaxconv._impls import shift as shift_impl
@@ -694,6 +694,58 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     return any(
         (k > m and d == 1) or (d * (k - 1) + 1 > m and small) for k, m, d in list(dims)[skip:]
     )
+
+
+def _by_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether the weight gradient of this dense 2-D convolution goes by kernel rows
+    (see `_run`): to more than `ROWS_MIN_OUT_CHANNELS` channels per group, from
+    `ROWS_MIN_FLOPS`, unless `_rows_lose`."""
+    return (
+        spec.ndim == 2
+        and planes.applies(spec)
+        and w_shape[0] // spec.groups > ROWS_MIN_OUT_CHANNELS
+        and spec.flops(x_shape, w_shape) >= ROWS_MIN_FLOPS
+        and not _rows_lose(spec, x_shape, w_shape)
+    )
+
+
+def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether the weight gradient of this strided 2-D convolution runs as the folded
+    unstrided one's (`space_to_depth`): dense, stride 2 with kernels at least as large,
+    an input of more than `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements (where the rows
+    lose, `_rows_lose`, and the weight gradient was XLA's strided one), and the folded
+    layer's weight gradient by rows (`_by_rows`).
+
+    XLA's strided 2-D weight gradient ran far below its unstrided one (found by a random
+    held-out layer, 3x3 stride 2 64->128 @112 batch 4 channels-last: 40 ms of a 76 ms
+    training step for 1.85 GFLOP). With the rule against without (padding k // 2 unless
+    said, batch 8 unless said, 7-9 interleaved runs, settled, Intel Xeon, 2026-12-04,
+    `/tmp/s46/abrule.py`; the weight gradient alone, a training step of a fixed
+    cotangent, one through a ReLU; channels-last / channels-first): 3x3 64->128 @112
+    batch 4 1.77x, 1.72x, 1.19x / 1.66x, 1.50x, 1.52x; 64->64 @112 1.49x, 1.08x, 1.12x /
+    1.94x, 1.44x, 1.26x; 32->64 @112 1.21x, 1.05x, 1.06x; 128->128 @56 1.57x, 1.23x,
+    1.35x / 2.21x, 1.49x, 1.64x; 128->256 @56 channels-first 2.40x, 1.39x, 1.48x;
+    256->256 @56 1.73x, 1.39x, 1.33x / 2.05x, 1.50x, 1.62x; unpadded 64->128 @113
+    1.65x, 1.30x, 1.45x; 64->128 @56 batch 32 1.17x, 1.12x, 1.17x (once 1.04x, 0.95x,
+    0.92x) / 1.62x, 1.37x, 1.29x, batch 16 1.00x, 1.27x, 1.00x; 128->128 @56 batch 16
+    1.19x, 1.20x, 1.11x; 32->64 @56 batch 32 1.22x, 1.10x, 1.18x; 128->128 @128 batch 2
+    1.55x, 1.22x, 1.07x; 4x4 padding 1 64->128 @64 batch 16 1.61x, 1.14x, 1.16x / 1.72x,
+    1.24x, 1.35x; 2x2 unpadded 96->192 @56 2.88x, 1.65x, 1.69x / 2.53x, 1.91x, 1.69x;
+    5x5 96->96 @56 channels-last 1.62x, 1.02x, 1.07x; 7x7 64->64 @112 batch 4
+    channels-first 3.67x, 1.34x, 1.39x. Where the folded layer's rows lose (3x3 256->512
+    @28 batch 16 channels-last, 512->512 @28 channels-first) the folded weight gradient
+    alone ran 0.51x: not taken."""
+    if not (
+        spec.ndim == 2
+        and spec.groups == 1
+        and spec.stride == (2, 2)
+        and min(w_shape[2:]) >= 2
+        and space_to_depth.applies(spec)
+        and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS
+    ):
+        return False
+    x_folded, w_folded, folded = space_to_depth.problem(x_shape, w_shape, spec)
+    return _by_rows(folded, x_folded, w_folded)
 
 
 def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
@@ -2109,13 +2161,12 @@ def _run(
                     by = planes.decompose
                 return by(x_, w_, spec_, chosen)
         if (
-            spec_.ndim == 2
-            and role == WEIGHT_GRADIENT
-            and planes.applies(spec_)
-            and w_.shape[0] // spec_.groups > ROWS_MIN_OUT_CHANNELS
-            and spec_.flops(x_.shape, w_.shape) >= ROWS_MIN_FLOPS
-            and not _rows_lose(spec_, x_.shape, w_.shape)
+            role == WEIGHT_GRADIENT
+            and whole
+            and _space_to_depth_weight_gradient(spec_, x_.shape, w_.shape)
         ):
+            return space_to_depth.forward(x_, w_, spec_, chosen)
+        if role == WEIGHT_GRADIENT and _by_rows(spec_, x_.shape, w_.shape):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per
             # kernel row, rows folded into the batch: XLA's 2-D weight gradient is
             # 2.6x its forward (ResNet 3x3 64@56 batch 8: 61 ms against 23), per row

@@ -3046,6 +3046,129 @@ def test_output_taps(
         np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=tol, atol=tol * scale)
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, padding, groups",
+    [
+        ((2, 5, 9, 8), (3, 5, 3, 3), (2, 2), ((1, 1), (1, 1)), 1),
+        ((2, 4, 13, 11), (2, 4, 3, 4), (2, 3), ((1, 2), (0, 3)), 1),
+        ((2, 6, 10, 9), (4, 3, 3, 3), (2, 2), ((1, 1), (1, 1)), 2),
+        ((2, 4, 9, 9), (2, 4, 3, 3), (2, 2), ((-1, 0), (1, -1)), 1),  # cropped
+        ((2, 4, 9, 9), (2, 4, 1, 3), (2, 2), ((0, 0), (1, 1)), 1),  # a kernel under the stride
+        ((2, 4, 8, 8), (3, 4, 4, 4), (2, 2), ((1, 1), (1, 1)), 1),  # folds exactly
+        ((0, 4, 9, 9), (2, 4, 3, 3), (2, 2), ((1, 1), (1, 1)), 1),  # empty batch
+        ((2, 4, 11), (1, 4, 5), (3,), ((2, 2),), 1),  # 1-D
+        ((1, 3, 5, 6, 4), (2, 3, 2, 3, 2), (2, 1, 2), ((1, 1),) * 3, 1),  # 3-D
+        ((2, 4, 9, 9), (2, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), 1),  # unstrided: inner's
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, jnp.bfloat16])
+def test_space_to_depth(x_shape, w_shape, stride, padding, groups, channels_last, dtype):
+    """`space_to_depth.forward` (the input and kernel folded space-to-depth, one
+    unstrided convolution) is the strided convolution on canonical arrays, and its
+    transposes are the input and weight gradients, whatever the stride per dim, padding
+    (cropping included), kernel (smaller than the stride too), groups, layout flag,
+    batch (empty too) and number of spatial dims."""
+    from jaxconv._impls import FORWARDS, space_to_depth
+
+    nd = len(stride)
+    spec = _spec.ConvSpec(
+        stride, padding, (1,) * nd, (1,) * nd, groups, None, channels_last=channels_last
+    )
+    x_folded, w_folded, folded = space_to_depth.problem(x_shape, w_shape, spec)
+    if space_to_depth.applies(spec):
+        assert folded.stride == (1,) * nd and folded.padding == ((0, 0),) * nd
+        assert folded.out_spatial(x_folded[2:], w_folded[2:]) == spec.out_spatial(
+            x_shape[2:], w_shape[2:]
+        )
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(w_shape), dtype)
+    wide = (x.astype(np.float64), w.astype(np.float64))
+    y, vjp = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, spec), *wide)
+    ct = jnp.asarray(rng.standard_normal(y.shape), dtype)
+    want = (y, *vjp(ct.astype(np.float64)))
+
+    def folded_conv(a, b):
+        return space_to_depth.forward(a, b, spec, FORWARDS["lax"])
+
+    (got,) = values_and_vjps([folded_conv], (x, w), ct)
+    tol = 1e-10 if dtype == np.float64 else 2e-2
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and a.dtype == dtype
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, padding, dilation, groups, takes",
+    [
+        ((4, 64, 112, 112), (128, 64, 3, 3), 2, 1, 1, 1, True),
+        ((8, 96, 56, 56), (192, 96, 2, 2), 2, 0, 1, 1, True),  # folds to 1x1
+        ((8, 64, 113, 113), (128, 64, 3, 3), 2, 0, 1, 1, True),
+        ((8, 64, 64, 64), (128, 64, 3, 3), 2, 1, 1, 1, False),  # 2^21 elements
+        ((8, 64, 65, 65), (128, 64, 3, 3), 2, 1, 1, 1, True),
+        ((4, 64, 112, 112), (128, 64, 3, 3), 1, 1, 1, 1, False),  # unstrided
+        ((4, 64, 112, 112), (128, 64, 3, 3), 3, 1, 1, 1, False),  # stride 3
+        ((4, 64, 112, 112), (128, 64, 3, 3), (2, 1), 1, 1, 1, False),
+        ((4, 64, 112, 112), (128, 64, 1, 1), 2, 0, 1, 1, False),  # kernel under the stride
+        ((4, 64, 112, 112), (128, 64, 3, 3), 2, 2, 2, 1, False),  # dilated
+        ((4, 64, 112, 112), (128, 32, 3, 3), 2, 1, 1, 2, False),  # grouped
+        ((8, 512, 28, 28), (512, 512, 3, 3), 2, 1, 1, 1, False),  # the folded rows lose
+        ((8, 512, 28, 28), (16, 512, 3, 3), 2, 1, 1, 1, False),  # to 16 channels
+        ((16, 64, 20000), (128, 64, 3), 2, 1, 1, 1, False),  # 1-D
+    ],
+)
+def test_space_to_depth_weight_gradient_rule(
+    x_shape, w_shape, stride, padding, dilation, groups, takes
+):
+    """`_dispatch._space_to_depth_weight_gradient` takes dense 2-D layers of stride 2
+    with kernels at least that large on inputs of more than 2^21 elements, where the
+    folded layer's weight gradient goes by rows; not unstrided, other strides, 1x1,
+    dilated, grouped or 1-D layers, nor where the folded layer's rows lose."""
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    spec, _, _ = _spec_of(x_shape, w_shape, kwargs)
+    assert _dispatch._space_to_depth_weight_gradient(spec, x_shape, w_shape) == takes
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "w_shape, kwargs, calls_expected",
+    [
+        ((24, 24, 3, 3), dict(stride=2, padding=1), 1),
+        ((24, 24, 4, 4), dict(stride=2, padding=1), 1),
+        ((32, 24, 2, 2), dict(stride=2), 1),
+        ((24, 24, 3, 3), dict(padding=1), 0),  # unstrided
+        ((24, 24, 1, 1), dict(stride=2), 0),  # 1x1
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_weight_gradient_by_space_to_depth(
+    monkeypatch, retrace, w_shape, kwargs, calls_expected, channels_last
+):
+    """Under auto the weight gradient of a strided 2-D layer on a large input runs as the
+    folded unstrided layer's (`space_to_depth`), and the value and input gradient do
+    not; values and both gradients equal lax's (float64), and so do forward mode,
+    second derivatives and `vmap`. (The thresholds lowered to the test's small layer.)"""
+    from jaxconv._impls import space_to_depth
+
+    monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
+    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    calls = spy_third_arguments(monkeypatch, space_to_depth, "forward")
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((2, 24, 16, 16)), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    jax.eval_shape(conv("auto"), x, w)  # (the value's trace, cached: counted once)
+    assert calls == []
+    trains_as_lax_float64(conv, x, w, check=bool(calls_expected))
+    assert len(calls) == calls_expected
+
+
 def trains_as_lax_float64(conv, x, w, check):
     """``conv("auto")``'s value and both gradients (float64) equal ``conv("lax")``'s,
     in one program; with ``check``, under the other transforms too
