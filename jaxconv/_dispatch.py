@@ -736,9 +736,8 @@ def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     @28 batch 16 channels-last, 512->512 @28 channels-first) the folded weight gradient
     alone ran 0.51x: not taken."""
     if not (
-        spec.ndim == 2
+        spec.stride == (2, 2)  # (2-D)
         and spec.groups == 1
-        and spec.stride == (2, 2)
         and min(w_shape[2:]) >= 2
         and space_to_depth.applies(spec)
         and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS
