@@ -725,16 +725,16 @@ def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     batch 4 1.77x, 1.72x, 1.19x / 1.66x, 1.50x, 1.52x; 64->64 @112 1.49x, 1.08x, 1.12x /
     1.94x, 1.44x, 1.26x; 32->64 @112 1.21x, 1.05x, 1.06x; 128->128 @56 1.57x, 1.23x,
     1.35x / 2.21x, 1.49x, 1.64x; 128->256 @56 channels-first 2.40x, 1.39x, 1.48x;
-    256->256 @56 1.73x, 1.39x, 1.33x / 2.05x, 1.50x, 1.62x; unpadded 64->128 @113
-    1.65x, 1.30x, 1.45x; 64->128 @56 batch 32 1.17x, 1.12x, 1.17x (once 1.04x, 0.95x,
-    0.92x) / 1.62x, 1.37x, 1.29x, batch 16 1.00x, 1.27x, 1.00x; 128->128 @56 batch 16
-    1.19x, 1.20x, 1.11x; 32->64 @56 batch 32 1.22x, 1.10x, 1.18x; 128->128 @128 batch 2
-    1.55x, 1.22x, 1.07x; 4x4 padding 1 64->128 @64 batch 16 1.61x, 1.14x, 1.16x / 1.72x,
-    1.24x, 1.35x; 2x2 unpadded 96->192 @56 2.88x, 1.65x, 1.69x / 2.53x, 1.91x, 1.69x;
-    5x5 96->96 @56 channels-last 1.62x, 1.02x, 1.07x; 7x7 64->64 @112 batch 4
-    channels-first 3.67x, 1.34x, 1.39x. Where the folded layer's rows lose (3x3 256->512
-    @28 batch 16 channels-last, 512->512 @28 channels-first) the folded weight gradient
-    alone ran 0.51x: not taken."""
+    256->256 @56 1.73x, 1.39x, 1.33x / 2.05x, 1.50x, 1.62x; unpadded 64->128 @113 1.65x,
+    1.30x, 1.45x; 64->128 @56 batch 32 1.17x, 1.12x, 1.17x (once 1.04x, 0.95x, 0.92x) /
+    1.62x, 1.37x, 1.29x, batch 16 1.00x, 1.27x, 1.00x; 128->128 @56 batch 16 1.19x,
+    1.20x, 1.11x; 32->64 @56 batch 32 1.22x, 1.10x, 1.18x; 128->128 @128 batch 2 1.55x,
+    1.22x, 1.07x; 4x4 padding 1 64->128 @64 batch 16 1.61x, 1.14x, 1.16x / 1.72x, 1.24x,
+    1.35x; 2x2 unpadded 96->192 @56 2.88x, 1.65x, 1.69x / 2.53x, 1.91x, 1.69x; 5x5
+    96->96 @56 channels-last 1.62x, 1.02x, 1.07x; 7x7 64->64 @112 batch 4 channels-first
+    3.67x, 1.34x, 1.39x. Where the folded layer's rows lose (3x3 256->512 @28 batch 16
+    channels-last) the folded weight gradient alone ran 0.51x, and where the strided
+    layer's rows apply (64->128 @56 batch 8) 0.44x / 0.65x: neither taken."""
     if not (
         spec.stride == (2, 2)  # (2-D)
         and spec.groups == 1
