@@ -710,11 +710,11 @@ def _by_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
 
 
 def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
-    """Whether the weight gradient of this strided 2-D convolution runs as the folded
-    unstrided one's (`space_to_depth`): dense, stride 2 with kernels at least as large,
-    an input of more than `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements (where the rows
-    lose, `_rows_lose`, and the weight gradient was XLA's strided one), and the folded
-    layer's weight gradient by rows (`_by_rows`).
+    """Whether the weight gradient of this strided 2-D convolution (or 2-D plane of a
+    3-D one) runs as the folded unstrided one's (`space_to_depth`): dense, stride 2 with
+    kernels at least as large, an input of more than `ROWS_MAX_STRIDED_INPUT_ELEMENTS`
+    elements (where the rows lose, `_rows_lose`, and the weight gradient was XLA's
+    strided one), and the folded layer's weight gradient by rows (`_by_rows`).
 
     XLA's strided 2-D weight gradient ran far below its unstrided one (found by a random
     held-out layer, 3x3 stride 2 64->128 @112 batch 4 channels-last: 40 ms of a 76 ms
@@ -734,7 +734,15 @@ def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     96->96 @56 channels-last 1.62x, 1.02x, 1.07x; 7x7 64->64 @112 batch 4 channels-first
     3.67x, 1.34x, 1.39x. Where the folded layer's rows lose (3x3 256->512 @28 batch 16
     channels-last) the folded weight gradient alone ran 0.51x, and where the strided
-    layer's rows apply (64->128 @56 batch 8) 0.44x / 0.65x: neither taken."""
+    layer's rows apply (64->128 @56 batch 8) 0.44x / 0.65x: neither taken. The 2-D
+    planes of 3-D layers too (`planes`; their batch is times the output depth), not a
+    grouped layer's groups (not measured): against without, a training step of a fixed
+    cotangent and one through a ReLU, 3x3x3 stride 2 padding 1, 5-7 interleaved runs:
+    64->128 @16x56x56 batch 2 1.17-1.19x, 1.14-1.18x channels-last and 1.19x, 1.12x
+    channels-first; 64->64 @8x56x56 batch 4 1.02-1.11x, 1.01-1.03x / 1.15x, 1.15x;
+    32->64 @16x112x112 batch 2 channels-last 1.00-1.02x, 1.12-1.13x; stride (1, 2, 2)
+    64->64 @16x112x112 batch 1 channels-first 1.27x, 1.26x (the weight gradient alone
+    1.36-1.46x on the first three)."""
     if not (
         spec.stride == (2, 2)  # (2-D)
         and spec.groups == 1
@@ -2161,9 +2169,10 @@ def _run(
                 return by(x_, w_, spec_, chosen)
         if (
             role == WEIGHT_GRADIENT
-            and whole
+            and spec.groups == 1  # (the whole layer or a 3-D one's planes, not a group's)
             and _space_to_depth_weight_gradient(spec_, x_.shape, w_.shape)
         ):
+            # Strided weight gradients on large inputs, folded space-to-depth.
             return space_to_depth.forward(x_, w_, spec_, chosen)
         if role == WEIGHT_GRADIENT and _by_rows(spec_, x_.shape, w_.shape):
             # The weight gradient of a 2-D convolution as one 1-D weight gradient per

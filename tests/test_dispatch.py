@@ -3133,35 +3133,38 @@ def test_space_to_depth_weight_gradient_rule(
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
-    "w_shape, kwargs, calls_expected",
+    "x_shape, w_shape, kwargs, calls_expected",
     [
-        ((24, 24, 3, 3), dict(stride=2, padding=1), 1),
-        ((24, 24, 4, 4), dict(stride=2, padding=1), 1),
-        ((32, 24, 2, 2), dict(stride=2), 1),
-        ((24, 24, 3, 3), dict(padding=1), 0),  # unstrided
-        ((24, 24, 1, 1), dict(stride=2), 0),  # 1x1
+        ((2, 24, 16, 16), (24, 24, 3, 3), dict(stride=2, padding=1), 1),
+        ((2, 24, 16, 16), (24, 24, 4, 4), dict(stride=2, padding=1), 1),
+        ((2, 24, 16, 16), (32, 24, 2, 2), dict(stride=2), 1),
+        ((2, 24, 16, 16), (24, 24, 3, 3), dict(padding=1), 0),  # unstrided
+        ((2, 24, 16, 16), (24, 24, 1, 1), dict(stride=2), 0),  # 1x1
+        ((2, 48, 16, 16), (48, 24, 3, 3), dict(stride=2, padding=1, groups=2), 0),  # groups
+        ((1, 24, 4, 12, 12), (24, 24, 3, 3, 3), dict(stride=(1, 2, 2), padding=1), 3),  # planes
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_strided_weight_gradient_by_space_to_depth(
-    monkeypatch, retrace, w_shape, kwargs, calls_expected, channels_last
+    monkeypatch, retrace, x_shape, w_shape, kwargs, calls_expected, channels_last
 ):
-    """Under auto the weight gradient of a strided 2-D layer on a large input runs as the
-    folded unstrided layer's (`space_to_depth`), and the value and input gradient do
-    not; values and both gradients equal lax's (float64), and so do forward mode,
-    second derivatives and `vmap`. (The thresholds lowered to the test's small layer.)"""
+    """Under auto the weight gradient of a strided 2-D layer on a large input (and of the
+    2-D planes of a 3-D one) runs as the folded unstrided layer's (`space_to_depth`),
+    and the value and input gradient do not, nor a grouped layer's groups; values and
+    both gradients equal lax's (float64), and so do forward mode, second derivatives
+    and `vmap`. (The thresholds lowered to the test's small layers.)"""
     from jaxconv._impls import space_to_depth
 
     monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
     calls = spy_third_arguments(monkeypatch, space_to_depth, "forward")
     rng = np.random.default_rng(12)
-    x, w = rng.standard_normal((2, 24, 16, 16)), rng.standard_normal(w_shape)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
 
     def conv(impl):
-        return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+        return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
 
     jax.eval_shape(conv("auto"), x, w)  # (the value's trace, cached: counted once)
     assert calls == []
