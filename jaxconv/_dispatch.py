@@ -764,7 +764,8 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     channels-first 3x3 from `ROWS_MID_MAP_MIN_IN_CHANNELS` channels
     at batch `ROWS_MID_MAP_MIN_BATCH` or more on maps of `ROWS_MID_MAP_POSITIONS`
     output positions; strided with an input of more than
-    `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements; channels-last with fewer than
+    `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements (of stride 2, folded space-to-depth
+    then, see `_space_to_depth_weight_gradient`); channels-last with fewer than
     `ROWS_MIN_ROWS_CHANNELS_LAST` output rows in the batch (batch times output height);
     or channels-last and strided, and unpadded or to fewer channels than it takes;
     channels-first to `ROWS_512_OUT_CHANNELS` from `ROWS_512_MIN_IN_CHANNELS` channels

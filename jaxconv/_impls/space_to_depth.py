@@ -47,8 +47,8 @@ def problem(x_shape, w_shape, spec: ConvSpec):
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     folded_taps = tuple(-(-k // s) for k, s in zip(w_shape[2:], spec.stride, strict=True))
     fold = math.prod(spec.stride)
-    x_folded = (*x_shape[:2], *(o + f - 1 for o, f in zip(out, folded_taps, strict=True)))
-    x_folded = (x_folded[0], fold * x_shape[1], *x_folded[2:])
+    spatial = (o + f - 1 for o, f in zip(out, folded_taps, strict=True))
+    x_folded = (x_shape[0], fold * x_shape[1], *spatial)
     w_folded = (w_shape[0], fold * w_shape[1], *folded_taps)
     sub = dataclasses.replace(spec, stride=(1,) * spec.ndim, padding=((0, 0),) * spec.ndim)
     return x_folded, w_folded, sub
