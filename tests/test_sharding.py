@@ -477,6 +477,61 @@ def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rn
         assert_close(g, e, reduction=8 * 9 * 25)
 
 
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypatch, retrace):
+    """`auto`'s weight gradient of a strided layer as the folded unstrided layer's
+    (`space_to_depth`; its thresholds lowered to the test's layer) gives the
+    single-device gradients with the input split along batch or its first spatial dim,
+    and inside `jax.shard_map` over a batch split."""
+    from jaxconv import _dispatch
+    from jaxconv._impls import space_to_depth
+
+    monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
+    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    calls = []
+    forward = space_to_depth.forward
+    monkeypatch.setattr(
+        space_to_depth, "forward", lambda *args: calls.append(args[2]) or forward(*args)
+    )
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    x = rng.standard_normal((8, 8, 16, 16))
+    w = rng.standard_normal((24, 8, 3, 3))
+    ct = rng.standard_normal((8, 24, 8, 8))
+
+    def grads(impl):
+        def f(x, w):
+            y, vjp = jax.vjp(
+                lambda a, b: jaxconv.conv2d(a, b, stride=2, padding=1, impl=impl), x, w
+            )
+            return (y, *vjp(jnp.asarray(ct)))
+
+        return f
+
+    expected = single_device(("space_to_depth_under_sharding", ct.tobytes()), grads("lax"), x, w)
+    for got in split_both_ways(grads("auto"), x, w, mesh):
+        for g, e in zip(got, expected, strict=True):
+            assert_close(g, e, reduction=8 * 9 * 8)
+    assert calls  # (traced once or twice: the splits' avals differ under Explicit axes)
+    traced = len(calls)
+
+    def loss_grads(impl):
+        def loss(a, b):
+            return jnp.sum(jnp.sin(jaxconv.conv2d(a, b, stride=2, padding=1, impl=impl)))
+
+        return jax.grad(loss, (0, 1))
+
+    body = jax.shard_map(
+        loss_grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P())
+    )
+    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    want = single_device(("space_to_depth_in_shard_map",), loss_grads("lax"), x, w)
+    for g, e in zip(got, want, strict=True):
+        assert_close(g, e, reduction=8 * 9 * 8)
+    assert len(calls) == traced + 1
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, groups",
     [((8, 16, 9, 9), (16, 1, 3, 3), 16), ((8, 24, 9, 9), (8, 24, 1, 1), 1)],
