@@ -254,19 +254,29 @@ def test_matmul_channels_last_reads_the_callers_weight(w_shape, kwargs, caller):
         ((2, 40, 4, 4), (6, 40, 1, 1), dict(), False),  # 32 positions, a multiple of 16
         ((4, 20, 2, 2), (3, 20, 1, 1), dict(), False),  # 16
         ((2, 30, 5, 5), (4, 30, 3, 3), dict(padding=1), False),  # patches keep columns
+        # The batch's positions a multiple of 16, one image's not: rows to at most half
+        # as many channels.
+        ((16, 64, 7, 7), (32, 64, 1, 1), dict(), True),
+        ((16, 64, 7, 7), (33, 64, 1, 1), dict(), False),
+        ((4, 40, 6, 6), (20, 40, 1, 1), dict(), True),
+        ((4, 40, 6, 6), (21, 40, 1, 1), dict(), False),
+        ((2, 40, 4, 4), (3, 40, 1, 1), dict(), False),  # 16 per image
+        ((2, 80, 8, 8), (6, 80, 1, 1), dict(), False),  # 64 per image
+        ((1, 64, 7, 7), (8, 64, 1, 1), dict(), False),  # batch 1
     ],
 )
 def test_matmul_1x1_rows_first(x_shape, w_shape, kwargs, rows_first):
     """Channels-first 1x1 `matmul` on maps with fewer positions than channels takes the
     batch's positions as the product's rows (the input is the dot's first operand) from
-    batch 2 when they are not a multiple of 16, else as its columns; the value and both
-    gradients are XLA's either way."""
+    batch 2 when they are not a multiple of 16, or when one image's are not and the
+    layer goes to at most half as many channels as it takes, else as its columns; the
+    value and both gradients are XLA's either way."""
     rng = np.random.default_rng(5)
     x, w = arrays(rng, x_shape, w_shape)
     s = spec(len(x_shape) - 2, **kwargs)
     out = s.out_spatial(x_shape[2:], w_shape[2:])
     if math.prod(w_shape[2:]) == 1:
-        assert matmul_impl.rows_first(x_shape[0], out) == rows_first
+        assert matmul_impl.rows_first(x_shape[0], out, w_shape[1], w_shape[0]) == rows_first
     jaxpr = jax.make_jaxpr(FORWARDS["matmul"], static_argnums=2)(x, w, s)
     (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
     assert (dot.invars[0].aval.shape[0] == x_shape[0]) == rows_first

@@ -110,7 +110,7 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) ->
             w_b, cols[:, 0], (contract, ((0,), (0,))), spec.precision, preferred_element_type=acc
         )
         return y.astype(x.dtype)
-    if g == 1 and taps == 1 and rows_first(n, out):
+    if g == 1 and taps == 1 and rows_first(n, out, c_in_g, c_out):
         # (N, *S, C) @ (C, C_out): the positions as the product's rows (see `rows_first`).
         y = lax.dot_general(
             cols[:, 0], w[0], (((1,), (1,)), ((), ())), spec.precision, preferred_element_type=acc
@@ -257,13 +257,14 @@ def _patches_by_rows(xi: jax.Array, kernel, out, spec: ConvSpec) -> jax.Array:
 ROWS_FIRST_LANES = 16
 
 
-def rows_first(n: int, out) -> bool:
+def rows_first(n: int, out, c_in: int, c_out: int) -> bool:
     """Whether channels-first 1x1 `matmul` (one group, not `per_image`) takes the
     positions as the product's rows, ``(N * S, C) @ (C, C_out)``, rather than as its
     columns, ``(C_out, C) @ (C, N * S)``: from batch 2 (at batch 1 the columns need
     no transpose of either the input or the output) when the positions of the whole
     batch are not a multiple of `ROWS_FIRST_LANES`, where XLA's CPU dot (YNNPACK)
-    ran the columns' ragged last tile slowly.
+    ran the columns' ragged last tile slowly; and to at most half as many channels as
+    it takes when one image's positions are more than and not a multiple of it.
 
     Rows first against columns first (21 shuffled runs; forward, training through a
     ReLU): batch 2 and 8 on 3x3 to 11x11 maps, 256->64, 512->128 and 128->512, whose
@@ -276,8 +277,33 @@ def rows_first(n: int, out) -> bool:
     batch 8, @8 and @12 batch 2, 0.61-1.11x and 0.89-1.21x (one at 1.42x forward, 256->64
     @14 batch 8); at batch 1 rows first lost on 6x6 and 8x8 to
     12x12 maps (0.65-0.93x forward) and won on 5x5 and 7x7 (1.08-1.44x).
+
+    Where the batch's positions are a multiple of 16 and one image's are not, rows
+    first ran faster to fewer channels (2026-12-04, Intel Xeon, 9-15 interleaved runs,
+    settled, `/tmp/s47/abrf2.py`: value, training with a fixed cotangent, training
+    through a ReLU): MobileNetV2's projections 576->96 @7 batch 32 1.36-1.49x,
+    1.18-1.39x, 1.14-1.23x, batch 16 1.35-1.74x, 1.21-1.24x, 1.17-1.47x, @14 batch 8
+    1.23x, 1.19x, 1.09x; 960->160 @7 batch 32 1.19x, 1.20x, 1.13x, batch 16 1.13-1.24x,
+    1.00-1.19x, 1.11-1.13x; 384->64 @14 batch 8 1.17x, 1.06x, 1.16x; 192->32 @7 batch
+    16 1.35-1.43x, 1.00-1.22x, 1.29-1.31x; 144->24 @7 batch 32 1.59x, 1.01x, 1.17x;
+    96->16 @7 batch 16 2.39x, 1.15x, 1.23x; 256->64 @14 batch 4-8 1.16-1.30x,
+    1.05-1.19x, 1.05-1.11x; 512->64 @7 batch 32 1.68x, 1.53x, 1.32x; 1024->256 @14
+    batch 8 1.07-1.09x, 1.07-1.19x, 1.01-1.04x, @7 batch 16 1.40x, 1.15x, 1.15x;
+    2048->512 @7 batch 32 1.14-1.34x, 0.99-1.07x, 1.03-1.05x; 256->128 @7-14
+    1.17-1.67x, 1.11-1.13x, 1.08-1.12x; @6 batch 8 256->64 and 512->128 1.05-1.25x,
+    0.86-0.98x, 1.04-1.09x. Even or mixed, taken: 576->96 @14 batch 16 0.84-1.04x,
+    1.09-1.37x, 0.93-0.97x; 512->256 @14 batch 8 1.14x, 1.13x, 0.94x. Not taken: to more
+    than half as many channels (256->256 @14 0.97x, 0.97x, 0.98x; 128->512 @14 0.94x,
+    0.95x, 0.77x), maps of 16 positions or a multiple of them (256->64 @8 batch 8-16
+    0.78-0.94x forward, @4 0.93x), and smaller maps (@2 512->128 batch 8 0.84x, 0.93x,
+    0.97x; @3 1024->256 batch 16 1.20x, 0.91x, 0.87x).
     """
-    return n > 1 and (n * math.prod(out)) % ROWS_FIRST_LANES != 0
+    positions = math.prod(out)
+    if n == 1:
+        return False
+    if (n * positions) % ROWS_FIRST_LANES != 0:
+        return True
+    return positions > ROWS_FIRST_LANES and positions % ROWS_FIRST_LANES != 0 and c_in >= 2 * c_out
 
 
 def single_pixel(x_shape) -> bool:
