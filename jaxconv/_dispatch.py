@@ -1456,7 +1456,17 @@ def _output_stacked_rows(spec: ConvSpec, w_shape) -> bool:
     from 256 to 128 channels, 64 to 32) take it: DCGAN's training 1.04x / 1.10x, the 3x3
     stride-2 one 1.01x channels-first (11 runs, `/tmp/s42/abbench.py`). To as many
     channels 0.98-1.15x alone but training 0.99-1.14x (ResNet 3x3 64@56 and 256@14), so
-    not there."""
+    not there.
+
+    For one group its transpose is written out (`planes.output_stacked_weight_gradient`):
+    against JAX's transpose of `planes.output_stacked` (9-11 interleaved runs, settled,
+    2026-12-04, `/tmp/s47/abos.py`; the weight gradient alone, training with a fixed
+    cotangent, through a ReLU): 3x3 1024->512 @16 batch 1 channels-last 1.03x, 1.44x,
+    1.47x (XLA had split the transpose to the caller's weight in two copies beside the
+    step's other outputs), channels-first 1.04x, 0.94-1.07x, 0.98-0.99x; 128->64 @56,
+    256->128 @28, 512->256 @14, 256->64 @56 batch 4, 5x5 128->64 @28, 512->256 @32
+    batch 2 and @16 batch 4, 1024->512 @8 batch 2, 2048->1024 @8 batch 1 and DCGAN's
+    4x4 stride-2 256->128 phases: 0.96-1.09x, 0.99-1.09x, 0.96-1.13x."""
     c_out, c_in_g = w_shape[0] // spec.groups, w_shape[1]
     return spec.stride[0] == 1 and w_shape[2] > 1 and c_out < c_in_g
 
@@ -2185,10 +2195,19 @@ def _run(
             # The value and the input gradient by rows were slower (ResNet 3x3 @56
             # train 0.6-0.8x). To fewer output channels, one 1-D weight gradient with
             # the kernel rows folded into the output channels (`_output_stacked_rows`).
-            by = (
-                planes.output_stacked if _output_stacked_rows(spec_, w_.shape) else planes.decompose
-            )
-            return by(x_, w_, spec_, chosen)
+            if not _output_stacked_rows(spec_, w_.shape):
+                return planes.decompose(x_, w_, spec_, chosen)
+            if spec_.groups == 1:
+                # Written out, in the layout XLA's convolution writes it in
+                # (`planes.output_stacked_weight_gradient`).
+                return _derivatives.weight_term_direct(
+                    x_,
+                    w_,
+                    spec_,
+                    functools.partial(planes.output_stacked, inner=chosen),
+                    functools.partial(planes.output_stacked_weight_gradient, inner=chosen),
+                )
+            return planes.output_stacked(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
             if whole and _strided_input_gradient_stacked(spec_, x_.shape, w_.shape):
                 return _derivatives.input_term(x_, w_, spec_, _transposed_value)

@@ -285,10 +285,10 @@ def spy_planes(monkeypatch, name, record, calls=None):
     calls = [] if calls is None else calls
     original = getattr(planes, name)
 
-    def spy(x, w, spec, inner):
-        if (entry := record(spec)) is not None:
+    def spy(*args, **kwargs):
+        if (entry := record(args[2])) is not None:  # (the spec)
             calls.append(entry)
-        return original(x, w, spec, inner)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(planes, name, spy)
     return calls
@@ -1464,9 +1464,9 @@ def spy_third_arguments(monkeypatch, module, name) -> list:
     calls = []
     original = getattr(module, name)
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(args[2])
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(module, name, spy)
     return calls
@@ -2772,11 +2772,13 @@ def test_3d_grouped_value_output_stacked(
 )
 def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, channels_last, by):
     """The weight gradient of a 2-D convolution by kernel rows folds the rows into the
-    output channels (`planes.output_stacked`, "out") to fewer output channels, else one
+    output channels (`planes.output_stacked`, its transpose written out by
+    `planes.output_stacked_weight_gradient`: "out") to fewer output channels, else one
     1-D weight gradient per kernel row (`planes.decompose`, "no"); equal to lax's."""
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
     calls = []
-    for name, short in {"output_stacked": "out", "decompose": "no"}.items():
+    names = {"output_stacked_weight_gradient": "out", "output_stacked": "JAX's", "decompose": "no"}
+    for name, short in names.items():
         record = lambda spec, short=short: short if spec.ndim == 2 else None  # noqa: E731
         spy_planes(monkeypatch, name, record, calls)
     rng = np.random.default_rng(5)
@@ -3335,3 +3337,57 @@ def test_few_output_channels_in_half_precision(monkeypatch, retrace, dtype, chan
         b = np.asarray(b, np.float32)
         scale = 2e-2 * np.abs(b).max()
         np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=2e-2, atol=scale)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 32, 12, 12), (24, 32, 3, 3), dict(padding=1)),
+        ((2, 32, 12, 11), (24, 32, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
+        ((2, 32, 12, 12), (24, 32, 4, 3), dict(padding=((0, 3), (1, 1)))),  # rows past it
+        ((2, 32, 9, 9), (24, 32, 5, 3), dict(padding=((1, 0), (1, 1)))),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_output_stacked_weight_gradient_written_out(
+    monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last
+):
+    """Under auto the weight gradient of a 2-D layer by kernel rows folded into the
+    output channels is `planes.output_stacked_weight_gradient` (the transpose written
+    out); values and both gradients equal lax's (float64), and so do forward mode,
+    second derivatives and `vmap`. (`ROWS_MIN_FLOPS` lowered to the test's layers.)"""
+    from jaxconv._impls import planes
+
+    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    calls = spy_third_arguments(monkeypatch, planes, "output_stacked_weight_gradient")
+    rng = np.random.default_rng(13)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    trains_as_lax_float64(conv, x, w, check=True)
+    assert calls and all(spec.ndim == 2 for spec in calls)
+
+
+@pytest.mark.parametrize(
+    "spec_kwargs",
+    [dict(groups=2), dict(stride=(2, 1)), dict(lhs_dilation=(2, 1))],
+    ids=["groups", "strided", "input-dilated"],
+)
+def test_output_stacked_weight_gradient_refuses(spec_kwargs):
+    """`planes.output_stacked_weight_gradient` takes one group, unstrided and not
+    input-dilated along the first spatial dim, and says so otherwise."""
+    from jaxconv._impls import lax as lax_impl
+    from jaxconv._impls import planes
+
+    kwargs = dict(stride=(1, 1), padding=((1, 1), (1, 1)), lhs_dilation=(1, 1))
+    kwargs.update(rhs_dilation=(1, 1), groups=1, precision=None, channels_last=False)
+    kwargs.update(spec_kwargs)
+    s = _spec.ConvSpec(**kwargs)
+    x = jnp.zeros((1, 4, 6, 6))
+    with pytest.raises(ValueError, match="one group, unstrided"):
+        planes.output_stacked_weight_gradient(x, x[:, :2], s, (2, 4, 3, 3), lax_impl.forward)
