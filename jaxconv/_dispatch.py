@@ -2196,6 +2196,16 @@ def _run(
             # train 0.6-0.8x). To fewer output channels, one 1-D weight gradient with
             # the kernel rows folded into the output channels (`_output_stacked_rows`).
             if not _output_stacked_rows(spec_, w_.shape):
+                if spec_.channels_last:
+                    # Written out, in the layout XLA's convolution writes it in
+                    # (`planes.decompose_weight_gradient`).
+                    return _derivatives.weight_term_direct(
+                        x_,
+                        w_,
+                        spec_,
+                        functools.partial(planes.decompose, inner=chosen),
+                        functools.partial(planes.decompose_weight_gradient, inner=chosen),
+                    )
                 return planes.decompose(x_, w_, spec_, chosen)
             if spec_.groups == 1:
                 # Written out, in the layout XLA's convolution writes it in

@@ -2777,7 +2777,12 @@ def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, 
     1-D weight gradient per kernel row (`planes.decompose`, "no"); equal to lax's."""
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
     calls = []
-    names = {"output_stacked_weight_gradient": "out", "output_stacked": "JAX's", "decompose": "no"}
+    names = {
+        "output_stacked_weight_gradient": "out",
+        "output_stacked": "JAX's",
+        "decompose_weight_gradient": "no",
+        "decompose": "no",
+    }
     for name, short in names.items():
         record = lambda spec, short=short: short if spec.ndim == 2 else None  # noqa: E731
         spy_planes(monkeypatch, name, record, calls)
@@ -3373,6 +3378,38 @@ def test_output_stacked_weight_gradient_written_out(
     assert calls and all(spec.ndim == 2 for spec in calls)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 32, 12, 12), (32, 32, 3, 3), dict(padding=1)),  # as many outputs
+        ((2, 24, 12, 11), (40, 24, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
+        ((2, 16, 13, 12), (24, 16, 4, 3), dict(padding=((0, 3), (1, 1)), stride=(1, 2))),
+        ((2, 16, 9, 9), (48, 16, 5, 3), dict(padding=((1, 0), (1, 1)))),
+        ((1, 16, 5, 10, 10), (24, 16, 3, 3, 3), dict(padding=1)),  # 3-D: its planes' rows
+    ],
+)
+def test_decompose_weight_gradient_written_out(monkeypatch, retrace, x_shape, w_shape, kwargs):
+    """Under auto the channels-last weight gradient of a 2-D layer by one 1-D weight
+    gradient per kernel row is `planes.decompose_weight_gradient` (the transpose written
+    out); values and both gradients equal lax's (float64), and so do forward mode,
+    second derivatives and `vmap`. (`ROWS_MIN_FLOPS` lowered to the test's layers.)"""
+    from jaxconv._impls import planes
+
+    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    calls = spy_third_arguments(monkeypatch, planes, "decompose_weight_gradient")
+    rng = np.random.default_rng(17)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    nd = len(x_shape) - 2
+    x, w = np.moveaxis(x, 1, -1), np.transpose(w, (*range(2, nd + 2), 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv(a, b, channels_last=True, impl=impl, **kwargs)
+
+    trains_as_lax_float64(conv, x, w, check=True)
+    assert calls and all(spec.ndim == 2 and spec.channels_last for spec in calls)
+
+
 @pytest.mark.parametrize(
     "spec_kwargs",
     [dict(groups=2), dict(stride=(2, 1)), dict(lhs_dilation=(2, 1))],
@@ -3391,3 +3428,6 @@ def test_output_stacked_weight_gradient_refuses(spec_kwargs):
     x = jnp.zeros((1, 4, 6, 6))
     with pytest.raises(ValueError, match="one group, unstrided"):
         planes.output_stacked_weight_gradient(x, x[:, :2], s, (2, 4, 3, 3), lax_impl.forward)
+    if spec_kwargs.get("lhs_dilation"):
+        with pytest.raises(ValueError, match="no input dilation"):
+            planes.decompose_weight_gradient(x, x[:, :2], s, (2, 4, 3, 3), lax_impl.forward)
