@@ -1458,7 +1458,9 @@ def _output_stacked_rows(spec: ConvSpec, w_shape) -> bool:
     channels 0.98-1.15x alone but training 0.99-1.14x (ResNet 3x3 64@56 and 256@14), so
     not there.
 
-    For one group its transpose is written out (`planes.output_stacked_weight_gradient`):
+    For one group (a whole layer, or each of the dense groups a grouped layer is split
+    into; `choose` sends no grouped layer's weight gradient here whole) its transpose is
+    written out (`planes.output_stacked_weight_gradient`; the timings are dense layers'):
     against JAX's transpose of `planes.output_stacked` (9-11 interleaved runs, settled,
     2026-12-04, `/tmp/s47/abos.py`; the weight gradient alone, training with a fixed
     cotangent, through a ReLU): 3x3 1024->512 @16 batch 1 channels-last 1.03x, 1.44x,

@@ -3352,6 +3352,8 @@ def test_few_output_channels_in_half_precision(monkeypatch, retrace, dtype, chan
         ((2, 32, 12, 11), (24, 32, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
         ((2, 32, 12, 12), (24, 32, 4, 3), dict(padding=((0, 3), (1, 1)))),  # rows past it
         ((2, 32, 9, 9), (24, 32, 5, 3), dict(padding=((1, 0), (1, 1)))),
+        ((2, 32, 12, 12), (24, 32, 3, 1), dict(padding=(1, 0))),  # 1x1 rows: matmul's
+        ((2, 64, 12, 12), (48, 32, 3, 3), dict(padding=1, groups=2)),  # per dense group
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -3386,6 +3388,7 @@ def test_output_stacked_weight_gradient_written_out(
         ((2, 24, 12, 11), (40, 24, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
         ((2, 16, 13, 12), (24, 16, 4, 3), dict(padding=((0, 3), (1, 1)), stride=(1, 2))),
         ((2, 16, 9, 9), (48, 16, 5, 3), dict(padding=((1, 0), (1, 1)))),
+        ((2, 32, 12, 12), (40, 32, 3, 1), dict(padding=(1, 0))),  # 1x1 rows
         ((1, 16, 5, 10, 10), (24, 16, 3, 3, 3), dict(padding=1)),  # 3-D: its planes' rows
     ],
 )
