@@ -2041,6 +2041,21 @@ def _forward_by(name: str, role: int):
     return FORWARDS[name]
 
 
+def _rows_written_out(x: jax.Array, w: jax.Array, spec: ConvSpec, name: str, inner):
+    """``planes.<name>(x, w, spec, inner)``, a weight gradient's convolution by kernel
+    rows, whose transpose along ``w`` is ``planes.<name>_weight_gradient``: written out
+    in the layout XLA's convolution writes it in, where JAX's transpose left a copy with
+    the output channels strided (see `_output_stacked_rows`,
+    `planes.decompose_weight_gradient`)."""
+    return _derivatives.weight_term_direct(
+        x,
+        w,
+        spec,
+        functools.partial(getattr(planes, name), inner=inner),
+        functools.partial(getattr(planes, f"{name}_weight_gradient"), inner=inner),
+    )
+
+
 def _run(
     x: jax.Array,
     w: jax.Array,
@@ -2197,28 +2212,14 @@ def _run(
             # The value and the input gradient by rows were slower (ResNet 3x3 @56
             # train 0.6-0.8x). To fewer output channels, one 1-D weight gradient with
             # the kernel rows folded into the output channels (`_output_stacked_rows`).
+            # Their transposes written out where measured faster, in the layout XLA's
+            # convolution writes the weight gradient in (`_rows_written_out`).
             if not _output_stacked_rows(spec_, w_.shape):
                 if spec_.channels_last:
-                    # Written out, in the layout XLA's convolution writes it in
-                    # (`planes.decompose_weight_gradient`).
-                    return _derivatives.weight_term_direct(
-                        x_,
-                        w_,
-                        spec_,
-                        functools.partial(planes.decompose, inner=chosen),
-                        functools.partial(planes.decompose_weight_gradient, inner=chosen),
-                    )
+                    return _rows_written_out(x_, w_, spec_, "decompose", chosen)
                 return planes.decompose(x_, w_, spec_, chosen)
             if spec_.groups == 1:
-                # Written out, in the layout XLA's convolution writes it in
-                # (`planes.output_stacked_weight_gradient`).
-                return _derivatives.weight_term_direct(
-                    x_,
-                    w_,
-                    spec_,
-                    functools.partial(planes.output_stacked, inner=chosen),
-                    functools.partial(planes.output_stacked_weight_gradient, inner=chosen),
-                )
+                return _rows_written_out(x_, w_, spec_, "output_stacked", chosen)
             return planes.output_stacked(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
             if whole and _strided_input_gradient_stacked(spec_, x_.shape, w_.shape):

@@ -3033,19 +3033,32 @@ def test_output_taps(
     gradients, whatever the stride, padding (cropping included), dilation, input
     dilation, groups, layout flag, batch (empty too) and number of spatial dims;
     bfloat16 accumulated in float32."""
-    from jaxconv._impls import FORWARDS
 
     spec = _spec.ConvSpec(
         stride, padding, lhs_dilation, rhs_dilation, groups, None, channels_last=channels_last
     )
-    rng = np.random.default_rng(3)
+    x, w, ct, want = lax_float64(x_shape, w_shape, spec, dtype, seed=3)
+    (got,) = values_and_vjps([lambda a, b: matmul_impl.output_taps(a, b, spec)], (x, w), ct)
+    assert_near_float64(got, want, dtype)
+
+
+def lax_float64(x_shape, w_shape, spec, dtype, seed):
+    """Random ``dtype`` input, weight and output gradient, and `lax`'s value and both
+    gradients of them computed in float64."""
+    from jaxconv._impls import FORWARDS
+
+    rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.standard_normal(x_shape), dtype)
     w = jnp.asarray(rng.standard_normal(w_shape), dtype)
     wide = (x.astype(np.float64), w.astype(np.float64))
     y, vjp = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, spec), *wide)
     ct = jnp.asarray(rng.standard_normal(y.shape), dtype)
-    want = (y, *vjp(ct.astype(np.float64)))
-    (got,) = values_and_vjps([lambda a, b: matmul_impl.output_taps(a, b, spec)], (x, w), ct)
+    return x, w, ct, (y, *vjp(ct.astype(np.float64)))
+
+
+def assert_near_float64(got, want, dtype):
+    """Each of ``got`` (``dtype``) equals its float64 counterpart in ``want``, to 1e-10
+    in float64 and 2e-2 of the largest magnitude otherwise (bfloat16)."""
     tol = 1e-10 if dtype == np.float64 else 2e-2
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == dtype
@@ -3088,23 +3101,13 @@ def test_space_to_depth(x_shape, w_shape, stride, padding, groups, channels_last
         assert folded.out_spatial(x_folded[2:], w_folded[2:]) == spec.out_spatial(
             x_shape[2:], w_shape[2:]
         )
-    rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
-    w = jnp.asarray(rng.standard_normal(w_shape), dtype)
-    wide = (x.astype(np.float64), w.astype(np.float64))
-    y, vjp = jax.vjp(lambda a, b: FORWARDS["lax"](a, b, spec), *wide)
-    ct = jnp.asarray(rng.standard_normal(y.shape), dtype)
-    want = (y, *vjp(ct.astype(np.float64)))
+    x, w, ct, want = lax_float64(x_shape, w_shape, spec, dtype, seed=4)
 
     def folded_conv(a, b):
         return space_to_depth.forward(a, b, spec, FORWARDS["lax"])
 
     (got,) = values_and_vjps([folded_conv], (x, w), ct)
-    tol = 1e-10 if dtype == np.float64 else 2e-2
-    for a, b in zip(got, want, strict=True):
-        assert a.shape == b.shape and a.dtype == dtype
-        scale = float(np.max(np.abs(b))) if b.size else 0.0
-        np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=tol, atol=tol * scale)
+    assert_near_float64(got, want, dtype)
 
 
 @pytest.mark.parametrize(
@@ -3344,73 +3347,54 @@ def test_few_output_channels_in_half_precision(monkeypatch, retrace, dtype, chan
         np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=2e-2, atol=scale)
 
 
+_OUTPUT_STACKED_CASES = [
+    ((2, 32, 12, 12), (24, 32, 3, 3), dict(padding=1)),
+    ((2, 32, 12, 11), (24, 32, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
+    ((2, 32, 12, 12), (24, 32, 4, 3), dict(padding=((0, 3), (1, 1)))),  # rows past it
+    ((2, 32, 9, 9), (24, 32, 5, 3), dict(padding=((1, 0), (1, 1)))),
+    ((2, 32, 12, 12), (24, 32, 3, 1), dict(padding=(1, 0))),  # 1x1 rows: matmul's
+    ((2, 64, 12, 12), (48, 32, 3, 3), dict(padding=1, groups=2)),  # per dense group
+]
+_DECOMPOSE_CASES = [  # (channels-last only)
+    ((2, 32, 12, 12), (32, 32, 3, 3), dict(padding=1)),  # as many outputs
+    ((2, 24, 12, 11), (40, 24, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
+    ((2, 16, 13, 12), (24, 16, 4, 3), dict(padding=((0, 3), (1, 1)), stride=(1, 2))),
+    ((2, 16, 9, 9), (48, 16, 5, 3), dict(padding=((1, 0), (1, 1)))),
+    ((2, 32, 12, 12), (40, 32, 3, 1), dict(padding=(1, 0))),  # 1x1 rows
+    ((1, 16, 5, 10, 10), (24, 16, 3, 3, 3), dict(padding=1)),  # 3-D: its planes' rows
+]
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs",
-    [
-        ((2, 32, 12, 12), (24, 32, 3, 3), dict(padding=1)),
-        ((2, 32, 12, 11), (24, 32, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
-        ((2, 32, 12, 12), (24, 32, 4, 3), dict(padding=((0, 3), (1, 1)))),  # rows past it
-        ((2, 32, 9, 9), (24, 32, 5, 3), dict(padding=((1, 0), (1, 1)))),
-        ((2, 32, 12, 12), (24, 32, 3, 1), dict(padding=(1, 0))),  # 1x1 rows: matmul's
-        ((2, 64, 12, 12), (48, 32, 3, 3), dict(padding=1, groups=2)),  # per dense group
-    ],
+    "name, x_shape, w_shape, kwargs, channels_last",
+    [("output_stacked", *case, cl) for case in _OUTPUT_STACKED_CASES for cl in (False, True)]
+    + [("decompose", *case, True) for case in _DECOMPOSE_CASES],
 )
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_output_stacked_weight_gradient_written_out(
-    monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last
+def test_rows_weight_gradient_written_out(
+    monkeypatch, retrace, name, x_shape, w_shape, kwargs, channels_last
 ):
-    """Under auto the weight gradient of a 2-D layer by kernel rows folded into the
-    output channels is `planes.output_stacked_weight_gradient` (the transpose written
-    out); values and both gradients equal lax's (float64), and so do forward mode,
-    second derivatives and `vmap`. (`ROWS_MIN_FLOPS` lowered to the test's layers.)"""
+    """Under auto the weight gradient of a 2-D layer by kernel rows, folded into the
+    output channels (`planes.output_stacked`) or channels-last one 1-D weight gradient
+    per row (`planes.decompose`), is the transpose written out
+    (`planes.<name>_weight_gradient`); values and both gradients equal lax's (float64),
+    and so do forward mode, second derivatives and `vmap`. (`ROWS_MIN_FLOPS` lowered to
+    the test's layers.)"""
     from jaxconv._impls import planes
 
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
-    calls = spy_third_arguments(monkeypatch, planes, "output_stacked_weight_gradient")
+    calls = spy_third_arguments(monkeypatch, planes, f"{name}_weight_gradient")
     rng = np.random.default_rng(13)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    nd = len(x_shape) - 2
     if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (*range(2, nd + 2), 1, 0))
 
     def conv(impl):
         return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
 
     trains_as_lax_float64(conv, x, w, check=True)
     assert calls and all(spec.ndim == 2 for spec in calls)
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rows rule is the CPU's")
-@pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs",
-    [
-        ((2, 32, 12, 12), (32, 32, 3, 3), dict(padding=1)),  # as many outputs
-        ((2, 24, 12, 11), (40, 24, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
-        ((2, 16, 13, 12), (24, 16, 4, 3), dict(padding=((0, 3), (1, 1)), stride=(1, 2))),
-        ((2, 16, 9, 9), (48, 16, 5, 3), dict(padding=((1, 0), (1, 1)))),
-        ((2, 32, 12, 12), (40, 32, 3, 1), dict(padding=(1, 0))),  # 1x1 rows
-        ((1, 16, 5, 10, 10), (24, 16, 3, 3, 3), dict(padding=1)),  # 3-D: its planes' rows
-    ],
-)
-def test_decompose_weight_gradient_written_out(monkeypatch, retrace, x_shape, w_shape, kwargs):
-    """Under auto the channels-last weight gradient of a 2-D layer by one 1-D weight
-    gradient per kernel row is `planes.decompose_weight_gradient` (the transpose written
-    out); values and both gradients equal lax's (float64), and so do forward mode,
-    second derivatives and `vmap`. (`ROWS_MIN_FLOPS` lowered to the test's layers.)"""
-    from jaxconv._impls import planes
-
-    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
-    calls = spy_third_arguments(monkeypatch, planes, "decompose_weight_gradient")
-    rng = np.random.default_rng(17)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    nd = len(x_shape) - 2
-    x, w = np.moveaxis(x, 1, -1), np.transpose(w, (*range(2, nd + 2), 1, 0))
-
-    def conv(impl):
-        return lambda a, b: jaxconv.conv(a, b, channels_last=True, impl=impl, **kwargs)
-
-    trains_as_lax_float64(conv, x, w, check=True)
-    assert calls and all(spec.ndim == 2 and spec.channels_last for spec in calls)
 
 
 @pytest.mark.parametrize(
