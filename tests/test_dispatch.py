@@ -3402,9 +3402,10 @@ def test_rows_weight_gradient_written_out(
     [dict(groups=2), dict(stride=(2, 1)), dict(lhs_dilation=(2, 1))],
     ids=["groups", "strided", "input-dilated"],
 )
-def test_output_stacked_weight_gradient_refuses(spec_kwargs):
+def test_rows_weight_gradients_refuse(spec_kwargs):
     """`planes.output_stacked_weight_gradient` takes one group, unstrided and not
-    input-dilated along the first spatial dim, and says so otherwise."""
+    input-dilated along the first spatial dim, `planes.decompose_weight_gradient` no
+    input dilation there; each says so otherwise."""
     from jaxconv._impls import lax as lax_impl
     from jaxconv._impls import planes
 

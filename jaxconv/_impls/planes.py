@@ -59,6 +59,25 @@ def _sub(spec: ConvSpec) -> ConvSpec:
     )
 
 
+def _tap_planes(x: jax.Array, spec: ConvSpec, depth: int, out_planes: int) -> list:
+    """For each of the ``depth`` taps along the first spatial dim, the planes of the
+    padded (or cropped) input it meets, one per output plane, folded into the batch:
+    ``(N * out_planes, C, *S)``."""
+    n, c = x.shape[:2]
+    (lo, hi), stride, dilation = spec.padding[0], spec.stride[0], spec.rhs_dilation[0]
+    keep = (0, 0, 0)
+    # (N, C, D, *S), depth padded (or cropped), as (N, D, C, *S).
+    config = (keep, keep, (lo, hi, 0)) + (keep,) * (spec.ndim - 1)
+    xp = jnp.moveaxis(lax.pad(x, lax.full((), 0, x.dtype), config), 2, 1)
+    last = (out_planes - 1) * stride + 1
+    return [
+        lax.slice_in_dim(xp, t * dilation, t * dilation + last, stride, axis=1).reshape(
+            (n * out_planes, c, *x.shape[3:])
+        )
+        for t in range(depth)
+    ]
+
+
 def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
     """The canonical convolution, one convolution of a spatial dim fewer per tap along
     the first spatial dim, via ``inner``."""
@@ -71,19 +90,11 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
         # Nothing to sum: an empty result, or zeros from zero input channels. (Not
         # `inner` on the same spec: the dispatcher's inner would split it again.)
         return jnp.zeros((n, c_out, *out), x.dtype)
-    (lo, hi), stride, dilation = spec.padding[0], spec.stride[0], spec.rhs_dilation[0]
-    keep = (0, 0, 0)
-    # (N, C, D, *S), depth padded (or cropped), as (N, D, C, *S).
-    config = (keep, keep, (lo, hi, 0)) + (keep,) * (spec.ndim - 1)
-    xp = jnp.moveaxis(lax.pad(x, lax.full((), 0, x.dtype), config), 2, 1)
     sub = _sub(spec)
     acc = accumulation_dtype(x.dtype) or x.dtype
     y = None
-    for t in range(depth):
-        start = t * dilation
-        planes = lax.slice_in_dim(xp, start, start + (out[0] - 1) * stride + 1, stride, axis=1)
-        term = inner(planes.reshape((n * out[0], c, *x.shape[3:])), w[:, :, t], sub)
-        term = term.astype(acc)
+    for t, planes in enumerate(_tap_planes(x, spec, depth, out[0])):
+        term = inner(planes, w[:, :, t], sub).astype(acc)
         y = term if y is None else y + term
     y = jnp.moveaxis(y.reshape((n, out[0], c_out, *out[1:])), 1, 2)
     return y.astype(x.dtype)
@@ -117,18 +128,11 @@ def decompose_weight_gradient(
     nk = len(kernel)
     if 0 in (n, c, c_out, *out):
         return jnp.zeros(w_shape, dtype)
-    (lo, hi), stride, dilation = spec.padding[0], spec.stride[0], spec.rhs_dilation[0]
-    keep = (0, 0, 0)
-    config = (keep, keep, (lo, hi, 0)) + (keep,) * (spec.ndim - 1)
-    xp = jnp.moveaxis(lax.pad(x, lax.full((), 0, x.dtype), config), 2, 1)
     cs = jnp.moveaxis(ct, 2, 1).reshape((n * out[0], c_out, *out[1:])).astype(dtype)
     sub = _sub(spec)
     struct = varying_struct((c_in_g, *kernel, c_out), dtype, x, ct)
     rows = []
-    for t in range(depth):
-        start = t * dilation
-        planes = lax.slice_in_dim(xp, start, start + (out[0] - 1) * stride + 1, stride, axis=1)
-        planes = planes.reshape((n * out[0], c, *x.shape[3:]))
+    for planes in _tap_planes(x, spec, depth, out[0]):
 
         def value(w_iko, planes=planes):  # (C_in / G, *K, C_out) -> that tap's convolution
             return inner(planes, jnp.transpose(w_iko, (nk + 1, 0, *range(1, nk + 1))), sub)
@@ -196,6 +200,15 @@ def stacked(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.A
     return jnp.moveaxis(y.reshape((n, out[0], c_out, *out[1:])), 1, 2)
 
 
+def _planes_as_batch(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Every plane of ``x`` along its first spatial dim an input of a spatial dim fewer,
+    ``(N * D, C, *S)``, reshaped in the caller's layout (XLA cancels the transposes)."""
+    n, c, planes_in, *rest = x.shape
+    if spec.channels_last:
+        return jnp.moveaxis(jnp.moveaxis(x, 1, -1).reshape((n * planes_in, *rest, c)), -1, 1)
+    return jnp.moveaxis(x, 2, 1).reshape((n * planes_in, c, *rest))
+
+
 def output_stacked(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax.Array:
     """`decompose` as one convolution of a spatial dim fewer with the depth taps folded
     into the weight's output channels (within each group), ``(K_d * C_out, C_in / groups,
@@ -217,16 +230,10 @@ def output_stacked(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -
     if 0 in (n, c, planes_in, *out):
         return jnp.zeros((n, c_out, *out), x.dtype)
     lo, stride, dilation = spec.padding[0][0], spec.stride[0], spec.rhs_dilation[0]
-    rest = x.shape[3:]
     # (C_out, C_in/G, K_d, *K) -> (G * K_d * C_out/G, C_in/G, *K)
     ws = w.reshape((g, c_out // g, c_in_g, depth, *w.shape[3:]))
     ws = jnp.moveaxis(ws, 3, 1).reshape((g * depth * (c_out // g), c_in_g, *w.shape[3:]))
-    # Every input plane a 2-D input, in the caller's layout (XLA cancels the transposes).
-    if spec.channels_last:
-        xs = jnp.moveaxis(jnp.moveaxis(x, 1, -1).reshape((n * planes_in, *rest, c)), -1, 1)
-    else:
-        xs = jnp.moveaxis(x, 2, 1).reshape((n * planes_in, c, *rest))
-    z = inner(xs, ws, _sub(spec))
+    z = inner(_planes_as_batch(x, spec), ws, _sub(spec))
     acc = accumulation_dtype(x.dtype) or x.dtype
     if spec.channels_last:
         z = jnp.moveaxis(z, 1, -1).reshape((n, planes_in, *out[1:], g, depth, c_out // g))
@@ -277,7 +284,6 @@ def output_stacked_weight_gradient(
     c_out, c_in, depth, *kernel = w_shape
     out = ct.shape[2:]
     lo, dilation = spec.padding[0][0], spec.rhs_dilation[0]
-    rest = x.shape[3:]
     dtype = jnp.result_type(x.dtype, ct.dtype)
     if 0 in (n, c, c_out, planes_in, *out):
         return jnp.zeros(w_shape, dtype)
@@ -293,11 +299,10 @@ def output_stacked_weight_gradient(
     if spec.channels_last:
         cs = jnp.stack(taps, axis=-2).reshape((n * planes_in, *out[1:], depth * c_out))
         cs = jnp.moveaxis(cs, -1, 1)
-        xs = jnp.moveaxis(jnp.moveaxis(x, 1, -1).reshape((n * planes_in, *rest, c)), -1, 1)
     else:
         cs = jnp.moveaxis(jnp.stack(taps, axis=1), 3, 1)  # (N, planes, K_d, C_out, *S)
         cs = cs.reshape((n * planes_in, depth * c_out, *out[1:]))
-        xs = jnp.moveaxis(x, 2, 1).reshape((n * planes_in, c, *rest))
+    xs = _planes_as_batch(x, spec)
     nk = len(kernel)
 
     def value(w_iko):  # (C_in, *K, K_d * C_out) -> the convolution of a dim fewer
