@@ -532,28 +532,34 @@ def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypat
     assert len(calls) == traced + 1
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "channels_last, c_out, name",
+    [(False, 24, "output_stacked"), (True, 24, "output_stacked"), (True, 40, "decompose")],
+)
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
-def test_rows_weight_gradient_under_sharding(axis_type, channels_last, rng, monkeypatch, retrace):
-    """`auto`'s weight gradient by kernel rows folded into the output channels, written
-    out (`planes.output_stacked_weight_gradient`; `ROWS_MIN_FLOPS` lowered to the test's
-    layer), gives the single-device gradients with the input split along batch or its
-    first spatial dim, and inside `jax.shard_map` over a batch split."""
+def test_rows_weight_gradient_under_sharding(
+    axis_type, channels_last, c_out, name, rng, monkeypatch, retrace
+):
+    """`auto`'s weight gradient by kernel rows, written out
+    (`planes.<name>_weight_gradient`: the rows folded into the output channels, or
+    channels-last one per row; `ROWS_MIN_FLOPS` lowered to the test's layer), gives the
+    single-device gradients with the input split along batch or its first spatial dim,
+    and inside `jax.shard_map` over a batch split."""
     from jaxconv import _dispatch
     from jaxconv._impls import planes
 
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
     calls = []
-    written_out = planes.output_stacked_weight_gradient
+    written_out = getattr(planes, f"{name}_weight_gradient")
     monkeypatch.setattr(
         planes,
-        "output_stacked_weight_gradient",
+        f"{name}_weight_gradient",
         lambda *args, **kwargs: calls.append(args[2]) or written_out(*args, **kwargs),
     )
     mesh = jax.make_mesh(
         (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
     )
-    x, w = rng.standard_normal((16, 32, 8, 8)), rng.standard_normal((24, 32, 3, 3))
+    x, w = rng.standard_normal((16, 32, 8, 8)), rng.standard_normal((c_out, 32, 3, 3))
     if channels_last:
         x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
 
@@ -564,7 +570,7 @@ def test_rows_weight_gradient_under_sharding(axis_type, channels_last, rng, monk
 
         return jax.grad(loss, (0, 1))
 
-    want = single_device(("rows_weight_gradient", channels_last), loss_grads("lax"), x, w)
+    want = single_device(("rows_weight_gradient", channels_last, c_out), loss_grads("lax"), x, w)
     spatial = (None, "d") if channels_last else (None, None, "d")
     for x_spec in (("d",), spatial):
         got = jax.jit(loss_grads("auto"))(put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
