@@ -477,6 +477,19 @@ def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rn
         assert_close(g, e, reduction=8 * 9 * 25)
 
 
+def spy_specs(monkeypatch, module, name) -> list:
+    """The specs (third arguments) ``module.name`` is called with from now on, as a
+    list; the function still runs."""
+    calls, original = [], getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypatch, retrace):
     """`auto`'s weight gradient of a strided layer as the folded unstrided layer's
@@ -488,11 +501,7 @@ def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypat
 
     monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
-    calls = []
-    forward = space_to_depth.forward
-    monkeypatch.setattr(
-        space_to_depth, "forward", lambda *args: calls.append(args[2]) or forward(*args)
-    )
+    calls = spy_specs(monkeypatch, space_to_depth, "forward")
     mesh = jax.make_mesh(
         (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
     )
@@ -549,13 +558,7 @@ def test_rows_weight_gradient_under_sharding(
     from jaxconv._impls import planes
 
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
-    calls = []
-    written_out = getattr(planes, f"{name}_weight_gradient")
-    monkeypatch.setattr(
-        planes,
-        f"{name}_weight_gradient",
-        lambda *args, **kwargs: calls.append(args[2]) or written_out(*args, **kwargs),
-    )
+    calls = spy_specs(monkeypatch, planes, f"{name}_weight_gradient")
     mesh = jax.make_mesh(
         (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
     )

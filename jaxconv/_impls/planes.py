@@ -100,6 +100,22 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     return y.astype(x.dtype)
 
 
+def _weight_gradient_iko(xs: jax.Array, ct: jax.Array, sub: ConvSpec, w_shape, inner, like):
+    """The weight gradient of ``inner(xs, w, sub)`` for a canonical weight of ``w_shape``
+    ``(C_out, C_in / G, *K)``, asked for (JAX's transpose of ``inner`` along a weight
+    given so) as ``(C_in / G, *K, C_out)``: the layout XLA's CPU convolution writes it
+    in, so that a channels-last caller's weight is one transpose away with the output
+    channels innermost."""
+    c_out, c_in_g, *kernel = w_shape
+    nk = len(kernel)
+
+    def value(w_iko):
+        return inner(xs, jnp.transpose(w_iko, (nk + 1, 0, *range(1, nk + 1))), sub)
+
+    struct = varying_struct((c_in_g, *kernel, c_out), ct.dtype, like, ct)
+    return jax.linear_transpose(value, struct)(ct)[0]
+
+
 def decompose_weight_gradient(
     x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape, inner: Forward
 ) -> jax.Array:
@@ -129,15 +145,10 @@ def decompose_weight_gradient(
     if 0 in (n, c, c_out, *out):
         return jnp.zeros(w_shape, dtype)
     cs = jnp.moveaxis(ct, 2, 1).reshape((n * out[0], c_out, *out[1:])).astype(dtype)
-    sub = _sub(spec)
-    struct = varying_struct((c_in_g, *kernel, c_out), dtype, x, ct)
-    rows = []
-    for planes in _tap_planes(x, spec, depth, out[0]):
-
-        def value(w_iko, planes=planes):  # (C_in / G, *K, C_out) -> that tap's convolution
-            return inner(planes, jnp.transpose(w_iko, (nk + 1, 0, *range(1, nk + 1))), sub)
-
-        rows.append(jax.linear_transpose(value, struct)(cs)[0])
+    rows = [
+        _weight_gradient_iko(planes, cs, _sub(spec), (c_out, c_in_g, *kernel), inner, x)
+        for planes in _tap_planes(x, spec, depth, out[0])
+    ]
     dw = jnp.stack(rows)  # (K_d, C_in / G, *K, C_out)
     return jnp.transpose(dw, (nk + 2, 1, 0, *range(2, nk + 2)))
 
@@ -302,13 +313,10 @@ def output_stacked_weight_gradient(
     else:
         cs = jnp.moveaxis(jnp.stack(taps, axis=1), 3, 1)  # (N, planes, K_d, C_out, *S)
         cs = cs.reshape((n * planes_in, depth * c_out, *out[1:]))
-    xs = _planes_as_batch(x, spec)
     nk = len(kernel)
-
-    def value(w_iko):  # (C_in, *K, K_d * C_out) -> the convolution of a dim fewer
-        return inner(xs, jnp.transpose(w_iko, (nk + 1, 0, *range(1, nk + 1))), _sub(spec))
-
-    struct = varying_struct((c_in, *kernel, depth * c_out), dtype, x, ct)
-    (dw,) = jax.linear_transpose(value, struct)(cs.astype(dtype))
+    sub_shape = (depth * c_out, c_in, *kernel)
+    dw = _weight_gradient_iko(
+        _planes_as_batch(x, spec), cs.astype(dtype), _sub(spec), sub_shape, inner, x
+    )
     dw = dw.reshape((c_in, *kernel, depth, c_out))
     return jnp.transpose(dw, (nk + 2, 0, nk + 1, *range(1, nk + 1)))
