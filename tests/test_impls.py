@@ -1057,12 +1057,26 @@ cases = [
     # the value of a transposed convolution: its input dilation equal to a 2-tap kernel
     (t2, (1, 1, 3, 2), (1, 1, 2, 5), dict(stride=(2, 1), padding=(1, 0)), "float32"),
 ]
-impls = (*jaxconv.IMPLS, "auto")
-for fn, xs, ws, kw, dtype in cases:
+# Second derivatives (the gradient of a gradient's norm): the input gradient of the
+# weight gradient (whose stride is the kernel dilation) meets it.
+second = [
+    (c3, (1, 5, 6, 2, 7), (2, 4, 1, 7, 3),
+     dict(stride=(2, 1, 2), padding=1, dilation=(1, 2, 1), channels_last=True), "float64"),
+    (c2, (1, 3, 8, 5), (2, 3, 5, 1), dict(stride=(1, 3), padding=(1, 0), dilation=(2, 1)),
+     "float32"),
+    (c3, (1, 3, 6, 5, 7), (2, 3, 4, 1, 1),
+     dict(stride=(1, 1, 2), padding=(1, 1, 2), dilation=(2, 2, 1)), "float64"),
+]
+# (Second derivatives only by the algorithms that write XLA convolutions, and einsum.)
+every_impl = (*jaxconv.IMPLS, "auto")
+for order, (fn, xs, ws, kw, dtype) in [(1, c) for c in cases] + [(2, c) for c in second]:
+    impls = every_impl if order == 1 else ("lax", "einsum", "subpixel", "auto")
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
-    def grads(impl, x, w):
+    def grads(impl, x, w, order=order):
         f = lambda x, w: jnp.sum(jnp.sin(fn(x, w, impl=impl, **kw)))
+        for _ in range(order - 1):
+            f = lambda x, w, g=jax.grad(f, (0, 1)): sum(jnp.sum(jnp.sin(d)) for d in g(x, w))
         return jax.value_and_grad(f, (0, 1))(x, w)
     # Every algorithm in one compiled program (XLA compiles each one's convolutions,
     # its own and those JAX derives, as it would alone), against einsum's.
@@ -1077,9 +1091,9 @@ print("ok")
 
 def test_no_xla_abort_where_xla_swaps_operands():
     """Values and gradients, every algorithm, of the convolutions whose own or derived
-    (JAX-transposed) convolution XLA's compiler aborted the process on
-    (`jaxconv._impls.lax.swap_breaks`); in a child process, so that an abort fails this
-    test instead of ending the run."""
+    (JAX-transposed, first or second derivatives) convolution XLA's compiler aborted the
+    process on (`jaxconv._impls.lax.swap_breaks`); in a child process, so that an abort
+    fails this test instead of ending the run."""
     from jitted import run_shipped_child
 
     run_shipped_child(_SWAP_CHILD)
@@ -1102,6 +1116,59 @@ def test_swap_breaks(in_spatial, kernel, stride, padding, lhs, rhs, breaks):
     from jaxconv._impls import lax as lax_impl
 
     assert lax_impl.swap_breaks(in_spatial, kernel, stride, padding, lhs, rhs) is breaks
+
+
+def test_swap_breaks_to_order():
+    """The convolutions JAX derives: the 3-D layer whose second derivatives aborted
+    XLA's compiler meets `swap_breaks` through the input gradient of its weight
+    gradient (order 2), not before; so does a 2-D one measured to abort."""
+    from jaxconv._impls import lax as lax_impl
+
+    layers = [
+        ((5, 6, 3), (2, 4, 1), ((2, 1, 2), ((1, 1), (1, 1), (0, 1)), (1, 1, 1), (1, 2, 1))),
+        ((8, 5), (5, 1), ((1, 3), ((1, 1), (0, 0)), (1, 1), (2, 1))),
+    ]
+    for in_spatial, kernel, window in layers:
+        breaks = [lax_impl.swap_breaks_to_order(in_spatial, kernel, window, o) for o in range(4)]
+        assert breaks == [False, False, True, True]
+
+
+def test_swap_safe_clears_every_order():
+    """`swap_safe`'s convolution (as `forward` calls it) meets `swap_breaks` at no
+    derivative order up to `SWAP_SAFE_ORDER`, over random small windows (input
+    dilations too, as transposed convolutions have), and keeps the window as given
+    where nothing meets it."""
+    from jaxconv._impls import lax as lax_impl
+
+    rng = np.random.default_rng(48)
+    changed = 0
+    for _ in range(3000):
+        nd = int(rng.integers(1, 4))
+        draw = lambda lo, hi, nd=nd: tuple(int(v) for v in rng.integers(lo, hi + 1, nd))  # noqa: E731
+        in_spatial, kernel, stride = draw(1, 8), draw(1, 5), draw(1, 3)
+        padding = tuple((int(p), int(p)) for p in rng.integers(0, 3, nd))
+        lhs = draw(1, 3) if rng.random() < 0.3 else (1,) * nd
+        spec = ConvSpec(stride, padding, lhs, draw(1, 3), 1)
+        if min(spec.out_spatial(in_spatial, kernel)) < 1:
+            continue
+        x = jax.ShapeDtypeStruct((1, 2, *in_spatial), jnp.float32)
+        w = jax.ShapeDtypeStruct((3, 2, *kernel), jnp.float32)
+        got = {}
+
+        def safe(x, w, spec=spec, got=got):
+            x, w, got["spec"], got["stride"] = lax_impl.swap_safe(x, w, spec)
+            return x, w
+
+        x2, w2 = jax.eval_shape(safe, x, w)
+        spec2, stride2 = got["spec"], got["stride"]
+        window = (stride2, spec2.padding, spec2.lhs_dilation, spec2.rhs_dilation)
+        order = lax_impl.SWAP_SAFE_ORDER
+        assert not lax_impl.swap_breaks_to_order(x2.shape[2:], w2.shape[2:], window, order)
+        window0 = (stride, padding, lhs, spec.rhs_dilation)
+        if not lax_impl.swap_breaks_to_order(in_spatial, kernel, window0, order):
+            assert (x2.shape, w2.shape, spec2, stride2) == (x.shape, w.shape, spec, stride)
+        changed += (x2.shape, w2.shape) != (x.shape, w.shape)
+    assert changed > 0
 
 
 def test_shift_scanned_grouped_3d_input_gradient():

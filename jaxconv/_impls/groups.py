@@ -67,7 +67,7 @@ def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         return lax_impl.padding_only(x, w, spec)
     x, spec = safe
     # The groups' convolutions as `lax_impl.swap_safe` shapes one of the whole.
-    x, spec, stride = lax_impl.swap_safe(x, (w.shape[0] // g, *w.shape[1:]), spec)
+    x, w, spec, stride = lax_impl.swap_safe(x, w, spec)
     n, c = x.shape[:2]
     # (N, G * C/g, *S) -> (G, N, *S, C/g); (G * O/g, C/g, *K) -> (G, *K, C/g, O/g).
     xs = jnp.moveaxis(x.reshape(n, g, c // g, *x.shape[2:]), (1, 2), (0, -1))

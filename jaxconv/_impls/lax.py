@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._impls._common import slice_in_layout
+from jaxconv._shapes import conv_out_size
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -29,7 +30,7 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     if safe is None:
         return padding_only(x, w, spec)
     x, spec = safe
-    x, spec, stride = swap_safe(x, w.shape, spec)
+    x, w, spec, stride = swap_safe(x, w, spec)
     y = lax.conv_general_dilated(
         x,
         w,
@@ -111,20 +112,45 @@ def padding_only(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return jnp.zeros(out, jnp.result_type(x.dtype, w.dtype))
 
 
-def swap_safe(x: jax.Array, w_shape, spec: ConvSpec) -> tuple[jax.Array, ConvSpec, tuple]:
-    """``(x, spec, stride)`` for a convolution by `jax.lax.conv_general_dilated` that
-    neither it nor its derivatives (JAX's transposes) meet `swap_breaks`: the input
-    dilation written out where the value or the weight gradient would meet it, and
-    ``stride`` all ones where the input gradient would (then `take_strided` keeps every
-    ``spec.stride``-th output); else as given (see `explicit_lhs_dilation`)."""
-    kernel = w_shape[2:]
+# `swap_safe` checks the convolutions JAX writes for derivatives up to this order (the
+# gradient of a gradient's norm is order 2; a Hessian-vector product by forward over
+# reverse mode writes no new ones).
+SWAP_SAFE_ORDER = 3
+
+
+def swap_safe(
+    x: jax.Array, w: jax.Array, spec: ConvSpec
+) -> tuple[jax.Array, jax.Array, ConvSpec, tuple]:
+    """``(x, w, spec, stride)`` for a convolution by `jax.lax.conv_general_dilated`
+    that neither it nor its derivatives (JAX's transposes) meet `swap_breaks`: the
+    input dilation written out where the value or the weight gradient would meet it,
+    and ``stride`` all ones where the input gradient would (then `take_strided` keeps
+    every ``spec.stride``-th output); else as given (see `explicit_lhs_dilation`).
+
+    Where the convolutions of higher derivatives (to `SWAP_SAFE_ORDER`) would still meet
+    it, both dilations are written out and the stride is all ones: a convolution with
+    neither, at stride one, has none among its derivatives. So the gradient of a
+    gradient's norm of a 3-D convolution, x ``(1, C, 5, 6, 2)`` by a kernel ``(2, 4,
+    1)``, stride ``(2, 1, 2)``, padding 1, dilation ``(1, 2, 1)``: the input gradient of
+    its weight gradient is such a convolution. ``w`` may be a grouped convolution's
+    whole kernel (its spatial sizes are what count)."""
+    kernel = w.shape[2:]
     always = _swap_breaks_value(x.shape[2:], kernel, spec) or _swap_breaks_weight_gradient(
         x.shape[2:], kernel, spec
     )
     x, spec = explicit_lhs_dilation(x, spec, always=always)
+    stride = spec.stride
     if _swap_breaks_input_gradient(x.shape[2:], kernel, spec):
-        return x, spec, (1,) * spec.ndim
-    return x, spec, spec.stride
+        stride = (1,) * spec.ndim
+    window = (stride, *_spec_window(spec)[1:])
+    if not swap_breaks_to_order(x.shape[2:], kernel, window, SWAP_SAFE_ORDER):
+        return x, w, spec, stride
+    x, spec = explicit_lhs_dilation(x, spec, always=True)
+    if any(d > 1 for d in spec.rhs_dilation):
+        zero = lax.full((), 0, w.dtype)
+        w = lax.pad(w, zero, [(0, 0, 0), (0, 0, 0)] + [(0, 0, d - 1) for d in spec.rhs_dilation])
+        spec = dataclasses.replace(spec, rhs_dilation=(1,) * spec.ndim)
+    return x, w, spec, (1,) * spec.ndim
 
 
 def take_strided(y: jax.Array, stride, spec: ConvSpec, first: int = 2) -> jax.Array:
@@ -164,47 +190,80 @@ def swap_breaks(in_spatial, kernel, stride, padding, lhs_dilation, rhs_dilation)
     return math.prod(k for _, k in rest) > math.prod(n for n, _ in rest)
 
 
-def _swap_breaks_value(in_spatial, kernel, spec: ConvSpec) -> bool:
-    return swap_breaks(
-        in_spatial, kernel, spec.stride, spec.padding, spec.lhs_dilation, spec.rhs_dilation
+def swap_breaks_to_order(in_spatial, kernel, window, order: int) -> bool:
+    """Whether the convolution of these spatial sizes and ``window`` (stride, padding,
+    input and kernel dilation), or one JAX writes for its derivatives up to ``order``
+    (the transposes of transposes), meets `swap_breaks`."""
+    if swap_breaks(in_spatial, kernel, *window):
+        return True
+    if order == 0 or any(m < 1 for m in _out_spatial(in_spatial, kernel, window)):
+        return False
+    return any(
+        swap_breaks_to_order(*conv, order - 1)
+        for conv in (
+            _input_gradient_conv(in_spatial, kernel, window),
+            _weight_gradient_conv(in_spatial, kernel, window),
+        )
     )
 
 
-def _dilated(in_spatial, kernel, spec: ConvSpec) -> tuple[list, list]:
+def _spec_window(spec: ConvSpec) -> tuple:
+    return spec.stride, spec.padding, spec.lhs_dilation, spec.rhs_dilation
+
+
+def _swap_breaks_value(in_spatial, kernel, spec: ConvSpec) -> bool:
+    return swap_breaks_to_order(in_spatial, kernel, _spec_window(spec), 0)
+
+
+def _swap_breaks_input_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
+    return swap_breaks_to_order(*_input_gradient_conv(in_spatial, kernel, _spec_window(spec)), 0)
+
+
+def _swap_breaks_weight_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
+    return swap_breaks_to_order(*_weight_gradient_conv(in_spatial, kernel, _spec_window(spec)), 0)
+
+
+def _out_spatial(in_spatial, kernel, window) -> list:
+    stride, padding, lhs_dilation, rhs_dilation = window
+    return [
+        conv_out_size((n - 1) * ld + 1, k, lo, hi, s, d)
+        for n, k, s, (lo, hi), ld, d in zip(
+            in_spatial, kernel, stride, padding, lhs_dilation, rhs_dilation, strict=True
+        )
+    ]
+
+
+def _dilated(in_spatial, kernel, window) -> tuple[list, list]:
     """The output's spatial lengths, and per spatial dim the low padding and the input,
     kernel and output lengths dilated (by the input dilation, the kernel dilation and
     the stride)."""
-    out = spec.out_spatial(in_spatial, kernel)
-    dims = zip(
-        in_spatial,
-        kernel,
-        spec.padding,
-        spec.stride,
-        spec.lhs_dilation,
-        spec.rhs_dilation,
-        out,
-        strict=True,
-    )
+    stride, padding, lhs_dilation, rhs_dilation = window
+    out = _out_spatial(in_spatial, kernel, window)
+    dims = zip(in_spatial, kernel, padding, stride, lhs_dilation, rhs_dilation, out, strict=True)
     return out, [
         (lo, (n - 1) * ld + 1, (k - 1) * d + 1, (m - 1) * s + 1)
         for n, k, (lo, _), s, ld, d, m in dims
     ]
 
 
-def _swap_breaks_input_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
-    """`swap_breaks` for the convolution JAX writes for the input gradient: the output
-    cotangent dilated by the stride, correlated with the reversed kernel."""
-    out, dims = _dilated(in_spatial, kernel, spec)
-    padding = [(k - 1 - lo, n + k - 1 - m - (k - 1 - lo)) for lo, n, k, m in dims]
-    return swap_breaks(out, kernel, spec.lhs_dilation, padding, spec.stride, spec.rhs_dilation)
+def _input_gradient_conv(in_spatial, kernel, window) -> tuple:
+    """``(in_spatial, kernel, window)`` of the convolution JAX writes for the input
+    gradient: the output cotangent dilated by the stride, correlated with the reversed
+    kernel (`jax.lax`'s ``_conv_general_vjp_lhs_padding``)."""
+    stride, _, lhs_dilation, rhs_dilation = window
+    out, dims = _dilated(in_spatial, kernel, window)
+    padding = tuple((k - 1 - lo, n + k - 1 - m - (k - 1 - lo)) for lo, n, k, m in dims)
+    return out, kernel, (lhs_dilation, padding, stride, rhs_dilation)
 
 
-def _swap_breaks_weight_gradient(in_spatial, kernel, spec: ConvSpec) -> bool:
-    """`swap_breaks` for the convolution JAX writes for the weight gradient: the input
-    correlated with the output cotangent dilated by the stride."""
-    out, dims = _dilated(in_spatial, kernel, spec)
-    padding = [(lo, m - n + k - 1 - lo) for lo, n, k, m in dims]
-    return swap_breaks(in_spatial, out, spec.rhs_dilation, padding, spec.lhs_dilation, spec.stride)
+def _weight_gradient_conv(in_spatial, kernel, window) -> tuple:
+    """``(in_spatial, kernel, window)`` of the convolution JAX writes for the weight
+    gradient: the input correlated with the output cotangent dilated by the stride
+    (`jax.lax`'s ``_conv_general_vjp_rhs_padding``)."""
+    stride, _, lhs_dilation, rhs_dilation = window
+    out, dims = _dilated(in_spatial, kernel, window)
+    padding = tuple((lo, m - n + k - 1 - lo) for lo, n, k, m in dims)
+    return in_spatial, out, (rhs_dilation, padding, lhs_dilation, stride)
 
 
 def explicit_lhs_dilation(
