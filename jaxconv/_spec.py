@@ -352,13 +352,12 @@ def conv_plan(
             f"{fname}: `padding_mode` (={padding_mode!r}) must be one of {PADDING_MODES}"
         )
     pads = resolve_padding_pairs(fname, padding, kernel, stride, dilation, spatial)
-    if padding_mode == "replicate" and any(
-        m == 0 and (lo or hi) for m, (lo, hi) in zip(spatial, pads, strict=True)
-    ):
+    if any(m < 1 for m in spatial):
+        # PyTorch refuses it ("Only zero batch or zero channel inputs are supported"),
+        # padded or not; padding alone would give windows that meet only padding.
         raise ValueError(
-            f"{fname}: `padding` (={padding!r}) resolves to {pads}; with "
-            f"padding_mode='replicate' every padded spatial dim of the input must be "
-            f"non-empty, got spatial size {tuple(spatial)}"
+            f"{fname}: `input` (shape {input_shape}) has an empty spatial dim (spatial "
+            f"size {tuple(spatial)}); only the batch and channel dims may be empty"
         )
     if padding_mode in ("reflect", "circular"):
         for m, (lo, hi) in zip(spatial, pads, strict=True):

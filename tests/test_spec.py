@@ -150,12 +150,25 @@ CASES = [
         ValueError,
         r"empty spatial dim",
     ),
+    # ... and so for a convolution, padded or not, in any padding mode (PyTorch: "Only
+    # zero batch or zero channel inputs are supported").
+    *(
+        (
+            "conv2d",
+            (jnp.ones((1, 4, 0, 3)), W2),
+            dict(padding=2, padding_mode=mode),
+            ValueError,
+            r"`input` \(shape \(1, 4, 0, 3\)\) has an empty spatial dim",
+        )
+        for mode in ("zeros", "replicate", "circular")
+    ),
+    ("conv1d", (jnp.ones((2, 4, 0)), jnp.ones((3, 4, 1))), {}, ValueError, r"empty spatial dim"),
     (
-        "conv2d",
-        (jnp.ones((1, 4, 0, 3)), W2),
-        dict(padding=2, padding_mode="replicate"),
+        "output_shape",
+        ((2, 4, 0, 5), (6, 4, 3, 3)),
+        dict(padding=1),
         ValueError,
-        r"padding_mode='replicate' every padded spatial dim of the input must be non-empty",
+        r"empty spatial dim",
     ),
     ("conv_transpose2d", (X2, WT2, jnp.ones(4)), {}, ValueError, r"`bias` must have shape"),
     ("output_shape", ((1, 4, 8, 8), (6, 2, 3, 3)), dict(groups=3), ValueError, r"`groups`"),
