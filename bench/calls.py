@@ -139,15 +139,26 @@ def relative_error(outputs, reference) -> float:
 # ----------------------------------------------------------------------------- torch
 
 
-def torch_function(torch: Any, case: Case, mode: str, data: dict[str, np.ndarray], dtype: str):
+def torch_function(
+    torch: Any,
+    case: Case,
+    mode: str,
+    data: dict[str, np.ndarray],
+    dtype: str,
+    sync: bool = True,
+):
     """A zero-argument function running ``torch.nn.functional``'s equivalent of ``case``
     (same data, dtype and arguments), returning channels-first NumPy-convertible
     outputs like `jax_function`'s. On the GPU when JAX runs on one and torch has CUDA
-    (each run then waits for its result), else on torch's CPU; ``torch`` is the imported
-    module."""
+    (each run then waits for its result, unless ``sync`` is false: `torch_sync` waits),
+    else on torch's CPU; ``torch`` is the imported module."""
     F = torch.nn.functional
     device = torch_device(torch)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def wait():
+        if sync and device == "cuda":
+            torch.cuda.synchronize()
+
     name = ("conv_transpose" if case.transpose else "conv") + f"{case.ndim}d"
     op = getattr(F, name)
     tdtype = getattr(torch, dtype)
@@ -167,7 +178,7 @@ def torch_function(torch: Any, case: Case, mode: str, data: dict[str, np.ndarray
         def run():
             with torch.no_grad():
                 y = op(x, w, None, **kwargs)
-            sync()
+            wait()
             return (y,)
 
         return run
@@ -179,7 +190,7 @@ def torch_function(torch: Any, case: Case, mode: str, data: dict[str, np.ndarray
     def run_train():
         y = op(x, w, None, **kwargs)
         dx, dw = torch.autograd.grad(y, (x, w), ct)
-        sync()
+        wait()
         return y.detach(), dx, dw
 
     return run_train
@@ -189,6 +200,12 @@ def torch_device(torch: Any) -> str:
     """Where `torch_function` runs: "cuda" when JAX's backend is a GPU and torch sees
     one, else "cpu"."""
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_sync(torch: Any) -> None:
+    """Wait for what `torch_function`'s runs queued on the GPU (nothing on the CPU)."""
+    if torch_device(torch) == "cuda":
+        torch.cuda.synchronize()
 
 
 def torch_to_numpy(outputs) -> tuple[np.ndarray, ...]:

@@ -3,7 +3,8 @@
 A row is a dict (JSON as it stands) for one (case, mode, algorithm): the case's
 arguments, ``status`` ("ok", "mismatch", "error" or "interrupted") with ``error``,
 ``rel_err`` against "lax", ``compile_s``, ``warmup_s``, the timings (``median_s``,
-``min_s``, ``max_s``, ``runs``; ``runs`` 0 means the warm-up call's time stands in),
+``min_s``, ``max_s``, ``runs``; ``runs`` 0 means the warm-up call's time stands in;
+per call, of ``calls_per_run`` calls a run),
 ``program`` (`timing.program_fingerprint` of what XLA compiled) and, but on ``lax``'s
 own row and torch's, ``lax_program`` (whether that is ``lax``'s program), and, after
 `derive`, ``gflops``, ``speedup_lax``, ``speedup_torch`` and ``frac_peak``.
@@ -53,6 +54,7 @@ def new_row(case, mode: str, impl: str, dtype: str, flops: int) -> dict:
         "min_s": None,
         "max_s": None,
         "runs": None,
+        "calls_per_run": None,
         "warmup_s": None,
     }
 
@@ -92,6 +94,8 @@ def _note(r: dict) -> str:
         note = "warm-up call only (too slow to repeat)"
     else:
         note = "" if r["runs"] is None else f"{r['runs']} runs"
+        if note and (r.get("calls_per_run") or 1) > 1:
+            note = f"{note} of {r['calls_per_run']} calls"
     if r.get("lax_program"):
         # XLA compiled it to lax's own program: its ratio to lax is the run's noise.
         note = f"{note}, lax's program" if note else "lax's program"
@@ -174,6 +178,11 @@ def environment_lines(env: dict) -> list[str]:
         + (f"{rate / 1e9:.1f} GFLOP/s" if rate else "not measured"),
         f"command: {env['command']}",
         *([f"malloc: {env['malloc_arenas']}"] if env.get("malloc_arenas") else []),
+        *(
+            [f"timed runs of at least {env['run_seconds'] * 1e3:g} ms, reported per call"]
+            if env.get("run_seconds")
+            else []
+        ),
     ]
 
 

@@ -88,6 +88,71 @@ def program_fingerprint(compiled) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+# On an accelerator each timed run is a batch of calls that lasts at least this many
+# seconds, waited for once at its end and reported per call (as Triton's `do_bench` and
+# `torch.utils.benchmark` do): a call returns before its program has run, and a layer of
+# the suite runs in 0.1-1 ms, so a run of one call, blocked, times the launch and the
+# wait as much as the program. The H200 run of 2026-11-30 timed one call per run: rows
+# of one and the same program (`auto` there is `lax`) read 0.54x-2.7x each other over 7
+# runs (ResNet 3x3 256@14 forward: 0.73 ms against 0.27 ms, runs spread over 0.18-0.90
+# ms). On the CPU a call returns when its result is ready, and a run stays one call.
+ACCELERATOR_RUN_S = 0.01
+
+
+def calls_per_run(
+    step: Callable[[], object],
+    finish: Callable[[object], object],
+    min_run_s: float,
+    max_calls: int = 1024,
+    clock: Callable[[], float] = time.perf_counter,
+) -> int:
+    """How many back-to-back calls make a `batched` run of at least ``min_run_s``: the
+    first of 1, 2, 4, ... calls (``max_calls`` at most) whose run lasted that long, as
+    `timeit.Timer.autorange` finds it (one call timed alone can read several times its
+    run's share: a slow call, or on a GPU the launch and the wait).
+
+    Examples:
+      >>> now = [0.0]
+      >>> def step():
+      ...     now[0] += 0.003
+      >>> calls_per_run(step, lambda out: None, 0.01, clock=lambda: now[0])
+      4
+      >>> calls_per_run(step, lambda out: None, 0.0, clock=lambda: now[0])
+      1
+    """
+    calls = 1
+    while calls < max_calls:
+        start = clock()
+        batched(step, finish, calls)()
+        if clock() - start >= min_run_s:
+            break
+        calls *= 2
+    return min(calls, max_calls)
+
+
+def batched(
+    step: Callable[[], object], finish: Callable[[object], object], calls: int
+) -> Callable[[], None]:
+    """A zero-argument run of ``calls`` back-to-back ``step()`` calls, then ``finish`` on
+    the last one's result (`blocked`'s wait, or ``torch.cuda.synchronize``), which returns
+    once every call has run: on one device and stream they run in order.
+
+    Examples:
+      >>> seen = []
+      >>> run = batched(lambda: seen.append("step") or len(seen), seen.append, calls=3)
+      >>> run(); seen
+      ['step', 'step', 'step', 3]
+    """
+
+    def run() -> None:
+        out = None
+        for _ in range(calls):
+            out = step()
+        finish(out)
+
+    return run
+
+
 def blocked(fn: Callable, args: tuple) -> Callable[[], None]:
     """A zero-argument run of ``fn(*args)`` that returns once the result is ready."""
 

@@ -57,6 +57,7 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
             assert lax["min_s"] <= lax["median_s"] <= lax["max_s"]
             assert lax["compile_s"] > 0 and lax["flops"] > 0
             assert len(lax["program"]) == 16 and "lax_program" not in lax
+            assert lax["calls_per_run"] == 1  # the CPU's default: one call a run
             assert isinstance(got["matmul"]["lax_program"], bool)
             for r in got.values():
                 assert r["status"] in ("ok", "mismatch", "error")
@@ -65,6 +66,43 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     for suffix in ("md", "png"):
         assert (tmp_path / f"results.{suffix}").stat().st_size > 0
     assert "geomean speed-up over lax" in capsys.readouterr().out
+
+
+def test_runs_of_many_calls_report_the_time_per_call(tmp_path, capsys):
+    """``--run-seconds`` (an accelerator's default): each timed run is as many calls
+    as last that long, and the row's times are per call."""
+    argv = ["--suite", "tiny", "--impl", "auto", "--repeat", "2", "--peak-size", "64"]
+    argv += ["--max-seconds", "0", "--run-seconds", "0.004", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["environment"]["run_seconds"] == 0.004
+    rows = results["rows"]
+    assert len(rows) == 4
+    for r in rows:
+        assert r["status"] == "ok" and r["runs"] == 2 and r["calls_per_run"] >= 1
+        # A run lasted about 4 ms or more; one call is a fraction of it.
+        assert r["median_s"] * r["calls_per_run"] >= 0.001
+    # Tiny layers take microseconds: most runs are many calls.
+    assert any(r["calls_per_run"] > 1 for r in rows)
+    out = capsys.readouterr().out
+    assert "calls" in out and "timed runs of at least 4 ms, reported per call" in out
+
+
+def test_slow_first_calls_are_judged_by_a_second_with_run_seconds(tmp_path):
+    """With ``--run-seconds``, a warm-up call over its share is called again (a GPU's
+    first call also builds cuFFT plans and picks cuDNN's algorithm); still over it, the
+    row stands on one call (0 runs)."""
+    argv = ["--suite", "tiny", "--impl", "auto", "--mode", "fwd", "--peak-size", "64"]
+    argv += ["--max-seconds", "1e-9", "--run-seconds", "0.004", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert rows and all(r["runs"] == 0 and r["median_s"] > 0 for r in rows)
+
+
+def test_negative_run_seconds_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--suite", "tiny", "--run-seconds", "-1", "--out", str(tmp_path)])
+    assert "--run-seconds" in capsys.readouterr().err
 
 
 def test_program_fingerprint_ignores_source_and_names_but_not_the_computation():
