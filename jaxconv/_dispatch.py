@@ -3,9 +3,10 @@
 Every rule below is justified by a measurement written next to it: `python -m bench`
 on this project's 2-core x86 CPU (float32, jaxlib 0.10.2), forward and forward plus
 backward ("train"), as the speed-up over ``"lax"`` (XLA's convolution) in the same run.
-Where nothing has been measured -- any backend but the CPU -- the answer is ``"lax"``:
-XLA's convolution is cuDNN's on a GPU and the MXU's on a TPU, and auto must never be
-slower than it there.
+Where nothing has been measured the answer is ``"lax"``: XLA's convolution is cuDNN's
+on a GPU and the MXU's on a TPU, and auto must never be slower than it there. On an
+NVIDIA GPU one rule was measured (large depthwise kernels by FFT, see
+`CUDA_FFT_GRADIENT_MIN_KERNEL`); on a TPU, and on other GPUs, every answer is ``"lax"``.
 
 The value and the two derivatives are chosen apart (see `forward`). Input-dilated specs
 (transposed convolutions) are first split into stride² phases
@@ -23,6 +24,7 @@ import math
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
+from jax.extend import backend as jax_backend
 
 from jaxconv import _derivatives
 from jaxconv._impls import FORWARDS, groups, planes, space_to_depth, subpixel
@@ -232,10 +234,21 @@ KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
 KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS = 32
 
 
+def backend_name() -> str:
+    """The backend `choose` takes rules for: JAX's default backend, but ``"cuda"`` for a
+    GPU on CUDA (``"gpu"`` stays any other GPU's, such as ROCm's)."""
+    name = jax.default_backend()
+    if name == "gpu" and "cuda" in jax_backend.get_backend().platform_version.lower():
+        return "cuda"
+    return name
+
+
 def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
     """The algorithms ``impl="auto"`` runs for this canonical call on ``backend``: for
     the value (`FORWARD`), the derivative along the input (`INPUT_GRADIENT`) and the
     derivative along the weight (`WEIGHT_GRADIENT`)."""
+    if backend == "cuda":
+        return _choose_cuda(spec, x_shape, w_shape, dtype)
     if backend != "cpu":
         return ("lax",) * 3
     rules = _choose_cpu(spec, x_shape, w_shape, dtype)
@@ -292,6 +305,45 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         value = "matmul" if by_patches else rules[FORWARD]
         return (value, "matmul", "matmul")
     return rules
+
+
+# On an NVIDIA GPU, 2-D depthwise convolutions (one channel per group, no channel
+# multiplier, stride 1, no dilation) whose kernel is at least this wide in each dim, on
+# at least `CUDA_FFT_MIN_INPUT` input elements, take their derivatives by FFT, and from
+# `CUDA_FFT_VALUE_MIN_KERNEL` their value too; everything else runs XLA's (cuDNN's)
+# convolution. XLA's derivatives of a depthwise convolution slow sharply past 3x3 on the
+# GPU (training, batch 64: 3x3 144@56 0.28-0.52 ms, 7x7 96@56 8.1-8.6 ms, 13x13 128@56
+# 36 ms; PyTorch's 7x7 2.8 ms), while FFT's cost hardly grows with the kernel. Measured
+# on an NVIDIA H200 (jax 0.11.2, CUDA 13, float32, batch 64, runs of at least 10 ms,
+# 2026-12-04, `python -m bench --suite full --mode fwd,train --impl auto,fft --cases
+# depthwise --max-seconds 1.2 --repeat 5`, `bench/results/gpu-depthwise/`), FFT against
+# XLA, channels-first / channels-last: 7x7 96@56 training 5.5x / 5.7x, forward 0.81x /
+# 0.55x (so the value stays XLA's there, outside differentiation); 13x13 128@56 forward
+# 13x / 12x, training 17x / 16x; 31x31 128@28 forward 24x / 23x, training 29x / 29x; 3x3
+# 144@56 forward 0.25x / 0.11x, training 0.24x / 0.12x. With this rule `auto` ran 4.2x
+# XLA forward and 7.0x in training over those 8 cases. Kernels between 3x3 and 7x7,
+# smaller inputs, other dims and dtypes were not measured, and stay XLA's.
+CUDA_FFT_GRADIENT_MIN_KERNEL = 7
+CUDA_FFT_VALUE_MIN_KERNEL = 13
+# The smallest input measured: 31x31 128@28 batch 64 (6.4M elements).
+CUDA_FFT_MIN_INPUT = 1 << 22
+
+
+def _choose_cuda(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]:
+    """`choose` on an NVIDIA GPU: see `CUDA_FFT_GRADIENT_MIN_KERNEL`."""
+    kernel = min(w_shape[2:])
+    if (
+        spec.ndim == 2
+        and jnp.dtype(dtype) == jnp.float32
+        and spec.groups == x_shape[1] == w_shape[0]
+        and w_shape[1] == 1
+        and spec.stride == spec.rhs_dilation == spec.lhs_dilation == (1, 1)
+        and kernel >= CUDA_FFT_GRADIENT_MIN_KERNEL
+        and math.prod(x_shape) >= CUDA_FFT_MIN_INPUT
+    ):
+        value = "fft" if kernel >= CUDA_FFT_VALUE_MIN_KERNEL else "lax"
+        return (value, "fft", "fft")
+    return ("lax",) * 3
 
 
 def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]:
@@ -1689,7 +1741,7 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
 def _algorithms(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> tuple[str, str, str]:
     """The algorithms `_run` runs for each role: ``names`` where given, else the rules'
     (for the whole spec, before any phase split)."""
-    rules = choose(spec, x.shape, w.shape, x.dtype, jax.default_backend())
+    rules = choose(spec, x.shape, w.shape, x.dtype, backend_name())
     if names is None:
         return rules
     return tuple(rule if name == "auto" else name for name, rule in zip(names, rules, strict=True))
@@ -2068,7 +2120,7 @@ def _run(
     rules); ``differentiated`` for the value computed alongside its derivatives."""
     if names is not None and names[role] != "auto":
         return _forward_by(names[role], role)(x, w, spec)
-    backend = jax.default_backend()
+    backend = backend_name()
 
     def chosen(x_, w_, spec_):
         name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]

@@ -34,14 +34,88 @@ def choose(x_shape, w_shape, backend="cpu", **kwargs):
     return _dispatch.choose(plan.spec, x_shape, w_shape, jnp.float32, backend)
 
 
-@pytest.mark.parametrize("backend", ["gpu", "tpu", "METAL"])
+@pytest.mark.parametrize("backend", ["gpu", "tpu", "METAL", "cuda"])
 def test_unmeasured_backends_use_xla(backend):
     for x, w, kw in [
         ((1, 8, 9, 9), (8, 1, 3, 3), dict(groups=8)),
         ((1, 8, 9, 9), (4, 8, 1, 1), {}),
         ((1, 8, 9, 9), (8, 2, 3, 3), dict(groups=4)),
+        ((64, 96, 56, 56), (96, 96, 7, 7), dict(padding=3)),  # dense
     ]:
         assert choose(x, w, backend, **kw) == ("lax",) * 3
+
+
+def test_backend_name_is_jaxs_but_cuda_for_a_cuda_gpu():
+    name = _dispatch.backend_name()
+    if jax.default_backend() == "gpu":
+        assert name in ("gpu", "cuda")
+    else:
+        assert name == jax.default_backend()
+
+
+_CUDA_DEPTHWISE = ((64, 96, 56, 56), (96, 1, 7, 7), dict(groups=96, padding=3))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_large_depthwise_kernels_by_fft(channels_last):
+    """On an NVIDIA GPU, 2-D depthwise kernels from 7x7 take their derivatives by FFT,
+    from 13x13 their value too; everything near them that was not measured stays XLA's."""
+
+    def on_cuda(x, w, **kw):
+        if channels_last:
+            x, w = (x[0], *x[2:], x[1]), (*w[2:], w[1], w[0])
+        return choose(x, w, "cuda", channels_last=channels_last, **kw)
+
+    x, w, kw = _CUDA_DEPTHWISE
+    assert on_cuda(x, w, **kw) == ("lax", "fft", "fft")
+    assert on_cuda(x, (96, 1, 13, 13), groups=96, padding=6) == ("fft",) * 3
+    assert on_cuda((64, 128, 28, 28), (128, 1, 31, 31), groups=128, padding=15) == ("fft",) * 3
+    assert on_cuda(x, (96, 1, 9, 9), groups=96) == ("lax", "fft", "fft")  # valid padding
+    lax = ("lax",) * 3
+    assert on_cuda(x, (96, 1, 3, 3), groups=96, padding=1) == lax
+    assert on_cuda(x, (96, 1, 5, 5), groups=96, padding=2) == lax
+    assert on_cuda(x, (96, 1, 7, 1), groups=96, padding=(3, 0)) == lax  # one dim under 7
+    assert on_cuda(x, w, groups=96, padding=3, stride=2) == lax
+    assert on_cuda(x, w, groups=96, padding=6, dilation=2) == lax
+    assert on_cuda(x, (192, 1, 7, 7), groups=96, padding=3) == lax  # channel multiplier
+    assert on_cuda(x, (96, 2, 7, 7), groups=48, padding=3) == lax  # grouped
+    assert on_cuda((1, 96, 56, 56), w, **kw) == lax  # under CUDA_FFT_MIN_INPUT
+    assert choose((64, 96, 4096), (96, 1, 49), "cuda", groups=96, padding=24) == lax  # 1-D
+    plan = _spec.conv_plan("conv", x, w, **kw)
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float64):
+        assert _dispatch.choose(plan.spec, x, w, dtype, "cuda") == lax
+    assert _dispatch.choose(plan.spec, x, w, jnp.float32, "gpu") == lax  # not CUDA
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("k", [7, 13])
+def test_cuda_rules_compute_the_convolution(monkeypatch, retrace, k, channels_last):
+    """The CUDA rules, run here: auto's value and both derivatives agree with lax's,
+    by FFT where the rules say (its transforms in the compiled program)."""
+    monkeypatch.setattr(_dispatch, "backend_name", lambda: "cuda")
+    monkeypatch.setattr(_dispatch, "CUDA_FFT_MIN_INPUT", 0)
+    rng = np.random.default_rng(k)
+    c = 6
+    x = rng.standard_normal((2, c, 17, 15))
+    w = rng.standard_normal((c, 1, k, k))
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+    kw = dict(groups=c, padding=k // 2, channels_last=channels_last)
+    auto, lax = (functools.partial(jaxconv.conv2d, impl=i, **kw) for i in ("auto", "lax"))
+    ct = rng.standard_normal(lax(x, w).shape)
+    # The rule is float32's; lax in float64 is the reference.
+    x32, w32, ct32 = (a.astype(np.float32) for a in (x, w, ct))
+    [got] = values_and_vjps([auto], (x32, w32), ct32)
+    [want] = values_and_vjps([lax], (x, w), ct)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * np.abs(b).max())
+    value = jax.jit(auto).lower(x32, w32).as_text()
+    train = jax.jit(lambda a, b: jax.vjp(auto, a, b)[1](ct32)).lower(x32, w32).as_text()
+    assert ("fft" in value) == (k >= _dispatch.CUDA_FFT_VALUE_MIN_KERNEL)
+    assert "fft" in train
+    monkeypatch.setattr(_dispatch, "backend_name", lambda: "gpu")  # not CUDA
+    jax.clear_caches()
+    assert "fft" not in jax.jit(lambda a, b: jax.vjp(auto, a, b)[1](ct32)).lower(x32, w32).as_text()
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
