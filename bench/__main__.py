@@ -103,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--settle",
         type=float,
-        default=timing.SETTLE_S,
+        default=None,
         help="seconds of untimed runs of an algorithm before each of its timed runs, so that "
         "the one before it (PyTorch's spinning OpenMP threads) has let go of the cores; "
-        "0 for none",
+        f"0 for none (default {timing.SETTLE_S} on CPU, 0 on GPU/TPU, where runs are "
+        "batches of calls, see --run-seconds)",
     )
     p.add_argument(
         "--run-seconds",
@@ -253,7 +254,11 @@ def run_case(
         except Exception as e:
             row.update(status="error", error=_error_text(e))
         else:
-            step = calls.torch_function(torch, case, mode, data, dtype, sync=False)
+            step = (
+                calls.torch_function(torch, case, mode, data, dtype, sync=False)
+                if min_run_s > 0
+                else None
+            )
             accept("torch", run, out, warmup_s, step, lambda _: calls.torch_sync(torch))
     times = timing.interleave(runners, repeat, max_seconds or None, settle_s=settle_s)
     for impl, seconds in times.items():
@@ -337,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--mode: unknown {bad}; choose from {', '.join(calls.MODES)}")
     if args.repeat < 1:
         parser.error(f"--repeat must be positive, got {args.repeat}")
-    if not args.settle >= 0:
+    if args.settle is not None and not args.settle >= 0:
         parser.error(f"--settle must be 0 or more seconds, got {args.settle}")
     if args.run_seconds is not None and not args.run_seconds >= 0:
         parser.error(f"--run-seconds must be 0 or more seconds, got {args.run_seconds}")
@@ -354,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     backend = jax.default_backend()
     if args.run_seconds is None:
         args.run_seconds = 0.0 if backend == "cpu" else timing.ACCELERATOR_RUN_S
+    if args.settle is None:
+        args.settle = timing.SETTLE_S if backend == "cpu" else 0.0
     cases = suites.select(
         suites.suite(args.suite, backend), layout=args.layout, patterns=tuple(args.cases)
     )

@@ -3,8 +3,9 @@
 A row is a dict (JSON as it stands) for one (case, mode, algorithm): the case's
 arguments, ``status`` ("ok", "mismatch", "error" or "interrupted") with ``error``,
 ``rel_err`` against "lax", ``compile_s``, ``warmup_s``, the timings (``median_s``,
-``min_s``, ``max_s``, ``runs``; ``runs`` 0 means the warm-up call's time stands in;
-per call, of ``calls_per_run`` calls a run),
+``min_s``, ``max_s``, ``runs``; ``runs`` 0 means one call's time stands in, the warm-up
+call's, or with ``--run-seconds`` a second call's; per call, of ``calls_per_run`` calls
+a run),
 ``program`` (`timing.program_fingerprint` of what XLA compiled) and, but on ``lax``'s
 own row and torch's, ``lax_program`` (whether that is ``lax``'s program), and, after
 `derive`, ``gflops``, ``speedup_lax``, ``speedup_torch`` and ``frac_peak``.
@@ -91,7 +92,7 @@ def _note(r: dict) -> str:
     if r["status"] == "mismatch":
         return f"MISMATCH rel err {r['rel_err']:.1e}, not timed"
     if r["runs"] == 0:
-        note = "warm-up call only (too slow to repeat)"
+        note = "one call only (too slow to repeat)"
     else:
         note = "" if r["runs"] is None else f"{r['runs']} runs"
         if note and (r.get("calls_per_run") or 1) > 1:

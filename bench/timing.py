@@ -89,13 +89,14 @@ def program_fingerprint(compiled) -> str:
 
 
 # On an accelerator each timed run is a batch of calls that lasts at least this many
-# seconds, waited for once at its end and reported per call (as Triton's `do_bench` and
-# `torch.utils.benchmark` do): a call returns before its program has run, and a layer of
-# the suite runs in 0.1-1 ms, so a run of one call, blocked, times the launch and the
-# wait as much as the program. The H200 run of 2026-11-30 timed one call per run: rows
-# of one and the same program (`auto` there is `lax`) read 0.54x-2.7x each other over 7
-# runs (ResNet 3x3 256@14 forward: 0.73 ms against 0.27 ms, runs spread over 0.18-0.90
-# ms). On the CPU a call returns when its result is ready, and a run stays one call.
+# seconds, waited for once at its end and reported per call (as
+# `torch.utils.benchmark.Timer.blocked_autorange` does): a blocked call there costs a
+# launch and a wait of tens of microseconds besides its program, and a layer of the
+# suite runs in 0.1-1 ms. The H200 run of 2026-11-30 timed one call per run: rows of one
+# and the same program (`auto` there is `lax`) read 0.54x-2.7x each other over 7 runs
+# (ResNet 3x3 256@14 forward: 0.73 ms against 0.27 ms, runs spread over 0.18-0.90 ms);
+# with batches of about 1-10 ms (2026-12-04, the count then taken from one blocked
+# call's time), 0.87-1.10x. On the CPU a run stays one call, as it was measured.
 ACCELERATOR_RUN_S = 0.01
 
 

@@ -314,7 +314,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
 # convolution. XLA's derivatives of a depthwise convolution slow sharply past 3x3 on the
 # GPU (training, batch 64: 3x3 144@56 0.28-0.52 ms, 7x7 96@56 8.1-8.6 ms, 13x13 128@56
 # 36 ms; PyTorch's 7x7 2.8 ms), while FFT's cost hardly grows with the kernel. Measured
-# on an NVIDIA H200 (jax 0.11.2, CUDA 13, float32, batch 64, runs of at least 10 ms,
+# on an NVIDIA H200 (jax 0.11.2, CUDA 13, float32, batch 64, runs of 0.7-37 ms of calls,
 # 2026-12-04, `python -m bench --suite full --mode fwd,train --impl auto,fft --cases
 # depthwise --max-seconds 1.2 --repeat 5`, `bench/results/gpu-depthwise/`), FFT against
 # XLA, channels-first / channels-last: 7x7 96@56 training 5.5x / 5.7x, forward 0.81x /
@@ -322,11 +322,14 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
 # 13x / 12x, training 17x / 16x; 31x31 128@28 forward 24x / 23x, training 29x / 29x; 3x3
 # 144@56 forward 0.25x / 0.11x, training 0.24x / 0.12x. With this rule `auto` ran 4.2x
 # XLA forward and 7.0x in training over those 8 cases. Kernels between 3x3 and 7x7,
-# smaller inputs, other dims and dtypes were not measured, and stay XLA's.
+# smaller inputs, other dims and dtypes were not measured, and stay XLA's. The rule sees
+# the shapes as traced: under `jax.vmap` of a per-example function the input is one
+# example's, below `CUDA_FFT_MIN_INPUT`, and XLA's convolution runs. Transposed
+# depthwise layers of stride 1 arrive as the same convolutions and are included.
 CUDA_FFT_GRADIENT_MIN_KERNEL = 7
 CUDA_FFT_VALUE_MIN_KERNEL = 13
-# The smallest input measured: 31x31 128@28 batch 64 (6.4M elements).
-CUDA_FFT_MIN_INPUT = 1 << 22
+# The smallest input measured (31x31 128@28 batch 64, 6.4M elements).
+CUDA_FFT_MIN_INPUT = 64 * 128 * 28 * 28
 
 
 def _choose_cuda(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]:
@@ -335,7 +338,7 @@ def _choose_cuda(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str
     if (
         spec.ndim == 2
         and jnp.dtype(dtype) == jnp.float32
-        and spec.groups == x_shape[1] == w_shape[0]
+        and spec.groups == x_shape[1] == w_shape[0] > 1
         and w_shape[1] == 1
         and spec.stride == spec.rhs_dilation == spec.lhs_dilation == (1, 1)
         and kernel >= CUDA_FFT_GRADIENT_MIN_KERNEL

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     # No time budget, so every row is repeated: PyTorch's first backward call took 2.1 s
     # beside the rest of the suite on 2 cores (2026-12-02), over its share of the default
     # 4 s, and would stand as its one timing (0 runs).
-    argv += ["--max-seconds", "0"]
+    argv += ["--max-seconds", "0", "--run-seconds", "0"]
     assert main(argv) == 0
 
     results = json.loads((tmp_path / "results.json").read_text())
@@ -68,35 +69,70 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     assert "geomean speed-up over lax" in capsys.readouterr().out
 
 
-def test_runs_of_many_calls_report_the_time_per_call(tmp_path, capsys):
+class _SlowCalls:
+    """A compiled function whose calls take ``seconds`` more (the first ``first`` more
+    again), for the bench's logic; ``as_text`` and the rest are the function's."""
+
+    def __init__(self, compiled, seconds, first=0.0):
+        self.compiled, self.seconds, self.first = compiled, seconds, first
+
+    def __call__(self, *args):
+        time.sleep(self.seconds + self.first)
+        self.first = 0.0
+        return self.compiled(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.compiled, name)
+
+
+def _slowed(monkeypatch, seconds, first=0.0):
+    compile_function = timing.compile_function
+
+    def slow(fn, args):
+        compiled, compile_s = compile_function(fn, args)
+        return _SlowCalls(compiled, seconds, first), compile_s
+
+    monkeypatch.setattr(timing, "compile_function", slow)
+
+
+def test_runs_of_many_calls_report_the_time_per_call(tmp_path, capsys, monkeypatch):
     """``--run-seconds`` (an accelerator's default): each timed run is as many calls
     as last that long, and the row's times are per call."""
-    argv = ["--suite", "tiny", "--impl", "auto", "--repeat", "2", "--peak-size", "64"]
-    argv += ["--max-seconds", "0", "--run-seconds", "0.004", "--out", str(tmp_path)]
-    assert main(argv) == 0
+    _slowed(monkeypatch, 0.002)  # every call 2 ms or more
+    argv = ["--suite", "tiny", "--impl", "auto", "--mode", "fwd", "--repeat", "2"]
+    argv += ["--peak-size", "64", "--max-seconds", "0", "--run-seconds", "0.01"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["environment"]["run_seconds"] == 0.004
+    assert results["environment"]["run_seconds"] == 0.01
+    assert results["environment"]["settle_s"] == timing.SETTLE_S  # the CPU's default
     rows = results["rows"]
     assert len(rows) == 4
     for r in rows:
-        assert r["status"] == "ok" and r["runs"] == 2 and r["calls_per_run"] >= 1
-        # A run lasted about 4 ms or more; one call is a fraction of it.
-        assert r["median_s"] * r["calls_per_run"] >= 0.001
-    # Tiny layers take microseconds: most runs are many calls.
-    assert any(r["calls_per_run"] > 1 for r in rows)
+        assert r["status"] == "ok" and r["runs"] == 2
+        # 8 calls of 2 ms make a run of 10 ms; each is reported alone.
+        assert r["calls_per_run"] == 8
+        assert 0.002 <= r["min_s"] <= r["median_s"] < 0.006
     out = capsys.readouterr().out
-    assert "calls" in out and "timed runs of at least 4 ms, reported per call" in out
+    assert "2 runs of 8 calls" in out and "timed runs of at least 10 ms, reported per call" in out
 
 
-def test_slow_first_calls_are_judged_by_a_second_with_run_seconds(tmp_path):
+@pytest.mark.parametrize("run_seconds", ["0", "0.001"])
+def test_slow_first_calls_are_judged_by_a_second_with_run_seconds(
+    tmp_path, monkeypatch, run_seconds
+):
     """With ``--run-seconds``, a warm-up call over its share is called again (a GPU's
-    first call also builds cuFFT plans and picks cuDNN's algorithm); still over it, the
-    row stands on one call (0 runs)."""
+    first call also builds cuFFT plans and picks cuDNN's algorithm), and timed if that
+    one is within it; without, the warm-up call stands (0 runs)."""
+    _slowed(monkeypatch, 0.0, first=0.2)  # each algorithm's first call takes 0.2 s more
     argv = ["--suite", "tiny", "--impl", "auto", "--mode", "fwd", "--peak-size", "64"]
-    argv += ["--max-seconds", "1e-9", "--run-seconds", "0.004", "--out", str(tmp_path)]
-    assert main(argv) == 0
+    argv += ["--max-seconds", "0.2", "--run-seconds", run_seconds, "--settle", "0"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert rows and all(r["runs"] == 0 and r["median_s"] > 0 for r in rows)
+    assert len(rows) == 4 and all(r["warmup_s"] >= 0.2 for r in rows)
+    if run_seconds == "0":
+        assert all(r["runs"] == 0 and r["median_s"] >= 0.2 for r in rows)
+    else:
+        assert all(r["runs"] >= 1 and r["median_s"] < 0.1 for r in rows)
 
 
 def test_negative_run_seconds_is_a_clear_error(tmp_path, capsys):
@@ -125,8 +161,10 @@ def test_rows_on_laxs_program_say_so():
     row = {"status": "ok", "runs": 7, "lax_program": True}
     assert report._note(row) == "7 runs, lax's program"
     assert report._note({**row, "lax_program": False}) == "7 runs"
-    only = "warm-up call only (too slow to repeat)"
+    only = "one call only (too slow to repeat)"
     assert report._note({**row, "runs": 0}) == f"{only}, lax's program"
+    assert report._note({**row, "calls_per_run": 8}) == "7 runs of 8 calls, lax's program"
+    assert report._note({**row, "calls_per_run": 1, "lax_program": False}) == "7 runs"
 
 
 def test_cap_malloc_arenas(monkeypatch):

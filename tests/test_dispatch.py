@@ -45,12 +45,24 @@ def test_unmeasured_backends_use_xla(backend):
         assert choose(x, w, backend, **kw) == ("lax",) * 3
 
 
-def test_backend_name_is_jaxs_but_cuda_for_a_cuda_gpu():
-    name = _dispatch.backend_name()
-    if jax.default_backend() == "gpu":
-        assert name in ("gpu", "cuda")
-    else:
-        assert name == jax.default_backend()
+@pytest.mark.parametrize(
+    "backend, platform_version, name",
+    [
+        ("gpu", "cuda 12030", "cuda"),
+        ("gpu", "PJRT C API\nCUDA 13000", "cuda"),
+        ("gpu", "rocm 60000", "gpu"),
+        ("cpu", "cpu", "cpu"),
+        ("tpu", "PJRT C API\nTFRT TPU v5 lite", "tpu"),
+    ],
+)
+def test_backend_name_is_jaxs_but_cuda_for_a_cuda_gpu(monkeypatch, backend, platform_version, name):
+    """The rules' backend: JAX's default one, but "cuda" for a GPU on CUDA, told as
+    JAX's own tests tell it (the backend's ``platform_version``)."""
+    assert _dispatch.backend_name() == jax.default_backend() or jax.default_backend() == "gpu"
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    fake = type("Backend", (), {"platform_version": platform_version})()
+    monkeypatch.setattr(_dispatch.jax_backend, "get_backend", lambda: fake)
+    assert _dispatch.backend_name() == name
 
 
 _CUDA_DEPTHWISE = ((64, 96, 56, 56), (96, 1, 7, 7), dict(groups=96, padding=3))
@@ -67,7 +79,8 @@ def test_cuda_large_depthwise_kernels_by_fft(channels_last):
         return choose(x, w, "cuda", channels_last=channels_last, **kw)
 
     x, w, kw = _CUDA_DEPTHWISE
-    assert on_cuda(x, w, **kw) == ("lax", "fft", "fft")
+    rule = ("lax", "fft", "fft")
+    assert on_cuda(x, w, **kw) == rule
     assert on_cuda(x, (96, 1, 13, 13), groups=96, padding=6) == ("fft",) * 3
     assert on_cuda((64, 128, 28, 28), (128, 1, 31, 31), groups=128, padding=15) == ("fft",) * 3
     assert on_cuda(x, (96, 1, 9, 9), groups=96) == ("lax", "fft", "fft")  # valid padding
@@ -80,6 +93,9 @@ def test_cuda_large_depthwise_kernels_by_fft(channels_last):
     assert on_cuda(x, (192, 1, 7, 7), groups=96, padding=3) == lax  # channel multiplier
     assert on_cuda(x, (96, 2, 7, 7), groups=48, padding=3) == lax  # grouped
     assert on_cuda((1, 96, 56, 56), w, **kw) == lax  # under CUDA_FFT_MIN_INPUT
+    assert on_cuda((64, 128, 28, 28), (128, 1, 7, 7), groups=128, padding=3) == rule
+    assert on_cuda((63, 128, 28, 28), (128, 1, 7, 7), groups=128, padding=3) == lax
+    assert on_cuda((64, 1, 512, 512), (1, 1, 7, 7), padding=3) == lax  # one channel, dense
     assert choose((64, 96, 4096), (96, 1, 49), "cuda", groups=96, padding=24) == lax  # 1-D
     plan = _spec.conv_plan("conv", x, w, **kw)
     for dtype in (jnp.float16, jnp.bfloat16, jnp.float64):
