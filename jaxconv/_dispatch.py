@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 from jax.extend import backend as jax_backend
+from jax.sharding import AxisType
 
 from jaxconv import _derivatives
 from jaxconv._impls import FORWARDS, groups, planes, space_to_depth, subpixel
@@ -324,8 +325,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
 # XLA forward and 7.0x in training over those 8 cases. Kernels between 3x3 and 7x7,
 # smaller inputs, other dims and dtypes were not measured, and stay XLA's. The rule sees
 # the shapes as traced: under `jax.vmap` of a per-example function the input is one
-# example's, below `CUDA_FFT_MIN_INPUT`, and XLA's convolution runs. Transposed
-# depthwise layers of stride 1 arrive as the same convolutions and are included.
+# example's, below `CUDA_FFT_MIN_INPUT`, and XLA's convolution runs; so it does on a
+# mesh of several devices (`choose_for`). Transposed depthwise layers of stride 1 arrive
+# as the same convolutions and are included.
 CUDA_FFT_GRADIENT_MIN_KERNEL = 7
 CUDA_FFT_VALUE_MIN_KERNEL = 13
 # The smallest input measured (31x31 128@28 batch 64, 6.4M elements).
@@ -1741,10 +1743,41 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
     return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
+def partitioned(*arrays: jax.Array) -> bool:
+    """Whether any of ``arrays`` lies on a mesh of more than one device along an axis
+    that XLA's partitioner splits (``Auto`` or ``Explicit``; not ``jax.shard_map``'s
+    ``Manual`` axes, inside which each device computes its own block). Under ``Auto``
+    axes the split itself is not known while tracing, only the mesh."""
+    for a in arrays:
+        mesh = getattr(getattr(jax.typeof(a), "sharding", None), "mesh", None)
+        types = getattr(mesh, "axis_types", ())
+        sizes = getattr(mesh, "axis_sizes", ())
+        if any(t != AxisType.Manual and n > 1 for t, n in zip(types, sizes, strict=True)):
+            return True
+    return False
+
+
+def choose_for(spec: ConvSpec, x: jax.Array, w: jax.Array, backend: str) -> tuple[str, str, str]:
+    """`choose` for these operands: on a mesh of several devices (`partitioned`), XLA's
+    convolution wherever the rules say FFT. XLA's partitioner does not split an FFT: it
+    gathers the whole operand onto every device before each transform, along the batch
+    too (jaxlib 0.10.2, 8 CPU devices, depthwise 9x9 training: every transform's operand
+    an all-gather), and on the CPU the FFT of an operand gathered along the channels, or
+    split along a transformed dim, fails (``RET_CHECK`` in ``fft_thunk.cc``,
+    ``IsMonotonicWithDim0Major``; `auto`'s 2-D depthwise training from 9x9 channels-first,
+    2026-12-04). XLA's convolution splits along every dim. On one device, depthwise 9x9
+    64@28 batch 8 trains in 115 ms by XLA against 10 by FFT; split 8 ways along the
+    batch, XLA's share is an eighth, and FFT's the whole batch again."""
+    rules = choose(spec, x.shape, w.shape, x.dtype, backend)
+    if "fft" in rules and partitioned(x, w):
+        return tuple("lax" if name == "fft" else name for name in rules)
+    return rules
+
+
 def _algorithms(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> tuple[str, str, str]:
     """The algorithms `_run` runs for each role: ``names`` where given, else the rules'
     (for the whole spec, before any phase split)."""
-    rules = choose(spec, x.shape, w.shape, x.dtype, backend_name())
+    rules = choose_for(spec, x, w, backend_name())
     if names is None:
         return rules
     return tuple(rule if name == "auto" else name for name, rule in zip(names, rules, strict=True))
@@ -2126,7 +2159,7 @@ def _run(
     backend = backend_name()
 
     def chosen(x_, w_, spec_):
-        name = choose(spec_, x_.shape, w_.shape, x_.dtype, backend)[role]
+        name = choose_for(spec_, x_, w_, backend)[role]
         # The whole layer (or one of its sub-pixel phases, or the one 2-D convolution a
         # (k, 1, 1) 3-D layer runs as), not the 2-D planes of a 3-D convolution nor one
         # group's part.

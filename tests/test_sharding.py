@@ -675,3 +675,50 @@ def test_autotune_under_sharding(axis_type, rng, tmp_path, monkeypatch):
     # Measured, not fallen back to the rules (a failed measurement writes nothing).
     assert (tmp_path / "autotune.json").read_text().count("ConvSpec") == 1
     _autotune.clear_memory()
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
+def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
+    """Where the rules say FFT (2-D depthwise 9x9 in training), `auto` on operands split
+    over a mesh runs XLA's convolution instead (`_dispatch.choose_for`): XLA's
+    partitioner gathers each FFT's whole operand, and on the CPU one gathered along the
+    channels failed (RET_CHECK in fft_thunk.cc). Split along the batch, the channels
+    (the weight's too) or a spatial dim, the value and gradients are the single-device
+    ones; on one device, and inside `jax.shard_map`, FFT stays."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    c = 16
+    x, w = rng.standard_normal((8, c, 16, 16)), rng.standard_normal((c, 1, 9, 9))
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+    kw = dict(padding=4, groups=c, channels_last=channels_last)
+
+    def value_and_grads(impl):
+        f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))  # noqa: E731
+        return jax.value_and_grad(f, (0, 1))
+
+    expected = single_device(("auto_leaves_fft", channels_last), value_and_grads("lax"), x, w)
+    assert "fft" in jax.jit(value_and_grads("auto")).lower(x, w).as_text()
+    chan, space = (-1, 1) if channels_last else (1, 2)
+    w_out = -1 if channels_last else 0
+    splits = {
+        "batch": ((0,), ()),
+        "channels": ((chan,), (w_out,)),
+        "spatial": ((space,), ()),
+    }
+    for name, (x_dims, w_dims) in splits.items():
+
+        def spec(ndim, dims):
+            return ["d" if d in {i % ndim for i in dims} else None for d in range(ndim)]
+
+        xs, ws = put(x, *spec(4, x_dims), mesh=mesh), put(w, *spec(4, w_dims), mesh=mesh)
+        program = jax.jit(value_and_grads("auto")).lower(xs, ws)
+        assert "fft" not in program.as_text(), name
+        got = jax.tree.leaves(program.compile()(xs, ws))
+        for g, e in zip(got, jax.tree.leaves(expected), strict=True):
+            assert_close(g, e, reduction=8 * 81 * 256)
+    grads = lambda a, b: value_and_grads("auto")(a, b)[1]  # noqa: E731
+    body = jax.shard_map(grads, mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
+    assert "fft" in jax.jit(body).lower(put(x, "d", mesh=mesh), put(w, mesh=mesh)).as_text()
