@@ -181,8 +181,8 @@ def run_case(
     """The rows of one (case, mode): every algorithm checked, then timed interleaved.
 
     With ``min_run_s``, each timed run of an algorithm is a `timing.batched` run of as
-    many calls as make it last that long (from one more call, timed after the warm-up),
-    and its rows report the time per call and ``calls_per_run``.
+    many calls as make it last that long (`timing.calls_per_run`), and its rows report
+    the time per call and ``calls_per_run``.
 
     Rows go to ``rows_out`` as they are made, so an interrupt keeps the compile times and
     checks of a case whose timing it cut short."""

@@ -95,8 +95,8 @@ def program_fingerprint(compiled) -> str:
 # suite runs in 0.1-1 ms. The H200 run of 2026-11-30 timed one call per run: rows of one
 # and the same program (`auto` there is `lax`) read 0.54x-2.7x each other over 7 runs
 # (ResNet 3x3 256@14 forward: 0.73 ms against 0.27 ms, runs spread over 0.18-0.90 ms);
-# with batches of about 1-10 ms (2026-12-04, the count then taken from one blocked
-# call's time), 0.87-1.10x. On the CPU a run stays one call, as it was measured.
+# with batches of 0.7-47 ms, median 4-6 ms (2026-12-04, the count then taken from one
+# blocked call's time), 0.87-1.10x. On the CPU a run stays one call, as it was measured.
 ACCELERATOR_RUN_S = 0.01
 
 
