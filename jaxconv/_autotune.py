@@ -57,8 +57,13 @@ _disk_loaded = False
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The canonical convolution by the measured-fastest algorithm for each role."""
-    return _dispatch.forward_with(x, w, spec, choose(spec, x.shape, w.shape, x.dtype))
+    """The canonical convolution by the measured-fastest algorithm for each role; on a
+    mesh of several devices, roles measured fastest by FFT go by `auto`'s rules, which
+    run XLA's convolution there (`jaxconv._dispatch.choose_for`: XLA splits no FFT)."""
+    names = choose(spec, x.shape, w.shape, x.dtype)
+    if "fft" in names and _dispatch.partitioned(x, w):
+        names = tuple("auto" if name == "fft" else name for name in names)
+    return _dispatch.forward_with(x, w, spec, names)
 
 
 def cache_path() -> Path:

@@ -722,3 +722,23 @@ def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
     grads = lambda a, b: value_and_grads("auto")(a, b)[1]  # noqa: E731
     body = jax.shard_map(grads, mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
     assert "fft" in jax.jit(body).lower(put(x, "d", mesh=mesh), put(w, mesh=mesh)).as_text()
+
+
+def test_autotune_leaves_fft_off_a_mesh(rng, monkeypatch):
+    """Roles that `impl="autotune"` measured fastest by FFT go by `auto`'s rules on a
+    mesh (XLA's convolution where they say FFT), and stay FFT on one device."""
+    from jaxconv import _autotune
+
+    monkeypatch.setattr(_autotune, "choose", lambda *args: ("fft", "fft", "auto"))
+    x, w = rng.standard_normal((8, 16, 16, 16)), rng.standard_normal((16, 1, 9, 9))
+    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=16, impl="autotune")))  # noqa: E731
+    value_and_grads = jax.value_and_grad(f, (0, 1))
+    assert "fft" in jax.jit(value_and_grads).lower(x, w).as_text()
+    xs, ws = put(x, None, "d"), put(w, "d")  # the channels, the weight's output channels
+    program = jax.jit(value_and_grads).lower(xs, ws)
+    assert "fft" not in program.as_text()
+    expected = single_device(("autotune_leaves_fft",), value_and_grads, x, w)
+    for g, e in zip(
+        jax.tree.leaves(program.compile()(xs, ws)), jax.tree.leaves(expected), strict=True
+    ):
+        assert_close(g, e, reduction=8 * 81 * 256)
