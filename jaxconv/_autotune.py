@@ -57,11 +57,12 @@ _disk_loaded = False
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The canonical convolution by the measured-fastest algorithm for each role; on a
-    mesh of several devices, roles measured fastest by FFT go by `auto`'s rules, which
-    run XLA's convolution there (`jaxconv._dispatch.choose_for`: XLA splits no FFT)."""
+    """The canonical convolution by the measured-fastest algorithm for each role. It
+    measures on one device: where FFT may not run as there
+    (`jaxconv._dispatch.fft_on_mesh`), roles measured fastest by FFT go by `auto`'s
+    rules."""
     names = choose(spec, x.shape, w.shape, x.dtype)
-    if "fft" in names and _dispatch.partitioned(x, w):
+    if "fft" in names and not _dispatch.fft_on_mesh(x, w, _dispatch.backend_name()):
         names = tuple("auto" if name == "fft" else name for name in names)
     return _dispatch.forward_with(x, w, spec, names)
 

@@ -32,7 +32,7 @@ from jaxconv._impls import FORWARDS, groups, planes, space_to_depth, subpixel
 from jaxconv._impls import lax as lax_impl
 from jaxconv._impls import matmul as matmul_impl
 from jaxconv._impls import shift as shift_impl
-from jaxconv._impls._common import computed_once
+from jaxconv._impls._common import computed_once, split_mesh
 from jaxconv._spec import ConvSpec
 
 # Depthwise kernels up to this many taps go through shift-and-add (3-D ones past
@@ -326,7 +326,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
 # smaller inputs, other dims and dtypes were not measured, and stay XLA's. The rule sees
 # the shapes as traced: under `jax.vmap` of a per-example function the input is one
 # example's, below `CUDA_FFT_MIN_INPUT`, and XLA's convolution runs; so it does on a
-# mesh of several devices (`choose_for`). Transposed depthwise layers of stride 1 arrive
+# mesh of several devices (`fft_on_mesh`). Transposed depthwise layers of stride 1 arrive
 # as the same convolutions and are included.
 CUDA_FFT_GRADIENT_MIN_KERNEL = 7
 CUDA_FFT_VALUE_MIN_KERNEL = 13
@@ -1743,35 +1743,41 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
     return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
-def partitioned(*arrays: jax.Array) -> bool:
-    """Whether any of ``arrays`` lies on a mesh of more than one device along an axis
-    that XLA's partitioner splits (``Auto`` or ``Explicit``; not ``jax.shard_map``'s
-    ``Manual`` axes, inside which each device computes its own block). Under ``Auto``
-    axes the split itself is not known while tracing, only the mesh."""
-    for a in arrays:
-        mesh = getattr(getattr(jax.typeof(a), "sharding", None), "mesh", None)
-        types = getattr(mesh, "axis_types", ())
-        sizes = getattr(mesh, "axis_sizes", ())
-        if any(t != AxisType.Manual and n > 1 for t, n in zip(types, sizes, strict=True)):
-            return True
-    return False
-
-
 def choose_for(spec: ConvSpec, x: jax.Array, w: jax.Array, backend: str) -> tuple[str, str, str]:
-    """`choose` for these operands: on a mesh of several devices (`partitioned`), XLA's
-    convolution wherever the rules say FFT. XLA's partitioner does not split an FFT: it
-    gathers the whole operand onto every device before each transform, along the batch
-    too (jaxlib 0.10.2, 8 CPU devices, depthwise 9x9 training: every transform's operand
-    an all-gather), and on the CPU the FFT of an operand gathered along the channels, or
-    split along a transformed dim, fails (``RET_CHECK`` in ``fft_thunk.cc``,
-    ``IsMonotonicWithDim0Major``; `auto`'s 2-D depthwise training from 9x9 channels-first,
-    2026-12-04). XLA's convolution splits along every dim. On one device, depthwise 9x9
-    64@28 batch 8 trains in 115 ms by XLA against 10 by FFT; split 8 ways along the
-    batch, XLA's share is an eighth, and FFT's the whole batch again."""
+    """`choose` for these operands: XLA's convolution wherever the rules say FFT but
+    `fft_on_mesh` says no."""
     rules = choose(spec, x.shape, w.shape, x.dtype, backend)
-    if "fft" in rules and partitioned(x, w):
+    if "fft" in rules and not fft_on_mesh(x, w, backend):
         return tuple("lax" if name == "fft" else name for name in rules)
     return rules
+
+
+def fft_on_mesh(x: jax.Array, w: jax.Array, backend: str) -> bool:
+    """Whether FFT may run for these operands as on one device: off a mesh of several
+    devices, or on one on the CPU, unless inside ``jax.shard_map`` over some of its
+    axes.
+
+    XLA's partitioner splits no FFT, so `fft` runs each device's block inside
+    ``jax.shard_map``, split along the batch or the output channels as far as they
+    divide (`fft.device_split`); over a mesh axis that divides neither, every device of
+    it transforms the whole, while XLA's convolution splits along every dim. On 8
+    simulated CPU devices (2026-12-04, `/tmp/s50/meshtime.py`, depthwise, channels-first
+    unless said, 9 interleaved runs), FFT per device against XLA's partitioned
+    convolution, forward / training: 9x9 64@28 batch 8 split along the batch 4.2x /
+    19x (channels-last 4.3x / 6.3x), along a spatial dim (@32) 3.2x / 23x; 15x15
+    channels-last 9.2x / 13x; 31x31 128@28 145x / 571x; with no split of its own
+    (batch 3, 12 channels, 11x11), every device transforming the whole, 19x / 21x. So
+    on the CPU FFT stays wherever the rules put it. The CUDA rule was measured on one
+    device, at the suite's batch: on a mesh each device's share is smaller, and less
+    than the mesh's size may be FFT's lead over a split XLA convolution. Inside
+    ``jax.shard_map`` over some axes of a mesh whose others XLA splits, `fft`'s
+    gradients do not lower (jax 0.10.2: Shardy rejects the nested manual computation's
+    residuals, "must have all manual axes come before free axes"; before the per-device
+    split they failed in XLA's FFT)."""
+    mesh = split_mesh(x, w)
+    if mesh is None:
+        return True
+    return backend == "cpu" and AxisType.Manual not in mesh.axis_types
 
 
 def _algorithms(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> tuple[str, str, str]:

@@ -7,6 +7,7 @@ which is what jaxconv's contract relies on.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -110,15 +111,6 @@ def _specs(sharded, op, channels_last):
 
 SHARDINGS = ("batch", "channels", "spatial", "weight_out")
 
-# Combinations XLA itself cannot compile; not run, since XLA may abort the process.
-XLA_GAPS = {
-    ("fft", "spatial"): (
-        "XLA's SPMD partitioner cannot split an FFT along a transformed dim on CPU "
-        "(jax 0.10.2): INTERNAL RET_CHECK in fft_thunk.cc, a replicated result, or an "
-        "abort in fft_handler.cc (size_per_partition % num_partitions)"
-    ),
-}
-
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
@@ -134,7 +126,7 @@ def test_sharded_equals_single_device(op, channels_last, impl, rng):
     """
     x, w, f, expected = _case(op, channels_last, rng)
     mesh = cpu_mesh()
-    shardings = [s for s in SHARDINGS if (impl, s) not in XLA_GAPS]
+    shardings = SHARDINGS
     specs = [_specs(s, op, channels_last) for s in shardings]
     args = [(put(x, *x_spec), put(w, *w_spec)) for x_spec, w_spec, _ in specs]
 
@@ -148,6 +140,8 @@ def test_sharded_equals_single_device(op, channels_last, impl, rng):
         ]
 
     for sharded, out, (_, _, out_spec) in zip(shardings, jax.jit(run)(args), specs, strict=True):
+        if impl == "fft" and sharded != "channels":
+            out_spec = ("d", None, None, None)
         want = NamedSharding(mesh, P(*out_spec))
         assert out.sharding.is_equivalent_to(want, out.ndim), (sharded, out.sharding)
         assert len(out.sharding.device_set) == DEVICES
@@ -155,29 +149,6 @@ def test_sharded_equals_single_device(op, channels_last, impl, rng):
         shard_shape[out_spec.index("d")] //= DEVICES
         assert {s.data.shape for s in out.addressable_shards} == {tuple(shard_shape)}, sharded
         assert_close(out, expected, reduction=8 * 6)
-
-
-@pytest.mark.parametrize(
-    "impl, sharded",
-    [
-        pytest.param(impl, sharded, marks=pytest.mark.xfail(run=False, reason=reason))
-        for (impl, sharded), reason in XLA_GAPS.items()
-        if impl in IMPLS
-    ],
-)
-def test_xla_gaps(impl, sharded, rng):
-    """Documents an XLA limitation; never run, so it can neither pass nor fail.
-
-    The combinations in `XLA_GAPS` are ones XLA's SPMD partitioner cannot compile; running
-    one can abort the whole process, so they are marked ``xfail(run=False)``: each shows
-    up in the report as xfailed with its reason, and this body is what would check it
-    once XLA can partition it.
-    """
-    x, w, f, expected = _case("conv", False, rng)
-    x_spec, w_spec, _ = _specs(sharded, "conv", False)
-    out = jax.jit(functools.partial(f, impl=impl))(put(x, *x_spec), put(w, *w_spec))
-    assert not out.sharding.is_fully_replicated
-    assert_close(out, expected, reduction=8 * 6)
 
 
 @pytest.mark.parametrize("impl", sorted({"lax", "einsum" if "einsum" in IMPLS else IMPLS[-1]}))
@@ -373,9 +344,11 @@ def test_explicit_mesh_axes(impl, rng):
         (DEVICES,), ("d",), axis_types=(AxisType.Explicit,), devices=jax.devices("cpu")[:8]
     )
     x, w, f, expected = _case("conv", False, rng)
-    cases = [((("d",), ()), P("d")), (((), ("d",)), P(None, "d"))]
-    if impl != "fft":  # XLA's CPU FFT cannot be split along a transformed dim.
-        cases.append((((None, None, "d"), ()), P(None, None, "d")))
+    cases = [
+        ((("d",), ()), P("d")),
+        (((), ("d",)), P(None, "d")),
+        (((None, None, "d"), ()), P(None, None, "d")),
+    ]
     args = [
         (put(x, *x_spec, mesh=mesh), put(w, *w_spec, mesh=mesh)) for (x_spec, w_spec), _ in cases
     ]
@@ -677,15 +650,22 @@ def test_autotune_under_sharding(axis_type, rng, tmp_path, monkeypatch):
     _autotune.clear_memory()
 
 
+def fft_blocks(program) -> list[tuple[int, ...]]:
+    """The shapes of the FFTs' results in a compiled program, as each device runs them."""
+    text = program.as_text()
+    return [tuple(map(int, d.split(","))) for d in re.findall(r"= \w+\[([\d,]+)\]\S* fft\(", text)]
+
+
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
-def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
+def test_auto_fft_per_device_on_a_mesh(axis_type, channels_last, rng):
     """Where the rules say FFT (2-D depthwise 9x9 in training), `auto` on operands split
-    over a mesh runs XLA's convolution instead (`_dispatch.choose_for`): XLA's
-    partitioner gathers each FFT's whole operand, and on the CPU one gathered along the
-    channels failed (RET_CHECK in fft_thunk.cc). Split along the batch, the channels
-    (the weight's too) or a spatial dim, the value and gradients are the single-device
-    ones; on one device, and inside `jax.shard_map`, FFT stays."""
+    over a mesh runs it on each device's block (`fft.device_split`): XLA's partitioner
+    gathers each FFT's whole operand, and on the CPU one split along a transformed dim
+    or gathered along the channels failed (RET_CHECK in fft_thunk.cc). Split along the
+    batch, the channels (the weight's too) or a spatial dim, the value and gradients are
+    the single-device ones, and no device transforms the whole batch; inside
+    `jax.shard_map` FFT stays too."""
     mesh = jax.make_mesh(
         (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
     )
@@ -699,8 +679,8 @@ def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
         f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))  # noqa: E731
         return jax.value_and_grad(f, (0, 1))
 
-    expected = single_device(("auto_leaves_fft", channels_last), value_and_grads("lax"), x, w)
-    assert "fft" in jax.jit(value_and_grads("auto")).lower(x, w).as_text()
+    expected = single_device(("auto_fft_on_a_mesh", channels_last), value_and_grads("lax"), x, w)
+    assert {b[0] for b in fft_blocks(jax.jit(value_and_grads("auto")).lower(x, w).compile())} >= {8}
     chan, space = (-1, 1) if channels_last else (1, 2)
     w_out = -1 if channels_last else 0
     splits = {
@@ -714,9 +694,11 @@ def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
             return ["d" if d in {i % ndim for i in dims} else None for d in range(ndim)]
 
         xs, ws = put(x, *spec(4, x_dims), mesh=mesh), put(w, *spec(4, w_dims), mesh=mesh)
-        program = jax.jit(value_and_grads("auto")).lower(xs, ws)
-        assert "fft" not in program.as_text(), name
-        got = jax.tree.leaves(program.compile()(xs, ws))
+        program = jax.jit(value_and_grads("auto")).lower(xs, ws).compile()
+        blocks = fft_blocks(program)
+        # The input's and the cotangent's transforms one image each; the weight's whole.
+        assert blocks and {b[0] for b in blocks} == {1, c}, (name, blocks)
+        got = jax.tree.leaves(program(xs, ws))
         for g, e in zip(got, jax.tree.leaves(expected), strict=True):
             assert_close(g, e, reduction=8 * 81 * 256)
     grads = lambda a, b: value_and_grads("auto")(a, b)[1]  # noqa: E731
@@ -724,21 +706,131 @@ def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
     assert "fft" in jax.jit(body).lower(put(x, "d", mesh=mesh), put(w, mesh=mesh)).as_text()
 
 
-def test_autotune_leaves_fft_off_a_mesh(rng, monkeypatch):
-    """Roles that `impl="autotune"` measured fastest by FFT go by `auto`'s rules on a
-    mesh (XLA's convolution where they say FFT), and stay FFT on one device."""
-    from jaxconv import _autotune
+def test_auto_leaves_fft_inside_a_partial_shard_map(rng):
+    """Inside `jax.shard_map` over one axis of a mesh whose other axis XLA splits,
+    `fft`'s gradients do not lower (Shardy rejects the nested manual computation's
+    residuals), so `auto` runs XLA's convolution there (`_dispatch.fft_on_mesh`) and
+    gives the single-device value and gradients."""
+    mesh = jax.make_mesh(
+        (2, 4), ("a", "b"), axis_types=(AxisType.Auto,) * 2, devices=jax.devices("cpu")[:8]
+    )
+    x, w = rng.standard_normal((8, 8, 12, 12)), rng.standard_normal((8, 1, 9, 9))
+    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=8)))  # noqa: E731
+    body = jax.shard_map(
+        jax.grad(f, (0, 1)),
+        mesh=mesh,
+        in_specs=(P("a"), P()),
+        out_specs=(P("a"), P()),
+        axis_names={"a"},
+    )
+    program = jax.jit(body).lower(put(x, "a", None, "b", mesh=mesh), put(w, mesh=mesh))
+    assert "fft" not in program.as_text()
+    got = program.compile()(put(x, "a", None, "b", mesh=mesh), put(w, mesh=mesh))
+    halves = [jax.grad(f, (0, 1))(x[:4], w), jax.grad(f, (0, 1))(x[4:], w)]
+    assert_close(got[0], np.concatenate([halves[0][0], halves[1][0]]), reduction=81 * 8)
+    # The weight is the same on every device: its gradient sums the blocks'.
+    assert_close(got[1], halves[0][1] + halves[1][1], reduction=81 * 8 * 8)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
+def test_fft_splits_what_divides(channels_last, rng):
+    """`impl="fft"` on a mesh splits along the batch while it divides, then along whole
+    groups (the input's channels with them), then along a dense layer's output channels;
+    on a 2x4 mesh a batch of 2 splits the first axis and leaves the second to the
+    channels, and a batch and channels that divide neither axis are transformed whole
+    on every device. Each
+    gives the single-device value and gradients."""
+    mesh = jax.make_mesh(
+        (2, 4), ("a", "b"), axis_types=(AxisType.Auto,) * 2, devices=jax.devices("cpu")[:8]
+    )
+    cases = [  # batch, channels in, channels out, groups, each device's batch and C_out
+        (2, 8, 8, 8, (1, 2)),  # a: the batch; b: 2 groups each
+        (2, 8, 4, 2, (1, 4)),  # a: the batch; b: 2 groups divide 4 ways no more
+        (2, 3, 8, 1, (1, 2)),  # a: the batch; b: 2 output channels each
+        (3, 5, 5, 5, (3, 5)),  # neither: the whole layer on every device
+    ]
+    for n, c_in, c_out, groups, (n_local, c_out_local) in cases:
+        x = rng.standard_normal((n, c_in, 12, 10))
+        w = rng.standard_normal((c_out, c_in // groups, 5, 3))
+        ct = rng.standard_normal((n, c_out, 10, 10))
+        if channels_last:
+            x, ct = np.moveaxis(x, 1, -1), np.moveaxis(ct, 1, -1)
+            w = np.moveaxis(w, (0, 1), (-1, -2))
+        kw = dict(padding=(1, 1), groups=groups, channels_last=channels_last)
+
+        def grads(a, b, impl):
+            y, vjp = jax.vjp(lambda a, b: jaxconv.conv2d(a, b, impl=impl, **kw), a, b)  # noqa: B023
+            return (y, *vjp(jnp.asarray(ct)))  # noqa: B023
+
+        key = ("fft_splits", channels_last, groups, c_in, c_out)
+        expected = single_device(key, functools.partial(grads, impl="lax"), x, w)
+        # Split along its height (12 rows, which any batch leaves whole); `fft` re-splits.
+        xs, ws = put(x, *[None] * (1 if channels_last else 2), "a", mesh=mesh), put(w, mesh=mesh)
+        program = jax.jit(functools.partial(grads, impl="fft")).lower(xs, ws).compile()
+        # Each device transforms its block of the input (and of the input gradient),
+        # of the weight (and its gradient) and of the output (and its cotangent).
+        c_in_local = c_in if groups == 1 else c_in * c_out_local // c_out
+        want = {(n_local, c_in_local), (c_out_local, c_in // groups), (n_local, c_out_local)}
+        assert {b[:2] for b in fft_blocks(program)} == want, fft_blocks(program)
+        for g, e in zip(program(xs, ws), expected, strict=True):
+            assert_close(g, e, reduction=c_in * 15 * 2)
+
+
+def test_autotune_keeps_fft_on_a_mesh(rng, monkeypatch, retrace):
+    """Roles that `impl="autotune"` measured fastest by FFT stay FFT on a mesh on the
+    CPU, each device transforming its block; off the CPU they go by `auto`'s rules,
+    which run XLA's convolution there (`_dispatch.fft_on_mesh`)."""
+    from jaxconv import _autotune, _dispatch
 
     monkeypatch.setattr(_autotune, "choose", lambda *args: ("fft", "fft", "auto"))
     x, w = rng.standard_normal((8, 16, 16, 16)), rng.standard_normal((16, 1, 9, 9))
     f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=16, impl="autotune")))  # noqa: E731
     value_and_grads = jax.value_and_grad(f, (0, 1))
-    assert "fft" in jax.jit(value_and_grads).lower(x, w).as_text()
     xs, ws = put(x, None, "d"), put(w, "d")  # the channels, the weight's output channels
-    program = jax.jit(value_and_grads).lower(xs, ws)
-    assert "fft" not in program.as_text()
-    expected = single_device(("autotune_leaves_fft",), value_and_grads, x, w)
-    for g, e in zip(
-        jax.tree.leaves(program.compile()(xs, ws)), jax.tree.leaves(expected), strict=True
-    ):
+    program = jax.jit(value_and_grads).lower(xs, ws).compile()
+    assert {b[:2] for b in fft_blocks(program)} == {(1, 16), (16, 1)}  # an image each
+    expected = single_device(("autotune_fft_on_a_mesh",), value_and_grads, x, w)
+    for g, e in zip(jax.tree.leaves(program(xs, ws)), jax.tree.leaves(expected), strict=True):
         assert_close(g, e, reduction=8 * 81 * 256)
+    monkeypatch.setattr(_dispatch, "backend_name", lambda: "cuda")
+    jax.clear_caches()  # the traces made on the CPU, above
+    assert "fft" not in jax.jit(value_and_grads).lower(xs, ws).as_text()
+    assert "fft" in jax.jit(value_and_grads).lower(x, w).as_text()
+
+
+def test_cuda_rule_leaves_fft_off_a_mesh():
+    """Off the CPU, `auto`'s FFT rules were measured on one device: on a mesh XLA's
+    convolution runs there instead; on the CPU, and on one device, FFT stays."""
+    from jaxconv import _dispatch
+    from jaxconv._spec import ConvSpec
+
+    spec = ConvSpec(
+        stride=(1, 1),
+        padding=((6, 6), (6, 6)),
+        lhs_dilation=(1, 1),
+        rhs_dilation=(1, 1),
+        groups=128,
+    )
+    shapes = (
+        jax.ShapeDtypeStruct((64, 128, 56, 56), jnp.float32),
+        jax.ShapeDtypeStruct((128, 1, 13, 13), jnp.float32),
+    )
+    found = {}
+
+    def probe(backend, key):
+        def body(x, w):
+            found[key] = _dispatch.choose_for(spec, x, w, backend)
+            return x
+
+        return body
+
+    mesh = cpu_mesh()
+    on_mesh = [
+        jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(mesh, P("d"))) for s in shapes
+    ]
+    for backend in ("cuda", "cpu"):
+        jax.jit(probe(backend, (backend, "one"))).lower(*shapes)
+        jax.jit(probe(backend, (backend, "mesh"))).lower(*on_mesh)
+    assert found[("cuda", "one")] == ("fft",) * 3
+    assert found[("cuda", "mesh")] == ("lax",) * 3
+    assert found[("cpu", "mesh")] == found[("cpu", "one")] and "fft" in found[("cpu", "one")]

@@ -10,9 +10,25 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import AxisType
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
+
+
+def split_mesh(*arrays: jax.Array):
+    """The mesh that XLA's partitioner splits any of ``arrays`` over: the first one's
+    abstract mesh with an ``Auto`` or ``Explicit`` axis of more than one device, or None
+    (one device, or only ``jax.shard_map``'s ``Manual`` axes, inside which each device
+    computes its own block). Under ``Auto`` axes the split itself is not known while
+    tracing, only the mesh."""
+    for a in arrays:
+        mesh = getattr(getattr(jax.typeof(a), "sharding", None), "mesh", None)
+        types = getattr(mesh, "axis_types", ())
+        sizes = getattr(mesh, "axis_sizes", ())
+        if any(t != AxisType.Manual and n > 1 for t, n in zip(types, sizes, strict=True)):
+            return mesh
+    return None
 
 
 def varying_struct(shape, dtype, *like) -> jax.ShapeDtypeStruct:

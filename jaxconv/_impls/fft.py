@@ -17,14 +17,17 @@ float64 and complex128 in double precision.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
-from jaxconv._impls._common import pad_input, slice_in_layout, valid_out_spatial
+from jaxconv._impls._common import pad_input, slice_in_layout, split_mesh, valid_out_spatial
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -52,7 +55,63 @@ def compute_dtype(dtype) -> jnp.dtype:
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The canonical convolution through ``rfftn``/``irfftn`` (``fftn`` for complex)."""
+    """The canonical convolution through ``rfftn``/``irfftn`` (``fftn`` for complex).
+
+    On a mesh that XLA's partitioner splits, each device transforms its own block inside
+    ``jax.shard_map``, split as `device_split` says: XLA's partitioner splits no FFT. It
+    gathers each transform's whole operand onto every device, along the batch too, and
+    on the CPU the FFT of an operand split along a transformed dim or gathered along the
+    channels fails (``RET_CHECK`` in ``fft_thunk.cc``, ``IsMonotonicWithDim0Major``, or
+    an abort in ``fft_handler.cc``; jaxlib 0.10.2, 8 CPU devices, 2026-12-04). The
+    result comes out split along the batch (or the output channels); ask for another
+    split with ``out_shardings`` or ``jax.lax.with_sharding_constraint``.
+    """
+    mesh = split_mesh(x, w)
+    if mesh is None:
+        return _transformed(x, w, spec)
+    batch, channels = device_split(mesh, x.shape[0], w.shape[0], spec.groups)
+    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes, strict=True))
+    local = spec
+    if spec.groups > 1:  # whole groups per device, the input's channels split with them
+        local = dataclasses.replace(
+            spec, groups=spec.groups // math.prod(sizes[a] for a in channels)
+        )
+    b, c = batch or None, channels or None
+    return jax.shard_map(
+        functools.partial(_transformed, spec=local),
+        mesh=mesh,
+        in_specs=(P(b, c if spec.groups > 1 else None), P(c)),
+        out_specs=P(b, c),
+        axis_names=frozenset(
+            a for a, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t != AxisType.Manual
+        ),
+    )(x, w)
+
+
+def device_split(mesh, n: int, c_out: int, groups: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """How `forward` splits a convolution of batch ``n`` to ``c_out`` channels in
+    ``groups`` over ``mesh``: the axes along the batch and along the output channels.
+
+    Each axis the partitioner splits goes to the batch while the batch divides, else to
+    the output channels while they divide (whole groups, the input's channels with them,
+    when there are groups), else each device of it computes the whole.
+    """
+    batch, channels = [], []
+    along_batch = along_channels = 1
+    for name, size, kind in zip(mesh.axis_names, mesh.axis_sizes, mesh.axis_types, strict=True):
+        if kind == AxisType.Manual or size == 1:
+            continue
+        if n % (along_batch * size) == 0:
+            batch.append(name)
+            along_batch *= size
+        elif (groups if groups > 1 else c_out) % (along_channels * size) == 0:
+            channels.append(name)
+            along_channels *= size
+    return tuple(batch), tuple(channels)
+
+
+def _transformed(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """`forward` on one device's arrays."""
     dtype = x.dtype
     ct = compute_dtype(dtype)
     n, c_in = x.shape[:2]
