@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxconv import _dispatch
 from jaxconv._impls import FORWARDS, IMPLS
+from jaxconv._impls._common import split_mesh
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -57,12 +58,11 @@ _disk_loaded = False
 
 
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The canonical convolution by the measured-fastest algorithm for each role. It
-    measures on one device: where FFT may not run as there
-    (`jaxconv._dispatch.fft_on_mesh`), roles measured fastest by FFT go by `auto`'s
-    rules."""
+    """The canonical convolution by the measured-fastest algorithm for each role; on a
+    mesh of several devices, roles measured fastest by FFT go by `auto`'s rules, which
+    run XLA's convolution there (`jaxconv._dispatch.choose_for`)."""
     names = choose(spec, x.shape, w.shape, x.dtype)
-    if "fft" in names and not _dispatch.fft_on_mesh(x, w, _dispatch.backend_name()):
+    if "fft" in names and split_mesh(x, w) is not None:
         names = tuple("auto" if name == "fft" else name for name in names)
     return _dispatch.forward_with(x, w, spec, names)
 

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 from jax.extend import backend as jax_backend
-from jax.sharding import AxisType
 
 from jaxconv import _derivatives
 from jaxconv._impls import FORWARDS, groups, planes, space_to_depth, subpixel
@@ -326,7 +325,7 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
 # smaller inputs, other dims and dtypes were not measured, and stay XLA's. The rule sees
 # the shapes as traced: under `jax.vmap` of a per-example function the input is one
 # example's, below `CUDA_FFT_MIN_INPUT`, and XLA's convolution runs; so it does on a
-# mesh of several devices (`fft_on_mesh`). Transposed depthwise layers of stride 1 arrive
+# mesh of several devices (`choose_for`). Transposed depthwise layers of stride 1 arrive
 # as the same convolutions and are included.
 CUDA_FFT_GRADIENT_MIN_KERNEL = 7
 CUDA_FFT_VALUE_MIN_KERNEL = 13
@@ -1744,40 +1743,24 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
 
 
 def choose_for(spec: ConvSpec, x: jax.Array, w: jax.Array, backend: str) -> tuple[str, str, str]:
-    """`choose` for these operands: XLA's convolution wherever the rules say FFT but
-    `fft_on_mesh` says no."""
-    rules = choose(spec, x.shape, w.shape, x.dtype, backend)
-    if "fft" in rules and not fft_on_mesh(x, w, backend):
-        return tuple("lax" if name == "fft" else name for name in rules)
-    return rules
-
-
-def fft_on_mesh(x: jax.Array, w: jax.Array, backend: str) -> bool:
-    """Whether FFT may run for these operands as on one device: off a mesh of several
-    devices, or on one on the CPU, unless inside ``jax.shard_map`` over some of its
-    axes.
+    """`choose` for these operands: on a mesh of several devices (`_common.split_mesh`),
+    XLA's convolution wherever the rules say FFT.
 
     XLA's partitioner splits no FFT, so `fft` runs each device's block inside
-    ``jax.shard_map``, split along the batch or the output channels as far as they
-    divide (`fft.device_split`); over a mesh axis that divides neither, every device of
-    it transforms the whole, while XLA's convolution splits along every dim. On 8
-    simulated CPU devices (2026-12-04, `/tmp/s50/meshtime.py`, depthwise, channels-first
-    unless said, 9 interleaved runs), FFT per device against XLA's partitioned
-    convolution, forward / training: 9x9 64@28 batch 8 split along the batch 4.2x /
-    19x (channels-last 4.3x / 6.3x), along a spatial dim (@32) 3.2x / 23x; 15x15
-    channels-last 9.2x / 13x; 31x31 128@28 145x / 571x; with no split of its own
-    (batch 3, 12 channels, 11x11), every device transforming the whole, 19x / 21x. So
-    on the CPU FFT stays wherever the rules put it. The CUDA rule was measured on one
-    device, at the suite's batch: on a mesh each device's share is smaller, and less
-    than the mesh's size may be FFT's lead over a split XLA convolution. Inside
-    ``jax.shard_map`` over some axes of a mesh whose others XLA splits, `fft`'s
-    gradients do not lower (jax 0.10.2: Shardy rejects the nested manual computation's
-    residuals, "must have all manual axes come before free axes"; before the per-device
-    split they failed in XLA's FFT)."""
-    mesh = split_mesh(x, w)
-    if mesh is None:
-        return True
-    return backend == "cpu" and AxisType.Manual not in mesh.axis_types
+    ``jax.shard_map`` (`fft.device_split`); on 8 simulated CPU devices (2026-12-04,
+    `/tmp/s50/meshtime.py`, depthwise, channels-first unless said, 9 interleaved runs)
+    that ran against XLA's partitioned convolution, forward / training: 9x9 64@28
+    batch 8 split along the batch 4.2x / 19x (channels-last 4.3x / 6.3x), along a
+    spatial dim (@32) 3.2x / 23x; 15x15 channels-last 9.2x / 13x; 31x31 128@28 145x /
+    571x. But a ``shard_map`` in the program does not survive everything a caller may
+    do to it: ``jax.vmap`` over a mesh axis (``spmd_axis_name``, or a dim split over
+    ``Explicit`` axes) fails in its batching rule, and inside ``jax.shard_map`` over
+    part of the mesh its gradients do not lower. XLA's convolution splits along every
+    dim under every transformation, so `auto` keeps to it on a mesh."""
+    rules = choose(spec, x.shape, w.shape, x.dtype, backend)
+    if "fft" in rules and split_mesh(x, w) is not None:
+        return tuple("lax" if name == "fft" else name for name in rules)
+    return rules
 
 
 def _algorithms(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> tuple[str, str, str]:

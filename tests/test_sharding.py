@@ -658,14 +658,13 @@ def fft_blocks(program) -> list[tuple[int, ...]]:
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
-def test_auto_fft_per_device_on_a_mesh(axis_type, channels_last, rng):
-    """Where the rules say FFT (2-D depthwise 9x9 in training), `auto` on operands split
-    over a mesh runs it on each device's block (`fft.device_split`): XLA's partitioner
-    gathers each FFT's whole operand, and on the CPU one split along a transformed dim
-    or gathered along the channels failed (RET_CHECK in fft_thunk.cc). Split along the
-    batch, the channels (the weight's too) or a spatial dim, the value and gradients are
-    the single-device ones, and no device transforms the whole batch; inside
-    `jax.shard_map` FFT stays too."""
+def test_fft_per_device_on_a_mesh(axis_type, channels_last, rng):
+    """`impl="fft"` on operands split over a mesh transforms each device's block
+    (`fft.device_split`): XLA's partitioner gathers each FFT's whole operand, and on the
+    CPU one split along a transformed dim or gathered along the channels failed
+    (RET_CHECK in fft_thunk.cc, or an abort). Split along the batch, the channels (the
+    weight's too) or a spatial dim, the value and gradients are the single-device ones,
+    and no device transforms the whole batch."""
     mesh = jax.make_mesh(
         (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
     )
@@ -679,8 +678,8 @@ def test_auto_fft_per_device_on_a_mesh(axis_type, channels_last, rng):
         f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))  # noqa: E731
         return jax.value_and_grad(f, (0, 1))
 
-    expected = single_device(("auto_fft_on_a_mesh", channels_last), value_and_grads("lax"), x, w)
-    assert {b[0] for b in fft_blocks(jax.jit(value_and_grads("auto")).lower(x, w).compile())} >= {8}
+    expected = single_device(("auto_leaves_fft", channels_last), value_and_grads("lax"), x, w)
+    assert {b[0] for b in fft_blocks(jax.jit(value_and_grads("fft")).lower(x, w).compile())} >= {8}
     chan, space = (-1, 1) if channels_last else (1, 2)
     w_out = -1 if channels_last else 0
     splits = {
@@ -694,22 +693,45 @@ def test_auto_fft_per_device_on_a_mesh(axis_type, channels_last, rng):
             return ["d" if d in {i % ndim for i in dims} else None for d in range(ndim)]
 
         xs, ws = put(x, *spec(4, x_dims), mesh=mesh), put(w, *spec(4, w_dims), mesh=mesh)
-        program = jax.jit(value_and_grads("auto")).lower(xs, ws).compile()
+        program = jax.jit(value_and_grads("fft")).lower(xs, ws).compile()
         blocks = fft_blocks(program)
         # The input's and the cotangent's transforms one image each; the weight's whole.
         assert blocks and {b[0] for b in blocks} == {1, c}, (name, blocks)
         got = jax.tree.leaves(program(xs, ws))
         for g, e in zip(got, jax.tree.leaves(expected), strict=True):
             assert_close(g, e, reduction=8 * 81 * 256)
-    grads = lambda a, b: value_and_grads("auto")(a, b)[1]  # noqa: E731
-    body = jax.shard_map(grads, mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
-    assert "fft" in jax.jit(body).lower(put(x, "d", mesh=mesh), put(w, mesh=mesh)).as_text()
+
+
+def test_fft_on_a_mesh_leaves_what_shard_map_cannot(rng):
+    """`impl="fft"` leaves to XLA's partitioner what a nested `jax.shard_map` cannot
+    do: inside `jax.shard_map` over part of a mesh (a nested one's gradients do not
+    lower) and empty operands (a `shard_map` body that reads none of its operands does
+    not lower). Both give the single-device value and gradients."""
+    mesh = jax.make_mesh(
+        (2, 4), ("a", "b"), axis_types=(AxisType.Auto,) * 2, devices=jax.devices("cpu")[:8]
+    )
+    x, w = rng.standard_normal((8, 8, 12, 12)), rng.standard_normal((8, 1, 9, 9))
+    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=8, impl="fft")))  # noqa: E731
+    body = jax.shard_map(
+        jax.grad(f, (0, 1)),
+        mesh=mesh,
+        in_specs=(P("a"), P()),
+        out_specs=(P("a"), P()),
+        axis_names={"a"},
+    )
+    xs = put(x, ("a", "b"), mesh=mesh)  # each half of the batch split along b inside
+    got = jax.jit(body)(xs, put(w, mesh=mesh))
+    halves = [jax.grad(f, (0, 1))(x[:4], w), jax.grad(f, (0, 1))(x[4:], w)]
+    assert_close(got[0], np.concatenate([halves[0][0], halves[1][0]]), reduction=81 * 8)
+    assert_close(got[1], halves[0][1] + halves[1][1], reduction=81 * 8 * 8)
+    empty = np.zeros((0, 8, 12, 12))
+    y, grads = jax.jit(jax.value_and_grad(f, (0, 1)))(put(empty, mesh=mesh), put(w, "a", mesh=mesh))
+    assert float(y) == 0.0 and grads[0].shape == empty.shape and not np.any(np.asarray(grads[1]))
 
 
 def test_auto_leaves_fft_inside_a_partial_shard_map(rng):
     """Inside `jax.shard_map` over one axis of a mesh whose other axis XLA splits,
-    `fft`'s gradients do not lower (Shardy rejects the nested manual computation's
-    residuals), so `auto` runs XLA's convolution there (`_dispatch.fft_on_mesh`) and
+    `auto` runs XLA's convolution where its rules say FFT (`_dispatch.choose_for`), and
     gives the single-device value and gradients."""
     mesh = jax.make_mesh(
         (2, 4), ("a", "b"), axis_types=(AxisType.Auto,) * 2, devices=jax.devices("cpu")[:8]
@@ -776,61 +798,68 @@ def test_fft_splits_what_divides(channels_last, rng):
             assert_close(g, e, reduction=c_in * 15 * 2)
 
 
-def test_autotune_keeps_fft_on_a_mesh(rng, monkeypatch, retrace):
-    """Roles that `impl="autotune"` measured fastest by FFT stay FFT on a mesh on the
-    CPU, each device transforming its block; off the CPU they go by `auto`'s rules,
-    which run XLA's convolution there (`_dispatch.fft_on_mesh`)."""
-    from jaxconv import _autotune, _dispatch
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
+def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
+    """Where the rules say FFT (2-D depthwise 9x9 in training), `auto` on operands split
+    over a mesh runs XLA's convolution instead (`_dispatch.choose_for`: `fft` there is a
+    `jax.shard_map`, which not every transformation of the caller's survives). Split
+    along the batch, the channels (the weight's too) or a spatial dim, the value and
+    gradients are the single-device ones; on one device, and inside `jax.shard_map`,
+    FFT stays."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    c = 16
+    x, w = rng.standard_normal((8, c, 16, 16)), rng.standard_normal((c, 1, 9, 9))
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+    kw = dict(padding=4, groups=c, channels_last=channels_last)
+
+    def value_and_grads(impl):
+        f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))  # noqa: E731
+        return jax.value_and_grad(f, (0, 1))
+
+    expected = single_device(("auto_leaves_fft", channels_last), value_and_grads("lax"), x, w)
+    assert "fft" in jax.jit(value_and_grads("auto")).lower(x, w).as_text()
+    chan, space = (-1, 1) if channels_last else (1, 2)
+    w_out = -1 if channels_last else 0
+    splits = {
+        "batch": ((0,), ()),
+        "channels": ((chan,), (w_out,)),
+        "spatial": ((space,), ()),
+    }
+    for name, (x_dims, w_dims) in splits.items():
+
+        def spec(ndim, dims):
+            return ["d" if d in {i % ndim for i in dims} else None for d in range(ndim)]
+
+        xs, ws = put(x, *spec(4, x_dims), mesh=mesh), put(w, *spec(4, w_dims), mesh=mesh)
+        program = jax.jit(value_and_grads("auto")).lower(xs, ws)
+        assert "fft" not in program.as_text(), name
+        got = jax.tree.leaves(program.compile()(xs, ws))
+        for g, e in zip(got, jax.tree.leaves(expected), strict=True):
+            assert_close(g, e, reduction=8 * 81 * 256)
+    grads = lambda a, b: value_and_grads("auto")(a, b)[1]  # noqa: E731
+    body = jax.shard_map(grads, mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
+    assert "fft" in jax.jit(body).lower(put(x, "d", mesh=mesh), put(w, mesh=mesh)).as_text()
+
+
+def test_autotune_leaves_fft_off_a_mesh(rng, monkeypatch):
+    """Roles that `impl="autotune"` measured fastest by FFT go by `auto`'s rules on a
+    mesh (XLA's convolution where they say FFT), and stay FFT on one device."""
+    from jaxconv import _autotune
 
     monkeypatch.setattr(_autotune, "choose", lambda *args: ("fft", "fft", "auto"))
     x, w = rng.standard_normal((8, 16, 16, 16)), rng.standard_normal((16, 1, 9, 9))
     f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=16, impl="autotune")))  # noqa: E731
     value_and_grads = jax.value_and_grad(f, (0, 1))
-    xs, ws = put(x, None, "d"), put(w, "d")  # the channels, the weight's output channels
-    program = jax.jit(value_and_grads).lower(xs, ws).compile()
-    assert {b[:2] for b in fft_blocks(program)} == {(1, 16), (16, 1)}  # an image each
-    expected = single_device(("autotune_fft_on_a_mesh",), value_and_grads, x, w)
-    for g, e in zip(jax.tree.leaves(program(xs, ws)), jax.tree.leaves(expected), strict=True):
-        assert_close(g, e, reduction=8 * 81 * 256)
-    monkeypatch.setattr(_dispatch, "backend_name", lambda: "cuda")
-    jax.clear_caches()  # the traces made on the CPU, above
-    assert "fft" not in jax.jit(value_and_grads).lower(xs, ws).as_text()
     assert "fft" in jax.jit(value_and_grads).lower(x, w).as_text()
-
-
-def test_cuda_rule_leaves_fft_off_a_mesh():
-    """Off the CPU, `auto`'s FFT rules were measured on one device: on a mesh XLA's
-    convolution runs there instead; on the CPU, and on one device, FFT stays."""
-    from jaxconv import _dispatch
-    from jaxconv._spec import ConvSpec
-
-    spec = ConvSpec(
-        stride=(1, 1),
-        padding=((6, 6), (6, 6)),
-        lhs_dilation=(1, 1),
-        rhs_dilation=(1, 1),
-        groups=128,
-    )
-    shapes = (
-        jax.ShapeDtypeStruct((64, 128, 56, 56), jnp.float32),
-        jax.ShapeDtypeStruct((128, 1, 13, 13), jnp.float32),
-    )
-    found = {}
-
-    def probe(backend, key):
-        def body(x, w):
-            found[key] = _dispatch.choose_for(spec, x, w, backend)
-            return x
-
-        return body
-
-    mesh = cpu_mesh()
-    on_mesh = [
-        jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(mesh, P("d"))) for s in shapes
-    ]
-    for backend in ("cuda", "cpu"):
-        jax.jit(probe(backend, (backend, "one"))).lower(*shapes)
-        jax.jit(probe(backend, (backend, "mesh"))).lower(*on_mesh)
-    assert found[("cuda", "one")] == ("fft",) * 3
-    assert found[("cuda", "mesh")] == ("lax",) * 3
-    assert found[("cpu", "mesh")] == found[("cpu", "one")] and "fft" in found[("cpu", "one")]
+    xs, ws = put(x, None, "d"), put(w, "d")  # the channels, the weight's output channels
+    program = jax.jit(value_and_grads).lower(xs, ws)
+    assert "fft" not in program.as_text()
+    expected = single_device(("autotune_leaves_fft",), value_and_grads, x, w)
+    for g, e in zip(
+        jax.tree.leaves(program.compile()(xs, ws)), jax.tree.leaves(expected), strict=True
+    ):
+        assert_close(g, e, reduction=8 * 81 * 256)

@@ -62,19 +62,22 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     gathers each transform's whole operand onto every device, along the batch too, and
     on the CPU the FFT of an operand split along a transformed dim or gathered along the
     channels fails (``RET_CHECK`` in ``fft_thunk.cc``, ``IsMonotonicWithDim0Major``, or
-    an abort in ``fft_handler.cc``; jaxlib 0.10.2, 8 CPU devices, 2026-12-04). The
-    result comes out split along the batch (or the output channels); ask for another
-    split with ``out_shardings`` or ``jax.lax.with_sharding_constraint``.
+    an abort in ``fft_handler.cc``; jaxlib 0.10.2, 8 CPU devices, 2026-12-04). Under
+    ``Auto`` axes the result comes out split along the batch (or the output channels);
+    ask for another split with ``out_shardings`` or ``jax.lax.with_sharding_constraint``.
+    Not inside ``jax.shard_map`` over some of the mesh's axes (the gradients of a
+    ``shard_map`` nested in it do not lower), nor for empty operands (a ``shard_map``
+    whose body reads none of its operands does not lower): there XLA's partitioner
+    splits it as it can.
     """
     mesh = split_mesh(x, w)
-    if mesh is None:
+    if mesh is None or AxisType.Manual in mesh.axis_types or not (x.size and w.size):
         return _transformed(x, w, spec)
     batch, channels = device_split(mesh, x.shape[0], w.shape[0], spec.groups)
-    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes, strict=True))
     local = spec
     if spec.groups > 1:  # whole groups per device, the input's channels split with them
         local = dataclasses.replace(
-            spec, groups=spec.groups // math.prod(sizes[a] for a in channels)
+            spec, groups=spec.groups // math.prod(mesh.shape[a] for a in channels)
         )
     b, c = batch or None, channels or None
     return jax.shard_map(
@@ -82,9 +85,7 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         mesh=mesh,
         in_specs=(P(b, c if spec.groups > 1 else None), P(c)),
         out_specs=P(b, c),
-        axis_names=frozenset(
-            a for a, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t != AxisType.Manual
-        ),
+        axis_names=frozenset(mesh.axis_names),
     )(x, w)
 
 
@@ -92,15 +93,13 @@ def device_split(mesh, n: int, c_out: int, groups: int) -> tuple[tuple[str, ...]
     """How `forward` splits a convolution of batch ``n`` to ``c_out`` channels in
     ``groups`` over ``mesh``: the axes along the batch and along the output channels.
 
-    Each axis the partitioner splits goes to the batch while the batch divides, else to
-    the output channels while they divide (whole groups, the input's channels with them,
-    when there are groups), else each device of it computes the whole.
+    Each axis goes to the batch while the batch divides, else to the output channels
+    while they divide (whole groups, the input's channels with them, when there are
+    groups), else each device of it computes the whole.
     """
     batch, channels = [], []
     along_batch = along_channels = 1
-    for name, size, kind in zip(mesh.axis_names, mesh.axis_sizes, mesh.axis_types, strict=True):
-        if kind == AxisType.Manual or size == 1:
-            continue
+    for name, size in mesh.shape.items():
         if n % (along_batch * size) == 0:
             batch.append(name)
             along_batch *= size
