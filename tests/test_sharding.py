@@ -656,62 +656,18 @@ def fft_blocks(program) -> list[tuple[int, ...]]:
     return [tuple(map(int, d.split(","))) for d in re.findall(r"= \w+\[([\d,]+)\]\S* fft\(", text)]
 
 
-@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
-def test_fft_per_device_on_a_mesh(axis_type, channels_last, rng):
-    """`impl="fft"` on operands split over a mesh transforms each device's block
-    (`fft.device_split`): XLA's partitioner gathers each FFT's whole operand, and on the
-    CPU one split along a transformed dim or gathered along the channels failed
-    (RET_CHECK in fft_thunk.cc, or an abort). Split along the batch, the channels (the
-    weight's too) or a spatial dim, the value and gradients are the single-device ones,
-    and no device transforms the whole batch."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
-    c = 16
-    x, w = rng.standard_normal((8, c, 16, 16)), rng.standard_normal((c, 1, 9, 9))
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
-    kw = dict(padding=4, groups=c, channels_last=channels_last)
-
-    def value_and_grads(impl):
-        f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))  # noqa: E731
-        return jax.value_and_grad(f, (0, 1))
-
-    expected = single_device(("auto_leaves_fft", channels_last), value_and_grads("lax"), x, w)
-    assert {b[0] for b in fft_blocks(jax.jit(value_and_grads("fft")).lower(x, w).compile())} >= {8}
-    chan, space = (-1, 1) if channels_last else (1, 2)
-    w_out = -1 if channels_last else 0
-    splits = {
-        "batch": ((0,), ()),
-        "channels": ((chan,), (w_out,)),
-        "spatial": ((space,), ()),
-    }
-    for name, (x_dims, w_dims) in splits.items():
-
-        def spec(ndim, dims):
-            return ["d" if d in {i % ndim for i in dims} else None for d in range(ndim)]
-
-        xs, ws = put(x, *spec(4, x_dims), mesh=mesh), put(w, *spec(4, w_dims), mesh=mesh)
-        program = jax.jit(value_and_grads("fft")).lower(xs, ws).compile()
-        blocks = fft_blocks(program)
-        # The input's and the cotangent's transforms one image each; the weight's whole.
-        assert blocks and {b[0] for b in blocks} == {1, c}, (name, blocks)
-        got = jax.tree.leaves(program(xs, ws))
-        for g, e in zip(got, jax.tree.leaves(expected), strict=True):
-            assert_close(g, e, reduction=8 * 81 * 256)
-
-
-def test_fft_on_a_mesh_leaves_what_shard_map_cannot(rng):
-    """`impl="fft"` leaves to XLA's partitioner what a nested `jax.shard_map` cannot
-    do: inside `jax.shard_map` over part of a mesh (a nested one's gradients do not
-    lower) and empty operands (a `shard_map` body that reads none of its operands does
-    not lower). Both give the single-device value and gradients."""
+@pytest.mark.parametrize("impl", ["fft", "auto"])
+def test_fft_inside_a_partial_shard_map(impl, rng):
+    """Inside `jax.shard_map` over one axis of a mesh whose other axis XLA splits, the
+    gradients of a `shard_map` nested in it do not lower: `impl="fft"` leaves its
+    transforms to XLA's partitioner there (which splits them along the batch), and
+    `auto` runs XLA's convolution where its rules say FFT (`_dispatch.choose_for`, the
+    input split along its height inside). Both give the single-device gradients."""
     mesh = jax.make_mesh(
         (2, 4), ("a", "b"), axis_types=(AxisType.Auto,) * 2, devices=jax.devices("cpu")[:8]
     )
     x, w = rng.standard_normal((8, 8, 12, 12)), rng.standard_normal((8, 1, 9, 9))
-    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=8, impl="fft")))  # noqa: E731
+    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=8, impl=impl)))  # noqa: E731
     body = jax.shard_map(
         jax.grad(f, (0, 1)),
         mesh=mesh,
@@ -719,39 +675,25 @@ def test_fft_on_a_mesh_leaves_what_shard_map_cannot(rng):
         out_specs=(P("a"), P()),
         axis_names={"a"},
     )
-    xs = put(x, ("a", "b"), mesh=mesh)  # each half of the batch split along b inside
-    got = jax.jit(body)(xs, put(w, mesh=mesh))
-    halves = [jax.grad(f, (0, 1))(x[:4], w), jax.grad(f, (0, 1))(x[4:], w)]
-    assert_close(got[0], np.concatenate([halves[0][0], halves[1][0]]), reduction=81 * 8)
-    assert_close(got[1], halves[0][1] + halves[1][1], reduction=81 * 8 * 8)
-    empty = np.zeros((0, 8, 12, 12))
-    y, grads = jax.jit(jax.value_and_grad(f, (0, 1)))(put(empty, mesh=mesh), put(w, "a", mesh=mesh))
-    assert float(y) == 0.0 and grads[0].shape == empty.shape and not np.any(np.asarray(grads[1]))
-
-
-def test_auto_leaves_fft_inside_a_partial_shard_map(rng):
-    """Inside `jax.shard_map` over one axis of a mesh whose other axis XLA splits,
-    `auto` runs XLA's convolution where its rules say FFT (`_dispatch.choose_for`), and
-    gives the single-device value and gradients."""
-    mesh = jax.make_mesh(
-        (2, 4), ("a", "b"), axis_types=(AxisType.Auto,) * 2, devices=jax.devices("cpu")[:8]
-    )
-    x, w = rng.standard_normal((8, 8, 12, 12)), rng.standard_normal((8, 1, 9, 9))
-    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=8)))  # noqa: E731
-    body = jax.shard_map(
-        jax.grad(f, (0, 1)),
-        mesh=mesh,
-        in_specs=(P("a"), P()),
-        out_specs=(P("a"), P()),
-        axis_names={"a"},
-    )
-    program = jax.jit(body).lower(put(x, "a", None, "b", mesh=mesh), put(w, mesh=mesh))
-    assert "fft" not in program.as_text()
-    got = program.compile()(put(x, "a", None, "b", mesh=mesh), put(w, mesh=mesh))
+    xs = put(x, *((("a", "b"),) if impl == "fft" else ("a", None, "b")), mesh=mesh)
+    program = jax.jit(body).lower(xs, put(w, mesh=mesh))
+    assert ("fft" in program.as_text()) == (impl == "fft")
+    got = program.compile()(xs, put(w, mesh=mesh))
     halves = [jax.grad(f, (0, 1))(x[:4], w), jax.grad(f, (0, 1))(x[4:], w)]
     assert_close(got[0], np.concatenate([halves[0][0], halves[1][0]]), reduction=81 * 8)
     # The weight is the same on every device: its gradient sums the blocks'.
     assert_close(got[1], halves[0][1] + halves[1][1], reduction=81 * 8 * 8)
+
+
+def test_fft_of_empty_operands_on_a_mesh(rng):
+    """`impl="fft"` leaves empty operands on a mesh to XLA's partitioner (a
+    `jax.shard_map` whose body reads none of its operands does not lower): zeros for the
+    value and the weight gradient, an empty input gradient."""
+    w = rng.standard_normal((8, 1, 9, 9))
+    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, padding=4, groups=8, impl="fft")))  # noqa: E731
+    empty = np.zeros((0, 8, 12, 12))
+    y, grads = jax.jit(jax.value_and_grad(f, (0, 1)))(put(empty), put(w, "d"))
+    assert float(y) == 0.0 and grads[0].shape == empty.shape and not np.any(np.asarray(grads[1]))
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
@@ -798,15 +740,19 @@ def test_fft_splits_what_divides(channels_last, rng):
             assert_close(g, e, reduction=c_in * 15 * 2)
 
 
+@pytest.mark.parametrize("impl", ["fft", "auto"])
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NC*", "N*C"])
-def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
-    """Where the rules say FFT (2-D depthwise 9x9 in training), `auto` on operands split
-    over a mesh runs XLA's convolution instead (`_dispatch.choose_for`: `fft` there is a
-    `jax.shard_map`, which not every transformation of the caller's survives). Split
-    along the batch, the channels (the weight's too) or a spatial dim, the value and
-    gradients are the single-device ones; on one device, and inside `jax.shard_map`,
-    FFT stays."""
+def test_fft_on_a_mesh(impl, axis_type, channels_last, rng):
+    """A 2-D depthwise 9x9 layer in training, where `auto`'s rules say FFT, split over a
+    mesh along the batch, the channels (the weight's too) or a spatial dim: the value
+    and gradients are the single-device ones. XLA's partitioner gathers each FFT's whole
+    operand, and on the CPU one split along a transformed dim or gathered along the
+    channels failed (RET_CHECK in fft_thunk.cc, or an abort). So `impl="fft"` transforms
+    each device's block (`fft.device_split`: no device transforms the whole batch), and
+    `auto` runs XLA's convolution on a mesh (`_dispatch.choose_for`: a `jax.shard_map` in
+    the program does not survive every transformation of the caller's); on one device,
+    and inside `jax.shard_map`, it runs FFT."""
     mesh = jax.make_mesh(
         (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
     )
@@ -820,8 +766,9 @@ def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
         f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv2d(a, b, impl=impl, **kw)))  # noqa: E731
         return jax.value_and_grad(f, (0, 1))
 
-    expected = single_device(("auto_leaves_fft", channels_last), value_and_grads("lax"), x, w)
-    assert "fft" in jax.jit(value_and_grads("auto")).lower(x, w).as_text()
+    expected = single_device(("fft_on_a_mesh", channels_last), value_and_grads("lax"), x, w)
+    whole = fft_blocks(jax.jit(value_and_grads(impl)).lower(x, w).compile())
+    assert {b[0] for b in whole} == {8, c}
     chan, space = (-1, 1) if channels_last else (1, 2)
     w_out = -1 if channels_last else 0
     splits = {
@@ -835,12 +782,17 @@ def test_auto_leaves_fft_off_a_mesh(axis_type, channels_last, rng):
             return ["d" if d in {i % ndim for i in dims} else None for d in range(ndim)]
 
         xs, ws = put(x, *spec(4, x_dims), mesh=mesh), put(w, *spec(4, w_dims), mesh=mesh)
-        program = jax.jit(value_and_grads("auto")).lower(xs, ws)
-        assert "fft" not in program.as_text(), name
-        got = jax.tree.leaves(program.compile()(xs, ws))
+        program = jax.jit(value_and_grads(impl)).lower(xs, ws).compile()
+        blocks = fft_blocks(program)
+        if impl == "fft":
+            # The input's and the cotangent's transforms one image each; the weight's whole.
+            assert {b[0] for b in blocks} == {1, c}, (name, blocks)
+        else:
+            assert not blocks, (name, blocks)
+        got = jax.tree.leaves(program(xs, ws))
         for g, e in zip(got, jax.tree.leaves(expected), strict=True):
             assert_close(g, e, reduction=8 * 81 * 256)
-    grads = lambda a, b: value_and_grads("auto")(a, b)[1]  # noqa: E731
+    grads = lambda a, b: value_and_grads(impl)(a, b)[1]  # noqa: E731
     body = jax.shard_map(grads, mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
     assert "fft" in jax.jit(body).lower(put(x, "d", mesh=mesh), put(w, mesh=mesh)).as_text()
 
