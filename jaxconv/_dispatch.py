@@ -2370,7 +2370,16 @@ def _run(
     if backend == "cpu" and subpixel.applies(spec) and not matmul_impl.single_pixel(x.shape):
         if role == FORWARD and _transposed_value_whole(x.shape, w.shape, spec, differentiated):
             return _xla(x, w, spec)
-        if role == INPUT_GRADIENT and _transposed_input_gradient_whole(x.shape, w.shape, spec):
+        if role == INPUT_GRADIENT and (
+            _transposed_input_gradient_whole(x.shape, w.shape, spec) or split_mesh(x, w)
+        ):
+            # On a mesh too: the phases' input gradient of a 1-D transposed layer split
+            # along its length (16 -> 16 in 2 groups, kernel 4, stride 2, output
+            # padding 1, a loss reading the value) failed XLA's HLO verifier after
+            # partitioning (a reshape of the wrong size; a sharding fuzz, 2026-12-04).
+            # On 8 simulated CPU devices, training with XLA's input gradient against
+            # the phases': 4x4 stride 2 256->128 @16 batch 8 split along the batch
+            # 4.2-4.7x `lax` against 4.7-4.8x, along the height 21-22x both.
             return _xla(x, w, spec)
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
         # (From one input pixel they go to matmul whole: see `choose`.)

@@ -685,6 +685,24 @@ def test_fft_inside_a_partial_shard_map(impl, rng):
     assert_close(got[1], halves[0][1] + halves[1][1], reduction=81 * 8 * 8)
 
 
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_auto_transposed_input_gradient_on_a_mesh(axis_type, rng):
+    """A grouped 1-D transposed layer split along its length, trained through a loss
+    that reads its value: the phases' input gradient failed XLA's HLO verifier after
+    partitioning, so on a mesh `auto` takes XLA's (`_dispatch._run`)."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    x, w = rng.standard_normal((8, 16, 32)), rng.standard_normal((16, 8, 4))
+    kw = dict(stride=2, output_padding=1, groups=2)
+    f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv_transpose1d(a, b, **kw)))  # noqa: E731
+    value_and_grads = jax.value_and_grad(f, (0, 1))
+    expected = single_device(("transposed_input_gradient",), value_and_grads, x, w)
+    got = jax.jit(value_and_grads)(put(x, None, None, "d", mesh=mesh), put(w, mesh=mesh))
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        assert_close(g, e, reduction=16 * 4 * 8)
+
+
 def test_fft_of_empty_operands_on_a_mesh(rng):
     """`impl="fft"` leaves empty operands on a mesh to XLA's partitioner (a
     `jax.shard_map` whose body reads none of its operands does not lower): zeros for the
