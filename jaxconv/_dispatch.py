@@ -2371,7 +2371,7 @@ def _run(
         if role == FORWARD and _transposed_value_whole(x.shape, w.shape, spec, differentiated):
             return _xla(x, w, spec)
         if role == INPUT_GRADIENT and (
-            _transposed_input_gradient_whole(x.shape, w.shape, spec) or split_mesh(x, w)
+            _transposed_input_gradient_whole(x.shape, w.shape, spec) or split_mesh(x, w) is not None
         ):
             # On a mesh too: the phases' input gradient of a 1-D transposed layer split
             # along its length (16 -> 16 in 2 groups, kernel 4, stride 2, output
