@@ -40,7 +40,6 @@ import numpy as np
 
 from jaxconv import _dispatch
 from jaxconv._impls import FORWARDS, IMPLS
-from jaxconv._impls._common import split_mesh
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -61,9 +60,7 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution by the measured-fastest algorithm for each role; on a
     mesh of several devices, roles measured fastest by FFT go by `auto`'s rules, which
     run XLA's convolution there (`jaxconv._dispatch.choose_for`)."""
-    names = choose(spec, x.shape, w.shape, x.dtype)
-    if "fft" in names and split_mesh(x, w) is not None:
-        names = tuple("auto" if name == "fft" else name for name in names)
+    names = _dispatch.without_fft_on_mesh(choose(spec, x.shape, w.shape, x.dtype), x, w, "auto")
     return _dispatch.forward_with(x, w, spec, names)
 
 

@@ -1757,10 +1757,15 @@ def choose_for(spec: ConvSpec, x: jax.Array, w: jax.Array, backend: str) -> tupl
     ``Explicit`` axes) fails in its batching rule, and inside ``jax.shard_map`` over
     part of the mesh its gradients do not lower. XLA's convolution splits along every
     dim under every transformation, so `auto` keeps to it on a mesh."""
-    rules = choose(spec, x.shape, w.shape, x.dtype, backend)
-    if "fft" in rules and split_mesh(x, w) is not None:
-        return tuple("lax" if name == "fft" else name for name in rules)
-    return rules
+    return without_fft_on_mesh(choose(spec, x.shape, w.shape, x.dtype, backend), x, w, "lax")
+
+
+def without_fft_on_mesh(names, x: jax.Array, w: jax.Array, instead: str) -> tuple[str, ...]:
+    """``names`` (one algorithm per role) with ``instead`` for each ``"fft"`` where ``x``
+    or ``w`` lies on a mesh of several devices (`_common.split_mesh`; see `choose_for`)."""
+    if "fft" in names and split_mesh(x, w) is not None:
+        return tuple(instead if name == "fft" else name for name in names)
+    return tuple(names)
 
 
 def _algorithms(spec: ConvSpec, x: jax.Array, w: jax.Array, names) -> tuple[str, str, str]:
