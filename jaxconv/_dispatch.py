@@ -31,7 +31,7 @@ from jaxconv._impls import FORWARDS, groups, planes, space_to_depth, subpixel
 from jaxconv._impls import lax as lax_impl
 from jaxconv._impls import matmul as matmul_impl
 from jaxconv._impls import shift as shift_impl
-from jaxconv._impls._common import computed_once, split_mesh
+from jaxconv._impls._common import computed_once, cpuinfo, split_mesh
 from jaxconv._spec import ConvSpec
 
 # Depthwise kernels up to this many taps go through shift-and-add (3-D ones past
@@ -979,21 +979,12 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
-@functools.cache
 def cpu_vendor() -> str:
     """The host CPU's vendor, as Linux's ``/proc/cpuinfo`` names it ("AuthenticAMD",
     "GenuineIntel"), or "" where that cannot be read. A rule that the same XLA program
     measured the other way round on two CPUs applies only on the one where it won
     (`ROWS_MID_MAP_VENDORS`)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
-                    return value.strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo("vendor_id")
 
 
 def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:

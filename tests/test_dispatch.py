@@ -1174,6 +1174,66 @@ def test_eigen_leaves_wide_channels_first_layers_to_ynnpack(x_shape, w_shape, ch
 
 
 @pytest.mark.parametrize(
+    "w_shape,x_size,limited",
+    [
+        ((100, 100, 5, 5), 68, True),  # the notes' valid layer: 2,500 deep, 4,096 positions
+        ((96, 100, 5, 5), 68, True),  # 96 out
+        ((95, 100, 5, 5), 68, False),  # 95 out
+        ((100, 96, 5, 5), 68, True),  # 2,400 deep
+        ((100, 95, 5, 5), 68, False),  # 2,375 deep
+        ((100, 100, 5, 5), 36, True),  # 1,024 positions
+        ((100, 100, 5, 5), 35, False),  # 961 positions
+    ],
+)
+@pytest.mark.parametrize("avx2_only", [False, True])
+def test_deep_values_run_by_eigen_on_avx2_only_cpus(
+    w_shape, x_size, limited, avx2_only, monkeypatch, retrace
+):
+    """`lax.eigen_pays` leaves the deep layers (``C_in * taps >= EIGEN_MAX_DEPTH``) of 96
+    or more output channels on maps of `EIGEN_MAX_POSITIONS` or more to YNNPACK, but for
+    a value not differentiated on a CPU with AVX2 and no AVX-512 (`lax.avx2_only`): auto
+    asks XLA for the rows that take Eigen's convolution there, and for one padded row
+    (`lax.forward_padded`) elsewhere and in training."""
+    from jaxconv._impls import lax as lax_impl
+
+    monkeypatch.setattr(lax_impl, "avx2_only", lambda: avx2_only)
+    x_shape = (1, w_shape[1], x_size, x_size)
+    spec = _spec.conv_plan("conv", x_shape, w_shape).spec
+    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == (not limited)
+    value_pays = lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=True)
+    assert value_pays == (avx2_only or not limited)
+
+    x, w = jnp.ones(x_shape, jnp.float32), jnp.ones(w_shape, jnp.float32)
+    out = x_size - 4
+    conv = lambda a, b: jaxconv.conv2d(a, b, impl="auto")  # noqa: E731
+    eigen_rows, padded_rows = x_size + 1, out + 1  # taller than the input; one row more
+
+    def rows(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+        return {int(m) for line in lines for m in re.findall(r"-> tensor<\d+x\d+x(\d+)x", line)}
+
+    assert rows(conv, x, w) == {eigen_rows if value_pays else padded_rows}
+    # Training: the value and the input gradient keep the limits.
+    grad_rows = rows(jax.grad(lambda a: jnp.sum(conv(a, w) ** 2)), x)
+    assert (eigen_rows in grad_rows) == (not limited)
+
+
+def test_avx2_only_reads_the_flags(monkeypatch):
+    """`lax.avx2_only`: AVX2 among the host's flags and AVX-512 Foundation not."""
+    from jaxconv._impls import lax as lax_impl
+
+    for flags, want in [
+        ("fpu sse2 avx fma avx2 bmi2", True),  # an AMD EPYC of the CI's
+        ("fpu avx2 avx512f avx512dq amx_tile", False),  # a Sapphire Rapids Xeon
+        ("fp asimd sve", False),  # an Arm CPU
+        ("", False),  # not Linux
+    ]:
+        monkeypatch.setattr(lax_impl, "cpuinfo", lambda key, flags=flags: flags * (key == "flags"))
+        assert lax_impl.avx2_only() is want
+
+
+@pytest.mark.parametrize(
     "x_shape,w_shape,value,pays",
     [
         ((8, 128, 14, 14), (128, 128, 3, 3), True, False),  # 196 positions, 128 out
@@ -2099,14 +2159,19 @@ def test_shift_groups_value_by_shift_derivatives_by_the_groups_loop(
 
 
 def test_cpu_vendor_reads_the_host():
-    """`cpu_vendor` is the host's vendor id where Linux tells it, else ""."""
+    """`cpu_vendor` is the host's vendor id where Linux tells it, else "", and
+    `_common.cpuinfo` reads any key of it (the flags too)."""
     import pathlib
+
+    from jaxconv._impls import _common
 
     cpuinfo = pathlib.Path("/proc/cpuinfo")
     text = cpuinfo.read_text(errors="replace") if cpuinfo.exists() else ""
     vendor = _dispatch.cpu_vendor()
     assert isinstance(vendor, str)
     assert (f": {vendor}\n" in text) if "vendor_id" in text else vendor == ""
+    flags = _common.cpuinfo("flags")
+    assert (f": {flags}\n" in text) if "\nflags" in text else flags == ""
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")

@@ -3,6 +3,7 @@ to make XLA write an array once."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -14,6 +15,23 @@ from jax.sharding import AxisType
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
+
+
+@functools.cache
+def cpuinfo(key: str) -> str:
+    """The value of ``key`` in the host's first CPU entry of Linux's ``/proc/cpuinfo``
+    (``cpuinfo("vendor_id")`` is "AuthenticAMD" or "GenuineIntel", ``cpuinfo("flags")``
+    the vector extensions among others), or "" where that cannot be read. For the few
+    CPU rules that the same XLA program measured the other way round on two CPUs."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
 
 
 def split_mesh(*arrays: jax.Array):
