@@ -124,7 +124,7 @@ ROWS_NARROW_MAX_OUT_CHANNELS, ROWS_NARROW_MIN_IN_CHANNELS = 32, 160
 ROWS_MIN_ROW_DEPTH = 10
 # ... but channels-first 3x3 layers from at least this many input channels, at this
 # batch or more, on maps of this many output positions per image, keep XLA's on CPUs
-# of these vendors (see `_rows_lose` and `cpu_vendor`).
+# of these vendors with AVX-512 (see `_rows_lose`, `cpu_vendor` and `lax.avx2_only`).
 ROWS_MID_MAP_MIN_IN_CHANNELS, ROWS_MID_MAP_MIN_BATCH = 64, 8
 ROWS_MID_MAP_POSITIONS = (2500, 8192)
 ROWS_MID_MAP_VENDORS = ("AuthenticAMD",)
@@ -838,8 +838,8 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     9x9 @96 0.85x / 0.91x; 16->64 3x3 @112 0.72x / 1.07x; but 8->64 3x3 @112 (24
     products) 1.11x / 1.32x in one run, not followed up.
 
-    Mid-sized channels-first maps at batch 8 or more, on an AMD EPYC (3x3 padding 1, the
-    same measurement, channels-first): 64->64 @56 batch 8 1.30x (without the rows
+    Mid-sized channels-first maps at batch 8 or more, on an AMD EPYC with AVX-512 (3x3
+    padding 1, the same measurement, channels-first): 64->64 @56 batch 8 1.30x (without the rows
     against with them in three runs before: 1.43-1.64x; `auto` at 1.36x `lax`, from
     1.04x), batch 16 1.19x (1.32x); 128->64
     @56 1.26x; 64->128 @56 1.12x; 96->96 @56 1.04x; 64->64 @64 1.50x, @50 1.07x;
@@ -849,7 +849,14 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     (AVX-512, 2 cores) the same eight layers ran the other way: with the rows against
     without them, training with a fixed cotangent, 9 interleaved runs, 2026-12-01:
     1.37x, 1.49x, 1.41x, 1.35x, 1.72x, 1.25x, 1.62x, 1.63x (the weight gradient alone of
-    64->64 @56 batch 8: XLA's 50 ms, by rows 18 ms), so there the rows stay.
+    64->64 @56 batch 8: XLA's 50 ms, by rows 18 ms), so there the rows stay. And on an
+    AMD EPYC with AVX2 and no AVX-512 (`lax.avx2_only`) they ran the other way too:
+    training with a fixed cotangent, by rows against XLA's, 11-15 interleaved runs,
+    2026-12-04 (`/tmp/s51/patchab.py`): 64->64 @56 batch 8 2.40x (the weight gradient
+    alone 2.83x: 58.8 ms against 20.8), @64 1.68x, @90 2.19x; 128->128 @56 1.84x;
+    64->128 @56 batch 16 2.34x; 96->96 @72 1.78x. (Two days before, on such a CPU, the
+    weight gradient alone had read 102-174 ms against about 40 and the step 0.88-1.17x,
+    at an older `auto`.) So the rule holds on AMD's CPUs with AVX-512 only.
 
     Many channels on small maps, channels-last: training with a fixed cotangent, 3x3
     padding 1, XLA's 2-D weight gradient against the rows, on an Intel Xeon (AVX-512, 2
@@ -950,6 +957,7 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     low, high = ROWS_MID_MAP_POSITIONS
     if (
         cpu_vendor() in ROWS_MID_MAP_VENDORS
+        and not lax_impl.avx2_only()
         and not spec.channels_last
         and tuple(w_shape[2:]) == (3, 3)
         and c_in_g >= ROWS_MID_MAP_MIN_IN_CHANNELS

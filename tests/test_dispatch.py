@@ -809,9 +809,11 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (512, 256, 2, dict(channels_last=True, x_size=15), True),  # 225
         (256, 256, 8, dict(channels_last=True, x_size=7), True),  # 2^16 channels
         (512, 256, 16, dict(x_size=7), True),  # channels-first
-        # ... on AMD's CPUs only: on Intel's the rows won.
+        # ... on AMD's CPUs with AVX-512 only: on Intel's and AVX2-only ones the rows won.
         (64, 32, 8, dict(vendor="GenuineIntel"), True),
         (64, 32, 8, dict(vendor=""), True),
+        (64, 32, 8, dict(avx2_only=True), True),
+        (64, 32, 8, dict(vendor="GenuineIntel", avx2_only=True), True),
         # Channels-first to 512 from 160 channels on 100-256 positions: XLA's.
         (192, 512, 1, dict(x_size=14), False),
         (160, 512, 2, dict(x_size=10), False),  # 100 positions
@@ -835,12 +837,12 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     2-D convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
     than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and has at least
     10 products per row, and is not channels-first 3x3 from 64 channels at batch 8 on
-    2500-8192 positions on an AMD CPU, strided with an input of more than 2M elements,
-    channels-last with fewer than 12 output rows in the batch or with 2^17 (input x
-    output) channels on at most 196 positions, channels-last strided and unpadded or to
-    fewer channels, channels-first to 512 channels from 160 or more on 100-256
-    positions, or to at most 32 channels from 160 or more (`_dispatch._rows_lose`), by
-    XLA's 2-D one otherwise."""
+    2500-8192 positions on an AMD CPU with AVX-512, strided with an input of more than
+    2M elements, channels-last with fewer than 12 output rows in the batch or with 2^17
+    (input x output) channels on at most 196 positions, channels-last strided and
+    unpadded or to fewer channels, channels-first to 512 channels from 160 or more on
+    100-256 positions, or to at most 32 channels from 160 or more
+    (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
@@ -849,6 +851,8 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     size = kwargs.pop("x_size", 56)
     vendor = kwargs.pop("vendor", "AuthenticAMD")
     monkeypatch.setattr(_dispatch, "cpu_vendor", lambda: vendor)
+    avx2_only = kwargs.pop("avx2_only", False)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     channels_last = kwargs.get("channels_last", False)
     x_shape, w_shape = (batch, c_in, size, size), (c_out, c_in, 3, 3)
     if channels_last:
