@@ -851,12 +851,14 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     1.37x, 1.49x, 1.41x, 1.35x, 1.72x, 1.25x, 1.62x, 1.63x (the weight gradient alone of
     64->64 @56 batch 8: XLA's 50 ms, by rows 18 ms), so there the rows stay. And on an
     AMD EPYC with AVX2 and no AVX-512 (`lax.avx2_only`) they ran the other way too:
-    training with a fixed cotangent, by rows against XLA's, 11-15 interleaved runs,
-    2026-12-04 (`/tmp/s51/patchab.py`): 64->64 @56 batch 8 2.40x (the weight gradient
-    alone 2.83x: 58.8 ms against 20.8), @64 1.68x, @90 2.19x; 128->128 @56 1.84x;
-    64->128 @56 batch 16 2.34x; 96->96 @72 1.78x. (Two days before, on such a CPU, the
-    weight gradient alone had read 102-174 ms against about 40 and the step 0.88-1.17x,
-    at an older `auto`.) So the rule holds on AMD's CPUs with AVX-512 only.
+    training (the value and both gradients, the cotangent passed in), by rows against
+    XLA's, 11-15 interleaved runs, 2026-12-04 (`/tmp/s51/patchab2.py`): 64->64 @56
+    batch 8 1.81x (the weight gradient alone 2.56x: 56.0 ms against 21.8), 128->128 @56
+    1.71x, 64->128 @56 batch 16 1.73x, 96->96 @72 1.55x (with the cotangent a constant
+    of the program, 1.68-2.40x, and 64->64 @64 1.68x, @90 2.19x). Two days before, on
+    such a CPU, the weight gradient alone had read 102-174 ms against about 40 and the
+    step 0.88-1.17x, at an older `auto`. So the rule holds on AMD's CPUs with AVX-512
+    only.
 
     Many channels on small maps, channels-last: training with a fixed cotangent, 3x3
     padding 1, XLA's 2-D weight gradient against the rows, on an Intel Xeon (AVX-512, 2
