@@ -1190,37 +1190,38 @@ def test_eigen_leaves_wide_channels_first_layers_to_ynnpack(x_shape, w_shape, ch
     ],
 )
 @pytest.mark.parametrize("avx2_only", [False, True])
-def test_deep_values_run_by_eigen_on_avx2_only_cpus(
+def test_deep_layers_run_by_eigen_on_avx2_only_cpus(
     w_shape, x_size, limited, avx2_only, monkeypatch, retrace
 ):
     """`lax.eigen_pays` leaves the deep layers (``C_in * taps >= EIGEN_MAX_DEPTH``) of 96
-    or more output channels on maps of `EIGEN_MAX_POSITIONS` or more to YNNPACK, but for
-    a value not differentiated on a CPU with AVX2 and no AVX-512 (`lax.avx2_only`): auto
-    asks XLA for the rows that take Eigen's convolution there, and for one padded row
-    (`lax.forward_padded`) elsewhere and in training."""
+    or more output channels on maps of `EIGEN_MAX_POSITIONS` or more to YNNPACK, but on a
+    CPU with AVX2 and no AVX-512 (`lax.avx2_only`): auto asks XLA for the rows that take
+    Eigen's convolution there, value and differentiated value, and for one padded row
+    (`lax.forward_padded`) elsewhere."""
     from jaxconv._impls import lax as lax_impl
 
     monkeypatch.setattr(lax_impl, "avx2_only", lambda: avx2_only)
     x_shape = (1, w_shape[1], x_size, x_size)
     spec = _spec.conv_plan("conv", x_shape, w_shape).spec
-    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == (not limited)
-    value_pays = lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=True)
-    assert value_pays == (avx2_only or not limited)
+    pays = avx2_only or not limited
+    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec) == pays
+    assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=True) == pays
 
     x, w = jnp.ones(x_shape, jnp.float32), jnp.ones(w_shape, jnp.float32)
-    out = x_size - 4
     conv = lambda a, b: jaxconv.conv2d(a, b, impl="auto")  # noqa: E731
-    eigen_rows, padded_rows = x_size + 1, out + 1  # taller than the input; one row more
+    eigen_rows, padded_rows = x_size + 1, x_size - 3  # taller than the input; one row more
 
     def rows(f, *args):
         text = jax.jit(f).lower(*args).as_text()
         lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
         return {int(m) for line in lines for m in re.findall(r"-> tensor<\d+x\d+x(\d+)x", line)}
 
-    assert rows(conv, x, w) == {eigen_rows if value_pays else padded_rows}
-    # Training: the value and the input gradient keep the limits.
+    assert rows(conv, x, w) == {eigen_rows if pays else padded_rows}
+    # Training: the differentiated value likewise (the input gradient's output is taller
+    # than its input already: Eigen's either way).
     grad_rows = rows(jax.grad(lambda a: jnp.sum(conv(a, w) ** 2)), x)
-    assert (eigen_rows in grad_rows) == (not limited)
+    assert (eigen_rows in grad_rows) == pays
+    assert (padded_rows in grad_rows) == (not pays)
 
 
 def test_avx2_only_reads_the_flags(monkeypatch):

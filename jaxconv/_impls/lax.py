@@ -407,18 +407,21 @@ def forward_padded(
 # `forward_eigen` adds at most this fraction of the output's rows (at least one row).
 EIGEN_MAX_EXTRA_ROWS = 0.25
 # ... and leaves to YNNPACK the deep 5x5-and-larger layers of many channels on large
-# maps, where it measured as fast or faster (see `eigen_pays`), but for values not
-# differentiated on x86 CPUs with AVX2 and without AVX-512 (`avx2_only`). There Eigen
-# won them all: forward, Eigen against YNNPACK, AMD EPYC with AVX2 (2 cores),
-# 2026-12-04, medians of 11-15 interleaved runs in two sweeps (`/tmp/s51/eigsweep.py`):
-# the notes' 5x5 100->100 valid @68 batch 8 1.12-1.13x, batch 4 channels-last 1.20x,
-# batch 1 0.93x and 1.17x (and 1.22x in a third script), padding 2 @64 batch 8 1.17x;
-# 5x5 128@56 batch 4 1.07x / 1.12x channels-first / -last, 192@32 channels-last 1.38x,
-# 160@40 1.24x; 3x3 512@32 batch 2 1.17x / 1.11x, batch 1 1.13x, 320@40 1.12x,
-# 288->96 @48 channels-last 1.18x; 7x7 64->96 @56 batch 4 1.30x. (Layers whose program
-# the lift leaves alone read 0.97x and 1.00x in the same runs.) Their training did not
-# (0.91-1.16x), and lifting `EIGEN_MAX_POSITIONS_PER_IMAGE` as well did not (3x3 1.0-1.5x,
-# but 5x5 64@112 channels-last 0.91x and 7x7 32@128 0.83x), so both stay.
+# maps, where it measured as fast or faster (see `eigen_pays`), but on x86 CPUs with
+# AVX2 and without AVX-512 (`avx2_only`). There Eigen won: forward, Eigen against
+# YNNPACK, AMD EPYC with AVX2 (2 cores), 2026-12-04, medians of 11-15 interleaved runs
+# in two sweeps (`/tmp/s51/eigsweep.py`): the notes' 5x5 100->100 valid @68 batch 8
+# 1.12-1.13x, batch 4 channels-last 1.20x, batch 1 0.93x and 1.17x (and 1.22x in a
+# third script), padding 2 @64 batch 8 1.17x; 5x5 128@56 batch 4 1.07x / 1.12x
+# channels-first / -last, 192@32 channels-last 1.38x, 160@40 1.24x; 3x3 512@32 batch 2
+# 1.17x / 1.11x, batch 1 1.13x, 320@40 1.12x, 288->96 @48 channels-last 1.18x; 7x7
+# 64->96 @56 batch 4 1.30x. (Layers whose program the lift leaves alone read 0.97x and
+# 1.00x in the same runs.) Training (the value and both gradients, the cotangent passed
+# in, `/tmp/s51/patchab2.py`, 11 runs, the value already lifted): the notes' valid
+# layer 1.02x, 5x5 128@56 0.99x, 3x3 512@32 1.06x, 7x7 64->96 0.99x, 5x5 192@32
+# channels-last 1.07x; the input gradient alone 1.02-1.07x, 1.37x for the last. Lifting
+# `EIGEN_MAX_POSITIONS_PER_IMAGE` as well did not win (forward, 3x3 1.0-1.5x, but 5x5
+# 64@112 channels-last 0.91x and 7x7 32@128 0.83x), so it stays.
 EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
 # ... and to YNNPACK the layers with fewer input or output channels than this. Against
 # YNNPACK (3x3 unless said, batch 8 unless said, @56 unless said, channels-last /
@@ -564,8 +567,8 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x, on an Intel Xeon with AVX-512;
-    those run by Eigen where they are a ``value`` on a CPU with AVX2 and no AVX-512
-    (`avx2_only`), where Eigen won 1.07-1.38x."""
+    those run by Eigen on a CPU with AVX2 and no AVX-512 (`avx2_only`), where Eigen won
+    1.07-1.38x forward and 0.99-1.07x in training."""
     if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
         return False
     if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
@@ -602,7 +605,7 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     if value and few and max(spec.rhs_dilation) > 1:
         return False
     if c_in * math.prod(kernel) >= EIGEN_MAX_DEPTH and c_out >= 96:
-        if math.prod(out) >= EIGEN_MAX_POSITIONS and not (value and avx2_only()):
+        if math.prod(out) >= EIGEN_MAX_POSITIONS and not avx2_only():
             return False
     return _extra_rows(x_shape, out) <= max(1, EIGEN_MAX_EXTRA_ROWS * out[0])
 
@@ -610,7 +613,7 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
 def avx2_only() -> bool:
     """Whether the host is an x86 CPU with AVX2 and without AVX-512 (Linux's
     ``/proc/cpuinfo`` flags; False where they cannot be read). On these XLA's YNNPACK
-    kernels lose to Eigen on deep values (see `EIGEN_MAX_DEPTH`).
+    kernels lose to Eigen on deep layers (see `EIGEN_MAX_DEPTH`).
 
     >>> isinstance(avx2_only(), bool)
     True
