@@ -967,7 +967,8 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(
 ):
     """`lax.forward_eigen` computes XLA's convolution; where `lax.eigen_pays` it asks
     for ``extra`` more output rows (so that the output is taller than the input) and
-    drops them. (Small shapes, with the FLOPs and rows floors off: see the next tests.)"""
+    drops them. (Small shapes, with the FLOPs and rows floors off, on a CPU with AVX-512:
+    see the next tests.)"""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl
@@ -975,6 +976,7 @@ def test_forward_eigen_is_xla_convolution_with_extra_rows(
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_MIN_FLOPS_CHANNELS_FIRST", 0)
     monkeypatch.setattr(lax_impl, "EIGEN_FEW_OUT_CHANNELS_MIN_ROWS", 0)
+    monkeypatch.setattr(lax_impl, "avx2_only", lambda: False)  # as on AVX-512 (see below)
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     rng = np.random.default_rng(0)
@@ -1222,6 +1224,35 @@ def test_deep_layers_run_by_eigen_on_avx2_only_cpus(
     grad_rows = rows(jax.grad(lambda a: jnp.sum(conv(a, w) ** 2)), x)
     assert (eigen_rows in grad_rows) == pays
     assert (padded_rows in grad_rows) == (not pays)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,value,avx2_only,pays",
+    [
+        ((2, 64, 112, 112), (64, 64, 3, 3), True, True, True),  # 12,544 positions
+        ((2, 64, 112, 112), (64, 64, 3, 3), True, False, False),  # AVX-512
+        ((2, 64, 112, 112), (64, 64, 3, 3), False, True, False),  # differentiated
+        ((1, 64, 112, 112), (64, 64, 3, 3), True, True, False),  # batch 1
+        ((2, 64, 112, 112), (64, 64, 5, 5), True, True, False),  # 5x5
+        ((2, 64, 112, 112), (64, 64, 3, 1), True, True, False),  # 3x1
+        ((1, 64, 90, 90), (64, 64, 3, 3), True, False, True),  # 8,100 positions
+    ],
+)
+def test_eigen_takes_large_3x3_maps_values_on_avx2_only_cpus(
+    x_shape, w_shape, value, avx2_only, pays, monkeypatch
+):
+    """`lax.eigen_pays` leaves maps of more than `EIGEN_MAX_POSITIONS_PER_IMAGE`
+    positions to YNNPACK but for values not differentiated of 3x3 kernels at batch 2 or
+    more on a CPU with AVX2 and no AVX-512, in both layouts."""
+    from jaxconv._impls import lax as lax_impl
+
+    monkeypatch.setattr(lax_impl, "avx2_only", lambda: avx2_only)
+    k = w_shape[2:]
+    padding = tuple(d // 2 for d in k)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=padding).spec
+    for channels_last in (False, True):
+        spec = dataclasses.replace(spec, channels_last=channels_last)
+        assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, spec, value=value) == pays
 
 
 def test_avx2_only_reads_the_flags(monkeypatch):

@@ -419,9 +419,9 @@ EIGEN_MAX_EXTRA_ROWS = 0.25
 # 1.00x in the same runs.) Training (the value and both gradients, the cotangent passed
 # in, `/tmp/s51/patchab2.py`, 11 runs, the value already lifted): the notes' valid
 # layer 1.02x, 5x5 128@56 0.99x, 3x3 512@32 1.06x, 7x7 64->96 0.99x, 5x5 192@32
-# channels-last 1.07x; the input gradient alone 1.02-1.07x, 1.37x for the last. Lifting
-# `EIGEN_MAX_POSITIONS_PER_IMAGE` as well did not win (forward, 3x3 1.0-1.5x, but 5x5
-# 64@112 channels-last 0.91x and 7x7 32@128 0.83x), so it stays.
+# channels-last 1.07x; the input gradient alone 1.02-1.07x, 1.37x for the last.
+# (`EIGEN_MAX_POSITIONS_PER_IMAGE` is lifted there for some values only, see
+# `EIGEN_AVX2_WIDE_KERNEL`.)
 EIGEN_MAX_DEPTH, EIGEN_MAX_POSITIONS = 2400, 1024
 # ... and to YNNPACK the layers with fewer input or output channels than this. Against
 # YNNPACK (3x3 unless said, batch 8 unless said, @56 unless said, channels-last /
@@ -442,6 +442,18 @@ EIGEN_MIN_CHANNELS = 12
 # 48@160 channels-last 1.09x, 0.74x; but 64@80 1.17x / 1.27x, 1.01x / 0.97x; 96@72
 # 1.30x, 1.16x; 128@64 channels-last 1.03x, 1.08x.
 EIGEN_MAX_POSITIONS_PER_IMAGE = 8192
+# ... but for values not differentiated on x86 CPUs with AVX2 and without AVX-512
+# (`avx2_only`), with a kernel of this shape at this batch or more. Forward, Eigen
+# against YNNPACK, AMD EPYC with AVX2, 2026-12-04, 11-15 interleaved runs
+# (`/tmp/s51/eigsweep.py`, `/tmp/s51/patchab2.py`), 3x3 padding 1, channels-first /
+# channels-last: 64@112 batch 2 1.15-1.23x / 1.29-1.36x, batch 8 1.40x / 1.33x; 48@128
+# batch 4 channels-last 1.48-1.58x; 32@160 batch 2 channels-last 1.48x; 32@224 batch 2
+# 1.24-1.31x; 96@120 batch 2 1.23x; 128@96 batch 2 1.13x / 1.01x. At batch 1 not: 64@224
+# 0.93x and 1.05x, channels-last 1.00x; 128@112 0.98x; 64@256 channels-last 1.03x. Nor
+# larger kernels: 5x5 64@112 batch 2 1.01x / 0.91x; 7x7 32@128 channels-last 0.83x.
+# Training did not gain (the cotangent passed in, the same layers at batch 2-4:
+# 0.81-1.12x), though the input gradient alone did (1.17-2.44x, batch 1 1.07x).
+EIGEN_AVX2_WIDE_KERNEL, EIGEN_AVX2_WIDE_MIN_BATCH = (3, 3), 2
 # ... and to YNNPACK the layers of fewer FLOPs (2 x multiply-adds) than this, where
 # Eigen's start costs more than its second core saves (3x3 unless said, Eigen against
 # YNNPACK, minimum of 21 shuffled runs; forward, training through a ReLU; channels-last
@@ -553,7 +565,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     stride 1 along the height, at most `EIGEN_MAX_EXTRA_ROWS` extra output rows, and
     more than 16 input or output channels (XLA runs smaller ones through Eigen already)
     but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
-    `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions, with at least `EIGEN_MIN_FLOPS`
+    `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions (but for a ``value`` of
+    `EIGEN_AVX2_WIDE_KERNEL` at `EIGEN_AVX2_WIDE_MIN_BATCH` or more on a CPU with AVX2
+    and no AVX-512, `avx2_only`), with at least `EIGEN_MIN_FLOPS`
     FLOPs (`EIGEN_MIN_FLOPS_CHANNELS_FIRST` channels-first), and not channels-first to
     more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS` channels on maps of
     `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
@@ -579,7 +593,12 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
         return False
     if max(c_in, c_out) <= 16 or min(c_in, c_out) < EIGEN_MIN_CHANNELS:
         return False
-    if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE:
+    if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE and not (
+        value
+        and avx2_only()
+        and tuple(kernel) == EIGEN_AVX2_WIDE_KERNEL
+        and x_shape[0] >= EIGEN_AVX2_WIDE_MIN_BATCH
+    ):
         return False
     if (
         not spec.channels_last
