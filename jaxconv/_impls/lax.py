@@ -631,8 +631,11 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
 
 def avx2_only() -> bool:
     """Whether the host is an x86 CPU with AVX2 and without AVX-512 (Linux's
-    ``/proc/cpuinfo`` flags; False where they cannot be read). On these XLA's YNNPACK
-    kernels lose to Eigen on deep layers (see `EIGEN_MAX_DEPTH`).
+    ``/proc/cpuinfo`` flags; False where they cannot be read). On these, measured on an
+    AMD EPYC, XLA's YNNPACK convolutions lose to Eigen's on deep layers
+    (`EIGEN_MAX_DEPTH`) and on the values of 3x3 layers on large maps
+    (`EIGEN_AVX2_WIDE_KERNEL`), and XLA's 2-D weight gradients to `auto`'s kernel rows
+    where AMD's AVX-512 CPUs keep XLA's (`jaxconv._dispatch.ROWS_MID_MAP_VENDORS`).
 
     >>> isinstance(avx2_only(), bool)
     True
