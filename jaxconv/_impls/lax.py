@@ -452,7 +452,12 @@ EIGEN_MAX_POSITIONS_PER_IMAGE = 8192
 # 0.93x and 1.05x, channels-last 1.00x; 128@112 0.98x; 64@256 channels-last 1.03x. Nor
 # larger kernels: 5x5 64@112 batch 2 1.01x / 0.91x; 7x7 32@128 channels-last 0.83x.
 # Training did not gain (the cotangent passed in, the same layers at batch 2-4:
-# 0.81-1.12x), though the input gradient alone did (1.17-2.44x, batch 1 1.07x).
+# 0.81-1.12x), though the input gradient alone did (1.17-2.44x, batch 1 1.07x). Dilated
+# by 2, measured after (the rule against without, 11 runs): 64@112 batch 2 1.16x,
+# 32@224 batch 2 1.18x, 96@120 batch 2 channels-last 1.28x, but 48->96 @160 batch 4
+# 0.93x and 0.95x (`auto` at 0.94x `lax` there, in a sweep of 24 layers these rules
+# route, `/tmp/s51/rand2.py 7 24`, whose other rows read 0.95-5.95x forward and
+# 0.98-2.96x in training).
 EIGEN_AVX2_WIDE_KERNEL, EIGEN_AVX2_WIDE_MIN_BATCH = (3, 3), 2
 # ... and to YNNPACK the layers of fewer FLOPs (2 x multiply-adds) than this, where
 # Eigen's start costs more than its second core saves (3x3 unless said, Eigen against
