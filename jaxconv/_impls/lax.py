@@ -408,7 +408,7 @@ def forward_padded(
 EIGEN_MAX_EXTRA_ROWS = 0.25
 # ... and leaves to YNNPACK the deep 5x5-and-larger layers of many channels on large
 # maps, where it measured as fast or faster (see `eigen_pays`), but on x86 CPUs with
-# AVX2 and without AVX-512 (`avx2_only`). There Eigen won: forward, Eigen against
+# AVX2 and without AVX-512 (`avx2_only`). There Eigen won on 10 of 11: forward, Eigen against
 # YNNPACK, AMD EPYC with AVX2 (2 cores), 2026-12-04, medians of 11-15 interleaved runs
 # in two sweeps (`/tmp/s51/eigsweep.py`): the notes' 5x5 100->100 valid @68 batch 8
 # 1.12-1.13x, batch 4 channels-last 1.20x, batch 1 0.93x and 1.17x (and 1.22x in a
@@ -586,8 +586,9 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
     `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
     YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x, on an Intel Xeon with AVX-512;
-    those run by Eigen on a CPU with AVX2 and no AVX-512 (`avx2_only`), where Eigen won
-    1.07-1.38x forward and 0.99-1.07x in training."""
+    those run by Eigen on a CPU with AVX2 and no AVX-512 (`avx2_only`), where Eigen ran
+    1.07-1.38x forward on 10 of 11 layers (the notes' layer at batch 1 0.93x and 1.17x
+    in two runs) and 0.99-1.07x in training."""
     if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
         return False
     if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
