@@ -183,6 +183,10 @@ STRIDED_INPUT_GRADIENT_MAX_OUT_CHANNELS = 32
 # at least this many taps.
 STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT = 2**19
 STRIDED_INPUT_GRADIENT_LARGE_MAX_OUT_CHANNELS, STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS = 64, 16
+# ... and, in 2-D from many input channels, to at most as many output channels, its
+# phases apart, from inputs of at least this many elements (see
+# `_strided_input_gradient_phases`).
+STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT = 2**21
 # ... and, with kernels at least this tall, from at most this many.
 STRIDED_ROWS_TALL_KERNEL, STRIDED_ROWS_TALL_MAX_IN_CHANNELS = 7, 32
 # The value of a transposed convolution to at most this many channels runs whole, not
@@ -1943,6 +1947,48 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
+def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether the input gradient of this strided dense 2-D convolution runs as the
+    transposed convolution of the output gradient it is, by `auto`'s value of that
+    (`_transposed_value`: its sub-pixel phases, `subpixel.decompose`), where
+    `_strided_input_gradient_stacked` does not stack them: undilated, kernels at least
+    as long as the stride, to at most as many output channels as input channels, from
+    an input of at least `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements. XLA's
+    transpose of the value is one input-dilated convolution to the many input
+    channels, three in four of its products with an inserted zero at stride 2, and its
+    time grows faster than the input's elements.
+
+    The input gradient alone, the phases against XLA's (3x3 stride 2 padding 1 unless
+    said, batch 8 unless said, 5 interleaved runs, AMD EPYC with AVX2, 2026-12-05,
+    `/tmp/s52/dxab.py`; channels-last / channels-first): 384->16 @64 unpadded 3.21x /
+    2.66x; 256->16 @56 11.0x / 4.50x, 256->64 3.61x / 3.05x, 256->128 2.30x / 2.39x;
+    batch 4 256->32 @56 2.48x / 1.36x; 128->64 @56 1.92x / 1.75x, 128->128 1.37x /
+    1.16x; 96->48 @56 2.18x / 1.85x; batch 16 64->32 @112 2.76x / 2.44x. On smaller
+    inputs it was a toss-up, so they keep XLA's: 256->32 @28 1.58x / 1.33x but 256->128
+    @28 0.97x / 0.89x; 64->64 @56 2.02x / 1.09x; 512->256 @14 2.70x / 0.97x; batch 2
+    512->16 @28 1.45x / 0.64x. Nor widening layers, where XLA's is as fast or faster:
+    64->128 @56 1.01x / 1.22x, 128->256 @28 0.81x / 0.95x.
+
+    Training with a fixed cotangent, the rule against without (5 interleaved runs,
+    `/tmp/s52/patchab.py`), 18 random layers of the rule's class (stride 2-4, kernels
+    1-7, 2^21-2^24 input elements, `/tmp/s52/cfgs.txt`): 1.02-2.45x on 16, e.g. 5x5
+    stride 2 128->16 @112 batch 4 channels-last 2.45x, 4x4 stride 2 48->48 @112 batch
+    16 channels-first 1.87x, 7x7 stride 4 64->16 @56 batch 16 1.61x, 3x3 stride 3
+    32->8 @64 batch 16 1.54x, 3x3 512->128 @32 batch 4 1.42x; but with kernels smaller
+    than the stride, whose phases are partly empty, 0.53x (2x2 stride 4 96->32 @112
+    batch 2) and 0.87x (3x3 stride 4 96->16 @112 batch 4), so not those."""
+    if spec.ndim != 2 or spec.groups != 1 or all(s == 1 for s in spec.stride):
+        return False
+    if not _derivatives.has_input_gradient_spec(spec) or any(d > 1 for d in spec.rhs_dilation):
+        return False
+    c_out, c_in, *kernel = w_shape
+    return (
+        c_out <= c_in
+        and all(k >= s for k, s in zip(kernel, spec.stride, strict=True))
+        and math.prod(x_shape) >= STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT
+    )
+
+
 def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the weight gradient of this 2-D convolution runs as one product per image
     of its patches with the output gradient (`matmul.per_image_patches_weight_gradient`):
@@ -2109,7 +2155,7 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
 
 def _transposed_value(ct: jax.Array, w_t: jax.Array, t_spec: ConvSpec) -> jax.Array:
     """`auto`'s value of the transposed convolution ``t_spec`` (for
-    `_strided_input_gradient_stacked`)."""
+    `_strided_input_gradient_stacked` and `_strided_input_gradient_phases`)."""
     return _run(ct, w_t, t_spec, FORWARD)
 
 
@@ -2305,7 +2351,10 @@ def _run(
                 return _rows_written_out(x_, w_, spec_, "output_stacked", chosen)
             return planes.output_stacked(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
-            if whole and _strided_input_gradient_stacked(spec_, x_.shape, w_.shape):
+            if whole and (
+                _strided_input_gradient_stacked(spec_, x_.shape, w_.shape)
+                or _strided_input_gradient_phases(spec_, x_.shape, w_.shape)
+            ):
                 return _derivatives.input_term(x_, w_, spec_, _transposed_value)
             if (
                 _derivatives.has_input_gradient_spec(spec_)

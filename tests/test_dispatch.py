@@ -1227,6 +1227,70 @@ def test_deep_layers_run_by_eigen_on_avx2_only_cpus(
 
 
 @pytest.mark.parametrize(
+    "x_shape,w_shape,padding,stride,mib,pays",
+    [
+        ((8, 384, 64, 64), (16, 384, 3, 3), 0, 2, 101.4, True),  # unpadded: its patches
+        ((2, 384, 64, 64), (16, 384, 3, 3), 0, 2, 25.3, False),
+        ((16, 256, 56, 56), (16, 256, 3, 3), 1, 2, 50.8, True),  # padded: the input read
+        ((10, 256, 56, 56), (16, 256, 3, 3), 1, 2, 31.7, False),
+        ((12, 256, 56, 56), (16, 256, 3, 3), 1, 2, 38.1, True),
+        ((16, 256, 56, 56), (64, 256, 3, 3), 1, 2, 50.8, True),
+        ((16, 256, 56, 56), (65, 256, 3, 3), 1, 2, 50.8, False),  # 65 output channels
+        ((16, 256, 56, 56), (16, 256, 3, 3), 1, 3, 50.8, False),  # stride 3
+        ((16, 512, 32, 32), (1, 512, 7, 7), 0, 2, 258.8, True),  # 1 output channel
+        ((64, 16, 112, 112), (16, 16, 3, 3), 1, 2, 49.9, False),  # XLA's Eigen already
+        # Unpadded to more than 16 channels `forward_padded` pads a row, and YNNPACK then
+        # writes the input read (18.4 MiB), not the patches (38.4 MiB); to 16 it does not.
+        ((8, 192, 56, 56), (32, 192, 3, 3), 0, 2, 18.4, False),
+        ((8, 192, 56, 56), (16, 192, 3, 3), 0, 2, 38.4, True),
+    ],
+)
+def test_strided_values_past_the_heap_block_run_by_eigen(
+    x_shape, w_shape, padding, stride, mib, pays, monkeypatch, retrace
+):
+    """`lax.eigen_pays` takes a convolution strided by 2 along the height to at most
+    `EIGEN_STRIDED_MAX_OUT_CHANNELS` channels off YNNPACK where the buffer YNNPACK
+    writes its input into (`lax.ynnpack_buffer_bytes`, of the convolution
+    `lax.forward_padded` would hand it) passes `lax.MALLOC_MAX_HEAP_BLOCK`: `auto` then
+    asks XLA for output rows taller than the input, value and differentiated value,
+    whose values and gradients equal `lax`'s (float64; the threshold lowered to a small
+    layer's)."""
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride, padding=padding).spec
+    ynnpack = lax_impl.padded_row(x_shape, w_shape, spec)
+    got = lax_impl.ynnpack_buffer_bytes(x_shape, w_shape, jnp.float32, ynnpack) / 2**20
+    assert got == pytest.approx(mib, abs=0.05)
+    for channels_last in (False, True):
+        layout = dataclasses.replace(spec, channels_last=channels_last)
+        for value in (False, True):
+            assert lax_impl.eigen_pays(x_shape, w_shape, jnp.float32, layout, value) == pays
+    if stride != 2 or (x_shape, w_shape) != ((16, 256, 56, 56), (16, 256, 3, 3)):
+        return
+
+    # The same layer, smaller, with the heap block below its buffer.
+    small_x, small_w = (2, 24, 13, 13), (6, 24, 3, 3)
+    monkeypatch.setattr(lax_impl, "MALLOC_MAX_HEAP_BLOCK", 0)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(small_x), rng.standard_normal(small_w)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, stride=2, padding=1, impl=impl)
+
+    def rows(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+        return {int(m) for line in lines for m in re.findall(r"-> tensor<\d+x\d+x(\d+)x", line)}
+
+    assert rows(conv("auto"), x, w) == {14}  # 7 rows out, 14 asked for: taller than 13
+    assert 14 in rows(jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2)), x, w)
+    ct = cotangent(conv("lax"), x, w)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+
+
+@pytest.mark.parametrize(
     "x_shape,w_shape,value,avx2_only,pays",
     [
         ((2, 64, 112, 112), (64, 64, 3, 3), True, True, True),  # 12,544 positions
@@ -3063,6 +3127,76 @@ def test_strided_input_gradient_stacked(
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
     if stacks:
         check_transforms(conv, x, w, ct)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, phases",
+    [
+        ((8, 256, 56, 56), (16, 256, 3, 3), dict(stride=2, padding=1), True),
+        ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), True),  # as many
+        ((8, 128, 64, 64), (128, 128, 2, 2), dict(stride=2), True),  # kernel = stride
+        ((8, 128, 56, 56), (256, 128, 3, 3), dict(stride=2, padding=1), False),  # widening
+        ((8, 128, 56, 56), (129, 128, 3, 3), dict(stride=2, padding=1), False),
+        ((8, 256, 28, 28), (128, 256, 3, 3), dict(stride=2, padding=1), False),  # 2^20.6
+        ((4, 96, 112, 112), (16, 96, 3, 3), dict(stride=4), False),  # kernel < stride
+        ((8, 256, 56, 56), (16, 256, 3, 3), dict(stride=1, padding=1), False),  # unstrided
+        ((8, 256, 56, 56), (16, 256, 3, 3), dict(stride=2, padding=2, dilation=2), False),
+        ((8, 256, 56, 56), (16, 128, 3, 3), dict(stride=2, padding=1, groups=2), False),
+        ((8, 256, 4000), (16, 256, 3), dict(stride=2, padding=1), False),  # 1-D
+    ],
+)
+def test_strided_input_gradient_phases(x_shape, w_shape, kwargs, phases):
+    """The input gradient of a strided dense 2-D convolution to at most as many output
+    channels as input channels, from an input of at least
+    `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements, runs as the transposed
+    convolution of the output gradient, by its sub-pixel phases
+    (`_dispatch._strided_input_gradient_phases`); not widening, smaller, with kernels
+    shorter than the stride, unstrided, dilated, grouped or in 1-D."""
+    assert _dispatch._strided_input_gradient_phases(*_spec_of(x_shape, w_shape, kwargs)) == phases
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_input_gradient_phases_run_and_match(monkeypatch, retrace, channels_last):
+    """With the input-size threshold at a small layer's, its input gradient goes through
+    the phases (`subpixel.decompose`, where XLA's would be one input-dilated
+    convolution), and the value and both gradients equal `lax`'s (float64), as do
+    forward mode, second derivatives and `vmap` (`check_transforms`)."""
+    from jaxconv._impls import subpixel
+
+    x_shape, w_shape, kwargs = (2, 48, 13, 13), (8, 48, 3, 3), dict(stride=2, padding=1)
+    assert not _dispatch._strided_input_gradient_stacked(*_spec_of(x_shape, w_shape, kwargs))
+    calls = []
+    original = subpixel.decompose
+
+    def spy(*args, **kw):
+        calls.append(args[0].shape)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(subpixel, "decompose", spy)
+    rng = np.random.default_rng(13)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    def dx(a, b, c):
+        return jax.vjp(lambda a_: conv("auto")(a_, b), a)[1](c)
+
+    ct = cotangent(conv("lax"), x, w)
+    for threshold, taken in ((math.prod(x_shape) + 1, False), (math.prod(x_shape), True)):
+        monkeypatch.setattr(_dispatch, "STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT", threshold)
+        jax.clear_caches()
+        calls.clear()
+        jax.jit(dx).lower(x, w, ct)  # the spy records the input gradient's trace
+        assert bool(calls) == taken, calls
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    check_transforms(conv, x, w, ct)
 
 
 def check_transforms(conv, x, w, ct):

@@ -381,8 +381,19 @@ def forward_padded(
     32->32 2.29x / 2.30x. (3->32 5x5 @128 gained 1.31x / 1.18x with the row, and is
     left out.)
     """
+    padded = padded_row(x.shape, w.shape, spec, derivative)
+    if padded is spec:
+        return forward(x, w, spec)
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
-    c_out, c_in = w.shape[:2]
+    return slice_in_layout(forward(x, w, padded), spec, 2, 0, out[0])
+
+
+def padded_row(x_shape, w_shape, spec: ConvSpec, derivative: bool = False) -> ConvSpec:
+    """The convolution `forward_padded` hands XLA for this canonical one: ``spec`` with
+    a padded row high in the first spatial dim, or ``spec`` itself where that does not
+    pay (see `forward_padded`)."""
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    c_out, c_in = w_shape[:2]
     if (
         any(p != (0, 0) for p in spec.padding)
         or any(d != 1 for d in spec.lhs_dilation)
@@ -396,12 +407,11 @@ def forward_padded(
         or (
             not derivative
             and not spec.channels_last
-            and c_out >= FORWARD_PADDED_MAX_FAN_OUT * c_in * math.prod(w.shape[2:])
+            and c_out >= FORWARD_PADDED_MAX_FAN_OUT * c_in * math.prod(w_shape[2:])
         )
     ):
-        return forward(x, w, spec)
-    padded = dataclasses.replace(spec, padding=((0, 1),) + ((0, 0),) * (spec.ndim - 1))
-    return slice_in_layout(forward(x, w, padded), spec, 2, 0, out[0])
+        return spec
+    return dataclasses.replace(spec, padding=((0, 1),) + ((0, 0),) * (spec.ndim - 1))
 
 
 # `forward_eigen` adds at most this fraction of the output's rows (at least one row).
@@ -563,41 +573,117 @@ EIGEN_SMALL_MAP_POSITIONS, EIGEN_SMALL_MAP_OUT_CHANNELS = 196, (128, 384)
 # batch 2-4 and 0.89-1.02x on the rest.
 EIGEN_BALANCED_OUT_CHANNELS, EIGEN_BALANCED_MAX_ROWS = 128, 6272
 
+# Strided along the height, YNNPACK's convolution (jaxlib 0.10.2) writes each call's
+# input into a buffer of its own: the input it reads, padded, where the convolution is
+# padded, else the whole patch matrix (`ynnpack_buffer_bytes`; seen with ``strace``:
+# 26.6 MB per thread for 3x3 stride 2 256->128 @56 batch 8 padded, 53.1 MB for
+# 384->16 @64 batch 4 unpadded, its patches). glibc's malloc takes a block of more than
+# `MALLOC_MAX_HEAP_BLOCK` (its largest mmap threshold on 64-bit) from the system afresh
+# on every call, whose pages then fault in, and past it such layers fall off a cliff:
+# 3x3 stride 2 channels-last 256->16 @56 ran 1.1 ms an image at batch 10 and 3.4 at
+# batch 16, 384->16 @64 2.8 ms at batch 2 and 13 at batch 4, as PyTorch ran them 8-16x
+# faster. To at most `EIGEN_STRIDED_MAX_OUT_CHANNELS` output channels Eigen's
+# convolution, with as many extra output rows as make the output taller than the input
+# (`forward_eigen`: about twice the products at stride 2), is then faster. Forward,
+# Eigen against YNNPACK, 3x3 stride 2 unless said, AMD EPYC with AVX2, 2026-12-05, 5
+# interleaved runs, channels-last / channels-first (`/tmp/s52/sw.py`), past the limit:
+# 384->16 @64 unpadded batch 4 4.52x / 3.09x, batch 8 3.45-4.03x / 2.20-2.21x; 128->4
+# @64 unpadded batch 16 5.25x / 2.17x; padded 256->16 @56 batch 16 2.23-2.44x /
+# 1.56x, batch 12 2.33x; 64->32 @112 batch 16 2.48x / 1.59x; 192->16 @112 batch 8
+# 2.58x / 1.57x; 256->64 @56 batch 16 1.60x / 1.32x; 5x5 256->24 @64 batch 8 1.37x /
+# 1.19x. Under it Eigen lost: 256->16 @56 batch 8 0.68-0.83x / 0.70x (batch 10 0.77x),
+# 128->8 @56 batch 16 0.79x / 0.68x, 256->48 @56 batch 8 0.94x / 0.72x, batch 32 256->16 @28
+# 0.88x / 0.80x, 384->16 @64 batch 2 0.94x. With more output channels the doubled
+# products cost what the buffer does: 256->128 @56 batch 16 0.98x, 128->128 @56 batch
+# 16 1.00x (channels-last). With the rule against without, 16 random layers past the
+# block (`/tmp/s52/cfgs2.txt`, 5 interleaved runs): the 10 it takes ran forward
+# 1.19-14.0x (7x7 64->1 @64 batch 4 channels-last 14.0x, 7x7 dilation 2 256->1 @32
+# batch 16 7.2x, 5x5 384->16 @28 batch 16 channels-first 4.2x, 2x2 512->8 @64 batch 8
+# 3.5x, 4x4 256->24 @64 batch 16 channels-first 1.19x); three more run
+# `matmul.output_taps`, and three unpadded ones stay on YNNPACK, whose buffer with
+# `forward_padded`'s row is the input read, under the block (dilation 2 512->24 @112
+# batch 1 had run 0.86-0.88x with the rule when it counted their patches). Training
+# (the cotangent passed in, 5 runs, channels-last / channels-first): 384->16 @64 batch
+# 8 1.36x / 1.35x, 256->16 @56 batch 16 1.13x / 1.09x, 64->32 @112 batch 16 1.11x /
+# 1.09x, 256->64 @56 batch 16 1.40x / 1.13x.
+MALLOC_MAX_HEAP_BLOCK = 32 * 2**20
+EIGEN_STRIDED_MAX_OUT_CHANNELS = 64
+
+
+def ynnpack_buffer_bytes(x_shape, w_shape, dtype, spec: ConvSpec) -> int:
+    """The bytes of the buffer YNNPACK writes the input into for this canonical strided
+    2-D convolution (see `MALLOC_MAX_HEAP_BLOCK`): the input rows and columns the
+    windows read, padded, where the convolution is padded; else the patches, one row of
+    ``C_in * taps`` per output position (seen with ``strace``: 4x4 stride 2 192->48 @56
+    batch 4 channels-last unpadded writes 35.8 MB, its patches, and nothing that large
+    with a row padded high, which no window reads).
+
+    >>> from jaxconv._spec import ConvSpec
+    >>> spec = ConvSpec((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1), 1)
+    >>> ynnpack_buffer_bytes((8, 256, 56, 56), (128, 256, 3, 3), "float32", spec)
+    26615808
+    """
+    n, c = x_shape[:2]
+    kernel = w_shape[2:]
+    out = spec.out_spatial(x_shape[2:], kernel)
+    read = [
+        (o - 1) * s + (k - 1) * d + 1
+        for o, s, k, d in zip(out, spec.stride, kernel, spec.rhs_dilation, strict=True)
+    ]
+    padded = any(p != (0, 0) for p in spec.padding)
+    per_image = math.prod(read) * c if padded else math.prod(out) * c * math.prod(kernel)
+    return n * per_image * jnp.dtype(dtype).itemsize
+
+
+def _strided_eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
+    """`eigen_pays` for a convolution strided along the height: by 2, to at most
+    `EIGEN_STRIDED_MAX_OUT_CHANNELS`, where the buffer of YNNPACK's convolution that
+    `forward_padded` would run passes `MALLOC_MAX_HEAP_BLOCK` (its padded row turns the
+    patches of an unpadded layer into the padded input)."""
+    if spec.stride[0] != 2 or w_shape[0] > EIGEN_STRIDED_MAX_OUT_CHANNELS:
+        return False
+    ynnpack = padded_row(x_shape, w_shape, spec)
+    return ynnpack_buffer_bytes(x_shape, w_shape, dtype, ynnpack) > MALLOC_MAX_HEAP_BLOCK
+
 
 def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> bool:
     """Whether `forward_eigen` runs this canonical convolution off YNNPACK: float32 or
     float64 (XLA gives YNNPACK no other floating type), 2-D, dense, no input dilation,
-    stride 1 along the height, at most `EIGEN_MAX_EXTRA_ROWS` extra output rows, and
-    more than 16 input or output channels (XLA runs smaller ones through Eigen already)
-    but at least `EIGEN_MIN_CHANNELS` of each, on maps of at most
-    `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions (but for a ``value`` of
-    `EIGEN_AVX2_WIDE_KERNEL` at `EIGEN_AVX2_WIDE_MIN_BATCH` or more on a CPU with AVX2
-    and no AVX-512, `avx2_only`), with at least `EIGEN_MIN_FLOPS`
-    FLOPs (`EIGEN_MIN_FLOPS_CHANNELS_FIRST` channels-first), and not channels-first to
-    more than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS` channels on maps of
-    `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor
-    to at most `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`
-    rows (batch times output positions), nor, for a value not differentiated
-    (``value``), with fewer than `EIGEN_MIN_VALUE_FLOPS` FLOPs, or dilated to at most
-    `EIGEN_FEW_OUT_CHANNELS` from at most `EIGEN_DILATED_FEW_MAX_IN_CHANNELS`, or to
+    more than 16 input or output channels (XLA runs smaller ones through Eigen already);
+    strided along the height only where YNNPACK's buffer would be large
+    (`_strided_eigen_pays`), else stride 1 along the height, at most
+    `EIGEN_MAX_EXTRA_ROWS` extra output rows, and at least `EIGEN_MIN_CHANNELS` of each,
+    on maps of at most `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions (but for a
+    ``value`` of `EIGEN_AVX2_WIDE_KERNEL` at `EIGEN_AVX2_WIDE_MIN_BATCH` or more on a
+    CPU with AVX2 and no AVX-512, `avx2_only`), with at least `EIGEN_MIN_FLOPS` FLOPs
+    (`EIGEN_MIN_FLOPS_CHANNELS_FIRST` channels-first), and not channels-first to more
+    than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS` channels on maps of
+    `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor to at most
+    `EIGEN_FEW_OUT_CHANNELS` on fewer than `EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` rows (batch
+    times output positions), nor, for a value not differentiated (``value``), with fewer
+    than `EIGEN_MIN_VALUE_FLOPS` FLOPs, or dilated to at most `EIGEN_FEW_OUT_CHANNELS`
+    from at most `EIGEN_DILATED_FEW_MAX_IN_CHANNELS`, or to
     `EIGEN_SMALL_MAP_OUT_CHANNELS` on maps of at most `EIGEN_SMALL_MAP_POSITIONS`
     positions, or to exactly `EIGEN_BALANCED_OUT_CHANNELS` on fewer than
-    `EIGEN_BALANCED_MAX_ROWS` rows. Not the deep
-    (``C_in * taps >= EIGEN_MAX_DEPTH``) layers of 96 or more output channels on maps of
-    `EIGEN_MAX_POSITIONS` or more: the notes' 5x5 100->100 @64 measured 0.8-1.1x
-    YNNPACK's (batch 4-32), 96-128 channels 0.9-1.3x, on an Intel Xeon with AVX-512;
-    those run by Eigen on a CPU with AVX2 and no AVX-512 (`avx2_only`), where Eigen ran
-    1.07-1.38x forward on 10 of 11 layers (the notes' layer at batch 1 0.93x and 1.17x
-    in two runs) and 0.99-1.07x in training."""
+    `EIGEN_BALANCED_MAX_ROWS` rows. Not the deep (``C_in * taps >= EIGEN_MAX_DEPTH``)
+    layers of 96 or more output channels on maps of `EIGEN_MAX_POSITIONS` or more: the
+    notes' 5x5 100->100 @64 measured 0.8-1.1x YNNPACK's (batch 4-32), 96-128 channels
+    0.9-1.3x, on an Intel Xeon with AVX-512; those run by Eigen on a CPU with AVX2 and
+    no AVX-512 (`avx2_only`), where Eigen ran 1.07-1.38x forward on 10 of 11 layers (the
+    notes' layer at batch 1 0.93x and 1.17x in two runs) and 0.99-1.07x in training."""
     if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
         return False
-    if spec.ndim != 2 or spec.groups != 1 or spec.stride[0] != 1 or spec.lhs_dilation != (1, 1):
+    if spec.ndim != 2 or spec.groups != 1 or spec.lhs_dilation != (1, 1):
         return False
     c_out, c_in, *kernel = w_shape
     out = spec.out_spatial(x_shape[2:], kernel)
     if min(out) < 1 or 0 in x_shape:
         return False
-    if max(c_in, c_out) <= 16 or min(c_in, c_out) < EIGEN_MIN_CHANNELS:
+    if max(c_in, c_out) <= 16:
+        return False
+    if spec.stride[0] != 1:
+        return _strided_eigen_pays(x_shape, w_shape, dtype, spec)
+    if min(c_in, c_out) < EIGEN_MIN_CHANNELS:
         return False
     if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE and not (
         value
@@ -685,5 +771,5 @@ def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = Fals
     if not extra:
         return forward(x, w, spec)
     (lo, hi), rest = spec.padding[0], spec.padding[1:]
-    taller = dataclasses.replace(spec, padding=((lo, hi + extra), *rest))
+    taller = dataclasses.replace(spec, padding=((lo, hi + extra * spec.stride[0]), *rest))
     return slice_in_layout(forward(x, w, taller), spec, 2, 0, out[0])
