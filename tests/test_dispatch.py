@@ -1300,14 +1300,23 @@ def test_strided_values_past_the_heap_block_run_by_eigen(
         ((2, 64, 112, 112), (64, 64, 5, 5), True, True, False),  # 5x5
         ((2, 64, 112, 112), (64, 64, 3, 1), True, True, False),  # 3x1
         ((1, 64, 90, 90), (64, 64, 3, 3), True, False, True),  # 8,100 positions
+        # YNNPACK's padded copy past glibc's heap block: 16 x 114^2 x 64 x 4 = 50.8 MiB
+        ((16, 64, 112, 112), (64, 64, 3, 3), False, True, True),  # differentiated
+        ((16, 64, 112, 112), (64, 64, 3, 3), False, False, False),  # AVX-512
+        ((16, 64, 112, 112), (64, 64, 5, 5), False, True, False),  # 5x5
+        ((8, 64, 112, 112), (64, 64, 3, 3), False, True, False),  # 25.4 MiB
+        ((1, 64, 400, 400), (64, 64, 3, 3), False, True, True),  # 39.3 MiB at batch 1
+        ((1, 64, 400, 400), (64, 64, 3, 3), True, True, True),
     ],
 )
 def test_eigen_takes_large_3x3_maps_values_on_avx2_only_cpus(
     x_shape, w_shape, value, avx2_only, pays, monkeypatch
 ):
     """`lax.eigen_pays` leaves maps of more than `EIGEN_MAX_POSITIONS_PER_IMAGE`
-    positions to YNNPACK but for values not differentiated of 3x3 kernels at batch 2 or
-    more on a CPU with AVX2 and no AVX-512, in both layouts."""
+    positions to YNNPACK but, on a CPU with AVX2 and no AVX-512, for 3x3 kernels: values
+    not differentiated at batch 2 or more, and any role whose YNNPACK buffer
+    (`lax.ynnpack_buffer_bytes`) would pass `lax.MALLOC_MAX_HEAP_BLOCK`; in both
+    layouts."""
     from jaxconv._impls import lax as lax_impl
 
     monkeypatch.setattr(lax_impl, "avx2_only", lambda: avx2_only)

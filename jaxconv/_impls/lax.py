@@ -467,7 +467,13 @@ EIGEN_MAX_POSITIONS_PER_IMAGE = 8192
 # 32@224 batch 2 1.18x, 96@120 batch 2 channels-last 1.28x, but 48->96 @160 batch 4
 # 0.93x and 0.95x (`auto` at 0.94x `lax` there, in a sweep of 24 layers these rules
 # route, `/tmp/s51/rand2.py 7 24`, whose other rows read 0.95-5.95x forward and
-# 0.98-2.96x in training).
+# 0.98-2.96x in training). Every role of such layers, differentiated values and input
+# gradients too, where YNNPACK's padded copy of the input (one per thread) passes
+# `MALLOC_MAX_HEAP_BLOCK`: training with the cotangent passed in, the rule against
+# without, 5 interleaved runs, 2026-12-05 (`/tmp/s52/patchab.py`), channels-last /
+# channels-first: 64@112 batch 16 1.10x / 1.03x, 128@112 batch 8 1.23x / 1.14x, 32@128
+# batch 16 1.28x / 1.00x, 64@256 batch 2 1.00x / 0.98x, 96->48 @112 batch 8 1.14x /
+# 1.11x (under the block, every role by Eigen had read 0.98x / 0.96x on 64@112 batch 8).
 EIGEN_AVX2_WIDE_KERNEL, EIGEN_AVX2_WIDE_MIN_BATCH = (3, 3), 2
 # ... and to YNNPACK the layers of fewer FLOPs (2 x multiply-adds) than this, where
 # Eigen's start costs more than its second core saves (3x3 unless said, Eigen against
@@ -653,9 +659,10 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     strided along the height only where YNNPACK's buffer would be large
     (`_strided_eigen_pays`), else stride 1 along the height, at most
     `EIGEN_MAX_EXTRA_ROWS` extra output rows, and at least `EIGEN_MIN_CHANNELS` of each,
-    on maps of at most `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions (but for a
-    ``value`` of `EIGEN_AVX2_WIDE_KERNEL` at `EIGEN_AVX2_WIDE_MIN_BATCH` or more on a
-    CPU with AVX2 and no AVX-512, `avx2_only`), with at least `EIGEN_MIN_FLOPS` FLOPs
+    on maps of at most `EIGEN_MAX_POSITIONS_PER_IMAGE` output positions (but, on a CPU
+    with AVX2 and no AVX-512, `avx2_only`, for a kernel of `EIGEN_AVX2_WIDE_KERNEL`
+    and a ``value`` at `EIGEN_AVX2_WIDE_MIN_BATCH` or more or YNNPACK's buffer past
+    `MALLOC_MAX_HEAP_BLOCK`), with at least `EIGEN_MIN_FLOPS` FLOPs
     (`EIGEN_MIN_FLOPS_CHANNELS_FIRST` channels-first), and not channels-first to more
     than `EIGEN_CHANNELS_FIRST_MAX_OUT_CHANNELS` channels on maps of
     `EIGEN_CHANNELS_FIRST_WIDE_POSITIONS` positions or more, nor to at most
@@ -686,10 +693,13 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     if min(c_in, c_out) < EIGEN_MIN_CHANNELS:
         return False
     if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE and not (
-        value
-        and avx2_only()
+        avx2_only()
         and tuple(kernel) == EIGEN_AVX2_WIDE_KERNEL
-        and x_shape[0] >= EIGEN_AVX2_WIDE_MIN_BATCH
+        and (
+            (value and x_shape[0] >= EIGEN_AVX2_WIDE_MIN_BATCH)
+            or ynnpack_buffer_bytes(x_shape, w_shape, dtype, padded_row(x_shape, w_shape, spec))
+            > MALLOC_MAX_HEAP_BLOCK
+        )
     ):
         return False
     if (
