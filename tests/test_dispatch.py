@@ -1291,6 +1291,44 @@ def test_strided_values_past_the_heap_block_run_by_eigen(
 
 
 @pytest.mark.parametrize(
+    "x_shape,w_shape,stride,value,row",
+    [
+        ((8, 8, 112, 112), (256, 8, 3, 3), 2, True, False),  # strided value: no row
+        ((8, 8, 112, 112), (256, 8, 3, 3), 2, False, True),  # differentiated: the row
+        ((8, 8, 112, 112), (256, 8, 3, 3), 1, True, True),  # unstrided: the row
+        ((8, 192, 56, 56), (32, 192, 3, 3), 2, True, True),  # patches past the block
+    ],
+)
+def test_strided_values_take_no_padded_row(x_shape, w_shape, stride, value, row):
+    """`lax.forward_padded` leaves out its padded row for a value not differentiated
+    strided along the height, unless YNNPACK's patches without it would pass
+    `lax.MALLOC_MAX_HEAP_BLOCK` (`lax.padded_row`); XLA's convolution in `auto`'s
+    program then has the output's own rows."""
+    from jaxconv._impls import lax as lax_impl
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride).spec
+    spec = dataclasses.replace(spec, channels_last=True)  # (no fan-out limit)
+    padded = lax_impl.padded_row(x_shape, w_shape, spec, value=value, dtype=jnp.float32)
+    assert (padded is not spec) == row
+    if padded is not spec:
+        assert padded.padding == ((0, 1), (0, 0))
+    if (x_shape, stride) != ((8, 8, 112, 112), 2):
+        return
+    x = jnp.ones((x_shape[0], *x_shape[2:], x_shape[1]), jnp.float32)
+    w = jnp.ones((*w_shape[2:], w_shape[1], w_shape[0]), jnp.float32)
+    conv = lambda a, b: jaxconv.conv2d(a, b, stride=2, channels_last=True, impl="auto")  # noqa: E731
+
+    def rows(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+        return {int(m) for line in lines for m in re.findall(r"-> tensor<\d+x\d+x(\d+)x", line)}
+
+    want = 56 if row else 55  # 55 rows out; one more with the padded row
+    got = rows(conv, x, w) if value else rows(jax.grad(lambda a: jnp.sum(conv(a, w) ** 2)), x)
+    assert want in got and (value or 55 not in got), got
+
+
+@pytest.mark.parametrize(
     "x_shape,w_shape,value,avx2_only,pays",
     [
         ((2, 64, 112, 112), (64, 64, 3, 3), True, True, True),  # 12,544 positions

@@ -332,10 +332,13 @@ FORWARD_PADDED_MIN_ROWS, FORWARD_PADDED_MAX_FAN_OUT = 6, 3
 # ... and only to layers of at least this many input channels and more output channels
 # than this (see `forward_padded`).
 FORWARD_PADDED_MIN_IN_CHANNELS, FORWARD_PADDED_FEW_OUT_CHANNELS = 8, 16
+# ... and, for a value not differentiated, strided along the height by more than this,
+# only where YNNPACK's patches would pass `MALLOC_MAX_HEAP_BLOCK` (see `forward_padded`).
+FORWARD_PADDED_MAX_VALUE_STRIDE = 1
 
 
 def forward_padded(
-    x: jax.Array, w: jax.Array, spec: ConvSpec, derivative: bool = False
+    x: jax.Array, w: jax.Array, spec: ConvSpec, derivative: bool = False, value: bool = False
 ) -> jax.Array:
     """XLA's convolution, steered off its CPU slow path for unpadded convolutions.
 
@@ -380,15 +383,32 @@ def forward_padded(
     2.15x / 1.25x, 8->64 5x5 @56 batch 8 1.78x / 1.44x, 16->64 3x3 @56 1.33x / 1.06x,
     32->32 2.29x / 2.30x. (3->32 5x5 @128 gained 1.31x / 1.18x with the row, and is
     left out.)
+
+    Nor, for a ``value`` not differentiated, where the layer is strided along the height
+    (`FORWARD_PADDED_MAX_VALUE_STRIDE`) and YNNPACK's patches without the row
+    (`ynnpack_buffer_bytes`) stay under `MALLOC_MAX_HEAP_BLOCK`: found by a random sweep
+    (3x3 stride 2 8->256 @112 batch 8 channels-last forward at 0.28x `lax`, 45.7 ms
+    against 12.6). Unpadded 3x3 stride 2, batch 8 unless said, without the row against
+    with it, 5-7 interleaved runs, AMD EPYC with AVX2, 2026-12-05
+    (`/tmp/s52/patchab.py`), channels-last / channels-first: 8->256 @112 3.5x
+    channels-last, 16->256 @112 2.6x / 1.2x, 8->64 @112 1.08x / 1.22x, 8->128 @112 1.10x
+    / 1.09x, 16->128 @56 1.00x / 1.18x, batch 4 64->256 @56 1.02x / 1.14x, 32->128 @56
+    1.00x / 0.92x, 5x5 8->256 @56 0.99x / 0.97x (the patches of all of these 3.4-14 MB).
+    Past the block the row pays: 3x3 stride 2 192->32 @56 batch 8 channels-last 3.7x
+    `lax` with it (its patches 38 MiB, the padded input it reads 18 MiB). Training keeps
+    the row (without it 0.90-1.04x on four of these layers).
     """
-    padded = padded_row(x.shape, w.shape, spec, derivative)
+    dtype = jnp.result_type(x.dtype, w.dtype)
+    padded = padded_row(x.shape, w.shape, spec, derivative, value, dtype)
     if padded is spec:
         return forward(x, w, spec)
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     return slice_in_layout(forward(x, w, padded), spec, 2, 0, out[0])
 
 
-def padded_row(x_shape, w_shape, spec: ConvSpec, derivative: bool = False) -> ConvSpec:
+def padded_row(
+    x_shape, w_shape, spec: ConvSpec, derivative: bool = False, value: bool = False, dtype=None
+) -> ConvSpec:
     """The convolution `forward_padded` hands XLA for this canonical one: ``spec`` with
     a padded row high in the first spatial dim, or ``spec`` itself where that does not
     pay (see `forward_padded`)."""
@@ -403,6 +423,12 @@ def padded_row(x_shape, w_shape, spec: ConvSpec, derivative: bool = False) -> Co
         or (
             not derivative
             and (c_in < FORWARD_PADDED_MIN_IN_CHANNELS or c_out <= FORWARD_PADDED_FEW_OUT_CHANNELS)
+        )
+        or (
+            value
+            and spec.stride[0] > FORWARD_PADDED_MAX_VALUE_STRIDE
+            and ynnpack_buffer_bytes(x_shape, w_shape, dtype or jnp.float32, spec)
+            <= MALLOC_MAX_HEAP_BLOCK
         )
         or (
             not derivative
@@ -641,14 +667,14 @@ def ynnpack_buffer_bytes(x_shape, w_shape, dtype, spec: ConvSpec) -> int:
     return n * per_image * jnp.dtype(dtype).itemsize
 
 
-def _strided_eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec) -> bool:
+def _strided_eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool) -> bool:
     """`eigen_pays` for a convolution strided along the height: by 2, to at most
     `EIGEN_STRIDED_MAX_OUT_CHANNELS`, where the buffer of YNNPACK's convolution that
     `forward_padded` would run passes `MALLOC_MAX_HEAP_BLOCK` (its padded row turns the
     patches of an unpadded layer into the padded input)."""
     if spec.stride[0] != 2 or w_shape[0] > EIGEN_STRIDED_MAX_OUT_CHANNELS:
         return False
-    ynnpack = padded_row(x_shape, w_shape, spec)
+    ynnpack = padded_row(x_shape, w_shape, spec, value=value, dtype=dtype)
     return ynnpack_buffer_bytes(x_shape, w_shape, dtype, ynnpack) > MALLOC_MAX_HEAP_BLOCK
 
 
@@ -689,7 +715,7 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
     if max(c_in, c_out) <= 16:
         return False
     if spec.stride[0] != 1:
-        return _strided_eigen_pays(x_shape, w_shape, dtype, spec)
+        return _strided_eigen_pays(x_shape, w_shape, dtype, spec, value)
     if min(c_in, c_out) < EIGEN_MIN_CHANNELS:
         return False
     if math.prod(out) > EIGEN_MAX_POSITIONS_PER_IMAGE and not (
@@ -697,7 +723,12 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
         and tuple(kernel) == EIGEN_AVX2_WIDE_KERNEL
         and (
             (value and x_shape[0] >= EIGEN_AVX2_WIDE_MIN_BATCH)
-            or ynnpack_buffer_bytes(x_shape, w_shape, dtype, padded_row(x_shape, w_shape, spec))
+            or ynnpack_buffer_bytes(
+                x_shape,
+                w_shape,
+                dtype,
+                padded_row(x_shape, w_shape, spec, value=value, dtype=dtype),
+            )
             > MALLOC_MAX_HEAP_BLOCK
         )
     ):
@@ -775,7 +806,7 @@ def forward_eigen(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = Fals
     """
     dtype = jnp.result_type(x.dtype, w.dtype)
     if not eigen_pays(x.shape, w.shape, dtype, spec, value=value):
-        return forward_padded(x, w, spec)
+        return forward_padded(x, w, spec, value=value)
     out = spec.out_spatial(x.shape[2:], w.shape[2:])
     extra = _extra_rows(x.shape, out)
     if not extra:
