@@ -2045,6 +2045,7 @@ OUTPUT_TAPS_MIN_FOLDED = 32
 OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST = 16
 OUTPUT_TAPS_WEIGHT_MIN_RATIO = 16
 OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS = 3
+OUTPUT_TAPS_MAX_VALUE_STRIDE = 3
 
 
 def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
@@ -2118,7 +2119,16 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     1.12-1.44x, 128->8 @32 1.19-1.67x. Not strided (256->12 stride 2 @28 0.77x: every
     input position's products, four times the outputs'), nor from fewer than 8x as many
     inputs: the 1x2 and 2x1 phases of the suite's transposed 3x3 stride-2 64->32 @56, 64
-    products from 64 channels, ran their value 0.71x."""
+    products from 64 channels, ran their value 0.71x.
+
+    No value strided by more than `OUTPUT_TAPS_MAX_VALUE_STRIDE` along a dim: its
+    products at every input position are stride^2 times the outputs'. Found by a random
+    sweep (3x3 stride 4 128->4 @64 batch 2 channels-first forward at 0.51x `lax`).
+    `auto` (the value by this) against `lax`, 3x3 unpadded unless said, channels-first,
+    9-15 interleaved runs, AMD EPYC with AVX2, 2026-12-05 (`/tmp/s52/ab.py`): stride 4
+    128->4 @64 batch 2 0.31x, 64->3 @128 batch 8 0.93x, 5x5 padding 2 1.04x (not taken:
+    75 products); stride 3 128->4 @64 batch 2 0.86x, 256->1 @64 batch 4 1.71x, 64->3
+    @128 batch 8 padding 1 1.82x; stride 2 128->4 @64 batch 2 1.65x."""
     if spec.groups != 1 or any(d != 1 for d in spec.lhs_dilation):
         return False
     c_out, c_in, *kernel = w_shape
@@ -2127,6 +2137,8 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
         return False
     few_products = taps * c_out <= max(c_in, OUTPUT_TAPS_MIN_FOLDED)
     if role == FORWARD:
+        if max(spec.stride) > OUTPUT_TAPS_MAX_VALUE_STRIDE:
+            return False
         if c_out <= OUTPUT_TAPS_MAX_OUT_CHANNELS:
             few_inputs = c_in <= OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST
             return few_products and (few_inputs or not spec.channels_last)

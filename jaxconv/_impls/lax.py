@@ -640,6 +640,14 @@ EIGEN_BALANCED_OUT_CHANNELS, EIGEN_BALANCED_MAX_ROWS = 128, 6272
 # 1.09x, 256->64 @56 batch 16 1.40x / 1.13x.
 MALLOC_MAX_HEAP_BLOCK = 32 * 2**20
 EIGEN_STRIDED_MAX_OUT_CHANNELS = 64
+# ... strided along the height by at most this much. Stride 3 and 4, Eigen against
+# YNNPACK past the block, forward, 5 interleaved runs, channels-last / channels-first
+# (`/tmp/s52/sw.py`): 3x3 stride 3 256->16 @56 batch 16 3.27x / 1.77x, 256->64 1.83x /
+# 1.52x, 64->3 @128 batch 8 2.87x / 1.98x (there `matmul.output_taps` takes the value
+# channels-first, 2.19x); stride 4 128->32 @112 batch 8 2.87x / 1.67x, 5x5 64->3 @128
+# batch 8 1.88x / 1.34x. Under the block (3x3 stride 4 64->3 @128 unpadded, its patches
+# 19 MB) Eigen lost, 0.52x / 0.89x, and the rule does not take it.
+EIGEN_STRIDED_MAX_STRIDE = 4
 
 
 def ynnpack_buffer_bytes(x_shape, w_shape, dtype, spec: ConvSpec) -> int:
@@ -668,11 +676,12 @@ def ynnpack_buffer_bytes(x_shape, w_shape, dtype, spec: ConvSpec) -> int:
 
 
 def _strided_eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool) -> bool:
-    """`eigen_pays` for a convolution strided along the height: by 2, to at most
-    `EIGEN_STRIDED_MAX_OUT_CHANNELS`, where the buffer of YNNPACK's convolution that
-    `forward_padded` would run passes `MALLOC_MAX_HEAP_BLOCK` (its padded row turns the
-    patches of an unpadded layer into the padded input)."""
-    if spec.stride[0] != 2 or w_shape[0] > EIGEN_STRIDED_MAX_OUT_CHANNELS:
+    """`eigen_pays` for a convolution strided along the height: by at most
+    `EIGEN_STRIDED_MAX_STRIDE`, to at most `EIGEN_STRIDED_MAX_OUT_CHANNELS`, where the
+    buffer of YNNPACK's convolution that `forward_padded` would run passes
+    `MALLOC_MAX_HEAP_BLOCK` (its padded row turns the patches of an unpadded layer into
+    the padded input)."""
+    if spec.stride[0] > EIGEN_STRIDED_MAX_STRIDE or w_shape[0] > EIGEN_STRIDED_MAX_OUT_CHANNELS:
         return False
     ynnpack = padded_row(x_shape, w_shape, spec, value=value, dtype=dtype)
     return ynnpack_buffer_bytes(x_shape, w_shape, dtype, ynnpack) > MALLOC_MAX_HEAP_BLOCK
