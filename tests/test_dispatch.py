@@ -1236,9 +1236,9 @@ def test_deep_layers_run_by_eigen_on_avx2_only_cpus(
         ((12, 256, 56, 56), (16, 256, 3, 3), 1, 2, 38.1, True),
         ((16, 256, 56, 56), (64, 256, 3, 3), 1, 2, 50.8, True),
         ((16, 256, 56, 56), (65, 256, 3, 3), 1, 2, 50.8, False),  # 65 output channels
-        ((16, 256, 56, 56), (16, 256, 3, 3), 1, 3, 50.8, True),  # stride 3
-        ((16, 256, 56, 56), (16, 256, 3, 3), 1, 4, 47.3, True),  # stride 4
-        ((16, 256, 56, 56), (16, 256, 5, 5), 2, 5, 56.3, False),  # stride 5
+        # Not strides 3-4: XLA's partitioner got their extra rows wrong on a mesh.
+        ((16, 256, 56, 56), (16, 256, 3, 3), 1, 3, 50.8, False),  # stride 3
+        ((16, 256, 56, 56), (16, 256, 3, 3), 1, 4, 47.3, False),  # stride 4
         ((16, 512, 32, 32), (1, 512, 7, 7), 0, 2, 258.8, True),  # 1 output channel
         ((64, 16, 112, 112), (16, 16, 3, 3), 1, 2, 49.9, False),  # XLA's Eigen already
         # Unpadded to more than 16 channels `forward_padded` pads a row, and YNNPACK then
@@ -1250,7 +1250,7 @@ def test_deep_layers_run_by_eigen_on_avx2_only_cpus(
 def test_strided_values_past_the_heap_block_run_by_eigen(
     x_shape, w_shape, padding, stride, mib, pays, monkeypatch, retrace
 ):
-    """`lax.eigen_pays` takes a convolution strided by 2-4 along the height to at most
+    """`lax.eigen_pays` takes a convolution strided by 2 along the height to at most
     `EIGEN_STRIDED_MAX_OUT_CHANNELS` channels off YNNPACK where the buffer YNNPACK
     writes its input into (`lax.ynnpack_buffer_bytes`, of the convolution
     `lax.forward_padded` would hand it) passes `lax.MALLOC_MAX_HEAP_BLOCK`: `auto` then

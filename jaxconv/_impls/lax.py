@@ -640,14 +640,16 @@ EIGEN_BALANCED_OUT_CHANNELS, EIGEN_BALANCED_MAX_ROWS = 128, 6272
 # 1.09x, 256->64 @56 batch 16 1.40x / 1.13x.
 MALLOC_MAX_HEAP_BLOCK = 32 * 2**20
 EIGEN_STRIDED_MAX_OUT_CHANNELS = 64
-# ... strided along the height by at most this much. Stride 3 and 4, Eigen against
-# YNNPACK past the block, forward, 5 interleaved runs, channels-last / channels-first
-# (`/tmp/s52/sw.py`): 3x3 stride 3 256->16 @56 batch 16 3.27x / 1.77x, 256->64 1.83x /
-# 1.52x, 64->3 @128 batch 8 2.87x / 1.98x (there `matmul.output_taps` takes the value
-# channels-first, 2.19x); stride 4 128->32 @112 batch 8 2.87x / 1.67x, 5x5 64->3 @128
-# batch 8 1.88x / 1.34x. Under the block (3x3 stride 4 64->3 @128 unpadded, its patches
-# 19 MB) Eigen lost, 0.52x / 0.89x, and the rule does not take it.
-EIGEN_STRIDED_MAX_STRIDE = 4
+# ... strided along the height by at most this much. Strides 3 and 4 would pay too
+# (Eigen against YNNPACK past the block, forward, 5 interleaved runs, channels-last /
+# channels-first, `/tmp/s52/sw.py`: 3x3 stride 3 256->16 @56 batch 16 3.27x / 1.77x,
+# 256->64 1.83x / 1.52x, 64->3 @128 batch 8 2.87x / 1.98x; stride 4 128->32 @112 batch
+# 8 2.87x / 1.67x, 5x5 64->3 @128 batch 8 1.88x / 1.34x), but with the input split
+# along its height over a mesh XLA's partitioner (jaxlib 0.10.2) computed the extra
+# rows' convolution wrong at those strides: relative errors of 0.25-0.33 in the value
+# and gradients on 4 of 90 layers at stride 3 and 6 of 90 at stride 4 (8 devices, 3x3
+# and 5x5, maps of 24-40, `/tmp/s52/shard2.py`), none of 90 at stride 2.
+EIGEN_STRIDED_MAX_STRIDE = 2
 
 
 def ynnpack_buffer_bytes(x_shape, w_shape, dtype, spec: ConvSpec) -> int:
