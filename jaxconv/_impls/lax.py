@@ -645,10 +645,12 @@ EIGEN_STRIDED_MAX_OUT_CHANNELS = 64
 # channels-first, `/tmp/s52/sw.py`: 3x3 stride 3 256->16 @56 batch 16 3.27x / 1.77x,
 # 256->64 1.83x / 1.52x, 64->3 @128 batch 8 2.87x / 1.98x; stride 4 128->32 @112 batch
 # 8 2.87x / 1.67x, 5x5 64->3 @128 batch 8 1.88x / 1.34x), but with the input split
-# along its height over a mesh XLA's partitioner (jaxlib 0.10.2) computed the extra
-# rows' convolution wrong at those strides: relative errors of 0.25-0.33 in the value
-# and gradients on 4 of 90 layers at stride 3 and 6 of 90 at stride 4 (8 devices, 3x3
-# and 5x5, maps of 24-40, `/tmp/s52/shard2.py`), none of 90 at stride 2.
+# along its height over a mesh XLA's partitioner (jaxlib 0.10.2) got the extra rows'
+# gradients wrong at stride 3: relative errors of 0.25-0.31 on 3x3 stride 3 padding 1
+# @32 on 8 devices, both layouts, where `lax` is right (`/tmp/s52/shard2.py`: 90 layers
+# a stride, 3x3 and 5x5, maps of 24-40, 2-8 devices; none wrong at stride 2). XLA gets
+# some of these layers wrong itself, the rule or not: 5x5 stride 3 padding 1 @32 and 5x5
+# stride 4 padding 1-2 @40 on 8 devices, `lax`'s gradients 0.21-0.33 off.
 EIGEN_STRIDED_MAX_STRIDE = 2
 
 
