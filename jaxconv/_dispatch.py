@@ -1930,9 +1930,7 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     0.77x / 0.73x), so there the rule asks for at most 64 output channels and an input
     of 2^19 elements.
     """
-    if spec.ndim not in (1, 2) or spec.groups != 1 or all(s == 1 for s in spec.stride):
-        return False
-    if not _derivatives.has_input_gradient_spec(spec) or any(d > 1 for d in spec.rhs_dilation):
+    if not _strided_dense_undilated(spec, (1, 2)):
         return False
     window = subpixel.stacked_window(*_derivatives.input_gradient_problem(x_shape, w_shape, spec))
     if window is None:
@@ -1944,6 +1942,20 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
         w_shape[0] <= STRIDED_INPUT_GRADIENT_LARGE_MAX_OUT_CHANNELS
         and taps >= STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS
         and math.prod(x_shape) >= STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT
+    )
+
+
+def _strided_dense_undilated(spec: ConvSpec, ndims) -> bool:
+    """Whether this convolution of ``ndims`` spatial dims is dense, strided, undilated
+    and its input gradient a transposed convolution of the output gradient
+    (`_derivatives.has_input_gradient_spec`): what `_strided_input_gradient_stacked`
+    and `_strided_input_gradient_phases` ask first."""
+    return (
+        spec.ndim in ndims
+        and spec.groups == 1
+        and any(s > 1 for s in spec.stride)
+        and all(d == 1 for d in spec.rhs_dilation)
+        and _derivatives.has_input_gradient_spec(spec)
     )
 
 
@@ -1977,9 +1989,7 @@ def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
     32->8 @64 batch 16 1.54x, 3x3 512->128 @32 batch 4 1.42x; but with kernels smaller
     than the stride, whose phases are partly empty, 0.53x (2x2 stride 4 96->32 @112
     batch 2) and 0.87x (3x3 stride 4 96->16 @112 batch 4), so not those."""
-    if spec.ndim != 2 or spec.groups != 1 or all(s == 1 for s in spec.stride):
-        return False
-    if not _derivatives.has_input_gradient_spec(spec) or any(d > 1 for d in spec.rhs_dilation):
+    if not _strided_dense_undilated(spec, (2,)):
         return False
     c_out, c_in, *kernel = w_shape
     return (

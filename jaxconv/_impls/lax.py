@@ -407,7 +407,12 @@ def forward_padded(
 
 
 def padded_row(
-    x_shape, w_shape, spec: ConvSpec, derivative: bool = False, value: bool = False, dtype=None
+    x_shape,
+    w_shape,
+    spec: ConvSpec,
+    derivative: bool = False,
+    value: bool = False,
+    dtype=jnp.float32,
 ) -> ConvSpec:
     """The convolution `forward_padded` hands XLA for this canonical one: ``spec`` with
     a padded row high in the first spatial dim, or ``spec`` itself where that does not
@@ -427,8 +432,7 @@ def padded_row(
         or (
             value
             and spec.stride[0] > FORWARD_PADDED_MAX_VALUE_STRIDE
-            and ynnpack_buffer_bytes(x_shape, w_shape, dtype or jnp.float32, spec)
-            <= MALLOC_MAX_HEAP_BLOCK
+            and ynnpack_buffer_bytes(x_shape, w_shape, dtype, spec) <= MALLOC_MAX_HEAP_BLOCK
         )
         or (
             not derivative
@@ -649,8 +653,9 @@ EIGEN_STRIDED_MAX_OUT_CHANNELS = 64
 # gradients wrong at stride 3: relative errors of 0.25-0.31 on 3x3 stride 3 padding 1
 # @32 on 8 devices, both layouts, where `lax` is right (`/tmp/s52/shard2.py`: 90 layers
 # a stride, 3x3 and 5x5, maps of 24-40, 2-8 devices; none wrong at stride 2). XLA gets
-# some of these layers wrong itself, the rule or not: 5x5 stride 3 padding 1 @32 and 5x5
-# stride 4 padding 1-2 @40 on 8 devices, `lax`'s gradients 0.21-0.33 off.
+# some of these layers wrong itself, the rule or not (`/tmp/s52/shard5.py`): 5x5
+# stride 3 padding 1 @32 and 3x3 and 5x5 stride 4 padding 1-2 @40 on 8 devices, `lax`'s
+# gradients 0.21-0.35 off (2 of 90 layers at stride 3, 6 of 90 at stride 4).
 EIGEN_STRIDED_MAX_STRIDE = 2
 
 
@@ -687,6 +692,12 @@ def _strided_eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool) ->
     the padded input)."""
     if spec.stride[0] > EIGEN_STRIDED_MAX_STRIDE or w_shape[0] > EIGEN_STRIDED_MAX_OUT_CHANNELS:
         return False
+    return _ynnpack_buffer_past_block(x_shape, w_shape, dtype, spec, value)
+
+
+def _ynnpack_buffer_past_block(x_shape, w_shape, dtype, spec: ConvSpec, value: bool) -> bool:
+    """Whether the buffer of the YNNPACK convolution `forward_padded` would run for this
+    one (`padded_row`, `ynnpack_buffer_bytes`) passes `MALLOC_MAX_HEAP_BLOCK`."""
     ynnpack = padded_row(x_shape, w_shape, spec, value=value, dtype=dtype)
     return ynnpack_buffer_bytes(x_shape, w_shape, dtype, ynnpack) > MALLOC_MAX_HEAP_BLOCK
 
@@ -736,13 +747,7 @@ def eigen_pays(x_shape, w_shape, dtype, spec: ConvSpec, value: bool = False) -> 
         and tuple(kernel) == EIGEN_AVX2_WIDE_KERNEL
         and (
             (value and x_shape[0] >= EIGEN_AVX2_WIDE_MIN_BATCH)
-            or ynnpack_buffer_bytes(
-                x_shape,
-                w_shape,
-                dtype,
-                padded_row(x_shape, w_shape, spec, value=value, dtype=dtype),
-            )
-            > MALLOC_MAX_HEAP_BLOCK
+            or _ynnpack_buffer_past_block(x_shape, w_shape, dtype, spec, value)
         )
     ):
         return False
