@@ -83,10 +83,10 @@ GROUPS_LOOP, GROUPS_LOOP_MIN_ROWS = "groups loop", 784
 # ... derivatives included from batch 2, or at batch 1 with this many (input x output)
 # channels per group.
 DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1 = 1024
-# ... but 2-D channels-last 1x1 groups of at most this many input channels, to at least
-# this many times as many outputs, take XLA's value and matmul's derivatives (see
-# `_pointwise_group_expansion`).
-POINTWISE_GROUP_EXPANSION_MAX_IN_CHANNELS, POINTWISE_GROUP_EXPANSION_MIN_RATIO = 16, 4
+# ... but 1x1 groups of at most this many input channels (and more input x output
+# channels than SHIFT_MAX_CHANNELS) run by shift-and-add, the derivatives by shift and
+# matmul (see `_pointwise_groups_by_shift`).
+POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
 # ... and values not differentiated of 2-D channels-last 1x1 layers of at least this many
 # groups that widen, or twice as many, XLA's grouped value (see `_pointwise_many_groups`).
 POINTWISE_MANY_GROUPS = 16
@@ -402,9 +402,10 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         by_shift = (
             shift_impl.per_channel(w_shape, spec.ndim) and c_in_g * c_out_g <= SHIFT_MAX_CHANNELS
         )
+        pointwise_by_shift = not by_shift and _pointwise_groups_by_shift(spec, w_shape)
+        if pointwise_by_shift and (spec.channels_last or spec.groups > DENSE_GROUPS_MAX_GROUPS):
+            return ("shift", "shift", "matmul")
         if not by_shift and spec.groups <= DENSE_GROUPS_MAX_GROUPS:
-            if _pointwise_group_expansion(spec, w_shape):
-                return ("lax", "matmul", "matmul")
             # Groups of many channels: one dense convolution per group, value and
             # derivatives, each by the dense rules. Against the rules below (batch 8
             # unless said, 3x3 unless said, channels-first / channels-last; fwd, train):
@@ -423,6 +424,8 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # 1.3-1.9x).
             dense = x_shape[0] > 1 or c_in_g * c_out_g >= DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1
             derivative = DENSE_GROUPS if dense else "matmul"
+            if pointwise_by_shift:
+                return ("shift", derivative, derivative)
             out = spec.out_spatial(x_shape[2:], w_shape[2:])
             tiny = math.prod(out) <= DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST
             if (
@@ -1036,32 +1039,41 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
     )
 
 
-def _pointwise_group_expansion(spec: ConvSpec, w_shape) -> bool:
-    """Whether this grouped 2-D channels-last 1x1 convolution expands few input
-    channels per group (at most `POINTWISE_GROUP_EXPANSION_MAX_IN_CHANNELS`) to at
-    least `POINTWISE_GROUP_EXPANSION_MIN_RATIO` times as many outputs, where `choose`
-    takes XLA's grouped value and matmul's derivatives (the groups as a batch dim)
-    rather than one dense convolution per group.
+def _pointwise_groups_by_shift(spec: ConvSpec, w_shape) -> bool:
+    """Whether this grouped 1x1 convolution (undilated input, any dims, stride and
+    padding) has at most `POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS` input channels per
+    group, where `choose` runs its value by shift-and-add (one broadcast product per
+    input channel of a group, fused into one loop) and, channels-last or with more
+    than `DENSE_GROUPS_MAX_GROUPS` groups, its input gradient by shift too (the same sum
+    over the output channels) and its weight gradient by `matmul` (one product per group
+    over the rows); channels-first with fewer groups, the derivatives stay the dense
+    groups'. Groups of at most `SHIFT_MAX_CHANNELS` input x output channels take the
+    shift rules whatever the kernel (see `choose`).
 
-    Against one dense convolution per group (channels-last, 11-21 interleaved runs,
-    Intel Xeon, 2026-12-01; `lax` forward, then training with a fixed cotangent,
-    each over XLA's): 4 groups of 8->128 @136 batch 1 (a random layer that lost)
-    dense groups 0.78x, 0.82x, 0.79x and 0.81x, 0.83x, 0.90x, the rule 1.0x and 1.72x;
-    8 groups of 8->64 @56 batch 8 0.86x and 1.92x, the rule 1.0x and 2.55x; 2 groups of
-    16->128 @56 batch 4 0.72x, 1.08x and 0.67x, 0.69x, the rule 1.0x and 1.64x, 1.80x;
-    4 groups of 16->64 @56 batch 8 0.73x, 1.11x and 1.67x, 1.80x, the rule 1.0x and
-    2.20x, 2.46x. Not for square or narrowing groups, where dense groups win (4 of
-    16->16 @28 1.27x and 10.5x against the rule's 1.0x and 9.8x; 4 of 16->8 @56 2.28x
-    and 11.8x against 1.0x and 8.1x; 4 of 64->64 @28 1.40x and 4.35x against 1.0x and
-    4.21x), nor in 1-D or 3-D (4 of 16->64: 1-D @2000 batch 8 1.42x and 1.00x against
-    1.11x and 0.78x, 3-D @8x28x28 batch 2 1.62x and 6.53x against 1.03x and 6.13x)."""
-    c_out_g = w_shape[0] // spec.groups
+    A random layer found it: 32 groups of 16->8 @49 batch 4 channels-last ran XLA's
+    grouped value in 12.5 ms (PyTorch 3.4 ms) and trained in 72 ms (PyTorch 13). Against
+    the rules before (AMD EPYC, AVX2, one malloc arena, 5-9 interleaved runs,
+    2026-12-05, `/tmp/s53/grid.py`; batch 8 unless said, channels-first /
+    channels-last), forward: 32 groups of 16->8 @49 batch 4 5.2x / 8.7x, of 8->16 @28
+    3.9x / 7.1x, of 16x16 @28 3.1x / 5.4x, stride 2 @56 4.3x / 3.0x; 16 of 16x16 @56
+    batch 4 1.5x / 3.6x; 8 of 16->64 @56 batch 4 2.2x / 2.1x; 4 of 16x16 @56 1.7x / 4.2x;
+    64 of 16x16 @14 3.8x / 2.5x; 16 of 8->32 @56 batch 4 1.7x / 3.7x; 2 of 16->128 @56
+    batch 4 1.7x / 1.0x; 4 of 8->64 @56 2.6x / 1.6x; 8 of 16x16 @7 1.4x / 1.9x; 1-D
+    32 of 16->8 @1000 2.9x / 10x; 3-D 32 of 16->8 @8x28x28 batch 2 2.9x / 7.3x, 8 of
+    16x16 1.2x / 3.7x. With 32 or 64 input channels a group shift lost (0.31-0.79x on 7
+    of 10 rows). Training with a fixed cotangent, shift's value, shift's input gradient
+    and matmul's weight gradient: channels-last 1.2-7.0x on 20 rows (32 groups of 16->8
+    @49 3.1x, of 8->16 @28 7.0x; 2 of 16->128 @56 1.3x; 4 of 8->64 4.4x; 1-D 3.3x, 2.8x;
+    3-D 2.0x, 1.9x); channels-first with more than 16 groups 2.1-4.4x on 7 rows (32 of
+    16x16 @28 4.4x). Channels-first with at most 16 groups those derivatives lost on
+    some rows (2 of 16->128 @56 0.35-0.44x, 4 of 16->32 @28 0.82-0.87x, 8 of 16x16 @7
+    0.82x), shift's value with the dense groups' derivatives did not (0.95-2.6x on 10
+    rows)."""
     return (
-        spec.ndim == 2
-        and spec.channels_last
+        spec.groups > 1
+        and 1 < w_shape[1] <= POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS
         and math.prod(w_shape[2:]) == 1
-        and w_shape[1] <= POINTWISE_GROUP_EXPANSION_MAX_IN_CHANNELS
-        and c_out_g >= POINTWISE_GROUP_EXPANSION_MIN_RATIO * w_shape[1]
+        and all(d == 1 for d in spec.lhs_dilation)
     )
 
 
@@ -1069,16 +1081,20 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
     """Whether this value not differentiated, a grouped 2-D channels-last 1x1
     convolution of at least `POINTWISE_MANY_GROUPS` groups that widen (or twice as
     many groups), runs as XLA's grouped convolution where the rules chose dense groups
-    or the groups loop (`_run` checks that; groups of few channels, which `shift`
-    takes, were not measured). Forward, with the rule against without it (11 interleaved
-    runs, Sapphire Rapids Xeon, 2026-12-03; a random layer, 16 groups of 16->32 @56
-    batch 4, ran 0.41-0.83x `lax` without it): 16 groups of 16->32 @56 batch 4 2.3x,
+    or the groups loop (`_run` checks that; groups of at most 16 input channels, which
+    `shift` takes since (`_pointwise_groups_by_shift`), were the first measured).
+    Forward, with the rule against without it (11 interleaved runs, Sapphire Rapids
+    Xeon, 2026-12-03; a random layer, 16 groups of 16->32 @56 batch 4, ran 0.41-0.83x
+    `lax` without it): 16 groups of 16->32 @56 batch 4 2.3x,
     @28 batch 8 1.37x; 32 groups of 8->16 @56 batch 4 1.75x, of 16->16 @28 batch 8
     1.76x; but 16 groups of 32->32 @28 batch 8 0.93x, of 16->16 @56 batch 4 0.89x, of
-    64->64 @14 batch 8 1.00x. Under differentiation the rules stay: with XLA's grouped
-    value and `matmul`'s derivatives (as `_pointwise_group_expansion`) training through
-    a ReLU ran 0.28-0.73x on six of those layers (1.21x on 32 groups of 16->16); XLA's
-    grouped value with the rules' derivatives was not measured."""
+    64->64 @14 batch 8 1.00x. With 32 input channels a group (batch 8, 11 interleaved
+    runs, AMD EPYC, 2026-12-05, `/tmp/s53/pmg.py`): 32 groups of 32x32 @14 2.21x, @28
+    1.73x; 16 of 32->64 @28 2.97x; 64 of 32x32 @14 1.90x; but 32 of 64x64 @14 0.97x.
+    Under differentiation the rules stay: with XLA's grouped value and `matmul`'s
+    derivatives training through a ReLU ran 0.28-0.73x on six of those layers (1.21x on
+    32 groups of 16->16); XLA's grouped value with the rules' derivatives was not
+    measured."""
     c_out_g, c_in_g = w_shape[0] // spec.groups, w_shape[1]
     return (
         spec.ndim == 2

@@ -225,18 +225,30 @@ def test_cpu_rules():
     assert choose((8, 16, 28, 28), (128, 8, 3, 3), groups=2, padding=1) == dense_groups
     assert choose((8, 64, 28, 28), (4, 16, 3, 3), groups=4, padding=1) == dense_groups  # 16x1
     assert choose((8, 28, 28, 64), (3, 3, 16, 64), groups=4, channels_last=True) == dense_groups
-    # ... but 2-D channels-last 1x1 groups expanding at most 16 input channels 4x or more:
-    # XLA's grouped value, matmul's derivatives.
+    # ... but 1x1 groups of at most 16 input channels (and more than 64 input x output
+    # channels): shift's value; channels-last or past 16 groups, shift's input gradient
+    # and matmul's weight gradient, else the dense groups' derivatives.
     pointwise = dict(groups=4, channels_last=True)
-    lax_matmul = ("lax", "matmul", "matmul")
-    assert choose((1, 136, 136, 32), (1, 1, 8, 512), **pointwise) == lax_matmul
-    assert choose((8, 56, 56, 64), (1, 1, 16, 256), **pointwise) == lax_matmul  # 16->64
+    shift_matmul = ("shift", "shift", "matmul")
+    shift_dense_groups = ("shift", *dense_groups[1:])
+    assert choose((1, 136, 136, 32), (1, 1, 8, 512), **pointwise) == shift_matmul
+    assert choose((8, 56, 56, 64), (1, 1, 16, 256), **pointwise) == shift_matmul  # 16->64
+    assert choose((8, 56, 56, 64), (1, 1, 16, 128), **pointwise) == shift_matmul  # 2x
+    assert choose((8, 56, 56, 64), (1, 1, 16, 64), **pointwise) == shift_matmul  # square
     assert choose((8, 56, 56, 128), (1, 1, 32, 512), **pointwise) == dense_groups  # 32 in
-    assert choose((8, 56, 56, 64), (1, 1, 16, 128), **pointwise) == dense_groups  # 2x
-    assert choose((8, 64, 56, 56), (256, 16, 1, 1), groups=4) == dense_groups  # first
-    x, w = (8, 2000, 64), (1, 16, 256)  # 1-D: XLA's value (below), the groups' derivatives
-    assert choose(x, w, **pointwise)[1:] == dense_groups[1:]
+    assert choose((8, 64, 56, 56), (256, 16, 1, 1), groups=4) == shift_dense_groups  # first
+    assert choose((8, 512, 28, 28), (512, 16, 1, 1), groups=32) == shift_matmul  # 32 groups
+    assert choose((8, 512, 28, 28), (512, 32, 1, 1), groups=16)[0] != "shift"  # 32 in
+    assert choose((8, 512, 1000), (256, 16, 1), groups=32) == shift_matmul  # 1-D
+    assert choose((8, 128, 1000), (128, 16, 1), groups=8) == shift_dense_groups
+    assert choose((2, 8, 28, 28, 512), (1, 1, 1, 16, 256), groups=32, channels_last=True) == (
+        shift_matmul  # 3-D
+    )
+    assert choose((8, 56, 56, 64), (1, 1, 16, 64), groups=4, stride=2, channels_last=True) == (
+        shift_matmul  # strided
+    )
     assert choose((8, 56, 56, 64), (3, 3, 16, 256), **pointwise) == dense_groups  # 3x3
+    assert choose((8, 512, 28, 28), (1024, 4, 1, 1), groups=128) == shift  # 4->8: shift's
     # ... at batch 1 with small groups, the value alone.
     dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
     assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_value
@@ -289,6 +301,7 @@ def test_cpu_rules():
     # 3-D channels-last 1x1: XLA's to more channels; to as many or fewer XLA's value and
     # matmul's derivatives.
     assert choose((2, 8, 14, 14, 32), (1, 1, 1, 32, 128), channels_last=True) == ("lax",) * 3
+    lax_matmul = ("lax", "matmul", "matmul")
     assert choose((2, 8, 14, 14, 64), (1, 1, 1, 64, 64), channels_last=True) == lax_matmul
     assert choose((2, 8, 14, 14, 96), (1, 1, 1, 96, 24), channels_last=True) == lax_matmul
     assert choose((2, 32, 8, 14, 14), (128, 32, 1, 1, 1)) == ("matmul",) * 3  # channels-first
@@ -2837,14 +2850,16 @@ def test_pointwise_many_groups_rule(groups, c_in_g, c_out_g, channels_last, take
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the grouped 1x1 rule is the CPU's")
 def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated():
-    """auto's value of a channels-last 1x1 layer of 16 widening groups (16->32 each) is
-    XLA's grouped convolution (`_dispatch._pointwise_many_groups`), under
-    differentiation the dense groups' as before, and groups of few channels stay
-    shift's; values and gradients equal the float64 reference's."""
+    """auto's value of a channels-last 1x1 layer of 16 widening groups of 32 input
+    channels (32->64 each) is XLA's grouped convolution
+    (`_dispatch._pointwise_many_groups`), under differentiation the dense groups' as
+    before; groups of at most 16 input channels are shift's
+    (`_dispatch._pointwise_groups_by_shift`); values and gradients equal the float64
+    reference's."""
 
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 5, 6, 256)).astype(np.float32)
-    w = rng.standard_normal((1, 1, 16, 512)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 6, 512)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 32, 1024)).astype(np.float32)
 
     def conv(a, b):
         return jaxconv.conv2d(a, b, groups=16, channels_last=True)
@@ -2853,17 +2868,91 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
     assert "feature_group_count = 16" in value, value
     grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
     assert "feature_group_count = 16" not in grad.as_text()
-    # Groups of few channels stay `shift`'s (the rule only replaces dense groups and
-    # the groups loop): 16 groups of 4->8, no grouped convolution at all.
-    x_few = rng.standard_normal((2, 5, 6, 64)).astype(np.float32)
-    w_few = rng.standard_normal((1, 1, 4, 128)).astype(np.float32)
+    # Groups of at most 16 input channels are shift's: 16 groups of 16->32, no
+    # convolution at all.
+    x_few = rng.standard_normal((2, 5, 6, 256)).astype(np.float32)
+    w_few = rng.standard_normal((1, 1, 16, 512)).astype(np.float32)
     few = jax.jit(conv).lower(x_few, w_few).as_text()
-    assert "feature_group_count" not in few, few
+    assert "convolution" not in few, few
 
     def lax_conv(a, b):
         return jaxconv.conv2d(a, b, groups=16, channels_last=True, impl="lax")
 
-    _assert_matches_float64(conv, lax_conv, x, w, rng, (16, 32, 60))
+    _assert_matches_float64(conv, lax_conv, x, w, rng, (32, 64, 60))
+
+
+def test_pointwise_groups_by_shift_rule():
+    """`_pointwise_groups_by_shift` takes grouped 1x1 layers of 2-16 input channels a
+    group, in any dims, not dense, depthwise, wider groups, larger kernels nor inputs
+    dilated (a transposed convolution's)."""
+    rule = _dispatch._pointwise_groups_by_shift
+
+    def spec(x_shape, w_shape, groups):
+        return _spec.conv_plan("conv", x_shape, w_shape, groups=groups).spec
+
+    x = (2, 128, 8, 8)
+    assert rule(spec(x, (256, 16, 1, 1), 8), (256, 16, 1, 1))
+    assert rule(spec(x, (256, 2, 1, 1), 64), (256, 2, 1, 1))
+    assert rule(spec((2, 128, 9), (64, 16, 1), 8), (64, 16, 1))
+    assert not rule(spec(x, (256, 32, 1, 1), 4), (256, 32, 1, 1))  # 32 in
+    assert not rule(spec(x, (256, 1, 1, 1), 128), (256, 1, 1, 1))  # depthwise
+    assert not rule(spec(x, (256, 128, 1, 1), 1), (256, 128, 1, 1))  # dense
+    assert not rule(spec(x, (256, 16, 3, 1), 8), (256, 16, 3, 1))  # 3x1
+    dilated = dataclasses.replace(spec(x, (256, 16, 1, 1), 8), lhs_dilation=(2, 2))
+    assert not rule(dilated, (256, 16, 1, 1))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the grouped 1x1 rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,channels_last,direct",
+    [
+        ((2, 5, 6, 128), (1, 1, 16, 64), dict(groups=8), True, True),  # 16->8
+        ((2, 128, 5, 6), (256, 8, 1, 1), dict(groups=16), False, False),  # 8->16 channels-first
+        ((2, 256, 6, 6), (512, 8, 1, 1), dict(groups=32, stride=2), False, True),  # 32 groups
+        ((2, 7, 128), (1, 16, 256), dict(groups=8, padding=1), True, True),  # 1-D
+        ((1, 3, 4, 5, 64), (1, 1, 1, 16, 128), dict(groups=4), True, True),  # 3-D
+    ],
+)
+def test_auto_pointwise_groups_by_shift(x_shape, w_shape, kwargs, channels_last, direct):
+    """auto runs the value of a 1x1 layer of groups of at most 16 input channels (more
+    than 64 input x output channels) by shift-and-add, a sum of broadcast products with
+    no convolution or dot (`_dispatch._pointwise_groups_by_shift`); its input gradient
+    too, channels-last or with more than 16 groups, and then its weight gradient by one
+    product with the groups as a batch dim; in every case values, both gradients, forward mode and
+    second derivatives equal the float64 reference's."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    op = {3: jaxconv.conv1d, 4: jaxconv.conv2d, 5: jaxconv.conv3d}[len(x_shape)]
+
+    def conv(a, b, impl="auto"):
+        return op(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    value = jax.jit(conv).lower(x, w).as_text()
+    assert "convolution" not in value and "dot_general" not in value, value
+    dx = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), 0)).lower(x, w).as_text()
+    dw = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), 1)).lower(x, w).as_text()
+    assert ("convolution" not in dx and "dot_general" not in dx) == direct, dx
+    # One product, the groups its batch dim (the dense groups': one product per group).
+    assert "convolution" not in dw and (dw.count("dot_general") == 1) == direct, dw
+    c_in_g = w_shape[1] if not channels_last else w_shape[-2]
+    _assert_matches_float64(conv, functools.partial(conv, impl="lax"), x, w, rng, (c_in_g, 64, 60))
+    # Forward mode and second derivatives, against lax's in float64.
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    tx, tw = jnp.ones_like(x64), jnp.full_like(w64, 0.5)
+    _, jvp = jax.jvp(conv, (x64, w64), (tx, tw))
+    _, jvp_ref = jax.jvp(functools.partial(conv, impl="lax"), (x64, w64), (tx, tw))
+    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-10, atol=1e-10)
+
+    def second(f):
+        def inner(a, b):
+            return jnp.sum(jax.grad(lambda a_: jnp.sum(f(a_, b) ** 2))(a) ** 2)
+
+        return jax.grad(inner, 1)(x64, w64)
+
+    np.testing.assert_allclose(
+        second(conv), second(functools.partial(conv, impl="lax")), rtol=1e-9, atol=1e-9
+    )
 
 
 def _assert_matches_float64(conv, reference, x, w, rng, reductions):
