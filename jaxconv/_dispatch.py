@@ -2072,6 +2072,7 @@ OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST = 16
 OUTPUT_TAPS_WEIGHT_MIN_RATIO = 16
 OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS = 3
 OUTPUT_TAPS_MAX_VALUE_STRIDE = 3
+OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS = 36
 
 
 def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
@@ -2154,17 +2155,47 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     9-15 interleaved runs, AMD EPYC with AVX2, 2026-12-05 (`/tmp/s52/ab.py`): stride 4
     128->4 @64 batch 2 0.31x, 64->3 @128 batch 8 0.93x, 5x5 padding 2 1.04x (not taken:
     75 products); stride 3 128->4 @64 batch 2 0.86x, 256->1 @64 batch 4 1.71x, 64->3
-    @128 batch 8 padding 1 1.82x; stride 2 128->4 @64 batch 2 1.65x."""
+    @128 batch 8 padding 1 1.82x; stride 2 128->4 @64 batch 2 1.65x.
+
+    No intermediate (``N * positions * taps * C_out`` float32 products) past
+    `lax.MALLOC_MAX_HEAP_BLOCK` with as many products as input channels (glibc maps
+    such a block afresh each call, and its pages fault in; XLA's convolution is fast
+    from so few channels). Channels-last, no strided value of more than
+    `OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS` products per output (``taps *
+    C_out`` at each of the ``stride^2`` input positions it spans), nor one whose input
+    and intermediate together pass the block. Found by a random sweep (`rand.py 707`:
+    5x5 stride 2 16->1 @224 batch 8 channels-last forward 0.15x `lax`). `auto` against
+    `lax`, forward, batch 8, 3x3 padding 1 unless said, 9 interleaved runs, AMD EPYC,
+    2026-12-05 (`/tmp/s53/ab.py`); past the block with as many products as inputs:
+    16->3 @224 0.79x channels-first, 0.50x channels-last; 5x5 8->1 @224 0.40x and 0.36x;
+    5x5 16->1 @224 stride 1 channels-last 0.43x, stride 2 channels-first 0.39x (at
+    batch 2, 10 MB, 2.69x stride 1); past it with fewer products than inputs still
+    1.47-2.0x channels-first (32->3 @224 1.83x, 64->3 @224 1.54x, stride 2 1.88x).
+    Channels-last strided by 2: 3x3 to one channel from 3-16 channels @64-224 1.36-2.58x
+    (4->1 @224 2.58x) but 16->1 @224 (input and intermediate 40 MB) 0.19x; more products
+    per output: 16->2 @64 1.12x, 16->3 0.79x, 16->4 1.06x, 8->3 @128 0.83x, 3->3 @224
+    0.20x, 16->2 @224 0.20x, 5x5 16->1 @64 0.43x, @112 0.46x."""
     if spec.groups != 1 or any(d != 1 for d in spec.lhs_dilation):
         return False
     c_out, c_in, *kernel = w_shape
     taps = math.prod(kernel)
     if taps == 1:
         return False
+    products = x_shape[0] * math.prod(x_shape[2:]) * taps * c_out * 4
+    if products > lax_impl.MALLOC_MAX_HEAP_BLOCK and taps * c_out >= c_in:
+        return False
     few_products = taps * c_out <= max(c_in, OUTPUT_TAPS_MIN_FOLDED)
     if role == FORWARD:
         if max(spec.stride) > OUTPUT_TAPS_MAX_VALUE_STRIDE:
             return False
+        if spec.channels_last and max(spec.stride) > 1:
+            per_output = taps * c_out * math.prod(spec.stride)
+            together = products + 4 * math.prod(x_shape)
+            if (
+                per_output > OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS
+                or together > lax_impl.MALLOC_MAX_HEAP_BLOCK
+            ):
+                return False
         if c_out <= OUTPUT_TAPS_MAX_OUT_CHANNELS:
             few_inputs = c_in <= OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST
             return few_products and (few_inputs or not spec.channels_last)

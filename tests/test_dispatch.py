@@ -3690,6 +3690,8 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 32, 20, 20), (1, 32, 5, 5), dict(stride=2, padding=2), "vx", "x"),
         ((2, 32, 24, 24), (1, 32, 3, 3), dict(stride=3, padding=1), "vx", "x"),
         ((2, 32, 24, 24), (1, 32, 3, 3), dict(stride=4, padding=1), "x", "x"),  # stride 4
+        ((2, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), "vx", "vx"),  # 36
+        ((2, 16, 12, 12), (2, 16, 3, 3), dict(stride=2, padding=1), "v", ""),  # 72 > 36
         ((2, 16, 20, 20), (1, 16, 7, 7), dict(stride=2, padding=3), "", ""),  # 49 > 32
         ((2, 64, 10, 10), (2, 32, 3, 3), dict(padding=1, groups=2), "", ""),  # its groups
         ((2, 64, 10, 10), (1, 64, 1, 1), dict(), "", ""),  # one tap
@@ -3733,6 +3735,36 @@ def test_few_output_channels_by_output_taps(
     calls.clear()
     trains_as_lax_float64(conv, x, w, check=bool(roles))
     assert len(calls) == len(roles), (calls, nd)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, channels_last, taken",
+    [
+        ((8, 16, 224, 224), (1, 16, 5, 5), dict(padding=2), False, False),  # 40 MB, 25 >= 16
+        ((8, 16, 224, 224), (1, 16, 5, 5), dict(padding=2), True, False),
+        ((2, 16, 224, 224), (1, 16, 5, 5), dict(padding=2), True, True),  # 10 MB
+        ((8, 16, 224, 224), (3, 16, 3, 3), dict(padding=1), False, False),  # 43 MB, 27 >= 16
+        ((8, 32, 224, 224), (3, 32, 3, 3), dict(padding=1), False, True),  # 27 < 32
+        ((8, 16, 224, 224), (1, 16, 5, 5), dict(stride=2, padding=2), False, False),
+        ((8, 16, 112, 112), (1, 16, 5, 5), dict(stride=2, padding=2), False, True),
+        # Channels-last strided: at most 36 products per output, input and products
+        # within the block.
+        ((8, 16, 112, 112), (1, 16, 5, 5), dict(stride=2, padding=2), True, False),  # 100
+        ((8, 4, 224, 224), (1, 4, 3, 3), dict(stride=2, padding=1), True, True),  # 21 MB
+        ((8, 16, 224, 224), (1, 16, 3, 3), dict(stride=2, padding=1), True, False),  # 40 MB
+        ((8, 16, 64, 64), (1, 16, 3, 3), dict(stride=2, padding=1), True, True),
+        ((8, 16, 64, 64), (2, 16, 3, 3), dict(stride=2, padding=1), True, False),  # 72
+        ((8, 16, 64, 64), (2, 16, 3, 3), dict(stride=2, padding=1), False, True),
+    ],
+)
+def test_output_taps_value_within_the_heap_block(x_shape, w_shape, kwargs, channels_last, taken):
+    """`_dispatch._output_taps` takes no value whose float32 products (``N * positions
+    * taps * C_out``) pass `lax.MALLOC_MAX_HEAP_BLOCK` with as many products as input
+    channels, and channels-last no strided value of more than 36 products per output
+    (``taps * C_out * stride^2``) or whose input and products together pass it."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    spec = dataclasses.replace(spec, channels_last=channels_last)
+    assert _dispatch._output_taps(spec, x_shape, w_shape, _dispatch.FORWARD) == taken
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
