@@ -87,6 +87,10 @@ DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1 = 1024
 # channels than SHIFT_MAX_CHANNELS) run by shift-and-add, the derivatives by shift and
 # matmul (see `_pointwise_groups_by_shift`).
 POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
+# Dense 1-D and 2-D layers from one input channel with at most this many products per
+# input position (taps x output channels) run their value by shift-and-add, and with at
+# most the second their derivatives too (see `_single_input_by_shift`).
+SINGLE_INPUT_SHIFT_MAX_PRODUCTS, SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS = 288, 100
 # ... and values not differentiated of 2-D channels-last 1x1 layers of at least this many
 # groups that widen, or twice as many, XLA's grouped value (see `_pointwise_many_groups`).
 POINTWISE_MANY_GROUPS = 16
@@ -256,6 +260,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     if backend != "cpu":
         return ("lax",) * 3
     rules = _choose_cpu(spec, x_shape, w_shape, dtype)
+    if _single_input_by_shift(spec, w_shape):
+        few = math.prod(w_shape[2:]) * w_shape[0] <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS
+        rules = ("shift",) * 3 if few else ("shift", *rules[1:])
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
         # (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the input
@@ -1036,6 +1043,44 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
         padding=(spec.padding[0], (0, 0)),
         lhs_dilation=(1, 1),
         rhs_dilation=(spec.rhs_dilation[0], 1),
+    )
+
+
+def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
+    """Whether this dense 1-D or 2-D convolution from one input channel (a depthwise
+    one with a channel multiplier, as one group) has at most
+    `SINGLE_INPUT_SHIFT_MAX_PRODUCTS` products per input position (``taps * C_out``),
+    more than one tap and an undilated input, where `choose` runs its value by
+    shift-and-add, and with at most `SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS` its
+    derivatives too (else the rules'). XLA's CPU convolution from one channel runs
+    at 1-2 GFLOP/s: a random layer, 5x5 1->1 @224 batch 8 channels-last, ran 23.6 ms
+    forward, PyTorch 4.1.
+
+    Against the rules before (AMD EPYC, AVX2, one malloc arena, 5-7 interleaved runs,
+    2026-12-05, `/tmp/s53/grid.py`; padding k // 2, batch 8 unless said;
+    channels-first / channels-last), forward: 5x5 1->1 @224 45x / 49x; 3x3 1->1 @224
+    9.8x / 0.93x (1.2 ms); 7x7 1->1 @128 24x / 32x; 3x3 1->3 @128 4.4x / 3.7x, 1->8 3.8x
+    / 15x, 1->16 @112 2.5x / 11x, 1->32 @112 batch 4 1.7x / 3.2x; 5x5 1->4 @128 batch 4
+    13x / 15x; 3x3 stride 2 1->4 @224 channels-last 14x; 1->48 dilation 2 @224 batch 2
+    2.1x; 1-D k9 1->8 @16000 7.5x / 3.3x. With more products: 3x3 1->64 @64 batch 4 1.3x
+    / 1.8x, stride 2 @224 0.78x / 1.7x; 5x5 1->32 @28 1.0x / 0.76x; raw audio 1->512 k10
+    stride 5 0.87x, 1->128 k80 stride 4 0.26x (`matmul`'s per image there). Training
+    with a fixed cotangent, every role by shift: 3x3 1->1 @224 18x / 8.8x, 5x5 9.8x /
+    11x, 7x7 5.9x / 5.0x, 1->2 7.4x / 6.0x, 3x3 1->3 @128 2.0x / 6.1x, 1->8 2.0x / 3.7x,
+    5x5 1->4 6.3x / 3.1x, stride 2 1->4 @224 4.8x channels-last, 1-D k9 1->8 4.1x /
+    2.1x; but 3x3 1->16 0.20-0.30x, 1->32 0.14-0.20x, 1->64 0.25-0.38x, where shift's
+    value with the rules' derivatives ran 0.99-1.50x (1->16 1.09x / 1.20-1.50x, 1->32
+    1.10x / 0.83-0.99x, 1->64 1.09x / 1.44x). Not 3-D: shift's derivatives lost
+    (1->8 3x3x3 @16x64x64 batch 2 0.16-0.20x) and its value with the rules'
+    derivatives trained 0.84-1.91x (1->32 3x3x3 @16x64x64 batch 4 forward 3.7x /
+    4.2x: a gain left)."""
+    return (
+        spec.groups == 1
+        and w_shape[1] == 1
+        and spec.ndim <= 2
+        and 1 < math.prod(w_shape[2:])
+        and math.prod(w_shape[2:]) * w_shape[0] <= SINGLE_INPUT_SHIFT_MAX_PRODUCTS
+        and all(d == 1 for d in spec.lhs_dilation)
     )
 
 

@@ -137,13 +137,15 @@ def test_cuda_rules_compute_the_convolution(monkeypatch, retrace, k, channels_la
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
 def test_rgb_and_grey_first_layers_run_by_matmul():
     """Dense 2-D layers from at most 3 channels with kernels of at most 16 taps:
-    `matmul` channels-first; channels-last its value for 17-35 output channels only."""
+    `matmul` channels-first (the value from one channel shift's); channels-last its
+    value for 17-35 output channels only."""
     mm = ("matmul",) * 3
     x, x_cl = (2, 3, 32, 32), (2, 32, 32, 3)
     assert choose(x, (32, 3, 3, 3), stride=2, padding=1) == mm  # MobileNet's stem
     assert choose(x, (64, 3, 3, 3), padding=1) == mm  # VGG's
     assert choose(x, (96, 3, 4, 4), stride=4) == mm  # ConvNeXt's patchify stem
-    assert choose((2, 1, 32, 32), (32, 1, 3, 3), padding=1) == mm  # grey
+    # (grey: shift's value, `_single_input_by_shift`)
+    assert choose((2, 1, 32, 32), (32, 1, 3, 3), padding=1) == ("shift", "matmul", "matmul")
     assert choose(x, (64, 3, 5, 5), stride=2, padding=2) == ("lax",) * 3  # 25 taps
     assert choose((2, 4, 32, 32), (32, 4, 3, 3), padding=1) == ("lax",) * 3  # 4 channels
     assert choose(x, (32, 3, 3, 3), padding=2, dilation=2) == ("lax",) * 3
@@ -2879,6 +2881,62 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
         return jaxconv.conv2d(a, b, groups=16, channels_last=True, impl="lax")
 
     _assert_matches_float64(conv, lax_conv, x, w, rng, (32, 64, 60))
+
+
+def test_single_input_channel_by_shift():
+    """Dense 1-D and 2-D layers from one input channel run their value by `shift` with
+    at most 288 products per input position (taps x output channels), and every role
+    with at most 100 (`_dispatch._single_input_by_shift`); not 3-D, 1x1, inputs dilated
+    (a transposed convolution's), nor more input channels; a kernel past the output
+    keeps matmul's derivatives."""
+    shift = ("shift",) * 3
+    assert choose((8, 1, 224, 224), (1, 1, 5, 5), padding=2) == shift
+    assert choose((8, 224, 224, 1), (5, 5, 1, 1), padding=2, channels_last=True) == shift
+    assert choose((8, 1, 64, 64), (4, 1, 5, 5), padding=2) == shift  # 100
+    assert choose((8, 1, 64, 64), (2, 1, 7, 7), padding=3) == shift  # 98
+    assert choose((8, 1, 16000), (8, 1, 9), padding=4) == shift  # 1-D
+    assert choose((8, 1, 64, 64), (4, 1, 3, 3), stride=2, padding=1) == shift  # strided
+    assert choose((8, 1, 64, 64), (12, 1, 3, 3), padding=1)[0] == "shift"  # 108
+    assert choose((8, 1, 64, 64), (12, 1, 3, 3), padding=1)[1:] != shift[1:]
+    assert choose((8, 1, 64, 64), (32, 1, 3, 3), padding=1)[0] == "shift"  # 288
+    assert choose((8, 1, 64, 64), (33, 1, 3, 3), padding=1)[0] != "shift"  # 297
+    assert choose((8, 1, 16000), (128, 1, 80), stride=4)[0] != "shift"  # raw audio
+    assert choose((2, 1, 8, 32, 32), (8, 1, 3, 3, 3), padding=1)[0] != "shift"  # 3-D
+    assert choose((8, 1, 64, 64), (8, 1, 1, 1))[0] != "shift"  # 1x1
+    assert choose((8, 2, 64, 64), (4, 2, 3, 3), padding=1)[0] != "shift"  # 2 channels
+    assert choose((8, 1, 4, 4), (32, 1, 3, 3)) == ("shift", "matmul", "matmul")  # past
+    spec = _spec.conv_plan("conv", (8, 1, 64, 64), (4, 1, 3, 3), padding=1).spec
+    dilated = dataclasses.replace(spec, lhs_dilation=(2, 2))
+    assert not _dispatch._single_input_by_shift(dilated, (4, 1, 3, 3))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 1, 11, 12), (3, 1, 5, 5), dict(padding=2)),  # every role by shift
+        ((2, 1, 11, 12), (16, 1, 3, 3), dict(padding=1, stride=2)),  # the value
+        ((2, 1, 30), (4, 1, 7), dict(padding="same", dilation=2)),  # 1-D
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_single_input_channel_by_shift_trains_as_lax(
+    retrace, x_shape, w_shape, kwargs, channels_last
+):
+    """Layers from one input channel under auto (shift's value, and its derivatives
+    with few products): values and both gradients equal lax's (float64), and so do
+    forward mode, second derivatives and `vmap`."""
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    text = jax.jit(conv("auto")).lower(x, w).as_text()
+    assert "convolution" not in text, text
+    trains_as_lax_float64(conv, x, w, check=True)
 
 
 def test_pointwise_groups_by_shift_rule():
