@@ -91,6 +91,8 @@ POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
 # input position (taps x output channels) run their value by shift-and-add, and with at
 # most the second their derivatives too (see `_single_input_by_shift`).
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS, SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS = 288, 100
+# ... in 3-D the value alone, with at most this many.
+SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D = 864
 # ... and values not differentiated of 2-D channels-last 1x1 layers of at least this many
 # groups that widen, or twice as many, XLA's grouped value (see `_pointwise_many_groups`).
 POINTWISE_MANY_GROUPS = 16
@@ -261,7 +263,8 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         return ("lax",) * 3
     rules = _choose_cpu(spec, x_shape, w_shape, dtype)
     if _single_input_by_shift(spec, w_shape):
-        few = math.prod(w_shape[2:]) * w_shape[0] <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS
+        products = math.prod(w_shape[2:]) * w_shape[0]
+        few = spec.ndim <= 2 and products <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS
         rules = ("shift",) * 3 if few else ("shift", *rules[1:])
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
@@ -1047,12 +1050,13 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
 
 
 def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
-    """Whether this dense 1-D or 2-D convolution from one input channel (a depthwise
-    one with a channel multiplier, as one group) has at most
-    `SINGLE_INPUT_SHIFT_MAX_PRODUCTS` products per input position (``taps * C_out``),
-    more than one tap and an undilated input, where `choose` runs its value by
-    shift-and-add, and with at most `SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS` its
-    derivatives too (else the rules'). XLA's CPU convolution from one channel runs
+    """Whether this dense convolution from one input channel (a depthwise one with a
+    channel multiplier, as one group) has at most `SINGLE_INPUT_SHIFT_MAX_PRODUCTS`
+    products per input position (``taps * C_out``; in 3-D
+    `SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D`), more than one tap and an undilated input,
+    where `choose` runs its value by shift-and-add, and in 1-D and 2-D with at most
+    `SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS` its derivatives too (else the
+    rules'). XLA's CPU convolution from one channel runs
     at 1-2 GFLOP/s: a random layer, 5x5 1->1 @224 batch 8 channels-last, ran 23.6 ms
     forward, PyTorch 4.1.
 
@@ -1070,16 +1074,21 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
     5x5 1->4 6.3x / 3.1x, stride 2 1->4 @224 4.8x channels-last, 1-D k9 1->8 4.1x /
     2.1x; but 3x3 1->16 0.20-0.30x, 1->32 0.14-0.20x, 1->64 0.25-0.38x, where shift's
     value with the rules' derivatives ran 0.99-1.50x (1->16 1.09x / 1.20-1.50x, 1->32
-    1.10x / 0.83-0.99x, 1->64 1.09x / 1.44x). Not 3-D: shift's derivatives lost
-    (1->8 3x3x3 @16x64x64 batch 2 0.16-0.20x) and its value with the rules'
-    derivatives trained 0.84-1.91x (1->32 3x3x3 @16x64x64 batch 4 forward 3.7x /
-    4.2x: a gain left)."""
+    1.10x / 0.83-0.99x, 1->64 1.09x / 1.44x). In 3-D the value alone, up to
+    `SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D` products (3x3x3, 7 interleaved runs; forward,
+    training with a fixed cotangent): 1->8 @16x64x64 batch 2 4.4x / 7.0x, 1.06x / 1.39x;
+    1->16 5.8x / 5.7x, 1.09x / 1.32x; 1->32 batch 4 3.3-3.7x / 3.8-4.2x, 1.12-1.15x /
+    1.51-1.91x; 1->4 @16x112x112 batch 2 3.7x / 8.3x, 1.01x / 1.81x; 1->32 @32x32x32
+    batch 1 2.4x / 2.3x, 0.98x / 1.38x (once 0.84x, 1->8 channels-first); shift's
+    derivatives lost there (1->8 0.16-0.20x)."""
+    limit = (
+        SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D if spec.ndim == 3 else SINGLE_INPUT_SHIFT_MAX_PRODUCTS
+    )
     return (
         spec.groups == 1
         and w_shape[1] == 1
-        and spec.ndim <= 2
         and 1 < math.prod(w_shape[2:])
-        and math.prod(w_shape[2:]) * w_shape[0] <= SINGLE_INPUT_SHIFT_MAX_PRODUCTS
+        and math.prod(w_shape[2:]) * w_shape[0] <= limit
         and all(d == 1 for d in spec.lhs_dilation)
     )
 

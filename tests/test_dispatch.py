@@ -2884,9 +2884,9 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
 
 
 def test_single_input_channel_by_shift():
-    """Dense 1-D and 2-D layers from one input channel run their value by `shift` with
-    at most 288 products per input position (taps x output channels), and every role
-    with at most 100 (`_dispatch._single_input_by_shift`); not 3-D, 1x1, inputs dilated
+    """Dense layers from one input channel run their value by `shift` with at most 288
+    products per input position (taps x output channels; 3-D 864), and in 1-D and 2-D
+    every role with at most 100 (`_dispatch._single_input_by_shift`); not 1x1, inputs dilated
     (a transposed convolution's), nor more input channels; a kernel past the output
     keeps matmul's derivatives."""
     shift = ("shift",) * 3
@@ -2901,7 +2901,13 @@ def test_single_input_channel_by_shift():
     assert choose((8, 1, 64, 64), (32, 1, 3, 3), padding=1)[0] == "shift"  # 288
     assert choose((8, 1, 64, 64), (33, 1, 3, 3), padding=1)[0] != "shift"  # 297
     assert choose((8, 1, 16000), (128, 1, 80), stride=4)[0] != "shift"  # raw audio
-    assert choose((2, 1, 8, 32, 32), (8, 1, 3, 3, 3), padding=1)[0] != "shift"  # 3-D
+    x3 = (2, 1, 8, 32, 32)  # 3-D: the value alone, up to 864 products
+    assert choose(x3, (8, 1, 3, 3, 3), padding=1) == ("shift", "lax", "lax")
+    assert choose(x3, (32, 1, 3, 3, 3), padding=1)[:2] == ("shift", "lax")
+    assert choose(x3, (33, 1, 3, 3, 3), padding=1)[0] != "shift"
+    assert choose(x3, (434, 1, 2, 1, 1))[0] != "shift"  # 868
+    assert choose(x3, (3, 1, 3, 3, 3), padding=1)[0] == "shift"  # 81: still not every role
+    assert "shift" not in choose(x3, (3, 1, 3, 3, 3), padding=1)[1:]
     assert choose((8, 1, 64, 64), (8, 1, 1, 1))[0] != "shift"  # 1x1
     assert choose((8, 2, 64, 64), (4, 2, 3, 3), padding=1)[0] != "shift"  # 2 channels
     assert choose((8, 1, 4, 4), (32, 1, 3, 3)) == ("shift", "matmul", "matmul")  # past
@@ -2917,6 +2923,7 @@ def test_single_input_channel_by_shift():
         ((2, 1, 11, 12), (3, 1, 5, 5), dict(padding=2)),  # every role by shift
         ((2, 1, 11, 12), (16, 1, 3, 3), dict(padding=1, stride=2)),  # the value
         ((2, 1, 30), (4, 1, 7), dict(padding="same", dilation=2)),  # 1-D
+        ((1, 1, 5, 6, 7), (4, 1, 3, 3, 3), dict(padding=1)),  # 3-D: the value
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
