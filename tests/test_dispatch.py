@@ -2933,14 +2933,7 @@ def test_single_input_channel_by_shift_trains_as_lax(
     """Layers from one input channel under auto (shift's value, and its derivatives
     with few products): values and both gradients equal lax's (float64), and so do
     forward mode, second derivatives and `vmap`."""
-    rng = np.random.default_rng(12)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
-
-    def conv(impl):
-        return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
-
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=12)
     text = jax.jit(conv("auto")).lower(x, w).as_text()
     assert "convolution" not in text, text
     trains_as_lax_float64(conv, x, w, check=True)
@@ -3696,7 +3689,17 @@ def test_strided_weight_gradient_by_space_to_depth(
     monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
     calls = spy_third_arguments(monkeypatch, space_to_depth, "forward")
-    rng = np.random.default_rng(12)
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=12)
+    jax.eval_shape(conv("auto"), x, w)  # (the value's trace, cached: counted once)
+    assert calls == []
+    trains_as_lax_float64(conv, x, w, check=bool(calls_expected))
+    assert len(calls) == calls_expected
+
+
+def float64_layer(x_shape, w_shape, kwargs, channels_last, seed):
+    """``(x, w, conv)``: a random float64 input and weight (channels-first shapes) in
+    the given layout, and ``conv(impl)``, the layer by ``impl``."""
+    rng = np.random.default_rng(seed)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     if channels_last:
         x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
@@ -3704,10 +3707,7 @@ def test_strided_weight_gradient_by_space_to_depth(
     def conv(impl):
         return lambda a, b: jaxconv.conv(a, b, channels_last=channels_last, impl=impl, **kwargs)
 
-    jax.eval_shape(conv("auto"), x, w)  # (the value's trace, cached: counted once)
-    assert calls == []
-    trains_as_lax_float64(conv, x, w, check=bool(calls_expected))
-    assert len(calls) == calls_expected
+    return x, w, conv
 
 
 def trains_as_lax_float64(conv, x, w, check):
