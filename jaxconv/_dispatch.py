@@ -1056,9 +1056,8 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
     `SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D`), more than one tap and an undilated input,
     where `choose` runs its value by shift-and-add, and in 1-D and 2-D with at most
     `SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS` its derivatives too (else the
-    rules'). XLA's CPU convolution from one channel runs
-    at 1-2 GFLOP/s: a random layer, 5x5 1->1 @224 batch 8 channels-last, ran 23.6 ms
-    forward, PyTorch 4.1.
+    rules'). XLA's CPU convolution from one channel runs at 1-2 GFLOP/s: a random
+    layer, 5x5 1->1 @224 batch 8 channels-last, ran 23.6 ms forward, PyTorch 4.1.
 
     Against the rules before (AMD EPYC, AVX2, one malloc arena, 5-7 interleaved runs,
     2026-12-05, `/tmp/s53/grid.py`; padding k // 2, batch 8 unless said;
@@ -2235,8 +2234,8 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     taps = math.prod(kernel)
     if taps == 1:
         return False
-    products = x_shape[0] * math.prod(x_shape[2:]) * taps * c_out * 4
-    if products > lax_impl.MALLOC_MAX_HEAP_BLOCK and taps * c_out >= c_in:
+    product_bytes = x_shape[0] * math.prod(x_shape[2:]) * taps * c_out * 4
+    if product_bytes > lax_impl.MALLOC_MAX_HEAP_BLOCK and taps * c_out >= c_in:
         return False
     few_products = taps * c_out <= max(c_in, OUTPUT_TAPS_MIN_FOLDED)
     if role == FORWARD:
@@ -2244,7 +2243,7 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
             return False
         if spec.channels_last and max(spec.stride) > 1:
             per_output = taps * c_out * math.prod(spec.stride)
-            together = products + 4 * math.prod(x_shape)
+            together = product_bytes + 4 * math.prod(x_shape)
             if (
                 per_output > OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS
                 or together > lax_impl.MALLOC_MAX_HEAP_BLOCK
