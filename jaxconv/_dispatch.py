@@ -1072,8 +1072,8 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
     11x, 7x7 5.9x / 5.0x, 1->2 7.4x / 6.0x, 3x3 1->3 @128 2.0x / 6.1x, 1->8 2.0x / 3.7x,
     5x5 1->4 6.3x / 3.1x, stride 2 1->4 @224 4.8x channels-last, 1-D k9 1->8 4.1x /
     2.1x; but 3x3 1->16 0.20-0.30x, 1->32 0.14-0.20x, 1->64 0.25-0.38x, where shift's
-    value with the rules' derivatives ran 0.99-1.50x (1->16 1.09x / 1.20-1.50x, 1->32
-    1.10x / 0.83-0.99x, 1->64 1.09x / 1.44x). In 3-D the value alone, up to
+    value with the rules' derivatives ran 0.83-1.50x (1->16 1.09x / 1.20-1.50x, 1->32
+    1.10x / 0.83-0.99x; 1->64, past the rule, 1.09x / 1.44x). In 3-D the value alone, up to
     `SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D` products (3x3x3, 7 interleaved runs; forward,
     training with a fixed cotangent): 1->8 @16x64x64 batch 2 4.4x / 7.0x, 1.06x / 1.39x;
     1->16 5.8x / 5.7x, 1.09x / 1.32x; 1->32 batch 4 3.3-3.7x / 3.8-4.2x, 1.12-1.15x /
@@ -1115,12 +1115,12 @@ def _pointwise_groups_by_shift(spec: ConvSpec, w_shape) -> bool:
     32 of 16->8 @1000 2.9x / 10x; 3-D 32 of 16->8 @8x28x28 batch 2 2.9x / 7.3x, 8 of
     16x16 1.2x / 3.7x. With 32 or 64 input channels a group shift lost (0.31-0.79x on 7
     of 10 rows). Training with a fixed cotangent, shift's value, shift's input gradient
-    and matmul's weight gradient: channels-last 1.2-7.0x on 20 rows (32 groups of 16->8
+    and matmul's weight gradient: channels-last 1.2-7.0x on 24 rows (32 groups of 16->8
     @49 3.1x, of 8->16 @28 7.0x; 2 of 16->128 @56 1.3x; 4 of 8->64 4.4x; 1-D 3.3x, 2.8x;
-    3-D 2.0x, 1.9x); channels-first with more than 16 groups 2.1-4.4x on 7 rows (32 of
+    3-D 2.0x, 1.9x); channels-first with more than 16 groups 2.1-6.2x on 8 rows (32 of
     16x16 @28 4.4x). Channels-first with at most 16 groups those derivatives lost on
     some rows (2 of 16->128 @56 0.35-0.44x, 4 of 16->32 @28 0.82-0.87x, 8 of 16x16 @7
-    0.82x), shift's value with the dense groups' derivatives did not (0.95-2.6x on 10
+    0.82x), shift's value with the dense groups' derivatives did not (0.95-2.6x on 11
     rows)."""
     return (
         spec.groups > 1
