@@ -1080,14 +1080,15 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
     1.51-1.91x; 1->4 @16x112x112 batch 2 3.7x / 8.3x, 1.01x / 1.81x; 1->32 @32x32x32
     batch 1 2.4x / 2.3x, 0.98x / 1.38x (once 0.84x, 1->8 channels-first); shift's
     derivatives lost there (1->8 0.16-0.20x)."""
+    taps = math.prod(w_shape[2:])
     limit = (
         SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D if spec.ndim == 3 else SINGLE_INPUT_SHIFT_MAX_PRODUCTS
     )
     return (
         spec.groups == 1
         and w_shape[1] == 1
-        and 1 < math.prod(w_shape[2:])
-        and math.prod(w_shape[2:]) * w_shape[0] <= limit
+        and 1 < taps
+        and taps * w_shape[0] <= limit
         and all(d == 1 for d in spec.lhs_dilation)
     )
 
