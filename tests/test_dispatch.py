@@ -307,6 +307,16 @@ def test_cpu_rules():
     assert choose((2, 8, 14, 14, 64), (1, 1, 1, 64, 64), channels_last=True) == lax_matmul
     assert choose((2, 8, 14, 14, 96), (1, 1, 1, 96, 24), channels_last=True) == lax_matmul
     assert choose((2, 32, 8, 14, 14), (128, 32, 1, 1, 1)) == ("matmul",) * 3  # channels-first
+    # ... but strided, matmul's, value and derivatives; in 1-D channels-last, XLA's value
+    # and matmul's derivatives.
+    cl = dict(channels_last=True)
+    assert choose((2, 8, 14, 14, 32), (1, 1, 1, 32, 128), stride=2, **cl) == ("matmul",) * 3
+    assert choose((2, 8, 14, 14, 64), (1, 1, 1, 64, 64), stride=(1, 2, 1), **cl) == ("matmul",) * 3
+    assert choose((2, 8, 14, 14, 96), (1, 1, 1, 96, 24), stride=(2, 1, 1), **cl) == ("matmul",) * 3
+    assert choose((2, 500, 64), (1, 64, 32), stride=2, **cl) == lax_matmul
+    assert choose((2, 500, 64), (1, 64, 128), stride=3, **cl) == lax_matmul
+    assert choose((2, 28, 28, 64), (1, 1, 64, 32), stride=2, **cl) == ("matmul",) * 3  # 2-D
+    assert choose((2, 32, 8, 14, 14), (128, 32, 1, 1, 1), stride=2) == ("matmul",) * 3
     assert choose((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == ("matmul",) * 3
     assert choose((2, 256, 7, 7), (256, 256, 3, 3), padding=1) == ("matmul",) * 3
     # ... the value by XLA's with fewer than 256 output channels, all of it under 128.
@@ -681,7 +691,8 @@ def test_temporal_3d_runs_as_one_2d_convolution(w_kernel, kwargs, flat, channels
     "x_shape,w_shape,kwargs,whole",
     [
         ((2, 3, 4, 5, 6), (1, 1, 1, 6, 16), dict(), "all"),  # channels-last, 6 -> 16
-        ((2, 5, 6, 5, 4), (1, 1, 1, 4, 8), dict(stride=(1, 2, 2)), "all"),
+        ((2, 5, 6, 5, 4), (1, 1, 1, 4, 8), dict(stride=(1, 2, 2)), None),  # strided: matmul
+        ((2, 5, 6, 5, 8), (1, 1, 1, 8, 4), dict(stride=(2, 1, 1)), None),
         ((2, 3, 4, 5, 16), (1, 1, 1, 16, 6), dict(), "value"),  # to fewer: matmul grads
         ((2, 3, 4, 5, 8), (1, 1, 1, 8, 8), dict(), "value"),  # to as many
         ((2, 3, 4, 5, 8), (1, 1, 1, 4, 16), dict(groups=2), None),  # grouped rules
@@ -691,7 +702,8 @@ def test_temporal_3d_runs_as_one_2d_convolution(w_kernel, kwargs, flat, channels
 def test_channels_last_3d_expansion_is_xlas_whole(x_shape, w_shape, kwargs, whole):
     """A dense channels-last 3-D 1x1x1 layer is XLA's 3-D convolution under auto: to
     more channels than it takes, value and gradients, the same program as ``lax``; to
-    as many or fewer, the value alone (the gradients by `matmul`'s products)."""
+    as many or fewer, the value alone (the gradients by `matmul`'s products); strided,
+    none of it (`matmul`'s products)."""
     import numpy as np
 
     import jaxconv
@@ -2936,6 +2948,31 @@ def test_single_input_channel_by_shift_trains_as_lax(
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=12)
     text = jax.jit(conv("auto")).lower(x, w).as_text()
     assert "convolution" not in text, text
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, convolutions",
+    [
+        ((2, 6, 5, 7, 9), (10, 6, 1, 1, 1), dict(stride=2), 0),  # 3-D, widening
+        ((2, 8, 5, 7, 9), (3, 8, 1, 1, 1), dict(stride=(1, 3, 2), padding=1), 0),
+        ((3, 5, 21), (7, 5, 1), dict(stride=2), 1),  # 1-D: XLA's value
+        ((3, 5, 21), (4, 5, 1), dict(stride=3, padding=2), 1),
+    ],
+)
+def test_strided_channels_last_pointwise_by_products(
+    retrace, x_shape, w_shape, kwargs, convolutions
+):
+    """Strided channels-last 1x1 layers in 1-D and 3-D under auto: `matmul`'s
+    derivatives (and in 3-D its value): no convolution but 1-D's value; values and
+    both gradients equal lax's (float64), under the other transforms too."""
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, True, seed=13)
+    ct = cotangent(conv("lax"), x, w)
+    text = jax.jit(lambda a, b: jax.vjp(conv("auto"), a, b)[1](ct)).lower(x, w).as_text()
+    assert "stablehlo.convolution" not in text, text
+    text = jax.jit(conv("auto")).lower(x, w).as_text()
+    assert text.count("stablehlo.convolution") == convolutions, text
     trains_as_lax_float64(conv, x, w, check=True)
 
 
