@@ -232,6 +232,25 @@ KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS = 64
 # ... and along dilated dims, the dilated kernel's window, on outputs of at most this
 # many positions (see `choose`).
 KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
+# ... but on CPUs with AVX2 and no AVX-512 (`lax.avx2_only`) only with at least this
+# many input and output channels on at most this many rows (batch x output positions).
+# There the dilated rule mostly lost (AMD EPYC, 2026-12-05, training with a fixed
+# cotangent, the rule against the rules without it, 9-11 interleaved runs,
+# `/tmp/s54/kpo.py`, 3x3 padded "same" unless said, channels-first / channels-last):
+# with fewer channels 0.38-0.93x (32->32 5x5 dilation 2 @7 batch 8 0.38x / 0.39x, batch
+# 2 0.53x; 64x64 dilation 4 @6 batch 8 0.71x / 0.56x, batch 4 0.83x / 0.70x; 64x64 5x5
+# dilation 2 @7 batch 8 0.67x / 0.68x; 64->128 dilation 6 @8 batch 8 0.93x / 1.08x;
+# 64x64 @8 dilation 6 batch 2 0.79x); with 96-128 on 200 rows and more 0.81-1.05x
+# (96->128 dilation 3 @6 batch 16 0.93x / 1.05x; 128x128 dilation 3 @6 batch 8 0.83x /
+# 0.79x; 5x5 dilation 2 @5 batch 8 1.03x / 0.81x; dilation 6 @8 batch 8 0.90x / 0.92x;
+# 256x256 dilation 4 @7 batch 8 1.03x / 1.07x). On at most 144 rows from 128 channels
+# it won or tied: 128x128 dilation 6 padding 1 @16 batch 1 1.32x / 2.15x; 5x5 256x256
+# dilation 2 padding 4 @3 batch 16 - / 1.79x; 512x512 dilation 6 @8 batch 2 - / 1.48x;
+# 256x256 dilation 4 @6 batch 4 1.13x / 1.09x; 128x128 dilation 3 @6 batch 4 0.96x /
+# 1.02x (- where the rules without it chose the same). The rule's wins above were
+# measured on an Intel Xeon with AVX-512.
+KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS = 160
+KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS = 128
 # ... and only to at least this many output channels: with fewer the derivatives by
 # patches mostly lost (training with a fixed cotangent, then through a ReLU, with the
 # rule against without it, batch 16 unless said, 9 interleaved runs, channels-first /
@@ -768,9 +787,11 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     `KERNEL_PAST_INPUT_MIN_CHANNELS` input or output channels and at least
     `KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS` output channels, and its kernel has more
     taps than the output has positions along some undilated dim, or (on outputs of at
-    most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions) a dilated kernel's window
-    is longer than the output along a dilated dim (see `choose`); in 3-D not along the
-    depth alone, which the 2-D planes take apart."""
+    most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions; with AVX2 and no AVX-512,
+    of at most `KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS` in the batch, from and to at
+    least `KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS` channels) a dilated kernel's
+    window is longer than the output along a dilated dim (see `choose`); in 3-D not
+    along the depth alone, which the 2-D planes take apart."""
     if spec.groups != 1 or any(ld > 1 for ld in spec.lhs_dilation):
         return False
     if max(w_shape[:2]) < KERNEL_PAST_INPUT_MIN_CHANNELS or 0 in x_shape:
@@ -783,6 +804,11 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     dims = zip(w_shape[2:], out, spec.rhs_dilation, strict=True)
     skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0  # as `kernel_past_input`
     small = math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS
+    if small and lax_impl.avx2_only():
+        small = (
+            x_shape[0] * math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS
+            and min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS
+        )
     return any(
         (k > m and d == 1) or (d * (k - 1) + 1 > m and small) for k, m, d in list(dims)[skip:]
     )

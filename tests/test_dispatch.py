@@ -2109,14 +2109,16 @@ def test_grouped_3d_derivatives_by_planes(x_shape, w_shape, kwargs, channels_las
     ],
 )
 def test_kernel_past_output_differentiates_by_patches(
-    x_shape, w_shape, kwargs, value_by_patches, channels_last
+    x_shape, w_shape, kwargs, value_by_patches, channels_last, monkeypatch
 ):
     """A kernel with more taps than the output has positions along an undilated dim (or
     a dilated window longer than a small output): both derivatives by the patches'
     product under auto (their convolutions would have
     a kernel past the output gradient, XLA's slow path), no convolution in either; the
     value too where the patches are small and the channels many, channels-first or in
-    3-D; values and gradients as lax's."""
+    3-D; values and gradients as lax's (on a CPU with AVX-512: see
+    `test_kernel_past_output_dilated_on_avx2_only_cpus`)."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=5)
     ct = jax.eval_shape(conv("auto"), x, w)
 
@@ -2131,6 +2133,31 @@ def test_kernel_past_output_differentiates_by_patches(
     value = convolutions(conv("auto"), x, w)
     assert (value == 0) == (value_by_patches and (len(x_shape) == 5 or not channels_last))
     _assert_trains_as_lax(conv, x, w, value=True)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, avx512, avx2",
+    [
+        ((8, 64, 6, 6), (64, 64, 3, 3), dict(padding=4, dilation=4), True, False),
+        ((2, 128, 16, 16), (128, 128, 3, 3), dict(padding=1, dilation=6), True, True),
+        ((4, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), True, True),  # 144
+        ((5, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), True, False),  # 180
+        ((4, 128, 6, 6), (127, 128, 3, 3), dict(padding=3, dilation=3), True, False),
+        ((4, 127, 6, 6), (256, 127, 3, 3), dict(padding=3, dilation=3), True, False),
+        ((8, 64, 8, 8), (64, 64, 7, 7), {}, True, True),  # undilated: on every CPU
+        ((8, 128, 12, 12), (128, 128, 3, 3), dict(padding=2, dilation=2), False, False),
+    ],
+)
+def test_kernel_past_output_dilated_on_avx2_only_cpus(
+    x_shape, w_shape, kwargs, avx512, avx2, monkeypatch
+):
+    """A dilated window longer than a small output takes the patches' derivatives
+    (`_dispatch.kernel_past_output`) with AVX-512; with AVX2 alone only from and to 128
+    channels or more, on at most 160 rows (batch x output positions)."""
+    plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
+    for avx2_only, want in ((False, avx512), (True, avx2)):
+        monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda v=avx2_only: v)
+        assert _dispatch.kernel_past_output(plan.spec, x_shape, w_shape) == want
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dense-groups rule is the CPU's")
