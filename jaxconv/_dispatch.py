@@ -410,6 +410,25 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # against 1.4-2.4 (0.97 s before `shift.SCANNED_UNROLL`, 180 and 124 ms).
             return ("shift", "fft", "fft")
         if taps <= SHIFT_MAX_TAPS:
+            multiplier = w_shape[0] // spec.groups
+            if not shift_impl.per_channel((spec.groups, multiplier, *w_shape[2:]), spec.ndim):
+                # A channel multiplier whose input gradient (a convolution from
+                # `multiplier` channels a group to one) has more products per output than
+                # shift sums one input channel at a time (`shift.PER_CHANNEL_MAX_TERMS`):
+                # there shift's sum over the group's channels is slow, so matmul's input
+                # gradient. The input gradient alone, shift's against matmul's (3-5
+                # interleaved runs, AMD EPYC, 2026-12-05, `/tmp/s54/roles2.py`,
+                # channels-first / channels-last, batch 4, 3x3 padded "same" unless
+                # said): 8 groups x 12 @56 22 / 29 ms against 1.3 / 2.7; 8 x 16 @56 30 / 27
+                # against 1.8 / 1.9; 32 x 16 @56 111 / 132 against 11 / 14; 4 x 16 @56 5.8
+                # / 4.8 against 1.0 / 1.0; 5x5 32 x 8 @56 189 / 252 against 33 / 21; 3-D
+                # 3x3x3 32 x 2 @8x28x28 batch 2 52 / 135 against 34 / 37, 32 x 4 100 / 193
+                # against 40 / 43, 8 x 16 109 / 106 against 3.3 / 9.5; 4 x 64 dilation 2
+                # @16^3 batch 1 79 / 63 against 1.3 / 0.8. Within those products shift's
+                # stays: 3x3 32 x 8 @56 2.4 / 4.6 against 7.3 / 6.2, 16 x 8 @28 0.5 / 0.8
+                # against 0.8 / 0.8; 5x5 32 x 4 2.4 / 5.0 against 16 / 25; 3-D 1x3x3
+                # 32 x 2 0.9 / 0.6 against 7.7 / 6.1.
+                return ("shift", "matmul", "shift")
             return ("shift",) * 3
         if spec.ndim == 2 and taps <= shift_impl.unroll_max_taps(2, channels_last=False):
             # 2-D up to 15x15: shift's unrolled value is the fastest (batch 4-8, maps

@@ -182,6 +182,18 @@ def test_cpu_rules():
     # (value, derivative along the input, derivative along the weight)
     assert choose((2, 16, 32, 32), (16, 1, 3, 3), groups=16) == ("shift",) * 3
     assert choose((2, 16, 32, 32), (32, 1, 7, 7), groups=16) == ("shift",) * 3
+    # ... but with a channel multiplier whose input gradient shift would sum over more
+    # than 100 products (27 in 3-D) a group, matmul's input gradient.
+    shift_matmul_shift = ("shift", "matmul", "shift")
+    assert choose((2, 16, 32, 32), (176, 1, 3, 3), groups=16) == ("shift",) * 3  # 11x9
+    assert choose((2, 16, 32, 32), (192, 1, 3, 3), groups=16) == shift_matmul_shift  # 12x9
+    assert choose((2, 16, 32, 32), (64, 1, 5, 5), groups=16) == ("shift",) * 3  # 4x25
+    assert choose((2, 16, 32, 32), (80, 1, 5, 5), groups=16) == shift_matmul_shift  # 5x25
+    assert choose((2, 8, 500), (264, 1, 3), groups=8) == ("shift",) * 3  # 1-D 33x3
+    assert choose((2, 8, 500), (272, 1, 3), groups=8) == shift_matmul_shift  # 1-D 34x3
+    assert choose((2, 8, 6, 6, 6), (8, 1, 3, 3, 3), groups=8) == ("shift",) * 3
+    assert choose((2, 8, 6, 6, 6), (16, 1, 3, 3, 3), groups=8) == shift_matmul_shift  # 2x27
+    assert choose((2, 8, 6, 6, 6), (16, 1, 1, 3, 3), groups=8) == ("shift",) * 3  # 2x9
     assert choose((2, 16, 64, 64), (16, 1, 9, 9), groups=16) == ("shift", "fft", "fft")
     # 13x13 and 15x15: shift's value in both layouts (channels-last by the
     # channels-first sum); 17x17 FFT in both layouts.
@@ -363,7 +375,10 @@ def test_cpu_rules():
     assert choose((8, 16, 2, 2), (16, 16, 3, 3), padding=1) == ("lax",) * 3
     assert choose((1, 64, 2, 40), (64, 64, 3, 3), padding=2, dilation=2) == ("lax",) * 3
     # (... but a dilated window past an output of at most 64 positions, see above.)
-    assert choose((1, 64, 2, 2), (64, 64, 3, 3), padding=2, dilation=2) == ("matmul",) * 3
+    # (From 128 channels: with AVX2 alone, fewer keep the rules', see
+    # `test_kernel_past_output_dilated_on_avx2_only_cpus`.)
+    x, w = (1, 128, 2, 2), (128, 128, 3, 3)
+    assert choose(x, w, padding=2, dilation=2) == ("matmul",) * 3
     assert choose((4, 64, 7, 7), (64, 64, 7, 7), padding=3) == ("lax",) * 3
     # ... nor to fewer than 32 channels (DCGAN's last discriminator layer).
     assert choose((16, 512, 4, 4), (1, 512, 4, 4))[1:] != ("matmul",) * 2
@@ -3000,6 +3015,35 @@ def test_strided_channels_last_pointwise_by_products(
     assert "stablehlo.convolution" not in text, text
     text = jax.jit(conv("auto")).lower(x, w).as_text()
     assert text.count("stablehlo.convolution") == convolutions, text
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 3, 9, 10), (36, 1, 3, 3), dict(groups=3, padding=1)),  # 12 x 9 products
+        ((1, 2, 7, 8), (16, 1, 5, 5), dict(groups=2, padding=2, stride=2)),
+        ((2, 2, 5, 6, 7), (4, 1, 3, 3, 3), dict(groups=2, padding=1, dilation=(1, 2, 1))),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_multiplier_input_gradient_by_matmul(
+    retrace, x_shape, w_shape, kwargs, channels_last
+):
+    """A depthwise layer whose channel multiplier gives its input gradient more products
+    per output than shift sums one channel at a time takes matmul's input gradient
+    (shift's value and weight gradient): no convolution in it; values and both
+    gradients equal lax's (float64), under the other transforms too."""
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=14)
+    assert choose(x.shape, w.shape, channels_last=channels_last, **kwargs) == (
+        "shift",
+        "matmul",
+        "shift",
+    )
+    ct = cotangent(conv("lax"), x, w)
+    input_grad = jax.jit(lambda a: jax.vjp(lambda b: conv("auto")(b, w), a)[1](ct))
+    assert "stablehlo.convolution" not in input_grad.lower(x).as_text()
     trains_as_lax_float64(conv, x, w, check=True)
 
 
