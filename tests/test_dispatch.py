@@ -955,13 +955,18 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
         ((1, 7, 9, 8), (32, 7, 3, 3), dict(derivative=True), True),
         ((1, 8, 9, 8), (16, 8, 3, 3), dict(channels_last=True), False),
         ((1, 8, 9, 8), (16, 8, 3, 3), dict(derivative=True), True),
+        ((1, 16, 9, 8), (16, 16, 3, 3), dict(), False),
+        # ... but the value to few from more than 16 input channels.
+        ((1, 17, 9, 8), (16, 17, 3, 3), dict(), True),
+        ((1, 17, 9, 8), (2, 17, 3, 3), dict(channels_last=True), True),
     ],
 )
 def test_lax_off_the_unpadded_path_is_exact(x_shape, w_shape, kwargs, padded):
     """`lax.forward_padded` computes XLA's convolution, with a padded row where it pays:
     not for grouped or 1-D convolutions, nor for fewer than 6 output rows, nor for the
     value of a channels-first one of 3x as many output channels as products per output,
-    nor for the value of one from fewer than 8 channels or to at most 16."""
+    nor for the value of one from fewer than 8 channels or to at most 16 from at most
+    16."""
     import numpy as np
 
     from jaxconv._impls import lax as lax_impl

@@ -332,6 +332,8 @@ FORWARD_PADDED_MIN_ROWS, FORWARD_PADDED_MAX_FAN_OUT = 6, 3
 # ... and only to layers of at least this many input channels and more output channels
 # than this (see `forward_padded`).
 FORWARD_PADDED_MIN_IN_CHANNELS, FORWARD_PADDED_FEW_OUT_CHANNELS = 8, 16
+# ... the latter only from at most this many input channels (see `forward_padded`).
+FORWARD_PADDED_FEW_OUT_MAX_IN_CHANNELS = 16
 # ... and, for a value not differentiated, strided along the height by more than this,
 # only where YNNPACK's patches would pass `MALLOC_MAX_HEAP_BLOCK` (see `forward_padded`).
 FORWARD_PADDED_MAX_VALUE_STRIDE = 1
@@ -371,7 +373,8 @@ def forward_padded(
     1->32 5x5 @28 0.93x; channels-last 0.98-1.18x).
 
     Nor, for the value, from fewer than `FORWARD_PADDED_MIN_IN_CHANNELS` input
-    channels, nor to at most `FORWARD_PADDED_FEW_OUT_CHANNELS` output channels, where
+    channels, nor to at most `FORWARD_PADDED_FEW_OUT_CHANNELS` output channels from at
+    most `FORWARD_PADDED_FEW_OUT_MAX_IN_CHANNELS`, where
     XLA's unpadded convolution takes no slow path and the row only costs (valid, with
     the row against
     without, forward, channels-first / channels-last, 15 interleaved runs, Intel Xeon,
@@ -382,7 +385,18 @@ def forward_padded(
     / 0.83x. With 8 or more input channels and more outputs the row pays: 8->32 3x3 @112
     2.15x / 1.25x, 8->64 5x5 @56 batch 8 1.78x / 1.44x, 16->64 3x3 @56 1.33x / 1.06x,
     32->32 2.29x / 2.30x. (3->32 5x5 @128 gained 1.31x / 1.18x with the row, and is
-    left out.)
+    left out.) To few output channels from more than 16 input channels the slow path is
+    back, and the row pays most of all (found by a random sweep: 256->16 5x5 @112 batch
+    1 valid channels-first forward 171 ms `lax`, PyTorch 19). With the row against
+    without, forward, 3x3 valid unless said, batch 8, 5 interleaved runs, AMD EPYC,
+    2026-12-05 (`/tmp/s54/row.py`), channels-first / channels-last: 5x5 256->16 @112
+    batch 1 7.7x / 6.6x; 64->16 @112 6.3x / 6.3x; 32->16 @112 6.3x / 6.4x, 32->8 10x,
+    32->4 11.8x / 13.7x; 24->16 6.7x / 6.6x; 20->16 5.2x / 6.0x; 5x5 32->16 @64 batch 4
+    7.8x / 8.2x; 128->16 @56 - / 6.2x, @28 1.23x / 1.41x; 64->16 @56 batch 2 1.27x /
+    1.22x; 64->1 @112 - / 8.7x; 256->3 @56 batch 4 - / 10.5x (layers to at most 6
+    channels channels-first take `matmul.output_taps` first). From 16 and fewer it
+    stays as measured above: 16->16 @224 0.81x / 0.91x, 5x5 @112 0.83x / 0.86x, @56
+    0.93x; 16->4 @112 - / 1.01x; 8->16 @224 0.77x / 0.83x.
 
     Nor, for a ``value`` not differentiated, where the layer is strided along the height
     (`FORWARD_PADDED_MAX_VALUE_STRIDE`) and YNNPACK's patches without the row
@@ -427,7 +441,13 @@ def padded_row(
         or out[0] < FORWARD_PADDED_MIN_ROWS
         or (
             not derivative
-            and (c_in < FORWARD_PADDED_MIN_IN_CHANNELS or c_out <= FORWARD_PADDED_FEW_OUT_CHANNELS)
+            and (
+                c_in < FORWARD_PADDED_MIN_IN_CHANNELS
+                or (
+                    c_out <= FORWARD_PADDED_FEW_OUT_CHANNELS
+                    and c_in <= FORWARD_PADDED_FEW_OUT_MAX_IN_CHANNELS
+                )
+            )
         )
         or (
             value
