@@ -217,6 +217,11 @@ TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL, TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL =
 # channels (inclusive), where XLA's convolution falls off a cliff.
 FEW_INPUTS_MAX_CHANNELS, FEW_INPUTS_MAX_TAPS = 3, 16
 FEW_INPUTS_CLIFF_OUT_CHANNELS = (17, 35)
+# ... and unstrided ones from more of them, up to this many, to at least this many output
+# channels with kernels of at most this many taps: `matmul`'s derivatives, and its value
+# too channels-first and undilated (see `choose`).
+FEW_INPUTS_WIDE_MAX_IN_CHANNELS, FEW_INPUTS_WIDE_MIN_OUT_CHANNELS = 16, 96
+FEW_INPUTS_WIDE_MAX_TAPS = 9
 # ... and the weight gradients of larger kernels from at most this many input channels
 # and of at least this many FLOPs by one product of patches per image (see
 # `_few_inputs_weight_gradient`).
@@ -281,6 +286,10 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
     if backend != "cpu":
         return ("lax",) * 3
     rules = _choose_cpu(spec, x_shape, w_shape, dtype)
+    if _few_inputs_wide(spec, w_shape):
+        undilated = all(d == 1 for d in spec.rhs_dilation)
+        by_patches = not spec.channels_last and undilated
+        rules = ("matmul",) * 3 if by_patches else (rules[FORWARD], "matmul", "matmul")
     if _single_input_by_shift(spec, w_shape):
         products = math.prod(w_shape[2:]) * w_shape[0]
         few = spec.ndim <= 2 and products <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS
@@ -1110,6 +1119,39 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
         padding=(spec.padding[0], (0, 0)),
         lhs_dilation=(1, 1),
         rhs_dilation=(spec.rhs_dilation[0], 1),
+    )
+
+
+def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:
+    """Whether this dense unstrided 2-D layer from `FEW_INPUTS_MAX_CHANNELS` + 1 to
+    `FEW_INPUTS_WIDE_MAX_IN_CHANNELS` input channels to at least
+    `FEW_INPUTS_WIDE_MIN_OUT_CHANNELS` output channels, with at most
+    `FEW_INPUTS_WIDE_MAX_TAPS` taps, takes `matmul`'s derivatives, and its value too
+    channels-first and undilated (see `choose`).
+
+    From a few more channels (4-16) to many (96 and more): XLA's convolution runs
+    the value channels-first slowly (4->256 3x3 @56 batch 4 at 20 ms, matmul 2.7),
+    and its derivatives lose in both layouts. Forward, matmul against the rules (3x3
+    padded "same", channels-first, batch 4 unless said, 5 interleaved runs, AMD
+    EPYC, 2026-12-05, `/tmp/s54/grid.py`): 4->128 @56 4.3x, 4->256 7.8x, @112 batch
+    8 2.3x, batch 1 2.1x; 4->96 1.2x, 4.7x; 8->96 1.6x; 8->128 1.9x, @112 batch 2
+    2.1x; 8->256 2.1x, @28 batch 8 1.7x; 12->128 1.6x, 1.7x; 16->128 1.2x, @28 batch
+    8 1.00x, 0.91x; 16->256 1.2x, 2.4x. Not to fewer (4->32 0.29x, 4->64 0.25x,
+    8->32 0.93x, 16->32 0.53x, 16->64 0.72-1.02x), nor strided (8->128 stride 2 @112
+    0.43x), dilated (8->128 dilation 2 0.85x) or channels-last (8->128 0.93x), nor
+    5x5 in training (below). Training with a fixed cotangent, all three by matmul
+    against the rules (`/tmp/s54/vs.py`): 4->128 @112 batch 8 2.2x, 8->128 @56 2.2x,
+    8->256 @28 batch 8 2.5x, 16->128 @28 batch 8 1.24x, 12->128 1.19x, 4->96 1.79x,
+    16->256 1.2x; 5x5 8->128 0.70x (not taken). Channels-last or dilated, the rules'
+    value and matmul's derivatives: 8->128 @56 1.27x, dilation 2 1.43x; 4->128 @112
+    batch 8 channels-last 1.16x, 16->256 @28 batch 8 1.20x."""
+    return (
+        spec.ndim == 2
+        and spec.groups == 1
+        and FEW_INPUTS_MAX_CHANNELS < w_shape[1] <= FEW_INPUTS_WIDE_MAX_IN_CHANNELS
+        and w_shape[0] >= FEW_INPUTS_WIDE_MIN_OUT_CHANNELS
+        and math.prod(w_shape[2:]) <= FEW_INPUTS_WIDE_MAX_TAPS
+        and all(s == 1 for s in (*spec.stride, *spec.lhs_dilation))
     )
 
 

@@ -319,6 +319,22 @@ def test_cpu_rules():
     assert choose((2, 8, 14, 14, 64), (1, 1, 1, 64, 64), channels_last=True) == lax_matmul
     assert choose((2, 8, 14, 14, 96), (1, 1, 1, 96, 24), channels_last=True) == lax_matmul
     assert choose((2, 32, 8, 14, 14), (128, 32, 1, 1, 1)) == ("matmul",) * 3  # channels-first
+    # From 4-16 channels to 96 or more, 3x3 or smaller, unstrided: matmul's derivatives,
+    # its value too channels-first and undilated.
+    wide = dict(padding=1)
+    assert choose((2, 8, 30, 30), (128, 8, 3, 3), **wide) == ("matmul",) * 3
+    assert choose((2, 4, 30, 30), (96, 4, 3, 3), **wide) == ("matmul",) * 3
+    assert choose((2, 16, 30, 30), (96, 16, 3, 1), **wide) == ("matmul",) * 3
+    x, w = (2, 30, 30, 8), (3, 3, 8, 128)
+    assert choose(x, w, channels_last=True, **wide)[1:] == ("matmul",) * 2
+    assert choose(x, w, channels_last=True, **wide)[0] != "matmul"
+    assert choose((2, 8, 30, 30), (128, 8, 3, 3), padding=2, dilation=2)[1:] == ("matmul",) * 2
+    assert choose((2, 8, 30, 30), (128, 8, 3, 3), padding=2, dilation=2)[0] != "matmul"
+    assert choose((2, 8, 30, 30), (95, 8, 3, 3), **wide)[1:] != ("matmul",) * 2
+    assert choose((2, 17, 30, 30), (128, 17, 3, 3), **wide)[1:] != ("matmul",) * 2
+    assert choose((2, 8, 30, 30), (128, 8, 5, 5), padding=2)[1:] != ("matmul",) * 2
+    assert choose((2, 8, 30, 30), (128, 8, 3, 3), stride=2, **wide)[1:] != ("matmul",) * 2
+    assert choose((2, 8, 30), (128, 8, 3), **wide)[1:] != ("matmul",) * 2  # 1-D
     # ... but strided, matmul's, value and derivatives; in 1-D channels-last, XLA's value
     # and matmul's derivatives.
     cl = dict(channels_last=True)
@@ -3049,6 +3065,33 @@ def test_depthwise_multiplier_input_gradient_by_matmul(
     ct = cotangent(conv("lax"), x, w)
     input_grad = jax.jit(lambda a: jax.vjp(lambda b: conv("auto")(b, w), a)[1](ct))
     assert "stablehlo.convolution" not in input_grad.lower(x).as_text()
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, channels_last, value_by_patches",
+    [
+        ((2, 5, 9, 10), (96, 5, 3, 3), dict(padding=1), False, True),
+        ((1, 16, 7, 8), (100, 16, 3, 2), dict(), False, True),
+        ((2, 5, 9, 10), (96, 5, 3, 3), dict(padding=1), True, False),
+        ((2, 6, 9, 10), (96, 6, 3, 3), dict(padding=2, dilation=2), False, False),
+    ],
+)
+def test_few_inputs_wide_by_matmul(
+    retrace, x_shape, w_shape, kwargs, channels_last, value_by_patches
+):
+    """A dense unstrided 2-D layer from 4-16 channels to 96 or more under auto: both
+    derivatives by matmul (no convolution in them), the value too channels-first and
+    undilated (`_dispatch._few_inputs_wide`); values and both gradients equal lax's
+    (float64), under the other transforms too."""
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=15)
+    ct = cotangent(conv("lax"), x, w)
+    for role in (0, 1):
+        grad = jax.jit(lambda a, b, role=role: jax.vjp(conv("auto"), a, b)[1](ct)[role])
+        assert "stablehlo.convolution" not in grad.lower(x, w).as_text()
+    value = jax.jit(conv("auto")).lower(x, w).as_text()
+    assert ("stablehlo.convolution" not in value) == value_by_patches
     trains_as_lax_float64(conv, x, w, check=True)
 
 
