@@ -419,8 +419,7 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # against 1.4-2.4 (0.97 s before `shift.SCANNED_UNROLL`, 180 and 124 ms).
             return ("shift", "fft", "fft")
         if taps <= SHIFT_MAX_TAPS:
-            multiplier = w_shape[0] // spec.groups
-            if not shift_impl.per_channel((spec.groups, multiplier, *w_shape[2:]), spec.ndim):
+            if not _shift_input_gradient_per_channel(spec, w_shape):
                 # A channel multiplier whose input gradient (a convolution from
                 # `multiplier` channels a group to one) has more products per output than
                 # shift sums one input channel at a time (`shift.PER_CHANNEL_MAX_TERMS`):
@@ -564,6 +563,18 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
                 # channels-last, 0.65x channels-first; 4x4: 0.99x; 16->4: 0.53x), not
                 # with fewer groups (2-4 groups of 4->16: 0.89-1.0x).
                 return ("shift", GROUPS_LOOP, GROUPS_LOOP)
+            if not _shift_input_gradient_per_channel(spec, w_shape):
+                # As for depthwise layers with a channel multiplier (above): shift's input
+                # gradient would sum more products per output a group than one channel at
+                # a time. The derivatives alone, shift's against matmul's (5 interleaved
+                # runs, AMD EPYC, 2026-12-05, `/tmp/s54/roles2.py`; found by a random
+                # sweep: 4 groups of 2->32 7x7 @28 batch 1 channels-first trained 0.28x
+                # PyTorch), input gradient and weight gradient: 4 of 2->32 7x7 @28 batch
+                # 1 channels-last 6.1 and 2.5 ms against 0.82 and 0.73, channels-first
+                # 4.7 and 4.2 against 0.92 and 0.62; 16 of 2->32 3x3 @28 batch 1 2.0 and
+                # 0.76 against 0.47 and 0.63, channels-last 2.7 and 0.98 against 0.74 and
+                # 0.95; 32 of 4->16 @28 4.8 and 1.4 against 1.0 and 1.25.
+                return ("shift", "matmul", "matmul")
             return ("shift",) * 3
         # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: in 2-D, and in
         # 1-D channels-first, once the batch has enough output positions, the groups'
@@ -1120,6 +1131,16 @@ def _temporal_as_2d(spec: ConvSpec, w_shape) -> ConvSpec | None:
         lhs_dilation=(1, 1),
         rhs_dilation=(spec.rhs_dilation[0], 1),
     )
+
+
+def _shift_input_gradient_per_channel(spec: ConvSpec, w_shape) -> bool:
+    """Whether `shift` runs the input gradient of this grouped layer (a convolution
+    from the output channels, ``C_out / groups`` a group, back to the input) one
+    broadcast product per channel (`shift.per_channel`: at most
+    `shift.PER_CHANNEL_MAX_TERMS` products per output), rather than by a slow sum
+    over each group's channels (see `choose`)."""
+    c_out_g = w_shape[0] // spec.groups
+    return shift_impl.per_channel((w_shape[1] * spec.groups, c_out_g, *w_shape[2:]), spec.ndim)
 
 
 def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:

@@ -206,7 +206,13 @@ def test_cpu_rules():
     shift = ("shift",) * 3
     assert choose((1, 128, 56, 56), (128, 4, 3, 3), groups=32, padding=1) == shift
     assert choose((8, 128, 2000), (128, 4, 3), groups=32, padding=1) == shift
-    assert choose((2, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift
+    # ... the input gradient by matmul where shift's would sum over more than 100 products
+    # a group (4 groups of 4->16 3x3: 144), and then the weight gradient too.
+    shift_matmul = ("shift", "matmul", "matmul")
+    assert choose((2, 8, 28, 28), (32, 4, 3, 3), groups=2, padding=1) == shift_matmul
+    assert choose((2, 16, 28, 28), (44, 4, 3, 3), groups=4, padding=1) == shift  # 11x9
+    assert choose((2, 16, 28, 28), (48, 4, 3, 3), groups=4, padding=1) == shift_matmul  # 12x9
+    assert choose((1, 8, 28, 28), (128, 2, 7, 7), groups=4, padding=3) == shift_matmul
     # ... but up to 16 groups of 8 or more output channels on 6272 rows or more in 2-D
     # differentiate by dense groups.
     shift_dense = ("shift", _dispatch.DENSE_GROUPS, _dispatch.DENSE_GROUPS)
@@ -228,7 +234,7 @@ def test_cpu_rules():
     assert choose(x, w, groups=32, padding=1, channels_last=True) == shift
     # ... and 8 or more groups of 16 or more output channels, in either layout.
     assert choose((2, 64, 28, 28), (256, 4, 3, 3), groups=16, padding=1) == shift_loop
-    assert choose((1, 64, 28, 28), (256, 4, 3, 3), groups=16, padding=1) == shift
+    assert choose((1, 64, 28, 28), (256, 4, 3, 3), groups=16, padding=1) == shift_matmul
     assert choose((8, 128, 28, 28), (256, 4, 3, 3), groups=32, padding=1) == shift
     # Many channels per group, or many products per output: one dense convolution per
     # group, up to 16 groups.
@@ -3046,21 +3052,24 @@ def test_strided_channels_last_pointwise_by_products(
         ((2, 3, 9, 10), (36, 1, 3, 3), dict(groups=3, padding=1)),  # 12 x 9 products
         ((1, 2, 7, 8), (16, 1, 5, 5), dict(groups=2, padding=2, stride=2)),
         ((2, 2, 5, 6, 7), (4, 1, 3, 3, 3), dict(groups=2, padding=1, dilation=(1, 2, 1))),
+        ((2, 4, 9, 10), (24, 2, 3, 3), dict(groups=2, padding=1)),  # grouped: 12 x 9
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_depthwise_multiplier_input_gradient_by_matmul(
     retrace, x_shape, w_shape, kwargs, channels_last
 ):
-    """A depthwise layer whose channel multiplier gives its input gradient more products
-    per output than shift sums one channel at a time takes matmul's input gradient
-    (shift's value and weight gradient): no convolution in it; values and both
-    gradients equal lax's (float64), under the other transforms too."""
+    """A depthwise (or shift-run grouped) layer whose channel multiplier gives its input
+    gradient more products per output than shift sums one channel at a time takes
+    matmul's input gradient (shift's value, and shift's weight gradient if depthwise,
+    else matmul's): no convolution in it; values and both gradients equal lax's
+    (float64), under the other transforms too."""
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=14)
+    depthwise = w_shape[1] == 1
     assert choose(x.shape, w.shape, channels_last=channels_last, **kwargs) == (
         "shift",
         "matmul",
-        "shift",
+        "shift" if depthwise else "matmul",
     )
     ct = cotangent(conv("lax"), x, w)
     input_grad = jax.jit(lambda a: jax.vjp(lambda b: conv("auto")(b, w), a)[1](ct))
