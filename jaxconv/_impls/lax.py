@@ -396,7 +396,12 @@ def forward_padded(
     1.22x; 64->1 @112 - / 8.7x; 256->3 @56 batch 4 - / 10.5x (layers to at most 6
     channels channels-first take `matmul.output_taps` first). From 16 and fewer it
     stays as measured above: 16->16 @224 0.81x / 0.91x, 5x5 @112 0.83x / 0.86x, @56
-    0.93x; 16->4 @112 - / 1.01x; 8->16 @224 0.77x / 0.83x.
+    0.93x; 16->4 @112 - / 1.01x; 8->16 @224 0.77x / 0.83x. Strided by 2, where the row
+    also moves `eigen_pays` (YNNPACK's buffer is then the input read, not the patches),
+    `auto` with the change against without (`/tmp/s54/toggle.py`, forward and training
+    with a fixed cotangent): 384->16 @64 batch 8 1.09x, 0.95x / 0.98x, 1.08x; 192->16
+    @56 batch 8 1.10x, 1.01x / 1.21x, 1.78x; batch 2 384->16 1.01x, 0.98x channels-first;
+    7x7 512->1 @32 batch 16 1.10x, 1.14x / 1.90x, 0.85x (9 runs).
 
     Nor, for a ``value`` not differentiated, where the layer is strided along the height
     (`FORWARD_PADDED_MAX_VALUE_STRIDE`) and YNNPACK's patches without the row
