@@ -781,6 +781,9 @@ def test_random_specs_match_lax(config):
     [
         (1, 1, (3, 3)),  # depthwise: one product per tap
         (1, 3, (3, 3)),  # channel multiplier 3
+        (1, 2, (3, 3)),  # multiplier 2: channels-last, the input's channels repeated
+        (1, 2, (3, 2, 2)),  # ... in 3-D
+        (1, 2, (5,)),  # ... but not in 1-D
         (4, 2, (3, 3)),  # ResNeXt-like: 36 products per output, one per input channel
         (3, 1, (2,)),  # 1-D
         (12, 1, (3, 3)),  # 108 products: reduced over input channels per tap
@@ -806,6 +809,12 @@ def test_shift_paths_match_lax(c_in_g, c_out_g, kernel, channels_last):
         )
     got, want = jax.jit(lambda a, b: (shift.forward(a, b, s), FORWARDS["lax"](a, b, s)))(x, w)
     assert_close(got, want, reduction=reduction(w_shape))
+    # A channel multiplier of 2 channels-last in 2-D and 3-D (shift.REPEAT_MAX_MULTIPLIER)
+    # repeats the input's channels: its value is a depthwise layer of 2x the channels.
+    repeated = channels_last and c_in_g == 1 and c_out_g == 2 and nd >= 2 and len(kernel) < 4
+    repeated = repeated and math.prod(kernel) <= shift.unroll_max_taps(nd, True)
+    text = jax.jit(lambda a, b: shift.forward(a, b, s)).lower(x, w).as_text()
+    assert (f"tensor<{x_shape[0]}x{2 * x_shape[1]}x{x_shape[2]}x" in text) == repeated
 
 
 @pytest.mark.parametrize(

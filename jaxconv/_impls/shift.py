@@ -134,12 +134,40 @@ def forward_unsplit(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     return subpixel.decompose(x, w, spec, functools.partial(_undilated, split=False))
 
 
+# The values (not differentiated) of channels-last 2-D and 3-D depthwise layers (the
+# unrolled sums) with a channel multiplier up to this run as depthwise layers without
+# one on the input with each channel repeated (see `_undilated`). Forward, with against
+# without, batch 4 unless said, 5-9 interleaved runs, AMD EPYC, 2026-12-05
+# (`/tmp/s54/toggle.py`; found by a random sweep: 7x7 128@28 multiplier 2 ran 13.5 ms,
+# PyTorch 6.8), multiplier 2: 7x7 128@28 1.94x, 2.17x; 7x7 32@56 2.45x, 3.22x; 5x5
+# 128@28 1.53x, 1.84x; 3x3 64@56 1.18x, 1.20x, stride 2 1.19x; 3x3 256@14 1.17x; 3-D
+# 3x3x3 32@8x28x28 batch 2 1.80x. Multiplier 4 went both ways (3x3 64@56 1.53x, 3-D
+# 1.24x; 5x5 64@28 0.85x, 7x7 32@56 0.84x), 8 and 16 lost (0.69-0.95x), and 1-D too
+# (multiplier 2 k3 and k5 1.19-1.26x, k9 0.79x; multiplier 4 0.68-1.22x). Training is
+# unchanged: under differentiation the value pads first (`forward_unsplit`), and there
+# the repeat ran 0.37-0.57x.
+REPEAT_MAX_MULTIPLIER = 2
+
+
 def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -> jax.Array:
     taps = math.prod(w.shape[2:])
     if taps > unroll_max_taps(spec.ndim, spec.channels_last):
         if taps <= unroll_max_taps(spec.ndim, channels_last=False):
             return _channels_first(x, w, spec)
         return _scanned(x, w, spec)
+    if (
+        split
+        and spec.channels_last
+        and spec.ndim >= 2
+        and w.shape[1] == 1
+        and 1 < w.shape[0] // spec.groups <= REPEAT_MAX_MULTIPLIER
+    ):
+        # A channel multiplier ``m``: output channel ``o`` reads input channel ``o // m``,
+        # so each input channel repeated ``m`` times makes it a depthwise layer of one
+        # channel per group, whose sums keep the channels innermost (here the
+        # multiplier would be the innermost dim, which XLA's loops do not vectorise).
+        x = jnp.repeat(x, w.shape[0] // spec.groups, axis=1)
+        spec = dataclasses.replace(spec, groups=w.shape[0])
     if split and splits(spec, x.shape, w.shape) and _interior(x.shape[2:], w.shape[2:], spec):
         return _depthwise_split(x, w, spec)
     if spec.channels_last and w.shape[:2] == (spec.groups, 1) and spec.stride[-1] == 1:
