@@ -629,8 +629,9 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
-        if spec.channels_last and spec.ndim != 2 and any(s > 1 for s in spec.stride):
-            # Strided, channels-last, in 1-D and 3-D: XLA's derivatives of a strided 1x1
+        if spec.channels_last and any(s > 1 for s in spec.stride):
+            # Strided, channels-last (2-D layers take matmul's anyway, below), in 1-D and
+            # 3-D too: XLA's derivatives of a strided 1x1
             # layer are slow (its input gradient an input-dilated convolution), so
             # matmul's (the strided input's product and its scatter into zeros), and in
             # 3-D matmul's value too, where the exceptions below were measured unstrided.
