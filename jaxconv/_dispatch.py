@@ -630,22 +630,24 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
         if spec.channels_last and any(s > 1 for s in spec.stride):
-            # Strided, channels-last (2-D layers take matmul's anyway, below), in 1-D and 3-D too:
-            # XLA's derivatives of a strided 1x1 layer are slow (its input gradient an input-dilated
-            # convolution), so matmul's (the strided input's product and its scatter into zeros),
-            # and in 3-D matmul's value too, where the exceptions below were measured unstrided. The
-            # rules before (all three XLA's, or in 3-D to as many or fewer channels XLA's value and
-            # matmul's derivatives) against matmul's, forward and training with a fixed cotangent, 7
-            # interleaved runs, AMD EPYC, 2026-12-05 (`/tmp/s54/tri.py`), 3-D stride 2 unless said:
-            # 16->128 @16^3 batch 4 2.4x and 34x; 32->256 @16^3 batch 2 1.8x and 21x; 64->256
-            # @8x28x28 stride (2, 2, 2) 1.7x and 17x; 192->64 @8x28x28 stride (1, 2, 2) 2.1x and
-            # 1.4x (XLA's value 8.0x); 256->512 @4x14x14 batch 8 0.83x and 11x; 512->2048 @4x14x14
-            # stride (1, 2, 2) 1.5x and 4.6x; 64->64 @16^3 batch 4 2.5x and 0.78x (matmul's
-            # derivatives already); 24->96 @16x56x56 batch 1 2.6x and 47x. In 1-D matmul's value
-            # lost (0.68-1.14x XLA's: 256->512 @2000 batch 8 0.68x), so XLA's value, matmul's
-            # derivatives: training 1.9x (64->128 @1000 batch 4), 1.03x (256->512 @2000 batch 8),
-            # 4.0x (128->64 @4000 stride 4), 2.4x (512->1024 @250 batch 2), 3.3x (32->64 @1000 batch
-            # 16).
+            # Strided, channels-last (2-D layers take matmul's anyway, below), in 1-D
+            # and 3-D too: XLA's derivatives of a strided 1x1 layer are slow (its input
+            # gradient an input-dilated convolution), so matmul's (the strided input's
+            # product and its scatter into zeros), and in 3-D matmul's value too, where
+            # the exceptions below were measured unstrided. The rules before (all three
+            # XLA's, or in 3-D to as many or fewer channels XLA's value and matmul's
+            # derivatives) against matmul's, forward and training with a fixed
+            # cotangent, 7 interleaved runs, AMD EPYC, 2026-12-05 (`/tmp/s54/tri.py`),
+            # 3-D stride 2 unless said: 16->128 @16^3 batch 4 2.4x and 34x; 32->256
+            # @16^3 batch 2 1.8x and 21x; 64->256 @8x28x28 stride (2, 2, 2) 1.7x and
+            # 17x; 192->64 @8x28x28 stride (1, 2, 2) 2.1x and 1.4x (XLA's value 8.0x);
+            # 256->512 @4x14x14 batch 8 0.83x and 11x; 512->2048 @4x14x14 stride (1, 2,
+            # 2) 1.5x and 4.6x; 64->64 @16^3 batch 4 2.5x and 0.78x (matmul's
+            # derivatives already); 24->96 @16x56x56 batch 1 2.6x and 47x. In 1-D
+            # matmul's value lost (0.68-1.14x XLA's: 256->512 @2000 batch 8 0.68x), so
+            # XLA's value, matmul's derivatives: training 1.9x (64->128 @1000 batch 4),
+            # 1.03x (256->512 @2000 batch 8), 4.0x (128->64 @4000 stride 4), 2.4x
+            # (512->1024 @250 batch 2), 3.3x (32->64 @1000 batch 16).
             return ("lax" if spec.ndim == 1 else "matmul", "matmul", "matmul")
         if (spec.channels_last and spec.ndim == 1) or _xla_3d_expansion(spec, w_shape):
             # ... but not 1-D channels-last, where XLA rewrites its convolution into a
