@@ -811,7 +811,10 @@ def avx2_only() -> bool:
     AMD EPYC, XLA's YNNPACK convolutions lose to Eigen's on deep layers
     (`EIGEN_MAX_DEPTH`) and on the values of 3x3 layers on large maps
     (`EIGEN_AVX2_WIDE_KERNEL`), and XLA's 2-D weight gradients to `auto`'s kernel rows
-    where AMD's AVX-512 CPUs keep XLA's (`jaxconv._dispatch.ROWS_MID_MAP_VENDORS`).
+    where AMD's AVX-512 CPUs keep XLA's (`jaxconv._dispatch.ROWS_MID_MAP_VENDORS`);
+    and the patches' derivatives of dilated windows past small outputs, which won on an
+    AVX-512 Xeon, lose to XLA's there with fewer channels or more rows
+    (`jaxconv._dispatch.KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS`).
 
     >>> isinstance(avx2_only(), bool)
     True
