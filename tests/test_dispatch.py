@@ -1593,6 +1593,8 @@ def test_dense_2d_value_and_input_gradient_off_ynnpack(
         ((1, 2, 11), (3, 2, 4), dict(padding=((-1, 9),), stride=(2,))),
         ((1, 2, 5, 6, 7), (2, 1, 2, 3, 2), dict(groups=2, padding=((2, 2), (0, 0), (3, 1)))),
         ((2, 3, 7), (3, 3, 3), dict(padding=((1, 1),))),
+        # All of it written out (`lax.explicit_padding_pays`), one dim on one side only.
+        ((2, 3, 9, 8), (4, 3, 3, 2), dict(padding=((1, 1), (0, 1)), dilation=(2, 1))),
     ],
 )
 def test_lax_weight_derivative_is_exact(x_shape, w_shape, kwargs):
@@ -1624,6 +1626,78 @@ def test_lax_weight_derivative_is_exact(x_shape, w_shape, kwargs):
     (got, got_dw), (want, want_dw) = jax.jit(both)(x, w, ct)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got_dw, want_dw, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,pays",
+    [
+        ((1, 128, 56, 56), (8, 128, 3, 3), dict(padding=1), True),
+        ((4, 16, 12, 12), (16, 16, 3, 3), dict(padding=1), True),  # both bounds
+        ((5, 16, 12, 12), (16, 16, 3, 3), dict(padding=1), False),  # one image more
+        ((4, 16, 12, 12), (17, 16, 3, 3), dict(padding=1), False),  # one channel more
+        ((2, 8, 12, 12), (4, 8, 5, 5), dict(padding=((2, 0), (0, 1)), dilation=2), True),
+        ((2, 8, 12, 12), (4, 8, 3, 3), dict(padding=((0, 1), (0, 0))), True),  # one side
+        ((2, 8, 12, 12), (4, 8, 3, 3), dict(padding=0), False),  # nothing to write out
+        ((2, 8, 12, 12), (4, 8, 3, 3), dict(crop=((-1, 2), (1, 1))), False),  # a crop
+        ((2, 8, 12, 12), (4, 8, 3, 3), dict(padding=1, stride=(1, 2)), False),
+        ((2, 8, 12, 12), (4, 4, 3, 3), dict(padding=1, groups=2), False),
+        ((2, 8, 7, 12), (4, 8, 3, 3), dict(padding=((0, 1), (1, 1))), True),  # 6 rows
+        ((2, 8, 6, 12), (4, 8, 3, 3), dict(padding=((0, 1), (1, 1))), False),  # 5: no row
+        ((2, 8, 40), (4, 8, 3), dict(padding=1), False),  # 1-D: no row
+        ((2, 8, 8, 8, 8), (4, 8, 3, 3, 3), dict(padding=1), False),  # nor 3-D measured
+    ],
+)
+def test_explicit_padding_rule(x_shape, w_shape, kwargs, pays):
+    """`lax.explicit_padding_pays`: each bound on both sides."""
+    from jaxconv._impls import lax as lax_impl
+
+    kwargs = dict(kwargs)
+    crop = kwargs.pop("crop", None)  # a negative padding, as the canonical spec may hold
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    if crop is not None:
+        spec = dataclasses.replace(spec, padding=crop)
+    assert lax_impl.explicit_padding_pays(x_shape, w_shape, spec) == pays
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the padding rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_few_output_weight_gradient_pads_the_input_first(channels_last):
+    """auto's weight gradient of a padded 2-D layer to few channels on few images
+    (`lax.explicit_padding_pays`) convolves the input padded explicitly, unpadded but
+    for `lax.forward_padded`'s row; lax's keeps the padding; both gradients equal
+    lax's in float64, through a second derivative too."""
+    x_shape, w_shape = (2, 16, 12, 12), (8, 16, 3, 3)
+    assert choose(x_shape, w_shape, padding=1)[_dispatch.WEIGHT_GRADIENT] == "lax"
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(
+            a, b, padding=1, dilation=(1, 2), channels_last=channels_last, impl=impl
+        )
+
+    def weight_gradient_padding(impl):
+        grad = jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2))
+        lines = [
+            line
+            for line in jax.jit(grad).lower(w).as_text().splitlines()
+            if "stablehlo.convolution" in line and "[f, b, 0, 1]x" in line  # batch contracted
+        ]
+        assert len(lines) == 1, lines
+        return [int(v) for v in re.findall(r"-?\d+", lines[0].split("pad = ")[1].split("]]")[0])]
+
+    assert weight_gradient_padding("lax") == [1, 1, 1, 1]
+    assert weight_gradient_padding("auto") == [0, 1, 0, 0]
+
+    def loss(impl):  # a second derivative through the weight gradient, too
+        first = lambda a, b: jnp.sum(conv(impl)(a, b) ** 2)  # noqa: E731
+        return lambda a, b: first(a, b) + jnp.sum(jax.grad(first, 1)(a, b) ** 2)
+
+    got, want = (jax.jit(jax.grad(loss(i), (0, 1)))(x, w) for i in ("auto", "lax"))
+    for g, v in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, v, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the padding rule is the CPU's")

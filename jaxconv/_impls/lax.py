@@ -298,13 +298,15 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     padded explicitly (the input is a constant of this derivative, so padding it costs
     one copy), and the rest goes through `forward_padded`. Weight gradient of a 3x3
     convolution with padding 2, XLA's against this: 64->64 @56 batch 2 186 ms against
-    9.6; 256@14 batch 8 1154 ms against 26.
+    9.6; 256@14 batch 8 1154 ms against 26. Where `explicit_padding_pays` says, all of
+    the padding is written out, not only the excess.
     """
+    explicit = explicit_padding_pays(x.shape, w.shape, spec)
     excess = []
     for (lo, hi), k, d, ld in zip(
         spec.padding, w.shape[2:], spec.rhs_dilation, spec.lhs_dilation, strict=True
     ):
-        over = lo + hi - d * (k - 1)
+        over = lo + hi if explicit else lo + hi - d * (k - 1)
         if over <= 0 or ld > 1:
             excess.append((0, 0))
             continue
@@ -323,6 +325,54 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             ),
         )
     return forward_padded(x, w, spec, derivative=True)
+
+
+# `explicit_padding_pays` for batches of at most this many images to at most this many
+# output channels.
+EXPLICIT_PADDING_MAX_BATCH, EXPLICIT_PADDING_MAX_OUT_CHANNELS = 4, 16
+
+
+def explicit_padding_pays(x_shape, w_shape, spec: ConvSpec) -> bool:
+    """Whether `weight_derivative` writes all of this canonical convolution's padding
+    out (the input padded with zeros, then convolved unpadded, so that `forward_padded`
+    adds its row): 2-D, dense, unstrided, no input dilation, padded (no dim cropped), on
+    at most `EXPLICIT_PADDING_MAX_BATCH` images to at most
+    `EXPLICIT_PADDING_MAX_OUT_CHANNELS` channels, with outputs tall enough for the row
+    (`FORWARD_PADDED_MIN_ROWS`).
+
+    XLA's CPU weight gradient of a padded convolution (the input against the output
+    gradient, the batch contracted) takes a slow path there: its time grows with the
+    input channels and positions alone, not with the output channels or the batch
+    (3x3 to 4-16 channels @56 batch 1: 5.2-5.5 ms per 64 input channels, 3-11 GFLOP/s,
+    against 40-50 to 24 or more), while the unpadded convolution with the row runs fast.
+    Found by a random sweep (`/tmp/s55/rand.py 1414`: 128->8 3x3 padding 1 @56 batch 1
+    channels-last training 12.9 ms, PyTorch 1.8). The weight gradient alone, with the
+    rule against without (`auto`, padding keeping the size unless said, 5-9 interleaved
+    runs, AMD EPYC with AVX2, 2026-12-05, `/tmp/s55/pwd.py`; channels-first /
+    channels-last): 3x3 64->8 @56 batch 1 8.2x / 5.0x, 128->16 7.5x / 5.2x, batch 2
+    64->8 4.9x / 3.0x, batch 4 64->16 2.3x / 1.9x, 256->16 @14 batch 1 3.3x / 2.9x;
+    over 90 random layers (`gen(1, 90)`: batch 1-8, 16-512 to 1-32 channels, 3x3-7x7,
+    dilations 1-2, strides 1-2) the 32 the rule takes 1.35-10.3x; a second draw of 60
+    layers to 2-16 channels (`gen2(2, 60)`) the 42 it takes 1.38-8.3x, those of 8-16
+    images 0.80-1.17x (not taken); a third, 17 2-D layers taken, 1.65-11x;
+    training (the rule's other roles unchanged) 128->8 @56 batch 1 channels-last 4.1x,
+    64->16 4.0x, 5x5 32->8 @112 batch 2 3.8x, groups of 16->16 (4 groups, 64->64) @56
+    batch 2 2.3x. Not to 24 or more channels (0.72-1.14x), not strided (0.88-1.10x on
+    19 layers), not in 1-D (no row there; 0.56-3.1x on 24 layers) nor 3-D (0.66-1.17x on
+    16), where the convolution stays as it is."""
+    c_out = w_shape[0]
+    if (
+        spec.ndim != 2
+        or spec.groups != 1
+        or any(s != 1 for s in spec.stride)
+        or any(d != 1 for d in spec.lhs_dilation)
+        or all(p == (0, 0) for p in spec.padding)
+        or any(lo < 0 or hi < 0 for lo, hi in spec.padding)
+        or x_shape[0] > EXPLICIT_PADDING_MAX_BATCH
+        or c_out > EXPLICIT_PADDING_MAX_OUT_CHANNELS
+    ):
+        return False
+    return spec.out_spatial(x_shape[2:], w_shape[2:])[0] >= FORWARD_PADDED_MIN_ROWS
 
 
 # `forward_padded` adds its row only to outputs of at least this many rows, and
