@@ -900,14 +900,35 @@ def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     channels-first; 64->64 @8x56x56 batch 4 1.02-1.11x, 1.01-1.03x / 1.15x, 1.15x;
     32->64 @16x112x112 batch 2 channels-last 1.00-1.02x, 1.12-1.13x; stride (1, 2, 2)
     64->64 @16x112x112 batch 1 channels-first 1.27x, 1.26x (the weight gradient alone
-    1.36-1.46x on the first three)."""
+    1.36-1.46x on the first three).
+
+    And, whatever the input's size, on at most `lax.EXPLICIT_PADDING_MAX_BATCH` images to
+    at most `lax.EXPLICIT_PADDING_MAX_OUT_CHANNELS` channels with outputs tall enough for
+    `lax.forward_padded`'s row (`lax.FORWARD_PADDED_MIN_ROWS`), which the folded layer,
+    unpadded, then takes: XLA's strided weight gradient there is as slow as its padded
+    one (`lax.explicit_padding_pays`; 5x5 stride 2 256->8 @56 batch 1 channels-last:
+    21.5 ms of a 26 ms training step for 69 MFLOP). Found by a random sweep
+    (`/tmp/s55/rand.py 1515`). With the rule against without (`/tmp/s55/force.py`,
+    `gen5(1, 50, maxco=16, maxb=4)`: 50 random layers, 1-4 images of 8-512 channels
+    @14-112 to 1-16, 2x2-7x7 kernels, both layouts, 5 interleaved runs, AMD EPYC with
+    AVX2, 2026-12-05): the weight gradient alone 1.13-18.9x on all 50 (median 5.8x),
+    training 0.99-12.4x (median 3.6x). Not to more channels, where the rows or XLA's run
+    it (`gen5(2, ...)`: the weight gradient 0.29-1.0x on 39 of 45 layers, training
+    0.38-1.87x), nor on 8 images (0.58-2.26x on five, training 0.66-1.46x)."""
     if not (
         spec.stride == (2, 2)  # (2-D)
         and spec.groups == 1
         and min(w_shape[2:]) >= 2
         and space_to_depth.applies(spec)
-        and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS
     ):
+        return False
+    if (
+        x_shape[0] <= lax_impl.EXPLICIT_PADDING_MAX_BATCH
+        and w_shape[0] <= lax_impl.EXPLICIT_PADDING_MAX_OUT_CHANNELS
+    ):
+        out = spec.out_spatial(x_shape[2:], w_shape[2:])
+        return out[0] >= lax_impl.FORWARD_PADDED_MIN_ROWS
+    if math.prod(x_shape) <= ROWS_MAX_STRIDED_INPUT_ELEMENTS:
         return False
     x_folded, w_folded, folded = space_to_depth.problem(x_shape, w_shape, spec)
     return _by_rows(folded, x_folded, w_folded)

@@ -3887,6 +3887,15 @@ def test_space_to_depth(x_shape, w_shape, stride, padding, groups, channels_last
         ((8, 512, 28, 28), (512, 512, 3, 3), 2, 1, 1, 1, False),  # the folded rows lose
         ((8, 512, 28, 28), (16, 512, 3, 3), 2, 1, 1, 1, False),  # to 16 channels
         ((16, 64, 20000), (128, 64, 3), 2, 1, 1, 1, False),  # 1-D
+        # Few images to few channels, whatever the input's size (both bounds).
+        ((1, 256, 56, 56), (8, 256, 5, 5), 2, 0, 1, 1, True),
+        ((4, 16, 12, 12), (16, 16, 3, 3), 2, 1, 1, 1, True),  # 6 output rows
+        ((4, 16, 10, 10), (16, 16, 3, 3), 2, 1, 1, 1, False),  # 5: no row
+        ((5, 16, 12, 12), (16, 16, 3, 3), 2, 1, 1, 1, False),  # one image more
+        ((4, 16, 12, 12), (17, 16, 3, 3), 2, 1, 1, 1, False),  # one channel more
+        ((4, 16, 12, 12), (16, 16, 3, 3), 3, 1, 1, 1, False),  # stride 3
+        ((4, 16, 12, 12), (16, 8, 3, 3), 2, 1, 1, 2, False),  # grouped
+        ((4, 16, 12, 12), (16, 16, 1, 1), 2, 0, 1, 1, False),  # 1x1
     ],
 )
 def test_space_to_depth_weight_gradient_rule(
@@ -3894,8 +3903,9 @@ def test_space_to_depth_weight_gradient_rule(
 ):
     """`_dispatch._space_to_depth_weight_gradient` takes dense 2-D layers of stride 2
     with kernels at least that large on inputs of more than 2^21 elements, where the
-    folded layer's weight gradient goes by rows; not unstrided, other strides, 1x1,
-    dilated, grouped or 1-D layers, nor where the folded layer's rows lose."""
+    folded layer's weight gradient goes by rows, and on any input to at most 16 channels
+    from at most 4 images with at least 6 output rows; not unstrided, other strides,
+    1x1, dilated, grouped or 1-D layers, nor where the folded layer's rows lose."""
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     spec, _, _ = _spec_of(x_shape, w_shape, kwargs)
     assert _dispatch._space_to_depth_weight_gradient(spec, x_shape, w_shape) == takes
@@ -3908,6 +3918,7 @@ def test_space_to_depth_weight_gradient_rule(
         ((2, 24, 16, 16), (24, 24, 3, 3), dict(stride=2, padding=1), 1),
         ((2, 24, 16, 16), (24, 24, 4, 4), dict(stride=2, padding=1), 1),
         ((2, 24, 16, 16), (32, 24, 2, 2), dict(stride=2), 1),
+        ((2, 8, 14, 14), (4, 8, 5, 5), dict(stride=2, padding=2), 1),  # few outputs
         ((2, 24, 16, 16), (24, 24, 3, 3), dict(padding=1), 0),  # unstrided
         ((2, 24, 16, 16), (24, 24, 1, 1), dict(stride=2), 0),  # 1x1
         ((2, 48, 16, 16), (48, 24, 3, 3), dict(stride=2, padding=1, groups=2), 0),  # groups
@@ -3987,23 +3998,25 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 48, 40), (3, 48, 3), dict(padding=1), "vw", "w"),  # 16x
         ((2, 47, 40), (3, 47, 3), dict(padding=1), "v", ""),
         ((2, 64, 10, 10), (3, 64, 5, 5), dict(padding=2), "", ""),  # 75 products
-        ((2, 64, 12, 12), (2, 64, 3, 3), dict(stride=2, padding=1), "vx", "x"),
-        ((2, 64, 12, 12), (4, 64, 3, 3), dict(stride=2, padding=1), "v", ""),  # 4 outputs
+        # ("w" of a layer of stride 2: its space-to-depth fold's, unstrided, see
+        # `_dispatch._space_to_depth_weight_gradient`.)
+        ((2, 64, 12, 12), (2, 64, 3, 3), dict(stride=2, padding=1), "vxw", "xw"),
+        ((2, 64, 12, 12), (4, 64, 3, 3), dict(stride=2, padding=1), "vw", "w"),  # 4 outputs
         ((2, 47, 12, 12), (3, 47, 3, 3), dict(stride=(1, 2), padding=1), "v", ""),  # 47
         ((2, 48, 12, 12), (3, 48, 3, 3), dict(stride=(1, 2), padding=1), "vx", "x"),
-        ((2, 32, 20, 20), (1, 32, 5, 5), dict(stride=2, padding=2), "vx", "x"),
+        ((2, 32, 20, 20), (1, 32, 5, 5), dict(stride=2, padding=2), "vxw", "xw"),
         ((2, 32, 24, 24), (1, 32, 3, 3), dict(stride=3, padding=1), "vx", "x"),
         ((2, 32, 24, 24), (1, 32, 3, 3), dict(stride=4, padding=1), "x", "x"),  # stride 4
-        ((2, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), "vx", "vx"),  # 36
-        ((2, 16, 12, 12), (2, 16, 3, 3), dict(stride=2, padding=1), "v", ""),  # 72 > 36
-        ((2, 16, 20, 20), (1, 16, 7, 7), dict(stride=2, padding=3), "", ""),  # 49 > 32
+        ((2, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), "vxw", "vxw"),  # 36
+        ((2, 16, 12, 12), (2, 16, 3, 3), dict(stride=2, padding=1), "vw", "w"),  # 72 > 36
+        ((2, 16, 20, 20), (1, 16, 7, 7), dict(stride=2, padding=3), "w", "w"),  # 49 > 32
         ((2, 64, 10, 10), (2, 32, 3, 3), dict(padding=1, groups=2), "", ""),  # its groups
         ((2, 64, 10, 10), (1, 64, 1, 1), dict(), "", ""),  # one tap
         ((2, 256, 40), (2, 256, 7), dict(padding=3), "vw", "w"),  # 1-D
         ((1, 64, 6, 6, 6), (1, 64, 3, 3, 3), dict(padding=1), "vw", "w"),  # 3-D
         ((2, 64, 8, 8, 8), (3, 64, 3, 3, 3), dict(stride=2, padding=1), "", ""),  # its planes
         ((2, 64, 6, 5, 4), (2, 64, 3, 1, 1), dict(padding=(1, 0, 0)), "vw", "w"),  # (3, 1, 1)
-        ((2, 32, 20, 20), (2, 32, 5, 5), dict(stride=2, padding=2), "", ""),  # 50 products
+        ((2, 32, 20, 20), (2, 32, 5, 5), dict(stride=2, padding=2), "w", "w"),  # 50 products
         ((2, 64, 10, 10), (1, 64, 3, 3), dict(padding=2, dilation=2), "vw", "w"),
     ],
 )
@@ -4139,8 +4152,10 @@ def test_few_output_channels_in_half_precision(monkeypatch, retrace, dtype, chan
     (got,) = values_and_vjps([conv("auto")], half[:2], half[2])
     wide = [a.astype(np.float32) for a in half]
     (want,) = values_and_vjps([conv("lax")], wide[:2], wide[2])
-    # The value (channels-first only: from 64 channels) and the strided input gradient.
-    assert len(calls) == (1 if channels_last else 2)
+    # The value (channels-first only: from 64 channels), the strided input gradient and
+    # the weight gradient of the layer's space-to-depth fold (unstrided; see
+    # `_dispatch._space_to_depth_weight_gradient`).
+    assert len(calls) == (2 if channels_last else 3)
     for a, b in zip(got, want, strict=True):
         assert a.dtype == dtype
         b = np.asarray(b, np.float32)
