@@ -193,6 +193,9 @@ STRIDED_INPUT_GRADIENT_LARGE_MAX_OUT_CHANNELS, STRIDED_INPUT_GRADIENT_MIN_PHASE_
 # phases apart, from inputs of at least this many elements (see
 # `_strided_input_gradient_phases`).
 STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT = 2**21
+# ... or of at least this many with kernels of at least this many taps.
+STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT_LARGE_KERNEL = 2**19
+STRIDED_INPUT_GRADIENT_PHASES_LARGE_KERNEL_TAPS = 16
 # ... and, with kernels at least this tall, from at most this many.
 STRIDED_ROWS_TALL_KERNEL, STRIDED_ROWS_TALL_MAX_IN_CHANNELS = 7, 32
 # The value of a transposed convolution to at most this many channels runs whole, not
@@ -2184,7 +2187,9 @@ def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
     (`_transposed_value`: its sub-pixel phases, `subpixel.decompose`), where
     `_strided_input_gradient_stacked` does not stack them: undilated, kernels at least
     as long as the stride, to at most as many output channels as input channels, from
-    an input of at least `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements. XLA's
+    an input of at least `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements (with
+    kernels of at least `STRIDED_INPUT_GRADIENT_PHASES_LARGE_KERNEL_TAPS` taps,
+    `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT_LARGE_KERNEL`, below). XLA's
     transpose of the value is one input-dilated convolution to the many input
     channels, three in four of its products with an inserted zero at stride 2, and its
     time grows faster than the input's elements.
@@ -2207,14 +2212,31 @@ def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
     16 channels-first 1.87x, 7x7 stride 4 64->16 @56 batch 16 1.61x, 3x3 stride 3
     32->8 @64 batch 16 1.54x, 3x3 512->128 @32 batch 4 1.42x; but with kernels smaller
     than the stride, whose phases are partly empty, 0.53x (2x2 stride 4 96->32 @112
-    batch 2) and 0.87x (3x3 stride 4 96->16 @112 batch 4), so not those."""
+    batch 2) and 0.87x (3x3 stride 4 96->16 @112 batch 4), so not those.
+
+    Kernels of 4x4 and more pay on smaller inputs too. Found by a random sweep
+    (`/tmp/s55/rand.py 1515`: 7x7 stride 2 256->64 @56 batch 1 channels-last, XLA's
+    input gradient 50 ms of a training step of 96, PyTorch's step 31). The rule against
+    without (`/tmp/s55/force.py`, 5 interleaved runs, AMD EPYC with AVX2, 2026-12-05;
+    the input gradient alone, a training step with a fixed cotangent): that layer 4.7x,
+    1.95x (4.5x, 2.6x channels-first); 30 random layers of 4x4-7x7 kernels at stride
+    2-3 from 2^19 to 2^21 input elements (`gen4(2, 30)`: 1-8 images, 16-512 to 8-512
+    channels, both layouts): the input gradient 0.90-17x (below 1.0 on 2, 0.90x and
+    0.96x), training 1.04-3.0x on 29 and once 0.79x (4 images of 256->256 5x5 stride 3
+    @28 channels-first; 0.95x when measured again, with 9 runs). From 2^14 to 2^19
+    elements (`gen3(1, 40)`) the training step went both ways, 0.80-2.70x (below 0.95x
+    on 5 of 40), so not there."""
     if not _strided_dense_undilated(spec, (2,)):
         return False
     c_out, c_in, *kernel = w_shape
+    if math.prod(kernel) >= STRIDED_INPUT_GRADIENT_PHASES_LARGE_KERNEL_TAPS:
+        least = STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT_LARGE_KERNEL
+    else:
+        least = STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT
     return (
         c_out <= c_in
         and all(k >= s for k, s in zip(kernel, spec.stride, strict=True))
-        and math.prod(x_shape) >= STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT
+        and math.prod(x_shape) >= least
     )
 
 

@@ -3579,12 +3579,20 @@ def test_strided_input_gradient_stacked(
         ((8, 256, 56, 56), (16, 256, 3, 3), dict(stride=2, padding=2, dilation=2), False),
         ((8, 256, 56, 56), (16, 128, 3, 3), dict(stride=2, padding=1, groups=2), False),
         ((8, 256, 4000), (16, 256, 3), dict(stride=2, padding=1), False),  # 1-D
+        # Kernels of 16 taps or more from 2^19 elements.
+        ((2, 64, 64, 64), (64, 64, 4, 4), dict(stride=2, padding=1), True),  # 2^19
+        ((2, 64, 64, 63), (64, 64, 4, 4), dict(stride=2, padding=1), False),
+        ((2, 64, 64, 64), (64, 64, 5, 3), dict(stride=2, padding=1), False),  # 15 taps
+        ((2, 64, 64, 64), (64, 64, 5, 5), dict(stride=3, padding=2), True),
+        ((1, 256, 56, 56), (64, 256, 7, 7), dict(stride=2, padding=3), True),
+        ((1, 256, 56, 56), (257, 256, 7, 7), dict(stride=2, padding=3), False),  # widening
     ],
 )
 def test_strided_input_gradient_phases(x_shape, w_shape, kwargs, phases):
     """The input gradient of a strided dense 2-D convolution to at most as many output
     channels as input channels, from an input of at least
-    `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements, runs as the transposed
+    `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements (2^19 with kernels of 16 taps or
+    more), runs as the transposed
     convolution of the output gradient, by its sub-pixel phases
     (`_dispatch._strided_input_gradient_phases`); not widening, smaller, with kernels
     shorter than the stride, unstrided, dilated, grouped or in 1-D."""
