@@ -149,6 +149,10 @@ PER_IMAGE_MAX_DEPTH = 24
 # The input gradient of a dense 2-D convolution runs off YNNPACK (`lax.forward_eigen`)
 # for kernels of at least this many taps (see `_run`).
 EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
+# ... and, unpadded, through `lax.forward_padded`'s row for kernels of at least this many
+# taps on inputs of at least this many positions per image (see
+# `_unpadded_input_gradient_row`).
+UNPADDED_INPUT_GRADIENT_ROW_MIN_TAPS, UNPADDED_INPUT_GRADIENT_ROW_MIN_POSITIONS = 36, 196
 # The value of a 3-D convolution strided along its planes runs as XLA's 3-D convolution,
 # not by 2-D planes, from this many output positions per plane and this many (input x
 # output) channels per group (see `_strided_3d_direct`).
@@ -2167,6 +2171,33 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
+def _unpadded_input_gradient_row(x_shape, w_shape, problem) -> bool:
+    """Whether the input gradient of this convolution, unpadded as a convolution of the
+    cotangent (``problem``, `_derivatives.input_gradient_problem`: a stride-1 transposed
+    convolution's, or a convolution padded ``K - 1``), runs as that convolution with
+    `lax.forward_padded`'s row (`lax.padded_row`), as a value would: kernels of at least
+    `UNPADDED_INPUT_GRADIENT_ROW_MIN_TAPS` taps on inputs of at least
+    `UNPADDED_INPUT_GRADIENT_ROW_MIN_POSITIONS` positions per image. JAX's transpose of
+    the value is that convolution unpadded, on XLA's slow path for unpadded ones.
+
+    Found by a random sweep (`/tmp/s55/rand.py 1818`: a transposed 7x7 stride-1 128->256
+    @14 batch 8 channels-first, training 289 ms, PyTorch 113, XLA's input gradient
+    124 ms where the same convolution as a value ran 42). The input gradient alone, with
+    the rule against without (`/tmp/s55/togr.py`, 5 interleaved runs, AMD EPYC with AVX2,
+    2026-12-05; 24 random layers of 6x6-11x11 kernels, 60% transposed, `gen7(1, 24)`):
+    1.0-14x on the 20 from 14x14 inputs up but for 0.99x twice (8->256 7x7 padding 6 @56
+    batch 4 channels-first 590 -> 42 ms, 256->128 9x9 padding 8 @14 batch 8 225 -> 107
+    ms, a transposed 64->256 11x11 @14 1.46x), 0.85-0.95x on three of the four @7; that
+    layer's training step 1.69x / 1.42x channels-first / channels-last. Smaller kernels
+    went both ways (`gen6(1, 40)`: 3x3-5x5, 0.77-1.15x on the input gradient alone)."""
+    ct_shape, w_t_shape, t_spec = problem
+    return (
+        math.prod(w_shape[2:]) >= UNPADDED_INPUT_GRADIENT_ROW_MIN_TAPS
+        and math.prod(x_shape[2:]) >= UNPADDED_INPUT_GRADIENT_ROW_MIN_POSITIONS
+        and lax_impl.padded_row(ct_shape, w_t_shape, t_spec) is not t_spec
+    )
+
+
 def _strided_dense_undilated(spec: ConvSpec, ndims) -> bool:
     """Whether this convolution of ``ndims`` spatial dims is dense, strided, undilated
     and its input gradient a transposed convolution of the output gradient
@@ -2657,7 +2688,9 @@ def _run(
                 problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)
                 ct_shape, w_t_shape, t_spec = problem
                 dtype = jnp.result_type(x_.dtype, w_.dtype)
-                if lax_impl.eigen_pays(ct_shape, w_t_shape, dtype, t_spec):
+                if lax_impl.eigen_pays(
+                    ct_shape, w_t_shape, dtype, t_spec
+                ) or _unpadded_input_gradient_row(x_.shape, w_.shape, problem):
                     # The input gradient written out as a convolution of the cotangent,
                     # off YNNPACK like the value (see `lax.forward_eigen`). Training
                     # (jax.grad through a ReLU, batch 8, 21 shuffled runs) against the

@@ -1629,6 +1629,55 @@ def test_lax_weight_derivative_is_exact(x_shape, w_shape, kwargs):
 
 
 @pytest.mark.parametrize(
+    "x_shape, w_shape, padding, takes",
+    [
+        ((2, 32, 14, 14), (32, 32, 6, 6), 5, True),  # 36 taps, 196 positions
+        ((2, 32, 14, 14), (32, 32, 7, 5), (6, 4), False),  # 35 taps
+        ((2, 32, 13, 15), (32, 32, 6, 6), 5, False),  # 195 positions
+        ((2, 32, 14, 14), (32, 32, 6, 6), 4, False),  # the input gradient padded
+        ((2, 8, 14, 14), (16, 8, 6, 6), 5, False),  # to 8 channels from 16: no row
+    ],
+)
+def test_unpadded_input_gradient_row_rule(x_shape, w_shape, padding, takes):
+    """`_dispatch._unpadded_input_gradient_row`: each bound on both sides."""
+    from jaxconv import _derivatives
+
+    spec, _, _ = _spec_of(x_shape, w_shape, dict(padding=padding))
+    problem = _derivatives.input_gradient_problem(x_shape, w_shape, spec)
+    assert _dispatch._unpadded_input_gradient_row(x_shape, w_shape, problem) == takes
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the row is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_transposed_stride_1_input_gradient_takes_the_row(channels_last):
+    """auto's input gradient of a stride-1 transposed 2-D layer with a large kernel
+    (`_dispatch._unpadded_input_gradient_row`) is the unpadded convolution of the
+    cotangent with one output row more, cropped; lax's has none; the value and both
+    gradients equal lax's in float64, under the other transforms too."""
+    x_shape, w_shape = (2, 32, 14, 14), (32, 24, 6, 6)  # (C_in, C_out, *K) transposed
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv_transpose2d(a, b, channels_last=channels_last, impl=impl)
+
+    ct = cotangent(conv("lax"), x, w)
+
+    def rows(impl):  # the heights of the input gradient's convolutions' outputs
+        dx = jax.jit(lambda a, b, c: jax.vjp(lambda a_: conv(impl)(a_, b), a)[1](c))
+        text = dx.lower(x, w, ct).as_text()
+        lines = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+        shapes = [re.findall(r"-> tensor<([\dx]+)x", line)[0].split("x") for line in lines]
+        return {int(shape[2]) for shape in shapes}  # (canonical: channels-first)
+
+    assert rows("lax") == {14}
+    assert rows("auto") == {15}
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.parametrize(
     "x_shape,w_shape,kwargs,pays",
     [
         ((1, 128, 56, 56), (8, 128, 3, 3), dict(padding=1), True),
