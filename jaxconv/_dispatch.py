@@ -484,8 +484,25 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # of small groups are slow, and the matmul ones stay (training with dense
             # groups, 14 of 16x16 @28: batch 1 0.68-0.73x, batch 2 2.1-2.6x; 4 of
             # 16x16 @56: 0.75x and 1.5-2.6x; with 32x32 channels batch 1 already
-            # 1.3-1.9x).
-            dense = x_shape[0] > 1 or c_in_g * c_out_g >= DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1
+            # 1.3-1.9x). But not to at most 16 channels a group, where XLA's slow
+            # dense weight gradient at batch 1 was the padded one that
+            # `lax.explicit_padding_pays` now steers off, and the matmul derivatives
+            # cost most on large maps (found by a random sweep, `/tmp/s55/rand.py 1818`:
+            # 2 groups of 32->1 5x5 dilation 2 @224 batch 1 channels-last, training 553
+            # ms, PyTorch 167). Training with the groups' derivatives against matmul's
+            # (5 interleaved runs, AMD EPYC with AVX2, 2026-12-05, `/tmp/s55/tri.py`;
+            # channels-first / channels-last): 14 of 16x16 @28 1.08x / 1.51x, 4 of
+            # 16x16 @56 1.25x / 1.45x, that layer 16.6x, 8 of 8x8 @112 4.1x, 2 of 16x16
+            # @56 1.07x, 4 of 32->8 dilation 2 @28 1.47x, 3-D 4 of 8x8 @16^3 8.0x, 1-D
+            # 4 of 16x16 k5 1.0x / 1.0x; strided 4 of 32x32 @56 0.98x, stride 3 4 of
+            # 16x16 0.89x. To 24-32 channels a group it went both ways (8 of 16->32
+            # @28 0.77x / 1.54x, 16 of 16->24 @14 0.54x, 4 of 16->32 @112 unpadded
+            # 2.8x), and stays as measured.
+            dense = (
+                x_shape[0] > 1
+                or c_in_g * c_out_g >= DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1
+                or c_out_g <= lax_impl.EXPLICIT_PADDING_MAX_OUT_CHANNELS
+            )
             derivative = DENSE_GROUPS if dense else "matmul"
             if pointwise_by_shift:
                 return ("shift", derivative, derivative)

@@ -269,9 +269,10 @@ def test_cpu_rules():
     )
     assert choose((8, 56, 56, 64), (3, 3, 16, 256), **pointwise) == dense_groups  # 3x3
     assert choose((8, 512, 28, 28), (1024, 4, 1, 1), groups=128) == shift  # 4->8: shift's
-    # ... at batch 1 with small groups, the value alone.
+    # ... at batch 1 with small groups to more than 16 channels a group, the value alone.
     dense_value = (_dispatch.DENSE_GROUPS, "matmul", "matmul")
-    assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_value
+    assert choose((1, 224, 28, 28), (238, 16, 3, 3), groups=14, padding=1) == dense_value
+    assert choose((1, 224, 28, 28), (224, 16, 3, 3), groups=14, padding=1) == dense_groups
     assert choose((1, 256, 14, 14), (256, 32, 3, 3), groups=8, padding=1) == dense_groups
     # ... but XLA's grouped value for a channels-last output of at most 16 positions.
     x, w = (2, 7, 7, 256), (7, 7, 32, 256)
