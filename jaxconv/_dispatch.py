@@ -493,9 +493,9 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # (5 interleaved runs, AMD EPYC with AVX2, 2026-12-05, `/tmp/s55/tri.py`;
             # channels-first / channels-last): 14 of 16x16 @28 1.08x / 1.51x, 4 of
             # 16x16 @56 1.25x / 1.45x, that layer 16.6x, 8 of 8x8 @112 4.1x, 2 of 16x16
-            # @56 1.07x, 4 of 32->8 dilation 2 @28 1.47x, 3-D 4 of 8x8 @16^3 8.0x, 1-D
-            # 4 of 16x16 k5 1.0x / 1.0x; strided 4 of 32x32 @56 0.98x, stride 3 4 of
-            # 16x16 0.89x. To 24-32 channels a group it went both ways (8 of 16->32
+            # @56 1.07x, 4 of 32->16 dilation 2 @28 1.47x, 3-D 4 of 8x8 @16^3 8.0x, 1-D
+            # 4 of 16x16 k5 1.0x / 1.0x; stride 2 4 of 16x16 @56 1.23x, stride 3
+            # 0.89x. To 24-32 channels a group it went both ways (8 of 16->32
             # @28 0.77x / 1.54x, 16 of 16->24 @14 0.54x, 4 of 16->32 @112 unpadded
             # 2.8x), and stays as measured.
             dense = (
