@@ -153,6 +153,9 @@ EIGEN_INPUT_GRADIENT_MIN_TAPS = 9
 # taps on inputs of at least this many positions per image (see
 # `_unpadded_input_gradient_row`).
 UNPADDED_INPUT_GRADIENT_ROW_MIN_TAPS, UNPADDED_INPUT_GRADIENT_ROW_MIN_POSITIONS = 36, 196
+# ... or, from at most this many input channels, on inputs of at least this many.
+UNPADDED_INPUT_GRADIENT_ROW_FEW_MAX_CHANNELS = 16
+UNPADDED_INPUT_GRADIENT_ROW_FEW_MIN_POSITIONS = 784
 # The value of a 3-D convolution strided along its planes runs as XLA's 3-D convolution,
 # not by 2-D planes, from this many output positions per plane and this many (input x
 # output) channels per group (see `_strided_3d_direct`).
@@ -2206,13 +2209,31 @@ def _unpadded_input_gradient_row(x_shape, w_shape, problem) -> bool:
     batch 4 channels-first 590 -> 42 ms, 256->128 9x9 padding 8 @14 batch 8 225 -> 107
     ms, a transposed 64->256 11x11 @14 1.46x), 0.85-0.95x on three of the four @7; that
     layer's training step 1.69x / 1.42x channels-first / channels-last. Smaller kernels
-    went both ways (`gen6(1, 40)`: 3x3-5x5, 0.77-1.15x on the input gradient alone)."""
+    went both ways (`gen6(1, 40)`: 3x3-5x5, 0.77-1.15x on the input gradient alone).
+
+    And kernels of fewer taps (at least `EIGEN_INPUT_GRADIENT_MIN_TAPS`, as `_run` asks
+    first) from at most `UNPADDED_INPUT_GRADIENT_ROW_FEW_MAX_CHANNELS` input channels on
+    inputs of at least `UNPADDED_INPUT_GRADIENT_ROW_FEW_MIN_POSITIONS` positions: their
+    input gradient is a convolution to those few channels, XLA's slow path unpadded
+    (see `lax.forward_padded`). Found by a random sweep (`/tmp/s55/rand.py 2020`: a
+    transposed 7x7 stride-2 8->256 @112 batch 1 channels-last, training 390 ms, PyTorch
+    99; its phases' input gradients 305 ms). The rule against without (`gen8(1, 30)`,
+    5 interleaved runs; the input gradient alone / training): that layer 3.9x / 2.6x
+    (3.1x / 2.1x channels-first); a transposed 3x3 8->64 @56 batch 2 2.4x / 1.8x;
+    8->256 5x5 padding 4 @28 16x / 5.4x; the 9 of the 30 random layers it takes
+    0.95-16x / 0.96-5.4x; on smaller inputs 0.76-1.61x (not taken), and from one
+    channel, with phases of 4 taps, 0.43x (which the taps keep out)."""
     ct_shape, w_t_shape, t_spec = problem
-    return (
+    positions = math.prod(x_shape[2:])
+    large = (
         math.prod(w_shape[2:]) >= UNPADDED_INPUT_GRADIENT_ROW_MIN_TAPS
-        and math.prod(x_shape[2:]) >= UNPADDED_INPUT_GRADIENT_ROW_MIN_POSITIONS
-        and lax_impl.padded_row(ct_shape, w_t_shape, t_spec) is not t_spec
+        and positions >= UNPADDED_INPUT_GRADIENT_ROW_MIN_POSITIONS
     )
+    few = (
+        w_t_shape[0] <= UNPADDED_INPUT_GRADIENT_ROW_FEW_MAX_CHANNELS
+        and positions >= UNPADDED_INPUT_GRADIENT_ROW_FEW_MIN_POSITIONS
+    )
+    return (large or few) and lax_impl.padded_row(ct_shape, w_t_shape, t_spec) is not t_spec
 
 
 def _strided_dense_undilated(spec: ConvSpec, ndims) -> bool:

@@ -1637,6 +1637,11 @@ def test_lax_weight_derivative_is_exact(x_shape, w_shape, kwargs):
         ((2, 32, 13, 15), (32, 32, 6, 6), 5, False),  # 195 positions
         ((2, 32, 14, 14), (32, 32, 6, 6), 4, False),  # the input gradient padded
         ((2, 8, 14, 14), (16, 8, 6, 6), 5, False),  # to 8 channels from 16: no row
+        # From at most 16 channels on inputs of at least 784 positions.
+        ((2, 16, 28, 28), (32, 16, 3, 3), 2, True),
+        ((2, 17, 28, 28), (32, 17, 3, 3), 2, False),  # 17 channels
+        ((2, 16, 28, 27), (32, 16, 3, 3), 2, False),  # 756 positions
+        ((2, 16, 28, 28), (16, 16, 3, 3), 2, False),  # to 16 from 16: no row
     ],
 )
 def test_unpadded_input_gradient_row_rule(x_shape, w_shape, padding, takes):
