@@ -1714,6 +1714,18 @@ def test_explicit_padding_rule(x_shape, w_shape, kwargs, pays):
     assert lax_impl.explicit_padding_pays(x_shape, w_shape, spec) == pays
 
 
+def _weight_gradient_padding(grad, w) -> list:
+    """The padding (low and high of each spatial dim) of the one convolution in the
+    program of ``grad`` at ``w`` that contracts the batch: the weight gradient's."""
+    lines = [
+        line
+        for line in jax.jit(grad).lower(w).as_text().splitlines()
+        if "stablehlo.convolution" in line and "[f, b, 0, 1]x" in line  # batch contracted
+    ]
+    assert len(lines) == 1, lines
+    return [int(v) for v in re.findall(r"-?\d+", lines[0].split("pad = ")[1].split("]]")[0])]
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the padding rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_few_output_weight_gradient_pads_the_input_first(channels_last):
@@ -1734,14 +1746,7 @@ def test_few_output_weight_gradient_pads_the_input_first(channels_last):
         )
 
     def weight_gradient_padding(impl):
-        grad = jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2))
-        lines = [
-            line
-            for line in jax.jit(grad).lower(w).as_text().splitlines()
-            if "stablehlo.convolution" in line and "[f, b, 0, 1]x" in line  # batch contracted
-        ]
-        assert len(lines) == 1, lines
-        return [int(v) for v in re.findall(r"-?\d+", lines[0].split("pad = ")[1].split("]]")[0])]
+        return _weight_gradient_padding(jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2)), w)
 
     assert weight_gradient_padding("lax") == [1, 1, 1, 1]
     assert weight_gradient_padding("auto") == [0, 1, 0, 0]
@@ -1760,21 +1765,13 @@ def test_over_padded_weight_gradient_pads_the_input_first():
     """auto's weight gradient of a stride-1 transposed convolution (padding 2 * (K - 1))
     convolves an explicitly padded input with at most K - 1 of padding left; lax's
     keeps it all."""
-    import re
-
     import jaxconv
 
     x, w = np.ones((2, 8, 9, 9)), np.ones((8, 8, 3, 3))
 
     def weight_gradient_padding(impl):
         grad = jax.grad(lambda b: jnp.sum(jaxconv.conv_transpose2d(x, b, impl=impl) ** 2))
-        lines = [
-            line
-            for line in jax.jit(grad).lower(w).as_text().splitlines()
-            if "stablehlo.convolution" in line and "[f, b, 0, 1]x" in line  # batch contracted
-        ]
-        assert len(lines) == 1, lines
-        return [int(v) for v in re.findall(r"-?\d+", lines[0].split("pad = ")[1].split("]]")[0])]
+        return _weight_gradient_padding(grad, w)
 
     assert max(weight_gradient_padding("lax")) == 2
     assert max(weight_gradient_padding("auto")) == 1
