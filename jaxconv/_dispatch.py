@@ -921,13 +921,15 @@ def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     channels-last) the folded weight gradient alone ran 0.51x, and where the strided
     layer's rows apply (64->128 @56 batch 8) 0.44x / 0.65x: neither taken. The 2-D
     planes of 3-D layers too (`planes`; their batch is times the output depth), not a
-    grouped layer's groups (not measured): against without, a training step of a fixed
+    grouped 3-D layer's groups (not measured; a 2-D one's since 2026-12-05, below):
+    against without, a training step of a fixed
     cotangent and one through a ReLU, 3x3x3 stride 2 padding 1, 5-7 interleaved runs:
     64->128 @16x56x56 batch 2 1.17-1.19x, 1.14-1.18x channels-last and 1.19x, 1.12x
     channels-first; 64->64 @8x56x56 batch 4 1.02-1.11x, 1.01-1.03x / 1.15x, 1.15x;
     32->64 @16x112x112 batch 2 channels-last 1.00-1.02x, 1.12-1.13x; stride (1, 2, 2)
     64->64 @16x112x112 batch 1 channels-first 1.27x, 1.26x (the weight gradient alone
-    1.36-1.46x on the first three).
+    1.36-1.46x on the first three). A grouped 2-D layer's groups, where they run apart
+    (`groups.decompose`), too since 2026-12-05 (see `group_part` in `_run`).
 
     And, whatever the input's size, on at most `lax.EXPLICIT_PADDING_MAX_BATCH` images to
     at most `lax.EXPLICIT_PADDING_MAX_OUT_CHANNELS` channels with outputs tall enough for
@@ -2568,6 +2570,20 @@ def _run(
         # (k, 1, 1) 3-D layer runs as), not the 2-D planes of a 3-D convolution nor one
         # group's part.
         whole = spec_.ndim == spec.ndim and spec.groups == 1
+        # One group's part of a grouped 2-D layer (`groups.decompose`), which takes the
+        # strided rules of a whole one: the weight gradient by the space-to-depth fold,
+        # the input gradient by the transposed convolution's phases. Found by a random
+        # sweep (`/tmp/s55/rand.py 2121`: 2 groups of 16->1 7x7 stride 2 @224 batch 1
+        # channels-last, training 213 ms, PyTorch 9; each group's input and weight
+        # gradients 86-88 ms, the same dense layer's under `auto` 0.7 and 1.6). The
+        # rule against without (`/tmp/s55/togr.py`, `gen9(1, 30)`: 30 random stride-2
+        # layers of 2-16 groups of 4-64 -> 1-64 channels, 2x2-7x7, 1-8 images @14-224,
+        # both layouts, 5 interleaved runs, AMD EPYC with AVX2, 2026-12-05): training
+        # 1.0-7.1x on 25 (median of all 1.6x; 4 groups of 16->8 7x7 @224 batch 8
+        # 4.6x), 0.86-0.99x on five (the input gradient alone 0.62x on one, 16 groups of
+        # 8->4 3x3 @224, whose weight gradient gained 1.70x); that layer 64x and 14x
+        # on the two gradients.
+        group_part = spec.ndim == 2 and spec_.ndim == 2 and spec.groups > 1
         if (
             name == "lax"
             and backend == "cpu"
@@ -2689,7 +2705,7 @@ def _run(
                 return by(x_, w_, spec_, chosen)
         if (
             role == WEIGHT_GRADIENT
-            and spec.groups == 1  # (the whole layer or a 3-D one's planes, not a group's)
+            and (spec.groups == 1 or group_part)  # (not a 3-D grouped one's planes)
             and _space_to_depth_weight_gradient(spec_, x_.shape, w_.shape)
         ):
             # Strided weight gradients on large inputs, folded space-to-depth.
@@ -2714,7 +2730,7 @@ def _run(
                 return _rows_written_out(x_, w_, spec_, "output_stacked", chosen)
             return planes.output_stacked(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
-            if whole and (
+            if (whole or group_part) and (
                 _strided_input_gradient_stacked(spec_, x_.shape, w_.shape)
                 or _strided_input_gradient_phases(spec_, x_.shape, w_.shape)
             ):
@@ -2735,7 +2751,9 @@ def _run(
                     # value alone off YNNPACK: ResNet 3x3 64@56 0.88-1.14x, 256@14 1.0x,
                     # 512@7 1.0x, 5x5 64@28 1.0-1.2x, 3x3 256@33 dilation 2 1.0-1.1x;
                     # against neither: 1.0-1.3x. Not for the 2x2, 2x1 and 1x2 phases of
-                    # a transposed 3x3 stride 2 (64->32 @56: 0.85-0.94x).
+                    # a transposed 3x3 stride 2 (64->32 @56: 0.85-0.94x). Unpadded, it
+                    # takes `lax.forward_padded`'s row where `eigen_pays` does not
+                    # (`_unpadded_input_gradient_row`).
                     return _derivatives.input_term(x_, w_, spec_, lax_impl.forward_eigen)
             # Transposed, the padded row below sends XLA's input gradient down a
             # slower path still (1x1 256->64 train 0.12x lax).

@@ -3694,6 +3694,30 @@ def test_strided_input_gradient_phases_run_and_match(monkeypatch, retrace, chann
     check_transforms(conv, x, w, ct)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grouped_parts_take_the_strided_input_gradient_rules(monkeypatch, retrace, channels_last):
+    """Each group's part of a grouped 2-D layer run apart (`groups.decompose`) takes the
+    whole layer's strided input-gradient rule (`group_part` in `_dispatch._run`): with
+    the input-size threshold at a part's, both parts' input gradients go through the
+    phases; the value and both gradients equal `lax`'s (float64), under the other
+    transforms too."""
+    from jaxconv._impls import subpixel
+
+    x_shape, w_shape = (2, 96, 13, 13), (16, 48, 3, 3)
+    kwargs = dict(stride=2, padding=1, groups=2)
+    assert choose(x_shape, w_shape, **kwargs)[_dispatch.INPUT_GRADIENT] == _dispatch.DENSE_GROUPS
+    part = (2, 48, 13, 13)
+    monkeypatch.setattr(_dispatch, "STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT", math.prod(part))
+    calls = spy_third_arguments(monkeypatch, subpixel, "decompose")
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=14)
+    ct = cotangent(conv("lax"), x, w)
+    calls.clear()
+    jax.jit(lambda a, b, c: jax.vjp(lambda a_: conv("auto")(a_, b), a)[1](c)).lower(x, w, ct)
+    assert len(calls) == 2, calls
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
 def check_transforms(conv, x, w, ct):
     """``conv("auto")`` equals ``conv("lax")`` (float64) under forward mode
     (`jax.jvp` along both arguments), a second derivative (the gradient of the squared
@@ -3981,7 +4005,7 @@ def test_space_to_depth_weight_gradient_rule(
         ((2, 8, 14, 14), (4, 8, 5, 5), dict(stride=2, padding=2), 1),  # few outputs
         ((2, 24, 16, 16), (24, 24, 3, 3), dict(padding=1), 0),  # unstrided
         ((2, 24, 16, 16), (24, 24, 1, 1), dict(stride=2), 0),  # 1x1
-        ((2, 48, 16, 16), (48, 24, 3, 3), dict(stride=2, padding=1, groups=2), 0),  # groups
+        ((2, 48, 16, 16), (48, 24, 3, 3), dict(stride=2, padding=1, groups=2), 2),  # a group's
         ((1, 24, 4, 12, 12), (24, 24, 3, 3, 3), dict(stride=(1, 2, 2), padding=1), 3),  # planes
     ],
 )
@@ -3990,8 +4014,9 @@ def test_strided_weight_gradient_by_space_to_depth(
     monkeypatch, retrace, x_shape, w_shape, kwargs, calls_expected, channels_last
 ):
     """Under auto the weight gradient of a strided 2-D layer on a large input (and of the
-    2-D planes of a 3-D one) runs as the folded unstrided layer's (`space_to_depth`),
-    and the value and input gradient do not, nor a grouped layer's groups; values and
+    2-D planes of a 3-D one, and of each group's part of a grouped 2-D one) runs as the
+    folded unstrided layer's (`space_to_depth`), and the value and input gradient do
+    not; values and
     both gradients equal lax's (float64), and so do forward mode, second derivatives
     and `vmap`. (The thresholds lowered to the test's small layers.)"""
     from jaxconv._impls import space_to_depth
