@@ -1736,13 +1736,7 @@ def test_few_output_weight_gradient_pads_the_input_first(channels_last):
     x_shape, w_shape = (2, 16, 12, 12), (8, 16, 3, 3)
     layer = dict(padding=1, dilation=(1, 2))
     assert choose(x_shape, w_shape, **layer)[_dispatch.WEIGHT_GRADIENT] == "lax"
-    rng = np.random.default_rng(1)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
-
-    def conv(impl):
-        return lambda a, b: jaxconv.conv2d(a, b, **layer, channels_last=channels_last, impl=impl)
+    x, w, conv = float64_layer(x_shape, w_shape, layer, channels_last, seed=1)
 
     def weight_gradient_padding(impl):
         return _weight_gradient_padding(jax.grad(lambda b: jnp.sum(conv(impl)(x, b) ** 2)), w)
