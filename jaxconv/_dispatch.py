@@ -2583,7 +2583,7 @@ def _run(
         # 4.6x), 0.86-0.99x on five (the input gradient alone 0.62x on one, 16 groups of
         # 8->4 3x3 @224, whose weight gradient gained 1.70x); that layer 64x and 14x
         # on the two gradients.
-        group_part = spec.ndim == 2 and spec_.ndim == 2 and spec.groups > 1
+        group_part = spec.ndim == spec_.ndim == 2 and spec.groups > 1 == spec_.groups
         if (
             name == "lax"
             and backend == "cpu"

@@ -301,19 +301,15 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     9.6; 256@14 batch 8 1154 ms against 26. Where `explicit_padding_pays` says, all of
     the padding is written out, not only the excess.
     """
-    explicit = explicit_padding_pays(x.shape, w.shape, spec)
-    excess = []
-    for (lo, hi), k, d, ld in zip(
-        spec.padding, w.shape[2:], spec.rhs_dilation, spec.lhs_dilation, strict=True
-    ):
-        over = lo + hi if explicit else lo + hi - d * (k - 1)
-        if over <= 0 or ld > 1:
-            excess.append((0, 0))
-            continue
-        # Take it from both sides, never more than a side has (a side may crop).
-        hi_part = min(max(hi, 0), over // 2)
-        lo_part = min(max(lo, 0), over - hi_part)
-        excess.append((lo_part, over - lo_part))
+    if explicit_padding_pays(x.shape, w.shape, spec):
+        excess = list(spec.padding)  # all of it (no dim crops there)
+    else:
+        excess = [
+            _excess_padding(lo, hi, d * (k - 1), ld)
+            for (lo, hi), k, d, ld in zip(
+                spec.padding, w.shape[2:], spec.rhs_dilation, spec.lhs_dilation, strict=True
+            )
+        ]
     if any(e != (0, 0) for e in excess):
         zero = lax.full((), 0, x.dtype)
         x = lax.pad(x, zero, [(0, 0, 0), (0, 0, 0)] + [(lo, hi, 0) for lo, hi in excess])
@@ -325,6 +321,18 @@ def weight_derivative(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             ),
         )
     return forward_padded(x, w, spec, derivative=True)
+
+
+def _excess_padding(lo: int, hi: int, extent: int, lhs_dilation: int) -> tuple[int, int]:
+    """The part of a dim's padding ``(lo, hi)`` past the kernel's ``extent`` that
+    `weight_derivative` writes out, from both sides, never more than a side has (a side
+    may crop); none where the input is dilated."""
+    over = lo + hi - extent
+    if over <= 0 or lhs_dilation > 1:
+        return (0, 0)
+    hi_part = min(max(hi, 0), over // 2)
+    lo_part = min(max(lo, 0), over - hi_part)
+    return (lo_part, over - lo_part)
 
 
 # `explicit_padding_pays` for batches of at most this many images to at most this many
@@ -356,10 +364,10 @@ def explicit_padding_pays(x_shape, w_shape, spec: ConvSpec) -> bool:
     layers to 2-16 channels (`gen2(2, 60)`) the 42 it takes 1.38-8.3x, those of 8-16
     images 0.80-1.17x (not taken); a third, 17 2-D layers taken, 1.65-11x;
     training (the rule's other roles unchanged) 128->8 @56 batch 1 channels-last 4.1x,
-    64->16 4.0x, 5x5 32->8 @112 batch 2 3.8x, groups of 16->16 (4 groups, 64->64) @56
-    batch 2 2.3x. Not to 24 or more channels (0.72-1.14x), not strided (0.88-1.10x on
-    19 layers), not in 1-D (no row there; 0.56-3.1x on 24 layers) nor 3-D (0.66-1.17x on
-    16), where the convolution stays as it is."""
+    64->16 4.0x, 5x5 32->8 @112 batch 2 3.8x, 4 groups of 16->8 (64->32) @56 batch 2
+    2.3x. Not to 24 or more channels (0.70-1.16x on 13 layers of `gen(1, 90)`), not
+    strided (0.70-1.47x on its 26), not in 1-D (no row there; 0.56-3.1x on 24 layers)
+    nor 3-D (0.66-1.17x on 16), where the convolution stays as it is."""
     c_out = w_shape[0]
     if (
         spec.ndim != 2
