@@ -2366,6 +2366,7 @@ OUTPUT_TAPS_MAX_OUT_CHANNELS_UNSTRIDED, OUTPUT_TAPS_UNSTRIDED_MIN_RATIO = 32, 8
 OUTPUT_TAPS_MIN_FOLDED = 32
 OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST = 16
 OUTPUT_TAPS_WEIGHT_MIN_RATIO = 16
+OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT = 8
 OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS = 3
 OUTPUT_TAPS_MAX_VALUE_STRIDE = 3
 OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS = 36
@@ -2382,7 +2383,8 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     `OUTPUT_TAPS_UNSTRIDED_MIN_RATIO` times as many input channels with fewer products
     than input channels; the weight gradient unstrided, from at least
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels as output channels and
-    twice ``taps * C_out``; the input gradient of strided layers to at most
+    twice ``taps * C_out`` (any number of products to at most
+    `OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT`); the input gradient of strided layers to at most
     `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from at least
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels, with as few products as
     the value (the output gradient's shifted copies are ``taps * C_out`` channels;
@@ -2453,6 +2455,24 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     75 products); stride 3 128->4 @64 batch 2 0.86x, 256->1 @64 batch 4 1.71x, 64->3
     @128 batch 8 padding 1 1.82x; stride 2 128->4 @64 batch 2 1.65x.
 
+    The weight gradient with more products than half the input channels, to at most
+    `OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT` channels: those above (5x5 64->3, 7x7
+    128->3, 3-D 64->2) were measured while `output_taps`' transpose did ``taps^2`` work
+    per element (see `matmul.OUTPUT_TAPS_CHUNK`). Found by a random sweep
+    (`/tmp/s56/rand.py 2525`: 7x7 128->1 padding 3 @14 batch 8 channels-last trained at
+    0.52x `lax`, its weight gradient by `output_taps` 5.1 ms against XLA's 3.2, then
+    0.4). The rule against without it, unstrided layers from at least 16x as many
+    input channels with more products than half of them (`/tmp/s56/gen.py` `gen11(1,
+    30)`, `gen11(2, 30)`, `gen12(3, 30)`: 1-D k5-k49, 2-D 3x3-9x9, 3-D 2x2x2-4x4x4,
+    dilation 1-2, padded or not, batch 1-8, both layouts; 7 interleaved runs, AMD EPYC
+    with AVX2, 2026-12-05, `/tmp/s56/force.py`; weight gradient / training with a fixed
+    cotangent, geometric means): to 1-8 channels, 70 layers, 1.68x / 1.44x (36 taps
+    and more 2.00x / 1.60x on 31), training under 0.9x on five (0.73-0.86x, all
+    unpadded: 5x5 128->8 @28 and 32->1 @16 channels-first, 32->1 @14 channels-last, 9x9
+    dilation 2 512->8 @28, 3-D dilation 2 32->2 @8); to 12 channels 1.17x / 1.09x
+    on 5, to 16 0.93x / 0.97x on 15 (9x9 12-16 0.47-0.90x, 5x5 256->16 @32-56
+    0.64-0.69x): not taken.
+
     No intermediate (``N * positions * taps * C_out`` float32 products) past
     `lax.MALLOC_MAX_HEAP_BLOCK` with as many products as input channels (glibc maps
     such a block afresh each call, and its pages fault in; XLA's convolution is fast
@@ -2508,7 +2528,7 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
         return (
             all(s == 1 for s in spec.stride)
             and c_in >= OUTPUT_TAPS_WEIGHT_MIN_RATIO * c_out
-            and c_in >= 2 * taps * c_out
+            and (c_in >= 2 * taps * c_out or c_out <= OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT)
         )
     return (
         any(s > 1 for s in spec.stride)

@@ -4061,7 +4061,7 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 16, 10, 10), (4, 16, 3, 3), dict(padding=1), "", ""),  # 36 > 32
         ((2, 3, 10, 10), (3, 3, 3, 3), dict(padding=1), "", "v"),  # matmul's channels-first
         ((2, 3, 12, 12), (1, 3, 5, 5), dict(padding=2), "v", "v"),
-        ((2, 17, 10, 10), (1, 17, 3, 3), dict(padding=1), "v", ""),  # 17 channels-last
+        ((2, 17, 10, 10), (1, 17, 3, 3), dict(padding=1), "vw", "w"),  # 17 channels-last
         ((2, 54, 10, 10), (7, 54, 3, 3), dict(padding=1), "", ""),  # 7 from under 8x
         ((2, 54, 10, 10), (6, 54, 3, 3), dict(padding=1), "v", ""),  # 6 from 54
         ((2, 128, 10, 10), (12, 128, 3, 3), dict(padding=1), "v", ""),  # 12 from 8x
@@ -4072,10 +4072,13 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 256, 6, 6), (29, 256, 3, 3), dict(padding=1), "", ""),  # 261 > 256
         ((2, 512, 6, 6), (33, 512, 3, 3), dict(padding=1), "", ""),  # 33 outputs
         ((2, 108, 10, 10), (6, 108, 3, 3), dict(padding=1), "vw", "w"),  # 2 * 54 products
-        ((2, 107, 10, 10), (6, 107, 3, 3), dict(padding=1), "v", ""),
+        ((2, 107, 10, 10), (6, 107, 3, 3), dict(padding=1), "vw", "w"),  # 6: any products
+        ((2, 128, 10, 10), (8, 128, 3, 3), dict(padding=1), "vw", "w"),  # 8: 72 products
+        ((2, 161, 10, 10), (9, 161, 3, 3), dict(padding=1), "v", ""),  # 9: 2 * 81 > 161
+        ((2, 162, 10, 10), (9, 162, 3, 3), dict(padding=1), "vw", "w"),
         ((2, 48, 40), (3, 48, 3), dict(padding=1), "vw", "w"),  # 16x
         ((2, 47, 40), (3, 47, 3), dict(padding=1), "v", ""),
-        ((2, 64, 10, 10), (3, 64, 5, 5), dict(padding=2), "", ""),  # 75 products
+        ((2, 64, 10, 10), (3, 64, 5, 5), dict(padding=2), "w", "w"),  # 75 products
         # ("w" of a layer of stride 2: its space-to-depth fold's, unstrided, see
         # `_dispatch._space_to_depth_weight_gradient`.)
         ((2, 64, 12, 12), (2, 64, 3, 3), dict(stride=2, padding=1), "vxw", "xw"),
@@ -4107,7 +4110,8 @@ def test_few_output_channels_by_output_taps(
     to at most 6 channels with at most max(C_in, 32) products per position,
     channels-last only from at most 16 input channels, and channels-first unstrided to
     at most 32 from 8x as many with fewer products than input channels; the weight
-    gradient unstrided from 16x the output channels and twice the products; the input
+    gradient unstrided from 16x the output channels and twice the products (any number
+    of them to at most 8 channels); the input
     gradient strided, to at most 3 channels from 16x as many, with as few products as
     the value; not 1x1, nor a grouped layer's groups where they run apart. Values and
     both gradients equal lax's (float64), and so do forward mode, second derivatives and
