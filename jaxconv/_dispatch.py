@@ -2384,7 +2384,8 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     than input channels; the weight gradient unstrided, from at least
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels as output channels and
     twice ``taps * C_out`` (any number of products to at most
-    `OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT`); the input gradient of strided layers to at most
+    `OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT`); the input gradient of strided (or 1-D)
+    layers to at most
     `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from at least
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels, with as few products as
     the value (the output gradient's shifted copies are ``taps * C_out`` channels;
@@ -2473,6 +2474,15 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     on 5, to 16 0.93x / 0.97x on 15 (9x9 12-16 0.47-0.90x, 5x5 256->16 @32-56
     0.64-0.69x): not taken.
 
+    The input gradient of unstrided 1-D layers: measured again with the fast transpose
+    (`/tmp/s56/force.py`, `gen13(1, 30)`, `gen14(2, 30)`, 7 interleaved runs, same
+    machine; 1-D k3-k15 to 1-3 channels from 16-512 channels @256-4096, batch 1-8, both
+    layouts), training 1.0-2.09x on 21 of 22 (0.86x on 256->3 k3 @4096 batch 4
+    channels-last), the input gradient alone 0.42-2.66x (it shares the output
+    gradient's shifted copies with the weight gradient). Not 2-D (training 0.52-2.64x
+    on 16, seven under 0.9x) nor 3-D (1.09-5.79x on 19 of 22, but 0.35x on 64->2 3x3x3
+    @16 batch 1, 0.62x and 0.82x).
+
     No intermediate (``N * positions * taps * C_out`` float32 products) past
     `lax.MALLOC_MAX_HEAP_BLOCK` with as many products as input channels (glibc maps
     such a block afresh each call, and its pages fault in; XLA's convolution is fast
@@ -2531,7 +2541,7 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
             and (c_in >= 2 * taps * c_out or c_out <= OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT)
         )
     return (
-        any(s > 1 for s in spec.stride)
+        (any(s > 1 for s in spec.stride) or spec.ndim == 1)
         and c_out <= OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS
         and c_in >= OUTPUT_TAPS_WEIGHT_MIN_RATIO * c_out
         and few_products

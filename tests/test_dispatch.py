@@ -4076,7 +4076,8 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 128, 10, 10), (8, 128, 3, 3), dict(padding=1), "vw", "w"),  # 8: 72 products
         ((2, 161, 10, 10), (9, 161, 3, 3), dict(padding=1), "v", ""),  # 9: 2 * 81 > 161
         ((2, 162, 10, 10), (9, 162, 3, 3), dict(padding=1), "vw", "w"),
-        ((2, 48, 40), (3, 48, 3), dict(padding=1), "vw", "w"),  # 16x
+        ((2, 48, 40), (3, 48, 3), dict(padding=1), "vxw", "xw"),  # 16x (1-D: "x" unstrided)
+        ((2, 64, 40), (4, 64, 3), dict(padding=1), "vw", "w"),  # "x" to at most 3
         ((2, 47, 40), (3, 47, 3), dict(padding=1), "v", ""),
         ((2, 64, 10, 10), (3, 64, 5, 5), dict(padding=2), "w", "w"),  # 75 products
         # ("w" of a layer of stride 2: its space-to-depth fold's, unstrided, see
@@ -4093,7 +4094,7 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 16, 20, 20), (1, 16, 7, 7), dict(stride=2, padding=3), "w", "w"),  # 49 > 32
         ((2, 64, 10, 10), (2, 32, 3, 3), dict(padding=1, groups=2), "", ""),  # its groups
         ((2, 64, 10, 10), (1, 64, 1, 1), dict(), "", ""),  # one tap
-        ((2, 256, 40), (2, 256, 7), dict(padding=3), "vw", "w"),  # 1-D
+        ((2, 256, 40), (2, 256, 7), dict(padding=3), "vxw", "xw"),  # 1-D
         ((1, 64, 6, 6, 6), (1, 64, 3, 3, 3), dict(padding=1), "vw", "w"),  # 3-D
         ((2, 64, 8, 8, 8), (3, 64, 3, 3, 3), dict(stride=2, padding=1), "", ""),  # its planes
         ((2, 64, 6, 5, 4), (2, 64, 3, 1, 1), dict(padding=(1, 0, 0)), "vw", "w"),  # (3, 1, 1)
@@ -4111,9 +4112,9 @@ def test_few_output_channels_by_output_taps(
     channels-last only from at most 16 input channels, and channels-first unstrided to
     at most 32 from 8x as many with fewer products than input channels; the weight
     gradient unstrided from 16x the output channels and twice the products (any number
-    of them to at most 8 channels); the input
-    gradient strided, to at most 3 channels from 16x as many, with as few products as
-    the value; not 1x1, nor a grouped layer's groups where they run apart. Values and
+    of them to at most 8 channels); the input gradient strided (or 1-D), to at most 3
+    channels from 16x as many, with as few products as the value; not 1x1, nor a
+    grouped layer's groups where they run apart. Values and
     both gradients equal lax's (float64), and so do forward mode, second derivatives and
     `vmap`."""
     roles = last if channels_last else first
