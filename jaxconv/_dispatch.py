@@ -2426,10 +2426,10 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     2.24x, DCGAN's last transposed layer 64->3 4x4 stride 2 @32 batch 16 1.29x / 1.31x
     and 1.92x / 2.06x channels-last, 6x6 stride 2 1024->3 @16 batch 1 11.4x / 9.95x;
     strided 1.25-2.71x on eleven layers (64->3 stride 2 @64 1.67x / 1.47x, 5x5 64->2
-    2.66x / 2.43x). Only whole layers and their sub-pixel phases: a grouped layer's
-    groups, where they run apart (`groups.decompose`), and the 2-D planes of a 3-D layer
-    were not measured enough (2-D groups of 32->1 and 16->2 @32-64 trained 1.10-2.10x,
-    but 3-D groups of 2->1 @8x28x28 0.71-1.02x and 4->1 0.82-1.21x). A (k, 1, 1) 3-D
+    2.66x / 2.43x). Only whole layers, their sub-pixel phases and (channels-last, see
+    `_run`) the groups of a grouped 2-D layer where they run apart
+    (`groups.decompose`): the 2-D planes of a 3-D layer were not measured enough (3-D
+    groups of 2->1 @8x28x28 0.71-1.02x and 4->1 0.82-1.21x). A (k, 1, 1) 3-D
     layer, which runs as one 2-D convolution over (depth, height x width), counts as
     whole (against without the rule, 11 interleaved runs, value / training with a fixed
     cotangent: 64->2 3x1x1 @16x28x28 batch 8 1.51x / 1.20x channels-first, 1.02-1.03x /
@@ -2614,10 +2614,18 @@ def _run(
         # 8->4 3x3 @224, whose weight gradient gained 1.70x); that layer 64x and 14x
         # on the two gradients.
         group_part = spec.ndim == spec_.ndim == 2 and spec.groups > 1 == spec_.groups
+        # Channels-last, a group's part takes `_output_taps` too, measured with its
+        # transposes built chunk by chunk (`matmul.OUTPUT_TAPS_CHUNK`): against without
+        # (`/tmp/s56/togr.py`, `gen15`: 2-8 groups of 16-256 -> 1-4 channels, 3x3-7x7,
+        # strides 1-2, dilations 1-2, batch 1-8 @14-224, 7 interleaved runs, AMD EPYC
+        # with AVX2, 2026-12-05), training 1.65x (geometric mean of 38 layers; 1.0-6.8x
+        # on 34, 0.77-0.99x on four), forward 1.00x (0.79-1.22x). Channels-first
+        # training 1.35x on 18 but 0.62-0.87x on five (unstrided 3x3 groups of 16-128
+        # -> 1-4 channels): not taken.
         if (
             name == "lax"
             and backend == "cpu"
-            and whole
+            and (whole or (group_part and spec_.channels_last))
             and _output_taps(spec_, x_.shape, w_.shape, role)
         ):
             return matmul_impl.output_taps(x_, w_, spec_)

@@ -4092,7 +4092,8 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), "vxw", "vxw"),  # 36
         ((2, 16, 12, 12), (2, 16, 3, 3), dict(stride=2, padding=1), "vw", "w"),  # 72 > 36
         ((2, 16, 20, 20), (1, 16, 7, 7), dict(stride=2, padding=3), "w", "w"),  # 49 > 32
-        ((2, 64, 10, 10), (2, 32, 3, 3), dict(padding=1, groups=2), "", ""),  # its groups
+        # Its groups' parts: channels-last each group's weight gradient, one call each.
+        ((2, 64, 10, 10), (2, 32, 3, 3), dict(padding=1, groups=2), "", "ww"),
         ((2, 64, 10, 10), (1, 64, 1, 1), dict(), "", ""),  # one tap
         ((2, 256, 40), (2, 256, 7), dict(padding=3), "vxw", "xw"),  # 1-D
         ((1, 64, 6, 6, 6), (1, 64, 3, 3, 3), dict(padding=1), "vw", "w"),  # 3-D
@@ -4114,7 +4115,8 @@ def test_few_output_channels_by_output_taps(
     gradient unstrided from 16x the output channels and twice the products (any number
     of them to at most 8 channels); the input gradient strided (or 1-D), to at most 3
     channels from 16x as many, with as few products as the value; not 1x1, nor a
-    grouped layer's groups where they run apart. Values and
+    grouped layer's groups where they run apart channels-first (channels-last each
+    group's part, one call each). Values and
     both gradients equal lax's (float64), and so do forward mode, second derivatives and
     `vmap`."""
     roles = last if channels_last else first
