@@ -2385,8 +2385,7 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels as output channels and
     twice ``taps * C_out`` (any number of products to at most
     `OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT`); the input gradient of strided (or 1-D)
-    layers to at most
-    `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from at least
+    layers to at most `OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS` from at least
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels, with as few products as
     the value (the output gradient's shifted copies are ``taps * C_out`` channels;
     measured to 5x5). XLA's CPU convolution runs its product with the output channels as

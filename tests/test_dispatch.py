@@ -4116,9 +4116,8 @@ def test_few_output_channels_by_output_taps(
     of them to at most 8 channels); the input gradient strided (or 1-D), to at most 3
     channels from 16x as many, with as few products as the value; not 1x1, nor a
     grouped layer's groups where they run apart channels-first (channels-last each
-    group's part, one call each). Values and
-    both gradients equal lax's (float64), and so do forward mode, second derivatives and
-    `vmap`."""
+    group's part, one call each). Values and both gradients equal lax's (float64), and
+    so do forward mode, second derivatives and `vmap`."""
     roles = last if channels_last else first
     calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
     rng = np.random.default_rng(7)
