@@ -2620,7 +2620,7 @@ def _run(
         # with AVX2, 2026-12-05), training 1.65x (geometric mean of 38 layers; 1.0-6.8x
         # on 34, 0.77-0.99x on four), forward 1.00x (0.79-1.22x). Channels-first
         # training 1.35x on 18 but 0.62-0.87x on five (unstrided 3x3 groups of 16-128
-        # -> 1-4 channels): not taken.
+        # -> 1-3 channels): not taken.
         if (
             name == "lax"
             and backend == "cpu"

@@ -559,7 +559,7 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     # k9 dilation 2 512->4 @4096 batch 2 7.6, 13.7, 9.8, 7.5, 8.2, 11.4 (whole) / 29.0,
     # 25.2, 14.7, 14.7, 14.7, 17.8; 3x3 64->1 @128 batch 8 32, 30, 31, 32, 31, 35
     # (whole) / 80, 62, 63, 65, 62, 63 (a tap a chunk, many parts concatenated, ran
-    # 0.78x there).
+    # 0.79x there).
     sizes = [min(OUTPUT_TAPS_CHUNK, taps - i) for i in range(0, taps, OUTPUT_TAPS_CHUNK)]
     chunks = lax.split(z, sizes, axis=1)
     for t, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
