@@ -1787,11 +1787,12 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
     at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one
     convolution per phase (`subpixel.one_convolution` None), there also from many
-    channels on small inputs outside differentiation (the end of this note). In 1-D the
-    phases, even in one convolution, ran 0.31-0.96x XLA's forward (stride 2-8, 32-512 to
-    1-8 channels @500-4000, batch 1-8, both layouts, 12 layers, 11 interleaved runs).
-    Not in 3-D, where XLA's input-dilated convolution is far slower than the phases
-    (3x3x3 stride 2 64->8 @8x14x14 batch 2: 228 ms, the phases 1.0 ms). In 2-D each
+    channels on small inputs outside differentiation (the end of this note); never with a
+    dilated kernel (below). In 1-D the phases, even in one convolution, ran 0.31-0.96x
+    XLA's forward (stride 2-8, 32-512 to 1-8 channels @500-4000, batch 1-8, both
+    layouts, 12 layers, 11 interleaved runs). Not in 3-D, where XLA's input-dilated
+    convolution is far slower than the phases (3x3x3 stride 2 64->8 @8x14x14 batch 2:
+    228 ms, the phases 1.0 ms). In 2-D each
     phase's convolution to so few channels runs far below the machine's rate: forward,
     phases against XLA's input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3
     padding 1 with output padding 1 and 3x3 unpadded, from 32-256 channels @16-64, batch
@@ -1817,8 +1818,27 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     differentiation, in 2-D where each phase is a convolution of its own or
     `_shifted_phases` applies, from at least `TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL`
     times the output channels on inputs of at most
-    `TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL` positions (below)."""
-    if spec.groups != 1 or spec.ndim == 3:
+    `TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL` positions (below).
+
+    A dilated kernel keeps the phases: XLA's convolution dilating both its input and its
+    kernel ran far slower than the phases, each of which meets only its own taps (all of
+    them in one phase where the dilation is a multiple of the stride). Forward, XLA's
+    whole against the phases (11 interleaved runs, AMD EPYC with AVX2, 2026-12-05,
+    channels-first / channels-last, batch 8 unless said): 2-D 64->8 3x3 @32 stride 2
+    dilation 2 4.81 / 4.38 ms against 1.33 / 1.13, stride 4 dilation 2 18.4 / 16.7
+    against 4.5 / 2.0, stride 3 dilation 3 9.8 / 9.9 against 1.8 / 1.3, stride 2
+    dilation 3 5.2 / 4.7 against 1.6 / 1.5, dilated along the height only 2.6 / 4.0
+    against 1.5 / 1.2; 128->3 4x4 dilation 2 @28 batch 4 6.8 / 6.2 against 0.8 / 1.5;
+    256->8 5x5 @14 8.3 / 7.6 against 1.8 / 2.1; 32->1 3x3 @64 batch 2 2.9 / 1.8 against
+    0.24 / 0.39; from many channels on small inputs, 512->32 4x4 @7 batch 2 2.9 / 2.5
+    against 1.3 / 1.0, 1024->64 @14 batch 2 27 / 29 against 8.1 / 9.0; 1-D 64->8 k7
+    stride 2 dilation 2 @256 0.59-0.73 / 0.54-0.56 against 0.39-0.40 / 0.31, k5 stride 4
+    dilation 2 0.91 / 0.67 against 0.36 / 0.24, stride 2 dilation 3 0.49 / 0.49 against
+    0.34 / 0.33, 128->1 k9 dilation 2 @1000 batch 4 1.5 / 1.1 against 0.36 / 0.45,
+    32->1 k5 dilation 2 @500 0.73 / 0.71 against 0.13 / 0.30. Training, where the
+    programs differ (to at most 8 channels), with the phases 0.97-1.25x
+    (`/tmp/s57/tog3.py`, `tw*.txt`)."""
+    if spec.groups != 1 or spec.ndim == 3 or any(d > 1 for d in spec.rhs_dilation):
         return False
     c_out, c_in = w_shape[:2]
     if spec.ndim == 1:

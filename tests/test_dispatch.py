@@ -2042,6 +2042,13 @@ def _assert_trains_as_lax(conv, x, w, value=False):
         ((1, 16, 3, 4, 4), (16, 3, 3, 3, 3), dict(stride=2), False),  # 3-D: XLA's slow
         ((2, 16, 7), (16, 1, 3), dict(stride=2), True),  # 1-D, even stacked
         ((2, 16, 7), (16, 9, 4), dict(stride=2, padding=1), False),
+        # A dilated kernel keeps the phases, whatever the dilation and the stride.
+        ((2, 16, 6, 5), (16, 3, 3, 3), dict(stride=2, padding=2, dilation=2), False),
+        ((2, 16, 6, 5), (16, 3, 3, 3), dict(stride=2, padding=1, dilation=3), False),
+        ((2, 16, 6, 5), (16, 3, 3, 3), dict(stride=2, dilation=(2, 1)), False),
+        ((2, 128, 4, 3), (128, 3, 5, 5), dict(stride=2, dilation=2), False),
+        ((2, 16, 7), (16, 1, 3), dict(stride=2, dilation=2), False),
+        ((2, 16, 7), (16, 1, 3), dict(stride=3, padding=1, dilation=2), False),
     ],
 )
 def test_transposed_value_to_few_channels_is_xlas_whole(
@@ -2051,7 +2058,8 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     its phases would each be a convolution of their own, in 2-D, is XLA's input-dilated
     convolution under auto, and so is the value of one to at most 16 channels from at
     least 128 and 16 times as many whose phases stack in 2-D; its derivatives
-    stay sub-pixel phases; values and gradients equal lax's."""
+    stay sub-pixel phases; values and gradients equal lax's. Not with a dilated kernel,
+    whose value keeps the phases."""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=2)
 
     assert _dilated(conv("auto"), x, w) == int(whole)
