@@ -93,6 +93,15 @@ POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS, SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS = 288, 100
 # ... in 3-D the value alone, with at most this many.
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D = 864
+# ... and the others from one input channel take `matmul`'s derivatives to at least this
+# many output channels, or with at most this many patch elements (see
+# `_single_input_derivatives_by_matmul`).
+SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS, SINGLE_INPUT_MATMUL_MAX_PATCHES = 128, 2**19
+# ... with at most this many taps (more take seconds to compile).
+SINGLE_INPUT_MATMUL_MAX_TAPS = 49
+# ... and their value too to that many with at most this many (see
+# `_single_input_value_by_matmul`).
+SINGLE_INPUT_MATMUL_VALUE_MAX_PATCHES = 2**21
 # ... and values not differentiated of 2-D channels-last 1x1 layers of at least this many
 # groups that widen, or twice as many, XLA's grouped value (see `_pointwise_many_groups`).
 POINTWISE_MANY_GROUPS = 16
@@ -304,6 +313,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         products = math.prod(w_shape[2:]) * w_shape[0]
         few = spec.ndim <= 2 and products <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS
         rules = ("shift",) * 3 if few else ("shift", *rules[1:])
+    if _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
+        value = _single_input_value_by_matmul(spec, x_shape, w_shape)
+        rules = ("matmul" if value else rules[FORWARD], "matmul", "matmul")
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
         # (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the input
@@ -1268,6 +1280,77 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
         and 1 < taps
         and taps * w_shape[0] <= limit
         and all(d == 1 for d in spec.lhs_dilation)
+    )
+
+
+def _single_input_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this dense convolution from one input channel, with 2 to
+    `SINGLE_INPUT_MATMUL_MAX_TAPS` taps and an undilated input, not 1-D channels-last
+    (the end of this note), whose derivatives `_single_input_by_shift` leaves to the
+    rules, takes `matmul`'s (the patches' products: ``taps`` columns from one channel)
+    to at least `SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS` output channels, or with at most
+    `SINGLE_INPUT_MATMUL_MAX_PATCHES` patch elements (batch x output positions x taps).
+    XLA's CPU convolutions from one channel, and their derivatives (a weight gradient
+    whose contraction runs over one channel's positions, an input gradient to one
+    channel), run far below the machine's rate: a random 3-D layer 1->256 3x3x3 dilation
+    2 @16^3 batch 2 trained in 13.9 ms channels-first (XLA 723 ms, `matmul` 3.6) and
+    17.7 channels-last, its derivatives by 2-D planes.
+
+    Training with a fixed cotangent, `matmul`'s derivatives against the rules before
+    (random 1-D, 2-D and 3-D layers from one channel to 16-512, kernels 3-15, strides
+    1-2, dilations 1-2, both layouts, batch 1-16; 5 interleaved runs, AMD EPYC with
+    AVX2, 2026-12-05, `/tmp/s57/singvar*.py`): with at most 2^19 patch elements
+    0.96-13.7x on 29 layers (median 1.59x; 0.96-0.97x on three 3x3 and k3 layers to
+    16-64 channels); with more, to at least 128 channels 0.91-11.5x on 23 (median 1.91x;
+    0.91x and 0.98x on 3x3 layers to 128 @224 batch 16), but to 16-64 channels
+    0.56-2.41x on 8, under 1x on four (3x3 stride 2 to 32 @224 batch 16 0.56x, 3x3x3 to
+    64 @32^3 0.70x, 7x7 dilation 2 to 32 @224 0.78x, 3x3 to 64 @112 batch 8 0.98x). The
+    raw-audio suite layer, 1->128 k80 stride 4 @16000, trained 1.1-1.5x faster so, but
+    compiled in 1.4-1.5 s against 0.08-0.5 s (a slice per tap), as did 5x5x5 kernels
+    (2.2 s; their training 0.2-3.0x): hence the taps' bound. In 1-D channels-last the
+    strided raw-audio layers trained slower so (1->512 k10 stride 5 @16000 batch 2 and 8
+    0.60x and 0.70x, 1->128 k12 stride 4 0.69x; 11 interleaved runs), unstrided ones
+    1.04-1.08x (2.4-2.5x on two that take 0.1-0.2 ms), so it keeps to the rules there.
+    The value by `matmul` too went both ways (0.22-3.8x), so it stays the rules' but for
+    `_single_input_value_by_matmul`'s."""
+    if spec.groups != 1 or w_shape[1] != 1 or any(d != 1 for d in spec.lhs_dilation):
+        return False
+    if spec.ndim == 1 and spec.channels_last:
+        return False
+    taps = math.prod(w_shape[2:])
+    if not 1 < taps <= SINGLE_INPUT_MATMUL_MAX_TAPS:
+        return False
+    if _single_input_by_shift(spec, w_shape) and spec.ndim <= 2:
+        if taps * w_shape[0] <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS:
+            return False  # shift's own derivatives
+    return w_shape[0] >= SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS or (
+        _patch_elements(spec, x_shape, w_shape) <= SINGLE_INPUT_MATMUL_MAX_PATCHES
+    )
+
+
+def _patch_elements(spec: ConvSpec, x_shape, w_shape) -> int:
+    """The elements of the whole batch's patch matrices (`matmul.patch_bytes`)."""
+    return x_shape[0] * matmul_impl.patch_bytes(x_shape, w_shape, spec, 1)
+
+
+def _single_input_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this convolution from one input channel, which takes `matmul`'s
+    derivatives (`_single_input_derivatives_by_matmul`) and not shift's value
+    (`_single_input_by_shift`), takes `matmul`'s value too: to at least
+    `SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS` channels with at most
+    `SINGLE_INPUT_MATMUL_VALUE_MAX_PATCHES` patch elements. Forward against the rules
+    (the measurement of `_single_input_derivatives_by_matmul`): 0.84-3.8x on 21 layers
+    (geometric mean 1.85x; under 1x only on 3x3 dilation 2 to 128 @28 batch 4
+    channels-last, 0.84x; 1-D k15 to 128-512 3.4-3.8x, a random 3-D 1->256 3x3x3
+    dilation 2 @16^3 batch 2 3.3-3.9x `lax`); training, against `matmul`'s derivatives
+    alone, 0.76-1.21x (geometric mean 1.01x). To fewer channels 0.22-3.2x on 24 layers,
+    and with more patch elements 0.33-2.6x on 15 (channels-last from 7M 0.33-0.50x on
+    all six)."""
+    return (
+        _single_input_derivatives_by_matmul(spec, x_shape, w_shape)
+        and not _single_input_by_shift(spec, w_shape)
+        and w_shape[0] >= SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS
+        and _patch_elements(spec, x_shape, w_shape) <= SINGLE_INPUT_MATMUL_VALUE_MAX_PATCHES
     )
 
 

@@ -3110,8 +3110,9 @@ def test_single_input_channel_by_shift():
     assert choose((8, 1, 64, 64), (33, 1, 3, 3), padding=1)[0] != "shift"  # 297
     assert choose((8, 1, 16000), (128, 1, 80), stride=4)[0] != "shift"  # raw audio
     x3 = (2, 1, 8, 32, 32)  # 3-D: the value alone, up to 864 products
-    assert choose(x3, (8, 1, 3, 3, 3), padding=1) == ("shift", "lax", "lax")
-    assert choose(x3, (32, 1, 3, 3, 3), padding=1)[:2] == ("shift", "lax")
+    # (the derivatives by matmul: `test_single_input_channel_derivatives_by_matmul`)
+    assert choose(x3, (8, 1, 3, 3, 3), padding=1) == ("shift", "matmul", "matmul")
+    assert choose(x3, (32, 1, 3, 3, 3), padding=1)[:2] == ("shift", "matmul")
     assert choose(x3, (33, 1, 3, 3, 3), padding=1)[0] != "shift"
     assert choose(x3, (434, 1, 2, 1, 1))[0] != "shift"  # 868
     assert choose(x3, (3, 1, 3, 3, 3), padding=1)[0] == "shift"  # 81: still not every role
@@ -3122,6 +3123,82 @@ def test_single_input_channel_by_shift():
     spec = _spec.conv_plan("conv", (8, 1, 64, 64), (4, 1, 3, 3), padding=1).spec
     dilated = dataclasses.replace(spec, lhs_dilation=(2, 2))
     assert not _dispatch._single_input_by_shift(dilated, (4, 1, 3, 3))
+
+
+def test_single_input_channel_derivatives_by_matmul():
+    """Dense layers from one input channel whose derivatives are not shift's take
+    matmul's to at least 128 channels or with at most 2^19 patch elements (batch x
+    output positions x taps), and to at least 128 channels with at most 2^21 its value
+    too (`_dispatch._single_input_derivatives_by_matmul`, `_single_input_value_by_matmul`);
+    not 1x1, inputs dilated, grouped, nor from more channels."""
+    mm = ("matmul",) * 3
+    lax_ = ("lax",) * 3
+    assert choose((4, 1, 112, 112), (64, 1, 5, 5), padding=2) == lax_  # 1.25M elements
+    assert choose((4, 1, 112, 112), (128, 1, 5, 5), padding=2) == mm
+    cl = dict(padding=2, channels_last=True)
+    assert choose((4, 112, 112, 1), (5, 5, 1, 128), **cl) == mm
+    assert choose((2, 1, 64, 64), (127, 1, 5, 5), padding=2) == ("lax", "matmul", "matmul")
+    assert choose((2, 1, 8, 16, 16), (256, 1, 3, 3, 3), dilation=2) == mm  # 3-D
+    assert choose((16, 1, 224, 224), (128, 1, 5, 5), padding=2) == ("lax", "matmul", "matmul")
+
+    def rules(x_shape, w_shape, **kwargs):
+        spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+        return (
+            _dispatch._single_input_derivatives_by_matmul(spec, x_shape, w_shape),
+            _dispatch._single_input_value_by_matmul(spec, x_shape, w_shape),
+        )
+
+    # The bounds on patch elements: 16 taps x 2^15 (2^17) outputs, and one row more.
+    assert rules((1, 1, 131, 259), (64, 1, 4, 4)) == (True, False)  # 2^19
+    assert rules((1, 1, 132, 259), (64, 1, 4, 4)) == (False, False)
+    assert rules((1, 1, 131, 259), (127, 1, 4, 4)) == (True, False)
+    assert rules((2, 1, 259, 259), (128, 1, 4, 4)) == (True, True)  # 2^21
+    assert rules((2, 1, 260, 259), (128, 1, 4, 4)) == (True, False)
+    assert rules((16, 1, 224, 224), (1024, 1, 7, 7), padding=3) == (True, False)
+    # At most 49 taps (more take seconds to compile); not 1-D channels-last.
+    assert rules((2, 1, 1000), (128, 1, 49)) == (True, True)
+    assert rules((2, 1, 1000), (128, 1, 50)) == (False, False)
+    assert rules((2, 1, 8, 16, 16), (128, 1, 7, 7, 1)) == (True, True)  # 3-D, 49 taps
+    assert rules((2, 1, 8, 16, 16), (128, 1, 5, 5, 2)) == (False, False)  # 50
+    assert choose((2, 1, 4000), (256, 1, 5), padding=2)[1:] == mm[1:]
+    assert "matmul" not in choose((2, 4000, 1), (5, 1, 256), padding=2, channels_last=True)
+    # Shift's own derivatives (at most 100 products) stay; with more, its value stays.
+    assert rules((8, 1, 64, 64), (4, 1, 5, 5), padding=2) == (False, False)
+    assert choose((8, 1, 64, 64), (4, 1, 5, 5), padding=2) == ("shift",) * 3
+    assert rules((2, 1, 64, 64), (16, 1, 3, 3), padding=1) == (True, False)  # 144
+    assert rules((2, 1, 64, 64), (144, 1, 2, 1)) == (True, False)  # shift's value, 288
+    assert choose((2, 1, 64, 64), (144, 1, 2, 1))[0] == "shift"
+    assert rules((8, 1, 1024), (256, 1, 1)) == (False, False)  # 1x1
+    assert rules((2, 2, 64, 64), (128, 2, 3, 3), padding=1) == (False, False)
+    assert rules((2, 2, 64, 64), (128, 1, 3, 3), padding=1, groups=2) == (False, False)
+    spec = _spec.conv_plan("conv", (2, 1, 64, 64), (128, 1, 3, 3), padding=1).spec
+    dilated = dataclasses.replace(spec, lhs_dilation=(2, 2))
+    assert not _dispatch._single_input_derivatives_by_matmul(
+        dilated, (2, 1, 64, 64), (128, 1, 3, 3)
+    )
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 1, 11, 12), (128, 1, 3, 3), dict(padding=1)),  # every role by matmul
+        ((2, 1, 30), (16, 1, 9), dict(padding="same", dilation=2)),  # shift's value
+        ((1, 1, 5, 6, 7), (128, 1, 3, 3, 3), dict(padding=1, stride=(1, 2, 1))),  # 3-D
+        ((2, 1, 13, 12), (40, 1, 3, 3), dict(dilation=2)),  # XLA's value
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_single_input_channel_derivatives_by_matmul_train_as_lax(
+    retrace, x_shape, w_shape, kwargs, channels_last
+):
+    """Layers from one input channel whose derivatives are matmul's: values and both
+    gradients equal lax's (float64), and so do forward mode, second derivatives and
+    `vmap`."""
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=13)
+    plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
+    assert _dispatch._single_input_derivatives_by_matmul(plan.spec, x_shape, w_shape)
+    trains_as_lax_float64(conv, x, w, check=True)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
