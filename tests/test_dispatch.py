@@ -3192,12 +3192,13 @@ def test_single_input_channel_derivatives_by_matmul():
 def test_single_input_channel_derivatives_by_matmul_train_as_lax(
     retrace, x_shape, w_shape, kwargs, channels_last
 ):
-    """Layers from one input channel whose derivatives are matmul's: values and both
-    gradients equal lax's (float64), and so do forward mode, second derivatives and
-    `vmap`."""
+    """Layers from one input channel whose derivatives are matmul's (but 1-D
+    channels-last): values and both gradients equal lax's (float64), and so do forward
+    mode, second derivatives and `vmap`."""
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=13)
-    plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
-    assert _dispatch._single_input_derivatives_by_matmul(plan.spec, x_shape, w_shape)
+    spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
+    by_matmul = _dispatch._single_input_derivatives_by_matmul(spec, x_shape, w_shape)
+    assert by_matmul == (not (channels_last and len(x_shape) == 3))
     trains_as_lax_float64(conv, x, w, check=True)
 
 
