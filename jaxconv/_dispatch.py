@@ -89,7 +89,8 @@ DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1 = 1024
 POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
 # Dense 1-D and 2-D layers from one input channel with at most this many products per
 # input position (taps x output channels) run their value by shift-and-add, and with at
-# most the second their derivatives too (see `_single_input_by_shift`).
+# most the second their derivatives too (see `_single_input_by_shift`; with more, the
+# rules' or `matmul`'s, `_single_input_derivatives_by_matmul`).
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS, SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS = 288, 100
 # ... in 3-D the value alone, with at most this many.
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D = 864
@@ -296,10 +297,15 @@ def backend_name() -> str:
     return name
 
 
-def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, str, str]:
+def choose(
+    spec: ConvSpec, x_shape, w_shape, dtype, backend: str, nested: bool = False
+) -> tuple[str, str, str]:
     """The algorithms ``impl="auto"`` runs for this canonical call on ``backend``: for
     the value (`FORWARD`), the derivative along the input (`INPUT_GRADIENT`) and the
-    derivative along the weight (`WEIGHT_GRADIENT`)."""
+    derivative along the weight (`WEIGHT_GRADIENT`). ``nested`` for a convolution
+    `_run` splits a layer into (a transposed layer's sub-pixel phases, a 3-D layer's
+    2-D planes, a weight gradient's kernel rows, a group's part), which the rules
+    measured on whole layers only leave alone."""
     if backend == "cuda":
         return _choose_cuda(spec, x_shape, w_shape, dtype)
     if backend != "cpu":
@@ -310,10 +316,9 @@ def choose(spec: ConvSpec, x_shape, w_shape, dtype, backend: str) -> tuple[str, 
         by_patches = not spec.channels_last and undilated
         rules = ("matmul",) * 3 if by_patches else (rules[FORWARD], "matmul", "matmul")
     if _single_input_by_shift(spec, w_shape):
-        products = math.prod(w_shape[2:]) * w_shape[0]
-        few = spec.ndim <= 2 and products <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS
+        few = _single_input_shift_derivatives(spec, w_shape)
         rules = ("shift",) * 3 if few else ("shift", *rules[1:])
-    if _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
+    if not nested and _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
         value = _single_input_value_by_matmul(spec, x_shape, w_shape)
         rules = ("matmul" if value else rules[FORWARD], "matmul", "matmul")
     if kernel_past_output(spec, x_shape, w_shape):
@@ -1240,14 +1245,15 @@ def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:
 
 
 def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
-    """Whether this dense convolution from one input channel (a depthwise one with a
-    channel multiplier, as one group) has at most `SINGLE_INPUT_SHIFT_MAX_PRODUCTS`
-    products per input position (``taps * C_out``; in 3-D
-    `SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D`), more than one tap and an undilated input,
-    where `choose` runs its value by shift-and-add, and in 1-D and 2-D with at most
-    `SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS` its derivatives too (else the
-    rules'). XLA's CPU convolution from one channel runs at 1-2 GFLOP/s: a random
-    layer, 5x5 1->1 @224 batch 8 channels-last, ran 23.6 ms forward, PyTorch 4.1.
+    """Whether this dense convolution from one input channel (a depthwise one with a channel
+    multiplier, as one group) has at most `SINGLE_INPUT_SHIFT_MAX_PRODUCTS` products per
+    input position (``taps * C_out``; in 3-D `SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D`), more
+    than one tap and an undilated input, where `choose` runs its value by shift-and-add,
+    and in 1-D and 2-D with at most `SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS` its
+    derivatives too (`_single_input_shift_derivatives`; else the rules', `matmul`'s
+    where `_single_input_derivatives_by_matmul` says). XLA's CPU convolution from one
+    channel runs at 1-2 GFLOP/s: a random layer, 5x5 1->1 @224 batch 8 channels-last,
+    ran 23.6 ms forward, PyTorch 4.1.
 
     Against the rules before (AMD EPYC, AVX2, one malloc arena, 5-7 interleaved runs,
     2026-12-05, `/tmp/s53/grid.py`; padding k // 2, batch 8 unless said;
@@ -1280,6 +1286,17 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
         and 1 < taps
         and taps * w_shape[0] <= limit
         and all(d == 1 for d in spec.lhs_dilation)
+    )
+
+
+def _single_input_shift_derivatives(spec: ConvSpec, w_shape) -> bool:
+    """Whether `choose` runs the derivatives of this layer from one input channel by
+    shift too (see `_single_input_by_shift`)."""
+    products = math.prod(w_shape[2:]) * w_shape[0]
+    return (
+        _single_input_by_shift(spec, w_shape)
+        and spec.ndim <= 2
+        and products <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS
     )
 
 
@@ -1320,9 +1337,8 @@ def _single_input_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> boo
     taps = math.prod(w_shape[2:])
     if not 1 < taps <= SINGLE_INPUT_MATMUL_MAX_TAPS:
         return False
-    if _single_input_by_shift(spec, w_shape) and spec.ndim <= 2:
-        if taps * w_shape[0] <= SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS:
-            return False  # shift's own derivatives
+    if _single_input_shift_derivatives(spec, w_shape):
+        return False
     return w_shape[0] >= SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS or (
         _patch_elements(spec, x_shape, w_shape) <= SINGLE_INPUT_MATMUL_MAX_PATCHES
     )
@@ -1334,18 +1350,18 @@ def _patch_elements(spec: ConvSpec, x_shape, w_shape) -> int:
 
 
 def _single_input_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
-    """Whether this convolution from one input channel, which takes `matmul`'s
-    derivatives (`_single_input_derivatives_by_matmul`) and not shift's value
+    """Whether this convolution from one input channel, which takes `matmul`'s derivatives
+    (`_single_input_derivatives_by_matmul`) and not shift's value
     (`_single_input_by_shift`), takes `matmul`'s value too: to at least
     `SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS` channels with at most
     `SINGLE_INPUT_MATMUL_VALUE_MAX_PATCHES` patch elements. Forward against the rules
     (the measurement of `_single_input_derivatives_by_matmul`): 0.84-3.8x on 21 layers
     (geometric mean 1.85x; under 1x only on 3x3 dilation 2 to 128 @28 batch 4
     channels-last, 0.84x; 1-D k15 to 128-512 3.4-3.8x, a random 3-D 1->256 3x3x3
-    dilation 2 @16^3 batch 2 3.3-3.9x `lax`); training, against `matmul`'s derivatives
-    alone, 0.76-1.21x (geometric mean 1.01x). To fewer channels 0.22-3.2x on 24 layers,
-    and with more patch elements 0.33-2.6x on 15 (channels-last from 7M 0.33-0.50x on
-    all six)."""
+    dilation 2 @16^3 batch 2 3.3-3.9x `lax`, 3.5-4.8x in a second run); training,
+    against `matmul`'s derivatives alone, 0.76-1.21x (geometric mean 1.01x). To fewer
+    channels 0.22-3.2x on 24 layers, and with more patch elements 0.33-2.6x on 15
+    (channels-last from 7M 0.33-0.50x on all six)."""
     return (
         _single_input_derivatives_by_matmul(spec, x_shape, w_shape)
         and not _single_input_by_shift(spec, w_shape)
@@ -2097,9 +2113,11 @@ def _forward_jvp(spec: ConvSpec, names, primals, tangents):
     return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
-def choose_for(spec: ConvSpec, x: jax.Array, w: jax.Array, backend: str) -> tuple[str, str, str]:
-    """`choose` for these operands: on a mesh of several devices (`_common.split_mesh`),
-    XLA's convolution wherever the rules say FFT.
+def choose_for(
+    spec: ConvSpec, x: jax.Array, w: jax.Array, backend: str, nested: bool = False
+) -> tuple[str, str, str]:
+    """`choose` for these operands (``nested`` as there): on a mesh of several devices
+    (`_common.split_mesh`), XLA's convolution wherever the rules say FFT.
 
     XLA's partitioner splits no FFT, so `fft` runs each device's block inside
     ``jax.shard_map`` (`fft.device_split`); on 8 simulated CPU devices (2026-12-04,
@@ -2112,7 +2130,8 @@ def choose_for(spec: ConvSpec, x: jax.Array, w: jax.Array, backend: str) -> tupl
     ``Explicit`` axes) fails in its batching rule, and inside ``jax.shard_map`` over
     part of the mesh its gradients do not lower. XLA's convolution splits along every
     dim under every transformation, so `auto` keeps to it on a mesh."""
-    return without_fft_on_mesh(choose(spec, x.shape, w.shape, x.dtype, backend), x, w, "lax")
+    names = choose(spec, x.shape, w.shape, x.dtype, backend, nested)
+    return without_fft_on_mesh(names, x, w, "lax")
 
 
 def without_fft_on_mesh(names, x: jax.Array, w: jax.Array, instead: str) -> tuple[str, ...]:
@@ -2696,7 +2715,9 @@ def _run(
     backend = backend_name()
 
     def chosen(x_, w_, spec_):
-        name = choose_for(spec_, x_, w_, backend)[role]
+        # A convolution the layer was split into (or changed to), not the layer itself.
+        nested = spec_ != spec or x_.shape != x.shape or w_.shape != w.shape
+        name = choose_for(spec_, x_, w_, backend, nested)[role]
         # The whole layer (or one of its sub-pixel phases, or the one 2-D convolution a
         # (k, 1, 1) 3-D layer runs as), not the 2-D planes of a 3-D convolution nor one
         # group's part.

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import math
 import re
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -3152,6 +3153,8 @@ def test_single_input_channel_derivatives_by_matmul():
     assert rules((1, 1, 131, 259), (64, 1, 4, 4)) == (True, False)  # 2^19
     assert rules((1, 1, 132, 259), (64, 1, 4, 4)) == (False, False)
     assert rules((1, 1, 131, 259), (127, 1, 4, 4)) == (True, False)
+    assert rules((1, 1, 132, 259), (127, 1, 4, 4)) == (False, False)  # the channels' bound
+    assert rules((1, 1, 132, 259), (128, 1, 4, 4)) == (True, True)
     assert rules((2, 1, 259, 259), (128, 1, 4, 4)) == (True, True)  # 2^21
     assert rules((2, 1, 260, 259), (128, 1, 4, 4)) == (True, False)
     assert rules((16, 1, 224, 224), (1024, 1, 7, 7), padding=3) == (True, False)
@@ -3197,9 +3200,42 @@ def test_single_input_channel_derivatives_by_matmul_train_as_lax(
     mode, second derivatives and `vmap`."""
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=13)
     spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
-    by_matmul = _dispatch._single_input_derivatives_by_matmul(spec, x_shape, w_shape)
-    assert by_matmul == (not (channels_last and len(x_shape) == 3))
+    by_matmul = not (channels_last and len(x_shape) == 3)
+    assert _dispatch._single_input_derivatives_by_matmul(spec, x_shape, w_shape) == by_matmul
+    names = _dispatch.choose(spec, x_shape, w_shape, x.dtype, "cpu")
+    assert (names[1:] == ("matmul", "matmul")) == by_matmul
     trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "fname, x_shape, w_shape, kwargs, whole",
+    [
+        ("conv", (2, 1, 24, 24), (128, 1, 5, 5), dict(padding=2), True),  # the layer
+        # Its parts: a transposed layer's sub-pixel phases (each from one channel), a
+        # 3-D layer's 2-D planes (5x5x5, past the taps' bound; its planes within it).
+        ("conv_transpose", (8, 1, 16, 16), (1, 128, 4, 4), dict(stride=2, padding=1), False),
+        ("conv", (2, 1, 8, 8, 8), (64, 1, 5, 5, 5), dict(padding=2), False),
+    ],
+)
+def test_single_input_channel_rule_is_for_whole_layers(
+    fname, x_shape, w_shape, kwargs, whole, channels_last
+):
+    """The one-input-channel rule (`_dispatch._single_input_derivatives_by_matmul`)
+    changes the program of a whole layer from one channel, and not of a layer split into
+    convolutions from one channel (``nested`` in `_dispatch.choose`): those were not
+    measured (a transposed 1->128 4x4 stride-2 layer's phases by it trained 0.51x
+    channels-last)."""
+    x, w, conv = _layer(fname, x_shape, w_shape, kwargs, channels_last, seed=14)
+
+    def program():
+        jax.clear_caches()  # (jaxconv's inner `jax.jit` would keep the first trace)
+        return jax.jit(_relu_grad(conv, "auto")).lower(x, w).as_text()
+
+    with mock.patch.object(_dispatch, "_single_input_derivatives_by_matmul", lambda *a: False):
+        without = program()
+    assert (program() != without) == whole
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
