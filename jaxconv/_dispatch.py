@@ -1329,7 +1329,11 @@ def _single_input_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> boo
     0.60x and 0.70x, 1->128 k12 stride 4 0.69x; 11 interleaved runs), unstrided ones
     1.04-1.08x (2.4-2.5x on two that take 0.1-0.2 ms), so it keeps to the rules there.
     The value by `matmul` too went both ways (0.22-3.8x), so it stays the rules' but for
-    `_single_input_value_by_matmul`'s."""
+    `_single_input_value_by_matmul`'s. For whole layers only (`choose`'s ``nested``): a
+    transposed layer's sub-pixel phases, convolutions from one channel, took it there
+    too, and trained 0.51x and 0.64x channels-last by it (1->64 3x3 output padding 1
+    @32 and 1->128 4x4 @16, stride 2, batch 8; 1.09-1.14x channels-first; 9 interleaved
+    runs)."""
     if spec.groups != 1 or w_shape[1] != 1 or any(d != 1 for d in spec.lhs_dilation):
         return False
     if spec.ndim == 1 and spec.channels_last:
