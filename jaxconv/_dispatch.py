@@ -366,8 +366,7 @@ def choose(
         # rules changed (96->128 @6 2.6x, 2.3x; 128 @5 1.7x, 1.7x), once 0.83x through a
         # ReLU (0.98x in a 21-run rerun). Not on larger outputs: ASPP's 3x3 dilation 12-18
         # on 33x33 maps trained 0.41-0.53x by matmul.
-        out = spec.out_spatial(x_shape[2:], w_shape[2:])
-        patches = x_shape[0] * math.prod(out) * math.prod(w_shape[1:])
+        patches = _patch_elements(spec, x_shape, w_shape)  # (dense: C_in x taps per row)
         small = patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * w_shape[0]
         deep = min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS
         by_patches = small and deep and (not spec.channels_last or spec.ndim == 3)
