@@ -2671,6 +2671,40 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     )
 
 
+def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, role: int) -> bool:
+    """Whether `matmul.output_taps` runs ``spec`` (the ``layer``'s, or a part of it)
+    image by image (``per_image``): for the weight gradient, channels-first, not of a
+    transposed layer's sub-pixel phases (``layer`` input-dilated).
+
+    The weight gradient contracts the input (N, C_in, positions) with the output
+    gradient's shifted copies (N, taps * C_out, positions) over images and positions.
+    Taken whole, XLA first copies both positions-first (the input alone 4-34 MB on the
+    layers below); image by image, each image's positions are contracted where they lie
+    and the images summed. Found by a random sweep (`/tmp/s58/rand.py 3333`: 128->8 3x3
+    padding 1 @56 batch 8 channels-first trained at 0.65x `lax`, its weight gradient by
+    `output_taps` 24 ms against XLA's 12.6; now 1.72x `lax` in training). Image by image
+    against whole, 7 interleaved runs, AMD EPYC with AVX2, 2026-12-05: 128->8 3x3 @56
+    batch 4 / 8 the weight gradient 2.76x / 2.72x, training 1.50x / 2.06x; 5x5 128->8
+    dilation 2 @32 batch 8 1.94x / 1.41x; 256->3 @64 batch 8 3.07x / 1.26x; the weight
+    gradient of 1-D k7 256->2 @1000 batch 8 2.46x (`/tmp/s58/togr.py`). Over random
+    layers the weight gradient takes (`/tmp/s58/gen.py` `gen59`: 1-3-D, 1-512 -> 1-8
+    channels, batch 1-32, dilations 1-2, 7 interleaved runs, `force.py`), two draws of
+    40 layers (34 not transposed), weight gradient / training: geometric means 1.65x /
+    1.08x and 1.56x / 1.12x; under 0.9x in training on small maps with kernels of 25-49
+    taps (256->8 7x7 dilation 2 @16 batch 2 0.63x and 0.81x, 128->1 7x7 @8 0.74x and
+    0.75x, 256->3 5x5 @8 batch 8 0.80x and 0.85x) and on layers whose times swung
+    between runs (2-D 64->2 @32 batch 32 0.40x twice, 1.04-1.30x in three more; 1-D
+    64->1 k5 @4096 batch 1 0.13x, then 1.22x). Not a transposed layer's phases: DCGAN's
+    64->3 4x4 stride 2 @32 at batch 4-32 trained 0.31-0.82x image by image (its phases'
+    products 12 x 64 per image), and four of five other transposed layers 0.44-0.97x.
+    Channels-last the input is positions-first already."""
+    return (
+        role == WEIGHT_GRADIENT
+        and not spec.channels_last
+        and all(d == 1 for d in layer.lhs_dilation)
+    )
+
+
 def _transposed_value(ct: jax.Array, w_t: jax.Array, t_spec: ConvSpec) -> jax.Array:
     """`auto`'s value of the transposed convolution ``t_spec`` (for
     `_strided_input_gradient_stacked` and `_strided_input_gradient_phases`)."""
@@ -2753,7 +2787,8 @@ def _run(
             and (whole or (group_part and spec_.channels_last))
             and _output_taps(spec_, x_.shape, w_.shape, role)
         ):
-            return matmul_impl.output_taps(x_, w_, spec_)
+            per_image = _output_taps_per_image(spec, spec_, role)
+            return matmul_impl.output_taps(x_, w_, spec_, per_image)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):
             return _in_float32(chosen, x_, w_, spec_)
         if (

@@ -3984,20 +3984,31 @@ def test_per_image_patches_weight_gradient(x_shape, w_shape, kwargs, channels_la
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, jnp.bfloat16])
+@pytest.mark.parametrize("per_image", [False, True])
 def test_output_taps(
-    x_shape, w_shape, stride, padding, lhs_dilation, rhs_dilation, groups, channels_last, dtype
+    x_shape,
+    w_shape,
+    stride,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    groups,
+    channels_last,
+    dtype,
+    per_image,
 ):
     """`matmul.output_taps` (every tap's products at once, then shifted and summed) is
     the convolution on canonical arrays, and its transposes are the input and weight
     gradients, whatever the stride, padding (cropping included), dilation, input
-    dilation, groups, layout flag, batch (empty too) and number of spatial dims;
-    bfloat16 accumulated in float32."""
+    dilation, groups, layout flag, batch (empty too) and number of spatial dims, with
+    the product taken image by image or not; bfloat16 accumulated in float32."""
 
     spec = _spec.ConvSpec(
         stride, padding, lhs_dilation, rhs_dilation, groups, None, channels_last=channels_last
     )
     x, w, ct, want = lax_float64(x_shape, w_shape, spec, dtype, seed=3)
-    (got,) = values_and_vjps([lambda a, b: matmul_impl.output_taps(a, b, spec)], (x, w), ct)
+    run = functools.partial(matmul_impl.output_taps, spec=spec, per_image=per_image)
+    (got,) = values_and_vjps([run], (x, w), ct)
     assert_near_float64(got, want, dtype)
 
 
@@ -4353,6 +4364,57 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
     # role: only its groups keep it off above.
     dense = _spec.ConvSpec(stride, ((1, 1), (1, 1)), (1, 1), (1, 1), 1, None)
     assert _dispatch._output_taps(dense, (2, 64, 16, 16), (2, 64, 3, 3), role)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "op, x_shape, w_shape, kwargs, channels_last, calls_at_least, per_image",
+    [
+        # 128->8 3x3: the value and the weight gradient by `output_taps`, the latter per
+        # image channels-first.
+        ("conv2d", (2, 128, 10, 10), (8, 128, 3, 3), {"padding": 1}, False, 2, 1),
+        ("conv2d", (2, 128, 10, 10), (8, 128, 3, 3), {"padding": 1}, True, 1, 0),
+        # A stride-1 transposed layer is one convolution (its kernel flipped): per image.
+        ("conv_transpose2d", (2, 128, 8, 8), (128, 1, 3, 3), {}, False, 2, 1),
+        # 64->1 4x4 stride 2 transposed: the weight gradients of its four phases (2x2)
+        # by `output_taps`, not per image.
+        (
+            "conv_transpose2d",
+            (2, 64, 8, 8),
+            (64, 1, 4, 4),
+            {"stride": 2, "padding": 1},
+            False,
+            4,
+            0,
+        ),
+        # 1-D 256->2 k7: every role by `output_taps`, the weight gradient's per image.
+        ("conv1d", (2, 256, 40), (2, 256, 7), {"padding": 3}, False, 3, 1),
+    ],
+)
+def test_output_taps_weight_gradient_per_image(
+    monkeypatch, op, x_shape, w_shape, kwargs, channels_last, calls_at_least, per_image
+):
+    """Channels-first, `auto` runs the weight gradient's `matmul.output_taps` image by
+    image (``per_image``, `_dispatch._output_taps_per_image`), the value and the input
+    gradient not, nor the weight gradient channels-last or of a transposed layer's
+    sub-pixel phases; the gradients are `lax`'s."""
+    calls = []
+    original = matmul_impl.output_taps
+
+    def spy(x, w, spec, per_image=False):
+        calls.append(per_image)
+        return original(x, w, spec, per_image)
+
+    monkeypatch.setattr(matmul_impl, "output_taps", spy)
+    x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=4)
+    ct = cotangent(conv("lax"), x, w)
+    jax.clear_caches()
+    (got,) = values_and_vjps([conv("auto")], (x, w), ct)
+    assert len(calls) >= calls_at_least and sum(calls) == per_image
+    (expected,) = values_and_vjps([conv("lax")], (x, w), ct)
+    for a, b in zip(got, expected, strict=True):
+        scale = float(np.max(np.abs(b)))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5 * scale)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")

@@ -501,7 +501,7 @@ def pointwise_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sha
 OUTPUT_TAPS_CHUNK = 4
 
 
-def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec, per_image: bool = False) -> jax.Array:
     """The canonical convolution as one product to ``taps * C_out`` channels, every
     input position multiplied by every tap's weight, then each output the sum of the
     products its taps meet, shifted (zero where a tap meets the padding):
@@ -517,7 +517,8 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     output gradient's shifted copies stacked, times the weight) and the weight gradient
     (the input times them) transpose to products of the same shape. Input dilation
     (a transposed convolution's stride) spreads each tap's products apart before the
-    shift, so the products are taken at the input's own positions."""
+    shift, so the products are taken at the input's own positions. ``per_image``
+    (channels-first only) takes the product image by image."""
     n, c = x.shape[:2]
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
@@ -540,10 +541,27 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         base = 1  # the first spatial axis of one tap's (N, *S, G, C_out/G)
     else:
         # (G, taps * C_out/G, C_in/G) @ (N, G, C_in/G, *S) -> (N, taps, G, C_out/G, *S)
-        xs = x.reshape((n, g, c_in_g, *spatial))
-        z = jnp.einsum(
-            "ngi...,gitc->ntgc...", xs, wt, precision=spec.precision, preferred_element_type=acc
-        )
+        if per_image:
+            # Image by image (w broadcast along the batch): one product per image, whose
+            # transpose along w contracts each image's positions where they lie, then sums
+            # the images, with no copy of the input nor of the output gradient's shifted
+            # copies put positions-first (see `_dispatch._output_taps_per_image`).
+            c_out_g = c_out // g
+            xs = x.reshape((n, g, c_in_g, math.prod(spatial)))
+            wt = jnp.swapaxes(wt.reshape((g, c_in_g, taps * c_out_g)), 1, 2)
+            z = lax.dot_general(
+                jnp.broadcast_to(wt, (n, *wt.shape)),
+                xs,
+                (((3,), (2,)), ((0, 1), (0, 1))),
+                precision=spec.precision,
+                preferred_element_type=acc,
+            )  # (N, G, taps * C_out/G, positions)
+            z = jnp.moveaxis(z.reshape((n, g, taps, c_out_g, *spatial)), 2, 1)
+        else:
+            xs = x.reshape((n, g, c_in_g, *spatial))
+            z = jnp.einsum(
+                "ngi...,gitc->ntgc...", xs, wt, precision=spec.precision, preferred_element_type=acc
+            )
         base = 3  # of one tap's (N, G, C_out/G, *S)
     y = None
     # The taps sliced out of chunks of `OUTPUT_TAPS_CHUNK` split apart once: JAX
