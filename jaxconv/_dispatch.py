@@ -2671,37 +2671,53 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     )
 
 
-def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, role: int) -> bool:
-    """Whether `matmul.output_taps` runs ``spec`` (the ``layer``'s, or a part of it)
-    image by image (``per_image``): for the weight gradient, channels-first, not of a
-    transposed layer's sub-pixel phases (``layer`` input-dilated).
+# `_output_taps_per_image` with at least this many times as many positions per image as
+# products per position.
+OUTPUT_TAPS_PER_IMAGE_MIN_RATIO = 2
 
-    The weight gradient contracts the input (N, C_in, positions) with the output
-    gradient's shifted copies (N, taps * C_out, positions) over images and positions.
-    Taken whole, XLA first copies both positions-first (the input alone 4-34 MB on the
-    layers below); image by image, each image's positions are contracted where they lie
-    and the images summed. Found by a random sweep (`/tmp/s58/rand.py 3333`: 128->8 3x3
-    padding 1 @56 batch 8 channels-first trained at 0.65x `lax`, its weight gradient by
-    `output_taps` 24 ms against XLA's 12.6; now 1.72x `lax` in training). Image by image
-    against whole, 7 interleaved runs, AMD EPYC with AVX2, 2026-12-05: 128->8 3x3 @56
-    batch 4 / 8 the weight gradient 2.76x / 2.72x, training 1.50x / 2.06x; 5x5 128->8
-    dilation 2 @32 batch 8 1.94x / 1.41x; 256->3 @64 batch 8 3.07x / 1.26x; the weight
-    gradient of 1-D k7 256->2 @1000 batch 8 2.46x (`/tmp/s58/togr.py`). Over random
-    layers the weight gradient takes (`/tmp/s58/gen.py` `gen59`: 1-3-D, 1-512 -> 1-8
-    channels, batch 1-32, dilations 1-2, 7 interleaved runs, `force.py`), two draws of
-    40 layers (34 not transposed), weight gradient / training: geometric means 1.65x /
-    1.08x and 1.56x / 1.12x; under 0.9x in training on small maps with kernels of 25-49
-    taps (256->8 7x7 dilation 2 @16 batch 2 0.63x and 0.81x, 128->1 7x7 @8 0.74x and
-    0.75x, 256->3 5x5 @8 batch 8 0.80x and 0.85x) and on layers whose times swung
-    between runs (2-D 64->2 @32 batch 32 0.40x twice, 1.04-1.30x in three more; 1-D
-    64->1 k5 @4096 batch 1 0.13x, then 1.22x). Not a transposed layer's phases: DCGAN's
-    64->3 4x4 stride 2 @32 at batch 4-32 trained 0.31-0.82x image by image (its phases'
-    products 12 x 64 per image), and four of five other transposed layers 0.44-0.97x.
+
+def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
+    """Whether `matmul.output_taps` runs ``spec`` (the ``layer``'s, or a part of it)
+    image by image (``per_image``): the value and the weight gradient, channels-first,
+    not of a transposed layer's sub-pixel phases (``layer`` input-dilated), with at
+    least `OUTPUT_TAPS_PER_IMAGE_MIN_RATIO` times as many positions per image as
+    products per position (``taps * C_out``).
+
+    The value multiplies the input (N, C_in, positions) by the weight, and the weight
+    gradient contracts the input with the output gradient's shifted copies (N, taps *
+    C_out, positions) over images and positions. Taken whole, XLA first copies the input
+    positions-first (4-34 MB on the layers below), and for the weight gradient the
+    shifted copies too; image by image, each image's product reads them where they lie
+    (the weight broadcast along the batch, whose transpose sums the images' products).
+    Found by a random sweep (`/tmp/s58/rand.py 3333`: 128->8 3x3 padding 1 @56 batch 8
+    channels-first trained at 0.65x `lax`, its weight gradient by `output_taps` 24 ms
+    against XLA's 12.6; 1.72x `lax` with the weight gradient image by image). Image by
+    image against whole, 7-11 interleaved runs, AMD EPYC with AVX2, 2026-12-05
+    (`/tmp/s58/togr.py`, `force.py`): the weight gradient of 128->8 3x3 @56 batch 4 / 8
+    2.76x / 2.72x (training 1.50x / 2.06x), 5x5 128->8 dilation 2 @32 batch 8 1.94x,
+    256->3 @64 batch 8 3.07x, 1-D k7 256->2 @1000 batch 8 2.46x; the value of 64->1 @128
+    batch 8 4.72x, 256->3 @64 batch 8 4.26x, 3x3 stride 2 64->3 @64 1.37x. Over random
+    layers that `output_taps` takes (`/tmp/s58/gen.py`: `gen59`, two draws of 40 layers,
+    34 not transposed, and the same 40 with the value whole, for the weight gradient;
+    `gen60`, two draws of 40 layers, for the value; 1-3-D, 1-512 -> 1-32 channels, batch
+    1-32, strides 1-2, dilations 1-2; geometric means): with the bound, the weight
+    gradient 1.67x over 95 rows (0.70-4.8x; training 1.17x), the value 1.27x over 59
+    (0.64-2.8x; the value with both gradients 1.02x over 26). Below the bound (small
+    maps against many products) the weight gradient 0.93x over 8 rows (256->8 7x7
+    dilation 2 @16 batch 2 0.42x and 0.51x, 256->3 5x5 @8 batch 8 0.76x and 0.82x,
+    training 0.63-0.84x there; 32 images of 256->2 5x5 @8 2.1-2.2x) and the value 0.90x
+    over 5 (32 images of 512->16 3x3 @8 0.61x, then 0.49x in 11 runs). Not a transposed
+    layer's phases: DCGAN's 64->3 4x4 stride 2 @32 at batch 4-32 trained 0.31-0.82x with
+    the weight gradient image by image (its phases' products 12 x 64 per image), four of
+    five other transposed layers 0.44-0.97x, and five of six of their values 0.80-0.96x.
+    Nor the input gradient: the 1-D one (k7 256->2) ran 0.61x image by image.
     Channels-last the input is positions-first already."""
+    products = math.prod(w_shape[2:]) * w_shape[0]  # per position (dense layers only)
     return (
-        role == WEIGHT_GRADIENT
+        role != INPUT_GRADIENT
         and not spec.channels_last
         and all(d == 1 for d in layer.lhs_dilation)
+        and math.prod(x_shape[2:]) >= OUTPUT_TAPS_PER_IMAGE_MIN_RATIO * products
     )
 
 
@@ -2787,7 +2803,7 @@ def _run(
             and (whole or (group_part and spec_.channels_last))
             and _output_taps(spec_, x_.shape, w_.shape, role)
         ):
-            per_image = _output_taps_per_image(spec, spec_, role)
+            per_image = _output_taps_per_image(spec, spec_, x_.shape, w_.shape, role)
             return matmul_impl.output_taps(x_, w_, spec_, per_image)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):
             return _in_float32(chosen, x_, w_, spec_)

@@ -4368,16 +4368,18 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
-    "op, x_shape, w_shape, kwargs, channels_last, calls_at_least, per_image",
+    "op, x_shape, w_shape, kwargs, channels_last, calls_at_least, whole",
     [
-        # 128->8 3x3: the value and the weight gradient by `output_taps`, the latter per
-        # image channels-first.
-        ("conv2d", (2, 128, 10, 10), (8, 128, 3, 3), {"padding": 1}, False, 2, 1),
-        ("conv2d", (2, 128, 10, 10), (8, 128, 3, 3), {"padding": 1}, True, 1, 0),
+        # 128->8 3x3: the value and the weight gradient by `output_taps`, per image
+        # channels-first with twice as many positions per image as products (72), whole
+        # channels-last (the weight gradient alone there) or with fewer positions.
+        ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, False, 2, 0),
+        ("conv2d", (2, 128, 12, 11), (8, 128, 3, 3), {"padding": 1}, False, 2, None),
+        ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, True, 1, None),
         # A stride-1 transposed layer is one convolution (its kernel flipped): per image.
-        ("conv_transpose2d", (2, 128, 8, 8), (128, 1, 3, 3), {}, False, 2, 1),
+        ("conv_transpose2d", (2, 128, 8, 8), (128, 1, 3, 3), {}, False, 2, 0),
         # 64->1 4x4 stride 2 transposed: the weight gradients of its four phases (2x2)
-        # by `output_taps`, not per image.
+        # by `output_taps`, whole.
         (
             "conv_transpose2d",
             (2, 64, 8, 8),
@@ -4385,19 +4387,19 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
             {"stride": 2, "padding": 1},
             False,
             4,
-            0,
+            None,
         ),
-        # 1-D 256->2 k7: every role by `output_taps`, the weight gradient's per image.
+        # 1-D 256->2 k7: every role by `output_taps`, the input gradient's whole.
         ("conv1d", (2, 256, 40), (2, 256, 7), {"padding": 3}, False, 3, 1),
     ],
 )
-def test_output_taps_weight_gradient_per_image(
-    monkeypatch, op, x_shape, w_shape, kwargs, channels_last, calls_at_least, per_image
+def test_output_taps_per_image(
+    monkeypatch, op, x_shape, w_shape, kwargs, channels_last, calls_at_least, whole
 ):
-    """Channels-first, `auto` runs the weight gradient's `matmul.output_taps` image by
-    image (``per_image``, `_dispatch._output_taps_per_image`), the value and the input
-    gradient not, nor the weight gradient channels-last or of a transposed layer's
-    sub-pixel phases; the gradients are `lax`'s."""
+    """Channels-first, `auto` runs `matmul.output_taps`' value and weight gradient image
+    by image (``per_image``, `_dispatch._output_taps_per_image`), its input gradient
+    whole, and every role whole channels-last and in a transposed layer's sub-pixel
+    phases (``whole`` calls, None for all); the value and gradients are `lax`'s."""
     calls = []
     original = matmul_impl.output_taps
 
@@ -4410,7 +4412,8 @@ def test_output_taps_weight_gradient_per_image(
     ct = cotangent(conv("lax"), x, w)
     jax.clear_caches()
     (got,) = values_and_vjps([conv("auto")], (x, w), ct)
-    assert len(calls) >= calls_at_least and sum(calls) == per_image
+    assert len(calls) >= calls_at_least
+    assert calls.count(False) == (len(calls) if whole is None else whole)
     (expected,) = values_and_vjps([conv("lax")], (x, w), ct)
     for a, b in zip(got, expected, strict=True):
         scale = float(np.max(np.abs(b)))

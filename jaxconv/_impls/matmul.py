@@ -542,10 +542,11 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec, per_image: bool = Fa
     else:
         # (G, taps * C_out/G, C_in/G) @ (N, G, C_in/G, *S) -> (N, taps, G, C_out/G, *S)
         if per_image:
-            # Image by image (w broadcast along the batch): one product per image, whose
-            # transpose along w contracts each image's positions where they lie, then sums
-            # the images, with no copy of the input nor of the output gradient's shifted
-            # copies put positions-first (see `_dispatch._output_taps_per_image`).
+            # Image by image (w broadcast along the batch): one product per image, which
+            # reads the image's positions where they lie, as does its transpose along w
+            # (then the images' sum), with no copy of the input nor of the output
+            # gradient's shifted copies put positions-first (see
+            # `_dispatch._output_taps_per_image`).
             c_out_g = c_out // g
             xs = x.reshape((n, g, c_in_g, math.prod(spatial)))
             wt = jnp.swapaxes(wt.reshape((g, c_in_g, taps * c_out_g)), 1, 2)
