@@ -2721,6 +2721,34 @@ def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, ro
     )
 
 
+def _output_taps_input_gradient_by_patches(spec: ConvSpec) -> bool:
+    """Whether the input gradient `_output_taps` takes runs instead as `matmul`'s
+    patches product on the cotangent (the input gradient's own convolution,
+    `_derivatives.input_term_direct`; `_output_taps` takes no input-dilated layer, whose
+    input gradient has no such form): channels-first.
+
+    `output_taps`' input gradient, the transpose of its value, stacks the output
+    gradient's shifted copies and multiplies them by the weight over every image at
+    once, which XLA lays out positions-first and back (the copies, then the result);
+    `matmul` on the cotangent builds its patches in batch chunks that fit in cache
+    (`matmul.forward`). Found after the per-image value and weight gradient
+    (`_output_taps_per_image`), whose input gradient ran 0.61x image by image. `matmul`
+    against `output_taps`, the input gradient / the value with both gradients, 7
+    interleaved runs, AMD EPYC with AVX2, 2026-12-05 (`/tmp/s58/togr.py`): 1-D k7 256->2
+    @1000 batch 8 3.29x / 1.43x, k9 64->1 @4096 1.89x / 2.00x; 3x3 stride 2 64->3 @64
+    batch 8 2.04x / 1.38x, 256->1 @32 1.98x / 1.54x; 5x5 stride 2 64->2 @64 1.58x /
+    1.21x; 3-D stride 2 64->2 @16 3.50x / 1.67x; over 30 random such layers (`gen.py`
+    `gen61`: strided 1-3-D and unstrided 1-D, 16-512 -> 1-3 channels, batch 1-16) 2.09x
+    / 1.15x (geometric means; the input gradient 0.88-5.6x, training 0.61-1.79x, under
+    0.9x on six, which run again with 11 runs read 0.75x and 0.86x on two layers under
+    0.25 ms, 0.88x on 1-D k15 128->2 @256 batch 16 and 0.98-1.31x on the other three).
+    Channels-last (XLA's layout already positions-first): 1-D k3 256->3 @4096 0.81x /
+    0.95x, 3x3 stride 2 64->3 @64 1.62x / 0.94x: not taken. The auto-chosen value of the
+    transposed problem instead of `matmul`'s: 0.40-1.69x against `matmul`'s (five of
+    nine under 1x)."""
+    return not spec.channels_last
+
+
 def _transposed_value(ct: jax.Array, w_t: jax.Array, t_spec: ConvSpec) -> jax.Array:
     """`auto`'s value of the transposed convolution ``t_spec`` (for
     `_strided_input_gradient_stacked` and `_strided_input_gradient_phases`)."""
@@ -2803,6 +2831,8 @@ def _run(
             and (whole or (group_part and spec_.channels_last))
             and _output_taps(spec_, x_.shape, w_.shape, role)
         ):
+            if role == INPUT_GRADIENT and _output_taps_input_gradient_by_patches(spec_):
+                return _derivatives.input_term_direct(x_, w_, spec_, matmul_impl.forward)
             per_image = _output_taps_per_image(spec, spec_, x_.shape, w_.shape, role)
             return matmul_impl.output_taps(x_, w_, spec_, per_image)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):

@@ -3982,9 +3982,9 @@ def test_per_image_patches_weight_gradient(x_shape, w_shape, kwargs, channels_la
         ((1, 3, 2, 2), (1, 3, 3, 3), (1, 1), ((2, 2), (2, 2)), (1, 1), (1, 1), 1),  # past
     ],
 )
-@pytest.mark.parametrize("channels_last", [False, True])
+# Image by image channels-first only (channels-last ignores it).
+@pytest.mark.parametrize("channels_last, per_image", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("dtype", [np.float64, jnp.bfloat16])
-@pytest.mark.parametrize("per_image", [False, True])
 def test_output_taps(
     x_shape,
     w_shape,
@@ -4247,12 +4247,24 @@ def test_few_output_channels_by_output_taps(
     at most 32 from 8x as many with fewer products than input channels; the weight
     gradient unstrided from 16x the output channels and twice the products (any number
     of them to at most 8 channels); the input gradient strided (or 1-D), to at most 3
-    channels from 16x as many, with as few products as the value; not 1x1, nor a
+    channels from 16x as many, with as few products as the value (channels-first as
+    `matmul`'s patches on the cotangent); not 1x1, nor a
     grouped layer's groups where they run apart channels-first (channels-last each
     group's part, one call each). Values and both gradients equal lax's (float64), and
     so do forward mode, second derivatives and `vmap`."""
     roles = last if channels_last else first
     calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
+    # Channels-first the input gradient it takes runs as `matmul`'s patches on the
+    # cotangent instead: counted as a call.
+    by_patches = _dispatch._output_taps_input_gradient_by_patches
+
+    def patches(spec):
+        if by_patches(spec):
+            calls.append(spec)
+            return True
+        return False
+
+    monkeypatch.setattr(_dispatch, "_output_taps_input_gradient_by_patches", patches)
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     nd = len(x_shape) - 2
@@ -4368,16 +4380,16 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
-    "op, x_shape, w_shape, kwargs, channels_last, calls_at_least, whole",
+    "op, x_shape, w_shape, kwargs, channels_last, per_image, patches",
     [
         # 128->8 3x3: the value and the weight gradient by `output_taps`, per image
         # channels-first with twice as many positions per image as products (72), whole
-        # channels-last (the weight gradient alone there) or with fewer positions.
-        ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, False, 2, 0),
-        ("conv2d", (2, 128, 12, 11), (8, 128, 3, 3), {"padding": 1}, False, 2, None),
-        ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, True, 1, None),
+        # with fewer or channels-last (the weight gradient alone there).
+        ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, False, {0: 1, 2: 1}, []),
+        ("conv2d", (2, 128, 12, 11), (8, 128, 3, 3), {"padding": 1}, False, {0: 0, 2: 0}, []),
+        ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, True, {2: 0}, []),
         # A stride-1 transposed layer is one convolution (its kernel flipped): per image.
-        ("conv_transpose2d", (2, 128, 8, 8), (128, 1, 3, 3), {}, False, 2, 0),
+        ("conv_transpose2d", (2, 128, 8, 8), (128, 1, 3, 3), {}, False, {0: 1, 2: 1}, []),
         # 64->1 4x4 stride 2 transposed: the weight gradients of its four phases (2x2)
         # by `output_taps`, whole.
         (
@@ -4386,34 +4398,54 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
             (64, 1, 4, 4),
             {"stride": 2, "padding": 1},
             False,
-            4,
-            None,
+            {2: 0},
+            [],
         ),
-        # 1-D 256->2 k7: every role by `output_taps`, the input gradient's whole.
-        ("conv1d", (2, 256, 40), (2, 256, 7), {"padding": 3}, False, 3, 1),
+        # 1-D 256->2 k7 and 3x3 stride 2 64->3: the input gradient by `matmul`'s patches
+        # on the cotangent channels-first, by `output_taps` channels-last (the strided
+        # layer's weight gradient is its space-to-depth fold's, unstrided).
+        ("conv1d", (2, 256, 40), (2, 256, 7), {"padding": 3}, False, {0: 1, 2: 1}, [True]),
+        ("conv1d", (2, 256, 40), (2, 256, 7), {"padding": 3}, True, {1: 0, 2: 0}, [False]),
+        (
+            "conv2d",
+            (2, 64, 16, 16),
+            (3, 64, 3, 3),
+            {"stride": 2, "padding": 1},
+            False,
+            {0: 1, 2: 1},
+            [True],
+        ),
     ],
 )
 def test_output_taps_per_image(
-    monkeypatch, op, x_shape, w_shape, kwargs, channels_last, calls_at_least, whole
+    monkeypatch, op, x_shape, w_shape, kwargs, channels_last, per_image, patches
 ):
-    """Channels-first, `auto` runs `matmul.output_taps`' value and weight gradient image
-    by image (``per_image``, `_dispatch._output_taps_per_image`), its input gradient
-    whole, and every role whole channels-last and in a transposed layer's sub-pixel
-    phases (``whole`` calls, None for all); the value and gradients are `lax`'s."""
-    calls = []
-    original = matmul_impl.output_taps
+    """Where `auto` takes `matmul.output_taps` for a role, channels-first it runs the
+    value and the weight gradient image by image (``per_image``,
+    `_dispatch._output_taps_per_image`; ``per_image`` maps each role `output_taps` runs
+    to whether it does so image by image) and the input gradient as `matmul`'s patches
+    on the cotangent (`_dispatch._output_taps_input_gradient_by_patches`, whose answers
+    are ``patches``); channels-last, with few positions per image, and in a transposed
+    layer's sub-pixel phases, whole. The value and gradients are `lax`'s."""
+    runs, by_patches = [], []
+    for name, seen in [
+        ("_output_taps_per_image", runs),
+        ("_output_taps_input_gradient_by_patches", by_patches),
+    ]:
+        original = getattr(_dispatch, name)
 
-    def spy(x, w, spec, per_image=False):
-        calls.append(per_image)
-        return original(x, w, spec, per_image)
+        def spy(*args, original=original, seen=seen):
+            answer = original(*args)
+            seen.append((args[-1], answer) if seen is runs else answer)
+            return answer
 
-    monkeypatch.setattr(matmul_impl, "output_taps", spy)
+        monkeypatch.setattr(_dispatch, name, spy)
     x, w, conv = _layer(op, x_shape, w_shape, kwargs, channels_last, seed=4)
     ct = cotangent(conv("lax"), x, w)
     jax.clear_caches()
     (got,) = values_and_vjps([conv("auto")], (x, w), ct)
-    assert len(calls) >= calls_at_least
-    assert calls.count(False) == (len(calls) if whole is None else whole)
+    assert set(runs) == {(role, bool(answer)) for role, answer in per_image.items()}
+    assert sorted(set(by_patches)) == patches
     (expected,) = values_and_vjps([conv("lax")], (x, w), ct)
     for a, b in zip(got, expected, strict=True):
         scale = float(np.max(np.abs(b)))
@@ -4445,10 +4477,11 @@ def test_few_output_channels_in_half_precision(monkeypatch, retrace, dtype, chan
     (got,) = values_and_vjps([conv("auto")], half[:2], half[2])
     wide = [a.astype(np.float32) for a in half]
     (want,) = values_and_vjps([conv("lax")], wide[:2], wide[2])
-    # The value (channels-first only: from 64 channels), the strided input gradient and
-    # the weight gradient of the layer's space-to-depth fold (unstrided; see
-    # `_dispatch._space_to_depth_weight_gradient`).
-    assert len(calls) == (2 if channels_last else 3)
+    # Channels-first the value (from 64 channels) and the weight gradient of the layer's
+    # space-to-depth fold (unstrided; see `_dispatch._space_to_depth_weight_gradient`),
+    # the strided input gradient by `matmul`'s patches on the cotangent; channels-last
+    # the input gradient and that weight gradient.
+    assert len(calls) == 2
     for a, b in zip(got, want, strict=True):
         assert a.dtype == dtype
         b = np.asarray(b, np.float32)
