@@ -2494,6 +2494,9 @@ OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT = 8
 OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS = 3
 OUTPUT_TAPS_MAX_VALUE_STRIDE = 3
 OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS = 36
+# `_output_taps_per_image` with at least this many times as many positions per image as
+# products per position.
+OUTPUT_TAPS_PER_IMAGE_MIN_RATIO = 2
 
 
 def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
@@ -2671,11 +2674,6 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     )
 
 
-# `_output_taps_per_image` with at least this many times as many positions per image as
-# products per position.
-OUTPUT_TAPS_PER_IMAGE_MIN_RATIO = 2
-
-
 def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether `matmul.output_taps` runs ``spec`` (the ``layer``'s, or a part of it)
     image by image (``per_image``): the value and the weight gradient, channels-first,
@@ -2690,28 +2688,31 @@ def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, ro
     shifted copies too; image by image, each image's product reads them where they lie
     (the weight broadcast along the batch, whose transpose sums the images' products).
     Found by a random sweep (`/tmp/s58/rand.py 3333`: 128->8 3x3 padding 1 @56 batch 8
-    channels-first trained at 0.65x `lax`, its weight gradient by `output_taps` 24 ms
-    against XLA's 12.6; 1.72x `lax` with the weight gradient image by image). Image by
-    image against whole, 7-11 interleaved runs, AMD EPYC with AVX2, 2026-12-05
-    (`/tmp/s58/togr.py`, `force.py`): the weight gradient of 128->8 3x3 @56 batch 4 / 8
-    2.76x / 2.72x (training 1.50x / 2.06x), 5x5 128->8 dilation 2 @32 batch 8 1.94x,
-    256->3 @64 batch 8 3.07x, 1-D k7 256->2 @1000 batch 8 2.46x; the value of 64->1 @128
-    batch 8 4.72x, 256->3 @64 batch 8 4.26x, 3x3 stride 2 64->3 @64 1.37x. Over random
-    layers that `output_taps` takes (`/tmp/s58/gen.py`: `gen59`, two draws of 40 layers,
-    34 not transposed, and the same 40 with the value whole, for the weight gradient;
-    `gen60`, two draws of 40 layers, for the value; 1-3-D, 1-512 -> 1-32 channels, batch
-    1-32, strides 1-2, dilations 1-2; geometric means): with the bound, the weight
-    gradient 1.67x over 95 rows (0.70-4.8x; training 1.17x), the value 1.27x over 59
-    (0.64-2.8x; the value with both gradients 1.02x over 26). Below the bound (small
-    maps against many products) the weight gradient 0.93x over 8 rows (256->8 7x7
-    dilation 2 @16 batch 2 0.42x and 0.51x, 256->3 5x5 @8 batch 8 0.76x and 0.82x,
-    training 0.63-0.84x there; 32 images of 256->2 5x5 @8 2.1-2.2x) and the value 0.90x
-    over 5 (32 images of 512->16 3x3 @8 0.61x, then 0.49x in 11 runs). Not a transposed
-    layer's phases: DCGAN's 64->3 4x4 stride 2 @32 at batch 4-32 trained 0.31-0.82x with
-    the weight gradient image by image (its phases' products 12 x 64 per image), four of
-    five other transposed layers 0.44-0.97x, and five of six of their values 0.80-0.96x.
-    Nor the input gradient: the 1-D one (k7 256->2) ran 0.61x image by image.
-    Channels-last the input is positions-first already."""
+    channels-first trained at 0.65x `lax`, 41.3 ms against `lax`'s 26.7, its weight
+    gradient by `output_taps` 24 ms against XLA's 12.6; with the weight gradient image
+    by image 1.72x `lax`, and with the value too and the input gradient by
+    `_output_taps_input_gradient_by_patches`, 1.90x, 1.86x with the value kept, batch 4
+    2.59x). Image by image against whole, 7-11 interleaved runs, AMD EPYC with AVX2,
+    2026-12-05 (`/tmp/s58/togr.py`, `force.py`): the weight gradient of 128->8 3x3 @56
+    batch 4 / 8 2.76x / 2.72x (training 1.50x / 2.06x), 5x5 128->8 dilation 2 @32 batch
+    8 1.94x, 256->3 @64 batch 8 3.07x, 1-D k7 256->2 @1000 batch 8 2.46x; the value of
+    64->1 @128 batch 8 4.72x, 256->3 @64 batch 8 4.26x, 3x3 stride 2 64->3 @64 1.37x.
+    Over random layers that `output_taps` takes (`/tmp/s58/gen.py`: for the weight
+    gradient `gen59`, three runs over two draws of 40 layers, 35 and 34 of them not
+    transposed, 103 rows; for the value `gen60`, one run over each of two draws of 40,
+    64 rows not transposed; 1-3-D, 1-512 -> 1-32 channels, batch 1-32, strides 1-2,
+    dilations 1-2; geometric means): with the bound, the weight gradient 1.67x over 95
+    rows (0.70-4.8x; training 1.17x), the value 1.27x over 59 (0.64-2.8x; the value with
+    both gradients 1.02x over 26). Below the bound (small maps against many products)
+    the weight gradient 0.93x over 8 rows (256->8 7x7 dilation 2 @16 batch 2 0.42x and
+    0.51x, 256->3 5x5 @8 batch 8 0.76x and 0.82x, training 0.63-0.84x there; 32 images
+    of 256->2 5x5 @8 2.1-2.2x) and the value 0.90x over 5 (32 images of 512->16 3x3 @8
+    0.61x, then 0.49x in 11 runs). Not a transposed layer's phases: DCGAN's 64->3 4x4
+    stride 2 @32 at batch 4-32 trained 0.31-0.82x with the weight gradient image by
+    image (each phase's weight 12 products by 64 channels against 1024 positions, within
+    the bound), four of five other transposed layers 0.44-0.97x, and five of six of
+    their values 0.80-0.96x. Nor the input gradient: the 1-D one (k7 256->2) ran 0.61x
+    image by image. Channels-last the input is positions-first already."""
     products = math.prod(w_shape[2:]) * w_shape[0]  # per position (dense layers only)
     return (
         role != INPUT_GRADIENT

@@ -518,7 +518,8 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec, per_image: bool = Fa
     (the input times them) transpose to products of the same shape. Input dilation
     (a transposed convolution's stride) spreads each tap's products apart before the
     shift, so the products are taken at the input's own positions. ``per_image``
-    (channels-first only) takes the product image by image."""
+    takes the product image by image channels-first (channels-last it is ignored: the
+    input is positions-first already)."""
     n, c = x.shape[:2]
     c_out, c_in_g, *kernel = w.shape
     g = spec.groups
@@ -549,9 +550,9 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec, per_image: bool = Fa
             # `_dispatch._output_taps_per_image`).
             c_out_g = c_out // g
             xs = x.reshape((n, g, c_in_g, math.prod(spatial)))
-            wt = jnp.swapaxes(wt.reshape((g, c_in_g, taps * c_out_g)), 1, 2)
+            rows = jnp.swapaxes(wt.reshape((g, c_in_g, taps * c_out_g)), 1, 2)
             z = lax.dot_general(
-                jnp.broadcast_to(wt, (n, *wt.shape)),
+                jnp.broadcast_to(rows, (n, *rows.shape)),
                 xs,
                 (((3,), (2,)), ((0, 1), (0, 1))),
                 precision=spec.precision,
