@@ -94,6 +94,10 @@ POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS, SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS = 288, 100
 # ... in 3-D the value alone, with at most this many.
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D = 864
+# Dense 2-D layers from 2 to this many input channels, with at most the second's taps
+# and the third's multiply-adds per output position, run their value by shift-and-add
+# (see `_few_inputs_value_by_shift`).
+FEW_INPUTS_SHIFT_MAX_IN_CHANNELS, FEW_INPUTS_SHIFT_MAX_TAPS, FEW_INPUTS_SHIFT_MAX_MACS = 4, 25, 600
 # ... and the others from one input channel take `matmul`'s derivatives to at least this
 # many output channels, or with at most this many patch elements (see
 # `_single_input_derivatives_by_matmul`).
@@ -318,6 +322,14 @@ def choose(
     if _single_input_by_shift(spec, w_shape):
         few = _single_input_shift_derivatives(spec, w_shape)
         rules = ("shift",) * 3 if few else ("shift", *rules[1:])
+    if (
+        not nested
+        and rules[FORWARD] == "lax"
+        and jnp.dtype(dtype) == jnp.float32
+        and _few_inputs_value_by_shift(spec, w_shape)
+        and not _output_taps(spec, x_shape, w_shape, FORWARD)
+    ):
+        rules = ("shift", *rules[1:])
     if not nested and _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
         value = _single_input_value_by_matmul(spec, x_shape, w_shape)
         rules = ("matmul" if value else rules[FORWARD], "matmul", "matmul")
@@ -1284,6 +1296,46 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
         and w_shape[1] == 1
         and 1 < taps
         and taps * w_shape[0] <= limit
+        and all(d == 1 for d in spec.lhs_dilation)
+    )
+
+
+def _few_inputs_value_by_shift(spec: ConvSpec, w_shape) -> bool:
+    """Whether this whole 2-D layer's value runs by shift-and-add: dense, from 2 to
+    `FEW_INPUTS_SHIFT_MAX_IN_CHANNELS` (4) input channels, more than one and at most
+    `FEW_INPUTS_SHIFT_MAX_TAPS` taps, at most `FEW_INPUTS_SHIFT_MAX_MACS` multiply-adds
+    per output position (``taps * C_in * C_out``), no input dilation; `choose` takes it
+    for whole float32 layers whose value the rules leave to XLA's convolution (not
+    `_output_taps`', `matmul`'s first layers from RGB), the derivatives staying the
+    rules'. XLA's CPU convolution from so few channels runs at a few GFLOP/s
+    (`_single_input_by_shift` for one channel). Found by a random sweep
+    (`/tmp/s58/rand.py 3535`: 3->8 3x3 dilation 2 @224 batch 2 channels-first, forward
+    6.5 ms by XLA's convolution, PyTorch 0.67). `shift` against `auto` before, forward,
+    5 interleaved runs, AMD EPYC with AVX2, 2026-12-05 (`/tmp/s58/shiftgrid.py`,
+    `gen.py` `gen62(1, 30)`: dense 1-2-D layers from 2-8 channels to 2-64, 3x3-7x7,
+    strides 1-2, dilations 1-2, batch 1-8 @56-224, both layouts): on the ten 2-D layers
+    within these bounds 1.29-12.3x (2->8 3x3 @224 batch 4 channels-last 10.2x, 3->8
+    dilation 2 @224 9.5x, 5x5 3->8 @224 batch 8 4.5x, 3->16 @128 3.7x, 2->2 @56 batch 1
+    1.29x); with more multiply-adds 0.41-2.09x (8->16 3x3 stride 2 @224 channels-last
+    0.41x, 8->16 @112 0.98x, 3->32 @112 1.04x); 7x7 kernels 0.01-0.04x; 1-D 0.48-3.9x
+    (under 1x on three of nine): not those. With the rule against without over 16 random
+    2-D layers within the bounds from 2-8 channels (`gen62(2, 80)`, `togr.py`, 5 runs,
+    two runs): forward 1.21-34.9x on the eleven whose program it changed (4->2 5x5
+    dilation 2 @56 batch 4 21-35x, 3->8 5x5 dilation 2 @224 batch 8 9.0-9.5x, 3->8 3x3
+    @224 channels-last 4.4x), the value with both gradients 1.03-2.49x on the nine from
+    2-4 channels; but from 8 channels 8->4 3x3 stride 2 @224 batch 8 trained with the
+    value at 0.52x (9 runs, both layouts; forward 1.57x and 2.11x), and 8->8 @224 batch
+    1 gained 1.07-1.14x: hence at most 4 input channels. The other five rows, whose
+    program the rule leaves (`output_taps`' or `matmul`'s value), read 0.76-1.21x: this
+    machine's noise."""
+    c_out, c_in, *kernel = w_shape
+    taps = math.prod(kernel)
+    return (
+        spec.ndim == 2
+        and spec.groups == 1
+        and 2 <= c_in <= FEW_INPUTS_SHIFT_MAX_IN_CHANNELS
+        and 1 < taps <= FEW_INPUTS_SHIFT_MAX_TAPS
+        and taps * c_in * c_out <= FEW_INPUTS_SHIFT_MAX_MACS
         and all(d == 1 for d in spec.lhs_dilation)
     )
 

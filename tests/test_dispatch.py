@@ -151,7 +151,14 @@ def test_rgb_and_grey_first_layers_run_by_matmul():
     assert choose((2, 4, 32, 32), (32, 4, 3, 3), padding=1) == ("lax",) * 3  # 4 channels
     assert choose(x, (32, 3, 3, 3), padding=2, dilation=2) == ("lax",) * 3
     cl = dict(stride=2, padding=1, channels_last=True)
-    for c_out, value in [(16, "lax"), (17, "matmul"), (32, "matmul"), (35, "matmul"), (36, "lax")]:
+    # (to 16: shift's value, `_few_inputs_value_by_shift`)
+    for c_out, value in [
+        (16, "shift"),
+        (17, "matmul"),
+        (32, "matmul"),
+        (35, "matmul"),
+        (36, "lax"),
+    ]:
         assert choose(x_cl, (3, 3, 3, c_out), **cl) == (value, "lax", "lax")
     assert choose((2, 32, 3), (3, 3, 32), channels_last=True) == ("lax",) * 3  # 1-D
     # Their values and derivatives are XLA's convolution's.
@@ -3207,6 +3214,71 @@ def test_single_input_channel_derivatives_by_matmul_train_as_lax(
     trains_as_lax_float64(conv, x, w, check=True)
 
 
+def test_few_input_channels_value_by_shift():
+    """Dense 2-D layers from 2-4 input channels with 2-25 taps and at most 600
+    multiply-adds per output position run their value by shift-and-add, their
+    derivatives by the rules (`_dispatch._few_inputs_value_by_shift`), where the rules
+    leave the value to XLA's convolution; not from one channel
+    (`_single_input_by_shift`'s) nor five, not 1x1 nor 7x7, not past 600, not grouped,
+    input-dilated, 1-D or 3-D, not a part of a layer (``nested``), not in bfloat16, nor
+    where another rule takes the value (`output_taps` to few channels)."""
+    spec = _spec.conv_plan("conv", (2, 3, 16, 16), (8, 3, 3, 3), padding=1).spec
+    taken = _dispatch._few_inputs_value_by_shift
+    for w_shape, want in [
+        ((8, 3, 3, 3), True),
+        ((8, 2, 3, 3), True),
+        ((8, 4, 3, 3), True),
+        ((8, 5, 3, 3), False),  # five channels
+        ((24, 1, 3, 3), False),  # one channel
+        ((8, 3, 5, 5), True),  # 25 taps, 600 multiply-adds
+        ((9, 3, 5, 5), False),  # 675
+        ((4, 3, 7, 7), False),  # 49 taps
+        ((64, 3, 1, 1), False),  # one tap
+        ((67, 3, 3, 1), False),  # 603
+        ((66, 3, 3, 1), True),  # 594
+    ]:
+        assert taken(spec, w_shape) == want, w_shape
+    grouped = dataclasses.replace(spec, groups=2)
+    assert not taken(grouped, (8, 3, 3, 3))
+    dilated = dataclasses.replace(spec, lhs_dilation=(2, 2))
+    assert not taken(dilated, (8, 3, 3, 3))
+    one_d = _spec.conv_plan("conv", (2, 3, 64), (8, 3, 3), padding=1).spec
+    assert not taken(one_d, (8, 3, 3))
+    three_d = _spec.conv_plan("conv", (2, 3, 8, 8, 8), (4, 3, 3, 3, 3), padding=1).spec
+    assert not taken(three_d, (4, 3, 3, 3, 3))
+    # 4->8 (the rules' value XLA's; from 3 channels channels-first `matmul`'s, see
+    # `test_rgb_and_grey_first_layers_run_by_matmul`).
+    x_shape, w_shape = (2, 4, 16, 16), (8, 4, 3, 3)
+    names = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
+    assert names[0] == "shift" and "shift" not in names[1:]
+    assert _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu", True)[0] != "shift"
+    assert _dispatch.choose(spec, x_shape, w_shape, jnp.bfloat16, "cpu")[0] != "shift"
+    assert choose((2, 16, 16, 4), (3, 3, 4, 8), padding=1, channels_last=True)[0] == "shift"
+    assert choose((2, 3, 16, 16), (8, 3, 3, 3), padding=1)[0] == "matmul"
+    assert choose((2, 4, 16, 16), (2, 4, 3, 3), padding=1)[0] == "lax"  # `output_taps`'
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 3, 13, 12), (8, 3, 3, 3), dict(padding=2, dilation=2)),
+        ((1, 4, 11, 10), (4, 4, 5, 5), dict(stride=2, padding=1)),
+        ((2, 2, 9, 9), (16, 2, 3, 3), dict(padding="same")),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_few_input_channels_value_by_shift_trains_as_lax(
+    retrace, x_shape, w_shape, kwargs, channels_last
+):
+    """Layers whose value the few-input rule runs by shift: values and both gradients
+    equal lax's (float64), and so do forward mode, second derivatives and `vmap`."""
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=15)
+    spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
+    assert _dispatch._few_inputs_value_by_shift(spec, w_shape)
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -3530,8 +3602,9 @@ def test_auto_3d_depthwise_scanned_value_and_fft_derivatives():
     "x_shape, w_shape, kwargs, conv",
     [
         # Dense by XLA's convolution: value and both gradients in float32.
-        ((2, 5, 11, 10), (6, 5, 3, 3), dict(padding=1), jaxconv.conv),
-        ((2, 10, 11, 5), (3, 3, 5, 6), dict(padding=1, channels_last=True), jaxconv.conv),
+        # (5->16: past `_dispatch._few_inputs_value_by_shift`'s 600 multiply-adds.)
+        ((2, 5, 11, 10), (16, 5, 3, 3), dict(padding=1), jaxconv.conv),
+        ((2, 10, 11, 5), (3, 3, 5, 16), dict(padding=1, channels_last=True), jaxconv.conv),
         ((2, 4, 6, 10, 10), (4, 4, 3, 3, 3), dict(padding=1, stride=(1, 2, 2)), jaxconv.conv),
         # Transposed, to few channels: XLA's input-dilated convolution whole (the value
         # and the input gradient, `_dispatch._xla`), the weight gradient by phases.
