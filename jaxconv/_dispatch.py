@@ -235,6 +235,10 @@ TRANSPOSED_WHOLE_MIN_IN_CHANNELS_STACKED, TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_STA
 # on inputs of at most this many positions over the batch (see
 # `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL, TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL = 8, 400
+# ... but in 2-D, where each phase is a convolution of its own, only from at least this
+# many input channels on inputs of at most this many positions an image (see
+# `_transposed_value_whole`).
+TRANSPOSED_WHOLE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_MAX_POSITIONS = 32, 64 * 64
 # Dense 2-D convolutions from at most this many input channels (RGB and grey first
 # layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
 # and derivatives channels-first, the value alone channels-last with this many output
@@ -2041,7 +2045,21 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
         and c_in >= TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL * c_out
         and x_shape[0] * math.prod(x_shape[2:]) <= TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL
     )
-    return small or c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS
+    # To few channels only as measured: from 32-256 channels on inputs of 16-64 px. From
+    # fewer channels or on larger inputs the phases ran faster (forward / the value with
+    # both gradients, XLA's whole against the phases, 5 interleaved runs, AMD EPYC with
+    # AVX2, 2026-12-05, `/tmp/s58/force.py`): 8->8 3x3 stride 2 @224 batch 4 4.8x /
+    # 1.50x (63 ms against 13), 4->3 4x4 @224 4.2x / 1.43x, 64->1 @128 3.4x / 1.54x, 8->1
+    # 3x3 @64 channels-last 2.9x / 1.46x, 8->3 4x4 @112 2.7x / 1.18x, 16->3 @128 2.3x /
+    # 1.21x, 32->3 @128 1.39x / 1.16x, 16->8 3x3 @112 channels-last 1.30x / 1.21x. (Within
+    # the measured range this machine also ran the phases faster, forward 0.91-2.07x
+    # over ten layers, training 0.69-1.63x; the Xeon that measured the rule had XLA's
+    # whole faster on 61 of 72 such layers, and the rule stands there.)
+    measured = (
+        c_in >= TRANSPOSED_WHOLE_MIN_IN_CHANNELS
+        and math.prod(x_shape[2:]) <= TRANSPOSED_WHOLE_MAX_POSITIONS
+    )
+    return small or (c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS and measured)
 
 
 # See `_shifted_phases`.

@@ -2035,9 +2035,12 @@ def _assert_trains_as_lax(conv, x, w, value=False):
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, whole",
     [
-        ((2, 16, 6, 5), (16, 3, 4, 4), dict(stride=2, padding=1), True),  # DCGAN's last
-        ((2, 16, 6, 5), (16, 8, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
-        ((1, 16, 5, 7), (16, 1, 3, 3), dict(stride=2), True),  # 3x3 unpadded, to 1
+        ((2, 32, 6, 5), (32, 3, 4, 4), dict(stride=2, padding=1), True),  # DCGAN's last
+        ((2, 32, 6, 5), (32, 8, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
+        ((1, 32, 5, 7), (32, 1, 3, 3), dict(stride=2), True),  # 3x3 unpadded, to 1
+        ((2, 31, 6, 5), (31, 4, 4, 4), dict(stride=2, padding=1), False),  # 31 channels
+        ((1, 32, 64, 64), (32, 3, 4, 4), dict(stride=2, padding=1), True),  # 64x64
+        ((1, 32, 64, 65), (32, 3, 4, 4), dict(stride=2, padding=1), False),  # larger
         ((2, 16, 6, 5), (16, 9, 4, 4), dict(stride=2, padding=1), False),  # 9 channels
         ((2, 16, 6, 5), (16, 3, 2, 2), dict(stride=2), False),  # one convolution, merged
         ((2, 16, 6, 5), (16, 3, 5, 5), dict(stride=2), False),  # ... stacked
@@ -2063,8 +2066,9 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
     x_shape, w_shape, kwargs, whole, channels_last
 ):
     """The value of a transposed convolution to at most 8 channels, in 1-D and, where
-    its phases would each be a convolution of their own, in 2-D, is XLA's input-dilated
-    convolution under auto, and so is the value of one to at most 16 channels from at
+    its phases would each be a convolution of their own, in 2-D from at least 32
+    channels on inputs of at most 64x64 positions, is XLA's input-dilated convolution
+    under auto, and so is the value of one to at most 16 channels from at
     least 128 and 16 times as many whose phases stack in 2-D; its derivatives
     stay sub-pixel phases; values and gradients equal lax's. Not with a dilated kernel,
     whose value keeps the phases."""
@@ -2093,7 +2097,7 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
         ((2, 16, 6, 5), (16, 12, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
         ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2, padding=1, dilation=2), False),
         ((2, 16, 6, 5), (16, 129, 4, 4), dict(stride=2, padding=1), False),  # 129 channels
-        ((2, 16, 6, 5), (16, 3, 4, 4), dict(stride=2, padding=1), False),  # XLA's whole
+        ((2, 32, 6, 5), (32, 3, 4, 4), dict(stride=2, padding=1), False),  # XLA's whole
         ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2), False),  # stacked
         ((2, 16, 6, 5), (16, 6, 4, 4), dict(stride=2, padding=1, groups=2), False),
         ((1, 16, 3, 4, 4), (16, 12, 4, 4, 4), dict(stride=2, padding=1), False),  # 3-D
@@ -4387,14 +4391,15 @@ def test_output_taps_value_within_the_heap_block(x_shape, w_shape, kwargs, chann
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
-@pytest.mark.parametrize("c_in, phases", [(64, 4), (16, 0)])
+@pytest.mark.parametrize("c_in, phases", [(64, 4), (32, 0)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_transposed_to_few_channels_weight_gradient_by_output_taps(
     monkeypatch, retrace, c_in, phases, channels_last
 ):
     """The weight gradient of a transposed 4x4 stride-2 layer to 3 channels (DCGAN's
     last) runs through `matmul.output_taps` once per sub-pixel phase (2x2 kernels from
-    at least 16x as many channels, 3x twice their 12 products), not from 16 channels.
+    at least 16x as many channels, 3x twice their 12 products), not from 32 channels
+    (whose value is XLA's whole, `_dispatch._transposed_value_whole`).
     Values and both gradients equal lax's (float64), and so do forward mode, second
     derivatives and `vmap`."""
     calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
