@@ -1944,7 +1944,9 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     """Whether the value of this transposed (input-dilated) convolution runs as XLA's
     convolution whole, not by sub-pixel phases (whose derivatives it keeps): dense, to
     at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one
-    convolution per phase (`subpixel.one_convolution` None), there also from many
+    convolution per phase (`subpixel.one_convolution` None) from at least
+    `TRANSPOSED_WHOLE_MIN_IN_CHANNELS` channels on inputs of at most
+    `TRANSPOSED_WHOLE_MAX_POSITIONS` positions (the end of this note), there also from many
     channels on small inputs outside differentiation (the end of this note); never with
     a dilated kernel (below). In 1-D the phases, even in one convolution, ran 0.31-0.96x
     XLA's forward (stride 2-8, 32-512 to 1-8 channels @500-4000, batch 1-8, both
