@@ -1946,38 +1946,38 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one
     convolution per phase (`subpixel.one_convolution` None) from at least
     `TRANSPOSED_WHOLE_MIN_IN_CHANNELS` channels on inputs of at most
-    `TRANSPOSED_WHOLE_MAX_POSITIONS` positions (the end of this note), there also from many
-    channels on small inputs outside differentiation (the end of this note); never with
-    a dilated kernel (below). In 1-D the phases, even in one convolution, ran 0.31-0.96x
-    XLA's forward (stride 2-8, 32-512 to 1-8 channels @500-4000, batch 1-8, both
-    layouts, 12 layers, 11 interleaved runs). Not in 3-D, where XLA's input-dilated
-    convolution is far slower than the phases (3x3x3 stride 2 64->8 @8x14x14 batch 2:
-    228 ms, the phases 1.0 ms). In 2-D each phase's convolution to so few channels runs
-    far below the machine's rate: forward, phases against XLA's input-dilated
-    convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding 1 with output padding 1 and
-    3x3 unpadded, from 32-256 channels @16-64, batch 1-8, 11 interleaved runs): to 1, 3
-    and 8 channels 0.25-1.40x, below 0.9x on 61 of 72 layers (to 3 channels, DCGAN's
-    last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x channels-first / channels-last; 3x3
-    unpadded 0.29-0.46x), above 1.1x on 5 (from 32 channels @64, 1.2-1.4x); to 16
-    channels 0.60-1.75x, left to the phases. Where the phases stack into one convolution
-    over a shared window (`subpixel.one_convolution` "stacked"), to at most 16 channels
-    from at least 128 and 16 times as many: stacked against XLA's (2-D, stride 2, to 1-8
-    channels, 11 interleaved runs, both layouts) from 128-512 channels 0.42-1.60x, below
-    0.9x on 13 of 20 layers (5x5 @14-56 0.42-0.94x, 4x4 unpadded 0.71-0.93x, 6x6
-    0.87-1.60x); from 16-96 channels 0.49-7.9x, 1.1x or more on 18 of 25 (5x5 0.81-7.9x,
-    4x4 unpadded 0.49-2.3x). With the rule, against without (15 interleaved runs,
-    forward and training through a ReLU): 5x5 1.42-2.45x and 1.06-1.33x, 4x4 unpadded
-    1.03-1.31x and 1.01-1.13x, 6x6 0.90x and 1.01x from 128 channels, 1.08x and 1.05x
-    from 512; the value is then 0.90-1.06x XLA's. To 12-16 channels stacked ran
-    0.58-0.71x XLA's on 5x5 from 256-512 channels, 0.93x from 128, and 0.92-1.26x on 4x4
-    unpadded; the rule against without: 5x5 from 256-512 1.42-1.70x and 1.08-1.14x, 4x4
-    from 256-384 1.04-1.10x and 1.00-1.14x, but from 128 (ratio 8) 4x4 0.80x and 0.86x,
-    5x5 1.03x and 0.93x. (Kernels the size of the stride take one 1x1 convolution,
-    `subpixel._merged`, 0.52-4.1x XLA's over 19 layers, below 0.9x only on four that
-    take under 0.1 ms, and stay.) And, outside differentiation, in 2-D where each phase
-    is a convolution of its own or `_shifted_phases` applies, from at least
-    `TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL` times the output channels on inputs of at
-    most `TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL` positions (below).
+    `TRANSPOSED_WHOLE_MAX_POSITIONS` positions (the comment at the function's end),
+    there also from many channels on small inputs outside differentiation (the end of
+    this note); never with a dilated kernel (below). In 1-D the phases, even in one
+    convolution, ran 0.31-0.96x XLA's forward (stride 2-8, 32-512 to 1-8 channels
+    @500-4000, batch 1-8, both layouts, 12 layers, 11 interleaved runs). Not in 3-D,
+    where XLA's input-dilated convolution is far slower than the phases (3x3x3 stride 2
+    64->8 @8x14x14 batch 2: 228 ms, the phases 1.0 ms). In 2-D each phase's convolution
+    to so few channels runs far below the machine's rate: forward, phases against XLA's
+    input-dilated convolution (2-D, stride 2, 4x4 padding 1, 3x3 padding 1 with output
+    padding 1 and 3x3 unpadded, from 32-256 channels @16-64, batch 1-8, 11 interleaved
+    runs): to 1, 3 and 8 channels 0.25-1.40x, below 0.9x on 61 of 72 layers (to 3
+    channels, DCGAN's last layer 64->3 4x4 @32 batch 8: 0.75x / 0.76x channels-first /
+    channels-last; 3x3 unpadded 0.29-0.46x), above 1.1x on 5 (from 32 channels @64,
+    1.2-1.4x); to 16 channels 0.60-1.75x, left to the phases. Where the phases stack
+    into one convolution over a shared window (`subpixel.one_convolution` "stacked"), to
+    at most 16 channels from at least 128 and 16 times as many: stacked against XLA's
+    (2-D, stride 2, to 1-8 channels, 11 interleaved runs, both layouts) from 128-512
+    channels 0.42-1.60x, below 0.9x on 13 of 20 layers (5x5 @14-56 0.42-0.94x, 4x4
+    unpadded 0.71-0.93x, 6x6 0.87-1.60x); from 16-96 channels 0.49-7.9x, 1.1x or more on
+    18 of 25 (5x5 0.81-7.9x, 4x4 unpadded 0.49-2.3x). With the rule, against without (15
+    interleaved runs, forward and training through a ReLU): 5x5 1.42-2.45x and
+    1.06-1.33x, 4x4 unpadded 1.03-1.31x and 1.01-1.13x, 6x6 0.90x and 1.01x from 128
+    channels, 1.08x and 1.05x from 512; the value is then 0.90-1.06x XLA's. To 12-16
+    channels stacked ran 0.58-0.71x XLA's on 5x5 from 256-512 channels, 0.93x from 128,
+    and 0.92-1.26x on 4x4 unpadded; the rule against without: 5x5 from 256-512
+    1.42-1.70x and 1.08-1.14x, 4x4 from 256-384 1.04-1.10x and 1.00-1.14x, but from 128
+    (ratio 8) 4x4 0.80x and 0.86x, 5x5 1.03x and 0.93x. (Kernels the size of the stride
+    take one 1x1 convolution, `subpixel._merged`, 0.52-4.1x XLA's over 19 layers, below
+    0.9x only on four that take under 0.1 ms, and stay.) And, outside differentiation,
+    in 2-D where each phase is a convolution of its own or `_shifted_phases` applies,
+    from at least `TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL` times the output channels
+    on inputs of at most `TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL` positions (below).
 
     A dilated kernel keeps the phases: XLA's convolution dilating both its input and its
     kernel ran far slower than the phases, each of which meets only its own taps (all of
