@@ -3268,18 +3268,36 @@ def test_few_input_channels_value_by_shift():
     [
         ((2, 3, 13, 12), (8, 3, 3, 3), dict(padding=2, dilation=2)),
         ((1, 4, 11, 10), (4, 4, 5, 5), dict(stride=2, padding=1)),
-        ((2, 2, 9, 9), (16, 2, 3, 3), dict(padding="same")),
+        ((2, 2, 9, 9), (8, 2, 3, 3), dict(padding="same", dilation=2)),
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_few_input_channels_value_by_shift_trains_as_lax(
-    retrace, x_shape, w_shape, kwargs, channels_last
+    monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last
 ):
-    """Layers whose value the few-input rule runs by shift: values and both gradients
-    equal lax's (float64), and so do forward mode, second derivatives and `vmap`."""
-    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=15)
+    """Layers whose value the few-input rule runs by shift (float32 only): under auto in
+    float32 the value is shift's and it and both gradients are lax's; in float64 (the
+    rules' value) values and both gradients equal lax's, and so do forward mode, second
+    derivatives and `vmap`."""
+    from jaxconv._impls import FORWARDS
+
+    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=15)
     spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
     assert _dispatch._few_inputs_value_by_shift(spec, w_shape)
+    names = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
+    assert names[0] == "shift" and "shift" not in names[1:]
+    calls = []
+    original = FORWARDS["shift"]
+
+    def spy(a, b, s):
+        calls.append(s)
+        return original(a, b, s)
+
+    monkeypatch.setitem(FORWARDS, "shift", spy)
+    jax.clear_caches()
+    _assert_trains_as_lax(conv, x, w, value=True)
+    assert calls  # shift's value ran
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=15)
     trains_as_lax_float64(conv, x, w, check=True)
 
 
