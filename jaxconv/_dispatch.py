@@ -239,6 +239,10 @@ TRANSPOSED_WHOLE_MIN_CHANNEL_RATIO_SMALL, TRANSPOSED_WHOLE_MAX_POSITIONS_SMALL =
 # many input channels on inputs of at most this many positions an image (see
 # `_transposed_value_whole`).
 TRANSPOSED_WHOLE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_MAX_POSITIONS = 32, 64 * 64
+# ... and channels-last, where the phases share no window (`subpixel.shifted_window`),
+# on inputs of any size from at least this many input channels and this many times the
+# output channels (see `_transposed_value_whole`).
+TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO = 48, 8
 # Dense 2-D convolutions from at most this many input channels (RGB and grey first
 # layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
 # and derivatives channels-first, the value alone channels-last with this many output
@@ -1948,7 +1952,10 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     at most `TRANSPOSED_WHOLE_MAX_OUT_CHANNELS` channels, in 1-D, and in 2-D with one
     convolution per phase (`subpixel.one_convolution` None) from at least
     `TRANSPOSED_WHOLE_MIN_IN_CHANNELS` channels on inputs of at most
-    `TRANSPOSED_WHOLE_MAX_POSITIONS` positions (the comment at the function's end),
+    `TRANSPOSED_WHOLE_MAX_POSITIONS` positions (and channels-last on any input from
+    `TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS` channels and
+    `TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO` times the output channels where the phases
+    share no window: the comments at the function's end),
     there also from many channels on small inputs outside differentiation (the end of
     this note); never with a dilated kernel (below). In 1-D the phases, even in one
     convolution, ran 0.31-0.96x XLA's forward (stride 2-8, 32-512 to 1-8 channels
@@ -2063,7 +2070,31 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
         c_in >= TRANSPOSED_WHOLE_MIN_IN_CHANNELS
         and math.prod(x_shape[2:]) <= TRANSPOSED_WHOLE_MAX_POSITIONS
     )
-    return small or (c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS and measured)
+    # Channels-last from many channels, where the phases share no window (3x3 stride 2,
+    # any padding), on inputs of any size. Found by a random sweep (`/tmp/s59/rand.py
+    # 3636`: 256->8 3x3 stride 2 @112 batch 1 channels-last, forward 8.3 ms by the
+    # phases, XLA's whole 4.3). XLA's whole against the phases, forward / the value
+    # with both gradients (5 interleaved runs, 11 where a first run read under 1x, AMD
+    # EPYC with AVX2, 2026-12-05, `/tmp/s59/force.py`, `gen.py` `gen64`, `gen65`;
+    # batch 1 unless said), on 23 layers from 48-512 channels to 1-8 on inputs @72-224:
+    # forward 1.01-4.97x (512->2 @72 batch 2 4.9x, 512->4 @112 4.9x, 64->1 @160 5.0x,
+    # 128->1 @224 2.9x; to 8 channels 1.01-1.52x), the value with both gradients
+    # 0.94-4.39x (128->1 @224 4.4x; under 1x twice, 0.94x and 0.97x). From 32 channels
+    # it went both ways (forward 0.56-2.48x over seven layers: 32->8 @224 batch 2 0.56x,
+    # 32->2 @72 batch 2 2.48x), from 16 it lost (16->4 @224 0.72x / 1.08x), from 48 to 8
+    # too (0.74x twice with both gradients); channels-first it lost (forward 0.45-0.98x
+    # over twelve layers from 64-512 channels @72-224, with both gradients 0.49-1.87x),
+    # and where the phases share a window (4x4 stride 2 padding 1, the `_shifted_phases`
+    # forward: 0.16-1.78x; 48->8 @112 batch 8 0.16x).
+    least = max(
+        TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO * c_out
+    )
+    wide = (
+        spec.channels_last
+        and c_in >= least
+        and subpixel.shifted_window(x_shape, w_shape, spec) is None
+    )
+    return small or (c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS and (measured or wide))
 
 
 # See `_shifted_phases`.

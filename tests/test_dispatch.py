@@ -2041,6 +2041,13 @@ def _assert_trains_as_lax(conv, x, w, value=False):
         ((2, 31, 6, 5), (31, 4, 4, 4), dict(stride=2, padding=1), False),  # 31 channels
         ((1, 32, 64, 64), (32, 3, 4, 4), dict(stride=2, padding=1), True),  # 64x64
         ((1, 32, 64, 65), (32, 3, 4, 4), dict(stride=2, padding=1), False),  # larger
+        # Larger, channels-last from 48 channels and 8 times the output channels where
+        # the phases share no window.
+        ((1, 48, 64, 65), (48, 6, 3, 3), dict(stride=2, padding=1, output_padding=1), "cl"),
+        ((1, 64, 65, 64), (64, 8, 3, 3), dict(stride=2), "cl"),
+        ((1, 47, 64, 65), (47, 1, 3, 3), dict(stride=2), False),  # 47 channels
+        ((1, 50, 64, 65), (50, 7, 3, 3), dict(stride=2), False),  # under 8 times
+        ((1, 64, 64, 65), (64, 3, 4, 4), dict(stride=2, padding=1), False),  # shared window
         ((2, 16, 6, 5), (16, 9, 4, 4), dict(stride=2, padding=1), False),  # 9 channels
         ((2, 16, 6, 5), (16, 3, 2, 2), dict(stride=2), False),  # one convolution, merged
         ((2, 16, 6, 5), (16, 3, 5, 5), dict(stride=2), False),  # ... stacked
@@ -2067,12 +2074,14 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
 ):
     """The value of a transposed convolution to at most 8 channels, in 1-D and, where
     its phases would each be a convolution of their own, in 2-D from at least 32
-    channels on inputs of at most 64x64 positions, is XLA's input-dilated convolution
-    under auto, and so is the value of one to at most 16 channels from at
-    least 128 and 16 times as many whose phases stack in 2-D; its derivatives
-    stay sub-pixel phases; values and gradients equal lax's. Not with a dilated kernel,
-    whose value keeps the phases."""
+    channels on inputs of at most 64x64 positions (channels-last on larger ones too,
+    from at least 48 channels and 8 times the output channels, where the phases share
+    no window: ``whole`` "cl"), is XLA's input-dilated convolution under auto, and so is
+    the value of one to at most 16 channels from at least 128 and 16 times as many
+    whose phases stack in 2-D; its derivatives stay sub-pixel phases; values and
+    gradients equal lax's. Not with a dilated kernel, whose value keeps the phases."""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=2)
+    whole = whole is True or (whole == "cl" and channels_last)
 
     assert _dilated(conv("auto"), x, w) == int(whole)
     # The value's only: the derivatives by phases.
