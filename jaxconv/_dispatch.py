@@ -1519,10 +1519,27 @@ def _small_groups(spec: ConvSpec, x_shape, w_shape) -> bool:
     8->16 @7 batch 8 1.11x, batch 2 1.37x; 4 of 8->16 1.27x; 8 of 16->16 batch 4 1.04x;
     @4 1.09x; of 16->16 batch 1 1.41x), but not from 1024 channels per group (8 of
     32->32 @7 batch 1 0.80-0.98x in three runs; @5 1.04x)
-    (`SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS`)."""
+    (`SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS`).
+
+    Not on a CPU with AVX2 and no AVX-512 (`lax.avx2_only`), where XLA's grouped value
+    ran slower than the groups' convolutions on most such layers. Found by a random
+    sweep (`/tmp/s59/rand.py 3737`: 4 groups of 32->1 3x3 @14 batch 8 channels-last,
+    forward 1.8 ms by XLA's grouped value, the groups' 0.43, PyTorch 0.32). The groups'
+    convolutions against XLA's grouped value (AMD EPYC, 2026-12-05, 9-11 interleaved
+    runs, 21 for those under 1x; `/tmp/s59/force.py`, `gen.py` `gen67`, `gen68`: 2-16
+    groups of 4-64 -> 1-64 channels, 3x3 and 5x5 @4-28, batch 1-8, both layouts, under
+    1.5 MFLOP a group): geometric mean 1.58x over 51 layers (the channels-last ones on
+    maps of at most 16 positions, which keep XLA's grouped value anyway, left out),
+    1.3-4.0x from 32-64 input channels a group (2 of 64->2 @10 batch 2 3.70x, 16 of
+    64->2 @7 batch 8 4.04x, 8 of 64->2 5x5 @7 batch 4 3.82x), the rule's own 8 of 8->16
+    @7 batch 8 1.42x channels-last; under 1x on four channels-last layers at batch 1
+    from 8-16 channels a group on 7x7 maps (2 of 16->16 5x5 0.60x, 8 of 8->16 0.82x, 8
+    of 8->64 0.76x, 16 of 8->64 0.90x; 0.10-0.34 ms), while others of the kind gained
+    (4 of 8->32 5x5 @10 1.57x, 2 of 16->32 @5 1.16x)."""
     channels = (w_shape[0] // spec.groups) * w_shape[1]
     return (
         spec.ndim == 2
+        and not lax_impl.avx2_only()
         and spec.flops(x_shape, w_shape) < DENSE_GROUPS_MIN_GROUP_FLOPS * spec.groups
         and (spec.channels_last or channels <= SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS)
     )

@@ -3549,20 +3549,28 @@ def _assert_matches_float64(conv, reference, x, w, rng, reductions):
         ((8, 64, 7), (128, 8, 3), 8, True, False),  # 1-D
     ],
 )
-def test_small_groups_rule(x_shape, w_shape, groups, channels_last, taken):
+@pytest.mark.parametrize("avx2_only", [False, True])
+def test_small_groups_rule(x_shape, w_shape, groups, channels_last, taken, avx2_only, monkeypatch):
     """`_small_groups` takes 2-D layers of fewer than 1.5 MFLOP per group,
-    channels-first only with at most 512 input x output channels per group."""
+    channels-first only with at most 512 input x output channels per group; none on a
+    CPU with AVX2 and no AVX-512."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     spec = _spec.conv_plan("conv", x_shape, w_shape, padding=1, groups=groups).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)
-    assert _dispatch._small_groups(spec, x_shape, w_shape) == taken
+    assert _dispatch._small_groups(spec, x_shape, w_shape) == (taken and not avx2_only)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the small-groups rule is the CPU's")
+@pytest.mark.parametrize("avx2_only", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(channels_last):
+def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(
+    channels_last, avx2_only, monkeypatch, retrace
+):
     """auto's value of 8 groups of 8->16 3x3 on 7x7 maps (0.9 MFLOP per group) is XLA's
-    grouped convolution (`_dispatch._small_groups`); under differentiation the dense
-    groups' as before; values and gradients equal the float64 reference's."""
+    grouped convolution (`_dispatch._small_groups`), but the groups' on a CPU with AVX2
+    and no AVX-512; under differentiation the dense groups' as before; values and
+    gradients equal the float64 reference's."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((8, 7, 7, 64) if channels_last else (8, 64, 7, 7)).astype(np.float32)
@@ -3572,7 +3580,8 @@ def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(channels_l
     def conv(a, b, impl="auto"):
         return jaxconv.conv2d(a, b, padding=1, groups=8, channels_last=channels_last, impl=impl)
 
-    assert "feature_group_count = 8" in jax.jit(conv).lower(x, w).as_text()
+    grouped = "feature_group_count = 8" in jax.jit(conv).lower(x, w).as_text()
+    assert grouped == (not avx2_only)
     grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
     assert "feature_group_count = 8" not in grad.as_text()
 
