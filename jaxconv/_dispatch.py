@@ -786,8 +786,7 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         # @16x112x112 batch 1 channels-first 0.80x and 1.15x (still 1.48x `lax` forward).
         if not spec.channels_last:
             return ("matmul",) * 3
-        low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
-        if low <= w_shape[0] <= high:
+        if _few_inputs_cliff(w_shape):
             return ("matmul", "lax", "lax")
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if (
@@ -1261,6 +1260,27 @@ def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:
         and math.prod(w_shape[2:]) <= FEW_INPUTS_WIDE_MAX_TAPS
         and all(s == 1 for s in (*spec.stride, *spec.lhs_dilation))
     )
+
+
+def _few_inputs_cliff(w_shape) -> bool:
+    """Whether the channels-last value of this RGB or grey first layer with a small
+    kernel (`choose`) runs by `matmul` off XLA's cliff: to
+    `FEW_INPUTS_CLIFF_OUT_CHANNELS` (inclusive) output channels, measured on an Intel
+    Xeon (3x3 stride 2 @224 batch 8: 3->24 5.2-5.9x, 3->32 2.0-2.3x; see `choose`). Not
+    on a CPU with AVX2 and no AVX-512 (`lax.avx2_only`), where XLA's convolution has
+    no such cliff and `matmul`'s value lost. Found by a sweep of realistic layers
+    (`/tmp/s59/real.py 601`: MobileNet's stem, 3->32 3x3 stride 2 @224 batch 1
+    channels-last, 0.65 ms forward by `matmul`, XLA's 0.45, PyTorch 0.22). There, 3x3
+    stride 2 @224 channels-last, `auto` with the rule ran 0.37-0.90x `lax` forward
+    (3->20, 3->24, 3->32 at batch 1-8, 9 interleaved runs, AMD EPYC, 2026-12-05). Without
+    it against with it (`/tmp/s59/force.py`, `gen.py` `gen70`: 16 random layers from
+    1-3 channels to 17-35, 3x3 and 4x4, strides 1-4, @56-224, batch 1-8, 7 interleaved
+    runs, 15 for a recheck), forward 1.34x (geometric mean; 3->35 3x3 @224 batch 4 5.0x,
+    3->28 4x4 @224 batch 2 2.1x), slower on two (3->32 4x4 stride 2 @112 batch 2 0.65x,
+    2->32 @56 batch 1 0.69x: 0.54 and 0.15 ms without, 0.35 and 0.10 with). The
+    derivatives stay XLA's either way."""
+    low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
+    return low <= w_shape[0] <= high and not lax_impl.avx2_only()
 
 
 def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
