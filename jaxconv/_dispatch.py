@@ -107,6 +107,8 @@ SINGLE_INPUT_MATMUL_MAX_TAPS = 49
 # ... and their value too to that many with at most this many (see
 # `_single_input_value_by_matmul`).
 SINGLE_INPUT_MATMUL_VALUE_MAX_PATCHES = 2**21
+# ... on at least this many rows (batch times output positions).
+SINGLE_INPUT_MATMUL_VALUE_MIN_ROWS = 512
 # ... and values not differentiated of 2-D channels-last 1x1 layers of at least this many
 # groups that widen, or twice as many, XLA's grouped value (see `_pointwise_many_groups`).
 POINTWISE_MANY_GROUPS = 16
@@ -1446,12 +1448,22 @@ def _single_input_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
     dilation 2 @16^3 batch 2 3.3-3.9x `lax`, 3.5-4.8x in a second run); training,
     against `matmul`'s derivatives alone, 0.76-1.21x (geometric mean 1.01x). To fewer
     channels 0.22-3.2x on 24 layers, and with more patch elements 0.33-2.6x on 15
-    (channels-last from 7M 0.33-0.50x on all six)."""
+    (channels-last from 7M 0.33-0.50x on all six). And on at least
+    `SINGLE_INPUT_MATMUL_VALUE_MIN_ROWS` rows (batch times output positions): on fewer,
+    the product's fixed cost loses (found by a random sweep, `/tmp/s59/rand.py 3838`:
+    1->128 5x5 @7 batch 8 channels-first, 0.33 ms forward, XLA's 0.14). XLA's value
+    against `matmul`'s (`/tmp/s59/force.py`, `gen.py` `gen71`: 20 random layers from one
+    channel to 128-512, 3x3-7x7 @5-40, batch 1-16, both layouts, 11 interleaved runs,
+    AMD EPYC, 2026-12-05): under 512 rows 1.24-2.86x on six of seven (8x5x5 to 128
+    2.86x, 2x7x7 to 512 1.39x; 8x7x7 to 512 0.82x); from 512 rows 0.40-1.32x, under 1x
+    on ten of thirteen (16x40x40 to 128 0.40x)."""
     return (
         _single_input_derivatives_by_matmul(spec, x_shape, w_shape)
         and not _single_input_by_shift(spec, w_shape)
         and w_shape[0] >= SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS
         and _patch_elements(spec, x_shape, w_shape) <= SINGLE_INPUT_MATMUL_VALUE_MAX_PATCHES
+        and x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+        >= SINGLE_INPUT_MATMUL_VALUE_MIN_ROWS
     )
 
 

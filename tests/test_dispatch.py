@@ -3149,8 +3149,9 @@ def test_single_input_channel_by_shift():
 def test_single_input_channel_derivatives_by_matmul():
     """Dense layers from one input channel whose derivatives are not shift's take
     matmul's to at least 128 channels or with at most 2^19 patch elements (batch x
-    output positions x taps), and to at least 128 channels with at most 2^21 its value
-    too (`_dispatch._single_input_derivatives_by_matmul`, `_single_input_value_by_matmul`);
+    output positions x taps), and to at least 128 channels with at most 2^21 on at
+    least 512 rows (batch x output positions) its value too
+    (`_dispatch._single_input_derivatives_by_matmul`, `_single_input_value_by_matmul`);
     not 1x1, inputs dilated, grouped, nor from more channels."""
     mm = ("matmul",) * 3
     lax_ = ("lax",) * 3
@@ -3178,6 +3179,10 @@ def test_single_input_channel_derivatives_by_matmul():
     assert rules((2, 1, 259, 259), (128, 1, 4, 4)) == (True, True)  # 2^21
     assert rules((2, 1, 260, 259), (128, 1, 4, 4)) == (True, False)
     assert rules((16, 1, 224, 224), (1024, 1, 7, 7), padding=3) == (True, False)
+    # The value on at least 512 rows (batch x output positions).
+    assert rules((2, 1, 16, 16), (128, 1, 3, 3), padding=1) == (True, True)  # 512
+    assert rules((1, 1, 16, 31), (128, 1, 3, 3), padding=1) == (True, False)  # 496
+    assert rules((2, 1, 7, 7), (512, 1, 7, 7), padding=3) == (True, False)
     # At most 49 taps (more take seconds to compile); not 1-D channels-last.
     assert rules((2, 1, 1000), (128, 1, 49)) == (True, True)
     assert rules((2, 1, 1000), (128, 1, 50)) == (False, False)
@@ -3205,7 +3210,7 @@ def test_single_input_channel_derivatives_by_matmul():
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
-        ((2, 1, 11, 12), (128, 1, 3, 3), dict(padding=1)),  # every role by matmul
+        ((2, 1, 16, 17), (128, 1, 3, 3), dict(padding=1)),  # every role by matmul
         ((2, 1, 30), (16, 1, 9), dict(padding="same", dilation=2)),  # shift's value
         ((1, 1, 5, 6, 7), (128, 1, 3, 3, 3), dict(padding=1, stride=(1, 2, 1))),  # 3-D
         ((2, 1, 13, 12), (40, 1, 3, 3), dict(dilation=2)),  # XLA's value
