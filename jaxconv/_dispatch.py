@@ -1607,6 +1607,12 @@ ODD_MULTIPLE = 4
 # ... and dense 2-D ones from an odd number in this range to these many (see
 # `_odd_input_channels`).
 ODD_WIDE_IN_CHANNELS, ODD_WIDE_OUT_CHANNELS = (7, 31), ((72, 96), (144, 160))
+# On x86 CPUs with AVX2 and without AVX-512 (`lax_impl.avx2_only`), the narrow range's
+# 2-D layers from at most this many input channels go to at most this many output
+# channels (see `_odd_input_channels`): (input channels, output channels) pairs, the
+# first that covers the layer's input channels applies; more input channels keep
+# `ODD_OUT_CHANNELS`.
+ODD_AVX2_OUT_CHANNELS = ((3, 20), (9, 25))
 
 
 def _odd_input_channels(spec: ConvSpec, w_shape, dtype) -> bool:
@@ -1647,13 +1653,32 @@ def _odd_input_channels(spec: ConvSpec, w_shape, dtype) -> bool:
     144 and 160 1.07-2.46x / 0.98-2.56x (the session before, over the four layers
     above: to 80 1.3-5.8x from 3-31 channels, to 96 1.2-2.4x from 5-31, to 144 and 160
     1.0-2.5x from 7-31); from 5 channels mixed (0.52-2.69x), and to 104-120, 176, 192
-    and 224 mixed by the input channels modulo 4 (0.56-2.04x)."""
+    and 224 mixed by the input channels modulo 4 (0.56-2.04x).
+
+    On the AMD EPYC with AVX2 and no AVX-512 (2 cores, 2026-12-05, `auto` with the rule
+    against without it, 11 interleaved runs, forward; 3x3 stride 2 @224 batch 2, 3x3
+    @56 batch 4, 5x5 @64 batch 2; `/tmp/s60/force.py`) the 2-D cliff ends sooner
+    (`ODD_AVX2_OUT_CHANNELS`) and past it the zeros only cost. As they are, from 3, 5
+    and 7 channels to 26-32 the layers ran 1.13-5.35x faster channels-last (36 of 36
+    on the grid; of 9 more, one, 3->32 3x3 @112 batch 4, 0.85x), 0.93-1.63x
+    channels-first; from 9 channels 0.89-1.79x (9 of 12 faster); from 15 and 31 the
+    strided ones 1.16-1.51x but the unstrided 0.78-1.14x, so those keep the zeros. The
+    cliff stands from 5-9 channels to 17-24 (0.25-0.56x as they are, but for strided
+    layers @224 channels-last) and from 3 channels to 17-20 (0.50-1.05x); from 3 to
+    21-24 the layers ran 0.74-1.89x as they are (channels-last 0.97-1.89x). The input
+    gradient (`_odd_output_channels`) follows the same bounds: 21->3 and 26->3 to
+    32->9 1.02-2.71x without the zeros but for 26->9 (0.75-1.12x), 21->5 to 21->9
+    0.26-0.56x. 1-D layers keep the rule (5->32 k3 @2000 channels-last 0.62x as they
+    are)."""
     c_out, c_in = w_shape[:2]
     if spec.ndim > 2 or spec.groups != 1 or jnp.dtype(dtype) != jnp.float32 or c_in % 2 == 0:
         return False
+    narrow_max = ODD_OUT_CHANNELS[1]
+    if spec.ndim == 2 and lax_impl.avx2_only():
+        narrow_max = next((o for i, o in ODD_AVX2_OUT_CHANNELS if c_in <= i), narrow_max)
     narrow = (
         ODD_IN_CHANNELS[0] <= c_in <= ODD_IN_CHANNELS[1]
-        and ODD_OUT_CHANNELS[0] <= c_out <= ODD_OUT_CHANNELS[1]
+        and ODD_OUT_CHANNELS[0] <= c_out <= narrow_max
     )
     wide = (
         spec.ndim == 2

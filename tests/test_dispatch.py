@@ -2923,43 +2923,58 @@ def test_no_xla_crash_on_3d_products():
     run_shipped_child(_3D_CRASH_CHILD)
 
 
+@pytest.mark.parametrize("avx2", [False, True])
 @pytest.mark.parametrize(
-    "c_in,c_out,dtype,pads",
+    "c_in,c_out,dtype,pads,pads_avx2",
     [
-        (3, 24, jnp.float32, True),
-        (31, 17, jnp.float32, True),
-        (5, 32, jnp.float32, True),
-        (3, 33, jnp.float32, False),  # more output channels
-        (3, 16, jnp.float32, False),  # XLA's Eigen path
-        (4, 24, jnp.float32, False),  # even
-        (33, 24, jnp.float32, False),  # more input channels
-        (1, 24, jnp.float32, False),
-        (3, 24, jnp.float64, False),  # not measured
+        (3, 24, jnp.float32, True, False),  # AVX2: from 3 channels to at most 20
+        (3, 20, jnp.float32, True, True),
+        (3, 21, jnp.float32, True, False),
+        (31, 17, jnp.float32, True, True),
+        (5, 32, jnp.float32, True, False),  # AVX2: from 5-9 to at most 25
+        (5, 25, jnp.float32, True, True),
+        (9, 25, jnp.float32, True, True),
+        (9, 26, jnp.float32, True, False),
+        (11, 26, jnp.float32, True, True),  # AVX2: from 11 on, as elsewhere
+        (31, 32, jnp.float32, True, True),
+        (3, 33, jnp.float32, False, False),  # more output channels
+        (3, 16, jnp.float32, False, False),  # XLA's Eigen path
+        (4, 24, jnp.float32, False, False),  # even
+        (33, 24, jnp.float32, False, False),  # more input channels
+        (1, 24, jnp.float32, False, False),
+        (3, 24, jnp.float64, False, False),  # not measured
         # 2-D from 7-31 to 72-96 or 144-160 (not 1-D):
-        (7, 80, jnp.float32, True),
-        (31, 72, jnp.float32, True),
-        (9, 96, jnp.float32, True),
-        (11, 144, jnp.float32, True),
-        (31, 160, jnp.float32, True),
-        (5, 80, jnp.float32, False),  # from 5
-        (7, 71, jnp.float32, False),
-        (7, 97, jnp.float32, False),
-        (7, 128, jnp.float32, False),
-        (7, 161, jnp.float32, False),
-        (33, 80, jnp.float32, False),
-        (8, 80, jnp.float32, False),  # even
+        (7, 80, jnp.float32, True, True),
+        (31, 72, jnp.float32, True, True),
+        (9, 96, jnp.float32, True, True),
+        (11, 144, jnp.float32, True, True),
+        (31, 160, jnp.float32, True, True),
+        (5, 80, jnp.float32, False, False),  # from 5
+        (7, 71, jnp.float32, False, False),
+        (7, 97, jnp.float32, False, False),
+        (7, 128, jnp.float32, False, False),
+        (7, 161, jnp.float32, False, False),
+        (33, 80, jnp.float32, False, False),
+        (8, 80, jnp.float32, False, False),  # even
     ],
 )
-def test_odd_input_channels_rule(c_in, c_out, dtype, pads):
+def test_odd_input_channels_rule(c_in, c_out, dtype, pads, pads_avx2, avx2, monkeypatch):
     """`_odd_input_channels` takes dense 1-D and 2-D values from 3-31 (odd) input
     channels to 17-32 output channels, and 2-D ones from 7-31 to 72-96 or 144-160,
-    float32 only, not grouped, not 3-D."""
+    float32 only, not grouped, not 3-D; on AVX2 without AVX-512, 2-D ones from 3
+    channels to at most 20 and from 5-9 to at most 25 (`ODD_AVX2_OUT_CHANNELS`)."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2)
     w_shape = (c_out, c_in, 3, 3)
     spec = _spec.conv_plan("conv", (2, c_in, 9, 9), w_shape, padding=1).spec
-    assert _dispatch._odd_input_channels(spec, w_shape, dtype) == pads
+    assert _dispatch._odd_input_channels(spec, w_shape, dtype) == (pads_avx2 if avx2 else pads)
+    for channels_last in (False, True):  # either layout
+        spec_l = dataclasses.replace(spec, channels_last=channels_last)
+        assert _dispatch._odd_input_channels(spec_l, w_shape, dtype) == (
+            pads_avx2 if avx2 else pads
+        )
     spec1 = _spec.conv_plan("conv", (2, c_in, 9), w_shape[:3], padding=1).spec
     one_d = _dispatch._odd_input_channels(spec1, w_shape[:3], dtype)
-    assert one_d == (pads and c_out <= 32)
+    assert one_d == (pads and c_out <= 32)  # 1-D: the same on every CPU
     grouped = dataclasses.replace(spec, groups=c_in)
     assert not _dispatch._odd_input_channels(grouped, (c_out, 1, 3, 3), dtype)
     spec3 = _spec.conv_plan("conv", (2, c_in, 5, 9, 9), (*w_shape, 3), padding=1).spec
@@ -3001,58 +3016,78 @@ def _odd_layer(x_shape, w_shape, kwargs, channels_last, seed):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the odd-channels rule is the CPU's")
+@pytest.mark.parametrize("avx2", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
-    "x_shape,w_shape,kwargs",
+    "x_shape,w_shape,kwargs,pads,pads_avx2",
     [
-        ((2, 5, 10, 9), (24, 5, 3, 3), dict(padding=1)),
-        ((3, 7, 11, 12), (17, 7, 5, 3), dict(stride=2, padding=(2, 0), dilation=(1, 2))),
-        ((2, 3, 13), (32, 3, 5), dict(padding="same")),
-        ((2, 5, 4, 5, 6), (24, 5, 3, 3, 3), dict(padding=1)),  # 3-D: not padded
-        ((2, 7, 10, 9), (80, 7, 3, 3), dict(padding=1)),
-        ((1, 15, 9, 8), (144, 15, 3, 3), dict(stride=2, padding="valid")),
+        ((2, 5, 10, 9), (24, 5, 3, 3), dict(padding=1), True, True),
+        ((2, 5, 10, 9), (26, 5, 3, 3), dict(padding=1), True, False),  # AVX2: to <= 25
+        ((2, 3, 10, 9), (21, 3, 5, 5), dict(stride=2, padding=2), True, False),  # <= 20
+        ((2, 3, 10, 9), (20, 3, 5, 5), dict(stride=2, padding=2), True, True),
+        (
+            (3, 7, 11, 12),
+            (17, 7, 5, 3),
+            dict(stride=2, padding=(2, 0), dilation=(1, 2)),
+            True,
+            True,
+        ),
+        ((2, 3, 13), (32, 3, 5), dict(padding="same"), True, True),  # 1-D: on every CPU
+        ((2, 5, 4, 5, 6), (24, 5, 3, 3, 3), dict(padding=1), False, False),  # 3-D
+        ((2, 7, 10, 9), (80, 7, 3, 3), dict(padding=1), True, True),
+        ((1, 15, 9, 8), (144, 15, 3, 3), dict(stride=2, padding="valid"), True, True),
     ],
 )
-def test_auto_pads_odd_input_channels_of_the_value(x_shape, w_shape, kwargs, channels_last):
+def test_auto_pads_odd_input_channels_of_the_value(
+    x_shape, w_shape, kwargs, pads, pads_avx2, channels_last, avx2, monkeypatch, retrace
+):
     """auto's float32 value from an odd number of input channels (3-31, to 17-32
-    outputs; 2-D from 7-31 to 72-96 or 144-160) convolves input channels of zeros added
-    up to a multiple of 4 in 1-D and 2-D (`_dispatch._odd_input_channels`); value and
-    both gradients equal the float64 reference's."""
+    outputs; 2-D from 7-31 to 72-96 or 144-160; on AVX2 without AVX-512, 2-D from 3 to
+    at most 20 and from 5-9 to at most 25) convolves input channels of zeros added up
+    to a multiple of 4 in 1-D and 2-D (`_dispatch._odd_input_channels`); value and both
+    gradients equal the float64 reference's either way."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2)
     conv, x, w, check = _odd_layer(x_shape, w_shape, kwargs, channels_last, seed=5)
     # The canonical (channels-first) input with its channels padded, in StableHLO (in
     # 3-D, by 2-D planes, the planes' inputs fold the depth into the batch: any batch).
     padded = x_shape[1] + -x_shape[1] % 4
     text = jax.jit(conv).lower(x, w).as_text()
-    pads = re.search(rf"-> tensor<\d+x{padded}x", text) is not None
-    assert pads == (len(x_shape) < 5), text
+    found = re.search(rf"-> tensor<\d+x{padded}x", text) is not None
+    assert found == (pads_avx2 if avx2 else pads), text
     check()
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the odd-channels rule is the CPU's")
+@pytest.mark.parametrize("avx2", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
-    "x_shape,w_shape,kwargs,pads",
+    "x_shape,w_shape,kwargs,pads,pads_avx2",
     [
-        ((2, 24, 9, 10), (3, 24, 3, 3), dict(padding=1), True),
-        ((2, 17, 8, 9), (7, 17, 3, 5), dict(padding=(2, 1), dilation=(2, 1)), True),
-        ((2, 24, 9, 10), (3, 24, 3, 3), dict(stride=2), False),  # strided
-        ((2, 24, 13), (3, 24, 3), dict(padding=1), False),  # 1-D
-        ((2, 40, 9, 10), (3, 40, 3, 3), dict(padding=1), False),  # to 40 channels
-        ((2, 24, 4, 5, 6), (3, 24, 3, 3, 3), dict(padding=1), False),  # 3-D (its planes)
+        ((2, 24, 9, 10), (3, 24, 3, 3), dict(padding=1), True, False),  # AVX2: 3 to <= 20
+        ((2, 20, 9, 10), (3, 20, 3, 3), dict(padding=1), True, True),
+        ((2, 17, 8, 9), (7, 17, 3, 5), dict(padding=(2, 1), dilation=(2, 1)), True, True),
+        ((2, 26, 8, 9), (7, 26, 3, 3), dict(padding=1), True, False),  # AVX2: 7 to <= 25
+        ((2, 24, 9, 10), (3, 24, 3, 3), dict(stride=2), False, False),  # strided
+        ((2, 24, 13), (3, 24, 3), dict(padding=1), False, False),  # 1-D
+        ((2, 40, 9, 10), (3, 40, 3, 3), dict(padding=1), False, False),  # to 40 channels
+        ((2, 24, 4, 5, 6), (3, 24, 3, 3, 3), dict(padding=1), False, False),  # 3-D
     ],
 )
 def test_auto_pads_odd_output_channels_of_the_input_gradient(
-    x_shape, w_shape, kwargs, pads, channels_last
+    x_shape, w_shape, kwargs, pads, pads_avx2, channels_last, avx2, monkeypatch, retrace
 ):
     """auto's float32 input gradient of a stride-1 2-D convolution to an odd number of
-    output channels (3-31, from 17-32) convolves the cotangent with zero filters added
-    to the weight up to a multiple of 4 (`_dispatch._odd_output_channels`); value and
-    both gradients equal the float64 reference's."""
+    output channels (3-31, from 17-32; on AVX2 without AVX-512 the bounds of
+    `_dispatch._odd_input_channels` there) convolves the cotangent with zero filters
+    added to the weight up to a multiple of 4 (`_dispatch._odd_output_channels`); value
+    and both gradients equal the float64 reference's either way."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2)
     conv, x, w, check = _odd_layer(x_shape, w_shape, kwargs, channels_last, seed=6)
     # The canonical weight with its filters padded, in the input gradient's program.
     filters = w_shape[0] + -w_shape[0] % 4
     text = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2))).lower(x, w).as_text()
-    assert (f"-> tensor<{filters}x{w_shape[1]}x" in text) == pads, text
+    found = f"-> tensor<{filters}x{w_shape[1]}x" in text
+    assert found == (pads_avx2 if avx2 else pads), text
     check()
 
 
