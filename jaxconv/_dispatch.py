@@ -692,6 +692,8 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # which take other paths, ran even (0.88-1.17x).
             return ("lax",) * 3
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
+        if _small_grouped_map_by_matmul(spec, out):
+            large_map = True
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
         if spec.channels_last and any(s > 1 for s in spec.stride):
@@ -1532,6 +1534,37 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
             spec.groups >= 2 * POINTWISE_MANY_GROUPS
             or (spec.groups >= POINTWISE_MANY_GROUPS and c_out_g > c_in_g)
         )
+    )
+
+
+def _small_grouped_map_by_matmul(spec: ConvSpec, out) -> bool:
+    """Whether a grouped 2-D channels-last value that `choose` leaves to XLA's grouped
+    convolution on a small map (more groups than `DENSE_GROUPS_MAX_GROUPS`, fewer rows
+    than `GROUPS_LOOP_MIN_ROWS`, fewer positions than `GROUPED_MATMUL_MIN_POSITIONS`)
+    runs by `matmul` instead, its derivatives' algorithm: unstrided, on more than
+    `DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST` output positions, on an x86 CPU with
+    AVX2 and no AVX-512 (`lax_impl.avx2_only`), where it was measured.
+
+    ResNeXt's later stages: `matmul` against XLA's value (the rule before), 3x3 unless
+    said, forward / training with a fixed cotangent (the derivatives by `matmul`
+    either way; 7-9 interleaved runs, 21 to recheck a forward reading under 1x; AMD
+    EPYC, 2026-12-05, `/tmp/s60/abgrid.py`): 32 groups of 16x16 @14 batch 1 1.45x /
+    1.19x, batch 2 0.98-1.19x / 1.40x, @7 batch 2 1.30x / 1.32x, batch 8 1.23x / 1.67x;
+    32 of 32x32 @14 batch 1 1.07x / 1.58x, batch 2 1.10x / 1.26x, @7 batch 2
+    0.84-0.89x / 1.63x, batch 8 0.92-1.15x / 1.16x; 64 of 16x16 @14 1.16x / 1.76x,
+    1.00x / 1.01x, @7 1.27x / 1.50x, 0.85-0.95x / 1.16x; 32 of 8->16 1.36-1.86x /
+    1.29-1.62x; 24 of 32x32 1.36-1.75x / 1.22-2.57x; 32 of 64x64 2.33-3.01x /
+    1.34-1.66x; 16x16 @12 batch 1 1.22x / 1.87x, @5 batch 8 1.56x / 1.34x, @4 1.51x /
+    1.63x; 5x5 16x16 @7 batch 2 1.28x / 1.51x, 32x32 @14 1.10x / 1.28x. Not on 3x3
+    maps (32x32 @3 batch 8 0.68x forward), nor strided (stride 2 @14 0.79x, 0.92x
+    forward, though 1.14x, 1.40x training), nor channels-first (forward 0.39-1.07x at
+    batch 2 and 8 @7 on five of six; batch 1 1.35-3.25x)."""
+    return (
+        spec.ndim == 2
+        and spec.channels_last
+        and all(s == 1 for s in spec.stride)
+        and math.prod(out) > DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST
+        and lax_impl.avx2_only()
     )
 
 
