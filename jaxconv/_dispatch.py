@@ -692,7 +692,7 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # which take other paths, ran even (0.88-1.17x).
             return ("lax",) * 3
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
-        if _small_grouped_map_by_matmul(spec, out):
+        if _small_grouped_map_by_matmul(spec, x_shape, out):
             large_map = True
         return ("matmul" if large_map else "lax", "matmul", "matmul")
     if taps == 1:
@@ -1537,13 +1537,14 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
     )
 
 
-def _small_grouped_map_by_matmul(spec: ConvSpec, out) -> bool:
-    """Whether a grouped 2-D channels-last value that `choose` leaves to XLA's grouped
-    convolution on a small map (more groups than `DENSE_GROUPS_MAX_GROUPS`, fewer rows
-    than `GROUPS_LOOP_MIN_ROWS`, fewer positions than `GROUPED_MATMUL_MIN_POSITIONS`)
-    runs by `matmul` instead, its derivatives' algorithm: unstrided, on more than
-    `DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST` output positions, on an x86 CPU with
-    AVX2 and no AVX-512 (`lax_impl.avx2_only`), where it was measured.
+def _small_grouped_map_by_matmul(spec: ConvSpec, x_shape, out) -> bool:
+    """Whether a grouped 2-D value, channels-last or of one image, that `choose` leaves
+    to XLA's grouped convolution on a small map (more groups than
+    `DENSE_GROUPS_MAX_GROUPS`, fewer rows than `GROUPS_LOOP_MIN_ROWS`, fewer positions
+    than `GROUPED_MATMUL_MIN_POSITIONS`) runs by `matmul` instead, its derivatives'
+    algorithm: unstrided, on more than `DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST`
+    output positions, on an x86 CPU with AVX2 and no AVX-512 (`lax_impl.avx2_only`),
+    where it was measured.
 
     ResNeXt's later stages: `matmul` against XLA's value (the rule before), 3x3 unless
     said, forward / training with a fixed cotangent (the derivatives by `matmul`
@@ -1557,11 +1558,15 @@ def _small_grouped_map_by_matmul(spec: ConvSpec, out) -> bool:
     1.34-1.66x; 16x16 @12 batch 1 1.22x / 1.87x, @5 batch 8 1.56x / 1.34x, @4 1.51x /
     1.63x; 5x5 16x16 @7 batch 2 1.28x / 1.51x, 32x32 @14 1.10x / 1.28x. Not on 3x3
     maps (32x32 @3 batch 8 0.68x forward), nor strided (stride 2 @14 0.79x, 0.92x
-    forward, though 1.14x, 1.40x training), nor channels-first (forward 0.39-1.07x at
-    batch 2 and 8 @7 on five of six; batch 1 1.35-3.25x)."""
+    forward, though 1.14x, 1.40x training), nor channels-first from batch 2 (forward
+    0.39-1.07x at batch 2 and 8 @7 on five of six). Channels-first at batch 1: 1.12-3.25x
+    forward, 1.04-2.15x training on 11 layers (32 groups of 16x16 @14 1.85x / 1.30x,
+    @7 1.99x / 1.17x, @5 1.71x / 1.75x, @19 1.70x / 1.52x, 5x5 1.12x / 1.26x; 32x32 @14
+    1.72x / 1.04x, @7 1.66x / 1.42x; 64 of 16x16 1.29x / 1.46x; 32 of 8->16 2.64x /
+    1.84x; 24 of 32x32 1.80x / 1.77x; 32 of 64x64 @7 3.25x / 2.15x)."""
     return (
         spec.ndim == 2
-        and spec.channels_last
+        and (spec.channels_last or x_shape[0] == 1)
         and all(s == 1 for s in spec.stride)
         and math.prod(out) > DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST
         and lax_impl.avx2_only()

@@ -137,11 +137,12 @@ def test_cuda_rules_compute_the_convolution(monkeypatch, retrace, k, channels_la
 
 @pytest.mark.parametrize("avx2_only", [False, True])
 def test_small_grouped_maps_channels_last_by_matmul(avx2_only, monkeypatch, retrace):
-    """Grouped 2-D channels-last values of more than 16 groups on fewer than 784 rows
-    and 400 positions (ResNeXt's later stages) run by `matmul` on a CPU with AVX2 and
-    no AVX-512, unstrided on more than 16 positions (`_small_grouped_map_by_matmul`);
-    elsewhere, and channels-first, strided or on tiny maps, XLA's grouped value. The
-    derivatives are matmul's either way; the results are every algorithm's."""
+    """Grouped 2-D values, channels-last or of one image, of more than 16 groups on
+    fewer than 784 rows and 400 positions (ResNeXt's later stages) run by `matmul` on a
+    CPU with AVX2 and no AVX-512, unstrided on more than 16 positions
+    (`_small_grouped_map_by_matmul`); elsewhere, and channels-first from batch 2,
+    strided or on tiny maps, XLA's grouped value. The derivatives are matmul's either
+    way; the results are every algorithm's."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     mm, xla_value = ("matmul",) * 3, ("lax", "matmul", "matmul")
     taken = mm if avx2_only else xla_value
@@ -156,6 +157,8 @@ def test_small_grouped_maps_channels_last_by_matmul(avx2_only, monkeypatch, retr
     x, w = (2, 14, 14, 512), (3, 3, 16, 512)
     assert choose(x, w, stride=2, **cl) == xla_value  # strided
     assert choose((2, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == xla_value  # cf
+    assert choose((1, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == taken  # batch 1
+    assert choose((1, 512, 4, 4), (512, 16, 3, 3), groups=32, padding=1) == xla_value
     assert choose((4, 14, 14, 512), (3, 3, 16, 512), **cl) == (_dispatch.GROUPS_LOOP,) * 3
     assert choose((2, 8, 8, 8, 512), (3, 3, 3, 16, 512), **cl) == ("lax",) * 3  # 3-D planes
     rng = np.random.default_rng(3)
@@ -163,6 +166,11 @@ def test_small_grouped_maps_channels_last_by_matmul(avx2_only, monkeypatch, retr
     w = rng.standard_normal((3, 3, 16, 512)).astype(np.float32)
     got = jax.jit(lambda a, b: jaxconv.conv2d(a, b, **cl))(x, w)
     want = jaxconv.conv2d(x.astype(np.float64), w.astype(np.float64), impl="lax", **cl)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    x_cf, w_cf = np.moveaxis(x[:1], -1, 1), np.moveaxis(w, (-1, -2), (0, 1))
+    cf = dict(groups=32, padding=1)
+    got = jax.jit(lambda a, b: jaxconv.conv2d(a, b, **cf))(x_cf, w_cf)
+    want = jaxconv.conv2d(x_cf.astype(np.float64), w_cf.astype(np.float64), impl="lax", **cf)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
 
 
