@@ -692,9 +692,9 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
             # which take other paths, ran even (0.88-1.17x).
             return ("lax",) * 3
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
-        if _small_grouped_map_by_matmul(spec, x_shape, out):
-            large_map = True
-        return ("matmul" if large_map else "lax", "matmul", "matmul")
+        # (and on small maps too where `_small_grouped_map_by_matmul` says)
+        by_matmul = large_map or _small_grouped_map_by_matmul(spec, x_shape, out)
+        return ("matmul" if by_matmul else "lax", "matmul", "matmul")
     if taps == 1:
         if spec.channels_last and any(s > 1 for s in spec.stride):
             # Strided, channels-last (2-D layers take matmul's anyway, below), in 1-D
@@ -1555,9 +1555,10 @@ def _small_grouped_map_by_matmul(spec: ConvSpec, x_shape, out) -> bool:
     0.84-0.89x / 1.63x, batch 8 0.92-1.15x / 1.16x; 64 of 16x16 @14 1.16x / 1.76x,
     1.00x / 1.01x, @7 1.27x / 1.50x, 0.85-0.95x / 1.16x; 32 of 8->16 1.36-1.86x /
     1.29-1.62x; 24 of 32x32 1.36-1.75x / 1.22-2.57x; 32 of 64x64 2.33-3.01x /
-    1.34-1.66x; 16x16 @12 batch 1 1.22x / 1.87x, @5 batch 8 1.56x / 1.34x, @4 1.51x /
-    1.63x; 5x5 16x16 @7 batch 2 1.28x / 1.51x, 32x32 @14 1.10x / 1.28x. Not on 3x3
-    maps (32x32 @3 batch 8 0.68x forward), nor strided (stride 2 @14 0.79x, 0.92x
+    1.34-1.66x; 16x16 @12 batch 1 1.22x / 1.87x, @5 batch 8 1.56x / 1.34x; 5x5 16x16
+    @7 batch 2 1.28x / 1.51x, 32x32 @14 1.10x / 1.28x. Not on maps of 16 positions or
+    fewer, the tiny maps' bound (32x32 @3 batch 8 0.68x forward; 16x16 @4 1.51x /
+    1.63x, left with them), nor strided (stride 2 @14 0.79x, 0.92x
     forward, though 1.14x, 1.40x training), nor channels-first from batch 2 (forward
     0.39-1.07x at batch 2 and 8 @7 on five of six). Channels-first at batch 1: 1.12-3.25x
     forward, 1.04-2.15x training on 11 layers (32 groups of 16x16 @14 1.85x / 1.30x,
