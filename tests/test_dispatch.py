@@ -140,8 +140,8 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
     """Grouped 2-D values, channels-last or of one image, of more than 16 groups on
     fewer than 784 rows and 400 positions (ResNeXt's later stages) run by `matmul` on a
     CPU with AVX2 and no AVX-512, unstrided on more than 16 positions
-    (`_small_grouped_map_by_matmul`); elsewhere, and channels-first from batch 2,
-    strided or on tiny maps, XLA's grouped value. The derivatives are matmul's either
+    (`_small_grouped_map_by_matmul`); elsewhere, and in 1-D, channels-first from batch
+    2, strided or on tiny maps, XLA's grouped value. The derivatives are matmul's either
     way; the results are every algorithm's."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     mm, xla_value = ("matmul",) * 3, ("lax", "matmul", "matmul")
@@ -161,6 +161,7 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
     assert choose((1, 512, 4, 4), (512, 16, 3, 3), groups=32, padding=1) == xla_value
     assert choose((4, 14, 14, 512), (3, 3, 16, 512), **cl) == (_dispatch.GROUPS_LOOP,) * 3
     assert choose((2, 8, 8, 8, 512), (3, 3, 3, 16, 512), **cl) == ("lax",) * 3  # 3-D planes
+    assert choose((2, 100, 512), (3, 16, 512), **cl) == xla_value  # 1-D channels-last
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 7, 7, 512)).astype(np.float32)
     w = rng.standard_normal((3, 3, 16, 512)).astype(np.float32)
