@@ -247,8 +247,8 @@ TRANSPOSED_WHOLE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_MAX_POSITIONS = 32, 64 * 64
 TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO = 48, 8
 # Dense 2-D convolutions from at most this many input channels (RGB and grey first
 # layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
-# and derivatives channels-first, the value alone channels-last with this many output
-# channels (inclusive), where XLA's convolution falls off a cliff.
+# and derivatives channels-first; channels-last, the value alone by `shift` with this
+# many output channels (inclusive), where XLA's convolution falls off a cliff.
 FEW_INPUTS_MAX_CHANNELS, FEW_INPUTS_MAX_TAPS = 3, 16
 FEW_INPUTS_CLIFF_OUT_CHANNELS = (17, 35)
 # ... and unstrided ones from more of them, up to this many, to at least this many output
@@ -780,7 +780,8 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         # patches XLA's is faster (5x5 3->64 stride 2 0.81x, 7x7 0.83-0.85x; 4->32 3x3
         # 0.90x, 8->32 0.79x). Channels-last, 3x3 stride 2 @224: 3->20 5.66x, 3->24
         # 5.21-5.86x, 3->28 2.80x, 3->32 2.02-2.26x (and @112 stride 1 2.93x), the
-        # value alone by `matmul` in training 2.28x (3->24) and 1.40x (3->32); but 3->8
+        # value alone by `matmul` in training 2.28x (3->24) and 1.40x (3->32), and by
+        # `shift` since 2026-12-06 faster still (`_few_inputs_cliff`); but 3->8
         # to 3->16 0.85-1.09x, 3->36 to 3->64 0.67-0.74x, 1->32 0.51x. 3-D stems run
         # by 2-D planes take the rule per plane (new against old rules, forward and
         # training): X3D's 3->24 1x3x3 stride (1, 2, 2) @16x160x160 batch 2 2.41x and
@@ -791,7 +792,7 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         if not spec.channels_last:
             return ("matmul",) * 3
         if _few_inputs_cliff(w_shape):
-            return ("matmul", "lax", "lax")
+            return ("shift", "lax", "lax")
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if (
         spec.ndim == 1
@@ -1268,9 +1269,18 @@ def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:
 
 def _few_inputs_cliff(w_shape) -> bool:
     """Whether the channels-last value of this RGB or grey first layer with a small
-    kernel (`choose`) runs by `matmul` off XLA's cliff: to
+    kernel (`choose`) runs by `shift` off XLA's cliff: to
     `FEW_INPUTS_CLIFF_OUT_CHANNELS` (inclusive) output channels, measured on an Intel
-    Xeon (3x3 stride 2 @224 batch 8: 3->24 5.2-5.9x, 3->32 2.0-2.3x; see `choose`). Not
+    Xeon (3x3 stride 2 @224 batch 8, by `matmul` against XLA's: 3->24 5.2-5.9x, 3->32
+    2.0-2.3x; see `choose`). By `shift` since 2026-12-06: against `matmul`'s value
+    (`auto` before), forward / training with a fixed cotangent, channels-last, 9
+    interleaved runs, Sapphire Rapids Xeon with AVX-512 (`/tmp/s61/cliff.py`), 3x3
+    stride 2 @224: 3->17 to 3->35 at batch 1 2.02-2.80x / 0.84-1.15x, at batch 8
+    1.46-3.57x / 0.95-1.31x; 3->32 stride 2 @112 batch 16 2.32x / 1.11x, stride 1
+    @112 batch 4 2.47x / 1.18x; 3->24 @56 batch 8 2.10x / 1.16x; 2->24 stride 2 @224
+    batch 4 2.42x / 0.83x; 4x4 3->32 stride 2 @128 1.56x / 1.55x, stride 4 @224 2.15x
+    / 1.02x; 2x2 3->24 stride 2 3.55x / 0.95x (the training's derivatives are XLA's
+    either way). Not
     on a CPU with AVX2 and no AVX-512 (`lax.avx2_only`), where XLA's convolution has
     no such cliff and `matmul`'s value lost. Found by a sweep of realistic layers
     (`/tmp/s59/real.py 601`: MobileNet's stem, 3->32 3x3 stride 2 @224 batch 1

@@ -179,9 +179,10 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
 @pytest.mark.parametrize("avx2_only", [False, True])
 def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch):
     """Dense 2-D layers from at most 3 channels with kernels of at most 16 taps:
-    `matmul` channels-first (the value from one channel shift's); channels-last its
-    value for 17-35 output channels only, and not on a CPU with AVX2 and no AVX-512
-    (`_dispatch._few_inputs_cliff`: there XLA's, or shift's within its bounds)."""
+    `matmul` channels-first (the value from one channel shift's); channels-last the
+    value by `shift` for 17-35 output channels, and not on a CPU with AVX2 and no
+    AVX-512 (`_dispatch._few_inputs_cliff`: there XLA's, or shift's within its
+    bounds)."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     mm = ("matmul",) * 3
     x, x_cl = (2, 3, 32, 32), (2, 32, 32, 3)
@@ -195,7 +196,7 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch):
     assert choose(x, (32, 3, 3, 3), padding=2, dilation=2) == ("lax",) * 3
     cl = dict(stride=2, padding=1, channels_last=True)
     # (to 16: shift's value, `_few_inputs_value_by_shift`)
-    values = [(16, "shift"), (17, "matmul"), (32, "matmul"), (35, "matmul"), (36, "lax")]
+    values = [(16, "shift"), (17, "shift"), (32, "shift"), (35, "shift"), (36, "lax")]
     if avx2_only:  # (shift's to at most 22: 600 multiply-adds per output)
         values = [(16, "shift"), (17, "shift"), (22, "shift"), (23, "lax"), (35, "lax")]
     for c_out, value in values:
