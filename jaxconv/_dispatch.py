@@ -94,6 +94,9 @@ POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS, SINGLE_INPUT_SHIFT_DERIVATIVES_MAX_PRODUCTS = 288, 100
 # ... in 3-D the value alone, with at most this many.
 SINGLE_INPUT_SHIFT_MAX_PRODUCTS_3D = 864
+# ... and on CPUs with AVX-512, 2-D values with at most this many, channels-last or
+# unstrided (see `_single_input_value_by_shift_wide`).
+SINGLE_INPUT_SHIFT_WIDE_MAX_PRODUCTS = 2304
 # Dense 2-D layers from 2 to this many input channels, with at most the second's taps
 # and the third's multiply-adds per output position, run their value by shift-and-add
 # (see `_few_inputs_value_by_shift`).
@@ -343,6 +346,12 @@ def choose(
     if not nested and _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
         value = _single_input_value_by_matmul(spec, x_shape, w_shape)
         rules = ("matmul" if value else rules[FORWARD], "matmul", "matmul")
+    if (
+        not nested
+        and rules[FORWARD] != "matmul"
+        and _single_input_value_by_shift_wide(spec, w_shape)
+    ):
+        rules = ("shift", *rules[1:])
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
         # (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the input
@@ -1339,6 +1348,53 @@ def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:
         and 1 < taps
         and taps * w_shape[0] <= limit
         and all(d == 1 for d in spec.lhs_dilation)
+    )
+
+
+def _single_input_value_by_shift_wide(spec: ConvSpec, w_shape) -> bool:
+    """Whether this whole dense 2-D layer from one input channel, past
+    `_single_input_by_shift`'s products (``taps * C_out`` over
+    `SINGLE_INPUT_SHIFT_MAX_PRODUCTS`, at most `SINGLE_INPUT_SHIFT_WIDE_MAX_PRODUCTS`),
+    undilated (input and kernel), channels-last or unstrided, runs its value by
+    shift-and-add on a CPU with AVX-512 (not `lax.avx2_only`), the derivatives the
+    rules', unless the rules run it by `matmul` (`_single_input_value_by_matmul`,
+    whose patches its derivatives share). Found by a sweep of realistic layers
+    (`/tmp/s61/oracle.py 612`: ESPCN's first layer, 1->64 5x5 @128 batch 8
+    channels-first, 26 ms forward by XLA's convolution, `shift` 9.7, PyTorch 12).
+    `shift`'s value wherever the rules' was not, against `auto`'s before,
+    channels-first / channels-last, padded "same", 7 interleaved runs, Sapphire Rapids
+    Xeon, 2026-12-06 (`/tmp/s61/grey.py`), forward; training with a fixed cotangent:
+    1->64 5x5 @128 batch 8 2.60x / 1.42x; 1.36x / 1.21x; 1->64 3x3 @128 batch 2 1.22x /
+    1.37x; 1.17x / 1.48x; 1->32 5x5 @224 batch 4 1.28x / 1.74x; 1.75x / 1.43x; 1->128
+    3x3 @64 batch 4 1.27x / 1.72x; 1.50x / 1.14x; 1->16 9x9 @128 batch 4 2.71x /
+    2.44x; 1.15x / 1.20x; 1->64 5x5 @28 batch 16 1.87x / 1.10x; 1.05x / 1.08x; 1->256
+    3x3 @32 batch 8 (2304 products) 0.97x / 1.35x; 1.08x / 1.04x. Strided,
+    channels-last only: 1->48 3x3 stride 2 @224 batch 8 1.97x; 2.15x, 1->96 4x4 stride
+    4 1.48x; 1.16x, where channels-first lost (0.98x, 0.98x; 0.83x, 0.85x). Past the
+    bound 1->64 7x7 stride 2 @224 (3136 products) 0.61x / 0.92x; 0.95x / 1.07x. On
+    AVX2 CPUs without AVX-512, with more products than `_single_input_by_shift`'s, it
+    went both ways (there: 3x3 1->64 @224 stride 2 0.78x channels-first), and the rules
+    stay as measured there. Dilated kernels were not measured. Where the rules' value
+    is `matmul`'s, `shift`'s trained slower (15 runs, twice, channels-first): 1->128
+    3x3 @64 batch 4 0.93-0.97x (forward 1.35x), 1->256 3x3 @32 batch 8 0.89-0.92x
+    (forward 0.95-1.03x); so there `matmul`'s stays (as it does on channels-first
+    kernels of at most 16 taps, the RGB and grey first layers' rule). With the rule in
+    place against without it (`/tmp/s61/grey2.py`, 7 runs; 15 for rechecks), on the 14
+    layers whose program it changes: forward 1.08-5.9x (ESPCN's 2.6x, 1->32 5x5 @224
+    batch 4 channels-first 5.9x, U-Net's 1->64 3x3 @128 batch 2 channels-last 1.96x,
+    MNIST's 1->32 5x5 @28 batch 64 2.0x / 1.4x), training 1.08-1.64x but MNIST's
+    channels-first 0.83x in one run (1.9x in two 15-run rechecks, 10.5 ms against
+    20.2)."""
+    c_out, c_in, *kernel = w_shape
+    products = math.prod(kernel) * c_out
+    return (
+        spec.ndim == 2
+        and spec.groups == 1
+        and c_in == 1
+        and SINGLE_INPUT_SHIFT_MAX_PRODUCTS < products <= SINGLE_INPUT_SHIFT_WIDE_MAX_PRODUCTS
+        and all(d == 1 for d in (*spec.lhs_dilation, *spec.rhs_dilation))
+        and (spec.channels_last or all(s == 1 for s in spec.stride))
+        and not lax_impl.avx2_only()
     )
 
 

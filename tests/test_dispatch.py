@@ -3187,12 +3187,14 @@ def test_auto_pointwise_many_groups_value_is_xla_grouped_unless_differentiated()
     _assert_matches_float64(conv, lax_conv, x, w, rng, (32, 64, 60))
 
 
-def test_single_input_channel_by_shift():
+def test_single_input_channel_by_shift(monkeypatch):
     """Dense layers from one input channel run their value by `shift` with at most 288
     products per input position (taps x output channels; 3-D 864), and in 1-D and 2-D
     every role with at most 100 (`_dispatch._single_input_by_shift`); not 1x1, inputs dilated
     (a transposed convolution's), nor more input channels; a kernel past the output
-    keeps matmul's derivatives."""
+    keeps matmul's derivatives. (Past 288 products on AVX-512 CPUs:
+    `test_single_input_channel_values_by_shift_wide`.)"""
+    monkeypatch.setattr(_dispatch, "_single_input_value_by_shift_wide", lambda *a: False)
     shift = ("shift",) * 3
     assert choose((8, 1, 224, 224), (1, 1, 5, 5), padding=2) == shift
     assert choose((8, 224, 224, 1), (5, 5, 1, 1), padding=2, channels_last=True) == shift
@@ -3221,13 +3223,62 @@ def test_single_input_channel_by_shift():
     assert not _dispatch._single_input_by_shift(dilated, (4, 1, 3, 3))
 
 
-def test_single_input_channel_derivatives_by_matmul():
+@pytest.mark.parametrize("avx2_only", [False, True])
+def test_single_input_channel_values_by_shift_wide(avx2_only, monkeypatch):
+    """On CPUs with AVX-512, dense 2-D layers from one input channel with 289-2304
+    products per input position (taps x output channels), channels-last or
+    unstrided, undilated, run their value by `shift`, the derivatives the rules'
+    (`_dispatch._single_input_value_by_shift_wide`); not on CPUs with AVX2 and no
+    AVX-512, nor in 1-D or 3-D, nor within a split layer (``nested``), nor where the
+    rules' value is `matmul`'s."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
+    x, x_cl = (2, 1, 64, 64), (2, 64, 64, 1)
+    wide = not avx2_only
+
+    def value(x_shape, w_shape, **kwargs):
+        return choose(x_shape, w_shape, **kwargs)[0] == "shift"
+
+    assert value(x, (12, 1, 5, 5), padding=2) == wide  # 300
+    assert value(x, (92, 1, 5, 5), padding=2) == wide  # 2300
+    assert not value(x, (93, 1, 5, 5), padding=2)  # 2325
+    big = (16, 128, 128, 1)  # (past `matmul`'s value: 2^21 patch elements)
+    assert value(big, (3, 3, 1, 256), padding=1, channels_last=True) == wide  # 2304
+    assert not value(big, (3, 3, 1, 257), padding=1, channels_last=True)  # 2313
+    assert value(x, (64, 1, 5, 5), padding=2) == wide  # 1600
+    # (channels-first 3x3: `matmul`'s value, the RGB and grey first layers' rule)
+    assert choose(x, (64, 1, 3, 3), padding=1) == ("matmul",) * 3
+    assert value(x_cl, (5, 5, 1, 64), padding=2, channels_last=True) == wide
+    assert not value(x_cl, (5, 5, 1, 128), padding=2, channels_last=True)  # 3200
+    # Strided: channels-last only.
+    assert value(x_cl, (3, 3, 1, 48), stride=2, padding=1, channels_last=True) == wide
+    assert not value(x, (48, 1, 5, 5), stride=2, padding=2)
+    assert not value(x, (48, 1, 3, 3), padding=2, dilation=2)  # a dilated kernel
+    assert not value((2, 1, 500), (64, 1, 5), padding=2)  # 1-D
+    assert not value((2, 1, 8, 16, 16), (48, 1, 3, 3, 3), padding=1)  # 3-D: 1296
+    assert not value((2, 2, 64, 64), (40, 2, 5, 5), padding=2)  # two channels
+    assert choose((2, 7, 64, 64), (7, 1, 17, 17), padding=8, groups=7)[0] == "fft"  # 2023
+    # The derivatives stay the rules'.
+    assert choose((4, 1, 112, 112), (64, 1, 5, 5), padding=2)[1:] == ("lax", "lax")
+    # ... and `matmul`'s value too, where the rules take it (`_single_input_value_by_matmul`).
+    assert choose((2, 1, 16, 16), (128, 1, 3, 3), padding=1) == ("matmul",) * 3
+    w_shape = (64, 1, 5, 5)
+    spec = _spec.conv_plan("conv", x, w_shape, padding=2).spec
+    dilated = dataclasses.replace(spec, lhs_dilation=(2, 2))
+    assert not _dispatch._single_input_value_by_shift_wide(dilated, w_shape)
+    assert _dispatch.choose(spec, x, w_shape, jnp.float32, "cpu")[0] == ("shift" if wide else "lax")
+    nested = _dispatch.choose(spec, x, w_shape, jnp.float32, "cpu", nested=True)
+    assert nested[0] == "lax"
+
+
+def test_single_input_channel_derivatives_by_matmul(monkeypatch):
     """Dense layers from one input channel whose derivatives are not shift's take
     matmul's to at least 128 channels or with at most 2^19 patch elements (batch x
     output positions x taps), and to at least 128 channels with at most 2^21 on at
     least 512 rows (batch x output positions) its value too
     (`_dispatch._single_input_derivatives_by_matmul`, `_single_input_value_by_matmul`);
-    not 1x1, inputs dilated, grouped, nor from more channels."""
+    not 1x1, inputs dilated, grouped, nor from more channels. (The value as the CPUs
+    with AVX2 and no AVX-512 take it: `_single_input_value_by_shift_wide` off.)"""
+    monkeypatch.setattr(_dispatch, "_single_input_value_by_shift_wide", lambda *a: False)
     mm = ("matmul",) * 3
     lax_ = ("lax",) * 3
     assert choose((4, 1, 112, 112), (64, 1, 5, 5), padding=2) == lax_  # 1.25M elements
@@ -3439,6 +3490,30 @@ def test_single_input_channel_by_shift_trains_as_lax(
     with few products): values and both gradients equal lax's (float64), and so do
     forward mode, second derivatives and `vmap`."""
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=12)
+    text = jax.jit(conv("auto")).lower(x, w).as_text()
+    assert "convolution" not in text, text
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, channels_last",
+    [
+        ((2, 1, 11, 12), (15, 1, 5, 5), dict(padding=2), False),  # 375 products
+        ((1, 1, 9, 10), (33, 1, 5, 5), dict(padding=2), True),  # 825
+        ((2, 1, 11, 12), (48, 1, 3, 3), dict(padding=1, stride=2), True),
+    ],
+)
+def test_single_input_channel_values_by_shift_wide_train_as_lax(
+    retrace, monkeypatch, x_shape, w_shape, kwargs, channels_last
+):
+    """Layers from one input channel past 288 products whose value `auto` runs by
+    `shift` on AVX-512 CPUs (`_dispatch._single_input_value_by_shift_wide`): no
+    convolution in the value; values and both gradients equal lax's (float64), under
+    the other transforms too."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=15)
+    assert choose(x.shape, w.shape, channels_last=channels_last, **kwargs)[0] == "shift"
     text = jax.jit(conv("auto")).lower(x, w).as_text()
     assert "convolution" not in text, text
     trains_as_lax_float64(conv, x, w, check=True)
