@@ -101,6 +101,9 @@ SINGLE_INPUT_SHIFT_WIDE_MAX_PRODUCTS = 2304
 # and the third's multiply-adds per output position, run their value by shift-and-add
 # (see `_few_inputs_value_by_shift`).
 FEW_INPUTS_SHIFT_MAX_IN_CHANNELS, FEW_INPUTS_SHIFT_MAX_TAPS, FEW_INPUTS_SHIFT_MAX_MACS = 4, 25, 600
+# ... and on CPUs with AVX-512 the channels-first RGB and grey first layers' value (see
+# `_few_inputs_channels_first_value_by_shift`) to at most this many output channels.
+FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS = 16
 # ... and the others from one input channel take `matmul`'s derivatives to at least this
 # many output channels, or with at most this many patch elements (see
 # `_single_input_derivatives_by_matmul`).
@@ -799,6 +802,8 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         # channels-first 1.20x and 1.73x (channels-last 0.97x and 1.01x); C3D's 3->64
         # @16x112x112 batch 1 channels-first 0.80x and 1.15x (still 1.48x `lax` forward).
         if not spec.channels_last:
+            if _few_inputs_channels_first_value_by_shift(spec, w_shape):
+                return ("shift", "matmul", "matmul")
             return ("matmul",) * 3
         if _few_inputs_cliff(w_shape):
             return ("shift", "lax", "lax")
@@ -1273,6 +1278,39 @@ def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:
         and w_shape[0] >= FEW_INPUTS_WIDE_MIN_OUT_CHANNELS
         and math.prod(w_shape[2:]) <= FEW_INPUTS_WIDE_MAX_TAPS
         and all(s == 1 for s in (*spec.stride, *spec.lhs_dilation))
+    )
+
+
+def _few_inputs_channels_first_value_by_shift(spec: ConvSpec, w_shape) -> bool:
+    """Whether the value of this channels-first RGB first layer with a small kernel
+    (`choose`: `matmul` in every role), from 2-3 channels to at most
+    `FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS` with at most
+    `FEW_INPUTS_SHIFT_MAX_MACS` multiply-adds per output position, runs by `shift` on a
+    CPU with AVX-512 (not `lax.avx2_only`), the derivatives staying `matmul`'s. On a
+    Sapphire Rapids Xeon, `shift`'s value against `matmul`'s (`/tmp/s61/stemgrid.py`,
+    `cfstem.py`, 7-9 interleaved runs, 2026-12-06), forward; training with a fixed
+    cotangent: 3x3 stride 2 @224, batch 1 / batch 8: 3->4 2.29x / 2.29x; 0.89x /
+    2.21x; 3->8 1.74x / 2.01x; 0.91x / 2.27x; 3->12 1.60x / 1.78x; 0.98x / 2.12x;
+    3->16 1.29x / 1.30x; 0.97x / 1.97x; 3->16 stride 1 @112 batch 4 2.29x; 1.08x; 3->8
+    @224 batch 2 2.76x; 1.61x; 2->16 stride 2 batch 4 1.24x; 1.02x; 4x4 3->12 stride 4
+    (576 multiply-adds) 2.56x; 1.14x; 2x2 3->16 stride 2 @128 1.62x; 1.50x; 3->8 stride
+    2 @64 batch 16 1.89x; 1.03x (training 1.32x over these 14, geometric mean). To 20
+    channels it lost (3->20 stride 2 @224 batch 8 0.92x; 0.96x, batch 1 1.31x; 0.79x),
+    and so did it to more (3->32 0.74-0.83x forward, 3->48 0.63-0.73x). CPUs with AVX2
+    and no AVX-512 were not measured. With the rule against without it
+    (`/tmp/s61/cfstem2.py`, 7 runs), on the 15 2-D layers it changes: forward 1.22-2.9x,
+    training at batch 8 @224 1.05-2.17x (3->4 to 3->12 2.0-2.2x; MobileNetV3's 3->16
+    at batch 16 1.13x) but on the smaller layers (1.3-4 ms) 0.81-1.06x (2->16 stride 2
+    @224 batch 4 0.81x, 3->16 batch 1 0.83x, 3->8 stride 2 @64 batch 16 0.83x; 0.89-1.03x
+    in the run before); X3D-like 3->12 1x3x3 stride (1, 2, 2) @16x112x112 batch 2 by
+    planes 0.96x forward, 1.09x training."""
+    c_out, c_in, *kernel = w_shape
+    return (
+        spec.groups == 1
+        and 2 <= c_in
+        and c_out <= FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS
+        and math.prod(kernel) * c_in * c_out <= FEW_INPUTS_SHIFT_MAX_MACS
+        and not lax_impl.avx2_only()
     )
 
 

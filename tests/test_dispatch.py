@@ -179,7 +179,8 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
 @pytest.mark.parametrize("avx2_only", [False, True])
 def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch):
     """Dense 2-D layers from at most 3 channels with kernels of at most 16 taps:
-    `matmul` channels-first (the value from one channel shift's); channels-last the
+    `matmul` channels-first (the value from one channel shift's, and on CPUs with
+    AVX-512 from 2-3 to at most 16 channels too); channels-last the
     value by `shift` for 17-35 output channels, and not on a CPU with AVX2 and no
     AVX-512 (`_dispatch._few_inputs_cliff`: there XLA's, or shift's within its
     bounds)."""
@@ -187,6 +188,14 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch):
     mm = ("matmul",) * 3
     x, x_cl = (2, 3, 32, 32), (2, 32, 32, 3)
     assert choose(x, (32, 3, 3, 3), stride=2, padding=1) == mm  # MobileNet's stem
+    # Channels-first to at most 16 channels with at most 600 multiply-adds per output:
+    # shift's value on CPUs with AVX-512 (`_few_inputs_channels_first_value_by_shift`).
+    by_shift = mm if avx2_only else ("shift", "matmul", "matmul")
+    assert choose(x, (16, 3, 3, 3), stride=2, padding=1) == by_shift  # MobileNetV3's
+    assert choose(x, (17, 3, 3, 3), stride=2, padding=1) == mm
+    assert choose((2, 2, 32, 32), (16, 2, 3, 3), padding=1) == by_shift
+    assert choose(x, (12, 3, 4, 4), stride=4) == by_shift  # 576 multiply-adds
+    assert choose(x, (13, 3, 4, 4), stride=4) == mm  # 624
     assert choose(x, (64, 3, 3, 3), padding=1) == mm  # VGG's
     assert choose(x, (96, 3, 4, 4), stride=4) == mm  # ConvNeXt's patchify stem
     # (grey: shift's value, `_single_input_by_shift`)
@@ -208,6 +217,7 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch):
     rng = np.random.default_rng(0)
     for x_shape, w_shape, kw in [
         ((2, 3, 11, 11), (32, 3, 3, 3), dict(stride=2, padding=1)),
+        ((2, 3, 11, 11), (8, 3, 3, 3), dict(stride=2, padding=1)),
         ((2, 11, 11, 3), (3, 3, 3, 24), dict(stride=2, padding=1, channels_last=True)),
         ((2, 1, 9, 9), (8, 1, 4, 4), dict(stride=4)),
     ]:
