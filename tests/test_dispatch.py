@@ -3203,8 +3203,10 @@ def test_single_input_channel_by_shift(monkeypatch):
     every role with at most 100 (`_dispatch._single_input_by_shift`); not 1x1, inputs dilated
     (a transposed convolution's), nor more input channels; a kernel past the output
     keeps matmul's derivatives. (Past 288 products on AVX-512 CPUs:
-    `test_single_input_channel_values_by_shift_wide`.)"""
+    `test_single_input_channel_values_by_shift_wide`; the AVX-512 rules for few input
+    channels are off here.)"""
     monkeypatch.setattr(_dispatch, "_single_input_value_by_shift_wide", lambda *a: False)
+    monkeypatch.setattr(_dispatch, "_few_inputs_channels_first_value_by_shift", lambda *a: False)
     shift = ("shift",) * 3
     assert choose((8, 1, 224, 224), (1, 1, 5, 5), padding=2) == shift
     assert choose((8, 224, 224, 1), (5, 5, 1, 1), padding=2, channels_last=True) == shift
@@ -3368,14 +3370,17 @@ def test_single_input_channel_derivatives_by_matmul_train_as_lax(
     trains_as_lax_float64(conv, x, w, check=True)
 
 
-def test_few_input_channels_value_by_shift():
+def test_few_input_channels_value_by_shift(monkeypatch):
     """Dense 2-D layers from 2-4 input channels with 2-25 taps and at most 600
     multiply-adds per output position run their value by shift-and-add, their
     derivatives by the rules (`_dispatch._few_inputs_value_by_shift`), where the rules
     leave the value to XLA's convolution; not from one channel
     (`_single_input_by_shift`'s) nor five, not 1x1 nor 7x7, not past 600, not grouped,
     input-dilated, 1-D or 3-D, not a part of a layer (``nested``), not in bfloat16, nor
-    where another rule takes the value (`output_taps` to few channels)."""
+    where another rule takes the value (`output_taps` to few channels; channels-first
+    RGB layers, `matmul`'s as CPUs with AVX2 and no AVX-512 take them: the AVX-512
+    rule, `_few_inputs_channels_first_value_by_shift`, off)."""
+    monkeypatch.setattr(_dispatch, "_few_inputs_channels_first_value_by_shift", lambda *a: False)
     spec = _spec.conv_plan("conv", (2, 3, 16, 16), (8, 3, 3, 3), padding=1).spec
     taken = _dispatch._few_inputs_value_by_shift
     for w_shape, want in [
