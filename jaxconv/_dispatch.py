@@ -101,8 +101,9 @@ SINGLE_INPUT_SHIFT_WIDE_MAX_PRODUCTS = 2304
 # and the third's multiply-adds per output position, run their value by shift-and-add
 # (see `_few_inputs_value_by_shift`).
 FEW_INPUTS_SHIFT_MAX_IN_CHANNELS, FEW_INPUTS_SHIFT_MAX_TAPS, FEW_INPUTS_SHIFT_MAX_MACS = 4, 25, 600
-# ... and on CPUs with AVX-512 the channels-first RGB and grey first layers' value (see
-# `_few_inputs_channels_first_value_by_shift`) to at most this many output channels.
+# ... and on CPUs with AVX-512 the value of channels-first RGB first layers (2-3 input
+# channels, see `_few_inputs_channels_first_value_by_shift`) to at most this many
+# output channels.
 FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS = 16
 # ... and the others from one input channel take `matmul`'s derivatives to at least this
 # many output channels, or with at most this many patch elements (see

@@ -177,7 +177,7 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
 @pytest.mark.parametrize("avx2_only", [False, True])
-def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch):
+def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace):
     """Dense 2-D layers from at most 3 channels with kernels of at most 16 taps:
     `matmul` channels-first (the value from one channel shift's, and on CPUs with
     AVX-512 from 2-3 to at most 16 channels too); channels-last the
