@@ -1284,10 +1284,11 @@ def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:
 
 def _few_inputs_channels_first_value_by_shift(spec: ConvSpec, w_shape) -> bool:
     """Whether the value of this channels-first RGB first layer with a small kernel
-    (`choose`: `matmul` in every role), from 2-3 channels to at most
-    `FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS` with at most
-    `FEW_INPUTS_SHIFT_MAX_MACS` multiply-adds per output position, runs by `shift` on a
-    CPU with AVX-512 (not `lax.avx2_only`), the derivatives staying `matmul`'s. On a
+    (`choose`: `matmul` in every role), within `_few_inputs_value_by_shift`'s bounds (2-3
+    channels here, at most `FEW_INPUTS_SHIFT_MAX_MACS` multiply-adds per output
+    position) and to at most `FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS`, runs by
+    `shift` on a CPU with AVX-512 (not `lax.avx2_only`), the derivatives staying
+    `matmul`'s. On a
     Sapphire Rapids Xeon, `shift`'s value against `matmul`'s (`/tmp/s61/stemgrid.py`,
     `cfstem.py`, 7-9 interleaved runs, 2026-12-06), forward; training with a fixed
     cotangent: 3x3 stride 2 @224, batch 1 / batch 8: 3->4 2.29x / 2.29x; 0.89x /
@@ -1305,12 +1306,9 @@ def _few_inputs_channels_first_value_by_shift(spec: ConvSpec, w_shape) -> bool:
     @224 batch 4 0.81x, 3->16 batch 1 0.83x, 3->8 stride 2 @64 batch 16 0.83x; 0.89-1.03x
     in the run before); X3D-like 3->12 1x3x3 stride (1, 2, 2) @16x112x112 batch 2 by
     planes 0.96x forward, 1.09x training."""
-    c_out, c_in, *kernel = w_shape
     return (
-        spec.groups == 1
-        and 2 <= c_in
-        and c_out <= FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS
-        and math.prod(kernel) * c_in * c_out <= FEW_INPUTS_SHIFT_MAX_MACS
+        _few_inputs_value_by_shift(spec, w_shape)
+        and w_shape[0] <= FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS
         and not lax_impl.avx2_only()
     )
 
