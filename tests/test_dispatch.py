@@ -621,7 +621,7 @@ def test_channels_last_3d_planes_value_keeps_callers_layout(monkeypatch, stride)
     """Channels-last, `planes.decompose` pads and slices the depth planes in the caller's
     layout: the compiled value holds no channels-first copy of the input (padded
     channels-first, XLA transposed the input there and every tap's planes back: 3x3x3
-    stride 3 256->8 @16 ran 2.6x slower). Value and both gradients stay `lax`'s."""
+    stride 3 256->8 @16 ran 3.0x slower). Value and both gradients stay `lax`'s."""
     import re
 
     import jaxconv
