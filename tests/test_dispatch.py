@@ -617,11 +617,12 @@ def test_3d_planes_stacked_by_role(
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
 @pytest.mark.parametrize("stride", [3, 2, (1, 2, 2)])
-def test_channels_last_3d_planes_value_keeps_callers_layout(monkeypatch, stride):
+def test_channels_last_3d_planes_value_keeps_callers_layout(monkeypatch, retrace, stride):
     """Channels-last, `planes.decompose` pads and slices the depth planes in the caller's
     layout: the compiled value holds no channels-first copy of the input (padded
     channels-first, XLA transposed the input there and every tap's planes back: 3x3x3
-    stride 3 256->8 @16 ran 3.0x slower). Value and both gradients stay `lax`'s."""
+    stride 3 256->8 @16 ran 3.0x slower). Value and both gradients stay `lax`'s. (The
+    spy sees only fresh traces, hence `retrace`.)"""
     import re
 
     import jaxconv
