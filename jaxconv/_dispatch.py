@@ -2818,6 +2818,8 @@ OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS = 36
 # `_output_taps_per_image` with at least this many times as many positions per image as
 # products per position.
 OUTPUT_TAPS_PER_IMAGE_MIN_RATIO = 2
+# `_single_output_strided_value_by_xla` from this many taps and input channels.
+SINGLE_OUTPUT_XLA_MIN_TAPS, SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS = 9, 12
 
 
 def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
@@ -2959,7 +2961,9 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
         return False
     few_products = taps * c_out <= max(c_in, OUTPUT_TAPS_MIN_FOLDED)
     if role == FORWARD:
-        if max(spec.stride) > OUTPUT_TAPS_MAX_VALUE_STRIDE:
+        if max(spec.stride) > OUTPUT_TAPS_MAX_VALUE_STRIDE or _single_output_strided_value_by_xla(
+            spec, x_shape, w_shape
+        ):
             return False
         if spec.channels_last and max(spec.stride) > 1:
             per_output = taps * c_out * math.prod(spec.stride)
@@ -2992,6 +2996,42 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
         and c_out <= OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS
         and c_in >= OUTPUT_TAPS_WEIGHT_MIN_RATIO * c_out
         and few_products
+    )
+
+
+def _single_output_strided_value_by_xla(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether `_output_taps` leaves the value of this channels-last 2-D layer strided
+    to one output channel to the rules after it: from at least
+    `SINGLE_OUTPUT_XLA_MIN_TAPS` taps on at least two images, from at least
+    `SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS` input channels (XLA's convolution then) or from
+    the few that `shift` takes (`_few_inputs_value_by_shift`), on a CPU with AVX-512
+    (not `lax.avx2_only`).
+
+    `_output_taps`' channels-last strided bounds were measured on an AMD EPYC with
+    AVX2. On a Sapphire Rapids Xeon with AVX-512 a random sweep found 16->1 3x3 stride
+    2 unpadded @56 batch 16 channels-last forward at 0.71x `lax` (`/tmp/s63/rand.py
+    631`; 0.85x in a 21-run recheck). With the rule against without (3x3 stride 2,
+    padding 1 unless said, 15 interleaved runs, 2026-12-06, `/tmp/s63/otcl5.py`;
+    forward, and training with a fixed cotangent): 16->1 unpadded @56 batch 16 1.41x,
+    1.05x, unpadded @28 1.75x, 0.87x, @112 batch 4 1.00x, 0.90x; 12->1 unpadded @64
+    batch 4 1.30x, 0.98x; by `shift` 4->1 @224 batch 2 1.47x, 1.20x, unpadded @96 1.61x,
+    1.28x, unpadded @56 batch 8 2.04x, 1.09x; 3->1 @128 batch 8 1.59x, 1.01x, @224
+    1.96x, 0.89x, unpadded @112 batch 16 3.2x, 1.33x; 2->1 @64 batch 4 1.12x, 1.27x,
+    unpadded @160 batch 2 2.8x, 1.30x. From 5-8 channels XLA's value lost or tied
+    (6->1 unpadded @96 batch 4 0.90x and 0.84x in two runs, training 0.83x; 8->1 @112
+    batch 8 0.95-1.04x), on one image it was even (16->1 and 12->1 unpadded @56
+    0.89-0.91x, 8->1 1.09x, 6->1 @64 0.53x; `/tmp/s63/otcl4.py`), and 2x2 kernels
+    mixed (0.69-1.58x on six layers): not those."""
+    c_out, c_in = w_shape[:2]
+    return (
+        spec.ndim == 2
+        and spec.channels_last
+        and max(spec.stride) > 1
+        and c_out == 1
+        and math.prod(w_shape[2:]) >= SINGLE_OUTPUT_XLA_MIN_TAPS
+        and x_shape[0] >= 2
+        and (c_in >= SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS or _few_inputs_value_by_shift(spec, w_shape))
+        and not lax_impl.avx2_only()
     )
 
 

@@ -4541,7 +4541,9 @@ def trains_as_lax_float64(conv, x, w, check):
         ((2, 32, 20, 20), (1, 32, 5, 5), dict(stride=2, padding=2), "vxw", "xw"),
         ((2, 32, 24, 24), (1, 32, 3, 3), dict(stride=3, padding=1), "vx", "x"),
         ((2, 32, 24, 24), (1, 32, 3, 3), dict(stride=4, padding=1), "x", "x"),  # stride 4
-        ((2, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), "vxw", "vxw"),  # 36
+        # (one image: on two, channels-last, XLA's value on a CPU with AVX-512, see
+        # `test_single_output_strided_value_by_xla`)
+        ((1, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), "vxw", "vxw"),  # 36
         ((2, 16, 12, 12), (2, 16, 3, 3), dict(stride=2, padding=1), "vw", "w"),  # 72 > 36
         ((2, 16, 20, 20), (1, 16, 7, 7), dict(stride=2, padding=3), "w", "w"),  # 49 > 32
         # Its groups' parts: channels-last each group's weight gradient, one call each.
@@ -4622,14 +4624,74 @@ def test_few_output_channels_by_output_taps(
         ((8, 16, 64, 64), (2, 16, 3, 3), dict(stride=2, padding=1), False, True),
     ],
 )
-def test_output_taps_value_within_the_heap_block(x_shape, w_shape, kwargs, channels_last, taken):
+def test_output_taps_value_within_the_heap_block(
+    monkeypatch, x_shape, w_shape, kwargs, channels_last, taken
+):
     """`_dispatch._output_taps` takes no value whose float32 products (``N * positions
     * taps * C_out``) pass `lax.MALLOC_MAX_HEAP_BLOCK` with as many products as input
     channels, and channels-last no strided value of more than 36 products per output
-    (``taps * C_out * stride^2``) or whose input and products together pass it."""
+    (``taps * C_out * stride^2``) or whose input and products together pass it (on a
+    CPU with AVX2 and no AVX-512, where those bounds were measured; with AVX-512 see
+    `test_single_output_strided_value_by_xla`)."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     spec = dataclasses.replace(spec, channels_last=channels_last)
     assert _dispatch._output_taps(spec, x_shape, w_shape, _dispatch.FORWARD) == taken
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, avx2_only, taken",
+    [
+        ((2, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), False, False),
+        ((2, 12, 12, 12), (1, 12, 3, 3), dict(stride=2), False, False),
+        ((2, 11, 12, 12), (1, 11, 3, 3), dict(stride=2), False, True),  # 5-11 channels
+        ((2, 5, 12, 12), (1, 5, 3, 3), dict(stride=2), False, True),
+        ((2, 4, 12, 12), (1, 4, 3, 3), dict(stride=2, padding=1), False, False),  # shift's
+        ((2, 2, 12, 12), (1, 2, 3, 3), dict(stride=2), False, False),
+        ((1, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), False, True),  # 1 image
+        ((2, 16, 12, 12), (1, 16, 2, 2), dict(stride=2), False, True),  # 4 taps
+        ((2, 16, 12, 12), (1, 16, 3, 3), dict(padding=1), False, True),  # unstrided
+        ((2, 16, 12, 12), (2, 16, 3, 3), dict(stride=(1, 2), padding=1), False, True),  # 2
+        ((2, 16, 12, 12), (1, 16, 3, 3), dict(stride=2, padding=1), True, True),  # AVX2
+        ((2, 4, 12, 12), (1, 4, 3, 3), dict(stride=2, padding=1), True, True),
+    ],
+)
+def test_single_output_strided_value_by_xla(
+    monkeypatch, x_shape, w_shape, kwargs, avx2_only, taken
+):
+    """Channels-last, `_dispatch._output_taps` leaves the value of a 2-D layer strided
+    to one channel (3x3 or larger, at least two images) to XLA's convolution from at
+    least 12 input channels, and to `shift` from the 2-4 it takes, on a CPU with AVX-512
+    (`_dispatch._single_output_strided_value_by_xla`); channels-first, its derivatives
+    and on a CPU with AVX2 and no AVX-512 nothing changes."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    cl = dataclasses.replace(spec, channels_last=True)
+    assert _dispatch._output_taps(cl, x_shape, w_shape, _dispatch.FORWARD) == taken
+    assert _dispatch._output_taps(spec, x_shape, w_shape, _dispatch.FORWARD)  # channels-first
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_single_output_strided_values_under_auto(monkeypatch, retrace, channels_last):
+    """Under `auto` on a CPU with AVX-512, channels-last values strided to one channel
+    run off `matmul.output_taps` (differentiated too): from 16 channels XLA's, from 4
+    `shift`'s; their derivatives, and channels-first the values, stay as they were.
+    Values and both gradients equal lax's (float64)."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
+    for c_in, value in ((16, "lax"), (4, "shift")):
+        x_shape, w_shape = (2, c_in, 13, 13), (1, c_in, 3, 3)
+        x, w, conv = float64_layer(x_shape, w_shape, dict(stride=2), channels_last, seed=5)
+        names = choose(x.shape, w.shape, stride=2, channels_last=channels_last)
+        assert names[0] == (value if channels_last else "lax"), c_in
+        calls.clear()
+        jax.eval_shape(conv("auto"), x, w)  # (the value's trace, cached: counted once)
+        assert len(calls) == (not channels_last), c_in
+        trains_as_lax_float64(conv, x, w, check=False)
+        # Training: channels-first all three roles; channels-last the input gradient,
+        # and from 16 channels the weight gradient (its space-to-depth fold's).
+        assert len(calls) == (3 if not channels_last else 1 + (c_in == 16)), c_in
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
