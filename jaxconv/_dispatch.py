@@ -257,6 +257,10 @@ TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO =
 # and derivatives channels-first; channels-last, the value alone by `shift` with this
 # many output channels (inclusive), where XLA's convolution falls off a cliff.
 FEW_INPUTS_MAX_CHANNELS, FEW_INPUTS_MAX_TAPS = 3, 16
+# `_few_inputs_narrow_by_xla`: to at most this many output channels, with this many taps
+# or on at most this many output rows.
+FEW_INPUTS_NARROW_MAX_OUT_CHANNELS = 16
+FEW_INPUTS_NARROW_MIN_TAPS, FEW_INPUTS_NARROW_MAX_ROWS = 16, 1600
 FEW_INPUTS_CLIFF_OUT_CHANNELS = (17, 35)
 # ... and unstrided ones from more of them, up to this many, to at least this many output
 # channels with kernels of at most this many taps: `matmul`'s derivatives, and its value
@@ -331,7 +335,8 @@ def choose(
         return _choose_cuda(spec, x_shape, w_shape, dtype)
     if backend != "cpu":
         return ("lax",) * 3
-    rules = _choose_cpu(spec, x_shape, w_shape, dtype)
+    few_inputs_narrow = not nested and _few_inputs_narrow_by_xla(spec, x_shape, w_shape)
+    rules = _choose_cpu(spec, x_shape, w_shape, dtype, few_inputs_by_matmul=not few_inputs_narrow)
     if _few_inputs_wide(spec, w_shape):
         undilated = all(d == 1 for d in spec.rhs_dilation)
         by_patches = not spec.channels_last and undilated
@@ -453,8 +458,11 @@ def _choose_cuda(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str
     return ("lax",) * 3
 
 
-def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]:
-    """`choose` on the CPU, but for `kernel_past_output`."""
+def _choose_cpu(
+    spec: ConvSpec, x_shape, w_shape, dtype, few_inputs_by_matmul: bool = True
+) -> tuple[str, str, str]:
+    """`choose` on the CPU, but for `kernel_past_output`; RGB and grey first layers by
+    `matmul` only with ``few_inputs_by_matmul`` (see `_few_inputs_narrow_by_xla`)."""
     del dtype  # the rules were measured in float32; nothing else is known better
     c_in_g = w_shape[1]
     taps = math.prod(w_shape[2:])
@@ -776,7 +784,8 @@ def _choose_cpu(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str]
         # 1.2-1.5x forward but 0.72x training channels-last).
         return ("matmul",) * 3
     if (
-        spec.ndim == 2
+        few_inputs_by_matmul
+        and spec.ndim == 2
         and c_in_g <= FEW_INPUTS_MAX_CHANNELS
         and taps <= FEW_INPUTS_MAX_TAPS
         and all(d == 1 for d in (*spec.lhs_dilation, *spec.rhs_dilation))
@@ -1310,6 +1319,44 @@ def _few_inputs_channels_first_value_by_shift(spec: ConvSpec, w_shape) -> bool:
         _few_inputs_value_by_shift(spec, w_shape)
         and w_shape[0] <= FEW_INPUTS_SHIFT_CHANNELS_FIRST_MAX_OUT_CHANNELS
         and not lax_impl.avx2_only()
+    )
+
+
+def _few_inputs_narrow_by_xla(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this channels-first 2-D layer of stride 2 from 2-3 channels to at most
+    `FEW_INPUTS_NARROW_MAX_OUT_CHANNELS`, which `choose` would run by `matmul` (RGB and
+    grey first layers), runs by the rules after that one instead (XLA's convolution,
+    `shift`'s value within `_few_inputs_value_by_shift`), as a whole layer (not a 3-D
+    one's planes): with 16 or more taps, or on at most `FEW_INPUTS_NARROW_MAX_ROWS`
+    output rows (batch times output positions).
+
+    `matmul`'s patches were measured on stems at 112-224 (`choose`); on smaller layers
+    and 4x4 kernels XLA's convolution won. Without `matmul` against with it (channels-
+    first, 9 interleaved runs, Sapphire Rapids Xeon with AVX-512, 2026-12-06,
+    `/tmp/s63/fewgrid.py`, `fewgrid2.py`; forward / training with a fixed cotangent):
+    4x4 stride 2 unpadded 3->16 @14-112 batch 2-8 (72-24,200 rows) 1.20-2.95x / 0.88-2.18x
+    on eight layers (@28 batch 8 1.90x / 2.18x, @112 batch 8 1.50x / 2.14x); 4x4 padded
+    3->8 @56-224 0.96-1.06x / 1.09-1.34x; 3x3 stride 2 padded 3->16 on 98-1,568 rows
+    0.91-1.41x / 1.01-1.78x (five layers; the value `shift`'s either way), 2->8 on
+    196-784 rows 0.79-1.06x / 1.37-1.44x (four; `shift`'s value, 0.1 ms). Not 3x3 on
+    more rows (3->16 on 6,272-25,088 rows 1.02-1.09x / 0.83-0.96x), nor to more channels
+    (3->64 0.56-0.98x / 0.28-0.94x from 1,352 rows; 4x4 padded 3->24 to 3->48 training
+    0.62-1.08x; 2->32 3x3 on 98-400 rows 0.63-0.73x forward), though 3->64 on at most
+    400 rows gained 1.03-1.98x / 0.96-2.22x. Looked for after a random sweep's row
+    (`/tmp/s63/rand.py 632`: 2->64 3x3 stride 3 @7 batch 2 training at 0.58-0.70x
+    `lax`, 0.1 ms), which this rule leaves as it was (64 channels, stride 3)."""
+    return (
+        spec.ndim == 2
+        and not spec.channels_last
+        and spec.groups == 1
+        and spec.stride == (2, 2)
+        and 2 <= w_shape[1] <= FEW_INPUTS_MAX_CHANNELS
+        and w_shape[0] <= FEW_INPUTS_NARROW_MAX_OUT_CHANNELS
+        and (
+            math.prod(w_shape[2:]) >= FEW_INPUTS_NARROW_MIN_TAPS
+            or x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+            <= FEW_INPUTS_NARROW_MAX_ROWS
+        )
     )
 
 

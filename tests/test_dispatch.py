@@ -175,6 +175,42 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("avx2_only", [False, True])
+def test_few_inputs_narrow_by_xla(avx2_only, monkeypatch, retrace):
+    """Channels-first 2-D layers of stride 2 from 2-3 channels to at most 16, with 4x4
+    or larger kernels or on at most 1,600 output rows, leave `matmul` (the RGB and grey
+    first layers' rule) for the rules after it: XLA's convolution, the value `shift`'s
+    within its bounds (`_dispatch._few_inputs_narrow_by_xla`). Not channels-last, to
+    more channels, from one channel, of other strides, nor a 3-D layer's planes."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
+    mm = ("matmul",) * 3
+    shift_value = ("shift", "lax", "lax")  # (2-4 channels, 600 multiply-adds)
+    s2 = dict(stride=2, padding=1)
+    assert choose((2, 3, 14, 14), (16, 3, 3, 3), **s2) == shift_value  # 98 rows
+    assert choose((1, 3, 80, 80), (16, 3, 3, 3), **s2) == shift_value  # 1,600 rows
+    many_rows = mm if avx2_only else ("shift", "matmul", "matmul")
+    assert choose((1, 3, 82, 82), (16, 3, 3, 3), **s2) == many_rows  # 1,681 rows
+    assert choose((2, 3, 14, 14), (17, 3, 3, 3), **s2) == mm  # 17 channels
+    assert choose((2, 2, 14, 14), (8, 2, 3, 3), **s2) == shift_value
+    assert choose((8, 3, 112, 112), (16, 3, 4, 4), stride=2) == ("lax",) * 3  # 16 taps
+    assert choose((8, 3, 112, 112), (17, 3, 4, 4), stride=2) == mm
+    assert choose((2, 1, 14, 14), (16, 1, 3, 3), **s2)[1:] == ("matmul", "matmul")  # grey
+    assert choose((2, 3, 14, 14), (16, 3, 3, 3), stride=3, padding=1)[1:] == mm[1:]
+    assert choose((2, 3, 14, 14), (16, 3, 3, 3), stride=(1, 2), padding=1)[1:] == mm[1:]
+    cl = dict(s2, channels_last=True)
+    assert choose((2, 14, 14, 3), (3, 3, 3, 16), **cl) == ("shift", "lax", "lax")
+    plan = _spec.conv_plan("conv", (2, 3, 14, 14), (16, 3, 3, 3), **s2)
+    nested = _dispatch.choose(plan.spec, (2, 3, 14, 14), (16, 3, 3, 3), jnp.float32, "cpu", True)
+    assert nested[1:] == mm[1:]
+    # Under `auto` their values and gradients are lax's (float64).
+    for x_shape, w_shape, kwargs in [
+        ((2, 3, 14, 14), (16, 3, 4, 4), dict(stride=2)),
+        ((2, 2, 9, 9), (8, 2, 3, 3), s2),
+    ]:
+        x, w, conv = float64_layer(x_shape, w_shape, kwargs, False, seed=4)
+        trains_as_lax_float64(conv, x, w, check=False)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
 @pytest.mark.parametrize("avx2_only", [False, True])
 def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace):
@@ -186,7 +222,8 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace
     bounds)."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     mm = ("matmul",) * 3
-    x, x_cl = (2, 3, 32, 32), (2, 32, 32, 3)
+    # (channels-first from 1,601 output rows, see `test_few_inputs_narrow_by_xla`)
+    x, x_cl = (2, 3, 64, 64), (2, 32, 32, 3)
     assert choose(x, (32, 3, 3, 3), stride=2, padding=1) == mm  # MobileNet's stem
     # Channels-first to at most 16 channels with at most 600 multiply-adds per output:
     # shift's value on CPUs with AVX-512 (`_few_inputs_channels_first_value_by_shift`).
