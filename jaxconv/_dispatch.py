@@ -1340,9 +1340,10 @@ def _few_inputs_narrow_by_xla(spec: ConvSpec, x_shape, w_shape) -> bool:
     0.91-1.41x / 1.01-1.78x (five layers; the value `shift`'s either way), 2->8 on
     196-784 rows 0.79-1.06x / 1.37-1.44x (four; `shift`'s value, 0.1 ms). Not 3x3 on
     more rows (3->16 on 6,272-25,088 rows 1.02-1.09x / 0.83-0.96x), nor to more channels
-    (3->64 0.56-0.98x / 0.28-0.94x from 1,352 rows; 4x4 padded 3->24 to 3->48 training
-    0.62-1.08x; 2->32 3x3 on 98-400 rows 0.63-0.73x forward), though 3->64 on at most
-    400 rows gained 1.03-1.98x / 0.96-2.22x. Looked for after a random sweep's row
+    (3->64 from 5,832 rows 0.56-0.92x / 0.28-0.90x, on 1,352-1,568 rows 0.92-1.23x /
+    0.70-1.10x; 4x4 padded 3->24 to 3->48 training 0.62-1.08x; 2->32 3x3 on 196-784 rows
+    0.63-0.73x forward), though 3->64 on at most 400 rows gained 1.03-1.98x /
+    0.96-2.22x. Looked for after a random sweep's row
     (`/tmp/s63/rand.py 632`: 2->64 3x3 stride 3 @7 batch 2 training at 0.58-0.70x
     `lax`, 0.1 ms), which this rule leaves as it was (64 channels, stride 3)."""
     return (
@@ -3066,9 +3067,10 @@ def _single_output_strided_value_by_xla(spec: ConvSpec, x_shape, w_shape) -> boo
     1.96x, 0.89x, unpadded @112 batch 16 3.2x, 1.33x; 2->1 @64 batch 4 1.12x, 1.27x,
     unpadded @160 batch 2 2.8x, 1.30x. From 5-8 channels XLA's value lost or tied
     (6->1 unpadded @96 batch 4 0.90x and 0.84x in two runs, training 0.83x; 8->1 @112
-    batch 8 0.95-1.04x), on one image it was even (16->1 and 12->1 unpadded @56
-    0.89-0.91x, 8->1 1.09x, 6->1 @64 0.53x; `/tmp/s63/otcl4.py`), and 2x2 kernels
-    mixed (0.69-1.58x on six layers): not those."""
+    batch 8 0.95-1.04x), on one image it went both ways (16->1 and 12->1 unpadded @56
+    0.89-0.91x, 8->1 1.09x, 3->1 @28 1.68x, 6->1 @64 0.53x; `/tmp/s63/otcl4.py`, the
+    rule then without its channel bounds), and 2x2 kernels mixed (0.69-1.58x on six
+    layers): not those."""
     c_out, c_in = w_shape[:2]
     return (
         spec.ndim == 2
