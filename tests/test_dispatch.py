@@ -222,7 +222,7 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace
     bounds)."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     mm = ("matmul",) * 3
-    # (channels-first from 1,601 output rows, see `test_few_inputs_narrow_by_xla`)
+    # (2,048 output rows at stride 2: past `test_few_inputs_narrow_by_xla`'s 1,600)
     x, x_cl = (2, 3, 64, 64), (2, 32, 32, 3)
     assert choose(x, (32, 3, 3, 3), stride=2, padding=1) == mm  # MobileNet's stem
     # Channels-first to at most 16 channels with at most 600 multiply-adds per output:
