@@ -193,6 +193,7 @@ def test_few_inputs_narrow_by_xla(avx2_only, monkeypatch, retrace):
     assert choose((2, 3, 14, 14), (17, 3, 3, 3), **s2) == mm  # 17 channels
     assert choose((2, 2, 14, 14), (8, 2, 3, 3), **s2) == shift_value
     assert choose((8, 3, 112, 112), (16, 3, 4, 4), stride=2) == ("lax",) * 3  # 16 taps
+    assert choose((8, 3, 112, 112), (16, 3, 3, 5), stride=2) == mm  # 15 taps, 8 * 55 * 54 rows
     assert choose((8, 3, 112, 112), (17, 3, 4, 4), stride=2) == mm
     assert choose((2, 1, 14, 14), (16, 1, 3, 3), **s2)[1:] == ("matmul", "matmul")  # grey
     assert choose((2, 3, 14, 14), (16, 3, 3, 3), stride=3, padding=1)[1:] == mm[1:]
