@@ -301,6 +301,19 @@ KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
 # measured on an Intel Xeon with AVX-512.
 KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS = 160
 KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS = 128
+# ... and on every CPU only to at least this many output channels. With AVX-512 too the
+# dilated rule lost to fewer (Intel Xeon, 2026-12-06, found by a random sweep: 8->128
+# 7x7 dilation 2 padding 6 @7 batch 2 channels-first trained 0.67x `lax`, the weight
+# gradient by patches 0.40 ms against XLA's 0.17). Training with a fixed cotangent,
+# the rules without it against with it, 9 interleaved runs, `/tmp/s64/kpod4.py` to
+# `kpod6.py`, channels-first and channels-last, 7x7 dilation 2 padding 6 @7 batch 2,
+# 3x3 dilation 3 padding 3 @6 batch 8, 5x5 dilation 2 padding 4 @5 batch 4, 3x3
+# dilation 2 padding 2 @5 batch 4 and 3x3 dilation 4 padding 4 @8 batch 8: to 64
+# channels from 8-512, 56 rows, geometric mean 1.28x, 36 rows over 1.1x, two under 0.9x
+# (0.85x); to 32 and 48 channels 18 rows 0.93-2.48x (32x32 1.80-2.48x). To 96 channels
+# 16 rows, 1.01x (0.75-1.28x); to 128, 32 rows, 1.07x (0.70-1.50x); to 256, 32 rows,
+# 1.00x (0.67-1.65x): there the rule stays.
+KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS = 96
 # ... and only to at least this many output channels: with fewer the derivatives by
 # patches mostly lost (training with a fixed cotangent, then through a ReLU, with the
 # rule against without it, batch 16 unless said, 9 interleaved runs, channels-first /
@@ -405,7 +418,8 @@ def choose(
         # 0.2-2.5 ms (two of them 1.08-1.09x in reruns); channels-first 1.0-2.6x where the
         # rules changed (96->128 @6 2.6x, 2.3x; 128 @5 1.7x, 1.7x), once 0.83x through a
         # ReLU (0.98x in a 21-run rerun). Not on larger outputs: ASPP's 3x3 dilation 12-18
-        # on 33x33 maps trained 0.41-0.53x by matmul.
+        # on 33x33 maps trained 0.41-0.53x by matmul; nor to fewer than 96 channels
+        # (`KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS`).
         patches = _patch_elements(spec, x_shape, w_shape)  # (dense: C_in x taps per row)
         small = patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * w_shape[0]
         deep = min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS
@@ -918,7 +932,8 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     `KERNEL_PAST_INPUT_MIN_CHANNELS` input or output channels and at least
     `KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS` output channels, and its kernel has more
     taps than the output has positions along some undilated dim, or (on outputs of at
-    most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions; with AVX2 and no AVX-512,
+    most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions, to at least
+    `KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS` channels; with AVX2 and no AVX-512,
     of at most `KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS` in the batch, from and to at
     least `KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS` channels) a dilated kernel's
     window is longer than the output along a dilated dim (see `choose`); in 3-D not
@@ -934,7 +949,10 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
         return False
     dims = zip(w_shape[2:], out, spec.rhs_dilation, strict=True)
     skip = 1 if spec.ndim == 3 and planes.applies(spec) else 0  # as `kernel_past_input`
-    small = math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS
+    small = (
+        math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS
+        and w_shape[0] >= KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS
+    )
     if small and lax_impl.avx2_only():
         small = (
             x_shape[0] * math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS

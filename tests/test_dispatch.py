@@ -2420,7 +2420,7 @@ def test_grouped_3d_derivatives_by_planes(x_shape, w_shape, kwargs, channels_las
         ((2, 64, 10), (64, 64, 9), {}, True),
         ((1, 64, 4, 4, 4), (64, 64, 3, 3, 3), {}, True),
         ((8, 64, 3, 200), (64, 64, 3, 3), {}, False),  # past along one dim: large patches
-        ((2, 64, 6, 6), (64, 64, 3, 3), dict(dilation=2), True),  # dilated, window 5 to 2x2
+        ((2, 64, 6, 6), (96, 64, 3, 3), dict(dilation=2), True),  # dilated, window 5 to 2x2
     ],
 )
 def test_kernel_past_output_differentiates_by_patches(
@@ -2453,7 +2453,10 @@ def test_kernel_past_output_differentiates_by_patches(
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, avx512, avx2",
     [
-        ((8, 64, 6, 6), (64, 64, 3, 3), dict(padding=4, dilation=4), True, False),
+        ((8, 64, 6, 6), (96, 64, 3, 3), dict(padding=4, dilation=4), True, False),
+        ((8, 64, 6, 6), (95, 64, 3, 3), dict(padding=4, dilation=4), False, False),
+        ((2, 8, 7, 7), (128, 8, 7, 7), dict(padding=6, dilation=2), True, False),
+        ((2, 512, 7, 7), (64, 512, 7, 7), dict(padding=6, dilation=2), False, False),
         ((2, 128, 16, 16), (128, 128, 3, 3), dict(padding=1, dilation=6), True, True),
         ((4, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), True, True),  # 144
         ((5, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), True, False),  # 180
@@ -2467,8 +2470,9 @@ def test_kernel_past_output_dilated_on_avx2_only_cpus(
     x_shape, w_shape, kwargs, avx512, avx2, monkeypatch
 ):
     """A dilated window longer than a small output takes the patches' derivatives
-    (`_dispatch.kernel_past_output`) with AVX-512; with AVX2 alone only from and to 128
-    channels or more, on at most 160 rows (batch x output positions)."""
+    (`_dispatch.kernel_past_output`) to 96 channels or more with AVX-512; with AVX2
+    alone only from and to 128 channels or more, on at most 160 rows (batch x output
+    positions)."""
     plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
     for avx2_only, want in ((False, avx512), (True, avx2)):
         monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda v=avx2_only: v)
