@@ -324,6 +324,10 @@ KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS = 96
 # 1.49x; 32->64 7x7 @8 batch 8 1.23x, 2.03x / 1.50x, 1.45x; 16->128 7x7 @8 1.78x,
 # 1.84x / 1.94x, 1.97x; 512->64 4x4 @4 3.7x, 3.9x / 1.64x, 1.49x.
 KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS = 32
+# Dense channels-last 2-D layers both strided and dilated take `matmul`'s derivatives
+# with at most this many patch elements (whole batch; see
+# `_strided_dilated_derivatives_by_matmul`).
+STRIDED_DILATED_MAX_PATCHES = 1 << 22
 
 
 def backend_name() -> str:
@@ -374,6 +378,8 @@ def choose(
         and _single_input_value_by_shift_wide(spec, w_shape)
     ):
         rules = ("shift", *rules[1:])
+    if not nested and _strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape):
+        rules = (rules[FORWARD], "matmul", "matmul")
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
         # (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the input
@@ -3099,6 +3105,39 @@ def _single_output_strided_value_by_xla(spec: ConvSpec, x_shape, w_shape) -> boo
         and x_shape[0] >= 2
         and (c_in >= SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS or _few_inputs_value_by_shift(spec, w_shape))
         and not lax_impl.avx2_only()
+    )
+
+
+def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this dense channels-last 2-D layer, strided and with a dilated kernel,
+    takes both derivatives by `matmul`'s patches: with at most
+    `STRIDED_DILATED_MAX_PATCHES` patch elements, on a CPU with AVX-512 (not
+    `lax.avx2_only`, where it was not measured).
+
+    XLA's strided derivatives of a dilated kernel (an input-dilated convolution for the
+    input gradient, a kernel-dilated one for the weight's) run slowly channels-last; the
+    undilated rules (`_strided_dense_undilated`) do not take them. Found by a random
+    sweep on a Sapphire Rapids Xeon (`/tmp/s64/randbest.py 6405 40 5`): 128->48 3x3
+    stride 2 dilation 2 @56 batch 1 channels-last, training 5.05 ms by the rules, 2.8-2.9
+    by `matmul` (input gradient 1.53 against 0.99 ms, weight gradient 2.10 against
+    1.21). With the patches' derivatives against the rules (training with a fixed
+    cotangent, 9 interleaved runs, 2026-12-06, random layers of 8-512 channels, stride
+    2, 3 or (2, 1), dilation 2-4, 2x2 to 7x7 @14-112, batch 1-16; `/tmp/s64/sd.py`,
+    `sd2.py 11 24`): channels-last, up to 4M patch elements, 0.94-5.4x on 25 layers;
+    with more, 0.18-0.75x on four of eight (128->8 5x5 dilation 3 @28 batch 16, 20M
+    elements, 0.18x; 128->48 3x3 dilation 3 @112 batch 2, 6.7M, 0.43x) though 1.5-2.2x
+    on three. Channels-first the patches went both ways (0.66-1.65x on 15 layers): not
+    there. The rule against without on 30 fresh layers (`sd3.py 12 30`): it changed 21,
+    training 1.01-3.3x on 20 (median 1.8x), 0.81x on one (32->8 7x7 stride 3 dilation 3
+    @112 batch 2, 12.9 ms against 10.4)."""
+    if spec.ndim != 2 or spec.groups != 1 or not spec.channels_last:
+        return False
+    if any(d > 1 for d in spec.lhs_dilation) or lax_impl.avx2_only():
+        return False
+    return (
+        max(spec.stride) > 1
+        and max(spec.rhs_dilation) > 1
+        and _patch_elements(spec, x_shape, w_shape) <= STRIDED_DILATED_MAX_PATCHES
     )
 
 

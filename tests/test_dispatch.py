@@ -2479,6 +2479,64 @@ def test_kernel_past_output_dilated_on_avx2_only_cpus(
         assert _dispatch.kernel_past_output(plan.spec, x_shape, w_shape) == want
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, taken",
+    [
+        ((1, 128, 56, 56), (48, 128, 3, 3), dict(stride=2, padding=2, dilation=2), True),
+        ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(2, 1), dilation=(1, 2)), True),
+        ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(1, 2), dilation=(2, 1)), True),
+        ((2, 8, 9, 7), (16, 8, 3, 3), dict(stride=2), False),  # undilated
+        ((2, 8, 9, 7), (16, 8, 3, 3), dict(dilation=2), False),  # unstrided
+        ((2, 8, 9, 7), (16, 4, 3, 3), dict(stride=2, dilation=2, groups=2), False),
+        ((2, 8, 30), (16, 8, 3), dict(stride=2, dilation=2), False),  # 1-D
+        ((2, 8, 5, 9, 7), (16, 8, 1, 3, 3), dict(stride=2, dilation=2), False),  # 3-D
+        # 1 << 22 patch elements: 4 x 32 x 32 rows of 1024 (64 channels x 16 taps)
+        ((4, 64, 68, 68), (8, 64, 4, 4), dict(stride=2, dilation=2, padding=1), True),
+        ((4, 64, 70, 68), (8, 64, 4, 4), dict(stride=2, dilation=2, padding=1), False),
+    ],
+)
+def test_strided_dilated_derivatives_by_matmul(monkeypatch, x_shape, w_shape, kwargs, taken):
+    """Dense channels-last 2-D layers both strided and dilated take `matmul`'s
+    derivatives (`_dispatch._strided_dilated_derivatives_by_matmul`) up to 4M patch
+    elements, the value as before; channels-first, on a CPU with AVX2 and no AVX-512,
+    and where `_run` splits a layer (nested), not."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    cl = dataclasses.replace(spec, channels_last=True)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    assert _dispatch._strided_dilated_derivatives_by_matmul(cl, x_shape, w_shape) == taken
+    assert not _dispatch._strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape)
+    choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
+    rules = choose(cl, x_shape, w_shape)
+    if taken:
+        assert rules[1:] == ("matmul", "matmul")
+        monkeypatch.setattr(_dispatch, "STRIDED_DILATED_MAX_PATCHES", 0)
+        assert choose(cl, x_shape, w_shape)[0] == rules[0]  # the value as without it
+        monkeypatch.setattr(_dispatch, "STRIDED_DILATED_MAX_PATCHES", 1 << 22)
+        assert choose(cl, x_shape, w_shape, nested=True)[1:] != ("matmul", "matmul")
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
+    assert not _dispatch._strided_dilated_derivatives_by_matmul(cl, x_shape, w_shape)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 8, 13, 11), (12, 8, 3, 3), dict(stride=2, padding=2, dilation=2)),
+        ((3, 6, 12, 14), (5, 6, 2, 3), dict(stride=(3, 1), padding=(1, 0), dilation=(2, 3))),
+    ],
+)
+def test_strided_dilated_layers_train_as_lax(monkeypatch, x_shape, w_shape, kwargs):
+    """Under auto, those layers' derivatives are products of patches, with no
+    convolution in either; values and gradients as lax's."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, True, seed=7)
+    ct = jax.eval_shape(conv("auto"), x, w)
+    input_grad = lambda a, c: jax.vjp(lambda b: conv("auto")(b, w), a)[1](c)  # noqa: E731
+    weight_grad = lambda b, c: jax.vjp(lambda v: conv("auto")(x, v), b)[1](c)  # noqa: E731
+    for f, a in ((input_grad, x), (weight_grad, w)):
+        assert "stablehlo.convolution" not in jax.jit(f).lower(a, ct).as_text()
+    _assert_trains_as_lax(conv, x, w, value=True)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dense-groups rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
