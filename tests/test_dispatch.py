@@ -2120,6 +2120,15 @@ def _relu_grad(conv, impl):
     return jax.value_and_grad(lambda a, b: jnp.sum(jax.nn.relu(conv(impl)(a, b)) ** 2), (0, 1))
 
 
+def _derivative_programs(conv, x, w) -> tuple[str, str]:
+    """The lowered text of the input gradient and of the weight gradient of
+    ``conv("auto")`` at ``x`` and ``w`` (see `_layer`), each for a cotangent argument."""
+    ct = jax.eval_shape(conv("auto"), x, w)
+    input_grad = lambda a, c: jax.vjp(lambda b: conv("auto")(b, w), a)[1](c)  # noqa: E731
+    weight_grad = lambda b, c: jax.vjp(lambda v: conv("auto")(x, v), b)[1](c)  # noqa: E731
+    return tuple(jax.jit(f).lower(a, ct).as_text() for f, a in ((input_grad, x), (weight_grad, w)))
+
+
 def _dilated(f, *args) -> int:
     """How many of ``f``'s lowered convolutions are input-dilated (XLA's transposed
     convolution whole rather than sub-pixel phases)."""
@@ -2401,11 +2410,8 @@ def test_grouped_3d_derivatives_by_planes(x_shape, w_shape, kwargs, channels_las
     for 3x3x3): no dot in either derivative's program; values and gradients as lax's."""
     x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=6)
     assert choose(x_shape, w_shape, **kwargs) == ("lax",) * 3
-    ct = jax.eval_shape(conv("auto"), x, w)
-    input_grad = lambda a, c: jax.vjp(lambda b: conv("auto")(b, w), a)[1](c)  # noqa: E731
-    weight_grad = lambda b, c: jax.vjp(lambda v: conv("auto")(x, v), b)[1](c)  # noqa: E731
-    for f, arg in ((input_grad, x), (weight_grad, w)):
-        assert "stablehlo.dot_general" not in jax.jit(f).lower(arg, ct).as_text()
+    for text in _derivative_programs(conv, x, w):
+        assert "stablehlo.dot_general" not in text
     _assert_trains_as_lax(conv, x, w, value=True)
 
 
@@ -2435,17 +2441,9 @@ def test_kernel_past_output_differentiates_by_patches(
     `test_kernel_past_output_dilated_on_avx2_only_cpus`)."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=5)
-    ct = jax.eval_shape(conv("auto"), x, w)
-
-    def convolutions(f, *args) -> int:
-        text = jax.jit(f).lower(*args).as_text()
-        return text.count("stablehlo.convolution")
-
-    input_grad = lambda a, c: jax.vjp(lambda b: conv("auto")(b, w), a)[1](c)  # noqa: E731
-    weight_grad = lambda b, c: jax.vjp(lambda v: conv("auto")(x, v), b)[1](c)  # noqa: E731
-    assert convolutions(input_grad, x, ct) == 0
-    assert convolutions(weight_grad, w, ct) == 0
-    value = convolutions(conv("auto"), x, w)
+    for text in _derivative_programs(conv, x, w):
+        assert text.count("stablehlo.convolution") == 0
+    value = jax.jit(conv("auto")).lower(x, w).as_text().count("stablehlo.convolution")
     assert (value == 0) == (value_by_patches and (len(x_shape) == 5 or not channels_last))
     _assert_trains_as_lax(conv, x, w, value=True)
 
@@ -2529,11 +2527,8 @@ def test_strided_dilated_layers_train_as_lax(monkeypatch, x_shape, w_shape, kwar
     convolution in either; values and gradients as lax's."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     x, w, conv = _layer("conv", x_shape, w_shape, kwargs, True, seed=7)
-    ct = jax.eval_shape(conv("auto"), x, w)
-    input_grad = lambda a, c: jax.vjp(lambda b: conv("auto")(b, w), a)[1](c)  # noqa: E731
-    weight_grad = lambda b, c: jax.vjp(lambda v: conv("auto")(x, v), b)[1](c)  # noqa: E731
-    for f, a in ((input_grad, x), (weight_grad, w)):
-        assert "stablehlo.convolution" not in jax.jit(f).lower(a, ct).as_text()
+    for text in _derivative_programs(conv, x, w):
+        assert "stablehlo.convolution" not in text
     _assert_trains_as_lax(conv, x, w, value=True)
 
 
