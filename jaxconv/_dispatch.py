@@ -328,6 +328,13 @@ KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS = 32
 # with at most this many patch elements (whole batch; see
 # `_strided_dilated_derivatives_by_matmul`).
 STRIDED_DILATED_MAX_PATCHES = 1 << 22
+# Channels-last 1x1 layers on few rows (batch x output positions) take the weight
+# gradient by `matmul.pointwise_weight_gradient` to as many or fewer channels too (see
+# `_pointwise_few_rows`): at most this many rows, from at least this many input
+# channels to at least this many output channels.
+POINTWISE_FEW_ROWS_MAX_ROWS = 128
+POINTWISE_FEW_ROWS_MIN_IN_CHANNELS = 128
+POINTWISE_FEW_ROWS_MIN_OUT_CHANNELS = 64
 
 
 def backend_name() -> str:
@@ -3141,6 +3148,50 @@ def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> 
     )
 
 
+def _pointwise_few_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this channels-last 1x1 layer to as many or fewer channels takes its weight
+    gradient by `matmul.pointwise_weight_gradient` (the input as the product's left
+    operand), as layers that widen do (`matmul.pointwise_expands`): unstrided, on at most
+    `POINTWISE_FEW_ROWS_MAX_ROWS` rows (batch x output positions), from at least
+    `POINTWISE_FEW_ROWS_MIN_IN_CHANNELS` channels to at least
+    `POINTWISE_FEW_ROWS_MIN_OUT_CHANNELS`, in 2-D, on a CPU with AVX-512 (not
+    `lax.avx2_only`, where it was not measured).
+
+    Found by a random sweep on a Sapphire Rapids Xeon (`/tmp/s65/rand.py 6501 50 7`): 1x1
+    256->128 @7 batch 1 channels-last trained at 0.77-0.89x `lax` (21 interleaved runs), its
+    weight gradient by JAX's transpose of the value's product 0.19 ms against XLA's 0.11
+    (the widening layer 128->256 by the written-out product 0.10). Training with it against
+    without, a fixed cotangent and through a ReLU (11 interleaved runs, 2026-12-06,
+    `/tmp/s65/pw2.py`): unstrided, from 128-1024 channels to 64-512, on 49-100 rows (@7-10,
+    batch 1-2), 24 layers 0.86-1.85x and 0.95-1.82x, geometric means 1.31x and 1.28x (1.2x
+    or more on 15 and 12); a second set (`pw2.py b`, 128-2048 to 64-1024 channels @4-11,
+    batch 1-4, 64-128 rows): 40 layers 0.74-1.68x and 0.93-1.52x, geometric means 1.14x and
+    1.12x (the one loss, 2048->512 @11 batch 1 with a fixed cotangent, 1.00x through the
+    ReLU). Not strided (1x1 stride 2 @14, 49-98 rows: 256->128 0.63-0.78x, 512->64
+    0.60-0.79x, 128->128 batch 2 0.60-0.66x), not from fewer channels (96->96 0.87-1.12x,
+    64->64 0.83-1.39x) or to fewer (128->32 0.83-1.07x), not on more rows (144 rows
+    0.83-1.29x; 392 and up, 0.73-1.20x). Padded, 256->128 @5 batch 2 1.48x and 1.65x;
+    transposed (a 1x1 convolution), 256->128 @7 1.63x and 1.44x (`pw3.py`). Not in 3-D,
+    where it went both ways (five layers of 128-1024 channels @2x4x4-4x4x4, batch 1-4,
+    64-128 rows, 21 interleaved runs: 0.81-1.04x and 0.92-1.19x, `pw4.py`); 1-D 1x1
+    layers channels-last run XLA's derivatives (`choose`), not `matmul`'s.
+    """
+    if not spec.channels_last or spec.groups != 1 or w_shape[2:] != (1,) * spec.ndim:
+        return False
+    if spec.ndim != 2 or any(s > 1 for s in spec.stride):
+        return False
+    if any(d > 1 for d in spec.lhs_dilation):
+        return False
+    c_out, c_in = w_shape[:2]
+    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    return (
+        rows <= POINTWISE_FEW_ROWS_MAX_ROWS
+        and c_in >= POINTWISE_FEW_ROWS_MIN_IN_CHANNELS
+        and c_out >= POINTWISE_FEW_ROWS_MIN_OUT_CHANNELS
+        and not lax_impl.avx2_only()
+    )
+
+
 def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether `matmul.output_taps` runs ``spec`` (the ``layer``'s, or a part of it)
     image by image (``per_image``): the value and the weight gradient, channels-first,
@@ -3378,10 +3429,13 @@ def _run(
         if (
             name == "matmul"
             and role == WEIGHT_GRADIENT
-            and matmul_impl.pointwise_expands(w_.shape, spec_)
+            and (
+                matmul_impl.pointwise_expands(w_.shape, spec_)
+                or _pointwise_few_rows(spec_, x_.shape, w_.shape)
+            )
         ):
             # The transpose written out, its product's operands chosen
-            # (`matmul.pointwise_expands`).
+            # (`matmul.pointwise_expands`, `_pointwise_few_rows`).
             return _derivatives.weight_term_direct(
                 x_, w_, spec_, FORWARDS[name], matmul_impl.pointwise_weight_gradient
             )

@@ -2516,6 +2516,65 @@ def test_strided_dilated_derivatives_by_matmul(monkeypatch, x_shape, w_shape, kw
 
 
 @pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, taken",
+    [
+        ((1, 256, 7, 7), (128, 256, 1, 1), {}, True),  # found by a sweep: 49 rows
+        ((2, 128, 8, 8), (64, 128, 1, 1), {}, True),  # 128 rows, 128 -> 64 channels
+        ((2, 128, 8, 8), (128, 128, 1, 1), {}, True),  # as many channels
+        ((1, 128, 3, 43), (64, 128, 1, 1), {}, False),  # 129 rows
+        ((1, 127, 7, 7), (64, 127, 1, 1), {}, False),  # from 127 channels
+        ((1, 256, 7, 7), (63, 256, 1, 1), {}, False),  # to 63
+        ((2, 256, 5, 5), (128, 256, 1, 1), dict(padding=1), True),  # 2 x 7 x 7 rows
+        ((1, 256, 14, 14), (128, 256, 1, 1), dict(stride=2), False),  # strided
+        ((1, 256, 64), (128, 256, 1), {}, False),  # 1-D
+        ((1, 256, 4, 4, 4), (128, 256, 1, 1, 1), {}, False),  # 3-D
+        ((1, 256, 7, 7), (128, 128, 1, 1), dict(groups=2), False),
+        ((1, 256, 5, 5), (128, 256, 3, 3), {}, False),  # 3x3
+    ],
+)
+def test_pointwise_few_rows(monkeypatch, x_shape, w_shape, kwargs, taken):
+    """Channels-last 1x1 layers on at most 128 rows (batch x output positions), from 128
+    or more channels to 64 or more, unstrided, in 2-D, take their weight gradient
+    by `matmul.pointwise_weight_gradient` (`_dispatch._pointwise_few_rows`) with AVX-512;
+    channels-first and with AVX2 alone, not."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    cl = dataclasses.replace(spec, channels_last=True)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    assert _dispatch._pointwise_few_rows(cl, x_shape, w_shape) == taken
+    assert not _dispatch._pointwise_few_rows(spec, x_shape, w_shape)
+    # A strided transposed 1x1 layer (input-dilated) on as few rows: not.
+    dilated = dataclasses.replace(cl, lhs_dilation=(2,) * spec.ndim)
+    small = (1, x_shape[1], *(4,) * spec.ndim)  # 7 x 7 output positions in 2-D
+    assert not _dispatch._pointwise_few_rows(dilated, small, w_shape)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
+    assert not _dispatch._pointwise_few_rows(cl, x_shape, w_shape)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rule")
+@pytest.mark.parametrize(
+    "op, x_shape, w_shape, kwargs",
+    [
+        ("conv", (2, 128, 5, 6), (64, 128, 1, 1), dict(padding=(1, 0))),
+        ("conv", (4, 160, 4, 8), (96, 160, 1, 1), {}),
+        ("conv_transpose", (1, 128, 7, 7), (128, 96, 1, 1), {}),  # a 1x1 convolution
+    ],
+)
+def test_pointwise_few_rows_trains_as_lax(monkeypatch, op, x_shape, w_shape, kwargs):
+    """Under auto those layers' weight gradient is the written-out product (its program
+    differs from JAX's transpose of the value's); values and gradients as lax's."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    x, w, conv = _layer(op, x_shape, w_shape, kwargs, True, seed=3)
+    weight_grad = _derivative_programs(conv, x, w)[1]
+    monkeypatch.setattr(_dispatch, "POINTWISE_FEW_ROWS_MAX_ROWS", 0)
+    jax.clear_caches()
+    assert _derivative_programs(conv, x, w)[1] != weight_grad
+    monkeypatch.setattr(_dispatch, "POINTWISE_FEW_ROWS_MAX_ROWS", 128)
+    jax.clear_caches()
+    assert _derivative_programs(conv, x, w)[1] == weight_grad
+    _assert_trains_as_lax(conv, x, w, value=True)
+
+
+@pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
         ((2, 8, 13, 11), (12, 8, 3, 3), dict(stride=2, padding=2, dilation=2)),
