@@ -378,7 +378,8 @@ def choose(
         rules = ("shift", *rules[1:])
     if not nested and _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
         value = _single_input_value_by_matmul(spec, x_shape, w_shape)
-        rules = ("matmul" if value else rules[FORWARD], "matmul", "matmul")
+        weight = "lax" if _single_input_weight_gradient_by_xla(spec) else "matmul"
+        rules = ("matmul" if value else rules[FORWARD], "matmul", weight)
     if (
         not nested
         and rules[FORWARD] != "matmul"
@@ -1613,6 +1614,28 @@ def _single_input_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> boo
     return w_shape[0] >= SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS or (
         _patch_elements(spec, x_shape, w_shape) <= SINGLE_INPUT_MATMUL_MAX_PATCHES
     )
+
+
+def _single_input_weight_gradient_by_xla(spec: ConvSpec) -> bool:
+    """Whether a channels-last 2-D layer that `_single_input_derivatives_by_matmul` takes
+    keeps XLA's weight gradient (the rules' ``"lax"``), `matmul`'s input gradient only: on
+    a CPU with AVX-512 (not `lax.avx2_only`, where the rule was measured as a whole); not
+    in 3-D (not measured).
+
+    Found by a random sweep on a Sapphire Rapids Xeon (`/tmp/s65/rand.py 6501 50 7`):
+    1->48 5x5 stride 2 @56 batch 2 channels-last trained at 0.76-0.89x `lax` (21
+    interleaved runs), its weight gradient by `matmul` 0.24 ms against XLA's 0.14 (input
+    gradient 0.23 against 0.22). Each derivative alone, `matmul`'s against XLA's (9
+    interleaved runs, random layers from one channel to 16-128, 3x3-7x7, stride 1-2 @28-224,
+    batch 1-8, those whose derivatives the rule took; `/tmp/s65/si1.py 1 24`):
+    channels-last, the weight gradient 0.40-1.02x on 16 layers (under 0.8x on 13), the
+    input gradient 0.86-2.38x; channels-first, the weight gradient 0.99-2.53x on 6 layers,
+    so there it stays `matmul`'s. Training with it against without (9 interleaved runs, a
+    fixed cotangent and through a ReLU, fresh random channels-last layers from one channel
+    to 16-256, 2x2-7x7, stride 1-4, batch 1-16 @28-224, `/tmp/s65/si2.py 2 30`): on the 16
+    it changed, 0.99-1.80x and 0.85-4.18x, geometric means 1.33x and 1.38x (under 1x
+    through the ReLU on three of 0.1-4 ms: 0.85x, 0.90x, 0.94x)."""
+    return spec.channels_last and spec.ndim == 2 and not lax_impl.avx2_only()
 
 
 def _patch_elements(spec: ConvSpec, x_shape, w_shape) -> int:

@@ -3478,9 +3478,11 @@ def test_single_input_channel_derivatives_by_matmul(monkeypatch):
     output positions x taps), and to at least 128 channels with at most 2^21 on at
     least 512 rows (batch x output positions) its value too
     (`_dispatch._single_input_derivatives_by_matmul`, `_single_input_value_by_matmul`);
-    not 1x1, inputs dilated, grouped, nor from more channels. (The value as the CPUs
-    with AVX2 and no AVX-512 take it: `_single_input_value_by_shift_wide` off.)"""
+    not 1x1, inputs dilated, grouped, nor from more channels. (The value and the weight
+    gradient as the CPUs with AVX2 and no AVX-512 take them:
+    `_single_input_value_by_shift_wide` and `_single_input_weight_gradient_by_xla` off.)"""
     monkeypatch.setattr(_dispatch, "_single_input_value_by_shift_wide", lambda *a: False)
+    monkeypatch.setattr(_dispatch, "_single_input_weight_gradient_by_xla", lambda *a: False)
     mm = ("matmul",) * 3
     lax_ = ("lax",) * 3
     assert choose((4, 1, 112, 112), (64, 1, 5, 5), padding=2) == lax_  # 1.25M elements
@@ -3556,8 +3558,39 @@ def test_single_input_channel_derivatives_by_matmul_train_as_lax(
     by_matmul = not (channels_last and len(x_shape) == 3)
     assert _dispatch._single_input_derivatives_by_matmul(spec, x_shape, w_shape) == by_matmul
     names = _dispatch.choose(spec, x_shape, w_shape, x.dtype, "cpu")
-    assert (names[1:] == ("matmul", "matmul")) == by_matmul
+    weight = "lax" if _dispatch._single_input_weight_gradient_by_xla(spec) else "matmul"
+    assert (names[1:] == ("matmul", weight)) == by_matmul
     trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, ndim",
+    [
+        ((4, 1, 56, 56), (48, 1, 5, 5), dict(stride=2, padding=2), 2),  # found by a sweep
+        ((2, 1, 16, 17), (128, 1, 3, 3), dict(padding=1), 2),  # every role by matmul
+        ((1, 1, 5, 6, 7), (128, 1, 3, 3, 3), dict(padding=1), 3),
+    ],
+)
+def test_single_input_weight_gradient_by_xla(monkeypatch, x_shape, w_shape, kwargs, ndim):
+    """Channels-last 2-D layers from one channel whose derivatives `matmul` takes
+    (`_dispatch._single_input_derivatives_by_matmul`) keep XLA's weight gradient with
+    AVX-512 (`_single_input_weight_gradient_by_xla`); channels-first, in 3-D and with
+    AVX2 alone both derivatives stay `matmul`'s, and the value is as without it."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    cl = dataclasses.replace(spec, channels_last=True)
+    choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
+    for avx2_only in (False, True):
+        monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda v=avx2_only: v)
+        taken = ndim == 2 and not avx2_only
+        assert _dispatch._single_input_weight_gradient_by_xla(cl) == taken
+        assert not _dispatch._single_input_weight_gradient_by_xla(spec)
+        assert _dispatch._single_input_derivatives_by_matmul(cl, x_shape, w_shape)
+        rules = choose(cl, x_shape, w_shape)
+        assert rules[1:] == ("matmul", "lax" if taken else "matmul")
+        assert choose(spec, x_shape, w_shape)[1:] == ("matmul", "matmul")
+        with monkeypatch.context() as m:
+            m.setattr(_dispatch, "_single_input_weight_gradient_by_xla", lambda *a: False)
+            assert choose(cl, x_shape, w_shape)[0] == rules[0]
 
 
 def test_few_input_channels_value_by_shift(monkeypatch):
