@@ -62,6 +62,10 @@ MATMUL_MIN_OUT_CHANNELS, MATMUL_VALUE_MIN_OUT_CHANNELS = 128, 256
 # Grouped convolutions that neither shift, dense groups nor the groups loop take run the
 # value by matmul from this many output positions (2-D; see `choose`).
 GROUPED_MATMUL_MIN_POSITIONS = 400
+# ... and take their derivatives by FFT (and channels-first the value) with kernels of
+# at least this many taps, unstrided, on at least this many output positions per image
+# (see `_grouped_large_kernel_by_fft`).
+GROUPED_FFT_MIN_TAPS, GROUPED_FFT_MIN_POSITIONS = 49, 100
 # Grouped convolutions with at most this many (input x output) channels per group (and
 # few products per output, `shift.per_channel`) go through shift-and-add.
 SHIFT_MAX_CHANNELS = 64
@@ -743,7 +747,12 @@ def _choose_cpu(
         large_map = spec.ndim == 2 and math.prod(out) >= GROUPED_MATMUL_MIN_POSITIONS
         # (and on small maps too where `_small_grouped_map_by_matmul` says)
         by_matmul = large_map or _small_grouped_map_by_matmul(spec, x_shape, out)
-        return ("matmul" if by_matmul else "lax", "matmul", "matmul")
+        value = "matmul" if by_matmul else "lax"
+        if _grouped_large_kernel_by_fft(spec, w_shape, out):
+            # ... but large kernels by FFT (see `_grouped_large_kernel_by_fft`).
+            by_fft = value == "lax" and not spec.channels_last
+            return ("fft" if by_fft else value, "fft", "fft")
+        return (value, "matmul", "matmul")
     if taps == 1:
         if spec.channels_last and any(s > 1 for s in spec.stride):
             # Strided, channels-last (2-D layers take matmul's anyway, below), in 1-D
@@ -1739,6 +1748,32 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
             spec.groups >= 2 * POINTWISE_MANY_GROUPS
             or (spec.groups >= POINTWISE_MANY_GROUPS and c_out_g > c_in_g)
         )
+    )
+
+
+def _grouped_large_kernel_by_fft(spec: ConvSpec, w_shape, out) -> bool:
+    """Whether a grouped 2-D layer of more than `DENSE_GROUPS_MAX_GROUPS` groups on fewer
+    rows than the groups loop takes (`choose`: XLA's or `matmul`'s value, `matmul`'s
+    derivatives) takes its derivatives by FFT, and channels-first XLA's value too:
+    unstrided, undilated, with at least `GROUPED_FFT_MIN_TAPS` taps, on at least
+    `GROUPED_FFT_MIN_POSITIONS` output positions per image.
+
+    XLA's grouped convolution, and `matmul`'s patches, of large kernels over many small
+    groups run at a few GFLOP/s; FFT's cost does not grow with the kernel. Found by a
+    random sweep on a Sapphire Rapids Xeon (`/tmp/s65/randbest.py 6502 40 5`): 32 groups
+    of 16->4 7x7 stride 3 @14 batch 16 channels-first, training 111-116 ms, `fft` 43-44
+    (PyTorch 10). Against the rules, `fft` (7 interleaved runs, `/tmp/s65/gsm2.py 2 22`,
+    16-64 groups of 4-16 to 2-16 channels, 5x5 and 7x7 padded, @10-14, batch 1-4): 7x7,
+    training 1.15-13.7x on 11 layers (32 groups of 16->2 @12 batch 4 channels-first 89
+    ms against 6.5), forward channels-first 1.18-13.1x on 8, channels-last 0.77-1.10x on
+    3 (so there the value stays); 5x5, one layer, 0.81x forward and 1.27x training; and
+    on 7x7 maps forward 0.59-0.73x (`gsm.py 1 24`)."""
+    return (
+        spec.ndim == 2
+        and all(s == 1 for s in spec.stride)
+        and all(d == 1 for d in (*spec.rhs_dilation, *spec.lhs_dilation))
+        and math.prod(w_shape[2:]) >= GROUPED_FFT_MIN_TAPS
+        and math.prod(out) >= GROUPED_FFT_MIN_POSITIONS
     )
 
 

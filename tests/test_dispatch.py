@@ -5130,3 +5130,50 @@ def test_rows_weight_gradients_refuse(spec_kwargs):
     if spec_kwargs.get("lhs_dilation"):
         with pytest.raises(ValueError, match="no input dilation"):
             planes.decompose_weight_gradient(x, x[:, :2], s, (2, 4, 3, 3), lax_impl.forward)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, first, last",
+    [
+        # 32 groups of 16->4 7x7 @12 batch 2 (288 rows): channels-first / channels-last.
+        ((2, 512, 12, 12), (128, 16, 7, 7), dict(padding=3, groups=32), "fft", "lax"),
+        # 17 groups of 16->8 (more channels than shift takes), 7x7 @10 batch 1.
+        ((1, 272, 10, 10), (136, 16, 7, 7), dict(padding=3, groups=17), "fft", "lax"),  # 100
+        ((1, 272, 9, 11), (136, 16, 7, 7), dict(padding=3, groups=17), None, None),  # 99
+        ((1, 272, 12, 12), (136, 16, 6, 8), dict(padding=3, groups=17), None, None),  # 48 taps
+        ((1, 272, 20, 20), (136, 16, 7, 7), dict(padding=3, stride=2, groups=17), None, None),
+        ((1, 272, 12, 12), (136, 16, 7, 7), dict(padding=6, dilation=2, groups=17), None, None),
+        ((1, 272, 20, 20), (136, 16, 7, 7), dict(padding=3, groups=17), "matmul", "matmul"),
+        ((2, 272, 20, 20), (136, 16, 7, 7), dict(padding=3, groups=17), None, None),  # 800 rows
+        ((1, 256, 12, 12), (128, 16, 7, 7), dict(padding=3, groups=16), None, None),  # 16 groups
+        ((1, 272, 100), (136, 16, 49), dict(padding=24, groups=17), None, None),  # 1-D
+    ],
+)
+def test_grouped_large_kernel_by_fft(x_shape, w_shape, kwargs, first, last):
+    """Grouped 2-D layers of more than 16 groups on fewer than 784 rows (batch x output
+    positions), unstrided and undilated, with at least 49 taps on at least 100 output
+    positions per image take FFT's derivatives (`_dispatch._grouped_large_kernel_by_fft`),
+    and channels-first FFT's value where it would be XLA's; otherwise the rules'
+    (``None``: no FFT in any role)."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
+    for channels_last, value in ((False, first), (True, last)):
+        names = choose(dataclasses.replace(spec, channels_last=channels_last), x_shape, w_shape)
+        if value is None:
+            assert "fft" not in names, names
+        else:
+            assert names == (value, "fft", "fft"), names
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grouped_large_kernel_by_fft_trains_as_lax(channels_last):
+    """Those layers' values and gradients (FFT's) equal lax's (float64), and so do forward
+    mode, second derivatives and `vmap`."""
+    kwargs = dict(padding=3, groups=17)
+    x_shape, w_shape = (1, 68, 10, 10), (289, 4, 7, 7)  # 17 groups of 4->17
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=5)
+    spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
+    names = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
+    assert names == ("lax" if channels_last else "fft", "fft", "fft")
+    trains_as_lax_float64(conv, x, w, check=True)
