@@ -1767,7 +1767,13 @@ def _grouped_large_kernel_by_fft(spec: ConvSpec, w_shape, out) -> bool:
     training 1.15-13.7x on 11 layers (32 groups of 16->2 @12 batch 4 channels-first 89
     ms against 6.5), forward channels-first 1.18-13.1x on 8, channels-last 0.77-1.10x on
     3 (so there the value stays); 5x5, one layer, 0.81x forward and 1.27x training; and
-    on 7x7 maps forward 0.59-0.73x (`gsm.py 1 24`)."""
+    on 7x7 maps forward 0.59-0.73x (`gsm.py 1 24`). The rule against without on 20 fresh
+    layers (`gff.py 3 20`: 17-96 groups of 2-32 to 1-32 channels, 7x7-11x11 @7-20, batch
+    1-8, 7 interleaved runs): training 1.42-33.7x with a fixed cotangent and 1.48-39.8x
+    through a ReLU (geometric means 5.5x and 5.7x), forward 1.33-30.6x on the 9
+    channels-first layers. Channels-last the value by FFT ran 0.72-46x XLA's on 11 layers
+    (`gclv.py`; 0.72x on 32 groups of 16x16 7x7 @14 batch 1, 0.88x on 32 of 4->2 @10): not
+    taken. Groups that `shift` takes (few channels each) keep its rules (not measured)."""
     return (
         spec.ndim == 2
         and all(s == 1 for s in spec.stride)
