@@ -332,6 +332,9 @@ KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS = 32
 # with at most this many patch elements (whole batch; see
 # `_strided_dilated_derivatives_by_matmul`).
 STRIDED_DILATED_MAX_PATCHES = 1 << 22
+# Dense channels-last 2-D layers whose kernel is shorter than the stride along both dims
+# take `matmul`'s derivatives to at least this many channels (`_kernel_within_stride`).
+KERNEL_WITHIN_STRIDE_MIN_OUT_CHANNELS = 8
 # Channels-last 1x1 layers on few rows (batch x output positions) take the weight
 # gradient by `matmul.pointwise_weight_gradient` to as many or fewer channels too (see
 # `_pointwise_few_rows`): at most this many rows, from at least this many input
@@ -391,6 +394,8 @@ def choose(
     ):
         rules = ("shift", *rules[1:])
     if not nested and _strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape):
+        rules = (rules[FORWARD], "matmul", "matmul")
+    if not nested and _kernel_within_stride(spec, w_shape):
         rules = (rules[FORWARD], "matmul", "matmul")
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
@@ -3254,6 +3259,36 @@ def _pointwise_few_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
         and c_out >= POINTWISE_FEW_ROWS_MIN_OUT_CHANNELS
         and not lax_impl.avx2_only()
     )
+
+
+def _kernel_within_stride(spec: ConvSpec, w_shape) -> bool:
+    """Whether this dense channels-last 2-D layer, whose kernel is shorter than its
+    stride along both dims (the windows skip input rows and columns, and do not
+    overlap), takes `matmul`'s derivatives: undilated, with more than one tap, to at least
+    `KERNEL_WITHIN_STRIDE_MIN_OUT_CHANNELS` channels (fewer were not measured, and
+    `output_taps` takes some), on a CPU with AVX-512 (not `lax.avx2_only`, where it was
+    not measured).
+
+    The patches of such a layer are a subset of its input, so `matmul`'s input gradient
+    is one product scattered into zeros, its weight gradient one product; XLA's
+    derivatives of these strided windows run slowly (32->128 2x2 stride 3 @28 batch 8
+    channels-last trained at 0.63x `lax` by the rules). `matmul` in every role against
+    the rules (7 interleaved runs, `/tmp/s65/kls.py 1 18`, 2x2 and 3x3 kernels at stride
+    3-5, 3-256 to 8-256 channels @28-112, batch 1-8): channels-last, training 1.22-3.01x
+    on 7 of 8 layers (0.95x on one of 0.13 ms), its value 0.57-1.21x (so the value stays
+    the rules'); channels-first training 0.94-1.81x on 8, left. The rule against without
+    on 20 fresh channels-last layers (`klsab.py 2 20`, kernels 1x2-3x3 at strides 2x3-5x4,
+    padded or not, 3-512 channels @14-112, batch 1-16, 9 interleaved runs): training
+    0.60-3.60x with a fixed cotangent and 0.55-3.51x through a ReLU, geometric means 1.39x
+    and 1.42x, 1.2x or more on 12; the losses on layers of 0.07-0.6 ms (16->8 3x3 stride 4
+    @28 batch 1 0.60x and 0.55x, 16x16 3x2 stride 4 @14 batch 16 0.74x and 0.70x)."""
+    if spec.ndim != 2 or spec.groups != 1 or not spec.channels_last:
+        return False
+    if any(d > 1 for d in (*spec.lhs_dilation, *spec.rhs_dilation)) or lax_impl.avx2_only():
+        return False
+    kernel = w_shape[2:]
+    within = all(k < s for k, s in zip(kernel, spec.stride, strict=True))
+    return within and math.prod(kernel) > 1 and w_shape[0] >= KERNEL_WITHIN_STRIDE_MIN_OUT_CHANNELS
 
 
 def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, role: int) -> bool:

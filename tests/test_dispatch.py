@@ -5177,3 +5177,60 @@ def test_grouped_large_kernel_by_fft_trains_as_lax(channels_last):
     names = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
     assert names == ("lax" if channels_last else "fft", "fft", "fft")
     trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, taken",
+    [
+        ((8, 32, 28, 28), (128, 32, 2, 2), dict(stride=3), True),  # found by a sweep
+        ((2, 16, 20, 20), (8, 16, 3, 2), dict(stride=(4, 3), padding=1), True),
+        ((2, 16, 20, 20), (8, 16, 1, 2), dict(stride=(2, 3)), True),
+        ((2, 16, 20, 20), (7, 16, 2, 2), dict(stride=3), False),  # to 7 channels
+        ((2, 16, 20, 20), (8, 16, 3, 2), dict(stride=3), False),  # 3 rows at stride 3
+        ((2, 16, 20, 20), (8, 16, 2, 3), dict(stride=3), False),
+        ((2, 16, 20, 20), (8, 16, 1, 1), dict(stride=2), False),  # 1x1
+        ((2, 16, 20, 20), (8, 16, 2, 2), dict(stride=3, dilation=2), False),
+        ((2, 16, 20, 20), (8, 8, 2, 2), dict(stride=3, groups=2), False),
+        ((2, 16, 40), (8, 16, 2), dict(stride=3), False),  # 1-D
+        ((2, 16, 9, 9, 9), (8, 16, 2, 2, 2), dict(stride=3), False),  # 3-D
+    ],
+)
+def test_kernel_within_stride(monkeypatch, x_shape, w_shape, kwargs, taken):
+    """Dense channels-last 2-D layers whose kernel is shorter than the stride along both
+    dims, to 8 or more channels, take `matmul`'s derivatives
+    (`_dispatch._kernel_within_stride`), the value as before; channels-first, with AVX2
+    alone, and where `_run` splits a layer (nested), not."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    cl = dataclasses.replace(spec, channels_last=True)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    assert _dispatch._kernel_within_stride(cl, w_shape) == taken
+    assert not _dispatch._kernel_within_stride(spec, w_shape)
+    choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
+    if taken:
+        rules, nested = choose(cl, x_shape, w_shape), choose(cl, x_shape, w_shape, nested=True)
+        assert rules[1:] == ("matmul", "matmul")
+        with monkeypatch.context() as m:
+            m.setattr(_dispatch, "_kernel_within_stride", lambda *a: False)
+            without = choose(cl, x_shape, w_shape)
+            assert without[0] == rules[0]  # the value as without it
+            assert without[1:] != ("matmul", "matmul")  # the rule's doing
+            assert choose(cl, x_shape, w_shape, nested=True) == nested  # not nested
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
+    assert not _dispatch._kernel_within_stride(cl, w_shape)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 8, 13, 11), (12, 8, 2, 2), dict(stride=3, padding=1)),
+        ((3, 6, 12, 14), (8, 6, 1, 3), dict(stride=(2, 4))),
+    ],
+)
+def test_kernel_within_stride_trains_as_lax(monkeypatch, x_shape, w_shape, kwargs):
+    """Under auto, those layers' derivatives are products of patches, with no
+    convolution in either; values and gradients as lax's."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, True, seed=11)
+    for text in _derivative_programs(conv, x, w):
+        assert "stablehlo.convolution" not in text
+    _assert_trains_as_lax(conv, x, w, value=True)
