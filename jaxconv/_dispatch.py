@@ -3275,12 +3275,12 @@ def _kernel_within_stride(spec: ConvSpec, w_shape) -> bool:
     channels-last trained at 0.63x `lax` by the rules). `matmul` in every role against
     the rules (7 interleaved runs, `/tmp/s65/kls.py 1 18`, 2x2 and 3x3 kernels at stride
     3-5, 3-256 to 8-256 channels @28-112, batch 1-8): channels-last, training 1.22-3.01x
-    on 7 of 8 layers (0.95x on one of 0.13 ms), its value 0.57-1.21x (so the value stays
-    the rules'); channels-first training 0.94-1.81x on 8, left. The rule against without
+    on 8 of 9 layers (0.95x on one of 0.13 ms), its value 0.57-1.21x (so the value stays
+    the rules'); channels-first training 0.94-1.81x on 9, left. The rule against without
     on 20 fresh channels-last layers (`klsab.py 2 20`, kernels 1x2-3x3 at strides 2x3-5x4,
     padded or not, 3-512 channels @14-112, batch 1-16, 9 interleaved runs): training
     0.60-3.60x with a fixed cotangent and 0.55-3.51x through a ReLU, geometric means 1.39x
-    and 1.42x, 1.2x or more on 12; the losses on layers of 0.07-0.6 ms (16->8 3x3 stride 4
+    and 1.42x, 1.2x or more on 12; the losses on layers of 0.07-0.7 ms (16->8 3x3 stride 4
     @28 batch 1 0.60x and 0.55x, 16x16 3x2 stride 4 @14 batch 16 0.74x and 0.70x)."""
     if spec.ndim != 2 or spec.groups != 1 or not spec.channels_last:
         return False
