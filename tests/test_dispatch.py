@@ -2579,11 +2579,15 @@ def test_pointwise_few_rows_trains_as_lax(monkeypatch, op, x_shape, w_shape, kwa
     [
         ((2, 8, 13, 11), (12, 8, 3, 3), dict(stride=2, padding=2, dilation=2)),
         ((3, 6, 12, 14), (5, 6, 2, 3), dict(stride=(3, 1), padding=(1, 0), dilation=(2, 3))),
+        # Kernels shorter than the stride (`_dispatch._kernel_within_stride`).
+        ((2, 8, 13, 11), (12, 8, 2, 2), dict(stride=3, padding=1)),
+        ((3, 6, 12, 14), (8, 6, 1, 3), dict(stride=(2, 4))),
     ],
 )
 def test_strided_dilated_layers_train_as_lax(monkeypatch, x_shape, w_shape, kwargs):
-    """Under auto, those layers' derivatives are products of patches, with no
-    convolution in either; values and gradients as lax's."""
+    """Under auto, the derivatives of those layers, and of layers whose kernel is shorter
+    than the stride, are products of patches, with no convolution in either; values and
+    gradients as lax's."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     x, w, conv = _layer("conv", x_shape, w_shape, kwargs, True, seed=7)
     for text in _derivative_programs(conv, x, w):
@@ -5217,20 +5221,3 @@ def test_kernel_within_stride(monkeypatch, x_shape, w_shape, kwargs, taken):
             assert choose(cl, x_shape, w_shape, nested=True) == nested  # not nested
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
     assert not _dispatch._kernel_within_stride(cl, w_shape)
-
-
-@pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs",
-    [
-        ((2, 8, 13, 11), (12, 8, 2, 2), dict(stride=3, padding=1)),
-        ((3, 6, 12, 14), (8, 6, 1, 3), dict(stride=(2, 4))),
-    ],
-)
-def test_kernel_within_stride_trains_as_lax(monkeypatch, x_shape, w_shape, kwargs):
-    """Under auto, those layers' derivatives are products of patches, with no
-    convolution in either; values and gradients as lax's."""
-    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
-    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, True, seed=11)
-    for text in _derivative_programs(conv, x, w):
-        assert "stablehlo.convolution" not in text
-    _assert_trains_as_lax(conv, x, w, value=True)
