@@ -5153,27 +5153,37 @@ def test_rows_weight_gradients_refuse(spec_kwargs):
         ((1, 272, 100), (136, 16, 49), dict(padding=24, groups=17), None, None),  # 1-D
     ],
 )
-def test_grouped_large_kernel_by_fft(x_shape, w_shape, kwargs, first, last):
+def test_grouped_large_kernel_by_fft(monkeypatch, x_shape, w_shape, kwargs, first, last):
     """Grouped 2-D layers of more than 16 groups on fewer than 784 rows (batch x output
     positions), unstrided and undilated, with at least 49 taps on at least 100 output
     positions per image take FFT's derivatives (`_dispatch._grouped_large_kernel_by_fft`),
     and channels-first FFT's value where it would be XLA's; otherwise the rules'
-    (``None``: no FFT in any role)."""
+    (``None``: no FFT in any role). On every CPU: with AVX2 alone, where the value of
+    such layers channels-last or of one image is `matmul`'s
+    (`_small_grouped_map_by_matmul`), the derivatives are FFT's all the same."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
     for channels_last, value in ((False, first), (True, last)):
-        names = choose(dataclasses.replace(spec, channels_last=channels_last), x_shape, w_shape)
+        layer = dataclasses.replace(spec, channels_last=channels_last)
+        monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+        names = choose(layer, x_shape, w_shape)
         if value is None:
             assert "fft" not in names, names
         else:
             assert names == (value, "fft", "fft"), names
+        monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
+        names = choose(layer, x_shape, w_shape)
+        assert ("fft" in names) == (value is not None), names
+        if value is not None:
+            assert names[1:] == ("fft", "fft"), names
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_grouped_large_kernel_by_fft_trains_as_lax(channels_last):
+def test_grouped_large_kernel_by_fft_trains_as_lax(monkeypatch, channels_last):
     """Those layers' values and gradients (FFT's) equal lax's (float64), and so do forward
-    mode, second derivatives and `vmap`."""
+    mode, second derivatives and `vmap` (the value as CPUs with AVX-512 take it)."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     kwargs = dict(padding=3, groups=17)
     x_shape, w_shape = (1, 68, 10, 10), (289, 4, 7, 7)  # 17 groups of 4->17
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=5)
