@@ -393,9 +393,10 @@ def choose(
         and _single_input_value_by_shift_wide(spec, w_shape)
     ):
         rules = ("shift", *rules[1:])
-    if not nested and _strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape):
-        rules = (rules[FORWARD], "matmul", "matmul")
-    if not nested and _kernel_within_stride(spec, w_shape):
+    if not nested and (
+        _strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape)
+        or _kernel_within_stride(spec, w_shape)
+    ):
         rules = (rules[FORWARD], "matmul", "matmul")
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
@@ -3184,6 +3185,13 @@ def _single_output_strided_value_by_xla(spec: ConvSpec, x_shape, w_shape) -> boo
     )
 
 
+def _dense_channels_last_2d(spec: ConvSpec) -> bool:
+    """Whether ``spec`` is a dense (one group) channels-last 2-D convolution on a CPU with
+    AVX-512 (not `lax.avx2_only`): where `_strided_dilated_derivatives_by_matmul` and
+    `_kernel_within_stride` were measured."""
+    return spec.ndim == 2 and spec.groups == 1 and spec.channels_last and not lax_impl.avx2_only()
+
+
 def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether this dense channels-last 2-D layer, strided and with a dilated kernel,
     takes both derivatives by `matmul`'s patches: with at most
@@ -3206,9 +3214,7 @@ def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> 
     there. The rule against without on 30 fresh layers (`sd3.py 12 30`): it changed 21,
     training 1.01-3.3x on 20 (median 1.8x), 0.81x on one (32->8 7x7 stride 3 dilation 3
     @112 batch 2, 12.9 ms against 10.4)."""
-    if spec.ndim != 2 or spec.groups != 1 or not spec.channels_last:
-        return False
-    if any(d > 1 for d in spec.lhs_dilation) or lax_impl.avx2_only():
+    if not _dense_channels_last_2d(spec) or any(d > 1 for d in spec.lhs_dilation):
         return False
     return (
         max(spec.stride) > 1
@@ -3282,9 +3288,9 @@ def _kernel_within_stride(spec: ConvSpec, w_shape) -> bool:
     0.60-3.60x with a fixed cotangent and 0.55-3.51x through a ReLU, geometric means 1.39x
     and 1.42x, 1.2x or more on 12; the losses on layers of 0.07-0.7 ms (16->8 3x3 stride 4
     @28 batch 1 0.60x and 0.55x, 16x16 3x2 stride 4 @14 batch 16 0.74x and 0.70x)."""
-    if spec.ndim != 2 or spec.groups != 1 or not spec.channels_last:
+    if not _dense_channels_last_2d(spec):
         return False
-    if any(d > 1 for d in (*spec.lhs_dilation, *spec.rhs_dilation)) or lax_impl.avx2_only():
+    if any(d > 1 for d in (*spec.lhs_dilation, *spec.rhs_dilation)):
         return False
     kernel = w_shape[2:]
     within = all(k < s for k, s in zip(kernel, spec.stride, strict=True))
