@@ -2233,6 +2233,8 @@ def test_transposed_value_to_few_channels_is_xlas_whole(
         ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2, padding=1, output_padding=1), True),
         ((2, 16, 5, 6), (16, 12, 6, 6), dict(stride=3, padding=1), True),  # 2 taps each
         ((2, 16, 5, 6), (16, 12, 6, 6), dict(stride=3, padding=(2, 1)), True),
+        ((2, 16, 5, 6), (16, 12, 3, 3), dict(stride=3, padding=1), True),  # 1 tap each
+        ((2, 16, 5, 6), (16, 40, 3, 2), dict(stride=(3, 2), padding=(2, 0)), True),
         ((2, 16, 5, 6), (16, 12, 6, 6), dict(stride=3, padding=(2, 0)), False),  # stacked
         ((2, 16, 6, 5), (16, 24, 4, 3), dict(stride=(2, 1), padding=1), True),
         ((2, 16, 6, 5), (16, 12, 4, 4), dict(stride=2, padding=1, dilation=3), True),
@@ -2250,19 +2252,23 @@ def test_transposed_value_shifted_phases_in_one_convolution(
     monkeypatch, retrace, x_shape, w_shape, kwargs, shifted, channels_last
 ):
     """The value of a 1-D or 2-D transposed convolution to at most 128 channels whose
-    phases each meet as many taps (4x4 stride 2 with padding 1, 6x6 stride 3) is one
-    convolution over the positions they all cover under auto, its derivatives the
-    phases' own; in training channels-last only to at least 32 channels. Values and
-    gradients equal lax's."""
+    phases each meet as many taps (4x4 stride 2 with padding 1, 6x6 stride 3, 3x3
+    stride 3 with padding 1) is one convolution over the positions they all cover under
+    auto, its derivatives the phases' own; in training channels-last only to at least
+    32 channels. Values and gradients equal lax's."""
     from jaxconv._impls import subpixel
 
-    calls = spy_third_arguments(monkeypatch, subpixel, "_shifted_pieces")
+    # Cut phase by phase only for the dilated kernel, which has no rotation.
+    cut = spy_third_arguments(monkeypatch, subpixel, "_shifted_pieces")
+    interleaved = spy_third_arguments(monkeypatch, subpixel, "_shifted_interleaved")
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=5)
     jax.eval_shape(conv("auto"), x, w)
-    assert len(calls) == int(shifted)
-    calls.clear()
+    assert len(cut + interleaved) == int(shifted)
+    assert len(cut) == int(shifted and kwargs.get("dilation", 1) > 1)
+    cut.clear()
+    interleaved.clear()
     jax.eval_shape(_relu_grad(conv, "auto"), x, w)
-    assert len(calls) == int(shifted and (not channels_last or w_shape[1] >= 32))
+    assert len(cut + interleaved) == int(shifted and (not channels_last or w_shape[1] >= 32))
     _assert_trains_as_lax(conv, x, w, value=True)
 
 

@@ -599,6 +599,85 @@ def test_subpixel_stacks_the_phases_of_few_output_channels(
     _assert_phases_path("_stacked", x_shape, w_shape, kwargs, stacked, channels_last, seed=4)
 
 
+def test_subpixel_shifted_phases_of_undilated_kernels_rotate():
+    """Wherever the phases of an undilated kernel share a window (`shifted_window`: as
+    many taps each), each dim has a rotation (`subpixel._rotations`): phase ``r``'s part
+    of the window starts ``(r + c) // L`` positions in, so one interleave and a crop
+    place every phase. Over every stride 2-5, kernel 1-8 and padding that crops up to
+    the kernel, unrolled on an input of 5-7."""
+    from jaxconv._impls import subpixel
+
+    shared = 0
+    for ld, k, lo, hi, n in itertools.product(
+        range(2, 6), range(1, 9), range(-8, 9), range(-4, 5), range(5, 8)
+    ):
+        s = spec(1, padding=((lo, hi),), lhs=ld)
+        x_shape, w_shape = (1, 1, n), (1, 1, k)
+        if s.out_spatial((n,), (k,))[0] <= 0:
+            continue
+        window = subpixel.shifted_window(x_shape, w_shape, s)
+        if window is None:
+            continue
+        shared += 1
+        per_dim = subpixel._per_dim(x_shape, w_shape, s)
+        assert subpixel._rotations(per_dim, s, window) is not None, (ld, k, lo, hi, n)
+    assert shared > 1000
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, padding, lhs, rhs, by",
+    [
+        ((2, 3, 5, 4), (65, 3, 4, 4), 2, 2, 1, "interleaved"),  # 4x4 stride 2 padding 1
+        ((2, 3, 5, 4), (65, 3, 3, 3), 1, 3, 1, "interleaved"),  # 3x3 stride 3 padding 1
+        ((2, 3, 5, 4), (65, 3, 3, 3), ((0, 3), (1, 1)), 3, 1, "interleaved"),
+        ((2, 3, 5, 4), (65, 3, 3, 3), ((2, 3), (2, 4)), 3, 1, "interleaved"),  # c = 0
+        ((2, 3, 5, 4), (65, 3, 6, 6), ((4, 4), (3, 5)), 3, 1, "interleaved"),  # 2 taps each
+        ((2, 3, 5, 4), (65, 3, 4, 2), ((2, 3), (1, 0)), (2, 1), 1, "interleaved"),
+        ((2, 3, 5, 4), (65, 3, 3, 2), ((0, 1), (1, 2)), (3, 2), 1, "interleaved"),
+        ((2, 3, 9), (65, 3, 8), ((-2, 1),), 4, 1, "interleaved"),  # cropping the input
+        ((1, 3, 3, 2, 3), (65, 3, 4, 4, 4), 2, 2, 1, "interleaved"),
+        ((2, 3, 5, 4), (65, 3, 4, 4), 8, 2, 3, "pieces"),  # dilated: no rotation
+        ((2, 3, 9), (65, 3, 3), ((3, 3),), 3, 2, "pieces"),
+    ],
+)
+def test_subpixel_shifted_phases_equal_lax(x_shape, w_shape, padding, lhs, rhs, by):
+    """`subpixel.decompose` with ``shifted`` (as ``auto`` calls it) computes phases that
+    share a window in one convolution, interleaved and cropped where every dim has a
+    rotation (`_shifted_interleaved`), cut phase by phase otherwise (`_shifted_pieces`);
+    its value and gradients equal XLA's convolution's, channels-first and with the
+    channels-last hint. (To 65 channels, past those `_stacked` takes.)"""
+    from jaxconv._impls import subpixel
+
+    nd = len(x_shape) - 2
+    s = spec(nd, padding=padding, lhs=lhs, rhs=rhs)
+    x, w = arrays(np.random.default_rng(6), x_shape, w_shape)
+    assert subpixel.shifted_window(x.shape, w.shape, s) is not None
+    taken = []
+    fs = [
+        functools.partial(lambda a, b, h: subpixel.decompose(a, b, h, FORWARDS["lax"], True), h=h)
+        for h in (s, dataclasses.replace(s, channels_last=True))
+    ] + forwards("lax", spec=s)
+    ct = np.random.default_rng(7).standard_normal(jax.eval_shape(fs[-1], x, w).shape)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("_shifted_interleaved", "_shifted_pieces"):
+            mp.setattr(subpixel, name, _spying(getattr(subpixel, name), taken, name))
+        *every, want = values_and_vjps(fs, (x, w), device(ct))
+    assert taken == [f"_shifted_{by}"] * 2
+    for got in every:
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def _spying(real, calls, name):
+    """``real``, appending ``name`` to ``calls`` at each call."""
+
+    def spy(*args):
+        calls.append(name)
+        return real(*args)
+
+    return spy
+
+
 # ----------------------------------------------------------------------------- dtypes
 
 
