@@ -256,6 +256,11 @@ TRANSPOSED_WHOLE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_MAX_POSITIONS = 32, 64 * 64
 # on inputs of any size from at least this many input channels and this many times the
 # output channels (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO = 48, 8
+# ... and, outside differentiation, at strides of at least this many with kernels at
+# most one longer than the stride, to at most this many channels from at least this
+# many times as many (see `_short_phases`).
+TRANSPOSED_WHOLE_SHORT_MIN_STRIDE, TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS = 3, 128
+TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO = 4
 # Dense 2-D convolutions from at most this many input channels (RGB and grey first
 # layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
 # and derivatives channels-first; channels-last, the value alone by `shift` with this
@@ -2403,6 +2408,8 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
         return not differentiated and math.prod(w_shape) > math.prod(x_shape)
     if one is not None:
         return False
+    if _short_phases(w_shape, spec) and not differentiated:
+        return True
     # From many channels to few on small inputs, outside differentiation: XLA's whole
     # against the phases (one convolution per phase, or `_shifted_phases`'), forward,
     # 4x4 stride 2 padding 1, batch 2 unless said, channels-first / channels-last, 11
@@ -2460,6 +2467,38 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
         and subpixel.shifted_window(x_shape, w_shape, spec) is None
     )
     return small or (c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS and (measured or wide))
+
+
+def _short_phases(w_shape, spec: ConvSpec) -> bool:
+    """Whether this dense 2-D transposed convolution, each of whose phases is a
+    convolution of its own, has a stride of at least `TRANSPOSED_WHOLE_SHORT_MIN_STRIDE`
+    and a kernel at most one longer along each dim (4x4 stride 3, 5x5 and 3x3 stride 4:
+    phases of one or two taps a dim, or none), to at most
+    `TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS` channels from at least
+    `TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO` times as many: outside differentiation
+    its value is XLA's convolution whole (`_transposed_value_whole`). Found by random
+    sweeps of transposed layers (Sapphire Rapids Xeon, 2026-12-06, 7 interleaved runs,
+    `/tmp/s66/tsweep*.py`): 512->32 4x4 stride 3 @14 batch 16 channels-last forward
+    0.44-0.54x `lax`, and of 36 layers at stride 3-4 from 2-16 times the output
+    channels whose phases are a convolution each, 15 under 0.9x, nearly all with the
+    kernel at most one longer than the stride (4x4 stride 3 0.56-0.92x on 9 of 11, 5x5
+    stride 4 0.64-0.91x on 6 of 6), while 5x5 stride 3 and 7x7 stride 4 ran
+    0.85-1.40x. The rule against without, forward (9 interleaved runs, `shortab.py`):
+    on 30 layers from 1-16 times the output channels 0.72-1.83x, under 0.9x on six
+    (0.72-0.88x), five of them from at most twice as many; from 4-16 times, 0.88-1.83x on 20
+    (geometric mean 1.18x; 64->16 3x3 stride 4 @8 batch 1 1.83x, 256->16 @14 batch 8
+    1.57x) and on 24 fresh ones 0.70-2.14x (1.08x; 128->32 2x2 stride 3 @14 batch 16
+    2.14x; the losses on layers under 1.1 ms, 128->32 2x2 stride 4 @16 batch 2 0.70x,
+    stride 3 @32 0.73x, 128->8 3x3 stride 4 @14 batch 16 0.90x). With it the value runs 0.83-1.15x `lax` there, without it
+    0.53-1.57x. Not in training, where the whole value ran 0.56-1.62x with the
+    phases' derivatives (geometric mean 1.02x over 30 layers)."""
+    c_out, c_in = w_shape[:2]
+    return (
+        all(ld >= TRANSPOSED_WHOLE_SHORT_MIN_STRIDE for ld in spec.lhs_dilation)
+        and all(k <= ld + 1 for k, ld in zip(w_shape[2:], spec.lhs_dilation, strict=True))
+        and c_in >= TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO * c_out
+        and c_out <= TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS
+    )
 
 
 # See `_shifted_phases`.

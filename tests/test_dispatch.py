@@ -2306,6 +2306,43 @@ def test_transposed_value_from_many_channels_on_small_inputs_is_xlas_whole(
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, whole",
+    [
+        ((2, 128, 15, 16), (128, 32, 4, 4), dict(stride=3, padding=1), True),  # 4x
+        ((2, 132, 15, 16), (132, 33, 4, 4), dict(stride=3, padding=1, output_padding=2), True),
+        ((2, 128, 15, 16), (128, 33, 4, 4), dict(stride=3, padding=1), False),  # 3.9x
+        ((2, 512, 15, 16), (512, 128, 5, 5), dict(stride=4, padding=2), True),
+        ((2, 516, 15, 16), (516, 129, 5, 5), dict(stride=4, padding=2), False),  # 129
+        ((2, 128, 15, 16), (128, 32, 3, 2), dict(stride=4, padding=1), True),  # phases of none
+        ((2, 128, 15, 16), (128, 32, 4, 3), dict(stride=(3, 2), padding=1), False),
+        ((2, 128, 15, 16), (128, 32, 5, 4), dict(stride=3, padding=1), False),  # 5 > 3 + 1
+        ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
+        ((2, 128, 15, 16), (128, 32, 4, 4), dict(stride=3, padding=1, dilation=2), False),
+        ((2, 128, 15, 16), (128, 16, 4, 4), dict(stride=3, padding=1, groups=2), False),
+        ((2, 128, 31), (128, 32, 4), dict(stride=3, padding=1), False),  # 1-D
+        ((1, 128, 5, 6, 6), (128, 32, 4, 4, 4), dict(stride=3, padding=1), False),  # 3-D
+    ],
+)
+def test_transposed_value_of_short_phases_is_xlas_whole(
+    x_shape, w_shape, kwargs, whole, channels_last
+):
+    """Outside differentiation, the value of a dense 2-D transposed convolution at a
+    stride of 3 or more along both dims, its kernel at most one longer than the stride
+    (so that each phase is a convolution of its own of one or two taps a dim, or none),
+    to at most 128 channels from at least 4 times as many, is XLA's input-dilated
+    convolution whole under auto; under `jax.grad` it stays the phases'. Values and
+    gradients equal lax's. (Inputs of more than 400 positions over the batch, where the
+    small-input rule does not apply.)"""
+    x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=7)
+
+    assert _dilated(conv("auto"), x, w) == int(whole)
+    assert _dilated(_relu_grad(conv, "auto"), x, w) == 0
+    _assert_trains_as_lax(conv, x, w, value=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape, w_shape, channels_last, whole",
     [
