@@ -256,11 +256,12 @@ TRANSPOSED_WHOLE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_MAX_POSITIONS = 32, 64 * 64
 # on inputs of any size from at least this many input channels and this many times the
 # output channels (see `_transposed_value_whole`).
 TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO = 48, 8
-# ... and, outside differentiation, at strides of at least this many with kernels at
-# most one longer than the stride, to at most this many channels from at least this
-# many times as many (see `_short_phases`).
-TRANSPOSED_WHOLE_SHORT_MIN_STRIDE, TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS = 3, 128
-TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO = 4
+# ... and, outside differentiation, at strides from this many to this many with kernels
+# at most one longer than the stride, to at most this many channels from at least this
+# many times as many and at least `TRANSPOSED_WHOLE_MIN_IN_CHANNELS` (see
+# `_short_phases`).
+TRANSPOSED_WHOLE_SHORT_MIN_STRIDE, TRANSPOSED_WHOLE_SHORT_MAX_STRIDE = 3, 4
+TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS, TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO = 128, 4
 # Dense 2-D convolutions from at most this many input channels (RGB and grey first
 # layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
 # and derivatives channels-first; channels-last, the value alone by `shift` with this
@@ -2327,9 +2328,11 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     `TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO` times the output channels where the phases
     share no window: the comments at the function's end),
     there also from many channels on small inputs outside differentiation (the end of
-    this note); never with a dilated kernel (below). In 1-D the phases, even in one
-    convolution, ran 0.31-0.96x XLA's forward (stride 2-8, 32-512 to 1-8 channels
-    @500-4000, batch 1-8, both layouts, 12 layers, 11 interleaved runs). Not in 3-D,
+    this note) and, outside differentiation, at stride 3-4 with kernels at most one
+    longer than the stride (`_short_phases`); never with a dilated kernel (below). In
+    1-D the phases, even in one convolution, ran 0.31-0.96x XLA's forward (stride 2-8,
+    32-512 to 1-8 channels @500-4000, batch 1-8, both layouts, 12 layers, 11
+    interleaved runs). Not in 3-D,
     where XLA's input-dilated convolution is far slower than the phases (3x3x3 stride 2
     64->8 @8x14x14 batch 2: 228 ms, the phases 1.0 ms). In 2-D each phase's convolution
     to so few channels runs far below the machine's rate: forward, phases against XLA's
@@ -2408,7 +2411,7 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
         return not differentiated and math.prod(w_shape) > math.prod(x_shape)
     if one is not None:
         return False
-    if _short_phases(w_shape, spec) and not differentiated:
+    if not differentiated and _short_phases(x_shape, w_shape, spec):
         return True
     # From many channels to few on small inputs, outside differentiation: XLA's whole
     # against the phases (one convolution per phase, or `_shifted_phases`'), forward,
@@ -2469,13 +2472,16 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     return small or (c_out <= TRANSPOSED_WHOLE_MAX_OUT_CHANNELS and (measured or wide))
 
 
-def _short_phases(w_shape, spec: ConvSpec) -> bool:
+def _short_phases(x_shape, w_shape, spec: ConvSpec) -> bool:
     """Whether this dense 2-D transposed convolution, each of whose phases is a
-    convolution of its own, has a stride of at least `TRANSPOSED_WHOLE_SHORT_MIN_STRIDE`
-    and a kernel at most one longer along each dim (4x4 stride 3, 5x5 and 3x3 stride 4:
+    convolution of its own (`subpixel.one_convolution` None, which its caller checked,
+    and no shared window, `subpixel.shifted_window`), has a stride from
+    `TRANSPOSED_WHOLE_SHORT_MIN_STRIDE` to `TRANSPOSED_WHOLE_SHORT_MAX_STRIDE` and a
+    kernel at most one longer along each dim (4x4 stride 3, 5x5 and 3x3 stride 4:
     phases of one or two taps a dim, or none), to at most
     `TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS` channels from at least
-    `TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO` times as many: outside differentiation
+    `TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO` times as many and at least
+    `TRANSPOSED_WHOLE_MIN_IN_CHANNELS` (the fewest measured: 32): outside differentiation
     its value is XLA's convolution whole (`_transposed_value_whole`). Found by random
     sweeps of transposed layers (Sapphire Rapids Xeon, 2026-12-06, 7 interleaved runs,
     `/tmp/s66/tsweep*.py`): 512->32 4x4 stride 3 @14 batch 16 channels-last forward
@@ -2489,15 +2495,24 @@ def _short_phases(w_shape, spec: ConvSpec) -> bool:
     (geometric mean 1.18x; 64->16 3x3 stride 4 @8 batch 1 1.83x, 256->16 @14 batch 8
     1.57x) and on 24 fresh ones 0.70-2.14x (1.08x; 128->32 2x2 stride 3 @14 batch 16
     2.14x; the losses on layers under 1.1 ms, 128->32 2x2 stride 4 @16 batch 2 0.70x,
-    stride 3 @32 0.73x, 128->8 3x3 stride 4 @14 batch 16 0.90x). With it the value runs 0.83-1.15x `lax` there, without it
-    0.53-1.57x. Not in training, where the whole value ran 0.56-1.62x with the
-    phases' derivatives (geometric mean 1.02x over 30 layers)."""
+    stride 3 @32 0.73x, 128->8 3x3 stride 4 @14 batch 16 0.90x). With it the value
+    runs 0.83-1.15x `lax` there, without it 0.53-1.57x. Not in training, where the
+    whole value ran 0.56-1.62x with the phases' derivatives (geometric mean 1.02x over
+    30 layers). Nor on a kernel the size of the stride with padding, whose phases share
+    a window (`subpixel._shifted_interleaved`: 3x3 stride 3 padding 1 256->64 @28
+    batch 16 forward 1.2-1.5x `lax`)."""
     c_out, c_in = w_shape[:2]
+    least = max(TRANSPOSED_WHOLE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO * c_out)
+    strides = spec.lhs_dilation
     return (
-        all(ld >= TRANSPOSED_WHOLE_SHORT_MIN_STRIDE for ld in spec.lhs_dilation)
-        and all(k <= ld + 1 for k, ld in zip(w_shape[2:], spec.lhs_dilation, strict=True))
-        and c_in >= TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO * c_out
+        all(
+            TRANSPOSED_WHOLE_SHORT_MIN_STRIDE <= ld <= TRANSPOSED_WHOLE_SHORT_MAX_STRIDE
+            for ld in strides
+        )
+        and all(k <= ld + 1 for k, ld in zip(w_shape[2:], strides, strict=True))
+        and c_in >= least
         and c_out <= TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS
+        and subpixel.shifted_window(x_shape, w_shape, spec) is None
     )
 
 

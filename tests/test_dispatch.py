@@ -2316,6 +2316,11 @@ def test_transposed_value_from_many_channels_on_small_inputs_is_xlas_whole(
         ((2, 512, 15, 16), (512, 128, 5, 5), dict(stride=4, padding=2), True),
         ((2, 516, 15, 16), (516, 129, 5, 5), dict(stride=4, padding=2), False),  # 129
         ((2, 128, 15, 16), (128, 32, 3, 2), dict(stride=4, padding=1), True),  # phases of none
+        ((2, 36, 15, 16), (36, 9, 4, 4), dict(stride=3, padding=1), True),  # 36 channels
+        ((2, 28, 15, 16), (28, 7, 3, 3), dict(stride=4, padding=1), False),  # 28
+        ((2, 128, 15, 16), (128, 32, 5, 5), dict(stride=4, padding=1), True),
+        ((2, 128, 15, 16), (128, 32, 6, 6), dict(stride=5, padding=1), False),  # stride 5
+        ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=3, padding=1), False),  # shared window
         ((2, 128, 15, 16), (128, 32, 4, 3), dict(stride=(3, 2), padding=1), False),
         ((2, 128, 15, 16), (128, 32, 5, 4), dict(stride=3, padding=1), False),  # 5 > 3 + 1
         ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
@@ -2329,10 +2334,11 @@ def test_transposed_value_of_short_phases_is_xlas_whole(
     x_shape, w_shape, kwargs, whole, channels_last
 ):
     """Outside differentiation, the value of a dense 2-D transposed convolution at a
-    stride of 3 or more along both dims, its kernel at most one longer than the stride
-    (so that each phase is a convolution of its own of one or two taps a dim, or none),
-    to at most 128 channels from at least 4 times as many, is XLA's input-dilated
-    convolution whole under auto; under `jax.grad` it stays the phases'. Values and
+    stride of 3 or 4 along both dims, its kernel at most one longer than the stride, its
+    phases a convolution each (one or two taps a dim, or none; not a kernel the size of
+    the stride with padding, whose phases share a window), to at most 128 channels from
+    at least 4 times as many and at least 32, is XLA's input-dilated convolution whole
+    under auto; under `jax.grad` it stays the phases'. Values and
     gradients equal lax's. (Inputs of more than 400 positions over the batch, where the
     small-input rule does not apply.)"""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=7)

@@ -123,10 +123,10 @@ def decompose(
             problems.append(_phase_problem(x.shape, w, spec, phase, out))
     if one_tap:
         return _merged(x, problems, spec, inner)
-    blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
     shared = _shifted_window(per_dim, spec) if shifted and spec.groups == 1 else None
     if shared is not None and (turns := _rotations(per_dim, spec, shared)) is not None:
         return _shifted_interleaved(x, problems, spec, shared, turns, inner, out)
+    blocks = tuple(-(-m // ld) for m, ld in zip(out, lhs, strict=True))
     if shared is not None:
         pieces = _shifted_pieces(x, problems, spec, shared, inner, blocks)
     else:
@@ -208,7 +208,8 @@ def _per_dilated_dim(per_dim, spec: ConvSpec, window_of):
 
 def _window_spec(x_shape, spec: ConvSpec, window) -> ConvSpec:
     """The stride-1 correlation of the undilated input over the positions every phase
-    covers (`shifted_window`'s ``window``) at the phases' dilation."""
+    covers at the phases' dilation: ``window`` per dim ``(lo, taps, dilation, size)``
+    (`shifted_window`'s, `_shared_window`'s), None for dims without input dilation."""
     nd = spec.ndim
     pads, dils = [], []
     for i in range(nd):
@@ -230,10 +231,10 @@ def _rotations(per_dim, spec: ConvSpec, window):
     dims without input dilation; None if some dim has none. Then output position
     ``q * L + r`` is the shared window's position ``q + (r + c) // L`` of phase ``r``:
     position ``q * L + r + c`` of the window's phases interleaved with phase ``r`` at
-    residue ``(r + c) % L``, and `_shifted_interleaved` computes the output as one
-    interleave and a crop. Every undilated kernel has one (phase ``r`` meets tap
-    ``(lo - r) % L`` first, at offset ``ceil((r - lo) / L)``); dilated ones had none
-    over strides 2-5 and dilations 2-4, and keep `_shifted_pieces`."""
+    residue ``(r + c) % L``, and `_shifted_interleaved` computes the output as one interleave
+    and a crop. Every undilated kernel has one (with low padding ``P``, phase ``r``
+    meets tap ``(P - r) % L`` first, at offset ``ceil((r - P) / L)``); dilated ones had
+    none over strides 2-5 and dilations 2-4, and keep `_shifted_pieces`."""
     turns = []
     for ld, phases, entry in zip(spec.lhs_dilation, per_dim, window, strict=True):
         if entry is None:
@@ -264,20 +265,20 @@ def _shifted_interleaved(x, problems, spec: ConvSpec, window, turns, inner: Forw
     channels-last / channels-first, batch 4 unless said): the kernel the size of the
     stride, padded, 3x3 stride 3 padding 1 256->64 @28 batch 16 2.27x, 1.03x / 2.21x,
     1.00x (forward 44 ms to 19, XLA's 23), 64->64 @28 1.94x, 1.08x / 1.60x, 1.11x;
-    DCGAN's 4x4 stride 2 padding 1 at 0.95-1.04x, 0.95-1.00x over eight layers
-    (256->128 @16 batch 8, the suite's, 21 runs: 1.02x, 1.00x / 1.00x, 1.00x). On the
-    13 of 24 random transposed layers that take it (`rotrand.py 6601 24`, 9 runs):
-    channels-last forward 0.97-5.0x over 10, geometric mean 1.60x (16->128 3x3 stride
-    3 @56 batch 2 21.6 ms to 4.3), training 0.99-1.42x over 8, 1.13x; channels-first
-    0.89-1.01x over 3 (the 0.89x, 8x8 stride 4 256->128 @8 batch 2, 1.06x over 21
-    runs) and 0.99-1.01x. With the crop taken after `_interleaved`'s move
-    back to the canonical layout, XLA wrote the interleaved result channels-first and
-    copied it back in channels-last training (0.82-0.87x)."""
+    DCGAN's 4x4 stride 2 padding 1 at 0.95-1.04x, 0.95-1.00x over four layers in both
+    layouts (256->128 @16 batch 8, the suite's, 21 runs: 1.02x, 1.00x / 1.00x, 1.00x).
+    On the 13 of 24 random transposed layers that take it (`rotrand.py 6601 24`, 9
+    runs): channels-last forward 0.97-5.0x over 10, geometric mean 1.60x (16->128 3x3
+    stride 3 @56 batch 2 21.6 ms to 4.3), training 0.99-1.42x over 8, 1.13x;
+    channels-first 0.89-1.01x over 3 (the 0.89x, 8x8 stride 4 256->128 @8 batch 2, 1.06x
+    over 21 runs) and 0.99-1.01x. With the crop taken after `_interleaved`'s move back
+    to the canonical layout, XLA wrote the interleaved result channels-first and copied
+    it back in channels-last training (0.82-0.87x)."""
     lhs = spec.lhs_dilation
     combos = list(itertools.product(*(range(ld) for ld in lhs)))
     # The phase whose part lands on residues `s`: `r = (s - c) % L` per dim.
     order = [
-        combos.index(tuple((r - c) % ld for r, c, ld in zip(s, turns, lhs, strict=True)))
+        combos.index(tuple((si - c) % ld for si, c, ld in zip(s, turns, lhs, strict=True)))
         for s in combos
     ]
     kernels = [problems[j][0] for j in order]
@@ -450,7 +451,6 @@ def _stacked(x, w, spec: ConvSpec, per_dim, window, out, inner: Forward) -> jax.
     1.08-1.64x (128->32 @16 4.2x / 1.3x forward; 256->64 @16 1.08x / 1.18x and 1.27x /
     1.08x), to 128 1.05-1.1x and 0.97-1.01x, to 256 0.90x / 0.78x and 1.10x / 0.58x."""
     lhs = spec.lhs_dilation
-    nd = spec.ndim
     kernels = []
     for combo in itertools.product(*(range(ld) for ld in lhs)):
         k = w
@@ -465,21 +465,8 @@ def _stacked(x, w, spec: ConvSpec, per_dim, window, out, inner: Forward) -> jax.
             pad[2 + i] = (before, taps - before - p.count)
             k = jnp.pad(k, pad)
         kernels.append(k)
-    pads, dils, sizes = [], [], []
-    for i in range(nd):
-        if window[i] is None:
-            pads.append(spec.padding[i])
-            dils.append(spec.rhs_dilation[i])
-            sizes.append(out[i])
-            continue
-        lo, taps, dil, size = window[i]
-        pads.append((-lo, size + lo + (taps - 1) * dil - x.shape[2 + i]))
-        dils.append(dil)
-        sizes.append(size)
-    sub = dataclasses.replace(
-        spec, padding=tuple(pads), lhs_dilation=(1,) * nd, rhs_dilation=tuple(dils)
-    )
-    y = inner(x, jnp.concatenate(kernels, axis=0), sub)
+    sizes = [m if entry is None else entry[3] for m, entry in zip(out, window, strict=True)]
+    y = inner(x, jnp.concatenate(kernels, axis=0), _window_spec(x.shape, spec, window))
     y = _interleaved(y, lhs, w.shape[0], sizes, spec.channels_last)
     return y[(slice(None), slice(None), *(slice(0, m) for m in out))]
 
