@@ -2305,30 +2305,34 @@ def test_transposed_value_from_many_channels_on_small_inputs_is_xlas_whole(
     _assert_trains_as_lax(conv, x, w, value=True)
 
 
+# Each layer in one layout, the two layouts alternating (both for the first two).
+_SHORT_PHASES = [
+    ((2, 128, 15, 16), (128, 32, 4, 4), dict(stride=3, padding=1), True),  # 4x
+    ((2, 132, 15, 16), (132, 33, 4, 4), dict(stride=3, padding=1, output_padding=2), True),
+    ((2, 128, 15, 16), (128, 33, 4, 4), dict(stride=3, padding=1), False),  # 3.9x
+    ((2, 512, 15, 16), (512, 128, 5, 5), dict(stride=4, padding=2), True),
+    ((2, 516, 15, 16), (516, 129, 5, 5), dict(stride=4, padding=2), False),  # 129
+    ((2, 128, 15, 16), (128, 32, 3, 2), dict(stride=4, padding=1), True),  # phases of none
+    ((2, 36, 15, 16), (36, 9, 4, 4), dict(stride=3, padding=1), True),  # 36 channels
+    ((2, 28, 15, 16), (28, 7, 3, 3), dict(stride=4, padding=1), False),  # 28
+    ((2, 128, 15, 16), (128, 32, 5, 5), dict(stride=4, padding=1), True),
+    ((2, 128, 15, 16), (128, 32, 6, 6), dict(stride=5, padding=1), False),  # stride 5
+    ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=3, padding=1), False),  # shared window
+    ((2, 128, 15, 16), (128, 32, 4, 3), dict(stride=(3, 2), padding=1), False),
+    ((2, 128, 15, 16), (128, 32, 5, 4), dict(stride=3, padding=1), False),  # 5 > 3 + 1
+    ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
+    ((2, 128, 15, 16), (128, 32, 4, 4), dict(stride=3, padding=1, dilation=2), False),
+    ((2, 128, 15, 16), (128, 16, 4, 4), dict(stride=3, padding=1, groups=2), False),
+    ((2, 128, 31), (128, 32, 4), dict(stride=3, padding=1), False),  # 1-D
+    ((1, 128, 5, 6, 6), (128, 32, 4, 4, 4), dict(stride=3, padding=1), False),  # 3-D
+]
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the phases rule is the CPU's")
-@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs, whole",
-    [
-        ((2, 128, 15, 16), (128, 32, 4, 4), dict(stride=3, padding=1), True),  # 4x
-        ((2, 132, 15, 16), (132, 33, 4, 4), dict(stride=3, padding=1, output_padding=2), True),
-        ((2, 128, 15, 16), (128, 33, 4, 4), dict(stride=3, padding=1), False),  # 3.9x
-        ((2, 512, 15, 16), (512, 128, 5, 5), dict(stride=4, padding=2), True),
-        ((2, 516, 15, 16), (516, 129, 5, 5), dict(stride=4, padding=2), False),  # 129
-        ((2, 128, 15, 16), (128, 32, 3, 2), dict(stride=4, padding=1), True),  # phases of none
-        ((2, 36, 15, 16), (36, 9, 4, 4), dict(stride=3, padding=1), True),  # 36 channels
-        ((2, 28, 15, 16), (28, 7, 3, 3), dict(stride=4, padding=1), False),  # 28
-        ((2, 128, 15, 16), (128, 32, 5, 5), dict(stride=4, padding=1), True),
-        ((2, 128, 15, 16), (128, 32, 6, 6), dict(stride=5, padding=1), False),  # stride 5
-        ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=3, padding=1), False),  # shared window
-        ((2, 128, 15, 16), (128, 32, 4, 3), dict(stride=(3, 2), padding=1), False),
-        ((2, 128, 15, 16), (128, 32, 5, 4), dict(stride=3, padding=1), False),  # 5 > 3 + 1
-        ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
-        ((2, 128, 15, 16), (128, 32, 4, 4), dict(stride=3, padding=1, dilation=2), False),
-        ((2, 128, 15, 16), (128, 16, 4, 4), dict(stride=3, padding=1, groups=2), False),
-        ((2, 128, 31), (128, 32, 4), dict(stride=3, padding=1), False),  # 1-D
-        ((1, 128, 5, 6, 6), (128, 32, 4, 4, 4), dict(stride=3, padding=1), False),  # 3-D
-    ],
+    "x_shape, w_shape, kwargs, whole, channels_last",
+    [(*_SHORT_PHASES[0], True), (*_SHORT_PHASES[1], False)]
+    + [(*case, i % 2 == 1) for i, case in enumerate(_SHORT_PHASES)],
 )
 def test_transposed_value_of_short_phases_is_xlas_whole(
     x_shape, w_shape, kwargs, whole, channels_last
