@@ -2491,9 +2491,9 @@ def _short_phases(x_shape, w_shape, spec: ConvSpec) -> bool:
     stride 4 0.64-0.91x on 6 of 6), while 5x5 stride 3 and 7x7 stride 4 ran
     0.85-1.40x. The rule against without, forward (9 interleaved runs, `shortab.py`):
     on 30 layers from 1-16 times the output channels 0.72-1.83x, under 0.9x on six
-    (0.72-0.88x), five of them from at most twice as many; from 4-16 times, 0.88-1.83x on 20
-    (geometric mean 1.18x; 64->16 3x3 stride 4 @8 batch 1 1.83x, 256->16 @14 batch 8
-    1.57x) and on 24 fresh ones 0.70-2.14x (1.08x; 128->32 2x2 stride 3 @14 batch 16
+    (0.72-0.88x), five of them from at most twice as many; from 4-16 times, 0.88-1.83x
+    on 20 (geometric mean 1.18x; 64->16 3x3 stride 4 @8 batch 1 1.83x, 256->16 @14
+    batch 8 1.57x) and on 24 fresh ones 0.70-2.14x (1.08x; 128->32 2x2 stride 3 @14 batch 16
     2.14x; the losses on layers under 1.1 ms, 128->32 2x2 stride 4 @16 batch 2 0.70x,
     stride 3 @32 0.73x, 128->8 3x3 stride 4 @14 batch 16 0.90x). With it the value
     runs 0.83-1.15x `lax` there, without it 0.53-1.57x. Not in training, where the

@@ -2342,9 +2342,9 @@ def test_transposed_value_of_short_phases_is_xlas_whole(
     phases a convolution each (one or two taps a dim, or none; not a kernel the size of
     the stride with padding, whose phases share a window), to at most 128 channels from
     at least 4 times as many and at least 32, is XLA's input-dilated convolution whole
-    under auto; under `jax.grad` it stays the phases'. Values and
-    gradients equal lax's. (Inputs of more than 400 positions over the batch, where the
-    small-input rule does not apply.)"""
+    under auto; under `jax.grad` it stays the phases'. Values and gradients equal
+    lax's. (Inputs of more than 400 positions over the batch, where the small-input rule
+    does not apply.)"""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=7)
 
     assert _dilated(conv("auto"), x, w) == int(whole)

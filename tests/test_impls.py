@@ -603,8 +603,8 @@ def test_subpixel_shifted_phases_of_undilated_kernels_rotate():
     """Wherever the phases of an undilated kernel share a window (`shifted_window`: as
     many taps each), each dim has a rotation (`subpixel._rotations`): phase ``r``'s part
     of the window starts ``(r + c) // L`` positions in, so one interleave and a crop
-    place every phase. Over every stride 2-5, kernel 1-8 and padding that crops up to
-    the kernel, unrolled on an input of 5-7."""
+    place every phase. Over every stride 2-5, kernel 1-8, low padding -8 to 8 and high
+    padding -4 to 4, on inputs of 5-7."""
     from jaxconv._impls import subpixel
 
     shared = 0

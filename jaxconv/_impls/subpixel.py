@@ -231,10 +231,11 @@ def _rotations(per_dim, spec: ConvSpec, window):
     dims without input dilation; None if some dim has none. Then output position
     ``q * L + r`` is the shared window's position ``q + (r + c) // L`` of phase ``r``:
     position ``q * L + r + c`` of the window's phases interleaved with phase ``r`` at
-    residue ``(r + c) % L``, and `_shifted_interleaved` computes the output as one interleave
-    and a crop. Every undilated kernel has one (with low padding ``P``, phase ``r``
-    meets tap ``(P - r) % L`` first, at offset ``ceil((r - P) / L)``); dilated ones had
-    none over strides 2-5 and dilations 2-4, and keep `_shifted_pieces`."""
+    residue ``(r + c) % L``, and `_shifted_interleaved` computes the output as one
+    interleave and a crop. Every undilated kernel has one (with low padding ``P``,
+    phase ``r`` meets tap ``(P - r) % L`` first, at offset ``ceil((r - P) / L)``);
+    dilated ones had none over strides 2-5 and dilations 2-4, and keep
+    `_shifted_pieces`."""
     turns = []
     for ld, phases, entry in zip(spec.lhs_dilation, per_dim, window, strict=True):
         if entry is None:
