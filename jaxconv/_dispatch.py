@@ -262,6 +262,10 @@ TRANSPOSED_WHOLE_WIDE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_WIDE_MIN_CHANNEL_RATIO =
 # `_short_phases`).
 TRANSPOSED_WHOLE_SHORT_MIN_STRIDE, TRANSPOSED_WHOLE_SHORT_MAX_STRIDE = 3, 4
 TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS, TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO = 128, 4
+# ... and at stride 2 with kernels of at most this many taps a dim, from a batch of at
+# least this many and at least this many times the output channels.
+TRANSPOSED_WHOLE_STRIDE_2_MAX_KERNEL, TRANSPOSED_WHOLE_STRIDE_2_MIN_BATCH = 5, 4
+TRANSPOSED_WHOLE_STRIDE_2_MIN_CHANNEL_RATIO = 8
 # Dense 2-D convolutions from at most this many input channels (RGB and grey first
 # layers) with kernels of at most this many taps run by `matmul` (see `choose`): value
 # and derivatives channels-first; channels-last, the value alone by `shift` with this
@@ -2329,10 +2333,10 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
     share no window: the comments at the function's end),
     there also from many channels on small inputs outside differentiation (the end of
     this note) and, outside differentiation, at stride 3-4 with kernels at most one
-    longer than the stride (`_short_phases`); never with a dilated kernel (below). In
-    1-D the phases, even in one convolution, ran 0.31-0.96x XLA's forward (stride 2-8,
-    32-512 to 1-8 channels @500-4000, batch 1-8, both layouts, 12 layers, 11
-    interleaved runs). Not in 3-D,
+    longer than the stride or at stride 2 from a batch of 4 (`_short_phases`); never
+    with a dilated kernel (below). In 1-D the phases, even in one convolution, ran
+    0.31-0.96x XLA's forward (stride 2-8, 32-512 to 1-8 channels @500-4000, batch 1-8,
+    both layouts, 12 layers, 11 interleaved runs). Not in 3-D,
     where XLA's input-dilated convolution is far slower than the phases (3x3x3 stride 2
     64->8 @8x14x14 batch 2: 228 ms, the phases 1.0 ms). In 2-D each phase's convolution
     to so few channels runs far below the machine's rate: forward, phases against XLA's
@@ -2500,17 +2504,35 @@ def _short_phases(x_shape, w_shape, spec: ConvSpec) -> bool:
     whole value ran 0.56-1.62x with the phases' derivatives (geometric mean 1.02x over
     30 layers). Nor on a kernel the size of the stride with padding, whose phases share
     a window (`subpixel._shifted_interleaved`: 3x3 stride 3 padding 1 256->64 @28
-    batch 16 forward 1.2-1.5x `lax`)."""
+    batch 16 forward 1.2-1.5x `lax`).
+
+    At stride 2 too, with kernels of at most `TRANSPOSED_WHOLE_STRIDE_2_MAX_KERNEL` taps
+    a dim (3x3 and 5x5: 4x4 shares a window or stacks), from a batch of at least
+    `TRANSPOSED_WHOLE_STRIDE_2_MIN_BATCH` and at least
+    `TRANSPOSED_WHOLE_STRIDE_2_MIN_CHANNEL_RATIO` times the output channels. A sweep
+    (`tsweep4.py 6609 24 fwd`, 7 runs, from 2-8 times the channels) had 10 of 24 under
+    0.9x `lax` (128->16 3x3 stride 2 padding 2 @16 batch 16 channels-last 0.48x); from
+    8 times, XLA's whole was ahead on 6 of 7. The rule against without (9 interleaved
+    runs, from 8-16 times the channels, `s2ab.py`): on 20 layers of batch 1-16
+    0.70-2.21x, but from batch 4 0.98-2.21x on 9 and at batch 1-2 0.70-1.33x, under
+    0.95x on 7 of 11 (512->64 3x3 @56 batch 2 channels-last 0.72x); from batch 4 on 18
+    fresh layers (`s2ab4.py 6611 18`) 0.85-3.75x, geometric mean 1.54x (512->32 3x3
+    padding 2 @32 batch 4 channels-last 22.9 ms to 6.1), under 1x on two (0.85x, 0.90x)."""
     c_out, c_in = w_shape[:2]
-    least = max(TRANSPOSED_WHOLE_MIN_IN_CHANNELS, TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO * c_out)
     strides = spec.lhs_dilation
-    return (
-        all(
+    if all(ld == 2 for ld in strides) and x_shape[0] >= TRANSPOSED_WHOLE_STRIDE_2_MIN_BATCH:
+        # Stride 2 (see the end of this note).
+        short = all(k <= TRANSPOSED_WHOLE_STRIDE_2_MAX_KERNEL for k in w_shape[2:])
+        ratio = TRANSPOSED_WHOLE_STRIDE_2_MIN_CHANNEL_RATIO
+    else:
+        short = all(
             TRANSPOSED_WHOLE_SHORT_MIN_STRIDE <= ld <= TRANSPOSED_WHOLE_SHORT_MAX_STRIDE
             for ld in strides
-        )
-        and all(k <= ld + 1 for k, ld in zip(w_shape[2:], strides, strict=True))
-        and c_in >= least
+        ) and all(k <= ld + 1 for k, ld in zip(w_shape[2:], strides, strict=True))
+        ratio = TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO
+    return (
+        short
+        and c_in >= max(TRANSPOSED_WHOLE_MIN_IN_CHANNELS, ratio * c_out)
         and c_out <= TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS
         and subpixel.shifted_window(x_shape, w_shape, spec) is None
     )

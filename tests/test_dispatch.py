@@ -2321,6 +2321,12 @@ _SHORT_PHASES = [
     ((2, 128, 15, 16), (128, 32, 4, 3), dict(stride=(3, 2), padding=1), False),
     ((2, 128, 15, 16), (128, 32, 5, 4), dict(stride=3, padding=1), False),  # 5 > 3 + 1
     ((2, 128, 15, 16), (128, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
+    ((4, 256, 11, 10), (256, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), True),
+    ((3, 256, 15, 16), (256, 32, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
+    ((4, 256, 11, 10), (256, 33, 3, 3), dict(stride=2, padding=1), False),  # 7.8x
+    ((4, 256, 11, 10), (256, 32, 5, 5), dict(stride=2, padding=2, output_padding=1), True),
+    ((4, 256, 11, 10), (256, 32, 7, 7), dict(stride=2, padding=3), False),  # 7 taps
+    ((4, 256, 11, 10), (256, 32, 3, 3), dict(stride=(2, 3), padding=1), False),
     ((2, 128, 15, 16), (128, 32, 4, 4), dict(stride=3, padding=1, dilation=2), False),
     ((2, 128, 15, 16), (128, 16, 4, 4), dict(stride=3, padding=1, groups=2), False),
     ((2, 128, 31), (128, 32, 4), dict(stride=3, padding=1), False),  # 1-D
@@ -2341,10 +2347,11 @@ def test_transposed_value_of_short_phases_is_xlas_whole(
     stride of 3 or 4 along both dims, its kernel at most one longer than the stride, its
     phases a convolution each (one or two taps a dim, or none; not a kernel the size of
     the stride with padding, whose phases share a window), to at most 128 channels from
-    at least 4 times as many and at least 32, is XLA's input-dilated convolution whole
-    under auto; under `jax.grad` it stays the phases'. Values and gradients equal
-    lax's. (Inputs of more than 400 positions over the batch, where the small-input rule
-    does not apply.)"""
+    at least 4 times as many and at least 32, or at stride 2 with kernels of at most 5
+    taps a dim from a batch of 4 or more and 8 times the channels, is XLA's
+    input-dilated convolution whole under auto; under `jax.grad` it stays the phases'.
+    Values and gradients equal lax's. (Inputs of more than 400 positions over the batch,
+    where the small-input rule does not apply.)"""
     x, w, conv = _layer("conv_transpose", x_shape, w_shape, kwargs, channels_last, seed=7)
 
     assert _dilated(conv("auto"), x, w) == int(whole)
