@@ -2479,32 +2479,32 @@ def _transposed_value_whole(x_shape, w_shape, spec: ConvSpec, differentiated: bo
 def _short_phases(x_shape, w_shape, spec: ConvSpec) -> bool:
     """Whether this dense 2-D transposed convolution, each of whose phases is a
     convolution of its own (`subpixel.one_convolution` None, which its caller checked,
-    and no shared window, `subpixel.shifted_window`), has a stride from
-    `TRANSPOSED_WHOLE_SHORT_MIN_STRIDE` to `TRANSPOSED_WHOLE_SHORT_MAX_STRIDE` and a
-    kernel at most one longer along each dim (4x4 stride 3, 5x5 and 3x3 stride 4:
-    phases of one or two taps a dim, or none), to at most
-    `TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS` channels from at least
+    and no shared window, `subpixel.shifted_window`), has (stride 2: the end of this
+    note) a stride from `TRANSPOSED_WHOLE_SHORT_MIN_STRIDE` to
+    `TRANSPOSED_WHOLE_SHORT_MAX_STRIDE` and a kernel at most one longer along each dim
+    (4x4 stride 3, 5x5 and 3x3 stride 4: phases of one or two taps a dim, or none), to
+    at most `TRANSPOSED_WHOLE_SHORT_MAX_OUT_CHANNELS` channels from at least
     `TRANSPOSED_WHOLE_SHORT_MIN_CHANNEL_RATIO` times as many and at least
-    `TRANSPOSED_WHOLE_MIN_IN_CHANNELS` (the fewest measured: 32): outside differentiation
-    its value is XLA's convolution whole (`_transposed_value_whole`). Found by random
-    sweeps of transposed layers (Sapphire Rapids Xeon, 2026-12-06, 7 interleaved runs,
-    `/tmp/s66/tsweep*.py`): 512->32 4x4 stride 3 @14 batch 16 channels-last forward
-    0.44-0.54x `lax`, and of 36 layers at stride 3-4 from 2-16 times the output
-    channels whose phases are a convolution each, 15 under 0.9x, nearly all with the
-    kernel at most one longer than the stride (4x4 stride 3 0.56-0.92x on 9 of 11, 5x5
-    stride 4 0.64-0.91x on 6 of 6), while 5x5 stride 3 and 7x7 stride 4 ran
-    0.85-1.40x. The rule against without, forward (9 interleaved runs, `shortab.py`):
-    on 30 layers from 1-16 times the output channels 0.72-1.83x, under 0.9x on six
+    `TRANSPOSED_WHOLE_MIN_IN_CHANNELS` (the fewest measured: 32): outside
+    differentiation its value is XLA's convolution whole (`_transposed_value_whole`).
+    Found by random sweeps of transposed layers (Sapphire Rapids Xeon, 2026-12-06, 7
+    interleaved runs, `/tmp/s66/tsweep*.py`): 512->32 4x4 stride 3 @14 batch 16
+    channels-last forward 0.44-0.54x `lax`, and of 36 layers at stride 3-4 from 2-16
+    times the output channels whose phases are a convolution each, 15 under 0.9x, nearly
+    all with the kernel at most one longer than the stride (4x4 stride 3 0.56-0.92x on 9
+    of 11, 5x5 stride 4 0.64-0.91x on 6 of 6), while 5x5 stride 3 and 7x7 stride 4 ran
+    0.85-1.40x. The rule against without, forward (9 interleaved runs, `shortab.py`): on
+    30 layers from 1-16 times the output channels 0.72-1.83x, under 0.9x on six
     (0.72-0.88x), five of them from at most twice as many; from 4-16 times, 0.88-1.83x
-    on 20 (geometric mean 1.18x; 64->16 3x3 stride 4 @8 batch 1 1.83x, 256->16 @14
-    batch 8 1.57x) and on 24 fresh ones 0.70-2.14x (1.08x; 128->32 2x2 stride 3 @14 batch 16
+    on 20 (geometric mean 1.18x; 64->16 3x3 stride 4 @8 batch 1 1.83x, 256->16 @14 batch
+    8 1.57x) and on 24 fresh ones 0.70-2.14x (1.08x; 128->32 2x2 stride 3 @14 batch 16
     2.14x; the losses on layers under 1.1 ms, 128->32 2x2 stride 4 @16 batch 2 0.70x,
-    stride 3 @32 0.73x, 128->8 3x3 stride 4 @14 batch 16 0.90x). With it the value
-    runs 0.83-1.15x `lax` there, without it 0.53-1.57x. Not in training, where the
-    whole value ran 0.56-1.62x with the phases' derivatives (geometric mean 1.02x over
-    30 layers). Nor on a kernel the size of the stride with padding, whose phases share
-    a window (`subpixel._shifted_interleaved`: 3x3 stride 3 padding 1 256->64 @28
-    batch 16 forward 1.2-1.5x `lax`).
+    stride 3 @32 0.73x, 128->8 3x3 stride 4 @14 batch 16 0.90x). With it the value runs
+    0.83-1.15x `lax` there, without it 0.53-1.57x. Not in training, where the whole
+    value ran 0.56-1.62x with the phases' derivatives (geometric mean 1.02x over 30
+    layers). Nor on a kernel the size of the stride with padding, whose phases share a
+    window (`subpixel._shifted_interleaved`: 3x3 stride 3 padding 1 256->64 @28 batch 16
+    forward 1.2-1.5x `lax`).
 
     At stride 2 too, with kernels of at most `TRANSPOSED_WHOLE_STRIDE_2_MAX_KERNEL` taps
     a dim (3x3 and 5x5: 4x4 shares a window or stacks), from a batch of at least
