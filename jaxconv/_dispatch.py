@@ -276,6 +276,8 @@ FEW_INPUTS_MAX_CHANNELS, FEW_INPUTS_MAX_TAPS = 3, 16
 FEW_INPUTS_NARROW_MAX_OUT_CHANNELS = 16
 FEW_INPUTS_NARROW_MIN_TAPS, FEW_INPUTS_NARROW_MAX_ROWS = 16, 1600
 FEW_INPUTS_CLIFF_OUT_CHANNELS = (17, 35)
+# `_few_inputs_cliff`: not on at most this many output rows (batch x positions).
+FEW_INPUTS_CLIFF_MAX_SMALL_ROWS = 2048
 # ... and unstrided ones from more of them, up to this many, to at least this many output
 # channels with kernels of at most this many taps: `matmul`'s derivatives, and its value
 # too channels-first and undilated (see `choose`).
@@ -868,7 +870,7 @@ def _choose_cpu(
             if _few_inputs_channels_first_value_by_shift(spec, w_shape):
                 return ("shift", "matmul", "matmul")
             return ("matmul",) * 3
-        if _few_inputs_cliff(w_shape):
+        if _few_inputs_cliff(spec, x_shape, w_shape):
             return ("shift", "lax", "lax")
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if (
@@ -1418,10 +1420,11 @@ def _few_inputs_narrow_by_xla(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
-def _few_inputs_cliff(w_shape) -> bool:
+def _few_inputs_cliff(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the channels-last value of this RGB or grey first layer with a small
     kernel (`choose`) runs by `shift` off XLA's cliff: to
-    `FEW_INPUTS_CLIFF_OUT_CHANNELS` (inclusive) output channels, measured on an Intel
+    `FEW_INPUTS_CLIFF_OUT_CHANNELS` (inclusive) output channels, on more than
+    `FEW_INPUTS_CLIFF_MAX_SMALL_ROWS` output rows (batch x positions), measured on an Intel
     Xeon (3x3 stride 2 @224 batch 8, by `matmul` against XLA's: 3->24 5.2-5.9x, 3->32
     2.0-2.3x; see `choose`). By `shift` since 2026-12-06: against `matmul`'s value
     (`auto` before), forward / training with a fixed cotangent, channels-last, 9
@@ -1443,9 +1446,26 @@ def _few_inputs_cliff(w_shape) -> bool:
     runs, 15 for a recheck), forward 1.34x (geometric mean; 3->35 3x3 @224 batch 4 5.0x,
     3->28 4x4 @224 batch 2 2.1x), slower on two (3->32 4x4 stride 2 @112 batch 2 0.65x,
     2->32 @56 batch 1 0.69x: 0.54 and 0.15 ms without, 0.35 and 0.10 with). The
-    derivatives stay XLA's either way."""
+    derivatives stay XLA's either way.
+
+    Not on small maps, where XLA's convolution of the input padded to 4 channels
+    (`_odd_input_channels`) is as fast or faster: found by a random sweep on the Sapphire
+    Rapids Xeon (`/tmp/s67`, `rand.py 6701`: 3->32 3x3 stride 2 @14 batch 2, 98 rows,
+    training 0.73x `lax`, 0.108 ms against 0.078). Without the rule against with it,
+    forward / training, 15-21 interleaved runs, 2026-12-06 (`/tmp/s67/cliff*.py`), 3->23
+    to 3->35 3x3 and 4x4 layers at strides 1-2 @14-64, batch 1-8: on 98-2,048 rows
+    1.01-1.42x / 0.88-1.46x over 14 layers (3->32 stride 2 @14 batch 8 1.42x / 1.32x,
+    3->32 4x4 stride 2 @32 batch 4 1.04x / 0.90x); on 2,304-3,200 rows 0.88-1.16x /
+    0.85-1.37x over four, from 4,096 rows 0.60-0.81x / 0.57-1.03x (3->24 stride 2 @64 batch 4
+    0.62x / 0.62x, 3->32 stride 2 @56 batch 8 0.81x / 0.57x). To 17-22 channels the
+    value stays `shift`'s there (`_few_inputs_value_by_shift`)."""
     low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
-    return low <= w_shape[0] <= high and not lax_impl.avx2_only()
+    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    return (
+        low <= w_shape[0] <= high
+        and rows > FEW_INPUTS_CLIFF_MAX_SMALL_ROWS
+        and not lax_impl.avx2_only()
+    )
 
 
 def _single_input_by_shift(spec: ConvSpec, w_shape) -> bool:

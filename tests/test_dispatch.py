@@ -220,11 +220,12 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace
     AVX-512 from 2-3 to at most 16 channels too); channels-last the
     value by `shift` for 17-35 output channels, and not on a CPU with AVX2 and no
     AVX-512 (`_dispatch._few_inputs_cliff`: there XLA's, or shift's within its
-    bounds)."""
+    bounds), nor on 2,048 output rows or fewer."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
     mm = ("matmul",) * 3
-    # (2,048 output rows at stride 2: past `test_few_inputs_narrow_by_xla`'s 1,600)
-    x, x_cl = (2, 3, 64, 64), (2, 32, 32, 3)
+    # (2,048 output rows at stride 2: past `test_few_inputs_narrow_by_xla`'s 1,600;
+    # channels-last 2,178, past `_few_inputs_cliff`'s 2,048)
+    x, x_cl = (2, 3, 64, 64), (2, 66, 66, 3)
     assert choose(x, (32, 3, 3, 3), stride=2, padding=1) == mm  # MobileNet's stem
     # Channels-first to at most 16 channels with at most 600 multiply-adds per output:
     # shift's value on CPUs with AVX-512 (`_few_inputs_channels_first_value_by_shift`).
@@ -248,6 +249,17 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace
         values = [(16, "shift"), (17, "shift"), (22, "shift"), (23, "lax"), (35, "lax")]
     for c_out, value in values:
         assert choose(x_cl, (3, 3, 3, c_out), **cl) == (value, "lax", "lax")
+    # On 2,048 rows or fewer XLA's value (shift's to at most 22 channels), by rows, not
+    # by the input's or output's size alone.
+    small = [(16, "shift"), (22, "shift"), (23, "lax"), (32, "lax"), (35, "lax")]
+    for c_out, value in small:
+        assert choose((2, 64, 64, 3), (3, 3, 3, c_out), **cl) == (value, "lax", "lax")
+    assert choose((8, 32, 32, 3), (3, 3, 3, 32), **cl) == ("lax",) * 3  # 2,048 rows
+    past = "lax" if avx2_only else "shift"
+    assert choose((9, 32, 32, 3), (3, 3, 3, 32), **cl)[0] == past  # 2,304 rows
+    assert choose((1, 66, 66, 3), (3, 3, 3, 32), **cl) == ("lax",) * 3  # 1,089
+    assert choose((1, 66, 66, 3), (3, 3, 3, 32), channels_last=True)[0] == past  # 4,096
+    assert choose((1, 5, 685, 3), (3, 3, 3, 32), channels_last=True)[0] == past  # 3x683
     assert choose((2, 32, 3), (3, 3, 32), channels_last=True) == ("lax",) * 3  # 1-D
     # Their values and derivatives are XLA's convolution's.
     import numpy as np
