@@ -1453,12 +1453,12 @@ def _few_inputs_cliff(spec: ConvSpec, x_shape, w_shape) -> bool:
     Rapids Xeon (`/tmp/s67`, `rand.py 6701`: 3->32 3x3 stride 2 @14 batch 2, 98 rows,
     training 0.73x `lax`, 0.108 ms against 0.078). Without the rule against with it,
     forward / training, 15-21 interleaved runs, 2026-12-06 (`/tmp/s67/cliff*.py`), 3->23
-    to 3->35 3x3 and 4x4 layers at strides 1-2 @14-64, batch 1-8: on 98-2,048 rows
+    to 3->35 3x3 and 4x4 layers at strides 1-2 @14-112, batch 1-8: on 98-2,048 rows
     1.01-1.42x / 0.88-1.46x over 14 layers (3->32 stride 2 @14 batch 8 1.42x / 1.32x,
     3->32 4x4 stride 2 @32 batch 4 1.04x / 0.90x); on 2,304-3,200 rows 0.88-1.16x /
-    0.85-1.37x over four, from 4,096 rows 0.60-0.81x / 0.57-1.03x (3->24 stride 2 @64 batch 4
-    0.62x / 0.62x, 3->32 stride 2 @56 batch 8 0.81x / 0.57x). To 17-22 channels the
-    value stays `shift`'s there (`_few_inputs_value_by_shift`)."""
+    0.85-1.37x over four; from 4,096 rows 0.60-0.81x / 0.57-1.03x over three (3->24
+    stride 2 @64 batch 4 0.62x / 0.62x, 3->32 stride 2 @56 batch 8 0.81x / 0.57x). To
+    17-22 channels the value stays `shift`'s there (`_few_inputs_value_by_shift`)."""
     low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
     rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
     return (
