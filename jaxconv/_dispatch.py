@@ -3475,14 +3475,15 @@ def _transposed_value(ct: jax.Array, w_t: jax.Array, t_spec: ConvSpec) -> jax.Ar
     return _run(ct, w_t, t_spec, FORWARD)
 
 
-def _forward_by(name: str, role: int):
+def _forward_by(name: str, role: int, differentiated: bool = False):
     """The convolution ``name`` (in `jaxconv.IMPLS`) as ``role`` runs it: `matmul`'s
     value reads the caller's weight (`matmul.forward`'s ``value``): reverse mode never
     transposes the value (its derivatives are the other two roles). Forward mode through
     `_derivatives.input_term` and second derivatives may transpose it, with the same
-    result; ``value`` only picks the layout of its product."""
+    result; ``value`` only picks the layout of its product, and so does ``alone`` (a
+    value not ``differentiated``, `matmul.rows_first`)."""
     if name == "matmul" and role == FORWARD:
-        return functools.partial(matmul_impl.forward, value=True)
+        return functools.partial(matmul_impl.forward, value=True, alone=not differentiated)
     return FORWARDS[name]
 
 
@@ -3512,7 +3513,7 @@ def _run(
     """``role``'s convolution by the algorithm chosen for it (``names``, else the
     rules); ``differentiated`` for the value computed alongside its derivatives."""
     if names is not None and names[role] != "auto":
-        return _forward_by(names[role], role)(x, w, spec)
+        return _forward_by(names[role], role, differentiated)(x, w, spec)
     backend = backend_name()
 
     def chosen(x_, w_, spec_):
@@ -3647,7 +3648,7 @@ def _run(
             # channels-last (21 interleaved runs), 0.94x @7; strided 0.89-1.15x.
             return shift_impl.forward_unsplit(x_, w_, spec_)
         if name != "lax" or backend != "cpu" or _xla_3d_pointwise(spec_, w_.shape):
-            return _forward_by(name, role)(x_, w_, spec_)
+            return _forward_by(name, role, differentiated)(x_, w_, spec_)
         odd = spec.ndim <= 2  # (not the 2-D planes of a 3-D convolution)
         if odd and role == FORWARD and _odd_input_channels(spec_, w_.shape, x_.dtype):
             # The value from odd input channels off XLA's cliff (`_odd_input_channels`).

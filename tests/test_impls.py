@@ -25,6 +25,7 @@ from reference import conv_transpose as ref_conv_transpose
 from tolerance import assert_close, tolerance
 
 import jaxconv
+from jaxconv import _dispatch
 from jaxconv._impls import FORWARDS, fft
 from jaxconv._impls import matmul as matmul_impl
 from jaxconv._spec import ConvSpec
@@ -281,6 +282,71 @@ def test_matmul_1x1_rows_first(x_shape, w_shape, kwargs, rows_first):
     (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
     assert (dot.invars[0].aval.shape[0] == x_shape[0]) == rows_first
     _assert_matmul_is_lax(rng, x, w, s)
+
+
+@pytest.mark.parametrize(
+    "x_shape,c_out,alone",
+    [
+        ((16, 24, 7, 7), 128, True),  # 49 positions, 784 rows
+        ((4, 12, 10, 10), 128, True),  # 100 positions, 400 rows
+        ((16, 8, 5, 5), 32, True),  # 25 positions, 400 rows
+        ((32, 8, 3, 7), 64, True),  # 21 positions, 672 rows
+        ((16, 8, 4, 6), 32, False),  # 384 rows
+        ((16, 8, 3, 7), 64, False),  # 336 rows
+        ((16, 8, 11, 11), 128, False),  # 121 positions
+        ((16, 8, 1, 101), 128, False),  # 101 positions
+        ((32, 8, 4, 4), 64, False),  # 16 positions
+        ((1, 8, 7, 7), 64, False),  # batch 1
+    ],
+)
+def test_matmul_1x1_rows_first_alone(x_shape, c_out, alone, monkeypatch):
+    """A channels-first 1x1 value computed alone (not differentiated) also takes the
+    batch's positions as the product's rows to more than half as many channels as it
+    takes, from batch 2 on maps of 17-100 positions (not a multiple of 16) and at least
+    400 rows in the batch; under differentiation its columns, as before. `auto`'s value
+    and gradients are XLA's either way."""
+    n, c_in, *sp = x_shape
+    assert not matmul_impl.rows_first(n, sp, c_in, c_out)
+    assert matmul_impl.rows_first(n, sp, c_in, c_out, alone=True) == alone
+    rng = np.random.default_rng(6)
+    x, w = arrays(rng, x_shape, (c_out, c_in, 1, 1))
+    s = spec(2)
+
+    def first_operand_rows(f):
+        jaxpr = jax.make_jaxpr(f, static_argnums=2)(x, w, s)
+        (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+        return dot.invars[0].aval.shape[0] == n
+
+    value = functools.partial(matmul_impl.forward, value=True)
+    assert first_operand_rows(functools.partial(value, alone=True)) == alone
+    assert not first_operand_rows(value)
+    # Through `auto`, and the algorithms named per role (`jaxconv._autotune`'s;
+    # `impl="matmul"` is `matmul.forward` as it is): the value alone asks with
+    # ``alone``, under differentiation without.
+    asked = []
+    real = matmul_impl.rows_first
+
+    def spy(*args):
+        asked.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(matmul_impl, "rows_first", spy)
+    named = functools.partial(_dispatch.forward_with, spec=s, names=("matmul",) * 3)
+    for conv in (functools.partial(jaxconv.conv2d, impl="auto"), named):
+        asked.clear()
+        jax.make_jaxpr(conv)(x, w)
+        assert asked == [True]
+        asked.clear()
+        jax.make_jaxpr(lambda a, b, conv=conv: jax.vjp(conv, a, b)[0])(x, w)
+        assert asked and not any(asked)
+    monkeypatch.undo()
+    conv = functools.partial(jaxconv.conv2d, impl="auto")
+    fs = (conv, functools.partial(jaxconv.conv2d, impl="lax"))
+    np.testing.assert_allclose(jax.jit(fs[0])(x, w), jax.jit(fs[1])(x, w), rtol=1e-10, atol=1e-10)
+    ct = rng.standard_normal((n, c_out, *sp))
+    (_, *got), (_, *want) = values_and_vjps(fs, (x, w), ct)
+    for g, h in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("impl", MINE)
@@ -1363,7 +1429,6 @@ def test_planes_gradients_and_half_precision(by, channels_last):
 def test_3d_degenerate_shapes_under_auto(x_shape, w_shape, by):
     """Empty 3-D problems go through `auto`'s depth planes without recursing, and
     `planes.stacked` and `planes.output_stacked` alone give lax's zeros too."""
-    from jaxconv import _dispatch
     from jaxconv._impls import planes
 
     s = spec(3, padding=((0, 0), (1, 1), (1, 1)))

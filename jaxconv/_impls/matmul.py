@@ -46,7 +46,9 @@ def _tap_stack(x: jax.Array, kernel, spec: ConvSpec) -> jax.Array:
 PATCH_BYTES = 16 * 2**20
 
 
-def forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> jax.Array:
+def forward(
+    x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False, alone: bool = False
+) -> jax.Array:
     """The canonical convolution, in batch chunks whose patch matrix fits in cache.
 
     A 1x1 kernel builds no patches (its patch matrix is the strided input), so it runs
@@ -54,11 +56,12 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> 
     in 49 ms channels-first and 24 ms channels-last, from 89 and 114 ms (full bench).
     ``value``: this product is a value, which reverse mode does not transpose (see
     `_forward_channels_last`), not an input or weight gradient's convolution; the
-    result is the same either way.
+    result is the same either way. ``alone``: a value computed without its
+    derivatives (see `rows_first`).
     """
     n = x.shape[0]
     if math.prod(w.shape[2:]) == 1:
-        return _forward(x, w, spec, value)
+        return _forward(x, w, spec, value, alone)
     if single_pixel(x.shape):
         return _single_pixel(x, w, spec)
     per_sample = patch_bytes(x.shape, w.shape, spec, x.dtype.itemsize)
@@ -76,7 +79,9 @@ def patch_bytes(x_shape, w_shape, spec: ConvSpec, itemsize: int) -> int:
     return x_shape[1] * math.prod(w_shape[2:]) * math.prod(out) * itemsize
 
 
-def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) -> jax.Array:
+def _forward(
+    x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False, alone: bool = False
+) -> jax.Array:
     """The canonical convolution as ``(C_out, C_in * taps) @ (C_in * taps, L)`` per group.
 
     The product contracts the channel and tap dims of the stacked windows in place, with
@@ -110,7 +115,7 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, value: bool = False) ->
             w_b, cols[:, 0], (contract, ((0,), (0,))), spec.precision, preferred_element_type=acc
         )
         return y.astype(x.dtype)
-    if g == 1 and taps == 1 and rows_first(n, out, c_in_g, c_out):
+    if g == 1 and taps == 1 and rows_first(n, out, c_in_g, c_out, alone):
         # (N, *S, C) @ (C, C_out): the positions as the product's rows (see `rows_first`).
         y = lax.dot_general(
             cols[:, 0], w[0], (((1,), (1,)), ((), ())), spec.precision, preferred_element_type=acc
@@ -255,9 +260,12 @@ def _patches_by_rows(xi: jax.Array, kernel, out, spec: ConvSpec) -> jax.Array:
 
 # The product's column tile on this CPU (16 float32 lanes of AVX-512), see `rows_first`.
 ROWS_FIRST_LANES = 16
+# ... and a value computed alone on maps of at most this many positions and at least
+# this many rows (batch x positions), to any number of channels (`rows_first`).
+ROWS_FIRST_ALONE_MAX_POSITIONS, ROWS_FIRST_ALONE_MIN_ROWS = 100, 400
 
 
-def rows_first(n: int, out, c_in: int, c_out: int) -> bool:
+def rows_first(n: int, out, c_in: int, c_out: int, alone: bool = False) -> bool:
     """Whether channels-first 1x1 `matmul` (one group, not `per_image`) takes the
     positions as the product's rows, ``(N * S, C) @ (C, C_out)``, rather than as its
     columns, ``(C_out, C) @ (C, N * S)``: from batch 2 (at batch 1 the columns need
@@ -297,13 +305,37 @@ def rows_first(n: int, out, c_in: int, c_out: int) -> bool:
     0.95x, 0.77x), maps of 16 positions or a multiple of them (256->64 @8 batch 8-16
     0.78-0.94x forward, @4 0.93x), and smaller maps (@2 512->128 batch 8 0.84x, 0.93x,
     0.97x; @3 1024->256 batch 16 1.20x, 0.91x, 0.87x).
+
+    A value computed ``alone`` (not differentiated: `auto`'s value outside
+    `jax.grad`) takes the rows there to any number of channels too, on maps of 17 to
+    `ROWS_FIRST_ALONE_MAX_POSITIONS` (100) positions with at least
+    `ROWS_FIRST_ALONE_MIN_ROWS` (400) rows in the batch. Found by a random sweep on the
+    Sapphire Rapids Xeon (`/tmp/s65/rand.py 6703`: 1x1 24->128 @7 batch 16 forward at
+    0.43x `lax`, 0.23 ms against 0.10). Rows against columns, forward, 21 interleaved
+    runs, 2026-12-06 (`/tmp/s67/pw9.py`; 1x1 layers from 8-512 to 16-1024 channels, not
+    to at most half as many, @3x7-10x10, batch 2-64): on 672-6,400 rows 1.05-2.00x
+    over 14 layers (32->128 @9 batch 16 2.00x) and 0.97-1.02x on four to at most 32
+    channels; in a second sample 1.11-1.98x on nine (24->128 @7 batch 16 1.98x) and
+    0.98x on 24->32; on 400 rows 1.40x and 1.01x (16->256 @5 batch 16, 32->32 @10 batch
+    4, `pw7.py`); on 288 rows 0.69x and 0.91x (16->256 and 64->256 @6 batch 8), on 80
+    0.84x: hence the floor.
+    ResNet's and MobileNet's expansions @7 (`pw8.py`, 15 runs: 64->256 to 512->2048,
+    batch 16-32) 1.12-1.57x on all ten. Not under differentiation, where the value's
+    layout is the derivatives' too: training with a fixed cotangent 0.89-1.12x on those
+    ten, through a ReLU 0.90-1.10x, and 0.84-1.56x on 16 random layers (`pw7.py`).
     """
     positions = math.prod(out)
     if n == 1:
         return False
     if (n * positions) % ROWS_FIRST_LANES != 0:
         return True
-    return positions > ROWS_FIRST_LANES and positions % ROWS_FIRST_LANES != 0 and c_in >= 2 * c_out
+    ragged = positions > ROWS_FIRST_LANES and positions % ROWS_FIRST_LANES != 0
+    small = (
+        alone
+        and positions <= ROWS_FIRST_ALONE_MAX_POSITIONS
+        and n * positions >= ROWS_FIRST_ALONE_MIN_ROWS
+    )
+    return ragged and (c_in >= 2 * c_out or small)
 
 
 def single_pixel(x_shape) -> bool:
