@@ -128,7 +128,9 @@ def _role_function(role: int, spec: ConvSpec):
         def conv(x, w):
             if name == "auto":
                 return _dispatch.forward(x, w, spec)
-            return FORWARDS[name](x, w, spec)
+            # As `_dispatch._run` runs ``name`` in this role (`matmul`'s value picks its
+            # product's layout as a value computed alone).
+            return _dispatch._forward_by(name, role, False)(x, w, spec)
 
         if role == _dispatch.FORWARD:
             return lambda x, w, ct: conv(x, w)

@@ -379,7 +379,9 @@ def choose(
     if backend != "cpu":
         return ("lax",) * 3
     few_inputs_narrow = not nested and _few_inputs_narrow_by_xla(spec, x_shape, w_shape)
-    rules = _choose_cpu(spec, x_shape, w_shape, dtype, few_inputs_by_matmul=not few_inputs_narrow)
+    rules = _choose_cpu(
+        spec, x_shape, w_shape, dtype, few_inputs_by_matmul=not few_inputs_narrow, nested=nested
+    )
     if _few_inputs_wide(spec, w_shape):
         undilated = all(d == 1 for d in spec.rhs_dilation)
         by_patches = not spec.channels_last and undilated
@@ -509,10 +511,16 @@ def _choose_cuda(spec: ConvSpec, x_shape, w_shape, dtype) -> tuple[str, str, str
 
 
 def _choose_cpu(
-    spec: ConvSpec, x_shape, w_shape, dtype, few_inputs_by_matmul: bool = True
+    spec: ConvSpec,
+    x_shape,
+    w_shape,
+    dtype,
+    few_inputs_by_matmul: bool = True,
+    nested: bool = False,
 ) -> tuple[str, str, str]:
     """`choose` on the CPU, but for `kernel_past_output`; RGB and grey first layers by
-    `matmul` only with ``few_inputs_by_matmul`` (see `_few_inputs_narrow_by_xla`)."""
+    `matmul` only with ``few_inputs_by_matmul`` (see `_few_inputs_narrow_by_xla`);
+    ``nested`` as in `choose`."""
     del dtype  # the rules were measured in float32; nothing else is known better
     c_in_g = w_shape[1]
     taps = math.prod(w_shape[2:])
@@ -870,7 +878,7 @@ def _choose_cpu(
             if _few_inputs_channels_first_value_by_shift(spec, w_shape):
                 return ("shift", "matmul", "matmul")
             return ("matmul",) * 3
-        if _few_inputs_cliff(spec, x_shape, w_shape):
+        if _few_inputs_cliff(spec, x_shape, w_shape, nested):
             return ("shift", "lax", "lax")
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if (
@@ -1420,11 +1428,12 @@ def _few_inputs_narrow_by_xla(spec: ConvSpec, x_shape, w_shape) -> bool:
     )
 
 
-def _few_inputs_cliff(spec: ConvSpec, x_shape, w_shape) -> bool:
+def _few_inputs_cliff(spec: ConvSpec, x_shape, w_shape, nested: bool = False) -> bool:
     """Whether the channels-last value of this RGB or grey first layer with a small
     kernel (`choose`) runs by `shift` off XLA's cliff: to
     `FEW_INPUTS_CLIFF_OUT_CHANNELS` (inclusive) output channels, on more than
-    `FEW_INPUTS_CLIFF_MAX_SMALL_ROWS` output rows (batch x positions), measured on an Intel
+    `FEW_INPUTS_CLIFF_MAX_SMALL_ROWS` output rows (batch x positions) unless ``nested``
+    (`choose`: the 2-D planes of a 3-D stem, which `_run` does not pad), measured on an Intel
     Xeon (3x3 stride 2 @224 batch 8, by `matmul` against XLA's: 3->24 5.2-5.9x, 3->32
     2.0-2.3x; see `choose`). By `shift` since 2026-12-06: against `matmul`'s value
     (`auto` before), forward / training with a fixed cotangent, channels-last, 9
@@ -1448,22 +1457,26 @@ def _few_inputs_cliff(spec: ConvSpec, x_shape, w_shape) -> bool:
     2->32 @56 batch 1 0.69x: 0.54 and 0.15 ms without, 0.35 and 0.10 with). The
     derivatives stay XLA's either way.
 
-    Not on small maps, where XLA's convolution of the input padded to 4 channels
-    (`_odd_input_channels`) is as fast or faster: found by a random sweep on the Sapphire
-    Rapids Xeon (`/tmp/s67`, `rand.py 6701`: 3->32 3x3 stride 2 @14 batch 2, 98 rows,
-    training 0.73x `lax`, 0.108 ms against 0.078). Without the rule against with it,
-    forward / training, 15-21 interleaved runs, 2026-12-06 (`/tmp/s67/cliff*.py`), 3->23
-    to 3->35 3x3 and 4x4 layers at strides 1-2 @14-112, batch 1-8: on 98-2,048 rows
-    1.01-1.42x / 0.88-1.46x over 14 layers (3->32 stride 2 @14 batch 8 1.42x / 1.32x,
-    3->32 4x4 stride 2 @32 batch 4 1.04x / 0.90x); on 2,304-3,200 rows 0.88-1.16x /
-    0.85-1.37x over four; from 4,096 rows 0.60-0.81x / 0.57-1.03x over three (3->24
-    stride 2 @64 batch 4 0.62x / 0.62x, 3->32 stride 2 @56 batch 8 0.81x / 0.57x). To
-    17-22 channels the value stays `shift`'s there (`_few_inputs_value_by_shift`)."""
+    Not on small maps of whole 2-D layers, where the rules' value is as fast or faster
+    (XLA's convolution of the input padded to 4 channels to at most 32 output channels,
+    `_odd_input_channels`; `shift`'s to 17-22 from 3 channels with 3x3 kernels,
+    `_few_inputs_value_by_shift`): found by a random sweep on the Sapphire Rapids Xeon
+    (`/tmp/s65/rand.py 6701`: 3->32 3x3 stride 2 @14 batch 2, 98 rows, training 0.73x
+    `lax`, 0.108 ms against 0.078). Without the rule against with it, forward /
+    training, 15-21 interleaved runs, 2026-12-06 (`/tmp/s67/cliff*.py`), 3->23 to 3->35
+    3x3 and 4x4 layers at strides 1-2 @14-112, batch 1-8: on 98-2,048 rows 1.01-1.42x /
+    0.88-1.46x over 14 layers (3->32 stride 2 @14 batch 8 1.42x / 1.32x, 3->32 4x4
+    stride 2 @32 batch 4 1.04x / 0.90x); on 2,304-3,200 rows 0.88-1.16x / 0.85-1.37x
+    over four; from 4,096 rows 0.60-0.81x / 0.57-1.03x over three (3->24 stride 2 @64
+    batch 4 0.62x / 0.62x, 3->32 stride 2 @56 batch 8 0.81x / 0.57x); 4x4 layers from
+    2-3 channels to 17-24 on 256-1,568 rows (`cliff4.py`, 15 runs) 0.95-1.47x /
+    0.86-1.43x over seven. The 2-D planes of a 3-D stem keep the rule at any size: no
+    padding reaches them."""
     low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
     rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
     return (
         low <= w_shape[0] <= high
-        and rows > FEW_INPUTS_CLIFF_MAX_SMALL_ROWS
+        and (nested or rows > FEW_INPUTS_CLIFF_MAX_SMALL_ROWS)
         and not lax_impl.avx2_only()
     )
 
@@ -3475,7 +3488,7 @@ def _transposed_value(ct: jax.Array, w_t: jax.Array, t_spec: ConvSpec) -> jax.Ar
     return _run(ct, w_t, t_spec, FORWARD)
 
 
-def _forward_by(name: str, role: int, differentiated: bool = False):
+def _forward_by(name: str, role: int, differentiated: bool):
     """The convolution ``name`` (in `jaxconv.IMPLS`) as ``role`` runs it: `matmul`'s
     value reads the caller's weight (`matmul.forward`'s ``value``): reverse mode never
     transposes the value (its derivatives are the other two roles). Forward mode through

@@ -260,6 +260,11 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace
     assert choose((1, 66, 66, 3), (3, 3, 3, 32), **cl) == ("lax",) * 3  # 1,089
     assert choose((1, 66, 66, 3), (3, 3, 3, 32), channels_last=True)[0] == past  # 4,096
     assert choose((1, 5, 685, 3), (3, 3, 3, 32), channels_last=True)[0] == past  # 3x683
+    # ... but the 2-D planes of a 3-D stem (`choose`'s ``nested``), which nothing pads,
+    # take it on few rows too.
+    plan = _spec.conv_plan("conv", (2, 64, 64, 3), (3, 3, 3, 32), **cl)
+    nested = _dispatch.choose(plan.spec, (2, 3, 64, 64), (32, 3, 3, 3), jnp.float32, "cpu", True)
+    assert nested == (past, "lax", "lax")
     assert choose((2, 32, 3), (3, 3, 32), channels_last=True) == ("lax",) * 3  # 1-D
     # Their values and derivatives are XLA's convolution's.
     import numpy as np
@@ -268,6 +273,7 @@ def test_rgb_and_grey_first_layers_run_by_matmul(avx2_only, monkeypatch, retrace
     for x_shape, w_shape, kw in [
         ((2, 3, 11, 11), (32, 3, 3, 3), dict(stride=2, padding=1)),
         ((2, 3, 11, 11), (8, 3, 3, 3), dict(stride=2, padding=1)),
+        ((2, 66, 66, 3), (3, 3, 3, 24), dict(stride=2, padding=1, channels_last=True)),
         ((2, 11, 11, 3), (3, 3, 3, 24), dict(stride=2, padding=1, channels_last=True)),
         ((2, 1, 9, 9), (8, 1, 4, 4), dict(stride=4)),
     ]:

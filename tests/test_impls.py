@@ -296,6 +296,8 @@ def test_matmul_1x1_rows_first(x_shape, w_shape, kwargs, rows_first):
         ((16, 8, 11, 11), 128, False),  # 121 positions
         ((16, 8, 1, 101), 128, False),  # 101 positions
         ((32, 8, 4, 4), 64, False),  # 16 positions
+        ((48, 8, 3, 3), 64, False),  # 9 positions, 432 rows
+        ((16, 8, 4, 8), 64, False),  # 32 positions, a multiple of 16
         ((1, 8, 7, 7), 64, False),  # batch 1
     ],
 )
@@ -326,9 +328,9 @@ def test_matmul_1x1_rows_first_alone(x_shape, c_out, alone, monkeypatch):
     asked = []
     real = matmul_impl.rows_first
 
-    def spy(*args):
-        asked.append(args[-1])
-        return real(*args)
+    def spy(n, out, c_in, c_out, alone=False):
+        asked.append(alone)
+        return real(n, out, c_in, c_out, alone)
 
     monkeypatch.setattr(matmul_impl, "rows_first", spy)
     named = functools.partial(_dispatch.forward_with, spec=s, names=("matmul",) * 3)

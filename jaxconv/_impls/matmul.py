@@ -261,7 +261,7 @@ def _patches_by_rows(xi: jax.Array, kernel, out, spec: ConvSpec) -> jax.Array:
 # The product's column tile on this CPU (16 float32 lanes of AVX-512), see `rows_first`.
 ROWS_FIRST_LANES = 16
 # ... and a value computed alone on maps of at most this many positions and at least
-# this many rows (batch x positions), to any number of channels (`rows_first`).
+# this many rows (batch x positions), whatever its channels (`rows_first`).
 ROWS_FIRST_ALONE_MAX_POSITIONS, ROWS_FIRST_ALONE_MIN_ROWS = 100, 400
 
 
@@ -307,22 +307,22 @@ def rows_first(n: int, out, c_in: int, c_out: int, alone: bool = False) -> bool:
     0.97x; @3 1024->256 batch 16 1.20x, 0.91x, 0.87x).
 
     A value computed ``alone`` (not differentiated: `auto`'s value outside
-    `jax.grad`) takes the rows there to any number of channels too, on maps of 17 to
+    `jax.grad`) takes the rows there whatever its channels, on maps of 17 to
     `ROWS_FIRST_ALONE_MAX_POSITIONS` (100) positions with at least
     `ROWS_FIRST_ALONE_MIN_ROWS` (400) rows in the batch. Found by a random sweep on the
     Sapphire Rapids Xeon (`/tmp/s65/rand.py 6703`: 1x1 24->128 @7 batch 16 forward at
     0.43x `lax`, 0.23 ms against 0.10). Rows against columns, forward, 21 interleaved
-    runs, 2026-12-06 (`/tmp/s67/pw9.py`; 1x1 layers from 8-512 to 16-1024 channels, not
-    to at most half as many, @3x7-10x10, batch 2-64): on 672-6,400 rows 1.05-2.00x
-    over 14 layers (32->128 @9 batch 16 2.00x) and 0.97-1.02x on four to at most 32
-    channels; in a second sample 1.11-1.98x on nine (24->128 @7 batch 16 1.98x) and
-    0.98x on 24->32; on 400 rows 1.40x and 1.01x (16->256 @5 batch 16, 32->32 @10 batch
-    4, `pw7.py`); on 288 rows 0.69x and 0.91x (16->256 and 64->256 @6 batch 8), on 80
-    0.84x: hence the floor.
+    runs, 2026-12-06 (`/tmp/s67/pw9.py`; 1x1 layers from 8-512 to 64-1024 channels, not
+    to at most half as many, @3x7-10x10, batch 2-64, fewer positions than channels,
+    else `per_image` runs first): on 672-6,400 rows 1.05-2.00x over 14 layers (32->128
+    @9 batch 16 2.00x); in a second sample 1.11-1.98x on nine (24->128 @7 batch 16
+    1.98x); on 400 rows 1.40x (16->256 @5 batch 16, `pw7.py`); on 288 rows 0.69x and
+    0.91x (16->256 and 64->256 @6 batch 8), on 80 0.84x: hence the floor.
     ResNet's and MobileNet's expansions @7 (`pw8.py`, 15 runs: 64->256 to 512->2048,
     batch 16-32) 1.12-1.57x on all ten. Not under differentiation, where the value's
     layout is the derivatives' too: training with a fixed cotangent 0.89-1.12x on those
-    ten, through a ReLU 0.90-1.10x, and 0.84-1.56x on 16 random layers (`pw7.py`).
+    ten, through a ReLU 0.90-1.10x, and 0.90-1.45x and 0.85-1.56x on 16 random layers
+    (`pw7.py`).
     """
     positions = math.prod(out)
     if n == 1:
