@@ -3485,7 +3485,7 @@ def _output_taps_input_gradient_by_patches(spec: ConvSpec) -> bool:
 def _transposed_value(ct: jax.Array, w_t: jax.Array, t_spec: ConvSpec) -> jax.Array:
     """`auto`'s value of the transposed convolution ``t_spec`` (for
     `_strided_input_gradient_stacked` and `_strided_input_gradient_phases`)."""
-    return _run(ct, w_t, t_spec, FORWARD)
+    return _run(ct, w_t, t_spec, FORWARD, gradient=True)
 
 
 def _forward_by(name: str, role: int, differentiated: bool):
@@ -3522,9 +3522,12 @@ def _run(
     role: int,
     names=None,
     differentiated: bool = False,
+    gradient: bool = False,
 ) -> jax.Array:
     """``role``'s convolution by the algorithm chosen for it (``names``, else the
-    rules); ``differentiated`` for the value computed alongside its derivatives."""
+    rules); ``differentiated`` for the value computed alongside its derivatives;
+    ``gradient`` for a transposed convolution that is an input gradient
+    (`_transposed_value`)."""
     if names is not None and names[role] != "auto":
         return _forward_by(names[role], role, differentiated)(x, w, spec)
     backend = backend_name()
@@ -3771,6 +3774,7 @@ def _run(
             role,
             names,
             differentiated,
+            gradient,
         )
         return y.reshape((*y.shape[:3], height, width))
     if (
@@ -3803,5 +3807,5 @@ def _run(
         # Transposed convolutions: DCGAN 4x4 s2 train 16x lax, U-Net 2x2 s2 train 13x.
         # (From one input pixel they go to matmul whole: see `choose`.)
         shifted = role == FORWARD and _shifted_phases(x.shape, w.shape, spec, differentiated)
-        return subpixel.decompose(x, w, spec, chosen, shifted)
+        return subpixel.decompose(x, w, spec, chosen, shifted, gradient)
     return chosen(x, w, spec)

@@ -4320,6 +4320,58 @@ def test_strided_input_gradient_stacked(
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("threshold, crops", [(6728, True), (6729, False)])  # 2 x 4 x 29 x 29
+def test_stacked_input_gradient_crops_in_callers_layout(
+    monkeypatch, retrace, channels_last, threshold, crops
+):
+    """A channels-last input gradient by `subpixel._stacked` (29x29 from 27x27 phases of
+    stride 3: two rows and columns no tap reaches) of at least
+    `STACKED_GRADIENT_CROP_MIN_ELEMENTS` elements is cropped in the caller's layout
+    (`_interleaved`'s ``crop``); a smaller one, a channels-first one and a transposed
+    layer's value after the move to the canonical layout. Values and both gradients
+    equal `lax`'s (float64)."""
+    from jaxconv._impls import subpixel
+
+    x_shape, w_shape, kwargs = (2, 4, 29, 29), (8, 4, 3, 3), dict(stride=3)
+    assert _dispatch._strided_input_gradient_stacked(*_spec_of(x_shape, w_shape, kwargs))
+    monkeypatch.setattr(subpixel, "STACKED_GRADIENT_CROP_MIN_ELEMENTS", threshold)
+    crops_seen = []
+    original = subpixel._interleaved
+
+    def spy(y, lhs, c_out, sizes, cl, crop=None):
+        crops_seen.append(crop is not None)
+        return original(y, lhs, c_out, sizes, cl, crop)
+
+    monkeypatch.setattr(subpixel, "_interleaved", spy)
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+
+    ct = cotangent(conv("lax"), x, w)
+    jax.jit(lambda a, b, c: jax.vjp(conv("auto"), a, b)[1](c)).lower(x, w, ct)
+    assert crops_seen == [crops and channels_last]
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    # A transposed layer's value by `_stacked` (to 3 channels, 5x5 stride 2) never.
+    crops_seen.clear()
+    y_shape, t_shape = (2, 16, 40, 40), (16, 3, 5, 5)
+    y, t = rng.standard_normal(y_shape), rng.standard_normal(t_shape)
+    if channels_last:
+        y, t = np.moveaxis(y, 1, -1), np.transpose(t, (2, 3, 1, 0))
+    monkeypatch.setattr(subpixel, "STACKED_GRADIENT_CROP_MIN_ELEMENTS", 1)
+    jax.jit(
+        lambda a, b: jaxconv.conv_transpose2d(a, b, stride=2, channels_last=channels_last)
+    ).lower(y, t)
+    assert crops_seen == [False]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, phases",
     [

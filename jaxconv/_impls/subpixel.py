@@ -97,11 +97,16 @@ def one_convolution(x_shape, w_shape, spec: ConvSpec) -> str | None:
 
 
 def decompose(
-    x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward, shifted: bool = False
+    x: jax.Array,
+    w: jax.Array,
+    spec: ConvSpec,
+    inner: Forward,
+    shifted: bool = False,
+    gradient: bool = False,
 ) -> jax.Array:
     """The canonical convolution, phase by phase through ``inner``; with ``shifted``, the
     phases that differ only in where they read the input in one convolution
-    (`shifted_window`)."""
+    (`shifted_window`); ``gradient`` for an input gradient (see `_stacked`)."""
     if not applies(spec):
         return inner(x, w, spec)
     n_batch, c_out = x.shape[0], w.shape[0]
@@ -110,7 +115,7 @@ def decompose(
     one_tap = _one_tap_phases(per_dim, spec)
     window = None if one_tap else _stack_window(per_dim, w.shape, spec)
     if window is not None:
-        return _stacked(x, w, spec, per_dim, window, out, inner)
+        return _stacked(x, w, spec, per_dim, window, out, inner, gradient)
     lhs = spec.lhs_dilation
     # Per phase (one per combination of residues), its kernel slice, spec and sizes;
     # None where the phase meets no tap.
@@ -434,7 +439,9 @@ def _stack_window(per_dim, w_shape, spec: ConvSpec):
     return window if stacks else None
 
 
-def _stacked(x, w, spec: ConvSpec, per_dim, window, out, inner: Forward) -> jax.Array:
+def _stacked(
+    x, w, spec: ConvSpec, per_dim, window, out, inner: Forward, gradient: bool = False
+) -> jax.Array:
     """`decompose` as one convolution through ``inner``: every phase's taps placed in the
     window the phases share (`_shared_window`, zeros elsewhere), the phases' kernels
     stacked along the output channels, the output's channels interleaved as
@@ -468,8 +475,36 @@ def _stacked(x, w, spec: ConvSpec, per_dim, window, out, inner: Forward) -> jax.
         kernels.append(k)
     sizes = [m if entry is None else entry[3] for m, entry in zip(out, window, strict=True)]
     y = inner(x, jnp.concatenate(kernels, axis=0), _window_spec(x.shape, spec, window))
+    crop = [(0, m) for m in out]
+    if gradient and spec.channels_last and _large(x.shape[0], w.shape[0], out):
+        # (`STACKED_GRADIENT_CROP_MIN_ELEMENTS`)
+        return _interleaved(y, lhs, w.shape[0], sizes, spec.channels_last, crop)
     y = _interleaved(y, lhs, w.shape[0], sizes, spec.channels_last)
     return y[(slice(None), slice(None), *(slice(0, m) for m in out))]
+
+
+# A channels-last input gradient by `_stacked` (a strided convolution's, through
+# `_dispatch._transposed_value`) of at least this many elements is cropped in the
+# caller's layout, before `_interleaved`'s move to the canonical one.
+STACKED_GRADIENT_CROP_MIN_ELEMENTS = 2**21
+
+
+def _large(n: int, c_out: int, out) -> bool:
+    """Whether `_stacked`'s input gradient of ``n`` images, ``c_out`` channels and
+    spatial sizes ``out`` crops in the caller's layout: at least
+    `STACKED_GRADIENT_CROP_MIN_ELEMENTS` elements. Cropped after the move, XLA wrote
+    the interleaved result channels-first and copied it to channels-last in a separate
+    pass whenever the program computed anything else (the value, the weight gradient):
+    64->4 3x3 stride 3 @112 batch 8 channels-last (6.4M elements) trained in 52 ms
+    against 24.6 for `lax`, its input gradient alone 2.3 ms and with the value 42
+    (`/tmp/s67/fo4.py`; found by a random sweep, `/tmp/s65/rand.py 6711` with ``ND=2``:
+    0.42x `lax`). Cropped before, training with a fixed cotangent, 7-9 interleaved runs,
+    2026-12-06 (`/tmp/s67/stcrop.py`): that layer 3.22x (16.4 ms), 64->64 @112 1.81x,
+    32->32 3x3 stride 3 @97-98 batch 8 (2.4-2.5M elements) 1.25x and 1.75x. On 30
+    random strided layers of smaller gradients (`stcrop2.py 6712 30 conv`, 7 runs) the
+    crop before read 0.84-1.48x in training, most within 0.95-1.05x: not taken there,
+    as for transposed values (`_shifted_interleaved`'s note)."""
+    return n * c_out * math.prod(out) >= STACKED_GRADIENT_CROP_MIN_ELEMENTS
 
 
 def _interleaved(y: jax.Array, lhs, c_out: int, sizes, channels_last: bool, crop=None) -> jax.Array:
