@@ -475,10 +475,9 @@ def _stacked(
         kernels.append(k)
     sizes = [m if entry is None else entry[3] for m, entry in zip(out, window, strict=True)]
     y = inner(x, jnp.concatenate(kernels, axis=0), _window_spec(x.shape, spec, window))
-    crop = [(0, m) for m in out]
     if gradient and spec.channels_last and _large(x.shape[0], w.shape[0], out):
-        # (`STACKED_GRADIENT_CROP_MIN_ELEMENTS`)
-        return _interleaved(y, lhs, w.shape[0], sizes, spec.channels_last, crop)
+        # Cropped in the caller's layout (`_large`).
+        return _interleaved(y, lhs, w.shape[0], sizes, True, [(0, m) for m in out])
     y = _interleaved(y, lhs, w.shape[0], sizes, spec.channels_last)
     return y[(slice(None), slice(None), *(slice(0, m) for m in out))]
 
@@ -498,12 +497,13 @@ def _large(n: int, c_out: int, out) -> bool:
     64->4 3x3 stride 3 @112 batch 8 channels-last (6.4M elements) trained in 52 ms
     against 24.6 for `lax`, its input gradient alone 2.3 ms and with the value 42
     (`/tmp/s67/fo4.py`; found by a random sweep, `/tmp/s65/rand.py 6711` with ``ND=2``:
-    0.42x `lax`). Cropped before, training with a fixed cotangent, 7-9 interleaved runs,
-    2026-12-06 (`/tmp/s67/stcrop.py`): that layer 3.22x (16.4 ms), 64->64 @112 1.81x,
-    32->32 3x3 stride 3 @97-98 batch 8 (2.4-2.5M elements) 1.25x and 1.75x. On 30
-    random strided layers of smaller gradients (`stcrop2.py 6712 30 conv`, 7 runs) the
-    crop before read 0.84-1.48x in training, most within 0.95-1.05x: not taken there,
-    as for transposed values (`_shifted_interleaved`'s note)."""
+    0.42x `lax`). This rule against without, training with a fixed cotangent, 9
+    interleaved runs, 2026-12-06 (`/tmp/s67/stcrop4.py`): that layer 2.39x (50.6 ms to
+    21.2), 64->64 @112 2.23x, 32->32 3x3 stride 3 @97 and @98 batch 8 (2.4-2.5M
+    elements) 1.38x and 1.27x. On 30 random strided layers of smaller gradients
+    (`stcrop2.py 6712 30 conv`, 7 runs) the crop before read 0.84-1.48x in training,
+    most within 0.95-1.05x, and on 12 transposed layers' values 0.91-1.01x
+    (`stcrop3.py 6713 12`): not taken there (see also `_shifted_interleaved`'s note)."""
     return n * c_out * math.prod(out) >= STACKED_GRADIENT_CROP_MIN_ELEMENTS
 
 
