@@ -4325,8 +4325,8 @@ def test_strided_input_gradient_stacked(
 def test_stacked_input_gradient_crops_in_callers_layout(
     monkeypatch, retrace, channels_last, threshold, crops
 ):
-    """A channels-last input gradient by `subpixel._stacked` (29x29 from 27x27 phases of
-    stride 3: two rows and columns no tap reaches) of at least
+    """A channels-last input gradient by `subpixel._stacked` (its stride-3 phases of
+    10x10 interleaved to 30x30 and cropped to the input's 29x29) of at least
     `STACKED_GRADIENT_CROP_MIN_ELEMENTS` elements is cropped in the caller's layout
     (`_interleaved`'s ``crop``); a smaller one, a channels-first one and a transposed
     layer's value after the move to the canonical layout. Values and both gradients
