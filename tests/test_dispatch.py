@@ -4336,39 +4336,32 @@ def test_stacked_input_gradient_crops_in_callers_layout(
     x_shape, w_shape, kwargs = (2, 4, 29, 29), (8, 4, 3, 3), dict(stride=3)
     assert _dispatch._strided_input_gradient_stacked(*_spec_of(x_shape, w_shape, kwargs))
     monkeypatch.setattr(subpixel, "STACKED_GRADIENT_CROP_MIN_ELEMENTS", threshold)
-    crops_seen = []
-    original = subpixel._interleaved
+    seen = []  # per `_stacked` call, whether its `_interleaved` crops
+    stacked, interleaved = subpixel._stacked, subpixel._interleaved
 
-    def spy(y, lhs, c_out, sizes, cl, crop=None):
-        crops_seen.append(crop is not None)
-        return original(y, lhs, c_out, sizes, cl, crop)
+    def stacked_spy(*args):
+        seen.append(None)
+        return stacked(*args)
 
-    monkeypatch.setattr(subpixel, "_interleaved", spy)
-    rng = np.random.default_rng(10)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+    def interleaved_spy(y, lhs, c_out, sizes, cl, crop=None):
+        seen[-1] = crop is not None
+        return interleaved(y, lhs, c_out, sizes, cl, crop)
 
-    def conv(impl):
-        return lambda a, b: jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
-
+    monkeypatch.setattr(subpixel, "_stacked", stacked_spy)
+    monkeypatch.setattr(subpixel, "_interleaved", interleaved_spy)
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=10)
     ct = cotangent(conv("lax"), x, w)
     jax.jit(lambda a, b, c: jax.vjp(conv("auto"), a, b)[1](c)).lower(x, w, ct)
-    assert crops_seen == [crops and channels_last]
-    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(b))))
+    assert seen == [crops and channels_last]
+    trains_as_lax_float64(conv, x, w, check=False)
     # A transposed layer's value by `_stacked` (to 3 channels, 5x5 stride 2) never.
-    crops_seen.clear()
-    y_shape, t_shape = (2, 16, 40, 40), (16, 3, 5, 5)
-    y, t = rng.standard_normal(y_shape), rng.standard_normal(t_shape)
-    if channels_last:
-        y, t = np.moveaxis(y, 1, -1), np.transpose(t, (2, 3, 1, 0))
+    seen.clear()
     monkeypatch.setattr(subpixel, "STACKED_GRADIENT_CROP_MIN_ELEMENTS", 1)
-    jax.jit(
-        lambda a, b: jaxconv.conv_transpose2d(a, b, stride=2, channels_last=channels_last)
-    ).lower(y, t)
-    assert crops_seen == [False]
+    y, t, transposed = _layer(
+        "conv_transpose", (2, 16, 40, 40), (16, 3, 5, 5), dict(stride=2), channels_last, seed=10
+    )
+    jax.jit(transposed("auto")).lower(y, t)
+    assert seen == [False]
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
