@@ -3074,8 +3074,11 @@ OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS = 3
 OUTPUT_TAPS_MAX_VALUE_STRIDE = 3
 OUTPUT_TAPS_CHANNELS_LAST_STRIDED_MAX_PRODUCTS = 36
 # `_output_taps_per_image` with at least this many times as many positions per image as
-# products per position.
+# products per position, or for a 2-D value from this range of input channels on at least
+# this many positions.
 OUTPUT_TAPS_PER_IMAGE_MIN_RATIO = 2
+OUTPUT_TAPS_PER_IMAGE_VALUE_IN_CHANNELS = (48, 128)
+OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS = 25
 # `_single_output_strided_value_by_xla` from this many taps and input channels.
 SINGLE_OUTPUT_XLA_MIN_TAPS, SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS = 9, 12
 
@@ -3444,13 +3447,39 @@ def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, ro
     image (each phase's weight 12 products by 64 channels against 1024 positions, within
     the bound), four of five other transposed layers 0.44-0.97x, and five of six of
     their values 0.80-0.96x. Nor the input gradient: the 1-D one (k7 256->2) ran 0.61x
-    image by image. Channels-last the input is positions-first already."""
+    image by image. Channels-last the input is positions-first already.
+
+    Below the bound, the 2-D value from `OUTPUT_TAPS_PER_IMAGE_VALUE_IN_CHANNELS` (48 to
+    128) input channels on at least `OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS` (25)
+    positions per image runs image by image too. Found by a random sweep (`/tmp/s65/rand.py
+    6801`, then `/tmp/s68/parts1.py`): 128->4 5x5 valid @7 batch 8 channels-first, its
+    value by `output_taps` whole 0.35 ms against XLA's 0.13, and 64->4 4x4 padding 1 @7
+    batch 16 0.37 against 0.14. Whole, image by image and XLA's (3x3-5x5, @4-14, batch
+    1-32, 11 interleaved runs, Sapphire Rapids Xeon, 2026-12-06, `/tmp/s68/otv4.py`,
+    `otv5.py`): from 48-128 channels image by image won on 24 of 24 layers from 25
+    positions (1.07-1.98x, those two 1.47x and 1.86x); from 192-512 channels it went
+    both ways (0.62-1.69x, 32 images of 256->5 4x4 @7 0.72x, of 512->5 3x3 @6 0.62x), as
+    on 16 positions (0.62-1.00x). The rule against without it on random layers it
+    changes (`/tmp/s68/piv.py`, strides 1-3, dilations 1-2, @5-14, batch 1-32, 11
+    interleaved runs; forward / training with a fixed cotangent, geometric means):
+    seed 32, 30 layers of 48-128 channels, 1.17x / 1.08x (0.89-1.99x / 0.84-1.38x),
+    rows under 0.9x `lax` 13 -> 6 forward and 10 -> 5 in training; seed 31, 30 layers
+    of 16-128 channels, from 48 channels 0.96-1.92x / 0.90-1.48x over 19, from 16-32
+    channels 0.88-1.04x / 0.87-1.13x over 11 (hence the floor)."""
     products = math.prod(w_shape[2:]) * w_shape[0]  # per position (dense layers only)
+    positions = math.prod(x_shape[2:])
+    low, high = OUTPUT_TAPS_PER_IMAGE_VALUE_IN_CHANNELS
+    small_value = (
+        role == FORWARD
+        and spec.ndim == 2
+        and low <= w_shape[1] <= high
+        and positions >= OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS
+    )
     return (
         role != INPUT_GRADIENT
         and not spec.channels_last
         and all(d == 1 for d in layer.lhs_dilation)
-        and math.prod(x_shape[2:]) >= OUTPUT_TAPS_PER_IMAGE_MIN_RATIO * products
+        and (positions >= OUTPUT_TAPS_PER_IMAGE_MIN_RATIO * products or small_value)
     )
 
 

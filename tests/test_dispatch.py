@@ -5082,7 +5082,14 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
         # channels-first with twice as many positions per image as products (72), whole
         # with fewer or channels-last (the weight gradient alone there).
         ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, False, {0: 1, 2: 1}, []),
-        ("conv2d", (2, 128, 12, 11), (8, 128, 3, 3), {"padding": 1}, False, {0: 0, 2: 0}, []),
+        # There the value, 2-D from 48-128 channels on at least 25 positions, per image
+        # all the same; not from 256 or 32 channels, nor on 24 positions.
+        ("conv2d", (2, 128, 12, 11), (8, 128, 3, 3), {"padding": 1}, False, {0: 1, 2: 0}, []),
+        ("conv2d", (2, 48, 5, 5), (4, 48, 3, 3), {"padding": 1}, False, {0: 1}, []),
+        ("conv2d", (2, 256, 7, 7), (4, 256, 3, 3), {"padding": 1}, False, {0: 0, 2: 0}, []),
+        ("conv2d", (2, 32, 7, 7), (3, 32, 3, 3), {"padding": 1}, False, {0: 0}, []),
+        ("conv2d", (2, 64, 4, 6), (2, 64, 3, 3), {"padding": 1}, False, {0: 0, 2: 0}, []),
+        ("conv1d", (2, 64, 30), (4, 64, 9), {"padding": 4}, False, {0: 0, 2: 0}, []),
         ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, True, {2: 0}, []),
         # A stride-1 transposed layer is one convolution (its kernel flipped): per image.
         ("conv_transpose2d", (2, 128, 8, 8), (128, 1, 3, 3), {}, False, {0: 1, 2: 1}, []),
