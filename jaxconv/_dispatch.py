@@ -3456,10 +3456,10 @@ def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, ro
     value by `output_taps` whole 0.35 ms against XLA's 0.13, and 64->4 4x4 padding 1 @7
     batch 16 0.37 against 0.14. Whole, image by image and XLA's (3x3-5x5, @4-14, batch
     1-32, 11 interleaved runs, Sapphire Rapids Xeon, 2026-12-06, `/tmp/s68/otv4.py`,
-    `otv5.py`): from 48-128 channels image by image won on 24 of 24 layers from 25
-    positions (1.07-1.98x, those two 1.47x and 1.86x); from 192-512 channels it went
-    both ways (0.62-1.69x, 32 images of 256->5 4x4 @7 0.72x, of 512->5 3x3 @6 0.62x), as
-    on 16 positions (0.62-1.00x). The rule against without it on random layers it
+    `otv5.py`): from 48-128 channels image by image won or tied on all 23 layers from
+    25 positions (1.01-1.98x, those two 1.47x and 1.86x); from 192-512 channels it went
+    both ways (0.62-1.69x, 32 images of 256->5 4x4 @7 0.72x, 16 of 512->5 3x3 @6 0.62x),
+    as on 16 positions (0.62-1.12x). The rule against without it on random layers it
     changes (`/tmp/s68/piv.py`, strides 1-3, dilations 1-2, @5-14, batch 1-32, 11
     interleaved runs; forward / training with a fixed cotangent, geometric means):
     seed 32, 30 layers of 48-128 channels, 1.17x / 1.08x (0.89-1.99x / 0.84-1.38x),
