@@ -144,6 +144,8 @@ ROWS_MIN_OUT_CHANNELS = 16
 ROWS_MIN_FLOPS = 1e8
 # ... and, strided, with an input of at most this many elements (see `_rows_lose`).
 ROWS_MAX_STRIDED_INPUT_ELEMENTS = 2**21
+# `_chunked_weight_gradient` to at least this many times the input channels.
+CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING = 2
 # ... and, channels-last, with at least this many output rows in the batch.
 ROWS_MIN_ROWS_CHANNELS_LAST = 12
 # ... but channels-last layers of at least this many (input x output) channels per
@@ -1092,6 +1094,38 @@ def _space_to_depth_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
         return False
     x_folded, w_folded, folded = space_to_depth.problem(x_shape, w_shape, spec)
     return _by_rows(folded, x_folded, w_folded)
+
+
+def _chunked_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether the weight gradient of this 2-D 3x3 stride-2 convolution to at least twice
+    its input channels runs as products of patches a few images at a time
+    (`matmul.chunked_patches_weight_gradient`) rather than folded space-to-depth: dense,
+    undilated, on an input of more than `ROWS_MAX_STRIDED_INPUT_ELEMENTS` elements where
+    `_space_to_depth_weight_gradient` takes it.
+
+    The fold runs a 3x3 kernel as a 2x2 one over four times the channels, 16 taps'
+    products for 9, and its whole batch's temporaries outgrow glibc's heap blocks on
+    large batches (see the function). Found by the realistic-layer sweep
+    (`/tmp/s61/real.py 681`): ResNet's 3x3 stride-2 64->128 @56 at batch 16
+    channels-last trained in 52 ms, PyTorch 15.3; its weight gradient alone 26 ms at
+    batch 16 against 6.9 at batch 8 (by kernel rows there, the input under the
+    bound). With the rule against without (random stride-2 layers the fold takes,
+    training with a fixed cotangent, 5 interleaved runs, Sapphire Rapids Xeon,
+    2026-12-06, `/tmp/s68/cpw_sweep.py 51 24`, `cpw_sweep2.py 52 20`, `cpw_ab.py`;
+    channels-first and channels-last): 3x3 to at least twice the channels
+    1.10-1.53x on 17 of 19 layers, 0.98x and 0.99x on two (8->64 @224 batch 32 1.32x,
+    16->128 @112 batch 16 1.53x, 64->128 @56 batch 16 1.38x / 1.45x, 128->256 @28 batch 32
+    1.24x, 256->512 @112 batch 2 1.12x). Not larger kernels, which the fold pads less
+    or not at all (4x4 0.86-1.15x over eight, 5x5 8->32 0.77x; 7x7 8->64 1.17x), nor
+    2x2 (32->64 channels-first 0.85x), nor to fewer than twice the input channels (3x3
+    0.86-1.11x over eight, 256->16 4x4 0.39x)."""
+    return (
+        tuple(w_shape[2:]) == (3, 3)
+        and w_shape[0] >= CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING * w_shape[1]
+        and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS
+        # (2-D, dense, stride 2 and undilated, see there)
+        and _space_to_depth_weight_gradient(spec, x_shape, w_shape)
+    )
 
 
 def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
@@ -3613,6 +3647,18 @@ def _run(
             # Its transpose written out: one product of patches per image.
             return _derivatives.weight_term_direct(
                 x_, w_, spec_, FORWARDS["lax"], matmul_impl.per_image_patches_weight_gradient
+            )
+        if (
+            role == WEIGHT_GRADIENT
+            and name == "lax"
+            and backend == "cpu"
+            and whole
+            and _chunked_weight_gradient(spec_, x_.shape, w_.shape)
+            and split_mesh(x_, w_) is None
+        ):
+            # Its transpose written out: products of patches a few images at a time.
+            return _derivatives.weight_term_direct(
+                x_, w_, spec_, FORWARDS["lax"], matmul_impl.chunked_patches_weight_gradient
             )
         if (
             name in (DENSE_GROUPS, GROUPS_LOOP)

@@ -4555,6 +4555,53 @@ def test_few_inputs_weight_gradient_by_patches(
         check_transforms(conv, x, w, ct)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+def test_chunked_weight_gradient_rule():
+    """`_dispatch._chunked_weight_gradient`: ResNet's 3x3 stride-2 widening layers on
+    inputs past `ROWS_MAX_STRIDED_INPUT_ELEMENTS`, in either layout; not on smaller
+    inputs, to fewer than twice the input channels, with other kernels, strides or
+    dilations, grouped, nor in 1-D or 3-D."""
+    rule = _dispatch._chunked_weight_gradient
+    base = dict(stride=2, padding=1)
+    for layout in (False, True):
+        spec, x_shape, w_shape = _spec_of((16, 64, 56, 56), (128, 64, 3, 3), base)
+        assert rule(dataclasses.replace(spec, channels_last=layout), x_shape, w_shape)
+    assert rule(*_spec_of((2, 8, 560, 560), (16, 8, 3, 3), dict(stride=2)))  # unpadded
+    for x_shape, w_shape, kwargs in [
+        ((8, 64, 56, 56), (128, 64, 3, 3), base),  # 1.6M elements
+        ((2, 8, 100, 100), (16, 8, 3, 3), base),  # (folded all the same, few channels)
+        ((16, 64, 56, 56), (127, 64, 3, 3), base),
+        ((16, 64, 56, 56), (128, 64, 4, 4), base),
+        ((16, 64, 56, 56), (128, 64, 2, 2), dict(stride=2)),
+        ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1)),
+        ((16, 64, 56, 56), (128, 64, 3, 3), dict(stride=(2, 1), padding=1)),
+        ((16, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=2, dilation=2)),
+        ((16, 64, 56, 56), (128, 32, 3, 3), dict(stride=2, padding=1, groups=2)),
+        ((16, 64, 3136), (128, 64, 3), base),
+        ((4, 64, 16, 56, 56), (128, 64, 3, 3, 3), base),
+    ]:
+        assert not rule(*_spec_of(x_shape, w_shape, kwargs)), (x_shape, w_shape, kwargs)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "w_shape, takes", [((32, 8, 3, 3), True), ((32, 8, 4, 4), False), ((12, 8, 3, 3), False)]
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_chunked_weight_gradient(monkeypatch, retrace, w_shape, takes, channels_last):
+    """Where `_dispatch._chunked_weight_gradient` says (its input bound lowered, and the
+    rows' FLOPs floor, so that a small layer qualifies), `auto` takes the weight
+    gradient by `matmul.chunked_patches_weight_gradient`, and its value and both
+    gradients equal `lax`'s (float64), under every transform too."""
+    monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 1000)
+    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    calls = spy_third_arguments(monkeypatch, matmul_impl, "chunked_patches_weight_gradient")
+    kwargs = dict(stride=2, padding=1)
+    x, w, conv = float64_layer((4, 8, 20, 20), w_shape, kwargs, channels_last, seed=6)
+    trains_as_lax_float64(conv, x, w, check=takes)
+    assert bool(calls) == takes
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
@@ -4568,11 +4615,17 @@ def test_few_inputs_weight_gradient_by_patches(
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, jnp.bfloat16])
-def test_per_image_patches_weight_gradient(x_shape, w_shape, kwargs, channels_last, dtype):
-    """`matmul.per_image_patches_weight_gradient` is the weight gradient, on canonical
-    arrays, whatever the padding (cropping included), stride and dilation, for either
-    layout of the output gradient, an empty batch, bfloat16 (accumulated in float32),
-    and in 1-D and 3-D (one slice per tap) as in 2-D (row slices, then column slices)."""
+# `matmul.chunked_patches_weight_gradient` with chunks of 1 or 2 images (or fewer where
+# 2 does not divide the batch) or the whole batch at once.
+@pytest.mark.parametrize("chunk", [None, 1, 2, 1000])
+def test_per_image_patches_weight_gradient(
+    monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last, dtype, chunk
+):
+    """`matmul.per_image_patches_weight_gradient` (``chunk`` None) and
+    `matmul.chunked_patches_weight_gradient` (``chunk`` images' patches a step) are the
+    weight gradient, on canonical arrays, whatever the padding (cropping included),
+    stride and dilation, for either layout of the output gradient, an empty batch,
+    bfloat16 (accumulated in float32), and in 1-D and 3-D as in 2-D."""
     import dataclasses
 
     from jaxconv._impls import FORWARDS
@@ -4592,10 +4645,21 @@ def test_per_image_patches_weight_gradient(x_shape, w_shape, kwargs, channels_la
     y, vjp = jax.vjp(lambda b: lax_conv(x.astype(np.float64), b, spec), w.astype(np.float64))
     ct = jnp.asarray(rng.standard_normal(y.shape), dtype)
     (want,) = vjp(ct.astype(np.float64))
-    got = jax.jit(matmul_impl.per_image_patches_weight_gradient, static_argnums=(2, 3))(
-        x, ct, spec, w_shape
-    )
+    if chunk is None:
+        function = matmul_impl.per_image_patches_weight_gradient
+    else:
+        function = matmul_impl.chunked_patches_weight_gradient
+        per_image = math.prod(y.shape[2:]) * math.prod(w_shape[1:]) * x.dtype.itemsize
+        monkeypatch.setattr(matmul_impl, "PATCHES_CHUNK_BYTES", chunk * per_image)
+    got = jax.jit(function, static_argnums=(2, 3))(x, ct, spec, w_shape)
     assert got.shape == w_shape and got.dtype == dtype
+    if chunk is not None and x_shape[0]:
+        # One step per chunk: the largest divisor of the batch within ``chunk`` images.
+        n = x_shape[0]
+        images = max(c for c in range(1, min(chunk, n) + 1) if n % c == 0)
+        jaxpr = jax.make_jaxpr(function, static_argnums=(2, 3))(x, ct, spec, w_shape)
+        steps = [e.params["length"] for e in jaxpr.eqns if e.primitive.name == "scan"]
+        assert steps == [n // images]
     tol = 1e-10 if dtype == np.float64 else 2e-2
     scale = max(float(np.max(np.abs(want))), 1.0)
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol * scale)
