@@ -144,8 +144,6 @@ ROWS_MIN_OUT_CHANNELS = 16
 ROWS_MIN_FLOPS = 1e8
 # ... and, strided, with an input of at most this many elements (see `_rows_lose`).
 ROWS_MAX_STRIDED_INPUT_ELEMENTS = 2**21
-# `_chunked_weight_gradient` to at least this many times the input channels.
-CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING = 2
 # ... and, channels-last, with at least this many output rows in the batch.
 ROWS_MIN_ROWS_CHANNELS_LAST = 12
 # ... but channels-last layers of at least this many (input x output) channels per
@@ -168,6 +166,9 @@ ROWS_MID_MAP_VENDORS = ("AuthenticAMD",)
 # image keep XLA's (see `_rows_lose`).
 ROWS_512_OUT_CHANNELS, ROWS_512_MIN_IN_CHANNELS = 512, 160
 ROWS_512_POSITIONS = (100, 256)
+# The strided 3x3 weight gradients the space-to-depth fold takes, to at least this many
+# times their input channels, run in chunks of images (see `_chunked_weight_gradient`).
+CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING = 2
 # 1-D channels-first layers from few channels run by `matmul`'s product per image with
 # at most this many taps (see `choose`): compiled 1->128 stride 4 @16000 batch 8,
 # forward and training, against lax's 0.11-0.16 s: 10 taps 0.17 s and 0.31 s, 16 taps
@@ -1105,7 +1106,7 @@ def _chunked_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
 
     The fold runs a 3x3 kernel as a 2x2 one over four times the channels, 16 taps'
     products for 9, and its whole batch's temporaries outgrow glibc's heap blocks on
-    large batches (see the function). Found by the realistic-layer sweep
+    large batches (see `matmul.chunked_patches_weight_gradient`). Found by the realistic-layer sweep
     (`/tmp/s61/real.py 681`): ResNet's 3x3 stride-2 64->128 @56 at batch 16
     channels-last trained in 52 ms, PyTorch 15.3; its weight gradient alone 26 ms at
     batch 16 against 6.9 at batch 8 (by kernel rows there, the input under the
@@ -1118,10 +1119,19 @@ def _chunked_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     1.24x, 256->512 @112 batch 2 1.12x). Not larger kernels, which the fold pads less
     or not at all (4x4 0.86-1.15x over eight, 5x5 8->32 0.77x; 7x7 8->64 1.17x), nor
     2x2 (32->64 channels-first 0.85x), nor to fewer than twice the input channels (3x3
-    0.86-1.11x over eight, 256->16 4x4 0.39x)."""
+    0.86-1.11x over eight). Nor the layers to at most
+    `lax.EXPLICIT_PADDING_MAX_OUT_CHANNELS` channels on at most
+    `lax.EXPLICIT_PADDING_MAX_BATCH` images, which the fold takes whatever their input
+    (not measured against it). Not on a mesh either (`_run`): ``lax.scan`` cannot loop
+    over a batch split along ``Explicit`` axes; there the layer keeps the fold."""
+    few = (
+        x_shape[0] <= lax_impl.EXPLICIT_PADDING_MAX_BATCH
+        and w_shape[0] <= lax_impl.EXPLICIT_PADDING_MAX_OUT_CHANNELS
+    )
     return (
         tuple(w_shape[2:]) == (3, 3)
         and w_shape[0] >= CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING * w_shape[1]
+        and not few
         and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS
         # (2-D, dense, stride 2 and undilated, see there)
         and _space_to_depth_weight_gradient(spec, x_shape, w_shape)
@@ -3484,8 +3494,9 @@ def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, ro
     image by image. Channels-last the input is positions-first already.
 
     Below the bound, the 2-D value from `OUTPUT_TAPS_PER_IMAGE_VALUE_IN_CHANNELS` (48 to
-    128) input channels on at least `OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS` (25)
-    positions per image runs image by image too. Found by a random sweep (`/tmp/s65/rand.py
+    128) input channels to at most `OUTPUT_TAPS_MAX_OUT_CHANNELS` (6, as measured) on at
+    least `OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS` (25) positions per image runs image
+    by image too. Found by a random sweep (`/tmp/s65/rand.py
     6801`, then `/tmp/s68/parts1.py`): 128->4 5x5 valid @7 batch 8 channels-first, its
     value by `output_taps` whole 0.35 ms against XLA's 0.13, and 64->4 4x4 padding 1 @7
     batch 16 0.37 against 0.14. Whole, image by image and XLA's (3x3-5x5, @4-14, batch
@@ -3507,6 +3518,7 @@ def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, ro
         role == FORWARD
         and spec.ndim == 2
         and low <= w_shape[1] <= high
+        and w_shape[0] <= OUTPUT_TAPS_MAX_OUT_CHANNELS
         and positions >= OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS
     )
     return (
@@ -3656,7 +3668,8 @@ def _run(
             and _chunked_weight_gradient(spec_, x_.shape, w_.shape)
             and split_mesh(x_, w_) is None
         ):
-            # Its transpose written out: products of patches a few images at a time.
+            # Its transpose written out: products of patches a few images at a time
+            # (not on a mesh: see `_chunked_weight_gradient`).
             return _derivatives.weight_term_direct(
                 x_, w_, spec_, FORWARDS["lax"], matmul_impl.chunked_patches_weight_gradient
             )

@@ -4566,10 +4566,12 @@ def test_chunked_weight_gradient_rule():
     for layout in (False, True):
         spec, x_shape, w_shape = _spec_of((16, 64, 56, 56), (128, 64, 3, 3), base)
         assert rule(dataclasses.replace(spec, channels_last=layout), x_shape, w_shape)
-    assert rule(*_spec_of((2, 8, 560, 560), (16, 8, 3, 3), dict(stride=2)))  # unpadded
+    assert rule(*_spec_of((2, 16, 400, 400), (32, 16, 3, 3), dict(stride=2)))  # unpadded
     for x_shape, w_shape, kwargs in [
         ((8, 64, 56, 56), (128, 64, 3, 3), base),  # 1.6M elements
-        ((2, 8, 100, 100), (16, 8, 3, 3), base),  # (folded all the same, few channels)
+        # (folded whatever the input on at most 4 images to at most 16 channels)
+        ((4, 8, 400, 400), (16, 8, 3, 3), base),
+        ((2, 8, 100, 100), (16, 8, 3, 3), base),
         ((16, 64, 56, 56), (127, 64, 3, 3), base),
         ((16, 64, 56, 56), (128, 64, 4, 4), base),
         ((16, 64, 56, 56), (128, 64, 2, 2), dict(stride=2)),
@@ -4591,10 +4593,11 @@ def test_chunked_weight_gradient_rule():
 def test_chunked_weight_gradient(monkeypatch, retrace, w_shape, takes, channels_last):
     """Where `_dispatch._chunked_weight_gradient` says (its input bound lowered, and the
     rows' FLOPs floor, so that a small layer qualifies), `auto` takes the weight
-    gradient by `matmul.chunked_patches_weight_gradient`, and its value and both
-    gradients equal `lax`'s (float64), under every transform too."""
+    gradient by `matmul.chunked_patches_weight_gradient` (an image a step), and its value
+    and both gradients equal `lax`'s (float64), under every transform too."""
     monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 1000)
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "PATCHES_CHUNK_BYTES", 1)  # an image a step
     calls = spy_third_arguments(monkeypatch, matmul_impl, "chunked_patches_weight_gradient")
     kwargs = dict(stride=2, padding=1)
     x, w, conv = float64_layer((4, 8, 20, 20), w_shape, kwargs, channels_last, seed=6)
@@ -4618,7 +4621,7 @@ def test_chunked_weight_gradient(monkeypatch, retrace, w_shape, takes, channels_
 # `matmul.chunked_patches_weight_gradient` with chunks of 1 or 2 images (or fewer where
 # 2 does not divide the batch) or the whole batch at once.
 @pytest.mark.parametrize("chunk", [None, 1, 2, 1000])
-def test_per_image_patches_weight_gradient(
+def test_patches_weight_gradients(
     monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last, dtype, chunk
 ):
     """`matmul.per_image_patches_weight_gradient` (``chunk`` None) and
@@ -5146,9 +5149,12 @@ def test_output_taps_rule_leaves_grouped_and_input_dilated_layers(role):
         # channels-first with twice as many positions per image as products (72), whole
         # with fewer or channels-last (the weight gradient alone there).
         ("conv2d", (2, 128, 12, 12), (8, 128, 3, 3), {"padding": 1}, False, {0: 1, 2: 1}, []),
-        # There the value, 2-D from 48-128 channels on at least 25 positions, per image
-        # all the same; not from 256 or 32 channels, nor on 24 positions.
-        ("conv2d", (2, 128, 12, 11), (8, 128, 3, 3), {"padding": 1}, False, {0: 1, 2: 0}, []),
+        # Per image all the same, the 2-D value from 48-128 channels to at most 6 on at
+        # least 25 positions; not to 7 or 8, from 256 or 32 channels, on 24 positions,
+        # nor in 1-D.
+        ("conv2d", (2, 128, 12, 11), (8, 128, 3, 3), {"padding": 1}, False, {0: 0, 2: 0}, []),
+        ("conv2d", (2, 128, 10, 10), (6, 128, 3, 3), {"padding": 1}, False, {0: 1, 2: 0}, []),
+        ("conv2d", (2, 128, 10, 10), (7, 128, 3, 3), {"padding": 1}, False, {0: 0, 2: 0}, []),
         ("conv2d", (2, 48, 5, 5), (4, 48, 3, 3), {"padding": 1}, False, {0: 1}, []),
         ("conv2d", (2, 256, 7, 7), (4, 256, 3, 3), {"padding": 1}, False, {0: 0, 2: 0}, []),
         ("conv2d", (2, 32, 7, 7), (3, 32, 3, 3), {"padding": 1}, False, {0: 0}, []),

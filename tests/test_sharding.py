@@ -474,6 +474,8 @@ def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypat
 
     monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    # (Not the chunks of images, which take this layer inside shard_map; tested below.)
+    monkeypatch.setattr(_dispatch, "CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING", 2**20)
     calls = spy_specs(monkeypatch, space_to_depth, "forward")
     mesh = jax.make_mesh(
         (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
@@ -512,6 +514,53 @@ def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypat
     for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=8 * 9 * 8)
     assert len(calls) == traced + 1
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_chunked_weight_gradient_under_sharding(
+    axis_type, channels_last, rng, monkeypatch, retrace
+):
+    """The weight gradient of a 3x3 stride-2 widening layer (its thresholds lowered to
+    the test's layer) keeps the space-to-depth fold on a mesh, split along batch or its
+    first spatial dim, and runs in chunks of images
+    (`matmul.chunked_patches_weight_gradient`, an image a step) inside `jax.shard_map`
+    over a batch split; the single-device gradients either way."""
+    from jaxconv import _dispatch
+    from jaxconv._impls import matmul
+
+    monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
+    monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    monkeypatch.setattr(matmul, "PATCHES_CHUNK_BYTES", 1)
+    calls = spy_specs(monkeypatch, matmul, "chunked_patches_weight_gradient")
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    # Two images a device (channels-last, the rows need 12 output rows, see `_rows_lose`).
+    x = rng.standard_normal((16, 8, 16, 16))
+    w = rng.standard_normal((24, 8, 3, 3))
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def loss_grads(impl):
+        def loss(a, b):
+            y = jaxconv.conv2d(a, b, stride=2, padding=1, channels_last=channels_last, impl=impl)
+            return jnp.sum(jnp.sin(y))
+
+        return jax.grad(loss, (0, 1))
+
+    want = single_device(("chunked_weight_gradient", channels_last), loss_grads("lax"), x, w)
+    for got in split_both_ways(loss_grads("auto"), x, w, mesh):
+        for g, e in zip(got, want, strict=True):
+            assert_close(g, e, reduction=16 * 9 * 8)
+    assert not calls
+    body = jax.shard_map(
+        loss_grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P())
+    )
+    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    for g, e in zip(got, want, strict=True):
+        assert_close(g, e, reduction=16 * 9 * 8)
+    assert calls
 
 
 @pytest.mark.parametrize(

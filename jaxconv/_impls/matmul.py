@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._impls._common import accumulation_dtype, pad_input, tap_windows
+from jaxconv._impls._common import accumulation_dtype, match_varying, pad_input, tap_windows
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -208,7 +208,8 @@ def chunked_patches_weight_gradient(
     ``sum_chunks cols_chunk^T @ ct_chunk``, with ``cols_chunk`` the chunk's padded tap
     windows stacked tap-major, ``(images * positions, taps * C)`` channels-last (the
     output gradient read in place), ``(images, taps * C, positions)`` channels-first.
-    Each chunk holds as many images as keep its patches within `PATCHES_CHUNK_BYTES`.
+    Each chunk holds the most images that divide the batch and keep its patches within
+    `PATCHES_CHUNK_BYTES` (one image at least; a prime batch goes image by image).
 
     The loop keeps the program's temporaries small: XLA's CPU runtime allocates them on
     every call, and past glibc's largest heap block (`lax.MALLOC_MAX_HEAP_BLOCK`) an
@@ -260,7 +261,9 @@ def chunked_patches_weight_gradient(
         part_dw = lax.dot_general(cols, rows, dims, spec.precision, preferred_element_type=acc)
         return total + part_dw, None
 
-    dw, _ = lax.scan(step, jnp.zeros((taps * c_in, c_out), acc), (xs, cts))
+    # (Inside ``jax.shard_map`` the total varies over the mesh axes its operands do.)
+    (zero, *_) = match_varying(jnp.zeros((taps * c_in, c_out), acc), x, ct)
+    dw, _ = lax.scan(step, zero, (xs, cts))
     dw = dw.astype(dtype).reshape((*kernel, c_in, c_out))
     return jnp.transpose(dw, (nd + 1, nd, *range(nd)))
 
