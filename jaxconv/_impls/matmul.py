@@ -195,6 +195,12 @@ def per_image_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sha
     return dw.astype(jnp.result_type(x.dtype, ct.dtype)).reshape(w_shape)
 
 
+def _gradient_sizes(x: jax.Array, ct: jax.Array, kernel) -> tuple[int, int, int, jnp.dtype]:
+    """A weight gradient's images, output positions per image, taps and result dtype."""
+    dtype = jnp.result_type(x.dtype, ct.dtype)
+    return x.shape[0], math.prod(ct.shape[2:]), math.prod(kernel), dtype
+
+
 # `chunked_patches_weight_gradient` takes as many images at a time as keep their patches
 # within this many bytes (at least one image).
 PATCHES_CHUNK_BYTES = 8 * 2**20
@@ -222,14 +228,10 @@ def chunked_patches_weight_gradient(
     ``x`` and ``ct`` are canonical (channels-first); the result is the canonical weight's
     gradient. For forward convolutions (no input dilation), one group.
     """
-    c_out, c_in, *kernel = w_shape
-    nd = len(kernel)
-    dtype = jnp.result_type(x.dtype, ct.dtype)
+    (c_out, c_in, *kernel), nd = w_shape, len(w_shape) - 2
+    n, positions, taps, dtype = _gradient_sizes(x, ct, kernel)
     if x.size == 0 or ct.size == 0:
         return jnp.zeros(w_shape, dtype)
-    n = x.shape[0]
-    positions = math.prod(ct.shape[2:])
-    taps = math.prod(kernel)
     per_image = positions * taps * c_in * jnp.dtype(dtype).itemsize
     chunk = max(
         c
@@ -282,14 +284,10 @@ def per_image_patches_weight_gradient(
     ``x`` and ``ct`` are canonical (channels-first); the result is the canonical weight's
     gradient. For forward convolutions (no input dilation), one group.
     """
-    c_out, c_in, *kernel = w_shape
-    nd = len(kernel)
-    dtype = jnp.result_type(x.dtype, ct.dtype)
+    (c_out, c_in, *kernel), nd = w_shape, len(w_shape) - 2
+    n, positions, taps, dtype = _gradient_sizes(x, ct, kernel)
     if x.size == 0 or ct.size == 0:
         return jnp.zeros(w_shape, dtype)
-    n = x.shape[0]
-    positions = math.prod(ct.shape[2:])
-    taps = math.prod(kernel)
     xp = pad_input(x, spec)
     if spec.channels_last:
         cts, contract = jnp.moveaxis(ct, 1, -1).reshape((n, positions, c_out)), (1, 0)
