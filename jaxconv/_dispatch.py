@@ -1106,16 +1106,16 @@ def _chunked_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
 
     The fold runs a 3x3 kernel as a 2x2 one over four times the channels, 16 taps'
     products for 9, and its whole batch's temporaries outgrow glibc's heap blocks on
-    large batches (see `matmul.chunked_patches_weight_gradient`). Found by the realistic-layer sweep
-    (`/tmp/s61/real.py 681`): ResNet's 3x3 stride-2 64->128 @56 at batch 16
-    channels-last trained in 52 ms, PyTorch 15.3; its weight gradient alone 26 ms at
-    batch 16 against 6.9 at batch 8 (by kernel rows there, the input under the
+    large batches (see `matmul.chunked_patches_weight_gradient`). Found by the
+    realistic-layer sweep (`/tmp/s61/real.py 681`): ResNet's 3x3 stride-2 64->128 @56
+    at batch 16 channels-last trained in 52 ms, PyTorch 15.3; its weight gradient alone
+    26 ms at batch 16 against 6.9 at batch 8 (by kernel rows there, the input under the
     bound). With the rule against without (random stride-2 layers the fold takes,
     training with a fixed cotangent, 5 interleaved runs, Sapphire Rapids Xeon,
     2026-12-06, `/tmp/s68/cpw_sweep.py 51 24`, `cpw_sweep2.py 52 20`, `cpw_ab.py`;
-    channels-first and channels-last): 3x3 to at least twice the channels
-    1.10-1.53x on 17 of 19 layers, 0.98x and 0.99x on two (8->64 @224 batch 32 1.32x,
-    16->128 @112 batch 16 1.53x, 64->128 @56 batch 16 1.38x / 1.45x, 128->256 @28 batch 32
+    channels-first and channels-last): 3x3 to at least twice the channels 1.10-1.53x
+    on 17 of 19 layers, 0.98x and 0.99x on two (8->64 @224 batch 32 1.32x, 16->128
+    @112 batch 16 1.53x, 64->128 @56 batch 16 1.38x / 1.45x, 128->256 @28 batch 32
     1.24x, 256->512 @112 batch 2 1.12x). Not larger kernels, which the fold pads less
     or not at all (4x4 0.86-1.15x over eight, 5x5 8->32 0.77x; 7x7 8->64 1.17x), nor
     2x2 (32->64 channels-first 0.85x), nor to fewer than twice the input channels (3x3
@@ -3496,8 +3496,8 @@ def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, ro
     Below the bound, the 2-D value from `OUTPUT_TAPS_PER_IMAGE_VALUE_IN_CHANNELS` (48 to
     128) input channels to at most `OUTPUT_TAPS_MAX_OUT_CHANNELS` (6, as measured) on at
     least `OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS` (25) positions per image runs image
-    by image too. Found by a random sweep (`/tmp/s65/rand.py
-    6801`, then `/tmp/s68/parts1.py`): 128->4 5x5 valid @7 batch 8 channels-first, its
+    by image too. Found by a random sweep (`/tmp/s65/rand.py 6801`, then
+    `/tmp/s68/parts1.py`): 128->4 5x5 valid @7 batch 8 channels-first, its
     value by `output_taps` whole 0.35 ms against XLA's 0.13, and 64->4 4x4 padding 1 @7
     batch 16 0.37 against 0.14. Whole, image by image and XLA's (3x3-5x5, @4-14, batch
     1-32, 11 interleaved runs, Sapphire Rapids Xeon, 2026-12-06, `/tmp/s68/otv4.py`,
