@@ -4585,6 +4585,35 @@ def test_chunked_weight_gradient_rule():
         assert not rule(*_spec_of(x_shape, w_shape, kwargs)), (x_shape, w_shape, kwargs)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64, np.complex128])
+def test_chunked_patches_weight_gradient_dtypes(monkeypatch, retrace, dtype):
+    """`matmul.chunked_patches_weight_gradient` sums its chunks in the operands' dtype
+    (float32 with 64-bit types enabled, complex ones): the dtype and value of `lax`'s
+    weight gradient, over several steps."""
+    from jaxconv._impls import FORWARDS
+
+    monkeypatch.setattr(matmul_impl, "PATCHES_CHUNK_BYTES", 1)  # an image a step
+    spec, x_shape, w_shape = _spec_of((3, 4, 9, 9), (6, 4, 3, 3), dict(stride=2, padding=1))
+    rng = np.random.default_rng(3)
+
+    def draw(shape):
+        a = rng.standard_normal(shape)
+        return (a + 1j * rng.standard_normal(shape) if np.iscomplexobj(dtype(0)) else a).astype(
+            dtype
+        )
+
+    x, w = draw(x_shape), draw(w_shape)
+    y, vjp = jax.vjp(lambda b: FORWARDS["lax"](x, b, spec), w)
+    ct = draw(y.shape)
+    (want,) = vjp(ct)
+    got = jax.jit(matmul_impl.chunked_patches_weight_gradient, static_argnums=(2, 3))(
+        x, ct, spec, w_shape
+    )
+    assert got.dtype == want.dtype == dtype
+    tol = 1e-5 if dtype(0).real.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * float(np.max(np.abs(want))))
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
     "w_shape, takes", [((32, 8, 3, 3), True), ((32, 8, 4, 4), False), ((12, 8, 3, 3), False)]

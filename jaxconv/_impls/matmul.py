@@ -263,8 +263,9 @@ def chunked_patches_weight_gradient(
         part_dw = lax.dot_general(cols, rows, dims, spec.precision, preferred_element_type=acc)
         return total + part_dw, None
 
-    # (Inside ``jax.shard_map`` the total varies over the mesh axes its operands do.)
-    (zero, *_) = match_varying(jnp.zeros((taps * c_in, c_out), acc), x, ct)
+    # The total in the products' dtype (float32 for half precision, else the operands',
+    # complex too); inside ``jax.shard_map`` varying over the mesh axes they do.
+    (zero, *_) = match_varying(jnp.zeros((taps * c_in, c_out), acc or dtype), x, ct)
     dw, _ = lax.scan(step, zero, (xs, cts))
     dw = dw.astype(dtype).reshape((*kernel, c_in, c_out))
     return jnp.transpose(dw, (nd + 1, nd, *range(nd)))
