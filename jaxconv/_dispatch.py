@@ -1132,8 +1132,7 @@ def _chunked_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
         tuple(w_shape[2:]) == (3, 3)
         and w_shape[0] >= CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING * w_shape[1]
         and not few
-        and math.prod(x_shape) > ROWS_MAX_STRIDED_INPUT_ELEMENTS
-        # (2-D, dense, stride 2 and undilated, see there)
+        # (2-D, dense, stride 2, undilated and, but for the few, past the input bound)
         and _space_to_depth_weight_gradient(spec, x_shape, w_shape)
     )
 

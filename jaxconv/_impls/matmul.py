@@ -232,7 +232,7 @@ def chunked_patches_weight_gradient(
     n, positions, taps, dtype = _gradient_sizes(x, ct, kernel)
     if x.size == 0 or ct.size == 0:
         return jnp.zeros(w_shape, dtype)
-    per_image = positions * taps * c_in * jnp.dtype(dtype).itemsize
+    per_image = positions * taps * c_in * dtype.itemsize
     chunk = max(
         c
         for c in range(1, n + 1)
