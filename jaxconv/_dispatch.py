@@ -3452,6 +3452,108 @@ def _kernel_within_stride(spec: ConvSpec, w_shape) -> bool:
     return within and math.prod(kernel) > 1 and w_shape[0] >= KERNEL_WITHIN_STRIDE_MIN_OUT_CHANNELS
 
 
+# A layer whose kernel equals its stride runs as the 1x1 convolution of its input folded
+# space-to-depth (`_tiles_as_pointwise`) in training where the folded layer has at most
+# `TILES_MAX_FOLDED_DEPTH` input channels (``C_in x taps``) and each image at least
+# `TILES_MIN_OUTPUT_POSITIONS` output positions, and where a kernel of at least
+# `TILES_LARGE_KERNEL_TAPS` taps leaves each image at most that many positions. A value
+# alone: on 3-D inputs of more than `TILES_VALUE_MIN_INPUT_3D` elements to at least
+# `TILES_VALUE_MIN_OUT_CHANNELS_3D` channels, or channels-last 2-D ones of more than
+# `TILES_VALUE_MIN_INPUT_2D` from at most `TILES_VALUE_MAX_IN_CHANNELS_2D` channels.
+TILES_LARGE_KERNEL_TAPS = 49
+TILES_MAX_FOLDED_DEPTH = 2048
+TILES_MIN_OUTPUT_POSITIONS = 64
+TILES_VALUE_MIN_INPUT_3D = 2**20
+TILES_VALUE_MIN_OUT_CHANNELS_3D = 32
+TILES_VALUE_MIN_INPUT_2D = 2**19
+TILES_VALUE_MAX_IN_CHANNELS_2D = 4
+
+
+def _tiles_as_pointwise(
+    spec: ConvSpec, x_shape, w_shape, role: int, differentiated: bool = False
+) -> bool:
+    """Whether ``role`` of this layer, whose kernel equals its stride (a patch embedding:
+    ViT's 16x16 stride 16, ConvNeXt's 4x4 stride-4 stem and 2x2 stride-2 downsampling,
+    Swin's patch merging, video tubelets), runs as a 1x1 convolution of its input folded
+    space-to-depth (`space_to_depth.forward`: each ``k x k`` tile's elements become
+    ``k^2`` times the channels) by the 1x1 layer's own rules: dense, undilated, not
+    transposed, more than one tap.
+
+    The windows tile the input, so the fold is a permutation of it and the 1x1
+    convolution does the layer's products and no more; its derivatives are the 1x1
+    layer's (one product each, `matmul`'s per-image products where the 1x1 rules say),
+    the fold's transpose a permutation back. XLA's derivatives of these strided windows
+    run slowly: ViT's 16x16 stride 16 3->768 @224 batch 4 channels-last trained in 69 ms
+    (PyTorch 29), its weight gradient 30 ms; by the fold 11 ms (`/tmp/s69/fold1.py`).
+
+    Measured (without the rule against with it, training with a fixed cotangent, 5-7
+    interleaved runs, Sapphire Rapids Xeon, 2026-12-06; random layers of 1-3 dims, both
+    layouts, batch 1-32). First everything folded (`/tmp/s69/nov2.py 2 30 5 all`): 2-D
+    2x2 64->128 @59 batch 2 1.32x, 96->192 @56 batch 16 channels-last 1.46x, @57
+    channels-first 1.20x, 16->32 @64 1.22x, 3->32 @128 1.13-1.18x, 4x4 3->128 @224
+    batch 8 2.23x, @225 batch 1 1.52x, 14x14 3->256 @224 1.56x; 3-D 16x16x2 3->768
+    @16x224x224 8.6x (channels-last batch 1) and 14x (channels-first batch 4), 2x2x2
+    64->128 @8x28x28 1.34-1.59x, 32->64 @16x32x32 1.10-2.72x, 4x4x4 3->96 @8x112x112
+    batch 16 1.57x; 1-D kernel 10 1->128 @16000 2.38x, 4 128->256 @2000 channels-first
+    1.11x. Lost: 2x2 256->256 @8 batch 8 channels-first 0.84x and 0.99x (16 output
+    positions per image: hence `TILES_MIN_OUTPUT_POSITIONS`; 2x2 768->1536 @14 0.84x),
+    1-D 4 128->256 @2000 batch 16 channels-last 0.73x and 1->64 0.95x (1-D
+    channels-last is left to the rules), 3-D 4x4x4 3->96 @8x112x112 batch 1
+    channels-last 0.83x (1.7 ms, taken). Only the derivatives folded (`nov2.py 2 30 5
+    deriv`) gained less (96->192 channels-last 1.00x, 2x2x2 64->128 1.04-1.16x). A
+    fresh sweep (`/tmp/s69/val.py 691 30 7`) found the folded layer's depth: 2x4x4
+    128->16 @8x32x32 (4096 folded channels) 0.37x, 8x8 128->16 @129 channels-last
+    (8192) 0.78x, 1-D 16 192->192 @16000 batch 1 (3072) 0.61x (hence
+    `TILES_MAX_FOLDED_DEPTH`), while its gains ran 1.17-3.71x (2x2 3->384 @32 batch 32
+    channels-last 3.71x, 8x8 32->16 @112 batch 16 2.56x, 1-D 5 192->16 @500 2.05x,
+    16x16 3->768 @257 1.68x) and 0.87x on a 1 ms 3-D layer from one channel; and large
+    kernels on few positions, which XLA trains far slower (`/tmp/s69/big.py`, all
+    three past both bounds): 14x14 32->32 @98 batch 16 channels-last 648 ms against
+    15.9 (PyTorch 9.1), 14x14 256->64 @57x56 batch 2 81 against 25, 16x16 384->64 @112
+    batch 2 channels-first 1610 against 109 (PyTorch 155), 7x7 384->16 @57 batch 1
+    1.21x (64 positions): hence `TILES_LARGE_KERNEL_TAPS` on at most
+    `TILES_MIN_OUTPUT_POSITIONS` positions, past the depth bound (not on more: the 8x8
+    128->16 layer above has 256).
+
+    A value alone (not ``differentiated``) went both ways (`nov2.py 2 30 5 all`,
+    `val.py 691 30 7`, `/tmp/s69/fold1.py 1 16 7`): 3-D gained on inputs of more than
+    `TILES_VALUE_MIN_INPUT_3D` elements (1.12-1.75x over six, 0.96x on 2^20, 0.73x on a
+    batch of one of 0.3M) but for 2x4x4 8->16 @16x113x112 channels-last 0.72x (hence
+    `TILES_VALUE_MIN_OUT_CHANNELS_3D`), and channels-last 2-D stems (4x4 3->96 @224
+    1.70x at batch 8, 1.81x at 16; 16x16 3->768 batch 4 1.15x; 14x14 3->256 batch 1
+    0.79x), but 2-D layers from more channels lost (2x2 96->192 @56 batch 16
+    channels-last 0.61x, 16->32 @64 0.67x, 256->256 @8 0.78-0.87x), as did 1-D
+    (0.43-0.92x)."""
+    kernel = tuple(w_shape[2:])
+    taps = math.prod(kernel)
+    tiles = (
+        spec.groups == 1
+        and taps > 1
+        and kernel == tuple(spec.stride)
+        and all(d == 1 for d in (*spec.rhs_dilation, *spec.lhs_dilation))
+    )
+    if not tiles:
+        return False
+    if role == FORWARD and not differentiated:
+        if spec.ndim == 3:
+            return (
+                math.prod(x_shape) > TILES_VALUE_MIN_INPUT_3D
+                and w_shape[0] >= TILES_VALUE_MIN_OUT_CHANNELS_3D
+            )
+        return (
+            spec.ndim == 2
+            and spec.channels_last
+            and x_shape[1] <= TILES_VALUE_MAX_IN_CHANNELS_2D
+            and math.prod(x_shape) > TILES_VALUE_MIN_INPUT_2D
+        )
+    if spec.ndim == 1 and spec.channels_last:
+        return False
+    positions = math.prod(spec.out_spatial(x_shape[2:], kernel))
+    if taps >= TILES_LARGE_KERNEL_TAPS and positions <= TILES_MIN_OUTPUT_POSITIONS:
+        return True
+    return x_shape[1] * taps <= TILES_MAX_FOLDED_DEPTH and positions >= TILES_MIN_OUTPUT_POSITIONS
+
+
 def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether `matmul.output_taps` runs ``spec`` (the ``layer``'s, or a part of it)
     image by image (``per_image``): the value and the weight gradient, channels-first,
@@ -3864,6 +3966,12 @@ def _run(
             gradient,
         )
         return y.reshape((*y.shape[:3], height, width))
+    if backend == "cpu" and _tiles_as_pointwise(spec, x.shape, w.shape, role, differentiated):
+        # Kernel equal to stride: one 1x1 convolution of the input folded space-to-depth.
+        inner = functools.partial(
+            _run, role=role, names=names, differentiated=differentiated, gradient=gradient
+        )
+        return space_to_depth.forward(x, w, spec, inner)
     if (
         backend == "cpu"
         and role == WEIGHT_GRADIENT

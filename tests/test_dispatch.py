@@ -5460,3 +5460,106 @@ def test_kernel_within_stride(monkeypatch, x_shape, w_shape, kwargs, taken):
             assert choose(cl, x_shape, w_shape, nested=True) == nested  # not nested
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
     assert not _dispatch._kernel_within_stride(cl, w_shape)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, roles",
+    [
+        # Roles folded: "v" the value alone, "t" the value differentiated and both
+        # derivatives.
+        ((8, 3, 224, 224), (96, 3, 4, 4), dict(stride=4), "t"),  # ConvNeXt's stem
+        ((8, 96, 56, 56), (192, 96, 2, 2), dict(stride=2), "t"),  # its downsampling
+        ((4, 3, 224, 224), (768, 3, 16, 16), dict(stride=16), "t"),  # ViT's, 196 positions
+        ((2, 384, 112, 112), (64, 384, 16, 16), dict(stride=16), "t"),  # 49: 256 taps
+        ((1, 384, 56, 56), (16, 384, 7, 7), dict(stride=7), "t"),  # 49 taps, 64 positions
+        ((1, 384, 63, 56), (16, 384, 7, 7), dict(stride=7), ""),  # 72 positions, deep
+        ((1, 8, 63, 56), (16, 8, 7, 7), dict(stride=7), "t"),  # 392 deep
+        ((16, 32, 98, 98), (32, 32, 14, 14), dict(stride=14), "t"),  # 6272 deep, 49
+        ((2, 64, 59, 59), (128, 64, 2, 2), dict(stride=2), "t"),  # a row left over
+        ((8, 3, 128, 128), (32, 3, 2, 2), dict(stride=2, padding=1), "t"),  # padded
+        ((8, 512, 16, 16), (512, 512, 2, 2), dict(stride=2), "t"),  # 2048 deep, 64
+        ((8, 513, 16, 16), (512, 513, 2, 2), dict(stride=2), ""),  # 2052 deep
+        ((8, 256, 14, 14), (256, 256, 2, 2), dict(stride=2), ""),  # 49 positions, 4 taps
+        ((8, 256, 8, 8), (256, 256, 2, 2), dict(stride=2), ""),  # 16 positions
+        ((2, 128, 129, 129), (16, 128, 8, 8), dict(stride=8), ""),  # 8192 deep, 64 taps
+        ((16, 1, 16000), (128, 1, 10), dict(stride=10), "t"),  # 1-D
+        ((4, 3, 16, 224, 224), (768, 3, 2, 16, 16), dict(stride=(2, 16, 16)), "vt"),  # 3-D
+        ((2, 32, 16, 32, 32), (64, 32, 2, 2, 2), dict(stride=2), "t"),  # 2^20 elements
+        ((2, 32, 16, 32, 34), (64, 32, 2, 2, 2), dict(stride=2), "vt"),
+        ((2, 32, 16, 32, 34), (31, 32, 2, 2, 2), dict(stride=2), "t"),  # 31 outputs
+        # Not: a kernel other than the stride, one tap, dilated, grouped, transposed.
+        ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1), ""),
+        ((8, 64, 56, 56), (128, 64, 2, 2), dict(stride=(2, 1)), ""),
+        ((8, 64, 56, 56), (128, 64, 1, 1), dict(stride=1), ""),
+        ((8, 64, 56, 56), (128, 64, 2, 2), dict(stride=2, dilation=2), ""),
+        ((8, 64, 56, 56), (128, 32, 2, 2), dict(stride=2, groups=2), ""),
+    ],
+)
+def test_tiles_as_pointwise_rule(x_shape, w_shape, kwargs, roles):
+    """`_dispatch._tiles_as_pointwise`: which roles of a layer whose kernel equals its
+    stride fold into a 1x1 convolution, channels-first ("v" here) and channels-last
+    (where 2-D stems from at most 4 channels on inputs past 2^19 elements fold their
+    value alone too, and 1-D layers fold nothing)."""
+    rule = _dispatch._tiles_as_pointwise
+    spec, x_shape, w_shape = _spec_of(x_shape, w_shape, kwargs)
+    for channels_last in (False, True):
+        layer = dataclasses.replace(spec, channels_last=channels_last)
+        want_value = "v" in roles or (
+            channels_last and layer.ndim == 2 and "t" in roles and x_shape[1] <= 4
+        )
+        if channels_last and layer.ndim == 2 and math.prod(x_shape) <= 2**19:
+            want_value = False
+        want_training = "t" in roles and not (channels_last and layer.ndim == 1)
+        assert rule(layer, x_shape, w_shape, _dispatch.FORWARD) == want_value, channels_last
+        for role in (_dispatch.INPUT_GRADIENT, _dispatch.WEIGHT_GRADIENT):
+            assert rule(layer, x_shape, w_shape, role) == want_training, (channels_last, role)
+        assert rule(layer, x_shape, w_shape, _dispatch.FORWARD, True) == want_training
+
+
+def test_tiles_as_pointwise_transposed():
+    """A transposed layer whose kernel equals its stride (U-Net's 2x2 stride 2) arrives
+    input-dilated, with a unit stride: not folded."""
+    plan = _spec.transpose_plan(
+        "conv_transpose2d", (8, 256, 28, 28), (256, 128, 2, 2), ndim=2, stride=2
+    )
+    assert plan.spec.lhs_dilation == (2, 2)
+    for role in range(3):
+        assert not _dispatch._tiles_as_pointwise(
+            plan.spec, (8, 256, 28, 28), (128, 256, 2, 2), role, True
+        )
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 3, 16, 16), (8, 3, 2, 2), dict(stride=2)),
+        ((3, 5, 19, 18), (6, 5, 4, 4), dict(stride=4, padding=1)),  # padded, rows left
+        ((2, 4, 17, 13), (6, 4, 3, 2), dict(stride=(3, 2), padding=(2, 0))),
+        ((2, 2, 70), (4, 2, 7), dict(stride=7, padding=3)),  # 1-D (channels-first)
+        ((1, 3, 4, 17, 16), (5, 3, 2, 2, 2), dict(stride=2)),  # 3-D
+        ((2, 3, 1, 17, 16), (5, 3, 1, 2, 2), dict(stride=(1, 2, 2))),
+        ((2, 2, 14, 14), (3, 2, 7, 7), dict(stride=7)),  # 4 positions, 49 taps
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tiles_as_pointwise(monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last):
+    """Where `_dispatch._tiles_as_pointwise` says (its bounds lowered so that small
+    layers qualify: a value alone in 3-D, and channels-last 2-D from at most 4
+    channels), `auto` runs the layer folded space-to-depth, and its value and both
+    gradients equal `lax`'s (float64), under every transform too."""
+    from jaxconv._impls import space_to_depth
+
+    monkeypatch.setattr(_dispatch, "TILES_MIN_OUTPUT_POSITIONS", 1)
+    monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_INPUT_2D", 0)
+    monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_INPUT_3D", 0)
+    monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_OUT_CHANNELS_3D", 1)
+    calls = spy_third_arguments(monkeypatch, space_to_depth, "forward")
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=8)
+    takes = not (channels_last and len(x_shape) == 3)
+    np.testing.assert_allclose(jax.jit(conv("auto"))(x, w), conv("lax")(x, w), rtol=1e-10)
+    value_alone = len(x_shape) == 5 or (len(x_shape) == 4 and channels_last and x_shape[1] <= 4)
+    assert bool(calls) == value_alone
+    trains_as_lax_float64(conv, x, w, check=True)
+    assert bool(calls) == takes
+    assert all(tuple(s.stride) == tuple(w_shape[2:]) for s in calls)
