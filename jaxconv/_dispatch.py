@@ -3513,15 +3513,19 @@ def _tiles_as_pointwise(
     batch 2 channels-first 1610 against 109 (PyTorch 155), 7x7 384->16 @57 batch 1
     1.21x (64 positions): hence `TILES_LARGE_KERNEL_TAPS` on at most
     `TILES_MIN_OUTPUT_POSITIONS` positions, past the depth bound (not on more: the 8x8
-    128->16 layer above has 256).
+    128->16 layer above has 256). A second fresh sweep (`val.py 692 30 7`): training
+    1.18-9.17x on 19 of the 21 layers the rule folds (16x16 256->384 @128 batch 2
+    channels-last 3052 -> 333 ms, PyTorch 498), 0.82x on a 0.8 ms 3-D layer of one
+    image and 0.92x on 2x2 128->128 @16 batch 16.
 
     A value alone (not ``differentiated``) went both ways (`nov2.py 2 30 5 all`,
-    `val.py 691 30 7`, `/tmp/s69/fold1.py 1 16 7`): 3-D gained on inputs of more than
-    `TILES_VALUE_MIN_INPUT_3D` elements (1.12-1.75x over six, 0.96x on 2^20, 0.73x on a
-    batch of one of 0.3M) but for 2x4x4 8->16 @16x113x112 channels-last 0.72x (hence
-    `TILES_VALUE_MIN_OUT_CHANNELS_3D`), and channels-last 2-D stems (4x4 3->96 @224
-    1.70x at batch 8, 1.81x at 16; 16x16 3->768 batch 4 1.15x; 14x14 3->256 batch 1
-    0.79x), but 2-D layers from more channels lost (2x2 96->192 @56 batch 16
+    `val.py 691 30 7`, `val.py 692 30 7`, `/tmp/s69/fold1.py 1 16 7`): 3-D gained on
+    inputs of more than `TILES_VALUE_MIN_INPUT_3D` elements (1.12-1.75x over nine, 0.96x
+    on 2^20, 0.73x on a batch of one of 0.3M) but for 2x4x4 8->16 @16x113x112
+    channels-last 0.72x (hence `TILES_VALUE_MIN_OUT_CHANNELS_3D`; 192->32 @16x33x33
+    0.89x, taken), and channels-last 2-D stems (4x4 3->96 @224 1.70x at batch 8, 1.81x
+    at 16; 16x16 3->768 batch 4 1.15x, 3->384 @896 batch 4 1.88x; 14x14 3->256 batch 1
+    0.79x, under the input bound), but 2-D layers from more channels lost (2x2 96->192 @56 batch 16
     channels-last 0.61x, 16->32 @64 0.67x, 256->256 @8 0.78-0.87x), as did 1-D
     (0.43-0.92x)."""
     kernel = tuple(w_shape[2:])

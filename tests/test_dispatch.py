@@ -4335,6 +4335,8 @@ def test_stacked_input_gradient_crops_in_callers_layout(
 
     x_shape, w_shape, kwargs = (2, 4, 29, 29), (8, 4, 3, 3), dict(stride=3)
     assert _dispatch._strided_input_gradient_stacked(*_spec_of(x_shape, w_shape, kwargs))
+    # (Its kernel equals its stride: by default it folds, `_tiles_as_pointwise`.)
+    monkeypatch.setattr(_dispatch, "_tiles_as_pointwise", lambda *args, **kwargs: False)
     monkeypatch.setattr(subpixel, "STACKED_GRADIENT_CROP_MIN_ELEMENTS", threshold)
     seen = []  # per `_stacked` call, whether its `_interleaved` crops
     stacked, interleaved = subpixel._stacked, subpixel._interleaved
@@ -4878,6 +4880,8 @@ def test_strided_weight_gradient_by_space_to_depth(
 
     monkeypatch.setattr(_dispatch, "ROWS_MAX_STRIDED_INPUT_ELEMENTS", 2**10)
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
+    # (The 2x2 stride-2 layer would fold whole by default, `_tiles_as_pointwise`.)
+    monkeypatch.setattr(_dispatch, "_tiles_as_pointwise", lambda *args, **kwargs: False)
     calls = spy_third_arguments(monkeypatch, space_to_depth, "forward")
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=12)
     jax.eval_shape(conv("auto"), x, w)  # (the value's trace, cached: counted once)
@@ -4984,6 +4988,8 @@ def test_few_output_channels_by_output_taps(
     group's part, one call each). Values and both gradients equal lax's (float64), and
     so do forward mode, second derivatives and `vmap`."""
     roles = last if channels_last else first
+    # (A 3x3 stride-3 layer below would fold by default, `_tiles_as_pointwise`.)
+    monkeypatch.setattr(_dispatch, "_tiles_as_pointwise", lambda *args, **kwargs: False)
     calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
     # Channels-first the input gradient it takes runs as `matmul`'s patches on the
     # cotangent instead: counted as a call.
