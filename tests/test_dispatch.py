@@ -5483,6 +5483,9 @@ def test_kernel_within_stride(monkeypatch, x_shape, w_shape, kwargs, taken):
         ((16, 32, 98, 98), (32, 32, 14, 14), dict(stride=14), "t"),  # 6272 deep, 49
         ((2, 64, 59, 59), (128, 64, 2, 2), dict(stride=2), "t"),  # a row left over
         ((8, 3, 128, 128), (32, 3, 2, 2), dict(stride=2, padding=1), "t"),  # padded
+        ((2, 4, 256, 256), (8, 4, 2, 2), dict(stride=2), "t"),  # 2^19 elements
+        ((2, 4, 256, 258), (8, 4, 2, 2), dict(stride=2), "t"),  # (the value too, cl)
+        ((2, 5, 256, 258), (8, 5, 2, 2), dict(stride=2), "t"),  # (not from 5 channels)
         ((8, 512, 16, 16), (512, 512, 2, 2), dict(stride=2), "t"),  # 2048 deep, 64
         ((8, 513, 16, 16), (512, 513, 2, 2), dict(stride=2), ""),  # 2052 deep
         ((8, 256, 14, 14), (256, 256, 2, 2), dict(stride=2), ""),  # 49 positions, 4 taps
