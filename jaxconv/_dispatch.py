@@ -3491,14 +3491,14 @@ def _tiles_as_pointwise(
     layouts, batch 1-32). First everything folded (`/tmp/s69/nov2.py 2 30 5 all`): 2-D
     2x2 64->128 @59 batch 2 1.32x, 96->192 @56 batch 16 channels-last 1.46x, @57
     channels-first 1.20x, 16->32 @64 1.22x, 3->32 @128 1.13-1.18x, 4x4 3->128 @224
-    batch 8 2.23x, @225 batch 1 1.52x, 14x14 3->256 @224 1.56x; 3-D 16x16x2 3->768
+    batch 8 2.23x, @225 batch 1 1.52x, 14x14 3->256 @224 1.56x; 3-D 2x16x16 3->768
     @16x224x224 8.6x (channels-last batch 1) and 14x (channels-first batch 4), 2x2x2
-    64->128 @8x28x28 1.34-1.59x, 32->64 @16x32x32 1.10-2.72x, 4x4x4 3->96 @8x112x112
+    64->128 @8x28x28 1.34-1.59x, 32->64 @16x32x32 1.10-2.72x, 2x4x4 3->96 @8x112x112
     batch 16 1.57x; 1-D kernel 10 1->128 @16000 2.38x, 4 128->256 @2000 channels-first
     1.11x. Lost: 2x2 256->256 @8 batch 8 channels-first 0.84x and 0.99x (16 output
     positions per image: hence `TILES_MIN_OUTPUT_POSITIONS`; 2x2 768->1536 @14 0.84x),
     1-D 4 128->256 @2000 batch 16 channels-last 0.73x and 1->64 0.95x (1-D
-    channels-last is left to the rules), 3-D 4x4x4 3->96 @8x112x112 batch 1
+    channels-last is left to the rules), 3-D 2x4x4 3->96 @8x112x112 batch 1
     channels-last 0.83x (1.7 ms, taken). Only the derivatives folded (`nov2.py 2 30 5
     deriv`) gained less (96->192 channels-last 1.00x, 2x2x2 64->128 1.04-1.16x). A
     fresh sweep (`/tmp/s69/val.py 691 30 7`) found the folded layer's depth: 2x4x4
@@ -3516,18 +3516,23 @@ def _tiles_as_pointwise(
     128->16 layer above has 256). A second fresh sweep (`val.py 692 30 7`): training
     1.18-9.17x on 19 of the 21 layers the rule folds (16x16 256->384 @128 batch 2
     channels-last 3052 -> 333 ms, PyTorch 498), 0.82x on a 0.8 ms 3-D layer of one
-    image and 0.92x on 2x2 128->128 @16 batch 16.
+    image and 0.92x on 2x2 128->128 @16 batch 16. To fewer than 16 output channels,
+    where other rules (`_output_taps`, `_few_inputs_weight_gradient`) took some of these
+    layers before (`/tmp/s69/fewout.py 693 24 7`): training 1.04-4.77x on 10 of the 13
+    folded (3x3 192->8 @84 batch 1 2.43x, 1-D 5 3->1 @20001 batch 32 4.77x), 0.74x on
+    4x4 16->12 @56 batch 16 and 2x2x2 64->6 @8x8x8 batch 8 channels-last, 0.91x on 2x2
+    64->3 @56 batch 16 channels-last.
 
     A value alone (not ``differentiated``) went both ways (`nov2.py 2 30 5 all`,
     `val.py 691 30 7`, `val.py 692 30 7`, `/tmp/s69/fold1.py 1 16 7`): 3-D gained on
-    inputs of more than `TILES_VALUE_MIN_INPUT_3D` elements (1.12-1.75x over nine, 0.96x
-    on 2^20, 0.73x on a batch of one of 0.3M) but for 2x4x4 8->16 @16x113x112
-    channels-last 0.72x (hence `TILES_VALUE_MIN_OUT_CHANNELS_3D`; 192->32 @16x33x33
-    0.89x, taken), and channels-last 2-D stems (4x4 3->96 @224 1.70x at batch 8, 1.81x
-    at 16; 16x16 3->768 batch 4 1.15x, 3->384 @896 batch 4 1.88x; 14x14 3->256 batch 1
-    0.79x, under the input bound), but 2-D layers from more channels lost (2x2 96->192 @56 batch 16
-    channels-last 0.61x, 16->32 @64 0.67x, 256->256 @8 0.78-0.87x), as did 1-D
-    (0.43-0.92x)."""
+    inputs of more than `TILES_VALUE_MIN_INPUT_3D` elements (1.12-1.75x on ten; 0.96x on
+    2^20, 0.73x on a batch of one of 0.3M) but for 2x4x4 8->16 @16x113x112
+    channels-last 0.72x (hence `TILES_VALUE_MIN_OUT_CHANNELS_3D`; 2x4x4 3->96 @8x112x112
+    batch 8 channels-first 0.84x and 192->32 @16x33x33 0.89x, taken), and channels-last
+    2-D stems (4x4 3->96 @224 1.70x at batch 8, 1.81x at 16; 16x16 3->768 batch 4 1.15x,
+    3->384 @896 batch 4 1.88x; 14x14 3->256 batch 1 0.79x, under the input bound), but
+    2-D layers from more channels lost (2x2 96->192 @56 batch 16 channels-last 0.61x,
+    16->32 @64 0.67x, 256->256 @8 0.78-0.87x), as did 1-D (0.43-0.92x)."""
     kernel = tuple(w_shape[2:])
     taps = math.prod(kernel)
     tiles = (

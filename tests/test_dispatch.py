@@ -5479,6 +5479,7 @@ def test_kernel_within_stride(monkeypatch, x_shape, w_shape, kwargs, taken):
         ((2, 384, 112, 112), (64, 384, 16, 16), dict(stride=16), "t"),  # 49: 256 taps
         ((1, 384, 56, 56), (16, 384, 7, 7), dict(stride=7), "t"),  # 49 taps, 64 positions
         ((1, 384, 63, 56), (16, 384, 7, 7), dict(stride=7), ""),  # 72 positions, deep
+        ((1, 64, 42, 56), (16, 64, 6, 8), dict(stride=(6, 8)), ""),  # 48 taps, deep
         ((1, 8, 63, 56), (16, 8, 7, 7), dict(stride=7), "t"),  # 392 deep
         ((16, 32, 98, 98), (32, 32, 14, 14), dict(stride=14), "t"),  # 6272 deep, 49
         ((2, 64, 59, 59), (128, 64, 2, 2), dict(stride=2), "t"),  # a row left over
@@ -5548,27 +5549,44 @@ def test_tiles_as_pointwise_transposed():
         ((2, 2, 70), (4, 2, 7), dict(stride=7, padding=3)),  # 1-D (channels-first)
         ((1, 3, 4, 17, 16), (5, 3, 2, 2, 2), dict(stride=2)),  # 3-D
         ((2, 3, 1, 17, 16), (5, 3, 1, 2, 2), dict(stride=(1, 2, 2))),
-        ((2, 2, 14, 14), (3, 2, 7, 7), dict(stride=7)),  # 4 positions, 49 taps
+        ((2, 2, 14, 14), (3, 2, 7, 7), dict(stride=7)),  # 49 taps (by depth here)
+        ((2, 48, 7, 7), (3, 48, 7, 7), dict(stride=7)),  # 2352 deep: 49 taps, 1 position
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_tiles_as_pointwise(monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last):
     """Where `_dispatch._tiles_as_pointwise` says (its bounds lowered so that small
     layers qualify: a value alone in 3-D, and channels-last 2-D from at most 4
-    channels), `auto` runs the layer folded space-to-depth, and its value and both
-    gradients equal `lax`'s (float64), under every transform too."""
+    channels), `auto` runs each role folded space-to-depth through `_run` (the value
+    alone, then in training the differentiated value and both derivatives), and its
+    value and both gradients equal `lax`'s (float64), under every transform too."""
     from jaxconv._impls import space_to_depth
 
     monkeypatch.setattr(_dispatch, "TILES_MIN_OUTPUT_POSITIONS", 1)
     monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_INPUT_2D", 0)
     monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_INPUT_3D", 0)
     monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_OUT_CHANNELS_3D", 1)
-    calls = spy_third_arguments(monkeypatch, space_to_depth, "forward")
+    folded = []  # (role, differentiated) of each layer folded by the rule
+    fold = space_to_depth.forward
+
+    def spy(x, w, spec, inner):
+        if isinstance(inner, functools.partial):  # (the rule's, not another rule's fold)
+            assert tuple(spec.stride) == tuple(w_shape[2:])
+            folded.append((inner.keywords["role"], inner.keywords["differentiated"]))
+        return fold(x, w, spec, inner)
+
+    monkeypatch.setattr(space_to_depth, "forward", spy)
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=8)
-    takes = not (channels_last and len(x_shape) == 3)
     np.testing.assert_allclose(jax.jit(conv("auto"))(x, w), conv("lax")(x, w), rtol=1e-10)
     value_alone = len(x_shape) == 5 or (len(x_shape) == 4 and channels_last and x_shape[1] <= 4)
-    assert bool(calls) == value_alone
-    trains_as_lax_float64(conv, x, w, check=True)
-    assert bool(calls) == takes
-    assert all(tuple(s.stride) == tuple(w_shape[2:]) for s in calls)
+    assert folded == ([(_dispatch.FORWARD, False)] if value_alone else [])
+    folded.clear()
+    trains_as_lax_float64(conv, x, w, check=False)
+    roles = {
+        (_dispatch.FORWARD, True),
+        (_dispatch.INPUT_GRADIENT, False),
+        (_dispatch.WEIGHT_GRADIENT, False),
+    }
+    takes = not (channels_last and len(x_shape) == 3)  # (1-D channels-last: never)
+    assert set(folded) == (roles if takes else set())
+    check_transforms(conv, x, w, cotangent(conv("lax"), x, w))
