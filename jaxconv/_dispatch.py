@@ -3456,10 +3456,11 @@ def _kernel_within_stride(spec: ConvSpec, w_shape) -> bool:
 # space-to-depth (`_tiles_as_pointwise`) in training where the folded layer has at most
 # `TILES_MAX_FOLDED_DEPTH` input channels (``C_in x taps``) and each image at least
 # `TILES_MIN_OUTPUT_POSITIONS` output positions, and where a kernel of at least
-# `TILES_LARGE_KERNEL_TAPS` taps leaves each image at most that many positions. A value
-# alone: on 3-D inputs of more than `TILES_VALUE_MIN_INPUT_3D` elements to at least
-# `TILES_VALUE_MIN_OUT_CHANNELS_3D` channels, or channels-last 2-D ones of more than
-# `TILES_VALUE_MIN_INPUT_2D` from at most `TILES_VALUE_MAX_IN_CHANNELS_2D` channels.
+# `TILES_LARGE_KERNEL_TAPS` taps leaves each image at most that many positions (not
+# 1-D channels-last layers). A value alone: on 3-D inputs of more than
+# `TILES_VALUE_MIN_INPUT_3D` elements to at least `TILES_VALUE_MIN_OUT_CHANNELS_3D`
+# channels, or channels-last 2-D ones of more than `TILES_VALUE_MIN_INPUT_2D` from at
+# most `TILES_VALUE_MAX_IN_CHANNELS_2D` channels.
 TILES_LARGE_KERNEL_TAPS = 49
 TILES_MAX_FOLDED_DEPTH = 2048
 TILES_MIN_OUTPUT_POSITIONS = 64

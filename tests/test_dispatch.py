@@ -5497,7 +5497,8 @@ def test_kernel_within_stride(monkeypatch, x_shape, w_shape, kwargs, taken):
         ((2, 32, 16, 32, 32), (64, 32, 2, 2, 2), dict(stride=2), "t"),  # 2^20 elements
         ((2, 32, 16, 32, 34), (64, 32, 2, 2, 2), dict(stride=2), "vt"),
         ((2, 32, 16, 32, 34), (31, 32, 2, 2, 2), dict(stride=2), "t"),  # 31 outputs
-        # Not: a kernel other than the stride, one tap, dilated, grouped, transposed.
+        # Not: a kernel other than the stride, one tap, dilated, grouped (transposed:
+        # `test_tiles_as_pointwise_transposed`).
         ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1), ""),
         ((8, 64, 56, 56), (128, 64, 2, 2), dict(stride=(2, 1)), ""),
         ((8, 64, 56, 56), (128, 64, 1, 1), dict(stride=1), ""),
