@@ -3564,6 +3564,54 @@ def _tiles_as_pointwise(
     return x_shape[1] * taps <= TILES_MAX_FOLDED_DEPTH and positions >= TILES_MIN_OUTPUT_POSITIONS
 
 
+# A layer whose kernel is two to `MULTIPLE_OF_STRIDE_MAX_MULTIPLE` times a stride of at
+# least `MULTIPLE_OF_STRIDE_MIN_STRIDE` in every dim trains folded space-to-depth too
+# (`_kernel_multiple_of_stride`).
+MULTIPLE_OF_STRIDE_MIN_STRIDE = 3
+MULTIPLE_OF_STRIDE_MAX_MULTIPLE = 3
+
+
+def _kernel_multiple_of_stride(spec: ConvSpec, w_shape, role: int, differentiated: bool) -> bool:
+    """Whether ``role`` of this layer, whose kernel is two to
+    `MULTIPLE_OF_STRIDE_MAX_MULTIPLE` times its stride of at least
+    `MULTIPLE_OF_STRIDE_MIN_STRIDE` in every dim (DQN's 8x8 stride 4, 6x6 stride 3,
+    12x12 stride 4), runs in training as the unstrided convolution of its input and
+    kernel folded space-to-depth (`space_to_depth.forward`: a ``k/s``-tap kernel over
+    ``s^n`` times the channels, with no zero taps) by that layer's own rules: dense,
+    undilated, not transposed. Not a value alone (not measured).
+
+    Found after `_tiles_as_pointwise`, with which it shares the fold (Sapphire Rapids
+    Xeon, 2026-12-06, training with a fixed cotangent, the rules without against with,
+    5 interleaved runs, scripts in `/tmp/s69`): DQN's 8x8 stride 4 4->32 @84 batch 32
+    1.31x / 1.98x (channels-first / channels-last), 6x6 stride 3 32->64 @60 1.45x /
+    1.85x (`mult.py`); over 20 random such layers (`mul2.py 695 20 5`: strides 3-5,
+    kernels 2-3x the stride, 1-D to 3-D, 1-128 -> 16-256 channels, batch 1-32, both
+    layouts) **1.08-11.7x on 19 and 0.99x on one** (8x8 stride 4 3->64 @52 batch 32
+    channels-last 1.71x, 15x15 stride 5 8->96 @140 2.00x, 3-D 8x8x8 stride 4 4->64
+    @24x26x24 batch 16 11.7x, 1-D 9 stride 3 32->16 @12003 2.20x). Not stride 2, where
+    it went both ways (`mult.py`: DQN's 4x4 stride 2 32->64 @20 1.27x /
+    1.43x, 64->128 @56 1.12x / 0.99x, 3->64 @128 0.88x / 1.10x), nor kernels that are
+    not multiples, whose fold pads zero taps (`s3.py 694 26 5`: 1.06-2.36x where the
+    padding adds at most a third of the products, AlexNet's 11x11 stride 4 3->64 @224
+    2.07x / 2.50x in `mult.py`, but 0.52x on 11x11 stride 4 16->32 @84 batch 16
+    channels-last; 0.50-0.98x on 5x5 stride 4 and 6x6 stride 5, which double the
+    products or more; ResNet's 7x7 stride-2 stem 0.68x / 0.77x). Nor kernels of many
+    times the stride: the bench suite's 1-D kernel 80 stride 4 1->128 @16000 batch 8
+    (20 folded taps) trained at 0.79x / 0.72x (`suiterows.py`, 11 runs), while its
+    kernel 10 stride 5 1->512 gained 1.06x."""
+    kernel = tuple(w_shape[2:])
+    return (
+        (role != FORWARD or differentiated)
+        and spec.groups == 1
+        and min(spec.stride) >= MULTIPLE_OF_STRIDE_MIN_STRIDE
+        and all(
+            k % s == 0 and 2 <= k // s <= MULTIPLE_OF_STRIDE_MAX_MULTIPLE
+            for k, s in zip(kernel, spec.stride, strict=True)
+        )
+        and all(d == 1 for d in (*spec.rhs_dilation, *spec.lhs_dilation))
+    )
+
+
 def _output_taps_per_image(layer: ConvSpec, spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether `matmul.output_taps` runs ``spec`` (the ``layer``'s, or a part of it)
     image by image (``per_image``): the value and the weight gradient, channels-first,
@@ -3976,8 +4024,12 @@ def _run(
             gradient,
         )
         return y.reshape((*y.shape[:3], height, width))
-    if backend == "cpu" and _tiles_as_pointwise(spec, x.shape, w.shape, role, differentiated):
-        # Kernel equal to stride: one 1x1 convolution of the input folded space-to-depth.
+    if backend == "cpu" and (
+        _tiles_as_pointwise(spec, x.shape, w.shape, role, differentiated)
+        or _kernel_multiple_of_stride(spec, w.shape, role, differentiated)
+    ):
+        # Kernel equal to (a multiple of) the stride: one 1x1 (unstrided) convolution of
+        # the input folded space-to-depth.
         inner = functools.partial(
             _run, role=role, names=names, differentiated=differentiated, gradient=gradient
         )

@@ -5591,3 +5591,77 @@ def test_tiles_as_pointwise(monkeypatch, retrace, x_shape, w_shape, kwargs, chan
     takes = not (channels_last and len(x_shape) == 3)  # (1-D channels-last: never)
     assert set(folded) == (roles if takes else set())
     check_transforms(conv, x, w, cotangent(conv("lax"), x, w))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, takes",
+    [
+        ((32, 4, 84, 84), (32, 4, 8, 8), dict(stride=4), True),  # DQN's first layer
+        ((8, 32, 60, 60), (64, 32, 6, 6), dict(stride=3), True),
+        ((2, 16, 226, 226), (128, 16, 12, 12), dict(stride=4), True),  # 3x the stride
+        ((2, 16, 60, 60), (128, 16, 12, 9), dict(stride=(4, 3), padding=2), True),
+        ((16, 32, 12003), (16, 32, 9), dict(stride=3), True),  # 1-D
+        ((2, 4, 24, 26, 24), (64, 4, 8, 8, 8), dict(stride=4), True),  # 3-D
+        ((32, 32, 20, 20), (64, 32, 4, 4), dict(stride=2), False),  # stride 2
+        ((8, 3, 224, 224), (64, 3, 11, 11), dict(stride=4, padding=2), False),  # 11 of 4
+        ((2, 16, 60, 60), (128, 16, 12, 10), dict(stride=(4, 3)), False),  # 10 of 3
+        ((2, 16, 60, 60), (128, 16, 12, 12), dict(stride=(4, 2)), False),  # a stride of 2
+        ((2, 16, 60, 60), (128, 16, 16, 12), dict(stride=4), False),  # 4x the stride
+        ((8, 1, 16000), (128, 1, 80), dict(stride=4), False),  # (the bench's audio layer)
+        ((8, 1, 16000), (512, 1, 10), dict(stride=5), True),
+        ((8, 32, 60, 60), (64, 32, 3, 3), dict(stride=3), False),  # equal: the 1x1 rule's
+        ((8, 32, 60, 60), (64, 32, 6, 6), dict(stride=3, dilation=2), False),
+        ((8, 32, 60, 60), (64, 16, 6, 6), dict(stride=3, groups=2), False),
+    ],
+)
+def test_kernel_multiple_of_stride_rule(x_shape, w_shape, kwargs, takes):
+    """`_dispatch._kernel_multiple_of_stride`: layers whose kernel is two or three
+    times a stride of at least 3 in every dim fold in training (the
+    differentiated value and both derivatives, either layout), never a value alone."""
+    spec, x_shape, w_shape = _spec_of(x_shape, w_shape, kwargs)
+    rule = _dispatch._kernel_multiple_of_stride
+    for channels_last in (False, True):
+        layer = dataclasses.replace(spec, channels_last=channels_last)
+        assert not rule(layer, w_shape, _dispatch.FORWARD, False)
+        assert rule(layer, w_shape, _dispatch.FORWARD, True) == takes
+        for role in (_dispatch.INPUT_GRADIENT, _dispatch.WEIGHT_GRADIENT):
+            assert rule(layer, w_shape, role, False) == takes
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 3, 26, 25), (5, 3, 6, 6), dict(stride=3, padding=1)),  # rows left over
+        ((2, 2, 20, 21), (4, 2, 8, 6), dict(stride=(4, 3), padding=(3, 0))),
+        ((2, 3, 40), (4, 3, 9), dict(stride=3, padding=2)),  # 1-D
+        ((1, 2, 9, 8, 10), (3, 2, 6, 6, 6), dict(stride=3)),  # 3-D
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_kernel_multiple_of_stride(monkeypatch, retrace, x_shape, w_shape, kwargs, channels_last):
+    """Where `_dispatch._kernel_multiple_of_stride` says, `auto` trains the layer folded
+    space-to-depth through `_run` (the differentiated value and both derivatives; a
+    value alone unfolded), and its value and both gradients equal `lax`'s (float64),
+    under every transform too."""
+    from jaxconv._impls import space_to_depth
+
+    folded = []  # (role, differentiated) of each layer folded by the rule
+    fold = space_to_depth.forward
+
+    def spy(x, w, spec, inner):
+        if isinstance(inner, functools.partial):  # (the rule's, not another rule's fold)
+            folded.append((inner.keywords["role"], inner.keywords["differentiated"]))
+        return fold(x, w, spec, inner)
+
+    monkeypatch.setattr(space_to_depth, "forward", spy)
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=9)
+    np.testing.assert_allclose(jax.jit(conv("auto"))(x, w), conv("lax")(x, w), rtol=1e-10)
+    assert folded == []
+    trains_as_lax_float64(conv, x, w, check=False)
+    assert set(folded) == {
+        (_dispatch.FORWARD, True),
+        (_dispatch.INPUT_GRADIENT, False),
+        (_dispatch.WEIGHT_GRADIENT, False),
+    }
+    check_transforms(conv, x, w, cotangent(conv("lax"), x, w))
