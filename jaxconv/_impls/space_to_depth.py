@@ -14,8 +14,9 @@ taps to ``ceil(K / s) * s``: the strided convolution is an unstrided one with
 inputs, where the folded layer's weight gradient runs by kernel rows (`planes`) and the
 strided one would be XLA's (see `jaxconv._dispatch`). The products grow by the zero taps
 (3x3 stride 2: 16 taps for 9), the folded input is one copy of the input. A kernel
-equal to its stride folds to a 1x1 kernel with no zero taps: `auto` runs such layers
-folded in every role where `jaxconv._dispatch._tiles_as_pointwise` says.
+equal to its stride (or a multiple of it) folds to a 1x1 kernel (or one of ``k / s``
+taps) with no zero taps: `auto` runs such layers folded in every role where
+`jaxconv._dispatch._tiles_as_pointwise` or `_kernel_multiple_of_stride` says.
 """
 
 from __future__ import annotations
