@@ -3578,7 +3578,11 @@ def _kernel_multiple_of_stride(spec: ConvSpec, w_shape, role: int, differentiate
     12x12 stride 4), runs in training as the unstrided convolution of its input and
     kernel folded space-to-depth (`space_to_depth.forward`: a ``k/s``-tap kernel over
     ``s^n`` times the channels, with no zero taps) by that layer's own rules: dense,
-    undilated, not transposed. Not a value alone (not measured).
+    undilated, not transposed. Not a value alone (not measured), nor on a mesh of
+    several devices (`_run`): there XLA's partitioner gave the folded weight gradient
+    wrong (6x6 stride 3 padding 1, the input's padded width split unevenly over 8
+    devices: `tests/test_sharding.py::test_folds_under_sharding`, jax 0.10.2; the 1x1
+    fold of `_tiles_as_pointwise` and 8x8 stride 4 came out right).
 
     Found after `_tiles_as_pointwise`, with which it shares the fold (Sapphire Rapids
     Xeon, 2026-12-06, training with a fixed cotangent, the rules without against with,
@@ -3961,8 +3965,12 @@ def _run(
                 return _rows_written_out(x_, w_, spec_, "output_stacked", chosen)
             return planes.output_stacked(x_, w_, spec_, chosen)
         if role == INPUT_GRADIENT:
+            # (Not the stacked phases on a mesh: split along its height over `Explicit`
+            # axes, 8x8 stride 4 4->8 channels-last @24x40 on 8 devices gave the input
+            # gradient 4x too large, `test_folds_under_sharding`, jax 0.10.2.)
+            stacked = _strided_input_gradient_stacked(spec_, x_.shape, w_.shape)
             if (whole or group_part) and (
-                _strided_input_gradient_stacked(spec_, x_.shape, w_.shape)
+                (stacked and split_mesh(x_, w_) is None)
                 or _strided_input_gradient_phases(spec_, x_.shape, w_.shape)
             ):
                 return _derivatives.input_term(x_, w_, spec_, _transposed_value)
@@ -4026,7 +4034,10 @@ def _run(
         return y.reshape((*y.shape[:3], height, width))
     if backend == "cpu" and (
         _tiles_as_pointwise(spec, x.shape, w.shape, role, differentiated)
-        or _kernel_multiple_of_stride(spec, w.shape, role, differentiated)
+        or (
+            _kernel_multiple_of_stride(spec, w.shape, role, differentiated)
+            and split_mesh(x, w) is None
+        )
     ):
         # Kernel equal to (a multiple of) the stride: one 1x1 (unstrided) convolution of
         # the input folded space-to-depth.

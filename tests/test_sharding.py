@@ -7,6 +7,7 @@ which is what jaxconv's contract relies on.
 """
 
 import functools
+import math
 import re
 
 import jax
@@ -882,3 +883,61 @@ def test_autotune_leaves_fft_off_a_mesh(rng, monkeypatch):
         jax.tree.leaves(program.compile()(xs, ws)), jax.tree.leaves(expected), strict=True
     ):
         assert_close(g, e, reduction=8 * 81 * 256)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "w_shape, kwargs",
+    [
+        ((8, 4, 2, 2), dict(stride=2, padding=1)),  # kernel equal to stride
+        ((8, 4, 4, 4), dict(stride=4)),
+        ((8, 4, 6, 6), dict(stride=3, padding=1)),  # kernel a multiple of the stride
+        ((8, 4, 8, 8), dict(stride=4)),
+        # (Not 8x8 stride 4 padding 2 on this input: split along the width, XLA's own
+        # convolution, `lax`, gives its weight gradient wrong, relative error 0.3.)
+    ],
+)
+def test_folds_under_sharding(axis_type, channels_last, w_shape, kwargs, rng, monkeypatch):
+    """Layers whose kernel equals (`_dispatch._tiles_as_pointwise`, its bounds lowered
+    to the test's layers) or is a multiple of its stride (`_kernel_multiple_of_stride`,
+    which keeps off a mesh: XLA's partitioner gave its folded weight gradient wrong, a
+    padded input split along the width, jax 0.10.2) train to the single-device
+    gradients on a mesh, the input split along the batch, the height or the width. (On
+    a mesh the 8x8 stride-4 layer's input gradient keeps off the stacked phases too,
+    `_strided_input_gradient_stacked`: channels-last over `Explicit` axes, split along
+    the height, it came out 4x too large.)"""
+    from jaxconv import _dispatch
+
+    monkeypatch.setattr(_dispatch, "TILES_MIN_OUTPUT_POSITIONS", 1)
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    x = rng.standard_normal((8, 4, 24, 40))  # (padded, the width's blocks split unevenly)
+    w = rng.standard_normal(w_shape)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+    splits = (
+        [("d",), (None, "d"), (None, None, "d")]
+        if channels_last
+        else [
+            ("d",),
+            (None, None, "d"),
+            (None, None, None, "d"),
+        ]
+    )
+
+    def loss_grads(impl):
+        def loss(a, b):
+            y = jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+            return jnp.sum(jnp.sin(y))
+
+        return jax.grad(loss, (0, 1))
+
+    key = ("folds", w_shape, tuple(kwargs.items()), channels_last)
+    want = single_device(key, loss_grads("lax"), x, w)
+    xs = [put(x, *spec, mesh=mesh) for spec in splits]
+    got = jax.jit(lambda xs, w: [loss_grads("auto")(x, w) for x in xs])(xs, put(w, mesh=mesh))
+    for grads in got:
+        for g, e in zip(grads, want, strict=True):
+            assert_close(g, e, reduction=4 * math.prod(w_shape[2:]) * 8)
