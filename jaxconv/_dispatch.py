@@ -3592,7 +3592,8 @@ def _kernel_multiple_of_stride(spec: ConvSpec, w_shape, role: int, differentiate
     kernels 2-3x the stride, 1-D to 3-D, 1-128 -> 16-256 channels, batch 1-32, both
     layouts) **1.08-11.7x on 19 and 0.99x on one** (8x8 stride 4 3->64 @52 batch 32
     channels-last 1.71x, 15x15 stride 5 8->96 @140 2.00x, 3-D 8x8x8 stride 4 4->64
-    @24x26x24 batch 16 11.7x, 1-D 9 stride 3 32->16 @12003 2.20x). Not stride 2, where
+    @24x26x24 batch 16 11.7x, 1-D 9 stride 3 32->16 @12003 2.20x; the deepest folded
+    layer, 3-D 8x8x8 stride 4 64->32 @44x41x43, 4096 channels, 1.97x). Not stride 2, where
     it went both ways (`mult.py`: DQN's 4x4 stride 2 32->64 @20 1.27x /
     1.43x, 64->128 @56 1.12x / 0.99x, 3->64 @128 0.88x / 1.10x), nor kernels that are
     not multiples, whose fold pads zero taps (`s3.py 694 26 5`: 1.06-2.36x where the
