@@ -369,14 +369,24 @@ def backend_name() -> str:
 
 
 def choose(
-    spec: ConvSpec, x_shape, w_shape, dtype, backend: str, nested: bool = False
+    spec: ConvSpec,
+    x_shape,
+    w_shape,
+    dtype,
+    backend: str,
+    nested: bool = False,
+    mesh: bool = False,
 ) -> tuple[str, str, str]:
     """The algorithms ``impl="auto"`` runs for this canonical call on ``backend``: for
     the value (`FORWARD`), the derivative along the input (`INPUT_GRADIENT`) and the
     derivative along the weight (`WEIGHT_GRADIENT`). ``nested`` for a convolution
     `_run` splits a layer into (a transposed layer's sub-pixel phases, a 3-D layer's
     2-D planes, a weight gradient's kernel rows, a group's part), which the rules
-    measured on whole layers only leave alone."""
+    measured on whole layers only leave alone. ``mesh``: the operands lie on a mesh of
+    several devices (`choose_for`), where `_single_input_derivatives_by_matmul` stays
+    off: channels-last 1->16 5x5 stride 2 padding 2 @32x40 batch 8 on an `Explicit`
+    mesh of 8 split along the width trained to a wrong weight gradient with it
+    (relative error 1.0; XLA's own right), `tests/test_sharding.py`, jax 0.10.2."""
     if backend == "cuda":
         return _choose_cuda(spec, x_shape, w_shape, dtype)
     if backend != "cpu":
@@ -400,7 +410,7 @@ def choose(
         and not _output_taps(spec, x_shape, w_shape, FORWARD)
     ):
         rules = ("shift", *rules[1:])
-    if not nested and _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
+    if not nested and not mesh and _single_input_derivatives_by_matmul(spec, x_shape, w_shape):
         value = _single_input_value_by_matmul(spec, x_shape, w_shape)
         weight = "lax" if _single_input_weight_gradient_by_xla(spec) else "matmul"
         rules = ("matmul" if value else rules[FORWARD], "matmul", weight)
@@ -2755,7 +2765,7 @@ def choose_for(
     ``Explicit`` axes) fails in its batching rule, and inside ``jax.shard_map`` over
     part of the mesh its gradients do not lower. XLA's convolution splits along every
     dim under every transformation, so `auto` keeps to it on a mesh."""
-    names = choose(spec, x.shape, w.shape, x.dtype, backend, nested)
+    names = choose(spec, x.shape, w.shape, x.dtype, backend, nested, split_mesh(x, w) is not None)
     return without_fft_on_mesh(names, x, w, "lax")
 
 
