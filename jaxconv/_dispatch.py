@@ -3979,9 +3979,11 @@ def _run(
             # (Not the stacked phases on a mesh: split along its height over `Explicit`
             # axes, 8x8 stride 4 4->8 channels-last @24x40 on 8 devices gave the input
             # gradient 4x too large, `test_folds_under_sharding`, jax 0.10.2.)
-            stacked = _strided_input_gradient_stacked(spec_, x_.shape, w_.shape)
             if (whole or group_part) and (
-                (stacked and split_mesh(x_, w_) is None)
+                (
+                    split_mesh(x_, w_) is None
+                    and _strided_input_gradient_stacked(spec_, x_.shape, w_.shape)
+                )
                 or _strided_input_gradient_phases(spec_, x_.shape, w_.shape)
             ):
                 return _derivatives.input_term(x_, w_, spec_, _transposed_value)

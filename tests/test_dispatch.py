@@ -5542,6 +5542,35 @@ def test_tiles_as_pointwise_transposed():
         )
 
 
+# The roles a fold rule takes in training: the differentiated value, both derivatives.
+TRAINING_FOLDS = {
+    (_dispatch.FORWARD, True),
+    (_dispatch.INPUT_GRADIENT, False),
+    (_dispatch.WEIGHT_GRADIENT, False),
+}
+
+
+def spy_rule_folds(monkeypatch, stride=None) -> list:
+    """The ``(role, differentiated)`` of each convolution `_dispatch._run` folds
+    space-to-depth by a rule of its own (`_tiles_as_pointwise`,
+    `_kernel_multiple_of_stride`: ``inner`` is `_run` itself, where other rules pass
+    `chosen`), from now on, as a list; with ``stride``, each such fold's stride is it."""
+    from jaxconv._impls import space_to_depth
+
+    folded = []
+    fold = space_to_depth.forward
+
+    def spy(x, w, spec, inner):
+        if isinstance(inner, functools.partial):
+            if stride is not None:
+                assert tuple(spec.stride) == stride
+            folded.append((inner.keywords["role"], inner.keywords["differentiated"]))
+        return fold(x, w, spec, inner)
+
+    monkeypatch.setattr(space_to_depth, "forward", spy)
+    return folded
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
@@ -5563,35 +5592,19 @@ def test_tiles_as_pointwise(monkeypatch, retrace, x_shape, w_shape, kwargs, chan
     channels), `auto` runs each role folded space-to-depth through `_run` (the value
     alone, then in training the differentiated value and both derivatives), and its
     value and both gradients equal `lax`'s (float64), under every transform too."""
-    from jaxconv._impls import space_to_depth
-
     monkeypatch.setattr(_dispatch, "TILES_MIN_OUTPUT_POSITIONS", 1)
     monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_INPUT_2D", 0)
     monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_INPUT_3D", 0)
     monkeypatch.setattr(_dispatch, "TILES_VALUE_MIN_OUT_CHANNELS_3D", 1)
-    folded = []  # (role, differentiated) of each layer folded by the rule
-    fold = space_to_depth.forward
-
-    def spy(x, w, spec, inner):
-        if isinstance(inner, functools.partial):  # (the rule's, not another rule's fold)
-            assert tuple(spec.stride) == tuple(w_shape[2:])
-            folded.append((inner.keywords["role"], inner.keywords["differentiated"]))
-        return fold(x, w, spec, inner)
-
-    monkeypatch.setattr(space_to_depth, "forward", spy)
+    folded = spy_rule_folds(monkeypatch, stride=tuple(w_shape[2:]))
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=8)
     np.testing.assert_allclose(jax.jit(conv("auto"))(x, w), conv("lax")(x, w), rtol=1e-10)
     value_alone = len(x_shape) == 5 or (len(x_shape) == 4 and channels_last and x_shape[1] <= 4)
     assert folded == ([(_dispatch.FORWARD, False)] if value_alone else [])
     folded.clear()
     trains_as_lax_float64(conv, x, w, check=False)
-    roles = {
-        (_dispatch.FORWARD, True),
-        (_dispatch.INPUT_GRADIENT, False),
-        (_dispatch.WEIGHT_GRADIENT, False),
-    }
     takes = not (channels_last and len(x_shape) == 3)  # (1-D channels-last: never)
-    assert set(folded) == (roles if takes else set())
+    assert set(folded) == (TRAINING_FOLDS if takes else set())
     check_transforms(conv, x, w, cotangent(conv("lax"), x, w))
 
 
@@ -5646,24 +5659,10 @@ def test_kernel_multiple_of_stride(monkeypatch, retrace, x_shape, w_shape, kwarg
     space-to-depth through `_run` (the differentiated value and both derivatives; a
     value alone unfolded), and its value and both gradients equal `lax`'s (float64),
     under every transform too."""
-    from jaxconv._impls import space_to_depth
-
-    folded = []  # (role, differentiated) of each layer folded by the rule
-    fold = space_to_depth.forward
-
-    def spy(x, w, spec, inner):
-        if isinstance(inner, functools.partial):  # (the rule's, not another rule's fold)
-            folded.append((inner.keywords["role"], inner.keywords["differentiated"]))
-        return fold(x, w, spec, inner)
-
-    monkeypatch.setattr(space_to_depth, "forward", spy)
+    folded = spy_rule_folds(monkeypatch)
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=9)
     np.testing.assert_allclose(jax.jit(conv("auto"))(x, w), conv("lax")(x, w), rtol=1e-10)
     assert folded == []
     trains_as_lax_float64(conv, x, w, check=False)
-    assert set(folded) == {
-        (_dispatch.FORWARD, True),
-        (_dispatch.INPUT_GRADIENT, False),
-        (_dispatch.WEIGHT_GRADIENT, False),
-    }
+    assert set(folded) == TRAINING_FOLDS
     check_transforms(conv, x, w, cotangent(conv("lax"), x, w))

@@ -885,6 +885,34 @@ def test_autotune_leaves_fft_off_a_mesh(rng, monkeypatch):
         assert_close(g, e, reduction=8 * 81 * 256)
 
 
+def trains_as_single_device(x, w, kwargs, channels_last, axis_type, split_dims, reduction):
+    """``jax.grad`` of a loss of `jaxconv.conv2d` (``kwargs``) by `auto` on a mesh of
+    ``axis_type`` axes equals the single-device gradients by `lax`, the input (``x``
+    and ``w`` given channels-first, moved to the layout) split along each of the
+    channels-first dims ``split_dims`` in turn, all in one program."""
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+        split_dims = [d - 1 if d > 1 else d for d in split_dims]  # (the spatial dims)
+
+    def loss_grads(impl):
+        def loss(a, b):
+            y = jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+            return jnp.sum(jnp.sin(y))
+
+        return jax.grad(loss, (0, 1))
+
+    key = ("trains_as_single_device", tuple(kwargs.items()), channels_last)
+    want = single_device(key, loss_grads("lax"), x, w)
+    xs = [put(x, *(None,) * d, "d", mesh=mesh) for d in split_dims]
+    got = jax.jit(lambda xs, w: [loss_grads("auto")(x, w) for x in xs])(xs, put(w, mesh=mesh))
+    for grads in got:
+        for g, e in zip(grads, want, strict=True):
+            assert_close(g, e, reduction=reduction)
+
+
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
@@ -910,37 +938,10 @@ def test_folds_under_sharding(axis_type, channels_last, w_shape, kwargs, rng, mo
     from jaxconv import _dispatch
 
     monkeypatch.setattr(_dispatch, "TILES_MIN_OUTPUT_POSITIONS", 1)
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
     x = rng.standard_normal((8, 4, 24, 40))  # (padded, the width's blocks split unevenly)
     w = rng.standard_normal(w_shape)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
-    splits = (
-        [("d",), (None, "d"), (None, None, "d")]
-        if channels_last
-        else [
-            ("d",),
-            (None, None, "d"),
-            (None, None, None, "d"),
-        ]
-    )
-
-    def loss_grads(impl):
-        def loss(a, b):
-            y = jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
-            return jnp.sum(jnp.sin(y))
-
-        return jax.grad(loss, (0, 1))
-
-    key = ("folds", w_shape, tuple(kwargs.items()), channels_last)
-    want = single_device(key, loss_grads("lax"), x, w)
-    xs = [put(x, *spec, mesh=mesh) for spec in splits]
-    got = jax.jit(lambda xs, w: [loss_grads("auto")(x, w) for x in xs])(xs, put(w, mesh=mesh))
-    for grads in got:
-        for g, e in zip(grads, want, strict=True):
-            assert_close(g, e, reduction=4 * math.prod(w_shape[2:]) * 8)
+    reduction = 4 * math.prod(w_shape[2:]) * 8
+    trains_as_single_device(x, w, kwargs, channels_last, axis_type, [0, 2, 3], reduction)
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
@@ -948,32 +949,13 @@ def test_folds_under_sharding(axis_type, channels_last, w_shape, kwargs, rng, mo
 def test_single_input_layer_under_sharding(axis_type, channels_last, rng):
     """A layer from one input channel (1->16 5x5 stride 2 padding 2) trains to the
     single-device gradients on a mesh, split along the batch, the height or the width
-    (channels-last):
-    there `auto` keeps off `matmul`'s derivatives (`_dispatch.choose`'s ``mesh``), with
-    which the channels-last layer's weight gradient came out wrong over `Explicit` axes
-    split along the width."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    (channels-last): there `auto` keeps off `matmul`'s derivatives (`_dispatch.choose`'s
+    ``mesh``), with which the channels-last layer's weight gradient came out wrong over
+    `Explicit` axes split along the width."""
     x = rng.standard_normal((8, 1, 32, 40))
     w = rng.standard_normal((16, 1, 5, 5))
     # (Not channels-first split along the width: there XLA's own weight gradient, and
     # so `auto`'s, is wrong, twice the right one; README's "Not done yet".)
-    splits = [("d",), (None, None, "d")]
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
-        splits = [("d",), (None, "d"), (None, None, "d")]
-
-    def loss_grads(impl):
-        def loss(a, b):
-            y = jaxconv.conv2d(a, b, stride=2, padding=2, channels_last=channels_last, impl=impl)
-            return jnp.sum(jnp.sin(y))
-
-        return jax.grad(loss, (0, 1))
-
-    want = single_device(("single_input", channels_last), loss_grads("lax"), x, w)
-    xs = [put(x, *spec, mesh=mesh) for spec in splits]
-    got = jax.jit(lambda xs, w: [loss_grads("auto")(x, w) for x in xs])(xs, put(w, mesh=mesh))
-    for grads in got:
-        for g, e in zip(grads, want, strict=True):
-            assert_close(g, e, reduction=25 * 8)
+    split_dims = [0, 2, 3] if channels_last else [0, 2]
+    kwargs = dict(stride=2, padding=2)
+    trains_as_single_device(x, w, kwargs, channels_last, axis_type, split_dims, 25 * 8)
