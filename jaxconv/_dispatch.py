@@ -153,8 +153,23 @@ ROWS_WIDE_MIN_CHANNELS, ROWS_WIDE_MAX_POSITIONS = 2**17, 196
 # many input channels per group keep XLA's (see `_rows_lose`).
 ROWS_NARROW_MAX_OUT_CHANNELS, ROWS_NARROW_MIN_IN_CHANNELS = 32, 160
 # ... and at least this many products per output of each row's 1-D convolution (input
-# channels per group times kernel width; see `_rows_lose`).
+# channels per group times kernel width; see `_rows_lose`) ...
 ROWS_MIN_ROW_DEPTH = 10
+# ... and channels-first at least this many. Found by a random sweep on an AMD EPYC with
+# AVX-512 (Zen 5, 2 cores; 3->192 5x5 padding 2 @32 batch 16 channels-first trained at
+# 0.64x `lax` in one pass, 0.84-0.89x in reruns). Training with a fixed cotangent, XLA's
+# 2-D weight gradient against the rows (padding keeping the size, 11 interleaved runs,
+# 2026-12-06, `/tmp/s70/rowsab.py`, `/tmp/s70/rowsab2.py`), channels-first / channels-last:
+# 10-15 products per row 1.10-2.30x channels-first on all 11 layers (3->32 5x5 @128
+# batch 4 2.30x / 1.27x, 1->64 11x11 @96 batch 4 1.47x / 0.89x, 2->32 7x7 @112 batch 4
+# 1.38x / 1.07x, 3->64 5x5 @64 batch 8 1.36x / 1.24x, 3->192 5x5 @32 batch 16 1.30x /
+# 1.12x, 3->128 5x5 @32 batch 8 1.29x / 1.06x, 2->64 5x5 @96 batch 4 1.21x / 1.12x,
+# 5->64 3x3 @56 batch 8 1.15x / 0.94x, 3->64 5x5 stride 2 @112 batch 8 1.13x / 0.97x,
+# 4->64 3x3 @56 batch 8 1.10x / 0.89x), channels-last 0.89-1.27x (kept: mixed); 18-20
+# mixed (6->48 3x3 @64 1.01x, 4->64 5x5 @64 1.18x, 4->96 5x5 @56 0.89x); from 21 the
+# rows won or tied (7->64 3x3 @56 0.91x, 3->128 7x7 @64 0.95x, 3->96 7x7 @56 0.96x,
+# 9->64 3x3 0.96x; 3->64 7x7 @112 batch 2 1.06x).
+ROWS_MIN_ROW_DEPTH_CHANNELS_FIRST = 16
 # ... but channels-first 3x3 layers from at least this many input channels, at this
 # batch or more, on maps of this many output positions per image, keep XLA's on CPUs
 # of these vendors with AVX-512 (see `_rows_lose`, `cpu_vendor` and `lax.avx2_only`).
@@ -1151,7 +1166,8 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the weight gradient of this 2-D convolution stays XLA's 2-D one rather
     than going by kernel rows (see `_run`): with fewer than `ROWS_MIN_ROW_DEPTH`
     products per output of a row (input channels per group times kernel width: RGB and
-    grey first layers); channels-last with `ROWS_WIDE_MIN_CHANNELS` (input x output)
+    grey first layers), channels-first fewer than `ROWS_MIN_ROW_DEPTH_CHANNELS_FIRST`;
+    channels-last with `ROWS_WIDE_MIN_CHANNELS` (input x output)
     channels per group on at most `ROWS_WIDE_MAX_POSITIONS` output positions;
     channels-first 3x3 from `ROWS_MID_MAP_MIN_IN_CHANNELS` channels
     at batch `ROWS_MID_MAP_MIN_BATCH` or more on maps of `ROWS_MID_MAP_POSITIONS`
@@ -1282,7 +1298,8 @@ def _rows_lose(spec: ConvSpec, x_shape, w_shape) -> bool:
     runs). (XLA's three YNNPACK convolutions of a training step run at the same time,
     one per core, where the rows' five to seven convolutions take both cores each.)"""
     c_out, c_in_g = w_shape[:2]
-    if c_in_g * w_shape[-1] < ROWS_MIN_ROW_DEPTH:
+    depth = ROWS_MIN_ROW_DEPTH if spec.channels_last else ROWS_MIN_ROW_DEPTH_CHANNELS_FIRST
+    if c_in_g * w_shape[-1] < depth:
         return True
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if (

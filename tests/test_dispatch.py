@@ -1010,7 +1010,11 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         # Fewer than 10 products per row (input channels x kernel width): XLA's 2-D one.
         (3, 32, 8, dict(x_size=112), False),  # 3 x 3
         (3, 32, 8, dict(x_size=112, channels_last=True), False),
-        (10, 32, 8, dict(x_size=112), True),  # 10 x 3
+        (10, 32, 8, dict(x_size=112, channels_last=True), True),  # 10 x 3
+        # ... channels-first fewer than 16.
+        (5, 32, 8, dict(x_size=112), False),  # 5 x 3
+        (5, 32, 8, dict(x_size=112, channels_last=True), True),
+        (10, 32, 8, dict(x_size=112), True),
         # Channels-first 3x3 from 64 channels at batch 8 on 2500-8192 positions: XLA's.
         (64, 32, 8, dict(), False),  # 56 x 56
         (64, 32, 8, dict(x_size=90), False),  # 8100 positions
@@ -1050,15 +1054,15 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     c_in, c_out, batch, kwargs, by_rows, monkeypatch, retrace
 ):
     """A dense 2-D convolution under auto: value (unstrided) and input gradient by XLA's
-    2-D convolution, the weight gradient by 1-D ones (one per kernel row) when it has more
-    than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and has at least
-    10 products per row, and is not channels-first 3x3 from 64 channels at batch 8 on
-    2500-8192 positions on an AMD CPU with AVX-512, strided with an input of more than
-    2M elements, channels-last with fewer than 12 output rows in the batch or with 2^17
-    (input x output) channels on at most 196 positions, channels-last strided and
-    unpadded or to fewer channels, channels-first to 512 channels from 160 or more on
-    100-256 positions, or to at most 32 channels from 160 or more
-    (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
+    2-D convolution, the weight gradient by 1-D ones (one per kernel row) when it has
+    more than `ROWS_MIN_OUT_CHANNELS` output channels and `ROWS_MIN_FLOPS`, and has at
+    least 10 products per row (16 channels-first), and is not channels-first 3x3 from 64
+    channels at batch 8 on 2500-8192 positions on an AMD CPU with AVX-512, strided with
+    an input of more than 2M elements, channels-last with fewer than 12 output rows in
+    the batch or with 2^17 (input x output) channels on at most 196 positions,
+    channels-last strided and unpadded or to fewer channels, channels-first to 512
+    channels from 160 or more on 100-256 positions, or to at most 32 channels from 160
+    or more (`_dispatch._rows_lose`), by XLA's 2-D one otherwise."""
     import re
 
     import jaxconv
@@ -1104,6 +1108,44 @@ def test_2d_weight_gradient_runs_as_1d_rows_on_cpu(
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     stacked = _dispatch._strided_rows_stacked(spec, *canonical)
     assert len(one_d(convolutions(conv("auto"), x, w))) == (1 if stacked else 0)
+
+
+@pytest.mark.parametrize(
+    "c_in,c_out,kernel,size,batch,channels_last,by_rows",
+    [
+        (3, 192, 5, 32, 16, False, False),  # 3 x 5 = 15 products per row
+        (2, 32, 7, 112, 4, False, False),  # 2 x 7 = 14
+        (7, 64, 3, 56, 8, False, True),  # 7 x 3 = 21
+        (3, 64, 7, 56, 4, False, True),  # 3 x 7 = 21
+        (3, 192, 5, 32, 16, True, True),  # channels-last: from 10
+        (2, 32, 7, 112, 4, True, True),
+    ],
+)
+def test_weight_gradient_rows_need_16_products_channels_first(
+    c_in, c_out, kernel, size, batch, channels_last, by_rows
+):
+    """Channels-first, a weight gradient goes by kernel rows only with at least
+    `ROWS_MIN_ROW_DEPTH_CHANNELS_FIRST` (16) products per output of a row (input
+    channels times kernel width), channels-last from `ROWS_MIN_ROW_DEPTH` (10); it is
+    the same gradient either way."""
+    x_shape, w_shape = (batch, c_in, size, size), (c_out, c_in, kernel, kernel)
+    if channels_last:
+        x_shape, w_shape = (batch, size, size, c_in), (kernel, kernel, c_in, c_out)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    kw = dict(padding=kernel // 2, channels_last=channels_last)
+
+    def weight_grad(impl):
+        return jax.grad(lambda b: jnp.sum(jaxconv.conv2d(x, b, **kw, impl=impl) ** 2))
+
+    text = jax.jit(weight_grad("auto")).lower(w).as_text()
+    spatial = re.findall(r"stablehlo.convolution.*?\[([^\]]*)\]x\[", text)
+    one_d = [dims for dims in spatial if not re.search(r"\d.*\d", dims)]
+    assert bool(one_d) == by_rows
+    np.testing.assert_allclose(
+        weight_grad("auto")(w), weight_grad("lax")(w), rtol=2e-4, atol=2e-4 * size * size
+    )
 
 
 @pytest.mark.parametrize(
