@@ -1536,3 +1536,38 @@ def _assert_is_xlas(forward, x, w, spec, rng):
     want = jax.jit(lambda: value_and_grads(lax_impl.forward))()
     for g, e in zip(got, want, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,channels_last",
+    [
+        ((1, 8, 72, 72), (8, 8, 7, 7), dict(padding=3), False),
+        ((1, 6, 96, 96), (8, 6, 5, 5), dict(padding=2), False),
+        ((1, 8, 128, 128), (32, 4, 7, 7), dict(stride=2, padding=3, groups=2), True),
+    ],
+)
+def test_shift_sums_channels_right_on_large_maps(x_shape, w_shape, kwargs, channels_last):
+    """`shift` with more products per output than it takes one channel at a time sums a
+    group's input channels per tap (`shift._channel_sum`) right on maps large enough
+    for XLA's CPU runtime to split the work among threads: summed as a broadcast product,
+    YNNPACK's reduction gave relative errors of 0.6-1.1 on these (jaxlib 0.10.2,
+    float32)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    want = ref_conv(
+        x.astype(np.float64),
+        w.astype(np.float64),
+        None,
+        kwargs.get("stride", 1),
+        [(kwargs["padding"],) * 2] * 2,
+        1,
+        kwargs.get("groups", 1),
+    )
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+    conv = functools.partial(jaxconv.conv, **kwargs, channels_last=channels_last, impl="shift")
+    got = np.asarray(jax.jit(conv)(x, w))
+    if channels_last:
+        got = np.moveaxis(got, -1, 1)
+    assert_close(got, want, np.float32, reduction=reduction(w_shape))

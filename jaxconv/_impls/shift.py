@@ -123,6 +123,37 @@ def per_channel(w_shape, ndim: int) -> bool:
     return 0 < terms <= PER_CHANNEL_MAX_TERMS.get(ndim, UNROLL_MAX_TAPS_ND)
 
 
+def _channel_sum(win: jax.Array, wt: jax.Array, spec: ConvSpec, channels_last: bool) -> jax.Array:
+    """The sum over a group's input channels of one tap's window times its weights:
+    ``win`` ``(N, *S, g, 1, C_in/g)`` channels-last or ``(N, g, 1, C_in/g, *S)``
+    channels-first, ``wt`` ``(g, C_out/g, C_in/g)``; ``(N, *S, g, C_out/g)`` or
+    ``(N, g, C_out/g, *S)``.
+
+    As a product, not a broadcast product summed: XLA's CPU compiler (jaxlib 0.10.2)
+    hands ``sum(win * w, axis)`` to YNNPACK's reduction, which returned wrong sums once
+    the array was large enough to split among threads (relative error 0.8-1.5: 8->8
+    7x7 @72 batch 1 channels-first, float32; right at @68 and in float64, which YNNPACK
+    does not take; found by a random sweep on an AMD EPYC with AVX-512, 2026-12-06; the
+    bug XNNPACK's PR 11243 mends, "tasks overwrite other tasks' partial results"). The
+    product is also faster: the same sum alone 4-31x (`/tmp/s70/ynnfix.py`). With one
+    input channel a group the sum of one term stays as it was: written as a product
+    instead, XLA's CPU runtime crashed (a segfault) running the scanned input gradient
+    of PyTorch's grouped `conv_transpose3d` sample
+    (`tests/test_impls.py::test_shift_scanned_grouped_3d_input_gradient`)."""
+    if wt.shape[-1] == 1:  # one input channel a group (depthwise): a sum of one term
+        if channels_last:
+            return jnp.sum(win * wt.reshape((1,) * (win.ndim - 3) + wt.shape), axis=-1)
+        return jnp.sum(win * wt.reshape((1, *wt.shape) + (1,) * (win.ndim - 4)), axis=3)
+    if channels_last:
+        win = lax.squeeze(win, (win.ndim - 2,))  # (N, *S, g, C_in/g)
+        dims = (((win.ndim - 1,), (2,)), ((win.ndim - 2,), (0,)))
+        y = lax.dot_general(win, wt, dims, spec.precision)  # (g, N, *S, C_out/g)
+        return jnp.moveaxis(y, 0, -2)
+    win = lax.squeeze(win, (2,))  # (N, g, C_in/g, *S)
+    y = lax.dot_general(win, wt, (((2,), (2,)), ((1,), (0,))), spec.precision)
+    return jnp.moveaxis(y, (0, y.ndim - 1), (1, 2))  # (g, N, *S, C_out/g) -> (N, g, C_out/g, *S)
+
+
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution as a sum over taps of window times weight."""
     return subpixel.decompose(x, w, spec, _undilated)
@@ -211,8 +242,7 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
             win = win.reshape((n, g, 1, c_in_g, *flat))
             w_i = jnp.moveaxis(wt, -1, 0).reshape((c_in_g, 1, g, o_g) + (1,) * len(flat))
         if not one_per_channel:
-            term = win * (w_i if spec.channels_last else jnp.moveaxis(w_i, 0, 3))
-            terms = [jnp.sum(term, axis=-1 if spec.channels_last else 3)]
+            terms = [_channel_sum(win, wt, spec, spec.channels_last)]
         elif spec.channels_last:
             # Each input channel's weights as w[:, i, *tap]: a contiguous run of the
             # caller's (*K, C_in/g, C_out) weight (the per-group view above makes XLA
@@ -572,8 +602,7 @@ def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         block = lax.dynamic_slice(xp, start, (n, xp.shape[1], *span))
         win = lax.slice(block, (0,) * (nd + 2), block.shape, (1, 1, *spec.stride))
         win = win.reshape((n, g, 1, c_in_g, *flat))
-        term = win * w_tap.reshape((1, g, o_g, c_in_g) + (1,) * len(flat))
-        return y + jnp.sum(term, axis=3), None
+        return y + _channel_sum(win, w_tap, spec, channels_last=False), None
 
     flat = _flat(out, c_in_g)
     zeros = jnp.zeros((n, g, o_g, *flat), acc)
