@@ -15,6 +15,7 @@ from jitted import compile_as_shipped, cotangent, values_and_vjps
 import jaxconv
 from jaxconv import _dispatch, _spec
 from jaxconv._impls import matmul as matmul_impl
+from jaxconv._impls import shift as shift_impl
 
 
 def _values_and_grads(conv, loss, x, w):
@@ -4001,7 +4002,8 @@ def test_auto_pointwise_groups_by_shift(x_shape, w_shape, kwargs, channels_last,
     """auto runs the value of a 1x1 layer of groups of at most 16 input channels (more
     than 64 input x output channels) by shift-and-add, a sum of broadcast products with
     no convolution or dot (`_dispatch._pointwise_groups_by_shift`); its input gradient
-    too, channels-last or with more than 16 groups, and then its weight gradient by one
+    too, channels-last or with more than 16 groups (with more output channels a group
+    than shift takes one at a time, one product a tap), and then its weight gradient by one
     product with the groups as a batch dim; in every case values, both gradients, forward mode and
     second derivatives equal the float64 reference's."""
     rng = np.random.default_rng(11)
@@ -4016,7 +4018,17 @@ def test_auto_pointwise_groups_by_shift(x_shape, w_shape, kwargs, channels_last,
     assert "convolution" not in value and "dot_general" not in value, value
     dx = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), 0)).lower(x, w).as_text()
     dw = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), 1)).lower(x, w).as_text()
-    assert ("convolution" not in dx and "dot_general" not in dx) == direct, dx
+    if direct:
+        # Past `shift.per_channel`'s products a tap, shift sums a group's channels (here
+        # the output channels, of the input gradient) as one product a tap
+        # (`shift._channel_sum`): a dot_general, no convolution.
+        nd = len(x_shape) - 2
+        o_g = (w_shape[-1] if channels_last else w_shape[0]) // kwargs["groups"]
+        taps = math.prod(w_shape[:-2] if channels_last else w_shape[2:])
+        limit = shift_impl.PER_CHANNEL_MAX_TERMS.get(nd, shift_impl.UNROLL_MAX_TAPS_ND)
+        assert "convolution" not in dx and ("dot_general" in dx) == (o_g * taps > limit), dx
+    else:
+        assert "convolution" in dx or "dot_general" in dx, dx
     # One product, the groups its batch dim (the dense groups': one product per group).
     assert "convolution" not in dw and (dw.count("dot_general") == 1) == direct, dw
     c_in_g = w_shape[1] if not channels_last else w_shape[-2]
