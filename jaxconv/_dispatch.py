@@ -160,15 +160,16 @@ ROWS_MIN_ROW_DEPTH = 10
 # 0.64x `lax` in one pass, 0.84-0.89x in reruns). Training with a fixed cotangent, XLA's
 # 2-D weight gradient against the rows (padding keeping the size, 11 interleaved runs,
 # 2026-12-06, `/tmp/s70/rowsab.py`, `/tmp/s70/rowsab2.py`), channels-first / channels-last:
-# 10-15 products per row 1.10-2.30x channels-first on all 11 layers (3->32 5x5 @128
+# 10-15 products per row 1.10-2.30x channels-first on all 10 layers (3->32 5x5 @128
 # batch 4 2.30x / 1.27x, 1->64 11x11 @96 batch 4 1.47x / 0.89x, 2->32 7x7 @112 batch 4
 # 1.38x / 1.07x, 3->64 5x5 @64 batch 8 1.36x / 1.24x, 3->192 5x5 @32 batch 16 1.30x /
 # 1.12x, 3->128 5x5 @32 batch 8 1.29x / 1.06x, 2->64 5x5 @96 batch 4 1.21x / 1.12x,
 # 5->64 3x3 @56 batch 8 1.15x / 0.94x, 3->64 5x5 stride 2 @112 batch 8 1.13x / 0.97x,
 # 4->64 3x3 @56 batch 8 1.10x / 0.89x), channels-last 0.89-1.27x (kept: mixed); 18-20
 # mixed (6->48 3x3 @64 1.01x, 4->64 5x5 @64 1.18x, 4->96 5x5 @56 0.89x); from 21 the
-# rows won or tied (7->64 3x3 @56 0.91x, 3->128 7x7 @64 0.95x, 3->96 7x7 @56 0.96x,
-# 9->64 3x3 0.96x; 3->64 7x7 @112 batch 2 1.06x).
+# rows won or tied on four (7->64 3x3 @56 0.91x, 3->128 7x7 @64 0.95x, 3->96 7x7 @56
+# 0.96x, 9->64 3x3 0.96x) and lost on one (3->64 7x7 @112 batch 2 1.06x). Also taken by
+# the folded weight gradients of `_space_to_depth_weight_gradient` (not measured there).
 ROWS_MIN_ROW_DEPTH_CHANNELS_FIRST = 16
 # ... but channels-first 3x3 layers from at least this many input channels, at this
 # batch or more, on maps of this many output positions per image, keep XLA's on CPUs
@@ -1389,8 +1390,8 @@ def _shift_input_gradient_per_channel(spec: ConvSpec, w_shape) -> bool:
     """Whether `shift` runs the input gradient of this grouped layer (a convolution
     from the output channels, ``C_out / groups`` a group, back to the input) one
     broadcast product per channel (`shift.per_channel`: at most
-    `shift.PER_CHANNEL_MAX_TERMS` products per output), rather than by a slow sum
-    over each group's channels (see `choose`)."""
+    `shift.PER_CHANNEL_MAX_TERMS` products per output), rather than by a sum
+    over each group's channels, one product a tap (`shift._channel_sum`; see `choose`)."""
     c_out_g = w_shape[0] // spec.groups
     return shift_impl.per_channel((w_shape[1] * spec.groups, c_out_g, *w_shape[2:]), spec.ndim)
 

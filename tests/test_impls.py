@@ -1544,13 +1544,14 @@ def _assert_is_xlas(forward, x, w, spec, rng):
         ((1, 8, 72, 72), (8, 8, 7, 7), dict(padding=3), False),
         ((1, 6, 96, 96), (8, 6, 5, 5), dict(padding=2), False),
         ((1, 8, 128, 128), (32, 4, 7, 7), dict(stride=2, padding=3, groups=2), True),
+        ((1, 8, 96, 96), (8, 4, 17, 17), dict(padding=8, groups=2), False),  # scanned
     ],
 )
 def test_shift_sums_channels_right_on_large_maps(x_shape, w_shape, kwargs, channels_last):
     """`shift` with more products per output than it takes one channel at a time sums a
     group's input channels per tap (`shift._channel_sum`) right on maps large enough
     for XLA's CPU runtime to split the work among threads: summed as a broadcast product,
-    YNNPACK's reduction gave relative errors of 0.6-1.1 on these (jaxlib 0.10.2,
+    YNNPACK's reduction gave relative errors of 0.6-1.4 on these (jaxlib 0.10.2,
     float32)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)

@@ -2,18 +2,18 @@
 
 Each kernel tap contributes its strided window of the padded input times that tap's
 weights, broadcast over positions: ``y = sum_t window_t * w[..., t]``. There is no
-matrix product at all, so it wins exactly where XLA's grouped convolution is slowest
-(depthwise: one input channel per group), and it loses where channels per group are
-many (its work per tap grows with ``C_in/groups * C_out/groups`` and nothing is
-blocked for cache). XLA fuses the whole sum into one loop over the output.
+matrix product but a small one per tap where a group has more channels than it takes one
+at a time (`per_channel`, `_channel_sum`), so it wins exactly where XLA's grouped
+convolution is slowest (depthwise: one input channel per group), and it loses where
+channels per group are many (its work per tap grows with ``C_in/groups * C_out/groups``
+and nothing is blocked for cache). XLA fuses the whole sum into one loop over the
+output.
 
 Up to `unroll_max_taps` taps the sum is unrolled (more than `ROW_SUM_MIN_TERMS` terms
 added kernel row by kernel row); beyond that (large kernels, where unrolling made
 compile times of minutes, or XLA's loop falls off a cliff) it is a `jax.lax.scan` over
-the taps. Input
-dilation (transposed convolutions) is split into sub-pixel phases first, so no product
-with an inserted zero is ever computed.
-"""
+the taps. Input dilation (transposed convolutions) is split into sub-pixel phases first,
+so no product with an inserted zero is ever computed."""
 
 from __future__ import annotations
 
@@ -126,19 +126,20 @@ def per_channel(w_shape, ndim: int) -> bool:
 def _channel_sum(win: jax.Array, wt: jax.Array, spec: ConvSpec, channels_last: bool) -> jax.Array:
     """The sum over a group's input channels of one tap's window times its weights:
     ``win`` ``(N, *S, g, 1, C_in/g)`` channels-last or ``(N, g, 1, C_in/g, *S)``
-    channels-first, ``wt`` ``(g, C_out/g, C_in/g)``; ``(N, *S, g, C_out/g)`` or
-    ``(N, g, C_out/g, *S)``.
+    channels-first, ``wt`` ``(g, C_out/g, C_in/g)``; ``(N, *S, g, C_out/g)`` or ``(N, g,
+    C_out/g, *S)``.
 
     As a product, not a broadcast product summed: XLA's CPU compiler (jaxlib 0.10.2)
     hands ``sum(win * w, axis)`` to YNNPACK's reduction, which returned wrong sums once
-    the array was large enough to split among threads (relative error 0.8-1.5: 8->8
-    7x7 @72 batch 1 channels-first, float32; right at @68 and in float64, which YNNPACK
-    does not take; found by a random sweep on an AMD EPYC with AVX-512, 2026-12-06; the
-    bug XNNPACK's PR 11243 mends, "tasks overwrite other tasks' partial results"). The
-    product is also faster: the same sum alone 4-31x (`/tmp/s70/ynnfix.py`). With one
-    input channel a group the sum of one term stays as it was: written as a product
-    instead, XLA's CPU runtime crashed (a segfault) running the scanned input gradient
-    of PyTorch's grouped `conv_transpose3d` sample
+    the array was large enough to split among threads (relative errors 0.6-1.6; 8->8 7x7
+    batch 1 channels-first, float32: wrong from @66 in one run, from @72 in another,
+    right at @64 and in float64, which YNNPACK does not take; found by a random sweep on
+    an AMD EPYC with AVX-512, 2026-12-06; the bug XNNPACK's PR 11243 mends, "tasks
+    overwrite other tasks' partial results"). The product is also faster: the same sum
+    alone 4-31x (`/tmp/s70/ynnfix.py`). With one input channel a group the sum of one
+    term stays as it was: written as a plain broadcast product instead (no sum), XLA's
+    CPU runtime crashed (a segfault) running the scanned input gradient of PyTorch's
+    grouped `conv_transpose3d` sample
     (`tests/test_impls.py::test_shift_scanned_grouped_3d_input_gradient`)."""
     if wt.shape[-1] == 1:  # one input channel a group (depthwise): a sum of one term
         if channels_last:
@@ -237,7 +238,6 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
         flat = _flat(out, c_in_g)
         if spec.channels_last:
             win = win.reshape((n, *flat, g, 1, c_in_g))  # channel c_in_g * group + i
-            w_i = wt.reshape((1,) * (1 + len(flat)) + wt.shape)  # (..., g, C_out/g, C_in/g)
         else:
             win = win.reshape((n, g, 1, c_in_g, *flat))
             w_i = jnp.moveaxis(wt, -1, 0).reshape((c_in_g, 1, g, o_g) + (1,) * len(flat))
