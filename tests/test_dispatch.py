@@ -1012,9 +1012,9 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
         (3, 32, 8, dict(x_size=112), False),  # 3 x 3
         (3, 32, 8, dict(x_size=112, channels_last=True), False),
         (10, 32, 8, dict(x_size=112, channels_last=True), True),  # 10 x 3
-        # ... channels-first fewer than 16.
-        (5, 32, 8, dict(x_size=112), False),  # 5 x 3
-        (5, 32, 8, dict(x_size=112, channels_last=True), True),
+        (5, 32, 8, dict(x_size=112, channels_last=True), True),  # 5 x 3
+        # Channels-first from 16 (`test_weight_gradient_rows_need_16_products_channels_first`:
+        # rows of few channels may lower to products, which this test does not count).
         (10, 32, 8, dict(x_size=112), True),
         # Channels-first 3x3 from 64 channels at batch 8 on 2500-8192 positions: XLA's.
         (64, 32, 8, dict(), False),  # 56 x 56
