@@ -2702,7 +2702,9 @@ def test_pointwise_few_rows_trains_as_lax(monkeypatch, op, x_shape, w_shape, kwa
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
-        ((2, 8, 13, 11), (12, 8, 3, 3), dict(stride=2, padding=2, dilation=2)),
+        # (Stride and dilation coprime: sharing a factor, the layer is reduced by it,
+        # `_dispatch._common_factor`.)
+        ((2, 8, 13, 11), (12, 8, 3, 3), dict(stride=2, padding=3, dilation=3)),
         ((3, 6, 12, 14), (5, 6, 2, 3), dict(stride=(3, 1), padding=(1, 0), dilation=(2, 3))),
         # Kernels shorter than the stride (`_dispatch._kernel_within_stride`).
         ((2, 8, 13, 11), (12, 8, 2, 2), dict(stride=3, padding=1)),
@@ -5724,3 +5726,104 @@ def test_kernel_multiple_of_stride(monkeypatch, retrace, x_shape, w_shape, kwarg
     trains_as_lax_float64(conv, x, w, check=False)
     assert set(folded) == TRAINING_FOLDS
     check_transforms(conv, x, w, cotangent(conv("lax"), x, w))
+
+
+def _common_factor_case(x_shape, w_shape, stride, dilation, padding, groups=1):
+    """The canonical operands (zeros, channels-first) and spec of a layer."""
+    spec = _spec.conv_plan(
+        "conv", x_shape, w_shape, stride=stride, padding=padding, dilation=dilation, groups=groups
+    ).spec
+    return jnp.zeros(x_shape, jnp.float32), jnp.zeros(w_shape, jnp.float32), spec
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the common-factor rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, padding, want",
+    [
+        # 5x5 stride 2 dilation 2 padding 4 @64: the even elements (32), padding 2.
+        ((2, 8, 64, 64), (4, 8, 5, 5), 2, 2, 4, ((1, 1), (1, 1), ((2, 2),) * 2, (32, 32))),
+        # Odd padding: the odd elements (@9: 1, 3, 5, 7), a padding element each side.
+        ((1, 2, 9), (2, 2, 3), 2, 2, 1, ((1,), (1,), ((1, 1),), (4,))),
+        # Stride 4, dilation 2: stride 2 and no dilation on the even elements, 14 (read
+        # by no window) dropped.
+        ((1, 2, 16), (2, 2, 3), 4, 2, 0, ((2,), (1,), ((0, 0),), (7,))),
+        # Stride 2, dilation 4: stride 1, dilation 2.
+        ((1, 2, 20), (2, 2, 3), 2, 4, 4, ((1,), (2,), ((2, 2),), (10,))),
+        # Stride 3, dilation 6 along the height only; the width as it was.
+        ((1, 2, 12, 12), (2, 2, 2, 2), (3, 1), (6, 2), 0, ((1, 1), (2, 2), ((0, 0),) * 2, (4, 12))),
+        # Valid @10: the even elements 0..8, all read.
+        ((1, 2, 10), (2, 2, 3), 2, 2, 0, ((1,), (1,), ((0, 0),), (5,))),
+    ],
+)
+def test_common_factor_reduces_the_layer(x_shape, w_shape, stride, dilation, padding, want):
+    """A layer whose stride and dilation share a factor runs as the convolution of the
+    input elements it reads (`_dispatch._common_factor`): the reduced stride, dilation,
+    padding and the elements taken as computed by hand."""
+    x, w, spec = _common_factor_case(x_shape, w_shape, stride, dilation, padding)
+    reduced = _dispatch._common_factor(x, w, spec)
+    assert reduced is not None
+    x2, spec2 = reduced
+    assert (spec2.stride, spec2.rhs_dilation, spec2.padding, x2.shape[2:]) == want
+    assert spec2.out_spatial(x2.shape[2:], w_shape[2:]) == spec.out_spatial(
+        x_shape[2:], w_shape[2:]
+    )
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the common-factor rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, groups",
+    [
+        ((1, 2, 16, 16), (2, 2, 3, 3), 2, 3, 1),  # coprime
+        ((1, 2, 16, 16), (2, 2, 1, 1), 2, 2, 1),  # one tap: no dilation to share
+        ((1, 2, 16, 16), (2, 2, 3, 3), 2, 1, 1),  # undilated
+        ((2, 8, 56, 56), (8, 1, 5, 5), 2, 4, 8),  # depthwise: shift reads its windows
+    ],
+)
+def test_common_factor_not_taken(x_shape, w_shape, stride, dilation, groups):
+    """No common factor (or a layer shift-and-add runs), no reduction."""
+    x, w, spec = _common_factor_case(x_shape, w_shape, stride, dilation, 1, groups)
+    assert _dispatch._common_factor(x, w, spec) is None
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, padding, channels_last",
+    [
+        ((2, 6, 21, 19), (4, 6, 5, 5), 2, 2, 4, False),
+        ((2, 6, 21, 19), (4, 6, 5, 5), 2, 2, 4, True),
+        ((2, 6, 22, 17), (4, 6, 3, 3), (4, 2), (2, 4), ((1, 2), (3, 0)), True),
+        ((1, 4, 31), (6, 4, 3), 3, 3, 2, False),
+        ((1, 4, 16), (6, 4, 3), 4, 2, 0, True),  # the end cropped
+        ((1, 4, 9, 10, 11), (4, 4, 3, 2, 3), 2, 2, 1, False),
+        ((3, 4, 9, 10, 11), (4, 4, 3, 3, 3), (2, 1, 2), (2, 2, 4), (0, 2, 3), True),
+    ],
+)
+def test_common_factor_matches_float64(x_shape, w_shape, stride, dilation, padding, channels_last):
+    """Layers reduced by their common factor (`_dispatch._common_factor`, on the CPU):
+    value and both gradients equal the float64 reference's, and forward mode too."""
+    rng = np.random.default_rng(71)
+    nd = len(x_shape) - 2
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+
+    def conv(a, b, impl="auto"):
+        return jaxconv.conv(
+            a,
+            b,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            channels_last=channels_last,
+            impl=impl,
+        )
+
+    taps = math.prod(w_shape[2:])
+    out = math.prod(jax.eval_shape(conv, x, w).shape[1 : 1 + nd])
+    reductions = (w_shape[1] * taps, w_shape[0] * taps, x_shape[0] * out)
+    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, reductions)
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    tangents = (jnp.ones_like(x64), jnp.full_like(w64, 0.5))
+    _, jvp = jax.jvp(conv, (x64, w64), tangents)
+    _, jvp_ref = jax.jvp(functools.partial(conv, impl="lax"), (x64, w64), tangents)
+    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-10, atol=1e-10)
