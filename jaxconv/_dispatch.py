@@ -2741,7 +2741,7 @@ def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Arra
     and the smaller layer (stride 1 and no dilation where ``s == d``) takes the fast
     rules. Against the whole, random layers of 1-3 dims (stride and dilation 2 and 2,
     2 and 4, 4 and 2, 3 and 3 or 2 and 6; 3-256 channels, batch 1-8, both layouts; 7
-    interleaved runs, AMD EPYC with AVX-512, 2026-12-07, `/tmp/s71/cfsweep.py` seeds 2
+    interleaved runs, AMD EPYC with AVX-512, 2026-12-06, `/tmp/s71/cfsweep.py` seeds 2
     and 3): 1.57x (geometric mean of 60 rows, forward and training), training 1.82x
     (1.17-5.7x on 27 of 30 layers; 0.93x and 0.95x on two of 0.4 ms, and 0.87x on a
     depthwise one whose program did not change, see below), forward 0.93-8.8x (below
@@ -3473,9 +3473,10 @@ def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> 
     on three. Channels-first the patches went both ways (0.66-1.65x on 15 layers): not
     there. The rule against without on 30 fresh layers (`sd3.py 12 30`): it changed 21,
     training 1.01-3.3x on 20 (median 1.8x), 0.81x on one (32->8 7x7 stride 3 dilation 3
-    @112 batch 2, 12.9 ms against 10.4). Since 2026-12-07 a stride and dilation that
-    share a factor are divided by it first (`_common_factor`), which trained those
-    layers faster (channels-last 1.17-1.81x on five of six, 0.93x on a 0.4 ms one)."""
+    @112 batch 2, 12.9 ms against 10.4). Since 2026-12-06 (night) a stride and
+    dilation that share a factor are divided by it first (`_common_factor`), which
+    trained those layers faster (channels-last 1.17-1.81x on five of six, 0.93x on a
+    0.4 ms one)."""
     if not _dense_channels_last_2d(spec) or any(d > 1 for d in spec.lhs_dilation):
         return False
     return (
