@@ -2718,14 +2718,94 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     never through XLA's slow convolution transposes unless it is the choice. Forward
     mode (`jax.jvp`, `jax.jacfwd`) keeps working, which a `custom_vjp` would break.
 
-    A layer whose stride and kernel dilation share a factor along some dim reads only
-    every that-many-th input element there, and runs as the smaller convolution of
-    those (`_common_factor`).
+    A layer is first reduced to the part of it that reads the input (`reduce`).
     """
+    x, w, spec = reduce(x, w, spec)
+    return forward_with(x, w, spec, None)
+
+
+def reduce(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, jax.Array, ConvSpec]:
+    """The smaller convolution with this layer's result (on the CPU, not transposed,
+    not on a mesh; else the layer itself): the kernel without its taps at either end
+    that read only padding (`_touching_taps`), and where the stride and kernel dilation
+    share a factor along some dim, only the input elements read there
+    (`_common_factor`). Both exact: the same terms, so the same result, and under
+    differentiation the gradients of what was dropped are zeros."""
+    if backend_name() != "cpu" or any(d != 1 for d in spec.lhs_dilation):
+        return x, w, spec
+    if split_mesh(x, w) is not None:
+        return x, w, spec
+    trimmed = _touching_taps(x, w, spec)
+    if trimmed is not None:
+        starts, limits, spec = trimmed
+        w = jax.lax.slice(w, (0, 0, *starts), (*w.shape[:2], *limits))
     reduced = _common_factor(x, w, spec)
     if reduced is not None:
         x, spec = reduced
-    return forward_with(x, w, spec, None)
+    return x, w, spec
+
+
+# Undilated kernels of more than one input channel a group are trimmed (`_touching_taps`)
+# only from this many rows (batch x output positions): with fewer, their whole weight
+# weighs more than the work saved, and `kernel_past_output`'s patches already run them
+# (trimmed against whole, 7-11 interleaved runs, AMD EPYC with AVX-512, 2026-12-06,
+# `/tmp/s71/trimsweep.py`): 7x7 "same" 256->512 @3 batch 1 channels-last training 0.43x,
+# 512->128 0.59x; 5x5 256->512 @2 batch 8 forward 0.73x, 256->128 0.96x; k31 64->512
+# @4 batch 1 forward 0.50x; from 64 rows they won (k31 @4 batch 16 2.2x forward, 1.8x
+# training; 3-D 5x5x5 64@2 batch 16 2.6x, 2.6x; 7x7x7 256->512 @2 batch 16 83x, 4.0x).
+TRIM_MIN_ROWS = 64
+
+
+def _touching_taps(x: jax.Array, w: jax.Array, spec: ConvSpec):
+    """``(first, last + 1, spec)`` per spatial dim: the taps of the kernel from the first
+    to the last that read an input element for some output, and the spec of that kernel
+    (its padding shortened by the dropped taps' reach); None where every tap does, where
+    none does along some dim, or where the shortened padding would go negative.
+
+    A tap reads ``s * o + d * k - lo`` for the outputs ``o``; one that reads only the
+    padding for every output adds zeros. A kernel dilated past a small map reads little
+    else: DeepLab's ASPP 3x3 dilation 18 (padding 18) @14 is its centre tap, a 1x1
+    convolution. Trimmed against whole (`auto` both), random layers of 1-3 dims taken
+    where this trims (3x3 dilation 6-24 on maps of 4-33, and 3x3 to 7x7 and k9-k31
+    "same" on maps of 1-16; 64-512 channels or depthwise, batch 1-16, both layouts; 9
+    interleaved runs, AMD EPYC with AVX-512, 2026-12-06, `/tmp/s71/trimsweep.py 4 16
+    9`): 1.01-8100x on all 32 rows, geometric mean 9.8x; 2-D ASPP 3x3 dilation 18-24
+    @7-17 1.45-62x forward, 2.1-11x training, forward now 0.8-41x PyTorch's speed
+    (0.02-1.03x before); 3-D depthwise 3x3x3 dilation 24 512@8 batch 8, which ran 0.23x
+    `lax` (1.76 s), 0.22 ms. Before the row count
+    (`TRIM_MIN_ROWS`) and apart from one-pixel inputs, 0.43-0.96x on seven rows of four
+    earlier sweeps (seeds 1-3)."""
+    kernel = w.shape[2:]
+    out = spec.out_spatial(x.shape[2:], kernel)
+    if min(out, default=1) < 1 or 0 in x.shape:
+        return None
+    firsts, lasts, padding = [], [], []
+    for n, k, o, s, d, (lo, hi) in zip(
+        x.shape[2:], kernel, out, spec.stride, spec.rhs_dilation, spec.padding, strict=True
+    ):
+        touching = [
+            t
+            for t in range(k)
+            # Outputs from max(0, ceil(-c / s)) to min(o - 1, floor((n - 1 - c) / s)),
+            # where c = d * t - lo, read the input.
+            if max(0, -((d * t - lo) // s)) <= min(o - 1, (n - 1 - d * t + lo) // s)
+        ]
+        if not touching:
+            return None
+        first, last = touching[0], touching[-1]
+        lo2, hi2 = lo - d * first, hi - d * (k - 1 - last)
+        if lo2 < 0 or hi2 < 0:
+            return None
+        firsts.append(first)
+        lasts.append(last + 1)
+        padding.append((lo2, hi2))
+    trimmed = [(a, b) != (0, k) for a, b, k in zip(firsts, lasts, kernel, strict=True)]
+    if not any(trimmed):
+        return None
+    dilated = any(t and d > 1 for t, d in zip(trimmed, spec.rhs_dilation, strict=True))
+    if not dilated and w.shape[1] > 1 and x.shape[0] * math.prod(out) < TRIM_MIN_ROWS:
+        return None
+    return tuple(firsts), tuple(lasts), dataclasses.replace(spec, padding=tuple(padding))
 
 
 def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, ConvSpec] | None:

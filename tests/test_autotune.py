@@ -48,6 +48,8 @@ CASES = [
     (jaxconv.conv2d, (1, 9, 8, 4), (2, 3, 2, 6), dict(groups=2, dilation=2, channels_last=True)),
     (jaxconv.conv_transpose2d, (2, 4, 5, 5), (4, 3, 4, 4), dict(stride=2, padding=1)),
     (jaxconv.conv3d, (1, 2, 4, 5, 5), (3, 2, 2, 3, 3), dict(padding=1)),
+    # Stride and dilation sharing a factor: measured reduced (`_dispatch._common_factor`).
+    (jaxconv.conv2d, (2, 16, 13, 12), (8, 16, 3, 3), dict(stride=2, dilation=2, padding=2)),
 ]
 
 
@@ -91,6 +93,18 @@ def test_measured_once_per_signature_then_read_from_disk(cache, monkeypatch):
     jax.clear_caches()
     jax.jit(lambda a, b: conv(a, b) + 0).lower(x, w)
     assert len(calls) == 2 and len(choices) == 4
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the common-factor rule is the CPU's")
+def test_a_layer_with_a_common_factor_is_measured_reduced(monkeypatch):
+    """Stride 2 and dilation 2 read every other element: autotune measures the plain
+    convolution of those, as `auto` runs it (`_dispatch._common_factor`)."""
+    choices = _count_calls(monkeypatch, "choose")
+    x, w = np.ones((2, 16, 13, 12), np.float32), np.ones((8, 16, 3, 3), np.float32)
+    jaxconv.conv2d(x, w, stride=2, dilation=2, padding=2, impl="autotune")
+    ((spec, x_shape, w_shape, _),) = choices
+    assert (spec.stride, spec.rhs_dilation, spec.padding) == ((1, 1), (1, 1), ((1, 1), (1, 1)))
+    assert (tuple(x_shape), tuple(w_shape)) == ((2, 16, 7, 6), (8, 16, 3, 3))
 
 
 def test_cached_winners_are_the_ones_run(cache, monkeypatch):

@@ -5818,6 +5818,110 @@ def test_common_factor_matches_float64(x_shape, w_shape, stride, dilation, paddi
             impl=impl,
         )
 
+    if jax.default_backend() == "cpu":  # (the rule's backend)
+        plan = _spec.conv_plan(
+            "conv", x_shape, w_shape, stride=stride, padding=padding, dilation=dilation
+        )
+        zeros = jnp.zeros(x_shape), jnp.zeros(w_shape)
+        assert _dispatch._common_factor(*zeros, plan.spec) is not None
+    taps = math.prod(w_shape[2:])
+    out = math.prod(jax.eval_shape(conv, x, w).shape[1 : 1 + nd])
+    reductions = (w_shape[1] * taps, w_shape[0] * taps, x_shape[0] * out)
+    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, reductions)
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    tangents = (jnp.ones_like(x64), jnp.full_like(w64, 0.5))
+    _, jvp = jax.jvp(conv, (x64, w64), tangents)
+    _, jvp_ref = jax.jvp(functools.partial(conv, impl="lax"), (x64, w64), tangents)
+    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-10, atol=1e-10)
+
+
+def _trim_case(x_shape, w_shape, stride, dilation, padding, groups=1):
+    """Canonical operands (zeros) and the spec of a layer padded by ``padding`` (pairs)."""
+    nd = len(x_shape) - 2
+    spec = _spec.ConvSpec(
+        stride=(stride,) * nd,
+        padding=padding,
+        lhs_dilation=(1,) * nd,
+        rhs_dilation=(dilation,) * nd,
+        groups=groups,
+    )
+    return jnp.zeros(x_shape, jnp.float32), jnp.zeros(w_shape, jnp.float32), spec
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, padding, want",
+    [
+        # ASPP's 3x3 dilation 18 @14: its centre tap alone, no padding.
+        ((1, 8, 14, 14), (4, 8, 3, 3), 1, 18, ((18, 18),) * 2, ((1, 1), (2, 2), ((0, 0),) * 2)),
+        # Stride 2, dilation 6 @5: the centre tap reads 0, 2, 4; the others only padding.
+        ((1, 2, 5), (2, 2, 3), 2, 6, ((6, 6),), ((1,), (2,), ((0, 0),))),
+        # k31 "same" @4 (64 rows): taps 12 to 18, padding 3 each side.
+        ((16, 2, 4), (2, 2, 31), 1, 1, ((15, 15),), ((12,), (19,), ((3, 3),))),
+        # Along one dim only, asymmetric padding: taps 3 and 4 along the width.
+        ((8, 2, 16, 2), (2, 2, 3, 5), 1, 1, ((1, 1), (4, 0)), ((0, 3), (3, 5), ((1, 1), (1, 0)))),
+        # Depthwise 5x5 @2 (one channel a group, no row count asked): taps 1 to 3.
+        ((1, 4, 2, 2), (4, 1, 5, 5), 1, 1, ((2, 2),) * 2, ((1, 1), (4, 4), ((1, 1),) * 2)),
+    ],
+)
+def test_touching_taps_trim_the_kernel(x_shape, w_shape, stride, dilation, padding, want):
+    """`_dispatch._touching_taps`: the taps from the first to the last that read the
+    input for some output, and the padding shortened by the dropped taps' reach, worked
+    by hand; the output's size is the layer's."""
+    groups = x_shape[1] if w_shape[1] == 1 else 1
+    x, w, spec = _trim_case(x_shape, w_shape, stride, dilation, padding, groups)
+    trimmed = _dispatch._touching_taps(x, w, spec)
+    assert trimmed is not None
+    first, last, spec2 = trimmed
+    assert (first, last, spec2.padding) == want
+    kernel = tuple(b - a for a, b in zip(first, last, strict=True))
+    assert spec2.out_spatial(x_shape[2:], kernel) == spec.out_spatial(x_shape[2:], w_shape[2:])
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, padding",
+    [
+        ((1, 2, 7, 7), (2, 2, 3, 3), 1, 1, ((1, 1),) * 2),  # every tap reads the input
+        ((8, 2, 2, 2), (2, 2, 5, 5), 1, 1, ((2, 2),) * 2),  # undilated, 32 rows
+        ((1, 1, 4), (1, 1, 3), 5, 3, ((1, 2),)),  # tap 1 alone would need padding -2
+        ((1, 2, 1, 1), (2, 2, 3, 3), 1, 1, ((1, 1),) * 2),  # one pixel, one row
+    ],
+)
+def test_touching_taps_not_trimmed(x_shape, w_shape, stride, dilation, padding):
+    """No kernel trimmed where every tap reads the input, where an undilated kernel
+    of more than one channel a group meets fewer than `TRIM_MIN_ROWS` rows (its
+    derivatives by patches already), or where the padding would go negative."""
+    x, w, spec = _trim_case(x_shape, w_shape, stride, dilation, padding)
+    assert _dispatch._touching_taps(x, w, spec) is None
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, channels_last",
+    [
+        ((2, 6, 9, 11), (4, 6, 3, 3), dict(dilation=12, padding=12), False),  # ASPP-like
+        ((2, 6, 9, 11), (4, 6, 3, 3), dict(dilation=12, padding=12), True),
+        ((2, 6, 9, 11), (4, 6, 3, 3), dict(dilation=(10, 2), padding=(10, 3)), True),
+        ((3, 4, 2, 6), (4, 1, 5, 5), dict(padding=2, groups=4), True),  # depthwise
+        ((4, 3, 13), (5, 3, 9), dict(stride=4, dilation=4, padding=14), False),  # both
+        ((2, 4, 3, 4, 5), (4, 2, 3, 3, 3), dict(dilation=6, padding=6, groups=2), False),
+        ((16, 4, 6), (6, 4, 15), dict(padding=7), True),  # 96 rows, undilated
+    ],
+)
+def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
+    """Layers whose kernels `auto` trims to the taps that read the input
+    (`_dispatch.reduce`): value, both gradients (zeros on the dropped taps) and forward
+    mode equal the float64 reference's."""
+    rng = np.random.default_rng(72)
+    nd = len(x_shape) - 2
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+
+    def conv(a, b, impl="auto"):
+        return jaxconv.conv(a, b, **kwargs, channels_last=channels_last, impl=impl)
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    assert _dispatch._touching_taps(jnp.zeros(x_shape), jnp.zeros(w_shape), spec) is not None
     taps = math.prod(w_shape[2:])
     out = math.prod(jax.eval_shape(conv, x, w).shape[1 : 1 + nd])
     reductions = (w_shape[1] * taps, w_shape[0] * taps, x_shape[0] * out)
