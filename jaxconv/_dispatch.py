@@ -617,6 +617,8 @@ def _choose_cpu(
         pointwise_by_shift = not by_shift and _pointwise_groups_by_shift(spec, w_shape)
         if pointwise_by_shift and (spec.channels_last or spec.groups > DENSE_GROUPS_MAX_GROUPS):
             return ("shift", "shift", "matmul")
+        if not by_shift and _grouped_few_outputs_by_fft(spec, x_shape, w_shape):
+            return ("fft",) * 3
         if not by_shift and spec.groups <= DENSE_GROUPS_MAX_GROUPS:
             # Groups of many channels: one dense convolution per group, value and
             # derivatives, each by the dense rules. Against the rules below (batch 8
@@ -1901,6 +1903,46 @@ def _grouped_large_kernel_by_fft(spec: ConvSpec, w_shape, out) -> bool:
         and math.prod(w_shape[2:]) >= GROUPED_FFT_MIN_TAPS
         and math.prod(out) >= GROUPED_FFT_MIN_POSITIONS
     )
+
+
+# Grouped 2-D layers of large kernels to at most this many output channels a group, that
+# dense groups or the groups loop would take, run by FFT (`_grouped_few_outputs_by_fft`).
+GROUPED_FFT_MAX_OUT_CHANNELS = 4
+GROUPED_FFT_MAX_IN_CHANNELS = 16
+
+
+def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether a grouped 2-D layer that `shift` does not take, which would run by dense
+    groups (at most `DENSE_GROUPS_MAX_GROUPS` groups) or by the groups loop (from
+    `GROUPS_LOOP_MIN_ROWS` rows), runs all three roles by FFT: to at most
+    `GROUPED_FFT_MAX_OUT_CHANNELS` output channels a group, with a kernel as
+    `_grouped_large_kernel_by_fft` asks (unstrided, undilated, at least
+    `GROUPED_FFT_MIN_TAPS` taps on at least `GROUPED_FFT_MIN_POSITIONS` output positions
+    per image).
+
+    Each group's dense convolution of a large kernel to a few channels runs at a few
+    GFLOP/s; FFT's cost does not grow with the kernel, and its product over a group's
+    channels is small. Found by a random sweep against PyTorch (`/tmp/s70/rand.py 707
+    30 5 fwd,train --torch`): 32 groups of 3->2 7x7 @56 batch 16 channels-last by the
+    groups loop, 101 ms forward and 273 training, PyTorch 17 and 46; `fft` 43 and 106.
+    `fft` against the rules, 5 interleaved runs, AMD EPYC with AVX-512, 2026-12-07
+    (`/tmp/s71/gfft.py 1 24`, 16-64 groups of 2-16 to 1-16 channels, 5x5-11x11 @28-112,
+    batch 1-16): to at most 4 channels a group 0.98-3.3x forward and 1.26-5.1x training
+    on 10 layers, to 8-16 0.17-1.04x forward and 0.54-1.66x training. The rule against
+    without on fresh layers (`gfft2.py`, 2-64 groups of 2-32 to 1-4 channels, 7x7-13x13
+    @14-112, batch 1-16): from 32 channels a group 0.42x and 0.51x forward (16 groups of
+    32->1 9x9 @56 batch 1, 2 of 32->3 9x9 @112 batch 8), so at most 16
+    (`GROUPED_FFT_MAX_IN_CHANNELS`); with that bound on 14 fresh layers (`gfft2.py 2
+    14 5`) 1.98x (geometric mean of 28 rows; training 1.06-7.6x, forward 0.85-4.2x, below
+    1.0x on two layers of 16->1 7x7 of 2-8 ms: 0.85x and 0.95x)."""
+    c_out_g = w_shape[0] // spec.groups
+    if c_out_g > GROUPED_FFT_MAX_OUT_CHANNELS or w_shape[1] > GROUPED_FFT_MAX_IN_CHANNELS:
+        return False
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    rows = x_shape[0] * math.prod(out)
+    if spec.groups > DENSE_GROUPS_MAX_GROUPS and rows < GROUPS_LOOP_MIN_ROWS:
+        return False
+    return _grouped_large_kernel_by_fft(spec, w_shape, out)
 
 
 def _small_grouped_map_by_matmul(spec: ConvSpec, x_shape, out) -> bool:

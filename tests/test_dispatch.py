@@ -5931,3 +5931,45 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
     _, jvp = jax.jvp(conv, (x64, w64), tangents)
     _, jvp_ref = jax.jvp(functools.partial(conv, impl="lax"), (x64, w64), tangents)
     np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, taken",
+    [
+        # Found by a sweep: 32 groups of 3->2 7x7 @56 batch 16 (the groups loop's).
+        ((16, 96, 56, 56), (64, 3, 7, 7), dict(padding=3, groups=32), True),
+        ((2, 12, 10, 10), (16, 3, 7, 7), dict(padding=3, groups=4), True),  # dense groups'
+        ((2, 64, 10, 10), (16, 16, 7, 7), dict(padding=3, groups=4), True),  # 16->4
+        ((2, 12, 10, 10), (20, 3, 7, 7), dict(padding=3, groups=4), False),  # to 5
+        ((2, 68, 10, 10), (8, 17, 7, 7), dict(padding=3, groups=4), False),  # from 17
+        ((2, 12, 10, 10), (8, 3, 5, 5), dict(padding=2, groups=4), False),  # 25 taps
+        ((2, 12, 20, 20), (8, 3, 7, 7), dict(padding=3, stride=2, groups=4), False),
+        ((2, 12, 9, 11), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 99 positions
+        ((1, 96, 20, 20), (64, 3, 7, 7), dict(padding=3, groups=32), False),  # 400 rows
+        ((2, 12, 100), (8, 3, 49), dict(padding=24, groups=4), False),  # 1-D
+    ],
+)
+def test_grouped_few_outputs_by_fft(x_shape, w_shape, kwargs, taken):
+    """Grouped 2-D layers that dense groups or the groups loop would take, to at most 4
+    output channels a group from at most 16, unstrided and undilated, with at least 49
+    taps on at least 100 output positions per image, run all three roles by FFT
+    (`_dispatch._grouped_few_outputs_by_fft`), in either layout; not otherwise."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    for channels_last in (False, True):
+        layer = dataclasses.replace(spec, channels_last=channels_last)
+        assert _dispatch._grouped_few_outputs_by_fft(layer, x_shape, w_shape) == taken
+        names = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu")
+        assert (names == ("fft",) * 3) == taken, names
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grouped_few_outputs_by_fft_trains_as_lax(channels_last):
+    """Those layers' values and gradients (FFT's) equal lax's (float64), and so do forward
+    mode, second derivatives and `vmap`."""
+    kwargs = dict(padding=3, groups=4)
+    x_shape, w_shape = (2, 12, 10, 11), (8, 3, 7, 7)  # 4 groups of 3->2
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=6)
+    spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
+    assert _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu") == ("fft",) * 3
+    trains_as_lax_float64(conv, x, w, check=True)
