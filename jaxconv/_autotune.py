@@ -60,8 +60,9 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution by the measured-fastest algorithm for each role; on a
     mesh of several devices, roles measured fastest by FFT go by `auto`'s rules, which
     run XLA's convolution there (`jaxconv._dispatch.choose_for`). The layer is reduced
-    first, as `auto` reduces it (`jaxconv._dispatch.reduce`), and measured reduced."""
-    x, w, spec = _dispatch.reduce(x, w, spec)
+    first, as `auto` reduces it (`jaxconv._dispatch.reduced_layer`), and measured
+    reduced."""
+    x, w, spec = _dispatch.reduced_layer(x, w, spec)
     names = _dispatch.without_fft_on_mesh(choose(spec, x.shape, w.shape, x.dtype), x, w, "auto")
     return _dispatch.forward_with(x, w, spec, names)
 

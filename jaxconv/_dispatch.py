@@ -617,8 +617,8 @@ def _choose_cpu(
         pointwise_by_shift = not by_shift and _pointwise_groups_by_shift(spec, w_shape)
         if pointwise_by_shift and (spec.channels_last or spec.groups > DENSE_GROUPS_MAX_GROUPS):
             return ("shift", "shift", "matmul")
-        if not by_shift and _grouped_few_outputs_by_fft(spec, x_shape, w_shape):
-            return ("fft",) * 3
+        if not (by_shift or nested) and _grouped_few_outputs_by_fft(spec, x_shape, w_shape):
+            return ("fft",) * 3  # (measured on whole layers, not on 3-D layers' planes)
         if not by_shift and spec.groups <= DENSE_GROUPS_MAX_GROUPS:
             # Groups of many channels: one dense convolution per group, value and
             # derivatives, each by the dense rules. Against the rules below (batch 8
@@ -1924,7 +1924,8 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     GFLOP/s; FFT's cost does not grow with the kernel, and its product over a group's
     channels is small. Found by a random sweep against PyTorch (`/tmp/s70/rand.py 707
     30 5 fwd,train --torch`): 32 groups of 3->2 7x7 @56 batch 16 channels-last by the
-    groups loop, 101 ms forward and 273 training, PyTorch 17 and 46; `fft` 43 and 106.
+    groups loop, 101 ms forward and 273 training, PyTorch 17 and 46; rerun, 102 and 317
+    against `fft`'s 43 and 106 (2.4x and 3.0x).
     `fft` against the rules, 5 interleaved runs, AMD EPYC with AVX-512, 2026-12-07
     (`/tmp/s71/gfft.py 1 24`, 16-64 groups of 2-16 to 1-16 channels, 5x5-11x11 @28-112,
     batch 1-16): to at most 4 channels a group 0.98-3.3x forward and 1.26-5.1x training
@@ -2760,19 +2761,24 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     never through XLA's slow convolution transposes unless it is the choice. Forward
     mode (`jax.jvp`, `jax.jacfwd`) keeps working, which a `custom_vjp` would break.
 
-    A layer is first reduced to the part of it that reads the input (`reduce`).
+    A layer is first reduced to the part of it that reads the input (`reduced_layer`).
     """
-    x, w, spec = reduce(x, w, spec)
+    x, w, spec = reduced_layer(x, w, spec)
     return forward_with(x, w, spec, None)
 
 
-def reduce(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, jax.Array, ConvSpec]:
-    """The smaller convolution with this layer's result (on the CPU, not transposed,
-    not on a mesh; else the layer itself): the kernel without its taps at either end
-    that read only padding (`_touching_taps`), and where the stride and kernel dilation
-    share a factor along some dim, only the input elements read there
-    (`_common_factor`). Both exact: the same terms, so the same result, and under
-    differentiation the gradients of what was dropped are zeros."""
+def reduced_layer(
+    x: jax.Array, w: jax.Array, spec: ConvSpec
+) -> tuple[jax.Array, jax.Array, ConvSpec]:
+    """The smaller convolution with this layer's result (on the CPU, not input-dilated,
+    that is not a transposed layer of stride 2 or more, and not on a mesh; else the
+    layer itself): the kernel without its taps at either end that read only padding
+    (`_touching_taps`), and where the stride and kernel dilation share a factor along
+    some dim, only the input elements read there (`_common_factor`). The same terms, so
+    the same result up to the order of the sums (the rules may also choose another
+    algorithm for the smaller layer), and under differentiation zero gradients for what
+    was dropped. A non-finite weight on a dropped tap, which multiplied only padding,
+    no longer makes NaNs (``inf * 0``) as XLA's convolution of the whole layer does."""
     if backend_name() != "cpu" or any(d != 1 for d in spec.lhs_dilation):
         return x, w, spec
     if split_mesh(x, w) is not None:
@@ -2790,7 +2796,7 @@ def reduce(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, jax.A
 # Undilated kernels of more than one input channel a group are trimmed (`_touching_taps`)
 # only from this many rows (batch x output positions): with fewer, their whole weight
 # weighs more than the work saved, and `kernel_past_output`'s patches already run them
-# (trimmed against whole, 7-11 interleaved runs, AMD EPYC with AVX-512, 2026-12-06,
+# (trimmed against whole, 7-11 interleaved runs, AMD EPYC with AVX-512, 2026-12-07,
 # `/tmp/s71/trimsweep.py`): 7x7 "same" 256->512 @3 batch 1 channels-last training 0.43x,
 # 512->128 0.59x; 5x5 256->512 @2 batch 8 forward 0.73x, 256->128 0.96x; k31 64->512
 # @4 batch 1 forward 0.50x; from 64 rows they won (k31 @4 batch 16 2.2x forward, 1.8x
@@ -2798,11 +2804,15 @@ def reduce(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, jax.A
 TRIM_MIN_ROWS = 64
 
 
-def _touching_taps(x: jax.Array, w: jax.Array, spec: ConvSpec):
+def _touching_taps(
+    x: jax.Array, w: jax.Array, spec: ConvSpec
+) -> tuple[tuple[int, ...], tuple[int, ...], ConvSpec] | None:
     """``(first, last + 1, spec)`` per spatial dim: the taps of the kernel from the first
     to the last that read an input element for some output, and the spec of that kernel
     (its padding shortened by the dropped taps' reach); None where every tap does, where
-    none does along some dim, or where the shortened padding would go negative.
+    none does along some dim, where the shortened padding would go negative, where the
+    input or output is empty, and for an undilated kernel (along the dims trimmed) of
+    more than one input channel a group on fewer than `TRIM_MIN_ROWS` rows.
 
     A tap reads ``s * o + d * k - lo`` for the outputs ``o``; one that reads only the
     padding for every output adds zeros. A kernel dilated past a small map reads little
@@ -2810,13 +2820,13 @@ def _touching_taps(x: jax.Array, w: jax.Array, spec: ConvSpec):
     convolution. Trimmed against whole (`auto` both), random layers of 1-3 dims taken
     where this trims (3x3 dilation 6-24 on maps of 4-33, and 3x3 to 7x7 and k9-k31
     "same" on maps of 1-16; 64-512 channels or depthwise, batch 1-16, both layouts; 9
-    interleaved runs, AMD EPYC with AVX-512, 2026-12-06, `/tmp/s71/trimsweep.py 4 16
+    interleaved runs, AMD EPYC with AVX-512, 2026-12-07, `/tmp/s71/trimsweep.py 4 16
     9`): 1.01-8100x on all 32 rows, geometric mean 9.8x; 2-D ASPP 3x3 dilation 18-24
     @7-17 1.45-62x forward, 2.1-11x training, forward now 0.8-41x PyTorch's speed
     (0.02-1.03x before); 3-D depthwise 3x3x3 dilation 24 512@8 batch 8, which ran 0.23x
     `lax` (1.76 s), 0.22 ms. Before the row count
-    (`TRIM_MIN_ROWS`) and apart from one-pixel inputs, 0.43-0.96x on seven rows of four
-    earlier sweeps (seeds 1-3)."""
+    (`TRIM_MIN_ROWS`), three earlier sweeps (seeds 1-3) read 0.43-0.99x on 19 of 92 rows,
+    16 of them undilated kernels on at most 32 rows that the bound now leaves whole."""
     kernel = w.shape[2:]
     out = spec.out_spatial(x.shape[2:], kernel)
     if min(out, default=1) < 1 or 0 in x.shape:
@@ -2853,7 +2863,8 @@ def _touching_taps(x: jax.Array, w: jax.Array, spec: ConvSpec):
 def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, ConvSpec] | None:
     """The input elements this layer reads and the convolution of them, where its stride
     ``s`` and kernel dilation ``d`` share a factor ``f = gcd(s, d) > 1`` along some dim
-    (on the CPU, not transposed, not on a mesh), else None.
+    (on the CPU, not input-dilated, not on a mesh, and not where the rules take
+    shift-and-add for the value), else None.
 
     Every tap reads the padded input at ``s * o + d * k``, a multiple of ``f``: only the
     input elements ``i = -lo (mod f)`` are read, and taken out (a strided slice) they
@@ -2868,7 +2879,7 @@ def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Arra
     (1.17-5.7x on 27 of 30 layers; 0.93x and 0.95x on two of 0.4 ms, and 0.87x on a
     depthwise one whose program did not change, see below), forward 0.93-8.8x (below
     0.97x only on layers of 0.1-1.2 ms); found by a random sweep against PyTorch (5x5 stride 2
-    dilation 2 128->32 @64 batch 16 channels-first: 38 ms forward, PyTorch 14; now 2.0x
+    dilation 2 128->32 @64 batch 16 channels-first: 34-38 ms forward, PyTorch 14; now 2.0x
     faster forward and training). Where the whole went below 0.9x `lax`, now 1.2-2x
     faster than `lax` (3x3 stride 2 dilation 2 64@56 batch 8 training, 5x5 stride 2
     dilation 6 128->32 @112 batch 4 forward)."""

@@ -2605,7 +2605,9 @@ def test_kernel_past_output_dilated_on_avx2_only_cpus(
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, taken",
     [
-        ((1, 128, 56, 56), (48, 128, 3, 3), dict(stride=2, padding=2, dilation=2), True),
+        # (The rule's own bounds; under `auto` a stride and dilation sharing a factor
+        # are divided by it first, `_dispatch.reduced_layer`, so those layers never reach it.)
+        ((1, 128, 56, 56), (48, 128, 3, 3), dict(stride=2, padding=3, dilation=3), True),
         ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(2, 1), dilation=(1, 2)), True),
         ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(1, 2), dilation=(2, 1)), True),
         ((2, 8, 9, 7), (16, 8, 3, 3), dict(stride=2), False),  # undilated
@@ -4321,7 +4323,9 @@ def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, 
         ((2, 4, 28, 28), (16, 4, 8, 8), dict(stride=4), True),  # stride 4
         ((2, 16, 40), (24, 16, 7), dict(stride=2, padding=3), True),  # 1-D
         ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=1, padding=2), False),  # unstrided
-        ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=2, padding=4, dilation=2), False),
+        # Dilated (3, coprime with the stride: sharing a factor, `auto` reduces the layer
+        # to an unstrided one first, `_dispatch.reduced_layer`).
+        ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=2, padding=6, dilation=3), False),
         ((2, 8, 24, 24), (32, 4, 5, 5), dict(stride=2, padding=2, groups=2), False),
         ((2, 32, 24, 24), (32, 32, 5, 5), dict(stride=2, padding=2), False),  # 32 inputs
     ],
@@ -5751,6 +5755,8 @@ def _common_factor_case(x_shape, w_shape, stride, dilation, padding, groups=1):
         ((1, 2, 20), (2, 2, 3), 2, 4, 4, ((1,), (2,), ((2, 2),), (10,))),
         # Stride 3, dilation 6 along the height only; the width as it was.
         ((1, 2, 12, 12), (2, 2, 2, 2), (3, 1), (6, 2), 0, ((1, 1), (2, 2), ((0, 0),) * 2, (4, 12))),
+        # Stride 3, dilation 3, padding 1 @13: elements 2, 5, 8, 11 (-lo mod 3 = 2).
+        ((1, 2, 13), (2, 2, 3), 3, 3, 1, ((1,), (1,), ((1, 0),), (4,))),
         # Valid @10: the even elements 0..8, all read.
         ((1, 2, 10), (2, 2, 3), 2, 2, 0, ((1,), (1,), ((0, 0),), (5,))),
     ],
@@ -5760,6 +5766,7 @@ def test_common_factor_reduces_the_layer(x_shape, w_shape, stride, dilation, pad
     input elements it reads (`_dispatch._common_factor`): the reduced stride, dilation,
     padding and the elements taken as computed by hand."""
     x, w, spec = _common_factor_case(x_shape, w_shape, stride, dilation, padding)
+    x = jnp.arange(math.prod(x_shape), dtype=jnp.float32).reshape(x_shape)
     reduced = _dispatch._common_factor(x, w, spec)
     assert reduced is not None
     x2, spec2 = reduced
@@ -5767,6 +5774,13 @@ def test_common_factor_reduces_the_layer(x_shape, w_shape, stride, dilation, pad
     assert spec2.out_spatial(x2.shape[2:], w_shape[2:]) == spec.out_spatial(
         x_shape[2:], w_shape[2:]
     )
+    # The elements taken: every f-th from the first read (-lo mod f), f = gcd(s, d).
+    index = [slice(None)] * 2
+    dims = zip(spec.stride, spec.rhs_dilation, spec.padding, x2.shape[2:], strict=True)
+    for s, d, (lo, _), n in dims:
+        f = math.gcd(s, d)
+        index.append(slice(-lo % f, -lo % f + f * (n - 1) + 1, f))
+    np.testing.assert_array_equal(x2, x[tuple(index)])
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the common-factor rule is the CPU's")
@@ -5908,7 +5922,7 @@ def test_touching_taps_not_trimmed(x_shape, w_shape, stride, dilation, padding):
 )
 def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
     """Layers whose kernels `auto` trims to the taps that read the input
-    (`_dispatch.reduce`): value, both gradients (zeros on the dropped taps) and forward
+    (`_dispatch.reduced_layer`): value, both gradients (zeros on the dropped taps) and forward
     mode equal the float64 reference's."""
     rng = np.random.default_rng(72)
     nd = len(x_shape) - 2
@@ -5973,3 +5987,29 @@ def test_grouped_few_outputs_by_fft_trains_as_lax(channels_last):
     spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
     assert _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu") == ("fft",) * 3
     trains_as_lax_float64(conv, x, w, check=True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the reduction is the CPU's")
+@pytest.mark.parametrize("impl", ["auto", "autotune"])
+def test_auto_runs_the_reduced_layer(impl, monkeypatch, tmp_path):
+    """`auto` (and autotune) hand the rules the reduced layer (`_dispatch.reduced_layer`):
+    ASPP's 3x3 dilation 18 @14 as its centre tap, stride 2 and dilation 2 as the
+    unstrided, undilated layer of every other element."""
+    monkeypatch.setenv("JAXCONV_AUTOTUNE_CACHE", str(tmp_path / "autotune.json"))
+    seen = []
+    real = _dispatch.forward_with
+
+    def spy(x, w, spec, names):
+        seen.append((x.shape, w.shape, spec.stride, spec.rhs_dilation, spec.padding))
+        return real(x, w, spec, names)
+
+    monkeypatch.setattr(_dispatch, "forward_with", spy)
+    jax.clear_caches()
+    x, w = jnp.ones((2, 16, 14, 14)), jnp.ones((8, 16, 3, 3))
+    jax.eval_shape(lambda a, b: jaxconv.conv2d(a, b, padding=18, dilation=18, impl=impl), x, w)
+    assert seen[-1] == ((2, 16, 14, 14), (8, 16, 1, 1), (1, 1), (18, 18), ((0, 0), (0, 0)))
+    x, w = jnp.ones((2, 16, 13, 12)), jnp.ones((8, 16, 3, 3))
+    f = functools.partial(jaxconv.conv2d, stride=2, padding=2, dilation=2, impl=impl)
+    jax.eval_shape(f, x, w)
+    assert seen[-1] == ((2, 16, 7, 6), (8, 16, 3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)))
+    jax.clear_caches()
