@@ -242,6 +242,8 @@ STRIDED_INPUT_GRADIENT_MAX_OUT_CHANNELS = 32
 # at least this many taps.
 STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT = 2**19
 STRIDED_INPUT_GRADIENT_LARGE_MAX_OUT_CHANNELS, STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS = 64, 16
+# ... or with smaller phases from at least this many input channels (2026-12-07).
+STRIDED_INPUT_GRADIENT_SMALL_PHASES_MIN_IN_CHANNELS = 8
 # ... and, in 2-D from many input channels, to at most as many output channels, its
 # phases apart, from inputs of at least this many elements (see
 # `_strided_input_gradient_phases`).
@@ -3160,7 +3162,18 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     inputs or few phase outputs (3->64 @224 batch 1 1.00x / 1.03x, 3->48 @224 padding 1
     batch 1-2 0.83-0.96x; 1->48 11x11 @112 batch 4 0.89x / 0.79x; 2->96 9x9 @56 batch 8
     0.77x / 0.73x), so there the rule asks for at most 64 output channels and an input
-    of 2^19 elements.
+    of 2^19 elements. But smaller phases pay from 8 input channels
+    (`STRIDED_INPUT_GRADIENT_SMALL_PHASES_MIN_IN_CHANNELS`), where the stacked outputs
+    are 32 or more: found by a random sweep against PyTorch on an AMD EPYC with AVX-512
+    (`/tmp/s70/rand.py 707 30 5 fwd,train --torch`: 5x5 stride 2 16->64 @112 batch 16
+    channels-first trained in 96 ms, PyTorch 24; its input gradient alone 70 ms, 3x3
+    phases, XLA's input-dilated convolution). Training with the stacked input gradient
+    against without, 5 interleaved runs, 2026-12-07 (`/tmp/s71/stk.py 1 14 5`, 5x5
+    stride 2 to 48-64 channels @112-224, batch 1-16, both layouts): from 8-16 input
+    channels 1.14-2.18x on 11 layers (that layer 2.31x, 1.89x channels-last); from 4
+    1.14x; from 3 0.83x and 0.93x (as the Xeon's 3->64 above). The rule against
+    without on 12 fresh layers from 8-16 channels (`stk.py 2 12 5`): 1.03-2.07x,
+    geometric mean 1.45x. (On the Xeon, 12->48 @56 had trained 0.96x this way.)
     """
     if not _strided_dense_undilated(spec, (1, 2)):
         return False
@@ -3172,7 +3185,10 @@ def _strided_input_gradient_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     taps = math.prod(d[1] for d in window if d is not None)
     return (
         w_shape[0] <= STRIDED_INPUT_GRADIENT_LARGE_MAX_OUT_CHANNELS
-        and taps >= STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS
+        and (
+            taps >= STRIDED_INPUT_GRADIENT_MIN_PHASE_TAPS
+            or x_shape[1] >= STRIDED_INPUT_GRADIENT_SMALL_PHASES_MIN_IN_CHANNELS
+        )
         and math.prod(x_shape) >= STRIDED_INPUT_GRADIENT_LARGE_MIN_INPUT
     )
 

@@ -4320,6 +4320,8 @@ def test_2d_weight_gradient_rows_stacked(monkeypatch, retrace, w_shape, kwargs, 
         ((2, 3, 30, 30), (72, 3, 7, 7), dict(stride=2, padding=3), False),  # ... to 72
         ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=2, padding=2), True),  # 3x3 phases
         ((2, 3, 24, 24), (48, 3, 5, 5), dict(stride=2, padding=2), False),  # ... to 48
+        ((2, 8, 24, 24), (48, 8, 5, 5), dict(stride=2, padding=2), True),  # ... from 8
+        ((2, 7, 24, 24), (48, 7, 5, 5), dict(stride=2, padding=2), False),  # ... from 7
         ((2, 4, 28, 28), (16, 4, 8, 8), dict(stride=4), True),  # stride 4
         ((2, 16, 40), (24, 16, 7), dict(stride=2, padding=3), True),  # 1-D
         ((2, 8, 24, 24), (32, 8, 5, 5), dict(stride=1, padding=2), False),  # unstrided
@@ -4337,8 +4339,9 @@ def test_strided_input_gradient_stacked(
     """The input gradient of a strided convolution from few input channels runs as the
     transposed convolution of the output gradient, its phases stacked along the output
     channels (`subpixel._stacked`), to at most 32 output channels, or to at most 64 with
-    phases of 4x4 taps from large inputs ("large": taken only with the input-size
-    threshold lowered to this input's) (`_dispatch._strided_input_gradient_stacked`);
+    phases of 4x4 taps, or smaller ones from 8 input channels, from large inputs
+    ("large": taken only with the input-size threshold lowered to this input's)
+    (`_dispatch._strided_input_gradient_stacked`);
     not where the value is unstrided, dilated or grouped, nor from many input channels.
     Every row but the size check runs with that threshold at its input's size, so that
     the 3x3 phases and the 72 channels are what keep those rows off. Values and both
