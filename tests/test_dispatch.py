@@ -5735,6 +5735,23 @@ def test_kernel_multiple_of_stride(monkeypatch, retrace, x_shape, w_shape, kwarg
     check_transforms(conv, x, w, cotangent(conv("lax"), x, w))
 
 
+def _assert_matches_float64_with_jvp(conv, x, w, x_shape, w_shape):
+    """``conv``'s value and both gradients (`_assert_matches_float64`, with the summation
+    lengths of these canonical shapes) and its forward mode in float64 equal
+    ``conv(..., "lax")``'s."""
+    nd = len(x_shape) - 2
+    taps = math.prod(w_shape[2:])
+    out = math.prod(jax.eval_shape(conv, x, w).shape[1 : 1 + nd])
+    reductions = (w_shape[1] * taps, w_shape[0] * taps, x_shape[0] * out)
+    rng = np.random.default_rng(7)
+    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, reductions)
+    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
+    tangents = (jnp.ones_like(x64), jnp.full_like(w64, 0.5))
+    _, jvp = jax.jvp(conv, (x64, w64), tangents)
+    _, jvp_ref = jax.jvp(functools.partial(conv, impl="lax"), (x64, w64), tangents)
+    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-10, atol=1e-10)
+
+
 def _common_factor_case(x_shape, w_shape, stride, dilation, padding, groups=1):
     """The canonical operands (zeros, channels-first) and spec of a layer."""
     spec = _spec.conv_plan(
@@ -5817,23 +5834,11 @@ def test_common_factor_not_taken(x_shape, w_shape, stride, dilation, groups):
 def test_common_factor_matches_float64(x_shape, w_shape, stride, dilation, padding, channels_last):
     """Layers reduced by their common factor (`_dispatch._common_factor`, on the CPU):
     value and both gradients equal the float64 reference's, and forward mode too."""
-    rng = np.random.default_rng(71)
-    nd = len(x_shape) - 2
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    x, w, by = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=71)
 
     def conv(a, b, impl="auto"):
-        return jaxconv.conv(
-            a,
-            b,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            channels_last=channels_last,
-            impl=impl,
-        )
+        return by(impl)(a, b)
 
     if jax.default_backend() == "cpu":  # (the rule's backend)
         plan = _spec.conv_plan(
@@ -5841,15 +5846,7 @@ def test_common_factor_matches_float64(x_shape, w_shape, stride, dilation, paddi
         )
         zeros = jnp.zeros(x_shape), jnp.zeros(w_shape)
         assert _dispatch._common_factor(*zeros, plan.spec) is not None
-    taps = math.prod(w_shape[2:])
-    out = math.prod(jax.eval_shape(conv, x, w).shape[1 : 1 + nd])
-    reductions = (w_shape[1] * taps, w_shape[0] * taps, x_shape[0] * out)
-    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, reductions)
-    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
-    tangents = (jnp.ones_like(x64), jnp.full_like(w64, 0.5))
-    _, jvp = jax.jvp(conv, (x64, w64), tangents)
-    _, jvp_ref = jax.jvp(functools.partial(conv, impl="lax"), (x64, w64), tangents)
-    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-10, atol=1e-10)
+    _assert_matches_float64_with_jvp(conv, x, w, x_shape, w_shape)
 
 
 def _trim_case(x_shape, w_shape, stride, dilation, padding, groups=1):
@@ -5927,27 +5924,14 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
     """Layers whose kernels `auto` trims to the taps that read the input
     (`_dispatch.reduced_layer`): value, both gradients (zeros on the dropped taps) and forward
     mode equal the float64 reference's."""
-    rng = np.random.default_rng(72)
-    nd = len(x_shape) - 2
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    if channels_last:
-        x, w = np.moveaxis(x, 1, -1), np.moveaxis(w, (0, 1), (-1, -2))
+    x, w, by = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=72)
 
     def conv(a, b, impl="auto"):
-        return jaxconv.conv(a, b, **kwargs, channels_last=channels_last, impl=impl)
+        return by(impl)(a, b)
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     assert _dispatch._touching_taps(jnp.zeros(x_shape), jnp.zeros(w_shape), spec) is not None
-    taps = math.prod(w_shape[2:])
-    out = math.prod(jax.eval_shape(conv, x, w).shape[1 : 1 + nd])
-    reductions = (w_shape[1] * taps, w_shape[0] * taps, x_shape[0] * out)
-    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, reductions)
-    x64, w64 = jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)
-    tangents = (jnp.ones_like(x64), jnp.full_like(w64, 0.5))
-    _, jvp = jax.jvp(conv, (x64, w64), tangents)
-    _, jvp_ref = jax.jvp(functools.partial(conv, impl="lax"), (x64, w64), tangents)
-    np.testing.assert_allclose(jvp, jvp_ref, rtol=1e-10, atol=1e-10)
+    _assert_matches_float64_with_jvp(conv, x, w, x_shape, w_shape)
 
 
 @pytest.mark.parametrize(
