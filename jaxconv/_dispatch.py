@@ -1924,20 +1924,20 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
 
     Each group's dense convolution of a large kernel to a few channels runs at a few
     GFLOP/s; FFT's cost does not grow with the kernel, and its product over a group's
-    channels is small. Found by a random sweep against PyTorch (`/tmp/s70/rand.py 707
-    30 5 fwd,train --torch`): 32 groups of 3->2 7x7 @56 batch 16 channels-last by the
+    channels is small. Found by a random sweep against PyTorch (`/tmp/s70/rand.py 707 30
+    5 fwd,train --torch`): 32 groups of 3->2 7x7 @56 batch 16 channels-last by the
     groups loop, 101 ms forward and 273 training, PyTorch 17 and 46; rerun, 102 and 317
-    against `fft`'s 43 and 106 (2.4x and 3.0x).
-    `fft` against the rules, 5 interleaved runs, AMD EPYC with AVX-512, 2026-12-07
-    (`/tmp/s71/gfft.py 1 24`, 16-64 groups of 2-16 to 1-16 channels, 5x5-11x11 @28-112,
-    batch 1-16): to at most 4 channels a group 0.98-3.3x forward and 1.26-5.1x training
-    on 10 layers, to 8-16 0.17-1.04x forward and 0.54-1.66x training. The rule against
-    without on fresh layers (`gfft2.py`, 2-64 groups of 2-32 to 1-4 channels, 7x7-13x13
-    @14-112, batch 1-16): from 32 channels a group 0.42x and 0.51x forward (16 groups of
-    32->1 9x9 @56 batch 1, 2 of 32->3 9x9 @112 batch 8), so at most 16
-    (`GROUPED_FFT_MAX_IN_CHANNELS`); with that bound on 14 fresh layers (`gfft2.py 2
-    14 5`) 1.98x (geometric mean of 28 rows; training 1.06-7.6x, forward 0.85-4.2x, below
-    1.0x on two layers of 16->1 7x7 of 2-8 ms: 0.85x and 0.95x)."""
+    against `fft`'s 43 and 106 (2.4x and 3.0x). `fft` against the rules, 5 interleaved
+    runs, AMD EPYC with AVX-512, 2026-12-07 (`/tmp/s71/gfft.py 1 24`, 16-64 groups of
+    2-16 to 1-16 channels, 5x5-11x11 @28-112, batch 1-16): to at most 4 channels a group
+    0.98-3.3x forward and 1.26-5.1x training on 10 layers, to 8-16 0.17-1.04x forward
+    and 0.54-1.66x training. The rule against without on fresh layers (`gfft2.py`, 2-64
+    groups of 2-32 to 1-4 channels, 7x7-13x13 @14-112, batch 1-16): from 32 channels a
+    group 0.42x and 0.51x forward (16 groups of 32->1 9x9 @56 batch 1, 2 of 32->3 9x9
+    @112 batch 8), so at most 16 (`GROUPED_FFT_MAX_IN_CHANNELS`); with that bound on 14
+    fresh layers (`gfft2.py 2 14 5`) 1.98x (geometric mean of 28 rows; training
+    1.06-7.6x, forward 0.85-4.2x, below 1.0x on two layers of 16->1 7x7 of 2-8 ms: 0.85x
+    and 0.95x)."""
     c_out_g = w_shape[0] // spec.groups
     if c_out_g > GROUPED_FFT_MAX_OUT_CHANNELS or w_shape[1] > GROUPED_FFT_MAX_IN_CHANNELS:
         return False
@@ -2826,9 +2826,9 @@ def _touching_taps(
     9`): 1.01-8100x on all 32 rows, geometric mean 9.8x; 2-D ASPP 3x3 dilation 18-24
     @7-17 1.45-62x forward, 2.1-11x training, forward now 0.8-41x PyTorch's speed
     (0.02-1.03x before); 3-D depthwise 3x3x3 dilation 24 512@8 batch 8, which ran 0.23x
-    `lax` (1.76 s), 0.22 ms. Before the row count
-    (`TRIM_MIN_ROWS`), three earlier sweeps (seeds 1-3) read 0.43-0.99x on 19 of 92 rows,
-    16 of them undilated kernels on at most 32 rows that the bound now leaves whole."""
+    `lax` (1.76 s), 0.22 ms. Before the row count (`TRIM_MIN_ROWS`), three earlier
+    sweeps (seeds 1-3) read 0.43-0.99x on 19 of 92 rows, 16 of them undilated kernels on
+    at most 32 rows that the bound now leaves whole."""
     kernel = w.shape[2:]
     out = spec.out_spatial(x.shape[2:], kernel)
     if min(out, default=1) < 1 or 0 in x.shape:
@@ -2880,9 +2880,9 @@ def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Arra
     and 3): 1.57x (geometric mean of 60 rows, forward and training), training 1.82x
     (1.17-5.7x on 27 of 30 layers; 0.93x and 0.95x on two of 0.4 ms, and 0.87x on a
     depthwise one whose program did not change, see below), forward 0.93-8.8x (below
-    0.97x only on layers of 0.1-1.2 ms); found by a random sweep against PyTorch (5x5 stride 2
-    dilation 2 128->32 @64 batch 16 channels-first: 34-38 ms forward, PyTorch 14; now 2.0x
-    faster forward and training). Where the whole went below 0.9x `lax`, now 1.2-2x
+    0.97x only on layers of 0.1-1.2 ms); found by a random sweep against PyTorch (5x5
+    stride 2 dilation 2 128->32 @64 batch 16 channels-first: 34-38 ms forward, PyTorch
+    14; now 2.0x faster forward and training). Where the whole went below 0.9x `lax`, now 1.2-2x
     faster than `lax` (3x3 stride 2 dilation 2 64@56 batch 8 training, 5x5 stride 2
     dilation 6 128->32 @112 batch 4 forward)."""
     if backend_name() != "cpu" or any(d != 1 for d in spec.lhs_dilation):
