@@ -594,6 +594,8 @@ def _choose_cpu(
                 # stays: 3x3 32 x 8 @56 2.4 / 4.6 against 7.3 / 6.2, 16 x 8 @28 0.5 / 0.8
                 # against 0.8 / 0.8; 5x5 32 x 4 2.4 / 5.0 against 16 / 25; 3-D 1x3x3
                 # 32 x 2 0.9 / 0.6 against 7.7 / 6.1.
+                if _shift_derivatives_by_fft(spec, x_shape, w_shape, nested):
+                    return ("shift", "fft", "fft")
                 return ("shift", "matmul", "shift")
             return ("shift",) * 3
         if spec.ndim == 2 and taps <= shift_impl.unroll_max_taps(2, channels_last=False):
@@ -751,6 +753,8 @@ def _choose_cpu(
                 # 4.7 and 4.2 against 0.92 and 0.62; 16 of 2->32 3x3 @28 batch 1 2.0 and
                 # 0.76 against 0.47 and 0.63, channels-last 2.7 and 0.98 against 0.74 and
                 # 0.95; 32 of 4->16 @28 4.8 and 1.4 against 1.0 and 1.25.
+                if _shift_derivatives_by_fft(spec, x_shape, w_shape, nested):
+                    return ("shift", "fft", "fft")
                 return ("shift", "matmul", "matmul")
             return ("shift",) * 3
         # More groups than DENSE_GROUPS_MAX_GROUPS, of many channels: in 2-D, and in
@@ -1905,6 +1909,39 @@ def _grouped_large_kernel_by_fft(spec: ConvSpec, w_shape, out) -> bool:
         and math.prod(w_shape[2:]) >= GROUPED_FFT_MIN_TAPS
         and math.prod(out) >= GROUPED_FFT_MIN_POSITIONS
     )
+
+
+# ... from this many rows (batch x output positions), see `_shift_derivatives_by_fft`.
+SHIFT_FFT_DERIVATIVES_MIN_ROWS = 3136
+
+
+def _shift_derivatives_by_fft(spec: ConvSpec, x_shape, w_shape, nested: bool) -> bool:
+    """Whether a grouped layer whose value is `shift`'s and whose input gradient `shift`
+    would sum over more products than one channel at a time (a channel multiplier, or
+    2 input channels a group to 3 or more) takes both derivatives by FFT rather than
+    `matmul`'s input gradient: a whole 2-D layer (not nested) with a kernel as
+    `_grouped_large_kernel_by_fft` asks (unstrided, undilated, at least
+    `GROUPED_FFT_MIN_TAPS` taps on at least `GROUPED_FFT_MIN_POSITIONS` output positions
+    per image), on at least `SHIFT_FFT_DERIVATIVES_MIN_ROWS` rows. 7x7 kernels there,
+    since larger depthwise ones take FFT's derivatives already.
+
+    Found by a random sweep against PyTorch (`/tmp/s70/rand.py 707 30 5 fwd,train
+    --torch`, and `/tmp/s71/gfft.py`): 64 groups of 2->4 7x7 @28 batch 8 channels-first
+    trained in 139 ms, `fft` 36. Training with against without, 5 interleaved runs, AMD
+    EPYC with AVX-512, 2026-12-07 (`/tmp/s71/shfft.py 1 14 5 --torch`, 7x7, 8-128 groups
+    of 1->2-8 and 2->4-8 channels @28-112, batch 1-8, both layouts): 1.02-3.9x on 13 of
+    14 layers (geometric mean 1.55x; 8 groups of 2->4 @56 batch 4 27 ms, now 8.4; 16 of
+    1->4 @112 batch 1 29 ms, now 7.4), 0.88x on one of 1.3 ms (16 groups of 1->8 @28
+    batch 1). On fresh layers (`shfft2.py 2 8 5`) 1.45-3.5x on six, but 0.44x and 0.46x
+    on two @28 batch 1 (784 rows; 1.3 and 1.8 ms, 2.9 and 3.9 by FFT), so from 3136
+    rows (@56 batch 1, where four layers won 1.7-1.9x). With that bound, on 8 fresh
+    layers (`shfft2.py 3 8 5`): 1.78-4.1x, geometric mean 2.62x."""
+    if nested:
+        return False
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    if x_shape[0] * math.prod(out) < SHIFT_FFT_DERIVATIVES_MIN_ROWS:
+        return False
+    return _grouped_large_kernel_by_fft(spec, w_shape, out)
 
 
 # Grouped 2-D layers of large kernels to at most this many output channels a group, that

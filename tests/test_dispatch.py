@@ -6000,3 +6000,42 @@ def test_auto_runs_the_reduced_layer(impl, monkeypatch, tmp_path):
     jax.eval_shape(f, x, w)
     assert seen[-1] == ((2, 16, 7, 6), (8, 16, 3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)))
     jax.clear_caches()
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, groups, want",
+    [
+        ((8, 128, 28, 28), (256, 2, 7, 7), 64, ("shift", "fft", "fft")),  # 2->4 7x7
+        ((1, 16, 56, 56), (48, 1, 7, 7), 16, ("shift", "fft", "fft")),  # multiplier 3
+        ((1, 32, 28, 28), (64, 2, 7, 7), 16, ("shift", "matmul", "matmul")),  # 784 rows
+        ((1, 16, 28, 28), (48, 1, 7, 7), 16, ("shift", "matmul", "shift")),  # 784 rows
+        ((8, 128, 28, 28), (256, 2, 5, 5), 64, ("shift",) * 3),  # 5x5: shift's throughout
+        ((8, 128, 28, 28), (384, 2, 3, 3), 64, ("shift",) * 3),  # 3x3
+    ],
+)
+def test_shift_derivatives_by_fft(x_shape, w_shape, groups, want):
+    """Grouped 2-D layers whose value is `shift`'s and whose input gradient it would sum
+    over many products take FFT's derivatives with a 7x7 kernel from 3136 rows
+    (`_dispatch._shift_derivatives_by_fft`), `matmul`'s input gradient as before on
+    fewer rows or smaller kernels; in either layout."""
+    k = w_shape[-1]
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=k // 2, groups=groups).spec
+    for channels_last in (False, True):
+        layer = dataclasses.replace(spec, channels_last=channels_last)
+        assert _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu") == want
+        nested = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu", nested=True)
+        assert nested[1:] != ("fft", "fft")  # (whole layers only)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shift_derivatives_by_fft_train_as_lax(channels_last, monkeypatch, retrace):
+    """Those layers' values (shift's) and gradients (FFT's) equal lax's (float64), and so
+    do forward mode, second derivatives and `vmap`."""
+    monkeypatch.setattr(_dispatch, "SHIFT_FFT_DERIVATIVES_MIN_ROWS", 100)
+    kwargs = dict(padding=3, groups=4)
+    x_shape, w_shape = (1, 8, 10, 11), (16, 2, 7, 7)  # 4 groups of 2->4
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=8)
+    spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
+    assert _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu") == ("shift", "fft", "fft")
+    trains_as_lax_float64(conv, x, w, check=True)
