@@ -1917,25 +1917,25 @@ SHIFT_FFT_DERIVATIVES_MIN_ROWS = 3136
 
 def _shift_derivatives_by_fft(spec: ConvSpec, x_shape, w_shape, nested: bool) -> bool:
     """Whether a grouped layer whose value is `shift`'s and whose input gradient `shift`
-    would sum over more products than one channel at a time (a channel multiplier, or
-    2 input channels a group to 3 or more) takes both derivatives by FFT rather than
+    would sum over more products than one channel at a time (a channel multiplier, or 2
+    input channels a group to 3 or more) takes both derivatives by FFT rather than
     `matmul`'s input gradient: a whole 2-D layer (not nested) with a kernel as
     `_grouped_large_kernel_by_fft` asks (unstrided, undilated, at least
     `GROUPED_FFT_MIN_TAPS` taps on at least `GROUPED_FFT_MIN_POSITIONS` output positions
     per image), on at least `SHIFT_FFT_DERIVATIVES_MIN_ROWS` rows. 7x7 kernels there,
     since larger depthwise ones take FFT's derivatives already.
 
-    Found by a random sweep against PyTorch (`/tmp/s70/rand.py 707 30 5 fwd,train
-    --torch`, and `/tmp/s71/gfft.py`): 64 groups of 2->4 7x7 @28 batch 8 channels-first
-    trained in 139 ms, `fft` 36. Training with against without, 5 interleaved runs, AMD
-    EPYC with AVX-512, 2026-12-07 (`/tmp/s71/shfft.py 1 14 5 --torch`, 7x7, 8-128 groups
-    of 1->2-8 and 2->4-8 channels @28-112, batch 1-8, both layouts): 1.02-3.9x on 13 of
-    14 layers (geometric mean 1.55x; 8 groups of 2->4 @56 batch 4 27 ms, now 8.4; 16 of
-    1->4 @112 batch 1 29 ms, now 7.4), 0.88x on one of 1.3 ms (16 groups of 1->8 @28
-    batch 1). On fresh layers (`shfft2.py 2 8 5`) 1.45-3.5x on six, but 0.44x and 0.46x
-    on two @28 batch 1 (784 rows; 1.3 and 1.8 ms, 2.9 and 3.9 by FFT), so from 3136
-    rows (@56 batch 1, where four layers won 1.7-1.9x). With that bound, on 8 fresh
-    layers (`shfft2.py 3 8 5`): 1.78-4.1x, geometric mean 2.62x."""
+    Found by a sweep of grouped large kernels against `fft` (`/tmp/s71/gfft.py 1 24 5`):
+    64 groups of 2->4 7x7 @28 batch 8 channels-first trained in 139 ms, `fft` 36.
+    Training with against without, 5 interleaved runs, AMD EPYC with AVX-512, 2026-12-07
+    (`/tmp/s71/shfft.py 1 14 5 --torch`, 7x7, 8-128 groups of 1->2-8 and 2->4-8 channels
+    @28-112, batch 1-8, both layouts): 1.02-3.9x on 13 of 14 layers (geometric mean
+    1.55x; 8 groups of 2->4 @56 batch 4 27 ms, now 8.4; 16 of 1->4 @112 batch 1 29 ms,
+    now 7.4), 0.88x on one of 1.3 ms (16 groups of 1->8 @28 batch 1). On fresh layers
+    (`shfft2.py 2 8 5`) 1.45-3.5x on six, but 0.44x and 0.46x on two @28 batch 1 (784
+    rows; 1.3 and 1.8 ms, 2.9 and 3.9 by FFT), so from 3136 rows (@56 batch 1, where
+    three layers had won 1.7-1.9x). With that bound, on 8 fresh layers (`shfft2.py 3 8
+    5`): 1.78-4.1x, geometric mean 2.62x."""
     if nested:
         return False
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
