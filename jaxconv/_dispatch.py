@@ -2901,9 +2901,9 @@ def _touching_taps(
 
 def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Array, ConvSpec] | None:
     """The input elements this layer reads and the convolution of them, where its stride
-    ``s`` and kernel dilation ``d`` share a factor ``f = gcd(s, d) > 1`` along some dim
-    (on the CPU, not input-dilated, not on a mesh, and not where the rules take
-    shift-and-add for the value), else None.
+    ``s`` and kernel dilation ``d`` share a factor ``f = gcd(s, d) > 1`` along some dim,
+    else None, and None where the rules take shift-and-add for the value. For the layers
+    `reduced_layer` reduces (on the CPU, not input-dilated, not on a mesh: it asks).
 
     Every tap reads the padded input at ``s * o + d * k``, a multiple of ``f``: only the
     input elements ``i = -lo (mod f)`` are read, and taken out (a strided slice) they
@@ -2922,14 +2922,12 @@ def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Arra
     14; now 2.0x faster forward and training). Where the whole went below 0.9x `lax`, now 1.2-2x
     faster than `lax` (3x3 stride 2 dilation 2 64@56 batch 8 training, 5x5 stride 2
     dilation 6 128->32 @112 batch 4 forward)."""
-    if backend_name() != "cpu" or any(d != 1 for d in spec.lhs_dilation):
-        return None
     kernel = w.shape[2:]
     factors = [
         math.gcd(s, d) if k > 1 else 1
         for k, s, d in zip(kernel, spec.stride, spec.rhs_dilation, strict=True)
     ]
-    if all(f == 1 for f in factors) or split_mesh(x, w) is not None:
+    if all(f == 1 for f in factors):
         return None
     if choose_for(spec, x, w, "cpu")[FORWARD] == "shift":
         # Shift-and-add reads its strided, dilated windows straight from the input:
@@ -3661,8 +3659,8 @@ def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> 
     training 1.01-3.3x on 20 (median 1.8x), 0.81x on one (32->8 7x7 stride 3 dilation 3
     @112 batch 2, 12.9 ms against 10.4). Since 2026-12-06 (night) a stride and
     dilation that share a factor are divided by it first (`_common_factor`), which
-    trained those layers faster (channels-last 1.17-1.81x on five of six, 0.93x on a
-    0.4 ms one)."""
+    trained the channels-last layers of that kind in `/tmp/s71/cfsweep.py` seeds 1-3
+    1.04-1.81x on six of eight, 0.93x and 0.95x on two of 0.35-0.4 ms."""
     if not _dense_channels_last_2d(spec) or any(d > 1 for d in spec.lhs_dilation):
         return False
     return (

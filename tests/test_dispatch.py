@@ -5961,6 +5961,8 @@ def test_grouped_few_outputs_by_fft(x_shape, w_shape, kwargs, taken):
         assert _dispatch._grouped_few_outputs_by_fft(layer, x_shape, w_shape) == taken
         names = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu")
         assert (names == ("fft",) * 3) == taken, names
+        nested = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu", nested=True)
+        assert nested != ("fft",) * 3  # (whole layers only)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
