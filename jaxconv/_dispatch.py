@@ -443,6 +443,12 @@ def choose(
         or _kernel_within_stride(spec, w_shape)
     ):
         rules = (rules[FORWARD], "matmul", "matmul")
+    if (
+        not nested
+        and rules == ("lax",) * 3
+        and _few_channels_large_window_by_fft(spec, x_shape, w_shape)
+    ):
+        return ("fft",) * 3
     if kernel_past_output(spec, x_shape, w_shape):
         # A dense kernel with more taps than the output has positions along an undilated dim
         # (valid 7x7 on 8x8 maps, 5x5 stride 2 on 11x11, VGG's 7x7 on 7x7): the input
@@ -1983,6 +1989,62 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     if spec.groups > DENSE_GROUPS_MAX_GROUPS and rows < GROUPS_LOOP_MIN_ROWS:
         return False
     return _grouped_large_kernel_by_fft(spec, w_shape, out)
+
+
+# `_few_channels_large_window_by_fft`: dense 2-D layers from at least
+# `DENSE_FFT_MIN_IN_CHANNELS` to at most `DENSE_FFT_MAX_IN_CHANNELS` input channels, to at
+# most `DENSE_FFT_MAX_OUT_CHANNELS` output channels, of at least `DENSE_FFT_MIN_TAPS` taps
+# (`DENSE_FFT_MIN_TAPS_FEW_OUT` to 2-`DENSE_FFT_FEW_OUT_CHANNELS` channels).
+DENSE_FFT_MIN_IN_CHANNELS, DENSE_FFT_MAX_IN_CHANNELS = 4, 16
+DENSE_FFT_MAX_OUT_CHANNELS, DENSE_FFT_FEW_OUT_CHANNELS = 8, 4
+DENSE_FFT_MIN_TAPS, DENSE_FFT_MIN_TAPS_FEW_OUT = 49, 25
+
+
+def _few_channels_large_window_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether a dense 2-D layer that the rules leave to XLA (all three roles) runs them
+    by FFT: unstrided, no input dilation, padded so that the output is as large as the
+    input along each dim, from `DENSE_FFT_MIN_IN_CHANNELS` to
+    `DENSE_FFT_MAX_IN_CHANNELS` input channels to at most `DENSE_FFT_MAX_OUT_CHANNELS`,
+    with at least `DENSE_FFT_MIN_TAPS` taps (dilated or not), or
+    `DENSE_FFT_MIN_TAPS_FEW_OUT` to 2-`DENSE_FFT_FEW_OUT_CHANNELS` channels, and not to
+    more than `DENSE_FFT_FEW_OUT_CHANNELS` from one image.
+
+    XLA's convolution runs such padded layers at 12-30 GFLOP/s (12->1 11x11 dilation 3
+    @64 batch 8 channels-last 11.9; 4->2 7x7 "same" @64 batch 16 13.4), while FFT's cost
+    does not grow with the kernel. Found by a random sweep against PyTorch
+    (`/tmp/s70/rand.py 709 30 7 fwd,train --torch`): 16->8 7x7 dilation 2 padding 6 @56
+    batch 8 channels-first 4.1 ms forward, 10.6 training, PyTorch 1.33 and 4.25; `fft`
+    1.57x `lax` forward. `fft` against `auto`, 5 interleaved runs, AMD EPYC with
+    AVX-512, 2026-12-07 (`/tmp/s72/dfft3.py 3 32 5`: 4-24 -> 1-8 channels, 5x5-11x11,
+    dilations 1-3, @28-112, batch 1-16, both layouts): forward 1.01x, training 1.39x
+    (geometric means), winning on padded layers from at most 16 channels (12->1 11x11
+    dilation 3 6.0x, 12->4 11x11 @64 batch 4 2.9x), losing on unpadded ones (4->1 5x5
+    @112 batch 16 0.30x), from 24 channels (24->8 9x9 dilation 3 @56 batch 2 0.36x) and,
+    in the other sweeps (`dfft.py 1 24 5`, `dfft2.py 2 30 5`), to 16 or more channels
+    (4->64 7x7 dilation 2 0.22x). The rule against without on fresh layers within the
+    bounds (`dfftab.py 4 24 5`): forward 2.17x, training 2.52x; to one channel 5x5 layers
+    lost 0.08-0.40x forward (16->1 5x5 dilation 2 @56 batch 4 0.26 ms before), 7x7 won
+    1.23-2.79x, hence 49 taps there. With that (`dfftab.py 5 18 5`): forward 2.37x
+    (0.87-7.9x), training 2.59x (0.91-8.4x), the losses on 49 taps to 8 channels.
+    """
+    c_out, c_in, *kernel = w_shape
+    if (
+        spec.ndim != 2
+        or spec.groups != 1
+        or any(s != 1 for s in spec.stride)
+        or any(d != 1 for d in spec.lhs_dilation)
+        or not DENSE_FFT_MIN_IN_CHANNELS <= c_in <= DENSE_FFT_MAX_IN_CHANNELS
+        or c_out > DENSE_FFT_MAX_OUT_CHANNELS
+    ):
+        return False
+    few = 1 < c_out <= DENSE_FFT_FEW_OUT_CHANNELS
+    if x_shape[0] == 1 and c_out > DENSE_FFT_FEW_OUT_CHANNELS:
+        return False
+    taps = math.prod(kernel)
+    if taps < (DENSE_FFT_MIN_TAPS_FEW_OUT if few else DENSE_FFT_MIN_TAPS):
+        return False
+    out = spec.out_spatial(x_shape[2:], kernel)
+    return all(o >= m for o, m in zip(out, x_shape[2:], strict=True))
 
 
 def _small_grouped_map_by_matmul(spec: ConvSpec, x_shape, out) -> bool:

@@ -5978,6 +5978,79 @@ def test_grouped_few_outputs_by_fft_trains_as_lax(channels_last):
     trains_as_lax_float64(conv, x, w, check=True)
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, taken",
+    [
+        # Found by random sweeps: 16->8 7x7 dilation 2 @56, 12->1 11x11 dilation 3 @64.
+        ((8, 16, 56, 56), (8, 16, 7, 7), dict(padding=6, dilation=2), True),
+        ((8, 12, 64, 64), (1, 12, 11, 11), dict(padding=15, dilation=3), True),
+        ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding="same"), True),
+        ((2, 4, 20, 20), (8, 4, 7, 7), dict(padding=3), True),  # from 4
+        ((2, 3, 20, 20), (8, 3, 7, 7), dict(padding=3), False),  # from 3
+        ((2, 16, 20, 20), (8, 16, 7, 7), dict(padding=3), True),  # from 16
+        ((2, 17, 20, 20), (8, 17, 7, 7), dict(padding=3), False),  # from 17
+        ((2, 8, 20, 20), (9, 8, 7, 7), dict(padding=3), False),  # to 9
+        ((2, 8, 20, 20), (8, 8, 6, 8), dict(padding="same"), False),  # 48 taps to 8
+        ((2, 8, 20, 20), (4, 8, 5, 5), dict(padding=2), True),  # 25 taps to 4
+        ((2, 8, 20, 20), (2, 8, 5, 5), dict(padding=2), True),  # ... to 2
+        ((2, 8, 20, 20), (5, 8, 5, 5), dict(padding=2), False),  # ... to 5
+        ((2, 8, 20, 20), (1, 8, 5, 5), dict(padding=2), False),  # ... to 1
+        ((2, 8, 20, 20), (4, 8, 4, 6), dict(padding="same"), False),  # 24 taps to 4
+        ((2, 8, 20, 20), (1, 8, 7, 7), dict(padding=3), True),  # 49 taps to 1
+        ((1, 8, 20, 20), (8, 8, 7, 7), dict(padding=3), False),  # one image to 8
+        ((1, 8, 20, 20), (4, 8, 7, 7), dict(padding=3), True),  # one image to 4
+        ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=(3, 2)), False),  # narrower output
+        ((2, 8, 20, 20), (4, 8, 7, 6), dict(padding=(3, 2)), False),  # ... by one
+        ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=0), False),  # valid
+        ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=3, stride=2), False),
+        ((2, 8, 20, 20), (16, 4, 7, 7), dict(padding=3, groups=2), False),
+        ((2, 8, 100), (8, 8, 49), dict(padding=24), False),  # 1-D
+        ((2, 8, 6, 20, 20), (8, 8, 1, 7, 7), dict(padding=(0, 3, 3)), False),  # 3-D
+    ],
+)
+def test_few_channels_large_window_by_fft(x_shape, w_shape, kwargs, taken):
+    """Dense 2-D layers that the rules leave to XLA, unstrided and padded to an output
+    as large as the input, from 4-16 input channels to at most 8 with at least 49 taps,
+    or to 2-4 with at least 25, and to at most 4 from one image, run all three roles by
+    FFT (`_dispatch._few_channels_large_window_by_fft`), in either layout; not
+    otherwise, nor nested."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    for channels_last in (False, True):
+        layer = dataclasses.replace(spec, channels_last=channels_last)
+        assert _dispatch._few_channels_large_window_by_fft(layer, x_shape, w_shape) == taken
+        names = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu")
+        assert (names == ("fft",) * 3) == taken, names
+        nested = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu", nested=True)
+        assert nested != ("fft",) * 3  # (whole layers only)
+
+
+def test_few_channels_large_window_by_fft_after_the_rules():
+    """Only layers that the rules leave to XLA in all three roles: 4->2 5x5 dilation 2
+    keeps `shift`'s value (`_dispatch._few_inputs_value_by_shift`)."""
+    x_shape, w_shape = (4, 4, 56, 56), (2, 4, 5, 5)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=4, dilation=2).spec
+    assert _dispatch._few_channels_large_window_by_fft(spec, x_shape, w_shape)
+    assert _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")[0] == "shift"
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 5, 11, 12), (8, 5, 8, 8), dict(padding="same")),  # even kernel: padded 3, 4
+        ((2, 6, 9, 10), (3, 6, 5, 7), dict(padding=(4, 9), dilation=(2, 3))),
+    ],
+)
+def test_few_channels_large_window_by_fft_trains_as_lax(x_shape, w_shape, kwargs, channels_last):
+    """Those layers' values and gradients (FFT's) equal lax's (float64), and so do forward
+    mode, second derivatives and `vmap`."""
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=7)
+    spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
+    assert _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu") == ("fft",) * 3
+    trains_as_lax_float64(conv, x, w, check=True)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the reduction is the CPU's")
 @pytest.mark.parametrize("impl", ["auto", "autotune"])
 def test_auto_runs_the_reduced_layer(impl, monkeypatch, tmp_path):
