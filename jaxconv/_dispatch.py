@@ -3159,7 +3159,7 @@ def _split_input_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
     return (
         spec.channels_last
         and spec.ndim == 2
-        and shift_impl.splits(spec, x_shape, w_shape)
+        and shift_impl.splits(spec, x_shape, w_shape, large=False)
         and math.prod(x_shape[2:]) >= SPLIT_INPUT_GRADIENT_MIN_POSITIONS
     )
 

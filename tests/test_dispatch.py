@@ -1996,6 +1996,41 @@ def test_depthwise_split_for_inference_only(channels_last):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_large_kernels_split_for_inference_only(multiplier, monkeypatch):
+    """Channels-last 5x5 depthwise values whose padded input passes the heap block (here
+    set to nothing) read the input unpadded for inference (`shift.SPLIT_LARGE_MAX_TAPS`),
+    not with a channel multiplier (whose input is repeated first), and not under
+    differentiation: neither the value nor the input gradient (of the cotangent)."""
+    from jaxconv._impls import lax as lax_impl
+
+    monkeypatch.setattr(lax_impl, "MALLOC_MAX_HEAP_BLOCK", 0)
+    c = 8
+    x, w = np.ones((2, 32, 32, c)), np.ones((5, 5, 1, c * multiplier))
+
+    def conv(x, w):
+        return jaxconv.conv2d(x, w, padding=2, groups=c, channels_last=True)
+
+    def whole_padded(f, *args, channels=c):
+        text = jax.jit(f).lower(*args).as_text()
+        return any(
+            "stablehlo.pad" in line
+            and line.split(": (")[1].startswith(f"tensor<2x32x32x{channels}x")
+            for line in text.splitlines()
+        )
+
+    x_shape, w_shape = (2, c, 32, 32), (c * multiplier, 1, 5, 5)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=2, groups=c).spec
+    spec = dataclasses.replace(spec, channels_last=True)
+    assert not _dispatch._split_input_gradient(spec, x_shape, w_shape)
+    assert whole_padded(conv, x, w, channels=c * multiplier) == (multiplier > 1)
+    assert whole_padded(lambda x, w: jax.vjp(conv, x, w)[0], x, w)  # the value alone
+    ct = np.ones((2, 32, 32, c * multiplier))
+    grad = lambda x, w: jax.vjp(lambda a: conv(a, w), x)[1](ct)  # noqa: E731
+    assert whole_padded(grad, x, w, channels=c * multiplier)  # the cotangent, padded
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="shift is the CPU's choice")
 @pytest.mark.parametrize(
     "size, kwargs, split",
     [

@@ -1182,6 +1182,114 @@ def test_shift_depthwise_split(case):
         assert pads and not any(line.split(": (")[1].startswith(whole) for line in pads)
 
 
+def test_shift_depthwise_split_reads_the_input():
+    """The split's inner outputs read their windows straight from the input: no slice
+    of it is written out first (XLA wrote the inner part's slice, 37 MB for 7x7 stride 2
+    384@56 batch 8, before the sums read it)."""
+    from jaxconv._impls import shift
+
+    c, hw = 9, 21
+    x = np.random.default_rng(20).standard_normal((2, hw, hw, c)).astype(np.float32)
+    w = np.random.default_rng(21).standard_normal((3, 3, 1, c)).astype(np.float32)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv2d(
+            a, b, stride=2, padding=1, groups=c, channels_last=True, impl=impl
+        )
+
+    spec = ConvSpec((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1), c, None, True)
+    assert shift.splits(spec, (2, c, hw, hw), (c, 1, 3, 3))
+    (_, a, b), _ = shift._interior((hw, hw), (3, 3), spec)
+    rows = (b - 1) * 2 - 1 + 3 - (a * 2 - 1)  # the inner outputs' input rows
+    assert rows < hw
+    text = compile_as_shipped(conv("shift"), x, w).as_text()
+    assert f"f32[2,{rows},{rows},{c}]" not in text
+    got, want = jax.jit(lambda a, b: (conv("shift")(a, b), conv("lax")(a, b)))(x, w)
+    assert_close(got, want, dtype=np.float32, reduction=9)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, pad, channels_last, large, split",
+    [
+        # Found by a sweep: 7x7 stride 2 384@56 batch 8, its padded input 47 MB.
+        ((8, 384, 56, 56), (384, 1, 7, 7), 2, 3, True, True, True),
+        ((8, 384, 56, 56), (384, 1, 7, 7), 2, 3, True, False, False),  # not `large`
+        ((8, 384, 56, 56), (384, 1, 7, 7), 2, 3, False, True, False),  # channels-first
+        ((8, 96, 56, 56), (96, 1, 7, 7), 1, 3, True, True, False),  # 12 MB
+        ((8, 96, 112, 112), (96, 1, 7, 7), 1, 3, True, True, True),  # 43 MB
+        ((8, 96, 112, 112), (96, 1, 5, 10), 1, 3, True, True, False),  # 50 taps
+        ((2, 1024, 58, 58), (1024, 1, 7, 7), 1, 3, True, True, False),  # 32 MiB exactly
+        ((2, 1025, 58, 58), (1025, 1, 7, 7), 1, 3, True, True, True),  # past it
+        ((2, 1025, 58, 58), (1025, 1, 3, 3), 1, 1, True, False, True),  # 3x3: any size
+        ((2, 64, 40, 56, 56), (64, 1, 3, 3, 3), 1, 1, True, True, False),  # 3-D, 27 taps
+    ],
+)
+def test_shift_depthwise_split_large_inputs(
+    x_shape, w_shape, stride, pad, channels_last, large, split
+):
+    """Channels-last 2-D depthwise layers of up to 49 taps split (`shift.splits`) where
+    their padded float32 input would pass `lax.MALLOC_MAX_HEAP_BLOCK`, with ``large``;
+    up to 9 taps at any size, as before."""
+    from jaxconv._impls import shift
+
+    nd = len(w_shape) - 2
+    s = ConvSpec(
+        (stride,) * nd, ((pad, pad),) * nd, (1,) * nd, (1,) * nd, x_shape[1], None, channels_last
+    )
+    assert shift.splits(s, x_shape, w_shape, large) == split
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, pads",
+    [
+        ((7, 7), (2, 2), (1, 1), ((3, 3), (3, 3))),
+        ((5, 5), (1, 1), (1, 1), ((2, 2), (4, 1))),
+        ((7, 5), (2, 1), (1, 2), ((3, 2), (4, 4))),
+        ((6, 4), (1, 3), (1, 1), ((1, 4), (2, 1))),
+    ],
+)
+def test_shift_depthwise_split_large_kernels(kernel, stride, dilation, pads, channels_last):
+    """Kernels of 10-49 taps by the split (as large channels-last inputs take them: here
+    the heap block is set to nothing) in `shift.forward`: values and both gradients as
+    lax's and einsum's, in float64, the input gradient of a cotangent."""
+    from unittest import mock
+
+    from jaxconv._impls import lax as lax_impl
+    from jaxconv._impls import shift
+
+    c = 3
+    x_shape = (2, c, *(d * (k - 1) + 9 for k, d in zip(kernel, dilation, strict=True)))
+    w_shape = (c, 1, *kernel)
+    s = ConvSpec(stride, pads, (1, 1), dilation, c, None, channels_last)
+    x, w = arrays(np.random.default_rng(22), x_shape, w_shape)
+    assert not shift.splits(s, x_shape, w_shape)
+    assert shift._interior(x_shape[2:], kernel, s) is not None
+    shifted, by_lax, by_einsum = forwards("shift", "lax", "einsum", spec=s)
+    ct = np.random.default_rng(23).standard_normal(jax.eval_shape(shifted, x, w).shape)
+
+    def run(a, b, c):
+        return (
+            shifted(a, b),
+            by_lax(a, b),
+            jax.vjp(shifted, a, b)[1](c),
+            jax.vjp(by_einsum, a, b)[1](c),
+        )
+
+    with mock.patch.object(lax_impl, "MALLOC_MAX_HEAP_BLOCK", 0):
+        assert shift.splits(s, x_shape, w_shape) == channels_last
+        got, want, grads, expected = jax.jit(run)(x, w, ct)
+        text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
+    assert_close(got, want, reduction=reduction(w_shape))
+    for g, e in zip(grads, expected, strict=True):
+        assert_close(g, e, reduction=reduction(w_shape) * got.size)
+    if channels_last:  # no padded copy of the whole input
+        layout = (x_shape[0], *x_shape[2:], c)
+        whole = "tensor<" + "x".join(map(str, layout))
+        pads_ = [line for line in text.splitlines() if "stablehlo.pad" in line]
+        assert pads_ and not any(line.split(": (")[1].startswith(whole) for line in pads_)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.complex64])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shift_depthwise_split_dtypes(dtype, channels_last):

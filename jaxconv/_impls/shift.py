@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxconv._impls import lax as lax_impl
 from jaxconv._impls import subpixel
 from jaxconv._impls._common import (
     accumulation_dtype,
@@ -187,20 +188,28 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
         if taps <= unroll_max_taps(spec.ndim, channels_last=False):
             return _channels_first(x, w, spec)
         return _scanned(x, w, spec)
-    if (
+    repeat = (
         split
         and spec.channels_last
         and spec.ndim >= 2
         and w.shape[1] == 1
         and 1 < w.shape[0] // spec.groups <= REPEAT_MAX_MULTIPLIER
-    ):
+    )
+    if repeat:
         # A channel multiplier ``m``: output channel ``o`` reads input channel ``o // m``,
         # so each input channel repeated ``m`` times makes it a depthwise layer of one
         # channel per group, whose sums keep the channels innermost (here the
         # multiplier would be the innermost dim, which XLA's loops do not vectorise).
         x = jnp.repeat(x, w.shape[0] // spec.groups, axis=1)
         spec = dataclasses.replace(spec, groups=w.shape[0])
-    if split and splits(spec, x.shape, w.shape) and _interior(x.shape[2:], w.shape[2:], spec):
+    # (Not split for its size once repeated: 5x5 144 x 2 @112 batch 8 forward 0.61x, 480 x
+    # 2 @112 batch 2 0.48x, 7x7 240 x 2 @56 batch 16 0.49x, `/tmp/s72/splab.py 1 14 7`.)
+    large = not repeat
+    if (
+        split
+        and splits(spec, x.shape, w.shape, large)
+        and _interior(x.shape[2:], w.shape[2:], spec)
+    ):
         return _depthwise_split(x, w, spec)
     if spec.channels_last and w.shape[:2] == (spec.groups, 1) and spec.stride[-1] == 1:
         return _depthwise_rows(x, w, spec)
@@ -291,19 +300,40 @@ SPLIT_MAX_TAPS_ND = 9
 # 672@14, 7x7 96@56 batch 4).
 SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED = {2: 9}
 SPLIT_MIN_POSITIONS_CHANNELS_FIRST = 100
+# Channels-last 2-D layers of at most this many taps split too where their padded input
+# (float32) would pass `lax.MALLOC_MAX_HEAP_BLOCK`: glibc's malloc takes such a block
+# from the system afresh on every call, whose pages then fault in. Forward against
+# padding first, batch 8 unless said, 11 interleaved runs, AMD EPYC with AVX-512,
+# 2026-12-07 (`/tmp/s72/wsplit3.py`; found by a random sweep against PyTorch,
+# `/tmp/s70/rand.py 709`: 7x7 stride 2 384@56 batch 8 padded 3, 19-22 ms against 4.5
+# unpadded and PyTorch's 2.0), the padded input's size in MB: that layer (47) 1.9-2.4x;
+# 7x7 96@112 (43) 1.47x; 5x5 stride 2 144@112 (62) 6.8x; 5x5 240@56 batch 16 (55) 1.53x;
+# 7x7 192@56 batch 16 (47) 1.20x; 5x5 32@224 (53) 1.88x. Under the block it went both
+# ways: 5x5 128@56 (15) 1.63x, 7x7 stride 2 64@112 (29) 1.92x, 5x5 stride 2 96@112
+# batch 4 (21) 1.29x, but 5x5 480@28 batch 16 (31) 0.98x, 5x5 stride 2 672@14 batch 16
+# (14) 0.79x, 7x7 384@14 (5) 0.57x.
+SPLIT_LARGE_MAX_TAPS = {2: 49}
 
 
-def splits(spec: ConvSpec, x_shape, w_shape) -> bool:
+def splits(spec: ConvSpec, x_shape, w_shape, large: bool = True) -> bool:
     """Whether `forward` runs this canonical depthwise layer by `_depthwise_split`
     where its padding and sizes allow: one channel in and out per group, and either
-    channels-last with at most `SPLIT_MAX_TAPS` taps or channels-first, strided, with at
-    most `SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED` taps and at least
+    channels-last with at most `SPLIT_MAX_TAPS` taps (with ``large``,
+    `SPLIT_LARGE_MAX_TAPS` where the padded input would pass
+    `lax.MALLOC_MAX_HEAP_BLOCK`) or channels-first, strided, with at most
+    `SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED` taps and at least
     `SPLIT_MIN_POSITIONS_CHANNELS_FIRST` output positions."""
     if tuple(w_shape[:2]) != (spec.groups, 1):
         return False
     taps = math.prod(w_shape[2:])
     if spec.channels_last:
-        return taps <= SPLIT_MAX_TAPS.get(spec.ndim, SPLIT_MAX_TAPS_ND)
+        if taps <= SPLIT_MAX_TAPS.get(spec.ndim, SPLIT_MAX_TAPS_ND):
+            return True
+        if not large:
+            return False
+        padded = [m + lo + hi for m, (lo, hi) in zip(x_shape[2:], spec.padding, strict=True)]
+        past_block = 4 * math.prod((*x_shape[:2], *padded)) > lax_impl.MALLOC_MAX_HEAP_BLOCK
+        return past_block and taps <= SPLIT_LARGE_MAX_TAPS.get(spec.ndim, 0)
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     return (
         any(s > 1 for s in spec.stride)
@@ -391,12 +421,20 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
             start.append(first)
             limit.append(last)
             pads.append((below, r1 - r0 - below - (last - first), 0))
-        part = lax.slice(xc, full(0, start, 0), full(n, limit, c))
-        if any(p != none for p in pads):
+        # Unpadded (the inner outputs), each window is read straight from the input: a
+        # slice of it read by all the taps' windows, XLA wrote out first (37 MB for 7x7
+        # stride 2 384@56 batch 8, split: 23.8 ms forward against 9.4 read straight;
+        # depthwise 3x3 144@56 batch 8 channels-last 1.03x, `/tmp/s70/sweep.py
+        # olddirect`, 2026-12-07).
+        padded = any(p != none for p in pads)
+        part, offset = xc, start
+        if padded:
+            part = lax.slice(xc, full(0, start, 0), full(n, limit, c))
             part = lax.pad(part, lax.full((), 0, acc), full(none, pads, none))
+            offset = [0] * nd
         sums = {}
         for t, wt in taps.items():
-            lead = [i * d for i, d in zip(t, spec.rhs_dilation, strict=True)]
+            lead = [i * d + f for i, d, f in zip(t, spec.rhs_dilation, offset, strict=True)]
             ends = [
                 b + (o1 - o0 - 1) * s + 1
                 for b, (o0, o1), s in zip(lead, region, spec.stride, strict=True)
