@@ -2002,8 +2002,8 @@ DENSE_FFT_MIN_TAPS, DENSE_FFT_MIN_TAPS_FEW_OUT = 49, 25
 
 def _few_channels_large_window_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether a dense 2-D layer that the rules leave to XLA (all three roles) runs them
-    by FFT: unstrided, no input dilation, padded so that the output is as large as the
-    input along each dim, from `DENSE_FFT_MIN_IN_CHANNELS` to
+    by FFT: unstrided, no input dilation, padded (not negatively) so that the output is
+    as large as the input along each dim, from `DENSE_FFT_MIN_IN_CHANNELS` to
     `DENSE_FFT_MAX_IN_CHANNELS` input channels to at most `DENSE_FFT_MAX_OUT_CHANNELS`,
     with at least `DENSE_FFT_MIN_TAPS` taps (dilated or not), or
     `DENSE_FFT_MIN_TAPS_FEW_OUT` to 2-`DENSE_FFT_FEW_OUT_CHANNELS` channels, and not to
@@ -2043,8 +2043,10 @@ def _few_channels_large_window_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     taps = math.prod(kernel)
     if taps < (DENSE_FFT_MIN_TAPS_FEW_OUT if few else DENSE_FFT_MIN_TAPS):
         return False
+    if any(min(p) < 0 for p in spec.padding):
+        return False
     out = spec.out_spatial(x_shape[2:], kernel)
-    return all(o >= m for o, m in zip(out, x_shape[2:], strict=True))
+    return tuple(out) == tuple(x_shape[2:])
 
 
 def _small_grouped_map_by_matmul(spec: ConvSpec, x_shape, out) -> bool:

@@ -6037,6 +6037,15 @@ def test_grouped_few_outputs_by_fft_trains_as_lax(channels_last):
         ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=(3, 2)), False),  # narrower output
         ((2, 8, 20, 20), (4, 8, 7, 6), dict(padding=(3, 2)), False),  # ... by one
         ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=0), False),  # valid
+        ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=4), False),  # a larger output
+        ((2, 8, 20, 20), (8, 8, 7, 7), dict(pairs=((-1, 7), (3, 3))), False),  # negative
+        # Input-dilated (a zero between each two input rows), padded back to 20 outputs:
+        (
+            (2, 8, 20, 20),
+            (4, 8, 7, 7),
+            dict(padding=15, pairs=((14, 15),) * 2, dilation=8, lhs=2),
+            False,
+        ),
         ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=3, stride=2), False),
         ((2, 8, 20, 20), (16, 4, 7, 7), dict(padding=3, groups=2), False),
         ((2, 8, 100), (8, 8, 49), dict(padding=24), False),  # 1-D
@@ -6049,7 +6058,13 @@ def test_few_channels_large_window_by_fft(x_shape, w_shape, kwargs, taken):
     or to 2-4 with at least 25, and to at most 4 from one image, run all three roles by
     FFT (`_dispatch._few_channels_large_window_by_fft`), in either layout; not
     otherwise, nor nested."""
+    kwargs = dict(kwargs)
+    lhs, pairs = kwargs.pop("lhs", 1), kwargs.pop("pairs", None)  # (not public arguments)
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    spec = dataclasses.replace(spec, lhs_dilation=(lhs,) * spec.ndim)
+    if pairs is not None:  # padded (back) to the input's size
+        spec = dataclasses.replace(spec, padding=pairs)
+        assert tuple(spec.out_spatial(x_shape[2:], w_shape[2:])) == x_shape[2:]
     for channels_last in (False, True):
         layer = dataclasses.replace(spec, channels_last=channels_last)
         assert _dispatch._few_channels_large_window_by_fft(layer, x_shape, w_shape) == taken

@@ -305,7 +305,7 @@ SPLIT_MIN_POSITIONS_CHANNELS_FIRST = 100
 # from the system afresh on every call, whose pages then fault in. Forward against
 # padding first, batch 8 unless said, 11 interleaved runs, AMD EPYC with AVX-512,
 # 2026-12-07 (`/tmp/s72/wsplit3.py`; found by a random sweep against PyTorch,
-# `/tmp/s70/rand.py 709`: 7x7 stride 2 384@56 batch 8 padded 3, 19-22 ms against 4.5
+# `/tmp/s70/rand.py 709`: 7x7 stride 2 384@56 batch 8 padded 3, 18-22 ms against 4.3-5.2
 # unpadded and PyTorch's 2.0), the padded input's size in MB: that layer (47) 1.9-2.4x;
 # 7x7 96@112 (43) 1.47x; 5x5 stride 2 144@112 (62) 6.8x; 5x5 240@56 batch 16 (55) 1.53x;
 # 7x7 192@56 batch 16 (47) 1.20x; 5x5 32@224 (53) 1.88x. Under the block it went both
@@ -322,7 +322,12 @@ def splits(spec: ConvSpec, x_shape, w_shape, large: bool = True) -> bool:
     `SPLIT_LARGE_MAX_TAPS` where the padded input would pass
     `lax.MALLOC_MAX_HEAP_BLOCK`) or channels-first, strided, with at most
     `SPLIT_MAX_TAPS_CHANNELS_FIRST_STRIDED` taps and at least
-    `SPLIT_MIN_POSITIONS_CHANNELS_FIRST` output positions."""
+    `SPLIT_MIN_POSITIONS_CHANNELS_FIRST` output positions.
+
+    `auto` splits only values not differentiated (`shift.forward_unsplit` otherwise),
+    and input gradients where `_dispatch._split_input_gradient` says, without
+    ``large``; ``impl="shift"`` under differentiation transposes the split op by op.
+    """
     if tuple(w_shape[:2]) != (spec.groups, 1):
         return False
     taps = math.prod(w_shape[2:])
@@ -407,8 +412,9 @@ def _depthwise_split(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     none = (0, 0, 0)
 
     def box(region):
-        # The outputs in ``region`` (a range per dim) from the input slice they read,
-        # zero-padded where it runs past the input.
+        # The outputs in ``region`` (a range per dim): from the input itself where their
+        # windows lie inside it, else from the slice they read, zero-padded where it
+        # runs past the input.
         start, limit, pads = [], [], []
         for (o0, o1), size, k, s, d, (lo, _) in zip(
             region, x.shape[2:], kernel, spec.stride, spec.rhs_dilation, spec.padding, strict=True
