@@ -5991,9 +5991,15 @@ def test_grouped_few_outputs_by_fft(x_shape, w_shape, kwargs, taken):
     taps on at least 100 output positions per image, run all three roles by FFT
     (`_dispatch._grouped_few_outputs_by_fft`), in either layout; not otherwise."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    _assert_fft_rule(_dispatch._grouped_few_outputs_by_fft, spec, x_shape, w_shape, taken)
+
+
+def _assert_fft_rule(rule, spec, x_shape, w_shape, taken):
+    """``rule`` (one of `_dispatch`'s FFT rules) takes this layer in either layout iff
+    ``taken``, and `choose` then runs all three roles by FFT, but not nested."""
     for channels_last in (False, True):
         layer = dataclasses.replace(spec, channels_last=channels_last)
-        assert _dispatch._grouped_few_outputs_by_fft(layer, x_shape, w_shape) == taken
+        assert rule(layer, x_shape, w_shape) == taken
         names = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu")
         assert (names == ("fft",) * 3) == taken, names
         nested = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu", nested=True)
@@ -6065,13 +6071,8 @@ def test_few_channels_large_window_by_fft(x_shape, w_shape, kwargs, taken):
     if pairs is not None:  # padded (back) to the input's size
         spec = dataclasses.replace(spec, padding=pairs)
         assert tuple(spec.out_spatial(x_shape[2:], w_shape[2:])) == x_shape[2:]
-    for channels_last in (False, True):
-        layer = dataclasses.replace(spec, channels_last=channels_last)
-        assert _dispatch._few_channels_large_window_by_fft(layer, x_shape, w_shape) == taken
-        names = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu")
-        assert (names == ("fft",) * 3) == taken, names
-        nested = _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu", nested=True)
-        assert nested != ("fft",) * 3  # (whole layers only)
+    rule = _dispatch._few_channels_large_window_by_fft
+    _assert_fft_rule(rule, spec, x_shape, w_shape, taken)
 
 
 def test_few_channels_large_window_by_fft_after_the_rules():

@@ -28,6 +28,7 @@ import jaxconv
 from jaxconv import _dispatch
 from jaxconv._impls import FORWARDS, fft
 from jaxconv._impls import matmul as matmul_impl
+from jaxconv._impls import shift as shift_impl
 from jaxconv._spec import ConvSpec
 
 MINE = ("einsum", "matmul", "fft")
@@ -1107,6 +1108,27 @@ def test_shift_depthwise_split_value_written_before_a_transpose(kernel):
     assert_close(got, want, dtype=np.float32, reduction=math.prod(kernel))
 
 
+def _shift_against_lax(x, w, s, seed):
+    """`shift.forward`'s value and both gradients (of a random cotangent) against lax's
+    and einsum's, in one compiled program; returns `shift.forward`'s lowered text."""
+    shifted, by_lax, by_einsum = forwards("shift", "lax", "einsum", spec=s)
+    ct = np.random.default_rng(seed).standard_normal(jax.eval_shape(shifted, x, w).shape)
+
+    def run(a, b, c):  # everything compared, in one compiled program
+        return (
+            shifted(a, b),
+            by_lax(a, b),
+            jax.vjp(shifted, a, b)[1](c),
+            jax.vjp(by_einsum, a, b)[1](c),
+        )
+
+    got, want, grads, expected = jax.jit(run)(x, w, ct)
+    assert_close(got, want, reduction=reduction(w.shape))
+    for g, e in zip(grads, expected, strict=True):
+        assert_close(g, e, reduction=reduction(w.shape) * got.size)
+    return jax.jit(shift_impl.forward, static_argnums=2).lower(x, w, s).as_text()
+
+
 @st.composite
 def specs_depthwise_split(draw):
     """A canonical depthwise convolution that `shift._depthwise_split` takes:
@@ -1154,25 +1176,10 @@ def test_shift_depthwise_split(case):
     x, w = arrays(np.random.default_rng(16), x_shape, w_shape)
     # (Where no output reads only the input along some dim, shift pads first instead.)
     assume(shift._interior(x_shape[2:], w_shape[2:], s) is not None)
-    shifted, by_lax, by_einsum = forwards("shift", "lax", "einsum", spec=s)
-    ct = np.random.default_rng(17).standard_normal(jax.eval_shape(shifted, x, w).shape)
-
-    def run(a, b, c):  # everything compared, in one compiled program
-        return (
-            shifted(a, b),
-            by_lax(a, b),
-            jax.vjp(shifted, a, b)[1](c),
-            jax.vjp(by_einsum, a, b)[1](c),
-        )
-
     # (Channels-first splits from 100 outputs per image; these have fewer.)
     with mock.patch.object(shift, "SPLIT_MIN_POSITIONS_CHANNELS_FIRST", 1):
         assert shift.splits(s, x_shape, w_shape)
-        got, want, grads, expected = jax.jit(run)(x, w, ct)
-        text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
-    assert_close(got, want, reduction=reduction(w_shape))
-    for g, e in zip(grads, expected, strict=True):
-        assert_close(g, e, reduction=reduction(w_shape) * got.size)
+        text = _shift_against_lax(x, w, s, seed=17)
     dims = zip(x_shape[2:], w_shape[2:], s.rhs_dilation, s.padding, strict=True)
     if all(k > 1 and n >= 2 * (d * (k - 1) + 1) + lo + hi for n, k, d, (lo, hi) in dims):
         # (On smaller inputs, or with one tap, a part may have the whole input's shape.)
@@ -1265,24 +1272,9 @@ def test_shift_depthwise_split_large_kernels(kernel, stride, dilation, pads, cha
     x, w = arrays(np.random.default_rng(22), x_shape, w_shape)
     assert not shift.splits(s, x_shape, w_shape)
     assert shift._interior(x_shape[2:], kernel, s) is not None
-    shifted, by_lax, by_einsum = forwards("shift", "lax", "einsum", spec=s)
-    ct = np.random.default_rng(23).standard_normal(jax.eval_shape(shifted, x, w).shape)
-
-    def run(a, b, c):
-        return (
-            shifted(a, b),
-            by_lax(a, b),
-            jax.vjp(shifted, a, b)[1](c),
-            jax.vjp(by_einsum, a, b)[1](c),
-        )
-
     with mock.patch.object(lax_impl, "MALLOC_MAX_HEAP_BLOCK", 0):
         assert shift.splits(s, x_shape, w_shape) == channels_last
-        got, want, grads, expected = jax.jit(run)(x, w, ct)
-        text = jax.jit(shift.forward, static_argnums=2).lower(x, w, s).as_text()
-    assert_close(got, want, reduction=reduction(w_shape))
-    for g, e in zip(grads, expected, strict=True):
-        assert_close(g, e, reduction=reduction(w_shape) * got.size)
+        text = _shift_against_lax(x, w, s, seed=23)
     if channels_last:  # no padded copy of the whole input
         layout = (x_shape[0], *x_shape[2:], c)
         whole = "tensor<" + "x".join(map(str, layout))
