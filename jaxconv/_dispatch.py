@@ -1998,16 +1998,19 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
 DENSE_FFT_MIN_IN_CHANNELS, DENSE_FFT_MAX_IN_CHANNELS = 4, 16
 DENSE_FFT_MAX_OUT_CHANNELS, DENSE_FFT_FEW_OUT_CHANNELS = 8, 4
 DENSE_FFT_MIN_TAPS, DENSE_FFT_MIN_TAPS_FEW_OUT = 49, 25
+# ... and 1-D layers of at least this many taps (to any of those output channels).
+DENSE_FFT_MIN_TAPS_1D = 31
 
 
 def _few_channels_large_window_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
-    """Whether a dense 2-D layer that the rules leave to XLA (all three roles) runs them
-    by FFT: unstrided, no input dilation, padded (not negatively) so that the output is
+    """Whether a dense 1-D or 2-D layer that the rules leave to XLA (all three roles)
+    runs them by FFT: unstrided, no input dilation, padded (not negatively) so that the output is
     as large as the input along each dim, from `DENSE_FFT_MIN_IN_CHANNELS` to
     `DENSE_FFT_MAX_IN_CHANNELS` input channels to at most `DENSE_FFT_MAX_OUT_CHANNELS`,
     with at least `DENSE_FFT_MIN_TAPS` taps (dilated or not), or
-    `DENSE_FFT_MIN_TAPS_FEW_OUT` to 2-`DENSE_FFT_FEW_OUT_CHANNELS` channels, and not to
-    more than `DENSE_FFT_FEW_OUT_CHANNELS` from one image.
+    `DENSE_FFT_MIN_TAPS_FEW_OUT` to 2-`DENSE_FFT_FEW_OUT_CHANNELS` channels (1-D: at least
+    `DENSE_FFT_MIN_TAPS_1D`), and not to more than `DENSE_FFT_FEW_OUT_CHANNELS` from one
+    image.
 
     XLA's convolution runs such padded layers at 12-30 GFLOP/s (12->1 11x11 dilation 3
     @64 batch 8 channels-last 11.9; 4->2 7x7 "same" @64 batch 16 13.4), while FFT's cost
@@ -2026,10 +2029,15 @@ def _few_channels_large_window_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     lost 0.08-0.40x forward (16->1 5x5 dilation 2 @56 batch 4 0.26 ms before), 7x7 won
     1.23-2.79x, hence 49 taps there. With that (`dfftab.py 5 18 5`): forward 2.37x
     (0.87-7.9x), training 2.59x (0.91-8.4x), the losses on 49 taps to 8 channels.
+    In 1-D, `fft` against `auto` (`/tmp/s72/d1sweep.py 1 20`, 4-16 -> 1-8 channels,
+    17-129 taps, 250-4000 long): from 31 taps 1.17-6.6x but for noise on a 0.1 ms layer,
+    25 taps 0.52-0.72x; the rule against without on 16 fresh layers (`d1ab.py 2 16`):
+    forward 2.45x (0.70x on 16->3 k49 @4000 batch 1, 0.71 ms against 0.50), training
+    2.82x (1.01-6.6x).
     """
     c_out, c_in, *kernel = w_shape
     if (
-        spec.ndim != 2
+        spec.ndim not in (1, 2)
         or spec.groups != 1
         or any(s != 1 for s in spec.stride)
         or any(d != 1 for d in spec.lhs_dilation)
@@ -2041,7 +2049,11 @@ def _few_channels_large_window_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     if x_shape[0] == 1 and c_out > DENSE_FFT_FEW_OUT_CHANNELS:
         return False
     taps = math.prod(kernel)
-    if taps < (DENSE_FFT_MIN_TAPS_FEW_OUT if few else DENSE_FFT_MIN_TAPS):
+    if spec.ndim == 1:
+        least = DENSE_FFT_MIN_TAPS_1D
+    else:
+        least = DENSE_FFT_MIN_TAPS_FEW_OUT if few else DENSE_FFT_MIN_TAPS
+    if taps < least:
         return False
     if any(min(p) < 0 for p in spec.padding):
         return False

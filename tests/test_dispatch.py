@@ -6054,16 +6054,21 @@ def test_grouped_few_outputs_by_fft_trains_as_lax(channels_last):
         ),
         ((2, 8, 20, 20), (8, 8, 7, 7), dict(padding=3, stride=2), False),
         ((2, 8, 20, 20), (16, 4, 7, 7), dict(padding=3, groups=2), False),
-        ((2, 8, 100), (8, 8, 49), dict(padding=24), False),  # 1-D
+        ((2, 8, 100), (8, 8, 31), dict(padding=15), True),  # 1-D: 31 taps
+        ((2, 8, 100), (1, 8, 31), dict(padding=15), True),  # ... to one channel
+        ((2, 8, 100), (8, 8, 29), dict(padding=14), False),  # 29 taps
+        ((2, 8, 100), (4, 8, 30), dict(padding="same"), False),  # 30 taps to 4
+        ((2, 8, 100), (8, 8, 31), dict(padding=0), False),  # valid
+        ((2, 17, 100), (8, 17, 31), dict(padding=15), False),  # from 17
         ((2, 8, 6, 20, 20), (8, 8, 1, 7, 7), dict(padding=(0, 3, 3)), False),  # 3-D
     ],
 )
 def test_few_channels_large_window_by_fft(x_shape, w_shape, kwargs, taken):
     """Dense 2-D layers that the rules leave to XLA, unstrided and padded to an output
     as large as the input, from 4-16 input channels to at most 8 with at least 49 taps,
-    or to 2-4 with at least 25, and to at most 4 from one image, run all three roles by
-    FFT (`_dispatch._few_channels_large_window_by_fft`), in either layout; not
-    otherwise, nor nested."""
+    or to 2-4 with at least 25 (1-D: at least 31), and to at most 4 from one image, run
+    all three roles by FFT (`_dispatch._few_channels_large_window_by_fft`), in either
+    layout; not otherwise, nor nested."""
     kwargs = dict(kwargs)
     lhs, pairs = kwargs.pop("lhs", 1), kwargs.pop("pairs", None)  # (not public arguments)
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
@@ -6091,6 +6096,7 @@ def test_few_channels_large_window_by_fft_after_the_rules():
     [
         ((2, 5, 11, 12), (8, 5, 8, 8), dict(padding="same")),  # even kernel: padded 3, 4
         ((2, 6, 9, 10), (3, 6, 5, 7), dict(padding=(4, 9), dilation=(2, 3))),
+        ((2, 5, 40), (3, 5, 32), dict(padding="same", dilation=2)),  # 1-D
     ],
 )
 def test_few_channels_large_window_by_fft_trains_as_lax(x_shape, w_shape, kwargs, channels_last):
