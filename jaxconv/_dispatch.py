@@ -1991,7 +1991,7 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     return _grouped_large_kernel_by_fft(spec, w_shape, out)
 
 
-# `_few_channels_large_window_by_fft`: dense 2-D layers from at least
+# `_few_channels_large_window_by_fft`: dense 1-D and 2-D layers from at least
 # `DENSE_FFT_MIN_IN_CHANNELS` to at most `DENSE_FFT_MAX_IN_CHANNELS` input channels, to at
 # most `DENSE_FFT_MAX_OUT_CHANNELS` output channels, of at least `DENSE_FFT_MIN_TAPS` taps
 # (`DENSE_FFT_MIN_TAPS_FEW_OUT` to 2-`DENSE_FFT_FEW_OUT_CHANNELS` channels).
