@@ -2004,8 +2004,8 @@ DENSE_FFT_MIN_TAPS_1D = 31
 
 def _few_channels_large_window_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether a dense 1-D or 2-D layer that the rules leave to XLA (all three roles)
-    runs them by FFT: unstrided, no input dilation, padded (not negatively) so that the output is
-    as large as the input along each dim, from `DENSE_FFT_MIN_IN_CHANNELS` to
+    runs them by FFT: unstrided, no input dilation, padded (not negatively) so that the
+    output is as large as the input along each dim, from `DENSE_FFT_MIN_IN_CHANNELS` to
     `DENSE_FFT_MAX_IN_CHANNELS` input channels to at most `DENSE_FFT_MAX_OUT_CHANNELS`,
     with at least `DENSE_FFT_MIN_TAPS` taps (dilated or not), or
     `DENSE_FFT_MIN_TAPS_FEW_OUT` to 2-`DENSE_FFT_FEW_OUT_CHANNELS` channels (1-D: at least

@@ -204,10 +204,9 @@ def _undilated(x: jax.Array, w: jax.Array, spec: ConvSpec, split: bool = True) -
         spec = dataclasses.replace(spec, groups=w.shape[0])
     # (Not split for its size once repeated: 5x5 144 x 2 @112 batch 8 forward 0.61x, 480 x
     # 2 @112 batch 2 0.48x, 7x7 240 x 2 @56 batch 16 0.49x, `/tmp/s72/splab.py 1 14 7`.)
-    large = not repeat
     if (
         split
-        and splits(spec, x.shape, w.shape, large)
+        and splits(spec, x.shape, w.shape, large=not repeat)
         and _interior(x.shape[2:], w.shape[2:], spec)
     ):
         return _depthwise_split(x, w, spec)
