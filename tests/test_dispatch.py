@@ -1567,13 +1567,24 @@ def test_strided_values_past_the_heap_block_run_by_eigen(
         ((8, 8, 112, 112), (256, 8, 3, 3), 2, False, True),  # differentiated: the row
         ((8, 8, 112, 112), (256, 8, 3, 3), 1, True, True),  # unstrided: the row
         ((8, 192, 56, 56), (32, 192, 3, 3), 2, True, True),  # patches past the block
+        ((8, 64, 56, 56), (65, 64, 3, 3), 2, True, False),  # one output channel more
+        ((8, 64, 56, 56), (64, 64, 3, 3), 2, True, True),  # as many: the row
+        ((8, 192, 32, 32), (16, 192, 5, 5), 2, True, True),  # narrowing
+        ((8, 128, 15, 15), (32, 128, 3, 3), 2, True, True),  # 7 rows out
+        ((8, 128, 14, 14), (32, 128, 3, 3), 2, True, False),  # 6 rows out
+        ((8, 128, 32, 32), (32, 128, 2, 2), 2, True, False),  # kernel as tall as the stride
+        ((8, 128, 48, 48), (32, 128, 3, 3), 3, True, False),
+        ((8, 128, 48, 48), (32, 128, 4, 4), 3, True, True),  # taller
+        ((8, 128, 48, 48), (32, 128, 3, 5), 3, True, False),  # (the height counts)
     ],
 )
 def test_strided_values_take_no_padded_row(x_shape, w_shape, stride, value, row):
     """`lax.forward_padded` leaves out its padded row for a value not differentiated
-    strided along the height, unless YNNPACK's patches without it would pass
-    `lax.MALLOC_MAX_HEAP_BLOCK` (`lax.padded_row`); XLA's convolution in `auto`'s
-    program then has the output's own rows."""
+    strided along the height to more output channels than input channels, on fewer than
+    `lax.FORWARD_PADDED_STRIDED_MIN_ROWS` output rows or with a kernel no taller than the
+    stride, unless YNNPACK's patches without it would pass `lax.MALLOC_MAX_HEAP_BLOCK`
+    (`lax.padded_row`); XLA's convolution in `auto`'s program then has the output's own
+    rows."""
     from jaxconv._impls import lax as lax_impl
 
     spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride).spec

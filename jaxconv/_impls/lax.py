@@ -393,8 +393,10 @@ FORWARD_PADDED_MIN_IN_CHANNELS, FORWARD_PADDED_FEW_OUT_CHANNELS = 8, 16
 # ... the latter only from at most this many input channels (see `forward_padded`).
 FORWARD_PADDED_FEW_OUT_MAX_IN_CHANNELS = 16
 # ... and, for a value not differentiated, strided along the height by more than this,
-# only where YNNPACK's patches would pass `MALLOC_MAX_HEAP_BLOCK` (see `forward_padded`).
-FORWARD_PADDED_MAX_VALUE_STRIDE = 1
+# to more output channels than input channels or on fewer output rows than
+# `FORWARD_PADDED_STRIDED_MIN_ROWS`, only where YNNPACK's patches would pass
+# `MALLOC_MAX_HEAP_BLOCK` (see `forward_padded`).
+FORWARD_PADDED_MAX_VALUE_STRIDE, FORWARD_PADDED_STRIDED_MIN_ROWS = 1, 7
 
 
 def forward_padded(
@@ -474,6 +476,22 @@ def forward_padded(
     Past the block the row pays: 3x3 stride 2 192->32 @56 batch 8 channels-last 3.7x
     `lax` with it (its patches 38 MiB, the padded input it reads 18 MiB). Training keeps
     the row (without it 0.90-1.04x on four of these layers).
+
+    Those layers all widen. Narrowing ones keep the row: found by a random sweep on an
+    AMD EPYC with AVX-512 (Zen 5), 2026-12-07 (5x5 stride 2 192->16 @32 batch 8 valid
+    channels-first, forward 5.5 ms without the row, 2.0 with it, PyTorch 0.7). With the
+    row against without, forward, valid, 7 interleaved runs, channels-first /
+    channels-last (`/tmp/s73/rowab.py`, `rowab2.py`): 3x3 stride 2 128->128 @28 batch 8
+    2.45x / 3.54x, 64->64 @56 1.17x / 1.14x, 192->16 @32 1.45x / 1.23x, 256->64 @56
+    batch 4 1.36x / 1.38x, 48->32 @56 1.30x / 1.11x; 5x5 192->16 @32 2.57x / 2.35x, 96->96
+    @32 1.47x / 1.45x; 7x7 64->16 @56 batch 4 2.98x / 2.66x; 4x4 64->32 @32 1.16x /
+    1.10x; but on 6 output rows 0.89-0.99x (3x3 256->256 and 128->96 @14), widening
+    0.94-1.03x (32->48 @56, 96->128 @28, 64->256 @28). On fresh layers
+    (`/tmp/s73/rowrand.py`, the rule against without, stride 2-3, 2x2 to 7x7):
+    kernels no taller than the stride lost at stride 3 (3x3 384->64 @32 batch 16
+    0.65x, 2x2 0.79-0.83x), so they keep the slow path; with them left out, 20 layers
+    ran 0.96-3.40x (3x3 stride 2 384->128 @16 batch 8 channels-last 3.40x, 4x4 384->8
+    @20 1.91x, 5x5 stride 3 dilation 2 512->8 @56 batch 1 1.54x).
     """
     dtype = jnp.result_type(x.dtype, w.dtype)
     padded = padded_row(x.shape, w.shape, spec, derivative, value, dtype)
@@ -515,6 +533,11 @@ def padded_row(
         or (
             value
             and spec.stride[0] > FORWARD_PADDED_MAX_VALUE_STRIDE
+            and (
+                c_out > c_in
+                or out[0] < FORWARD_PADDED_STRIDED_MIN_ROWS
+                or w_shape[2] <= spec.stride[0]
+            )
             and ynnpack_buffer_bytes(x_shape, w_shape, dtype, spec) <= MALLOC_MAX_HEAP_BLOCK
         )
         or (
