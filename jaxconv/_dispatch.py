@@ -3491,6 +3491,48 @@ OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS = 25
 SINGLE_OUTPUT_XLA_MIN_TAPS, SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS = 9, 12
 
 
+# `_matmul_weight_gradient_rows` takes layers of at least this many output rows (batch
+# times output positions).
+MATMUL_WEIGHT_GRADIENT_MIN_ROWS = 1024
+
+
+def _matmul_weight_gradient_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether `matmul`'s weight gradient of this whole layer runs as its transpose
+    written out, the patches ``(images * positions, taps * C_in)`` against the output
+    gradient ``(images * positions, C_out)`` with the rows contracted where they lie
+    (`matmul.chunked_patches_weight_gradient`), rather than JAX's transpose of the
+    value's product: channels-last, dense, more than one tap, not input-dilated, on at
+    least `MATMUL_WEIGHT_GRADIENT_MIN_ROWS` output rows.
+
+    JAX's transpose contracts the images and positions of the patches ``(N, *S, taps,
+    C)``; XLA's CPU compiler (jaxlib 0.10.2) canonicalises that product with the
+    contracted dims minor, which writes the patches and the output gradient out
+    transposed, and hands it to YNNPACK. A product of 2-D operands contracting their
+    leading dim stays as it is, Eigen's. Found by a random sweep on an AMD EPYC with
+    AVX-512 (Zen 5), 2026-12-07 (`/tmp/s72/rand2.py 712 30 7 --torch`): 3x3 8->96 @112
+    batch 4 channels-last trained in 29.6 ms (PyTorch 8.9), 16.1 of them the weight
+    gradient, 3.6 this way (training 13.9 ms). Training with the rule against without
+    on random layers whose program it changes (`/tmp/s73/mmrand.py 1 20 7`, `2 24 9`,
+    7-9 interleaved runs, 1x1 excluded, 2-D and 3-D): geometric mean 1.03x and 1.16x,
+    wins to 1.93x (3-D 2x2x2 1->192 @12 batch 16), 1.58x (2x2 4->192 @28 batch 16),
+    1.41x (2x2 8->256 @128 batch 4), 1.28x (2x2 8->192 @128 batch 8), 1.21x (3x3
+    dilation 2 8->96 @64 batch 4); on fewer rows 0.72-1.16x (7x7 stride 2 dilation 2
+    64->32 @7 batch 16, 256 rows, 0.72x and 0.88x in a 15-run rerun; 3x3 16->192 @14
+    batch 4, 576 rows, 0.93-0.97x), hence the floor; two losses above it were noise in
+    15-run reruns (2x2 8->128 @28 batch 4 0.71x, then 1.06x; 16->128 @14 batch 16
+    0.79x, then 1.01x), and 3x3 8->192 @128 batch 2 read 0.81x and 0.95x.
+    Channels-first not: there the products contract the positions of ``(images,
+    taps * C_in, positions)`` and ran 0.49-1.07x (`/tmp/s73/mmrandcf.py 1 20 7`,
+    geometric mean 0.78x).
+    """
+    if not spec.channels_last or spec.groups != 1 or math.prod(w_shape[2:]) == 1:
+        return False
+    if any(d != 1 for d in spec.lhs_dilation):
+        return False
+    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    return rows >= MATMUL_WEIGHT_GRADIENT_MIN_ROWS
+
+
 def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether ``role``'s convolution runs as one product to every tap's output channels
     (`matmul.output_taps`) rather than XLA's convolution: dense, not input-dilated, more
@@ -4204,6 +4246,17 @@ def _run(
             # (not on a mesh: see `_chunked_weight_gradient`).
             return _derivatives.weight_term_direct(
                 x_, w_, spec_, FORWARDS["lax"], matmul_impl.chunked_patches_weight_gradient
+            )
+        if (
+            role == WEIGHT_GRADIENT
+            and name == "matmul"
+            and backend == "cpu"
+            and whole
+            and _matmul_weight_gradient_rows(spec_, x_.shape, w_.shape)
+        ):
+            # Its transpose written out with the patches' rows contracted in place.
+            return _derivatives.weight_term_direct(
+                x_, w_, spec_, FORWARDS["matmul"], matmul_impl.chunked_patches_weight_gradient
             )
         if (
             name in (DENSE_GROUPS, GROUPS_LOOP)

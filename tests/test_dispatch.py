@@ -4751,6 +4751,61 @@ def test_chunked_weight_gradient(monkeypatch, retrace, w_shape, takes, channels_
     assert bool(calls) == takes
 
 
+def test_matmul_weight_gradient_rows_rule():
+    """`_dispatch._matmul_weight_gradient_rows`: channels-last dense layers of more than
+    one tap on at least `MATMUL_WEIGHT_GRADIENT_MIN_ROWS` output rows (batch times
+    output positions), strided, dilated, 1-D and 3-D too; not channels-first, 1x1,
+    grouped, input-dilated (transposed) or on fewer rows."""
+    rule = _dispatch._matmul_weight_gradient_rows
+    assert _dispatch.MATMUL_WEIGHT_GRADIENT_MIN_ROWS == 1024
+
+    def of(x_shape, w_shape, kwargs, channels_last=True):
+        spec, x_shape, w_shape = _spec_of(x_shape, w_shape, kwargs)
+        return dataclasses.replace(spec, channels_last=channels_last), x_shape, w_shape
+
+    for x_shape, w_shape, kwargs in [
+        ((2, 8, 24, 24), (96, 8, 3, 3), dict(padding=1)),  # 1,152 rows
+        ((1, 8, 34, 34), (96, 8, 3, 3), {}),  # 1,024 rows
+        ((1, 8, 65, 65), (96, 8, 3, 3), dict(stride=2)),  # 32 x 32
+        ((1, 8, 36, 36), (96, 8, 3, 3), dict(dilation=2)),
+        ((1, 8, 33, 32), (96, 8, 2, 1), {}),  # two taps
+        ((2, 8, 514), (96, 8, 3), {}),
+        ((2, 8, 10, 10, 10), (96, 8, 3, 3, 3), dict(padding=1)),
+    ]:
+        assert rule(*of(x_shape, w_shape, kwargs)), (x_shape, w_shape, kwargs)
+    for x_shape, w_shape, kwargs, channels_last in [
+        ((1, 8, 34, 33), (96, 8, 3, 3), {}, True),  # 1,023 rows
+        ((1, 8, 63, 67), (96, 8, 3, 3), dict(stride=2), True),  # 31 x 33
+        ((2, 8, 24, 24), (96, 8, 3, 3), dict(padding=1), False),  # channels-first
+        ((2, 8, 24, 24), (96, 8, 1, 1), {}, True),  # 1x1
+        ((2, 8, 24, 24), (96, 4, 3, 3), dict(padding=1, groups=2), True),
+    ]:
+        spec, x_, w_ = of(x_shape, w_shape, kwargs, channels_last)
+        assert not rule(spec, x_, w_), (x_shape, w_shape, kwargs, channels_last)
+    spec, x_shape, w_shape = of((2, 8, 24, 24), (96, 8, 3, 3), dict(padding=1))
+    assert not rule(dataclasses.replace(spec, lhs_dilation=(2, 2)), x_shape, w_shape)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, kwargs, takes",
+    [
+        ((2, 8, 24, 24), dict(padding=1), True),
+        ((2, 8, 22, 22), dict(padding=1), False),  # 968 rows
+        ((2, 8, 26, 26), dict(padding=2, dilation=2), True),
+    ],
+)
+def test_matmul_weight_gradient_rows(monkeypatch, retrace, x_shape, kwargs, takes):
+    """Where `_dispatch._matmul_weight_gradient_rows` says, `auto` takes `matmul`'s
+    weight gradient of a channels-last layer (3x3 8->96, which the rules give `matmul`'s
+    derivatives) by `matmul.chunked_patches_weight_gradient`, and its value and both
+    gradients equal `lax`'s (float64), under every transform too."""
+    calls = spy_third_arguments(monkeypatch, matmul_impl, "chunked_patches_weight_gradient")
+    x, w, conv = float64_layer(x_shape, (96, 8, 3, 3), kwargs, True, seed=7)
+    trains_as_lax_float64(conv, x, w, check=takes)
+    assert bool(calls) == takes
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
