@@ -3491,6 +3491,74 @@ OUTPUT_TAPS_PER_IMAGE_VALUE_MIN_POSITIONS = 25
 SINGLE_OUTPUT_XLA_MIN_TAPS, SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS = 9, 12
 
 
+# `_many_to_few_by_taps` takes convolutions from at least this many input channels, and
+# values on at least this many rows (batch times output positions).
+MANY_TO_FEW_MIN_IN_CHANNELS, MANY_TO_FEW_VALUE_MIN_ROWS = 256, 256
+# ... and no more than this many input positions per output position (`output_taps`
+# takes the products at every input position).
+MANY_TO_FEW_MAX_INPUT_PER_OUTPUT = 2
+
+
+def _many_to_few_by_taps(spec: ConvSpec, x_shape, w_shape, value: bool = False) -> bool:
+    """Whether this canonical convolution (a whole layer's value, or the convolution that
+    is a whole layer's input gradient) runs as one product to every tap's output
+    channels (`matmul.output_taps`) where `_output_taps` does not take it: dense,
+    unstrided, not input-dilated, more than one tap, from at least
+    `MANY_TO_FEW_MIN_IN_CHANNELS` input channels to at most `lax.EIGEN_FEW_OUT_CHANNELS`,
+    on fewer rows than `lax.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` (where XLA's convolution
+    stays on YNNPACK; see `lax.eigen_pays`), with products within
+    `lax.MALLOC_MAX_HEAP_BLOCK`; a ``value`` in 2-D or 3-D only, on at least
+    `MANY_TO_FEW_VALUE_MIN_ROWS` rows. Any number of products per position: XLA's
+    convolution from so many channels to so few runs at 30-100 GFLOP/s, where the product
+    of ``(rows, C_in) @ (C_in, taps * C_out)`` is a large one.
+
+    Found by a random sweep on an AMD EPYC with AVX-512 (Zen 5), 2026-12-07
+    (`/tmp/s72/rand2.py 713 30 7 --torch`): 7x7 24->512 @7 batch 16 "same"
+    channels-last trained at 0.96x `lax` (22.3 ms, PyTorch 6.2), 10.5 ms of it the input
+    gradient, a convolution 512->24; by `output_taps` 3.4-4.2 ms in either layout
+    (`/tmp/s73/roles4.py`, training 1.5-1.8x). Values by `output_taps` against `auto`
+    before, padding k // 2, 7 interleaved runs, channels-first / channels-last
+    (`/tmp/s73/otgrid.py`, `otgrid2.py`): 7x7 512->24 @7 batch 16 2.38-3.05x /
+    2.74-2.76x, 5x5 2.61x / 1.67x, 512->16 @7 batch 8 1.62x / 1.67x, 5x5 384->24 @14 batch
+    8 2.50x / 2.30x, 7x7 256->24 @14 batch 4 1.92x / 1.80x, 5x5 256->16 @28 batch 4
+    1.69x / 1.29x (3,136 rows), 3x3 512->16 @14 0.92x / 1.50x, 3x3 512->24 @7 1.00x /
+    2.38x, 5x5 1024->8 @7 1.11x / 0.89x; from 128 channels mixed (0.80-1.47x, and
+    XLA's Eigen convolution faster still), to 32 and more not (0.55-0.9x against the
+    Eigen path `auto` takes there). On 12,544 rows (5x5 256->24 @28 batch 16, products of
+    30 MB) 0.49x in both layouts, and the input gradients there 0.93-1.03x: hence the
+    rows' bound. The rule against without on random layers whose program it changes
+    (`/tmp/s73/m2frand.py 1 24 7`, 1-3-D, 3-1024 channels): training 1.22x geometric
+    mean over 24 (0.96-2.49x; 1-D k9 dilation 2 3->1024 @128 batch 16 channels-last
+    2.49x, 2-D 5x5 dilation 2 512->12 @8 batch 4 1.30x); values 1.09x over 13, but 1-D
+    values lost (k3 1024->16 @64 batch 8 0.74x, @1000 batch 16 0.53x) and so did one
+    of 49 rows (7x7 dilation 2 1024->8 @7 batch 1 0.75x): not those. A second sweep
+    (`m2frand.py 2 24 7`) found valid values losing where `output_taps`' products at
+    every input position are several times the outputs' (3x3 384->8 @6x6x6 batch 4,
+    3.4 input positions an output, 0.82x; 5x5 384->12 @8x8x8 batch 8, 8 an output,
+    0.93x; 7x7 dilation 2 768->24 @28 batch 1, 3.1 an output, 0.81x), hence at most
+    `MANY_TO_FEW_MAX_INPUT_PER_OUTPUT`; its other layers trained 0.91-3.15x (8->384 7x7
+    valid @16 batch 8 channels-last 3.15x, 12->1024 7x7 valid @16 batch 4 2.07x) and
+    their values ran 1.67-2.90x (5x5 256->12 @16 batch 16 2.90x).
+    """
+    c_out, c_in, *kernel = w_shape
+    if spec.groups != 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
+        return False
+    if math.prod(kernel) == 1 or c_out > lax_impl.EIGEN_FEW_OUT_CHANNELS:
+        return False
+    if c_in < MANY_TO_FEW_MIN_IN_CHANNELS or (value and spec.ndim == 1):
+        return False
+    out = math.prod(spec.out_spatial(x_shape[2:], kernel))
+    rows = x_shape[0] * out
+    if rows >= lax_impl.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS:
+        return False
+    if math.prod(x_shape[2:]) > MANY_TO_FEW_MAX_INPUT_PER_OUTPUT * out:
+        return False
+    if value and rows < MANY_TO_FEW_VALUE_MIN_ROWS:
+        return False
+    products = x_shape[0] * math.prod(x_shape[2:]) * math.prod(kernel) * c_out
+    return products * 4 <= lax_impl.MALLOC_MAX_HEAP_BLOCK
+
+
 # `_matmul_weight_gradient_rows` takes layers of at least this many output rows (batch
 # times output positions).
 MATMUL_WEIGHT_GRADIENT_MIN_ROWS = 1024
@@ -4221,6 +4289,14 @@ def _run(
                 return _derivatives.input_term_direct(x_, w_, spec_, matmul_impl.forward)
             per_image = _output_taps_per_image(spec, spec_, x_.shape, w_.shape, role)
             return matmul_impl.output_taps(x_, w_, spec_, per_image)
+        if name == "lax" and backend == "cpu" and whole and role != WEIGHT_GRADIENT:
+            if role == FORWARD and _many_to_few_by_taps(spec_, x_.shape, w_.shape, value=True):
+                return matmul_impl.output_taps(x_, w_, spec_)
+            if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
+                problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)
+                if _many_to_few_by_taps(problem[2], *problem[:2]):
+                    # The input gradient of a layer from few channels to many.
+                    return _derivatives.input_term(x_, w_, spec_, matmul_impl.output_taps)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):
             return _in_float32(chosen, x_, w_, spec_)
         if (

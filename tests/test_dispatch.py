@@ -4751,6 +4751,84 @@ def test_chunked_weight_gradient(monkeypatch, retrace, w_shape, takes, channels_
     assert bool(calls) == takes
 
 
+def test_many_to_few_by_taps_rule():
+    """`_dispatch._many_to_few_by_taps`: dense unstrided convolutions of more than one
+    tap from at least `MANY_TO_FEW_MIN_IN_CHANNELS` channels to at most
+    `lax.EIGEN_FEW_OUT_CHANNELS`, on fewer rows than
+    `lax.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`, with at most
+    `MANY_TO_FEW_MAX_INPUT_PER_OUTPUT` input positions an output and products within
+    `lax.MALLOC_MAX_HEAP_BLOCK`; values only in 2-D and 3-D and on at least
+    `MANY_TO_FEW_VALUE_MIN_ROWS` rows."""
+    from jaxconv._impls import lax as lax_impl
+
+    rule = _dispatch._many_to_few_by_taps
+    assert (_dispatch.MANY_TO_FEW_MIN_IN_CHANNELS, _dispatch.MANY_TO_FEW_VALUE_MIN_ROWS) == (
+        256,
+        256,
+    )
+    assert _dispatch.MANY_TO_FEW_MAX_INPUT_PER_OUTPUT == 2
+    assert (lax_impl.EIGEN_FEW_OUT_CHANNELS, lax_impl.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS) == (
+        24,
+        6272,
+    )
+    same = dict(padding=1)
+    for x_shape, w_shape, kwargs, value, takes in [
+        ((4, 256, 8, 8), (24, 256, 3, 3), same, True, True),  # 256 rows
+        ((4, 256, 8, 8), (24, 256, 3, 3), same, False, True),
+        ((4, 255, 8, 8), (24, 255, 3, 3), same, False, False),  # 255 channels
+        ((4, 256, 8, 8), (25, 256, 3, 3), same, False, False),  # to 25
+        ((4, 256, 8, 8), (24, 256, 1, 1), {}, False, False),  # 1x1
+        ((4, 256, 8, 8), (24, 256, 3, 3), dict(padding=1, stride=(2, 1)), False, False),
+        ((4, 512, 8, 8), (24, 256, 3, 3), dict(padding=1, groups=2), False, False),
+        ((98, 256, 8, 8), (24, 256, 3, 3), same, False, False),  # 6,272 rows
+        ((97, 256, 8, 8), (24, 256, 3, 3), same, False, True),
+        ((1, 256, 15, 17), (24, 256, 3, 3), same, True, False),  # a value on 255 rows
+        ((1, 256, 15, 17), (24, 256, 3, 3), same, False, True),  # (not a value)
+        ((1, 256, 16, 16), (24, 256, 3, 3), same, True, True),
+        ((16, 256, 8, 8), (24, 256, 5, 1), {}, True, True),  # two positions an output
+        ((16, 256, 8, 8), (24, 256, 6, 1), {}, True, False),  # 2.7
+        ((1, 256, 52, 52), (24, 256, 11, 11), {}, False, True),  # products of 31.4 MB
+        ((1, 256, 60, 60), (24, 256, 11, 11), {}, False, False),  # 41.8 MB
+        ((8, 256, 64), (24, 256, 3), same, False, True),  # 1-D
+        ((8, 256, 64), (24, 256, 3), same, True, False),  # not a 1-D value
+        ((2, 256, 4, 8, 8), (24, 256, 3, 3, 3), same, True, True),  # 3-D
+    ]:
+        spec, x_, w_ = _spec_of(x_shape, w_shape, kwargs)
+        got = rule(spec, x_, w_, value=value)
+        assert got == takes, (x_shape, w_shape, kwargs, value)
+    spec, x_shape, w_shape = _spec_of((4, 256, 8, 8), (24, 256, 3, 3), same)
+    assert not rule(dataclasses.replace(spec, lhs_dilation=(2, 2)), x_shape, w_shape)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, roles",
+    [
+        ((4, 256, 8, 8), (24, 256, 3, 3), "v"),  # the value
+        ((2, 24, 8, 8), (256, 24, 3, 3), "x"),  # the input gradient, 256 -> 24
+        ((2, 24, 8, 8), (25, 24, 3, 3), ""),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_many_to_few_by_taps(monkeypatch, retrace, x_shape, w_shape, roles, channels_last):
+    """Where `_dispatch._many_to_few_by_taps` says, `auto` takes the value, or the input
+    gradient, by `matmul.output_taps`, and its value and both gradients equal `lax`'s
+    (float64), under every transform too."""
+    calls = []
+    original = matmul_impl.output_taps
+
+    def spy(a, b, spec, *args, **kwargs):
+        calls.append((a.shape[:2], b.shape[:2]))  # (images, C_in), (C_out, C_in)
+        return original(a, b, spec, *args, **kwargs)
+
+    monkeypatch.setattr(matmul_impl, "output_taps", spy)
+    x, w, conv = float64_layer(x_shape, w_shape, dict(padding=1), channels_last, seed=8)
+    trains_as_lax_float64(conv, x, w, check=bool(roles))
+    # From 256 channels to 24: the value, or the input gradient's convolution.
+    want = {"v": {((4, 256), (24, 256))}, "x": {((2, 256), (24, 256))}, "": set()}
+    assert set(calls) == want[roles]
+
+
 def test_matmul_weight_gradient_rows_rule():
     """`_dispatch._matmul_weight_gradient_rows`: channels-last dense layers of more than
     one tap on at least `MATMUL_WEIGHT_GRADIENT_MIN_ROWS` output rows (batch times
