@@ -3518,18 +3518,20 @@ def _many_to_few_by_taps(spec: ConvSpec, x_shape, w_shape, value: bool = False) 
     gradient, a convolution 512->24; by `output_taps` 3.4-4.2 ms in either layout
     (`/tmp/s73/roles4.py`, training 1.5-1.8x). Values by `output_taps` against `auto`
     before, padding k // 2, 7 interleaved runs, channels-first / channels-last
-    (`/tmp/s73/otgrid.py`, `otgrid2.py`): 7x7 512->24 @7 batch 16 2.38-3.05x /
-    2.74-2.76x, 5x5 2.61x / 1.67x, 512->16 @7 batch 8 1.62x / 1.67x, 5x5 384->24 @14 batch
-    8 2.50x / 2.30x, 7x7 256->24 @14 batch 4 1.92x / 1.80x, 5x5 256->16 @28 batch 4
-    1.69x / 1.29x (3,136 rows), 3x3 512->16 @14 0.92x / 1.50x, 3x3 512->24 @7 1.00x /
-    2.38x, 5x5 1024->8 @7 1.11x / 0.89x; from 128 channels mixed (0.80-1.47x, and
-    XLA's Eigen convolution faster still), to 32 and more not (0.55-0.9x against the
-    Eigen path `auto` takes there). On 12,544 rows (5x5 256->24 @28 batch 16, products of
-    30 MB) 0.49x in both layouts, and the input gradients there 0.93-1.03x: hence the
-    rows' bound. The rule against without on random layers whose program it changes
-    (`/tmp/s73/m2frand.py 1 24 7`, 1-3-D, 3-1024 channels): training 1.22x geometric
-    mean over 24 (0.96-2.49x; 1-D k9 dilation 2 3->1024 @128 batch 16 channels-last
-    2.49x, 2-D 5x5 dilation 2 512->12 @8 batch 4 1.30x); values 1.09x over 13, but 1-D
+    (`/tmp/s73/otgrid2.py`): 7x7 512->24 @7 batch 16 2.37x / 2.68x, 5x5 2.76x / 1.65x,
+    7x7 512->16 @7 batch 8 1.81x / 1.63x, 5x5 384->24 @14 batch 8 2.46x / 2.30x, 7x7
+    256->24 @14 batch 4 1.91x / 1.78x, 5x5 256->16 @28 batch 4 1.71x / 1.31x (3,136
+    rows), 3x3 512->16 @14 0.92x / 1.54x, 3x3 512->24 @7 0.99x / 2.39x, 5x5 1024->8 @7
+    1.11x / 1.13x (the two channels-first 3x3 layers on XLA's Eigen path already);
+    from 128 channels mixed (0.80-1.47x, and XLA's Eigen convolution faster still); to
+    32 and more mixed against the Eigen path `auto` takes there (`otgrid.py`: 0.58-1.21x
+    from 256-512 channels, 0.16-0.33x from 128 with 7x7 kernels @14-28). On 12,544
+    rows (5x5 256->24 @28 batch 16, products of 30 MB) 0.49x in both layouts, and the
+    input gradients there 0.93-1.03x: hence the rows' bound. The rule against without
+    on random layers whose program it changes (`/tmp/s73/m2frand.py 1 24 7`, 1-3-D,
+    3-1024 channels): training 1.22x geometric mean over 24 (0.96-2.49x; 1-D k9
+    dilation 2 3->1024 @128 batch 16 channels-last 2.49x, 2-D 5x5 dilation 2 512->12 @8
+    batch 4 1.30x); values 1.09x over 13, but 1-D
     values lost (k3 1024->16 @64 batch 8 0.74x, @1000 batch 16 0.53x) and so did one
     of 49 rows (7x7 dilation 2 1024->8 @7 batch 1 0.75x): not those. A second sweep
     (`m2frand.py 2 24 7`) found valid values losing where `output_taps`' products at
@@ -3538,7 +3540,8 @@ def _many_to_few_by_taps(spec: ConvSpec, x_shape, w_shape, value: bool = False) 
     0.93x; 7x7 dilation 2 768->24 @28 batch 1, 3.1 an output, 0.81x), hence at most
     `MANY_TO_FEW_MAX_INPUT_PER_OUTPUT`; its other layers trained 0.91-3.15x (8->384 7x7
     valid @16 batch 8 channels-last 3.15x, 12->1024 7x7 valid @16 batch 4 2.07x) and
-    their values ran 1.67-2.90x (5x5 256->12 @16 batch 16 2.90x).
+    their values ran 1.67-2.90x (5x5 256->12 @16 batch 16 2.90x). A third, with these
+    bounds (`m2frand.py 3 20 7`): training 1.22x (0.87-2.24x), values 1.15x (0.90-1.74x).
     """
     c_out, c_in, *kernel = w_shape
     if spec.groups != 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
