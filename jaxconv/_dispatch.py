@@ -3499,7 +3499,9 @@ MANY_TO_FEW_MIN_IN_CHANNELS, MANY_TO_FEW_VALUE_MIN_ROWS = 256, 256
 MANY_TO_FEW_MAX_INPUT_PER_OUTPUT = 2
 
 
-def _many_to_few_by_taps(spec: ConvSpec, x_shape, w_shape, value: bool = False) -> bool:
+def _many_to_few_by_taps(
+    spec: ConvSpec, x_shape, w_shape, value: bool = False, itemsize: int = 4
+) -> bool:
     """Whether this canonical convolution (a whole layer's value, or the convolution that
     is a whole layer's input gradient) runs as one product to every tap's output
     channels (`matmul.output_taps`) where `_output_taps` does not take it: dense,
@@ -3507,8 +3509,10 @@ def _many_to_few_by_taps(spec: ConvSpec, x_shape, w_shape, value: bool = False) 
     `MANY_TO_FEW_MIN_IN_CHANNELS` input channels to at most `lax.EIGEN_FEW_OUT_CHANNELS`,
     on fewer rows than `lax.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` (where XLA's convolution
     stays on YNNPACK; see `lax.eigen_pays`), with products within
-    `lax.MALLOC_MAX_HEAP_BLOCK`; a ``value`` in 2-D or 3-D only, on at least
-    `MANY_TO_FEW_VALUE_MIN_ROWS` rows. Any number of products per position: XLA's
+    `lax.MALLOC_MAX_HEAP_BLOCK` (of ``itemsize`` bytes each; `_run` takes real layers
+    only, half precision in float32, and not a transposed layer's phases); a ``value``
+    in 2-D or 3-D only, on at least `MANY_TO_FEW_VALUE_MIN_ROWS` rows. Any number of
+    products per position: XLA's
     convolution from so many channels to so few runs at 30-100 GFLOP/s, where the product
     of ``(rows, C_in) @ (C_in, taps * C_out)`` is a large one.
 
@@ -3521,8 +3525,8 @@ def _many_to_few_by_taps(spec: ConvSpec, x_shape, w_shape, value: bool = False) 
     (`/tmp/s73/otgrid2.py`): 7x7 512->24 @7 batch 16 2.37x / 2.68x, 5x5 2.76x / 1.65x,
     7x7 512->16 @7 batch 8 1.81x / 1.63x, 5x5 384->24 @14 batch 8 2.46x / 2.30x, 7x7
     256->24 @14 batch 4 1.91x / 1.78x, 5x5 256->16 @28 batch 4 1.71x / 1.31x (3,136
-    rows), 3x3 512->16 @14 0.92x / 1.54x, 3x3 512->24 @7 0.99x / 2.39x, 5x5 1024->8 @7
-    1.11x / 1.13x (the two channels-first 3x3 layers on XLA's Eigen path already);
+    rows), 3x3 512->16 @14 1.54x, 3x3 512->24 @7 2.39x, 5x5 1024->8 @7 1.13x
+    channels-last (channels-first `_output_taps` takes these three already);
     from 128 channels mixed (0.80-1.47x, and XLA's Eigen convolution faster still); to
     32 and more mixed against the Eigen path `auto` takes there (`otgrid.py`: 0.58-1.21x
     from 256-512 channels, 0.16-0.33x from 128 with 7x7 kernels @14-28). On 12,544
@@ -3559,7 +3563,7 @@ def _many_to_few_by_taps(spec: ConvSpec, x_shape, w_shape, value: bool = False) 
     if value and rows < MANY_TO_FEW_VALUE_MIN_ROWS:
         return False
     products = x_shape[0] * math.prod(x_shape[2:]) * math.prod(kernel) * c_out
-    return products * 4 <= lax_impl.MALLOC_MAX_HEAP_BLOCK
+    return products * itemsize <= lax_impl.MALLOC_MAX_HEAP_BLOCK
 
 
 # `_matmul_weight_gradient_rows` takes layers of at least this many output rows (batch
@@ -4292,12 +4296,22 @@ def _run(
                 return _derivatives.input_term_direct(x_, w_, spec_, matmul_impl.forward)
             per_image = _output_taps_per_image(spec, spec_, x_.shape, w_.shape, role)
             return matmul_impl.output_taps(x_, w_, spec_, per_image)
-        if name == "lax" and backend == "cpu" and whole and role != WEIGHT_GRADIENT:
-            if role == FORWARD and _many_to_few_by_taps(spec_, x_.shape, w_.shape, value=True):
+        if (
+            name == "lax"
+            and backend == "cpu"
+            and whole
+            and role != WEIGHT_GRADIENT
+            # Not a transposed layer's phases (unmeasured), nor so those of a strided
+            # layer's input gradient (`_transposed_value`).
+            and max(spec.lhs_dilation) == 1
+            and jnp.result_type(x_.dtype, w_.dtype) in (jnp.float32, jnp.float64)
+        ):
+            size = jnp.result_type(x_.dtype, w_.dtype).itemsize
+            if role == FORWARD and _many_to_few_by_taps(spec_, x_.shape, w_.shape, True, size):
                 return matmul_impl.output_taps(x_, w_, spec_)
             if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
                 problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)
-                if _many_to_few_by_taps(problem[2], *problem[:2]):
+                if _many_to_few_by_taps(problem[2], *problem[:2], itemsize=size):
                     # The input gradient of a layer from few channels to many.
                     return _derivatives.input_term(x_, w_, spec_, matmul_impl.output_taps)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):

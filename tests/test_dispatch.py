@@ -1566,7 +1566,8 @@ def test_strided_values_past_the_heap_block_run_by_eigen(
         ((8, 8, 112, 112), (256, 8, 3, 3), 2, True, False),  # strided value: no row
         ((8, 8, 112, 112), (256, 8, 3, 3), 2, False, True),  # differentiated: the row
         ((8, 8, 112, 112), (256, 8, 3, 3), 1, True, True),  # unstrided: the row
-        ((8, 192, 56, 56), (32, 192, 3, 3), 2, True, True),  # patches past the block
+        ((8, 192, 56, 56), (32, 192, 3, 3), 2, True, True),  # narrowing
+        ((8, 64, 112, 112), (128, 64, 3, 3), 2, True, True),  # widening, patches past
         ((8, 64, 56, 56), (65, 64, 3, 3), 2, True, False),  # one output channel more
         ((8, 64, 56, 56), (64, 64, 3, 3), 2, True, True),  # as many: the row
         ((8, 192, 32, 32), (16, 192, 5, 5), 2, True, True),  # narrowing
@@ -4789,12 +4790,14 @@ def test_many_to_few_by_taps_rule():
         ((16, 256, 8, 8), (24, 256, 6, 1), {}, True, False),  # 2.7
         ((1, 256, 52, 52), (24, 256, 11, 11), {}, False, True),  # products of 31.4 MB
         ((1, 256, 60, 60), (24, 256, 11, 11), {}, False, False),  # 41.8 MB
+        ((1, 256, 52, 52), (24, 256, 11, 11), {}, "float64", False),  # 62.8 MB
         ((8, 256, 64), (24, 256, 3), same, False, True),  # 1-D
         ((8, 256, 64), (24, 256, 3), same, True, False),  # not a 1-D value
         ((2, 256, 4, 8, 8), (24, 256, 3, 3, 3), same, True, True),  # 3-D
     ]:
         spec, x_, w_ = _spec_of(x_shape, w_shape, kwargs)
-        got = rule(spec, x_, w_, value=value)
+        size = 8 if value == "float64" else 4
+        got = rule(spec, x_, w_, value=value is True, itemsize=size)
         assert got == takes, (x_shape, w_shape, kwargs, value)
     spec, x_shape, w_shape = _spec_of((4, 256, 8, 8), (24, 256, 3, 3), same)
     assert not rule(dataclasses.replace(spec, lhs_dilation=(2, 2)), x_shape, w_shape)
@@ -4804,7 +4807,8 @@ def test_many_to_few_by_taps_rule():
 @pytest.mark.parametrize(
     "x_shape, w_shape, roles",
     [
-        ((4, 256, 8, 8), (24, 256, 3, 3), "v"),  # the value
+        # The value (600 products a position: not `_output_taps`'), padding 2.
+        ((8, 256, 8, 8), (24, 256, 5, 5), "v"),
         ((2, 24, 8, 8), (256, 24, 3, 3), "x"),  # the input gradient, 256 -> 24
         ((2, 24, 8, 8), (25, 24, 3, 3), ""),
     ],
@@ -4822,11 +4826,46 @@ def test_many_to_few_by_taps(monkeypatch, retrace, x_shape, w_shape, roles, chan
         return original(a, b, spec, *args, **kwargs)
 
     monkeypatch.setattr(matmul_impl, "output_taps", spy)
-    x, w, conv = float64_layer(x_shape, w_shape, dict(padding=1), channels_last, seed=8)
+    padding = w_shape[-1] // 2
+    spec, *_ = _spec_of(x_shape, w_shape, dict(padding=padding))
+    for role in (0, 1):
+        assert not _dispatch._output_taps(spec, x_shape, w_shape, role)
+    x, w, conv = float64_layer(x_shape, w_shape, dict(padding=padding), channels_last, seed=8)
     trains_as_lax_float64(conv, x, w, check=bool(roles))
     # From 256 channels to 24: the value, or the input gradient's convolution.
-    want = {"v": {((4, 256), (24, 256))}, "x": {((2, 256), (24, 256))}, "": set()}
+    want = {"v": {((8, 256), (24, 256))}, "x": {((2, 256), (24, 256))}, "": set()}
     assert set(calls) == want[roles]
+    # Real layers only (half precision runs the rules in float32), not complex ones.
+    calls.clear()
+    jax.jit(conv("auto")).lower(x.astype(np.complex64), w.astype(np.complex64))
+    assert not calls
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+def test_many_to_few_by_taps_not_transposed_phases(monkeypatch):
+    """`_dispatch._many_to_few_by_taps` is not asked about the sub-pixel phases of a
+    transposed layer (256->16 4x4 stride 2 channels-last, each phase a 256->16 2x2
+    convolution, which the rule would take as a layer; not measured as phases), in
+    training; it is about the same phase as a layer of its own."""
+    calls = []
+    original = _dispatch._many_to_few_by_taps
+
+    def spy(*args, **kwargs):
+        calls.append(args[2][:2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_dispatch, "_many_to_few_by_taps", spy)
+    x = jnp.ones((8, 8, 8, 256), jnp.float32)
+    w = jnp.ones((4, 4, 16, 256), jnp.float32)
+
+    def loss(a, b):
+        return jnp.sum(jaxconv.conv_transpose2d(a, b, stride=2, padding=1, channels_last=True))
+
+    jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w)
+    assert not calls
+    phase = jnp.ones((2, 2, 256, 16), jnp.float32)
+    jax.jit(lambda a, b: jaxconv.conv2d(a, b, padding=1, channels_last=True)).lower(x, phase)
+    assert calls == [(16, 256)]
 
 
 def test_matmul_weight_gradient_rows_rule():

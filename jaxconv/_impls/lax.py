@@ -393,9 +393,10 @@ FORWARD_PADDED_MIN_IN_CHANNELS, FORWARD_PADDED_FEW_OUT_CHANNELS = 8, 16
 # ... the latter only from at most this many input channels (see `forward_padded`).
 FORWARD_PADDED_FEW_OUT_MAX_IN_CHANNELS = 16
 # ... and, for a value not differentiated, strided along the height by more than this,
-# to more output channels than input channels or on fewer output rows than
-# `FORWARD_PADDED_STRIDED_MIN_ROWS`, only where YNNPACK's patches would pass
-# `MALLOC_MAX_HEAP_BLOCK` (see `forward_padded`).
+# to more output channels than input channels, on fewer output rows than
+# `FORWARD_PADDED_STRIDED_MIN_ROWS` or with a kernel (undilated) no taller than the
+# stride, only where YNNPACK's patches would pass `MALLOC_MAX_HEAP_BLOCK` (see
+# `forward_padded`).
 FORWARD_PADDED_MAX_VALUE_STRIDE, FORWARD_PADDED_STRIDED_MIN_ROWS = 1, 7
 
 
@@ -491,7 +492,12 @@ def forward_padded(
     kernels no taller than the stride lost at stride 3 (3x3 384->64 @32 batch 16
     0.65x, 2x2 0.79-0.83x), so they keep the slow path; with them left out, 20 layers
     ran 0.96-3.40x (3x3 stride 2 384->128 @16 batch 8 channels-last 3.40x, 4x4 384->8
-    @20 1.91x, 5x5 stride 3 dilation 2 512->8 @56 batch 1 1.54x).
+    @20 1.91x, 5x5 stride 3 dilation 2 512->8 @56 batch 1 1.54x). The kernel's height
+    counts undilated (3x3 stride 3 dilation 2: 0.92x and 1.13x, not taken). With the
+    row YNNPACK's buffer is the padded input read, not the patches, so `eigen_pays`
+    may now take such a value past the block where its patches were under it (a kernel
+    narrower than the stride along the width reads more input than its patches hold);
+    Eigen was measured to win past the block (see `MALLOC_MAX_HEAP_BLOCK`).
     """
     dtype = jnp.result_type(x.dtype, w.dtype)
     padded = padded_row(x.shape, w.shape, spec, derivative, value, dtype)
