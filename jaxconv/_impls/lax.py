@@ -483,11 +483,14 @@ def forward_padded(
     channels-first, forward 5.5 ms without the row, 2.0 with it, PyTorch 0.7). With the
     row against without, forward, valid, 7 interleaved runs, channels-first /
     channels-last (`/tmp/s73/rowab.py`, `rowab2.py`): 3x3 stride 2 128->128 @28 batch 8
-    2.45x / 3.54x, 64->64 @56 1.17x / 1.14x, 192->16 @32 1.45x / 1.23x, 256->64 @56
-    batch 4 1.36x / 1.38x, 48->32 @56 1.30x / 1.11x; 5x5 192->16 @32 2.57x / 2.35x, 96->96
-    @32 1.47x / 1.45x; 7x7 64->16 @56 batch 4 2.98x / 2.66x; 4x4 64->32 @32 1.16x /
-    1.10x; but on 6 output rows 0.89-0.99x (3x3 256->256 and 128->96 @14), widening
-    0.94-1.03x (32->48 @56, 96->128 @28, 64->256 @28). On fresh layers
+    2.34x / 3.57x, 64->64 @56 1.15x / 1.13x, 192->16 @32 1.48x / 1.27x, 256->64 @56
+    batch 4 1.42x / 1.46x, 48->32 @56 1.29x / 1.08x; 5x5 192->16 @32 2.36x / 2.41x, 96->96
+    @32 1.55x / 1.42x; 7x7 64->16 @56 batch 4 2.92x / 2.69x; 4x4 64->32 @32 1.09x /
+    1.11x (0.96-3.57x over the class's rows in both grids, the lowest on a layer under
+    0.2 ms, 64->48 @28 batch 2, and one other rules run, 7x7 32->32 @64); but on 6 output
+    rows 0.89-0.95x
+    (3x3 256->256 and 128->96 @14), widening 0.94-1.10x (8->256 @112, 16->128 @56,
+    32->48 @56, 96->128 @28, 64->256 @28). On fresh layers
     (`/tmp/s73/rowrand.py`, the rule against without, stride 2-3, 2x2 to 7x7):
     kernels no taller than the stride lost at stride 3 (3x3 384->64 @32 batch 16
     0.65x, 2x2 0.79-0.83x), so they keep the slow path; with them left out, 20 layers
