@@ -843,29 +843,32 @@ def _choose_cpu(
             # 1.03x (256->512 @2000 batch 8), 4.0x (128->64 @4000 stride 4), 2.4x
             # (512->1024 @250 batch 2), 3.3x (32->64 @1000 batch 16).
             return ("lax" if spec.ndim == 1 else "matmul", "matmul", "matmul")
-        if (spec.channels_last and spec.ndim == 1) or _xla_3d_expansion(spec, w_shape):
+        if spec.channels_last and spec.ndim == 1:
             # ... but not 1-D channels-last, where XLA rewrites its convolution into a
             # dot late enough that Eigen runs it, and runs matmul's dot on YNNPACK
             # (matmul against lax, minimum of 21 shuffled runs, forward and training
             # through a ReLU: 256->512 @500 batch 4 0.75x and 0.55x; 64->128 @1000
-            # batch 8 1.05x and 0.47x; 128->128 @2000 0.82x and 0.64x); nor 3-D
-            # channels-last layers to more channels than they take (matmul against
-            # lax, 15 shuffled runs, same modes: 32->256 @16x16x16 batch 2 1.12x and
-            # 0.60x, 64->256 @8x28x28 0.78x and 0.48x, 512->2048 @8x8x8 0.92x and
-            # 0.74x, 32->128, 64->128, 128->512 and 16->64 0.91-1.09x and 0.80-0.93x,
-            # 24->96 @8x28x28 batch 1 0.91x and 1.32x), while to as many or fewer
-            # matmul's training wins or ties (64->64 1.55x, 128->128 1.01x, 256->64
-            # 1.26x, 96->24 3.7x). XLA's own 3-D convolution, not its 2-D planes (see
-            # `_run`).
+            # batch 8 1.05x and 0.47x; 128->128 @2000 0.82x and 0.64x).
             return ("lax",) * 3
         if spec.channels_last and spec.ndim == 3:
-            # ... and to as many or fewer, the value too (the matmul derivatives stay):
-            # forward, matmul against XLA's 3-D convolution (batch 8 unless said, 15
-            # settled interleaved runs, 2026-12-01): I3D's 192->64 @8x28x28 0.81x (and
-            # XLA's value 1.01x), 256->64 @8x14x14 0.99x, 512->128 @4x7x7 0.93x,
-            # 64->64 @16x28x28 batch 4 1.02x, 128->32 @16x56x56 batch 2 0.96x; XLA's
-            # value 0.98-1.02x on all five. Training with XLA's value against matmul's:
-            # 0.97-1.02x (1.6-2.9x `lax` either way).
+            # ... and in 3-D channels-last XLA's value, as XLA's own 3-D convolution
+            # (not its 2-D planes, see `_run`), with matmul's derivatives: forward,
+            # matmul against XLA's 3-D convolution (batch 8 unless said, 15 settled
+            # interleaved runs, 2026-12-01): I3D's 192->64 @8x28x28 0.81x (and XLA's
+            # value 1.01x), 256->64 @8x14x14 0.99x, 512->128 @4x7x7 0.93x, 64->64
+            # @16x28x28 batch 4 1.02x, 128->32 @16x56x56 batch 2 0.96x; XLA's value
+            # 0.98-1.02x on all five. Training with XLA's value against matmul's:
+            # 0.97-1.02x (1.6-2.9x `lax` either way). To more channels than they take
+            # these layers were XLA's whole until 2026-12-07 (matmul's three roles had
+            # trained at 0.48-0.93x `lax` on seven of eight layers, 2026-12-01, before
+            # `matmul.pointwise_weight_gradient`). With matmul's derivatives against XLA's
+            # (AMD EPYC with AVX-512, Zen 5, 7-11 interleaved runs; found by a random
+            # sweep, `/tmp/s72/rand2.py 715`: 32->256 @16x16x16 batch 2 trained in 2.97
+            # ms, PyTorch 1.08, XLA's weight gradient 3.8 ms alone): training with a
+            # fixed cotangent 1.57x geometric mean over 10 random layers (0.95-2.33x,
+            # `/tmp/s73/p3rand.py 1 16 7`), through a ReLU 1.21x (0.68-1.87x; the loss,
+            # 128->256 @4x32x32 batch 4, read 0.65x and 0.99x in two reruns,
+            # `p3b.py`, `p3c.py`); forward unchanged (XLA's value either way).
             return ("lax", "matmul", "matmul")
         # 1x1: one dot over channels in the caller's layout, derivatives included
         # (full bench, batch 8, channels-first and channels-last: 256->64 @56 fwd 2.1x
@@ -2154,12 +2157,6 @@ def _per_image_pointwise(spec: ConvSpec, x_shape, w_shape) -> bool:
         and all(d == 1 for d in spec.lhs_dilation)
         and matmul_impl.per_image(w_shape[1], w_shape[0], 1, x_shape[2:])
     )
-
-
-def _xla_3d_expansion(spec: ConvSpec, w_shape) -> bool:
-    """Whether this is a dense channels-last 3-D 1x1x1 convolution to more channels than
-    it takes, which `impl="auto"` leaves whole to XLA's 3-D convolution (see `choose`)."""
-    return _xla_3d_pointwise(spec, w_shape) and w_shape[0] > w_shape[1]
 
 
 # Dense 1-D and 2-D float32 values from an odd number of input channels in this range
