@@ -4326,27 +4326,22 @@ def _run(
             )
         if (
             role == WEIGHT_GRADIENT
-            and name == "lax"
             and backend == "cpu"
             and whole
-            and _chunked_weight_gradient(spec_, x_.shape, w_.shape)
-            and split_mesh(x_, w_) is None
-        ):
-            # Its transpose written out: products of patches a few images at a time
-            # (not on a mesh: see `_chunked_weight_gradient`).
-            return _derivatives.weight_term_direct(
-                x_, w_, spec_, FORWARDS["lax"], matmul_impl.chunked_patches_weight_gradient
+            and (
+                (
+                    name == "lax"
+                    and _chunked_weight_gradient(spec_, x_.shape, w_.shape)
+                    and split_mesh(x_, w_) is None
+                )
+                or (name == "matmul" and _matmul_weight_gradient_rows(spec_, x_.shape, w_.shape))
             )
-        if (
-            role == WEIGHT_GRADIENT
-            and name == "matmul"
-            and backend == "cpu"
-            and whole
-            and _matmul_weight_gradient_rows(spec_, x_.shape, w_.shape)
         ):
-            # Its transpose written out with the patches' rows contracted in place.
+            # Its transpose written out: products of patches a few images at a time,
+            # their rows contracted where they lie (XLA's on a mesh: see
+            # `_chunked_weight_gradient`; `_matmul_weight_gradient_rows`).
             return _derivatives.weight_term_direct(
-                x_, w_, spec_, FORWARDS["matmul"], matmul_impl.chunked_patches_weight_gradient
+                x_, w_, spec_, FORWARDS[name], matmul_impl.chunked_patches_weight_gradient
             )
         if (
             name in (DENSE_GROUPS, GROUPS_LOOP)
