@@ -3509,9 +3509,9 @@ def _many_to_few_by_taps(
     `lax.MALLOC_MAX_HEAP_BLOCK` (of ``itemsize`` bytes each; `_run` takes real layers
     only, half precision in float32, and not a transposed layer's phases); a ``value``
     in 2-D or 3-D only, on at least `MANY_TO_FEW_VALUE_MIN_ROWS` rows. Any number of
-    products per position: XLA's
-    convolution from so many channels to so few runs at 30-100 GFLOP/s, where the product
-    of ``(rows, C_in) @ (C_in, taps * C_out)`` is a large one.
+    products per position: XLA's convolution from so many channels to so few runs at
+    30-100 GFLOP/s, where the product of ``(rows, C_in) @ (C_in, taps * C_out)`` is a
+    large one.
 
     Found by a random sweep on an AMD EPYC with AVX-512 (Zen 5), 2026-12-07
     (`/tmp/s72/rand2.py 713 30 7 --torch`): 7x7 24->512 @7 batch 16 "same"
@@ -3532,9 +3532,9 @@ def _many_to_few_by_taps(
     on random layers whose program it changes (`/tmp/s73/m2frand.py 1 24 7`, 1-3-D,
     3-1024 channels): training 1.22x geometric mean over 24 (0.96-2.49x; 1-D k9
     dilation 2 3->1024 @128 batch 16 channels-last 2.49x, 2-D 5x5 dilation 2 512->12 @8
-    batch 4 1.30x); values 1.09x over 13, but 1-D
-    values lost (k3 1024->16 @64 batch 8 0.74x, @1000 batch 16 0.53x) and so did one
-    of 49 rows (7x7 dilation 2 1024->8 @7 batch 1 0.75x): not those. A second sweep
+    batch 4 1.30x); values 1.09x over 13, but 1-D values lost (k3 1024->16 @64 batch 8
+    0.74x, @1000 batch 16 0.53x) and so did one on 49 rows (7x7 dilation 2 1024->8 @7
+    batch 1 0.75x): not those. A second sweep
     (`m2frand.py 2 24 7`) found valid values losing where `output_taps`' products at
     every input position are several times the outputs' (3x3 384->8 @6x6x6 batch 4,
     3.4 input positions an output, 0.82x; 5x5 384->12 @8x8x8 batch 8, 8 an output,
@@ -4298,8 +4298,8 @@ def _run(
             and backend == "cpu"
             and whole
             and role != WEIGHT_GRADIENT
-            # Not a transposed layer's phases (unmeasured), nor so those of a strided
-            # layer's input gradient (`_transposed_value`).
+            # Not a transposed layer's phases (unmeasured), nor a strided layer's
+            # input gradient run as a transposed layer (`_transposed_value`).
             and max(spec.lhs_dilation) == 1
             and jnp.result_type(x_.dtype, w_.dtype) in (jnp.float32, jnp.float64)
         ):

@@ -488,9 +488,8 @@ def forward_padded(
     @32 1.55x / 1.42x; 7x7 64->16 @56 batch 4 2.92x / 2.69x; 4x4 64->32 @32 1.09x /
     1.11x (0.96-3.57x over the class's rows in both grids, the lowest on a layer under
     0.2 ms, 64->48 @28 batch 2, and one other rules run, 7x7 32->32 @64); but on 6 output
-    rows 0.89-0.95x
-    (3x3 256->256 and 128->96 @14), widening 0.94-1.10x (8->256 @112, 16->128 @56,
-    32->48 @56, 96->128 @28, 64->256 @28). On fresh layers
+    rows 0.89-0.95x (3x3 256->256 and 128->96 @14), widening 0.94-1.10x (8->256 @112,
+    16->128 @56, 32->48 @56, 96->128 @28, 64->256 @28). On fresh layers
     (`/tmp/s73/rowrand.py`, the rule against without, stride 2-3, 2x2 to 7x7):
     kernels no taller than the stride lost at stride 3 (3x3 384->64 @32 batch 16
     0.65x, 2x2 0.79-0.83x), so they keep the slow path; with them left out, 20 layers
