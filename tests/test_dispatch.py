@@ -888,7 +888,7 @@ def test_temporal_3d_runs_as_one_2d_convolution(w_kernel, kwargs, flat, channels
         ((2, 3, 4, 5, 6), (3, 1, 1, 6, 16), dict(), None),  # 3 taps: one 2-D convolution
     ],
 )
-def test_channels_last_3d_pointwise_value_is_xlas(x_shape, w_shape, kwargs, whole):
+def test_channels_last_3d_pointwise_value_is_xlas(monkeypatch, x_shape, w_shape, kwargs, whole):
     """A dense channels-last 3-D 1x1x1 layer's value is XLA's 3-D convolution under
     auto, whatever its channels (the gradients by `matmul`'s products; to more channels
     the weight gradient by `matmul.pointwise_weight_gradient`); strided, none of it
@@ -911,7 +911,10 @@ def test_channels_last_3d_pointwise_value_is_xlas(x_shape, w_shape, kwargs, whol
             .as_text()
         )
 
+    calls = spy_third_arguments(monkeypatch, matmul_impl, "pointwise_weight_gradient")
     text = program("auto")
+    expands = w_shape[:3] == (1, 1, 1) and w_shape[4] > w_shape[3] and "groups" not in kwargs
+    assert bool(calls) == expands
     ones = np.ones(jax.eval_shape(conv("lax"), x, w).shape, np.float32)
     (y, *grads), (y_lax, *grads_lax) = values_and_vjps([conv("auto"), conv("lax")], (x, w), ones)
     convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
