@@ -3494,6 +3494,11 @@ MANY_TO_FEW_MIN_IN_CHANNELS, MANY_TO_FEW_VALUE_MIN_ROWS = 256, 256
 # ... and no more than this many input positions per output position (`output_taps`
 # takes the products at every input position).
 MANY_TO_FEW_MAX_INPUT_PER_OUTPUT = 2
+# ... and on `lax.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` rows or more only in 1-D and 2-D,
+# with products of at most this many bytes, values on maps of at most this many output
+# positions.
+MANY_TO_FEW_MANY_ROWS_MAX_BYTES = 16 * 2**20
+MANY_TO_FEW_MANY_ROWS_VALUE_MAX_POSITIONS = 3136
 
 
 def _many_to_few_by_taps(
@@ -3505,7 +3510,9 @@ def _many_to_few_by_taps(
     unstrided, not input-dilated, more than one tap, from at least
     `MANY_TO_FEW_MIN_IN_CHANNELS` input channels to at most `lax.EIGEN_FEW_OUT_CHANNELS`,
     on fewer rows than `lax.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` (where XLA's convolution
-    stays on YNNPACK; see `lax.eigen_pays`), with products within
+    stays on YNNPACK; see `lax.eigen_pays`) or, in 1-D and 2-D, on more with products of
+    at most `MANY_TO_FEW_MANY_ROWS_MAX_BYTES` (values on maps of at most
+    `MANY_TO_FEW_MANY_ROWS_VALUE_MAX_POSITIONS`), with products within
     `lax.MALLOC_MAX_HEAP_BLOCK` (of ``itemsize`` bytes each; `_run` takes real layers
     only, half precision in float32, and not a transposed layer's phases); a ``value``
     in 2-D or 3-D only, on at least `MANY_TO_FEW_VALUE_MIN_ROWS` rows. Any number of
@@ -3543,6 +3550,18 @@ def _many_to_few_by_taps(
     valid @16 batch 8 channels-last 3.15x, 12->1024 7x7 valid @16 batch 4 2.07x) and
     their values ran 1.67-2.90x (5x5 256->12 @16 batch 16 2.90x). A third, with these
     bounds (`m2frand.py 3 20 7`): training 1.22x (0.87-2.24x), values 1.15x (0.90-1.74x).
+
+    On more rows, where XLA's convolution runs on Eigen: the rule without the rows'
+    bound, products within 16 MiB, against it (`/tmp/s73/m2frows.py 16`, 8 layers by
+    layout, 7 runs): channels-last 0.99-1.62x (3->256 3x3 @64 batch 8 training 1.62x,
+    XLA's input gradient 21.6 ms there; 512->8 @56 batch 4 forward 1.55x), channels-first
+    0.90-1.36x. On random layers whose program it changed (`m2frows2.py 1 20 7`): training
+    1.30x (0.90-2.77x), forward 1.32x but 3-D 7x7x7 256->3 @8^3 batch 8 channels-last
+    0.39x (3-D left out since); `m2frows3.py 2 20 7` (1-D and 2-D): training 1.34x
+    (0.87-2.57x), values 1.23x, but values of one image @112 lost (512->8, 2x2 384->3,
+    5x5 256->4: 0.77-0.90x, where Eigen's path runs them well), hence the values' map
+    bound; with it (`m2frows3.py 3 20 7`) training 1.31x (1.02-3.68x, 1-D k5 3->512
+    @2000 batch 8 channels-last 3.68x), values 1.26x (1.16-1.45x).
     """
     c_out, c_in, *kernel = w_shape
     if spec.groups != 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
@@ -3553,14 +3572,18 @@ def _many_to_few_by_taps(
         return False
     out = math.prod(spec.out_spatial(x_shape[2:], kernel))
     rows = x_shape[0] * out
-    if rows >= lax_impl.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS:
+    products = x_shape[0] * math.prod(x_shape[2:]) * math.prod(kernel) * c_out * itemsize
+    if rows >= lax_impl.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS and (
+        spec.ndim == 3
+        or products > MANY_TO_FEW_MANY_ROWS_MAX_BYTES
+        or (value and out > MANY_TO_FEW_MANY_ROWS_VALUE_MAX_POSITIONS)
+    ):
         return False
     if math.prod(x_shape[2:]) > MANY_TO_FEW_MAX_INPUT_PER_OUTPUT * out:
         return False
     if value and rows < MANY_TO_FEW_VALUE_MIN_ROWS:
         return False
-    products = x_shape[0] * math.prod(x_shape[2:]) * math.prod(kernel) * c_out
-    return products * itemsize <= lax_impl.MALLOC_MAX_HEAP_BLOCK
+    return products <= lax_impl.MALLOC_MAX_HEAP_BLOCK
 
 
 # `_matmul_weight_gradient_rows` takes layers of at least this many output rows (batch

@@ -4752,11 +4752,12 @@ def test_chunked_weight_gradient(monkeypatch, retrace, w_shape, takes, channels_
 def test_many_to_few_by_taps_rule():
     """`_dispatch._many_to_few_by_taps`: dense unstrided convolutions of more than one
     tap from at least `MANY_TO_FEW_MIN_IN_CHANNELS` channels to at most
-    `lax.EIGEN_FEW_OUT_CHANNELS`, on fewer rows than
-    `lax.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS`, with at most
-    `MANY_TO_FEW_MAX_INPUT_PER_OUTPUT` input positions an output and products within
-    `lax.MALLOC_MAX_HEAP_BLOCK`; values only in 2-D and 3-D and on at least
-    `MANY_TO_FEW_VALUE_MIN_ROWS` rows."""
+    `lax.EIGEN_FEW_OUT_CHANNELS`, with at most `MANY_TO_FEW_MAX_INPUT_PER_OUTPUT` input
+    positions an output and products within `lax.MALLOC_MAX_HEAP_BLOCK`; on
+    `lax.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS` rows or more only in 1-D and 2-D, with products
+    of at most `MANY_TO_FEW_MANY_ROWS_MAX_BYTES`, values on maps of at most
+    `MANY_TO_FEW_MANY_ROWS_VALUE_MAX_POSITIONS`; values only in 2-D and 3-D and on at
+    least `MANY_TO_FEW_VALUE_MIN_ROWS` rows."""
     from jaxconv._impls import lax as lax_impl
 
     rule = _dispatch._many_to_few_by_taps
@@ -4765,6 +4766,8 @@ def test_many_to_few_by_taps_rule():
         256,
     )
     assert _dispatch.MANY_TO_FEW_MAX_INPUT_PER_OUTPUT == 2
+    assert _dispatch.MANY_TO_FEW_MANY_ROWS_MAX_BYTES == 16 * 2**20
+    assert _dispatch.MANY_TO_FEW_MANY_ROWS_VALUE_MAX_POSITIONS == 3136
     assert (lax_impl.EIGEN_FEW_OUT_CHANNELS, lax_impl.EIGEN_FEW_OUT_CHANNELS_MIN_ROWS) == (
         24,
         6272,
@@ -4778,8 +4781,15 @@ def test_many_to_few_by_taps_rule():
         ((4, 256, 8, 8), (24, 256, 1, 1), {}, False, False),  # 1x1
         ((4, 256, 8, 8), (24, 256, 3, 3), dict(padding=1, stride=(2, 1)), False, False),
         ((4, 512, 8, 8), (24, 256, 3, 3), dict(padding=1, groups=2), False, False),
-        ((98, 256, 8, 8), (24, 256, 3, 3), same, False, False),  # 6,272 rows
-        ((97, 256, 8, 8), (24, 256, 3, 3), same, False, True),
+        ((98, 256, 8, 8), (24, 256, 3, 3), same, False, True),  # 6,272 rows, 5.4 MB
+        ((98, 256, 16, 16), (24, 256, 3, 3), same, False, False),  # 21.7 MB
+        ((16, 256, 64, 64), (16, 256, 2, 2), same, False, True),  # 16 MiB exactly
+        ((16, 256, 64, 64), (17, 256, 2, 2), same, False, False),
+        ((98, 256, 4, 4, 4), (24, 256, 3, 3, 3), same, False, False),  # not in 3-D
+        ((97, 256, 4, 4, 4), (24, 256, 3, 3, 3), same, False, True),  # 6,208 rows
+        ((2, 256, 56, 56), (24, 256, 3, 3), same, True, True),  # a value @56: 6,272 rows
+        ((2, 256, 56, 57), (24, 256, 3, 3), same, True, False),  # 3,192 positions
+        ((2, 256, 56, 57), (24, 256, 3, 3), same, False, True),  # (not a value)
         ((1, 256, 15, 17), (24, 256, 3, 3), same, True, False),  # a value on 255 rows
         ((1, 256, 15, 17), (24, 256, 3, 3), same, False, True),  # (not a value)
         ((1, 256, 16, 16), (24, 256, 3, 3), same, True, True),
