@@ -304,6 +304,9 @@ FEW_INPUTS_CLIFF_MAX_SMALL_ROWS = 2048
 # too channels-first and undilated (see `choose`).
 FEW_INPUTS_WIDE_MAX_IN_CHANNELS, FEW_INPUTS_WIDE_MIN_OUT_CHANNELS = 16, 96
 FEW_INPUTS_WIDE_MAX_TAPS = 9
+# ... the value on maps of at least this many output positions only (see
+# `_few_inputs_wide`).
+FEW_INPUTS_WIDE_VALUE_MIN_POSITIONS = 101
 # ... and the weight gradients of larger kernels from at most this many input channels
 # and of at least this many FLOPs by one product of patches per image (see
 # `_few_inputs_weight_gradient`).
@@ -415,7 +418,12 @@ def choose(
     )
     if _few_inputs_wide(spec, w_shape):
         undilated = all(d == 1 for d in spec.rhs_dilation)
-        by_patches = not spec.channels_last and undilated
+        positions = math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+        by_patches = (
+            not spec.channels_last
+            and undilated
+            and positions >= FEW_INPUTS_WIDE_VALUE_MIN_POSITIONS
+        )
         rules = ("matmul",) * 3 if by_patches else (rules[FORWARD], "matmul", "matmul")
     if _single_input_by_shift(spec, w_shape):
         few = _single_input_shift_derivatives(spec, w_shape)
@@ -1435,7 +1443,18 @@ def _few_inputs_wide(spec: ConvSpec, w_shape) -> bool:
     8->256 @28 batch 8 2.5x, 16->128 @28 batch 8 1.24x, 12->128 1.19x, 4->96 1.79x,
     16->256 1.2x; 5x5 8->128 0.70x (not taken). Channels-last or dilated, the rules'
     value and matmul's derivatives: 8->128 @56 1.27x, dilation 2 1.43x; 4->128 @112
-    batch 8 channels-last 1.16x, 16->256 @28 batch 8 1.20x."""
+    batch 8 channels-last 1.16x, 16->256 @28 batch 8 1.20x.
+
+    Not the value on maps of fewer than `FEW_INPUTS_WIDE_VALUE_MIN_POSITIONS` output
+    positions, found by a random sweep on an AMD EPYC with AVX-512 (Zen 5), 2026-12-07
+    (`/tmp/s72/rand2.py 718`: 3x3 16->256 @7 batch 8 forward 0.59-0.70x `lax`). XLA's
+    value against matmul's (`/tmp/s73/fiw.py`, 3x3 "same", channels-first, 11
+    interleaved runs; forward, training with a fixed cotangent): @7 and @10, 16->256
+    batch 8, 8->128 batch 8, 12->192 batch 32, 16->128 batch 4: 1.19-2.31x, 1.02-1.37x;
+    @14 1.06-1.61x, 0.86-1.62x; @20 0.87-1.25x, 0.88-1.24x; @28 0.36-1.25x, 0.67-0.99x.
+    On 12 random layers of 4-16 -> 96-384 channels on 4x4 to 10x10 maps, batch 1-64
+    (`fiw2.py 1 12`), with the bound against without: forward 1.40x (geometric mean;
+    0.85-2.18x, the losses on layers under 0.1 ms), training 1.01x (0.84-1.32x)."""
     return (
         spec.ndim == 2
         and spec.groups == 1

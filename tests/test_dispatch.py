@@ -3995,10 +3995,14 @@ def test_depthwise_multiplier_input_gradient_by_matmul(
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, channels_last, value_by_patches",
     [
-        ((2, 5, 9, 10), (96, 5, 3, 3), dict(padding=1), False, True),
-        ((1, 16, 7, 8), (100, 16, 3, 2), dict(), False, True),
-        ((2, 5, 9, 10), (96, 5, 3, 3), dict(padding=1), True, False),
-        ((2, 6, 9, 10), (96, 6, 3, 3), dict(padding=2, dilation=2), False, False),
+        ((2, 5, 11, 10), (96, 5, 3, 3), dict(padding=1), False, True),
+        ((1, 16, 13, 11), (100, 16, 3, 2), dict(), False, True),
+        ((2, 5, 11, 10), (96, 5, 3, 3), dict(padding=1), True, False),
+        ((2, 6, 11, 10), (96, 6, 3, 3), dict(padding=2, dilation=2), False, False),
+        # Maps of at most 100 output positions: XLA's value.
+        ((1, 8, 101, 3), (96, 8, 3, 3), dict(padding=(1, 0)), False, True),  # 101
+        ((1, 8, 100, 3), (96, 8, 3, 3), dict(padding=(1, 0)), False, False),  # 100
+        ((2, 5, 9, 10), (96, 5, 3, 3), dict(padding=1), False, False),  # 90
     ],
 )
 def test_few_inputs_wide_by_matmul(
@@ -4006,8 +4010,9 @@ def test_few_inputs_wide_by_matmul(
 ):
     """A dense unstrided 2-D layer from 4-16 channels to 96 or more under auto: both
     derivatives by matmul (no convolution in them), the value too channels-first and
-    undilated (`_dispatch._few_inputs_wide`); values and both gradients equal lax's
-    (float64), under the other transforms too."""
+    undilated on maps of more than 100 output positions
+    (`_dispatch._few_inputs_wide`); values and both gradients equal lax's (float64),
+    under the other transforms too."""
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=15)
     ct = cotangent(conv("lax"), x, w)
     for role in (0, 1):
