@@ -4343,9 +4343,9 @@ def _run(
             # Not a transposed layer's phases (unmeasured), nor a strided layer's
             # input gradient run as a transposed layer (`_transposed_value`).
             and max(spec.lhs_dilation) == 1
-            and jnp.result_type(x_.dtype, w_.dtype) in (jnp.float32, jnp.float64)
+            and (dtype := jnp.result_type(x_.dtype, w_.dtype)) in (jnp.float32, jnp.float64)
         ):
-            size = jnp.result_type(x_.dtype, w_.dtype).itemsize
+            size = dtype.itemsize
             if role == FORWARD and _many_to_few_by_taps(spec_, x_.shape, w_.shape, True, size):
                 return matmul_impl.output_taps(x_, w_, spec_)
             if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
