@@ -3647,6 +3647,87 @@ def _matmul_weight_gradient_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
     return rows >= MATMUL_WEIGHT_GRADIENT_MIN_ROWS
 
 
+# `_input_taps` takes layers from at least this many input channels, on outputs of at
+# most this many positions an image and at least this many rows (batch times
+# positions) ...
+INPUT_TAPS_MIN_IN_CHANNELS, INPUT_TAPS_MAX_POSITIONS, INPUT_TAPS_MIN_ROWS = 64, 256, 128
+# ... whose taps meet the input on at most this share of their (output, tap) pairs, from
+# `INPUT_TAPS_FULL_IN_CHANNELS` input channels to as many output channels or fewer (a
+# smaller share from fewer, or to more; see `_input_taps`).
+INPUT_TAPS_MAX_MET, INPUT_TAPS_FULL_IN_CHANNELS = 0.6, 128
+# ... and their weight gradients where each tap's product contracts at least this many
+# (image, position) pairs on average (see `_input_taps`).
+INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH = 64
+
+
+def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False) -> bool:
+    """Whether this canonical convolution (a whole layer's value, or the convolution
+    that is a whole layer's input gradient) runs as one product per tap of the input
+    positions the tap meets (`matmul.input_taps`), where XLA's convolution multiplies
+    the padding too: dense, unstrided, not input-dilated, 2-D or 3-D, more than one tap,
+    from at least `INPUT_TAPS_MIN_IN_CHANNELS` channels, on outputs of at most
+    `INPUT_TAPS_MAX_POSITIONS` positions an image and at least `INPUT_TAPS_MIN_ROWS` rows,
+    whose taps meet the input at no more than a share of its (output, tap) pairs:
+    `INPUT_TAPS_MAX_MET`, times ``C_in / INPUT_TAPS_FULL_IN_CHANNELS`` below that many
+    input channels and times ``sqrt(C_in / C_out)`` to more output channels than input
+    ones (`_run` takes real layers only, half precision in float32). With
+    ``weight_gradient``, whether its weight gradient runs as one product per tap of the
+    output gradient's box and the input it meets (`matmul.input_taps_weight_gradient`):
+    the same, where each tap's product contracts at least
+    `INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH` (image, position) pairs on average.
+
+    Found by a random sweep on an AMD EPYC with AVX-512 (Zen 5), 2026-12-07
+    (`/tmp/s72/rand2.py 722 30 7 --torch`): 5x5 dilation 3 384->64 @7 batch 8 "same"
+    channels-first ran 1.9 ms forward, PyTorch 0.5; its taps meet the input at 24% of
+    the pairs (a tap of offset 6 meets one output row of seven). By `input_taps`
+    0.67-0.86 ms. Forward against `auto` before, 7 interleaved runs, channels-first /
+    channels-last (`/tmp/s74/itab.py`): that layer 2.2x / 2.4x, 3x3 dilation 6 256@14
+    batch 8 (51%) 1.36x / 1.55x, 7x7 512->128 @7 batch 4 (57%) 1.30x / 1.03x; but on
+    large maps the padded sum, a pass over the output a tap, costs more than the
+    padding saves (3x3 128@28 0.23x, 3x3 dilation 2 256@33 0.36x, 5x5 128@14 0.44x),
+    and where the taps meet the input at most pairs the products alone lose (3x3 512@7,
+    82%, 1.0x / 0.83x). On random small-map layers whose taps meet at most 60% of the
+    pairs (`/tmp/s74/itrand.py 1 24 7 fwd 0.6`) it won from 64 channels and more (to
+    2.6x; 256->256 3x3 dilation 2 @5 batch 16 2.1x) and lost from 16-32 (16->512 7x7
+    dilation 4 @4 0.32x, 32->256 7x7 @8 0.27x: products of 16-32 terms each and a padded
+    sum of many output channels), hence the input channels' factor; then widening
+    layers lost (`/tmp/s74/itrule.py 2`-`4`, the rule against without: 3x3 dilation 4
+    64->512 @10 batch 4-8, 54%, 0.67-0.71x; 3x3x3 64->256 @4 batch 16, 30%, 0.57x), hence
+    the output channels' factor. With these bounds, on 24 random layers it changes
+    (`/tmp/s74/itrule.py 5 24 7 fwd,train 0.7`, 2-D and 3-D, 64-512 channels, batch
+    1-16 @3-16, dilations 1-6): 1.44x forward and training together (geometric mean of
+    48 rows; 7x7 dilation 2 512->128 @4 batch 1 forward 9.2x, 3x3 dilation 4 256->512
+    @7 batch 8 2.3x, 3x3x3 dilation 2 512->32 @5 batch 8 1.95x; lowest 0.86x, 3x3
+    dilation 2 512->256 @5 batch 8 channels-last forward at 54%). The input gradient's
+    share (the rule on its own convolution) against the value's alone: training
+    0.88-1.31x on the layers it changed, about even. No suite program changes
+    (`/tmp/s70/sweep.py NOIT`). Not measured: 1-D and strided layers.
+
+    The weight gradient by taps against XLA's, training with the rule's other roles on
+    (`/tmp/s74/itdw.py 5 24 7 train 0.7`): 1.16x over the same 24 layers, but 7x7
+    dilation 2 512->128 @4 batch 1 (output 16x16) 0.52x, 0.64x in a 15-run rerun
+    (`itdw2.py`): each of its 49 taps contracts 15 pairs into a 128x512 product. Hence
+    the depth's floor; with it, on 20 fresh layers (`itdw.py 6 20 7 train 0.7`) 1.30x
+    (0.88-3.5x; 3x3 dilation 6 512->512 @4 batch 4 3.5x, 5x5 dilation 3 64->16 @4 batch
+    16 2.9x), and the three roles against none of them 1.70x (1.07-5.7x)."""
+    c_out, c_in, *kernel = w_shape
+    if spec.groups != 1 or spec.ndim == 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
+        return False
+    if c_in < INPUT_TAPS_MIN_IN_CHANNELS or math.prod(kernel) == 1:
+        return False
+    out = spec.out_spatial(x_shape[2:], kernel)
+    positions = math.prod(out)
+    if positions > INPUT_TAPS_MAX_POSITIONS or x_shape[0] * positions < INPUT_TAPS_MIN_ROWS:
+        return False
+    boxes = matmul_impl.tap_ranges(x_shape[2:], kernel, spec)
+    met = sum(math.prod(e - f for f, e, _ in box) for box in boxes if box is not None)
+    share = INPUT_TAPS_MAX_MET * min(1, c_in / INPUT_TAPS_FULL_IN_CHANNELS)
+    share *= min(1, math.sqrt(c_in / c_out))
+    if weight_gradient and x_shape[0] * met < INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH * len(boxes):
+        return False
+    return met <= share * len(boxes) * positions
+
+
 def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     """Whether ``role``'s convolution runs as one product to every tap's output channels
     (`matmul.output_taps`) rather than XLA's convolution: dense, not input-dilated, more
@@ -4339,20 +4420,29 @@ def _run(
             name == "lax"
             and backend == "cpu"
             and whole
-            and role != WEIGHT_GRADIENT
             # Not a transposed layer's phases (unmeasured), nor a strided layer's
             # input gradient run as a transposed layer (`_transposed_value`).
             and max(spec.lhs_dilation) == 1
             and (dtype := jnp.result_type(x_.dtype, w_.dtype)) in (jnp.float32, jnp.float64)
         ):
             size = dtype.itemsize
+            if role == WEIGHT_GRADIENT and _input_taps(spec_, x_.shape, w_.shape, True):
+                # Its transpose written out: a product per tap of what it meets.
+                return _derivatives.weight_term_direct(
+                    x_, w_, spec_, FORWARDS[name], matmul_impl.input_taps_weight_gradient
+                )
             if role == FORWARD and _many_to_few_by_taps(spec_, x_.shape, w_.shape, True, size):
                 return matmul_impl.output_taps(x_, w_, spec_)
+            if role == FORWARD and _input_taps(spec_, x_.shape, w_.shape):
+                return matmul_impl.input_taps(x_, w_, spec_)
             if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
                 problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)
                 if _many_to_few_by_taps(problem[2], *problem[:2], itemsize=size):
                     # The input gradient of a layer from few channels to many.
                     return _derivatives.input_term(x_, w_, spec_, matmul_impl.output_taps)
+                if _input_taps(problem[2], *problem[:2]):
+                    # Its input gradient's convolution likewise.
+                    return _derivatives.input_term(x_, w_, spec_, matmul_impl.input_taps)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):
             return _in_float32(chosen, x_, w_, spec_)
         if (

@@ -4880,6 +4880,101 @@ def test_many_to_few_by_taps_not_transposed_phases(monkeypatch):
     assert calls == [(16, 256)]
 
 
+def test_input_taps_rule():
+    """`_dispatch._input_taps`: dense unstrided 2-D and 3-D convolutions of more than
+    one tap from at least `INPUT_TAPS_MIN_IN_CHANNELS` channels, on outputs of at most
+    `INPUT_TAPS_MAX_POSITIONS` positions an image and at least `INPUT_TAPS_MIN_ROWS`
+    rows, whose taps meet the input at no more than `INPUT_TAPS_MAX_MET` of the (output,
+    tap) pairs, times ``C_in / INPUT_TAPS_FULL_IN_CHANNELS`` below that many channels
+    and ``sqrt(C_in / C_out)`` when widening."""
+    rule = _dispatch._input_taps
+    assert (
+        _dispatch.INPUT_TAPS_MIN_IN_CHANNELS,
+        _dispatch.INPUT_TAPS_MAX_POSITIONS,
+        _dispatch.INPUT_TAPS_MIN_ROWS,
+    ) == (64, 256, 128)
+    assert (_dispatch.INPUT_TAPS_MAX_MET, _dispatch.INPUT_TAPS_FULL_IN_CHANNELS) == (0.6, 128)
+    d3 = dict(padding=6, dilation=3)  # 5x5 on 7x7: 17 of 35 pairs a dim, 23.6%
+    d6 = dict(padding=6, dilation=6)  # 3x3 on 16x16: 36 of 48, 56.2%
+    d4 = dict(padding=4, dilation=4)  # 3x3 on 8x8: 16 of 24, 44.4%
+    same7 = dict(padding=3)  # 7x7 on 7x7: 37 of 49, 57.0%
+    for x_shape, w_shape, kwargs, takes in [
+        ((8, 128, 7, 7), (128, 128, 5, 5), d3, True),
+        ((8, 64, 7, 7), (64, 64, 5, 5), d3, True),  # 64 channels: up to 30%
+        ((8, 63, 7, 7), (63, 63, 5, 5), d3, False),
+        ((8, 128, 7, 7), (512, 128, 5, 5), d3, True),  # to 4x as many: up to 30%
+        ((8, 128, 7, 7), (2048, 128, 5, 5), d3, False),  # 16x: 15%
+        ((1, 128, 16, 16), (128, 128, 3, 3), d6, True),  # 256 positions
+        ((1, 128, 16, 17), (128, 128, 3, 3), d6, False),  # 272
+        ((2, 128, 8, 8), (128, 128, 3, 3), d4, True),  # 128 rows
+        ((1, 128, 8, 8), (128, 128, 3, 3), d4, False),  # 64
+        ((4, 128, 7, 7), (128, 128, 7, 7), same7, True),
+        ((4, 112, 7, 7), (112, 112, 7, 7), same7, False),  # 112 channels: up to 52.5%
+        ((4, 128, 7, 7), (144, 128, 7, 7), same7, False),  # to 144: up to 56.6%
+        ((4, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), False),  # 82%
+        ((8, 128, 7, 7), (128, 128, 5, 5), dict(d3, stride=2), False),
+        ((8, 256, 7, 7), (128, 128, 5, 5), dict(d3, groups=2), False),
+        ((8, 128, 7, 7), (128, 128, 1, 1), dict(padding=3), False),  # 1x1: 29%
+        ((64, 128, 7), (128, 128, 5), d3, False),  # not in 1-D
+        ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), dict(padding=2, dilation=2), True),  # 30%
+    ]:
+        spec, x_, w_ = _spec_of(x_shape, w_shape, kwargs)
+        assert rule(spec, x_, w_) == takes, (x_shape, w_shape, kwargs)
+    spec, x_shape, w_shape = _spec_of((8, 128, 7, 7), (128, 128, 5, 5), d3)
+    assert not rule(dataclasses.replace(spec, lhs_dilation=(2, 2)), x_shape, w_shape)
+    # Weight gradients from `INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH` (image, position)
+    # pairs a tap: 3x3 dilation 4 on 8x8 meets 256 pairs in all, 28.4 an image a tap.
+    assert _dispatch.INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH == 64
+    for batch, takes in [(2, False), (3, True)]:
+        spec, x_, w_ = _spec_of((batch, 128, 8, 8), (128, 128, 3, 3), d4)
+        assert rule(spec, x_, w_)
+        assert rule(spec, x_, w_, weight_gradient=True) == takes, batch
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, roles",
+    [
+        # 5x5 dilation 3 on 7x7 (the taps meet the input at 23.6% of the pairs).
+        ((8, 64, 7, 7), (64, 64, 5, 5), dict(padding=6, dilation=3), "vxw"),
+        ((8, 64, 7, 7), (32, 64, 5, 5), dict(padding=6, dilation=3), "vw"),
+        ((8, 32, 7, 7), (64, 32, 5, 5), dict(padding=6, dilation=3), "x"),  # 64 -> 32
+        ((8, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), ""),  # 82%
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_input_taps(monkeypatch, retrace, x_shape, w_shape, kwargs, roles, channels_last):
+    """Where `_dispatch._input_taps` says, `auto` takes the value, or the input
+    gradient, by `matmul.input_taps`, the weight gradient by
+    `matmul.input_taps_weight_gradient`, and its value and both gradients equal `lax`'s
+    (float64), under every transform too."""
+    calls = []
+    original = matmul_impl.input_taps
+    original_weight_gradient = matmul_impl.input_taps_weight_gradient
+
+    def spy(a, b, spec):
+        calls.append((a.shape[:2], b.shape[:2]))  # (images, C_in), (C_out, C_in)
+        return original(a, b, spec)
+
+    def spy_weight_gradient(a, ct, spec, w_shape):
+        calls.append(("w", a.shape[:2], tuple(w_shape[:2])))
+        return original_weight_gradient(a, ct, spec, w_shape)
+
+    monkeypatch.setattr(matmul_impl, "input_taps", spy)
+    monkeypatch.setattr(matmul_impl, "input_taps_weight_gradient", spy_weight_gradient)
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=9)
+    trains_as_lax_float64(conv, x, w, check=bool(roles))
+    value = ((x_shape[0], w_shape[1]), w_shape[:2])
+    gradient = ((x_shape[0], w_shape[0]), (w_shape[1], w_shape[0]))
+    weight = ("w", (x_shape[0], w_shape[1]), w_shape[:2])
+    want = {role for role, key in ((value, "v"), (gradient, "x"), (weight, "w")) if key in roles}
+    assert set(calls) == want
+    # Real layers only (half precision runs the rules in float32), not complex ones.
+    calls.clear()
+    jax.jit(conv("auto")).lower(x.astype(np.complex64), w.astype(np.complex64))
+    assert not calls
+
+
 def test_matmul_weight_gradient_rows_rule():
     """`_dispatch._matmul_weight_gradient_rows`: channels-last dense layers of more than
     one tap on at least `MATMUL_WEIGHT_GRADIENT_MIN_ROWS` output rows (batch times

@@ -920,6 +920,78 @@ def test_random_specs_match_lax(config):
     assert_close(got, want, reduction=reduction(w_shape))
 
 
+@st.composite
+def dense_specs(draw):
+    """Dense canonical convolutions without input dilation, negative padding included,
+    on maps small against their (dilated) kernels, where taps meet padding only."""
+    n = draw(st.integers(1, 3))
+    kernel = [draw(st.integers(1, 4)) for _ in range(n)]
+    stride = [draw(st.integers(1, 3)) for _ in range(n)]
+    rhs = [draw(st.integers(1, 3)) for _ in range(n)]
+    pads, spatial = [], []
+    for k, d in zip(kernel, rhs, strict=True):
+        lo, hi = draw(st.integers(-2, 6)), draw(st.integers(-2, 6))
+        least = max(1, d * (k - 1) + 1 - lo - hi)  # the padded size holds the extent
+        pads.append((lo, hi))
+        spatial.append(draw(st.integers(least, least + 5)))
+    s = ConvSpec(tuple(stride), tuple(pads), (1,) * n, tuple(rhs), 1, None, draw(st.booleans()))
+    c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return (draw(st.integers(1, 2)), c_in, *spatial), (c_out, c_in, *kernel), s
+
+
+@settings(max_examples=40, deadline=None)
+@given(dense_specs())
+def test_input_taps_matches_lax(config):
+    """`matmul.input_taps` (one product per tap of the inputs it meets) equals XLA's
+    convolution, value and both transposes, float64, and so does its weight gradient
+    written out (`matmul.input_taps_weight_gradient`)."""
+    x_shape, w_shape, s = config
+    x, w = arrays(np.random.default_rng(14), x_shape, w_shape)
+    ct = device(np.random.default_rng(15).standard_normal(FORWARDS["lax"](x, w, s).shape))
+
+    def both(f):
+        y, vjp = jax.vjp(lambda a, b: f(a, b, s), x, w)
+        return (y, *vjp(ct))
+
+    def weight_gradient():
+        return matmul_impl.input_taps_weight_gradient(x, ct, s, w_shape)
+
+    got, want = jax.jit(
+        lambda: [[*both(matmul_impl.input_taps), weight_gradient()], both(FORWARDS["lax"])]
+    )()
+    for a, b in zip(got, [*want, want[2]], strict=True):  # the weight gradient twice
+        assert a.shape == b.shape
+        assert_close(a, b, reduction=reduction(w_shape))
+
+
+def test_input_taps_against_the_reference():
+    """`matmul.input_taps` against the NumPy reference: a dilated kernel on a small map
+    (most of its taps meet padding, one none), strided, 3-D; and a layer whose taps all
+    meet padding only (zeros)."""
+    rng = np.random.default_rng(16)
+    for x_shape, w_shape, stride, pads, dilation in [
+        ((2, 3, 5, 4), (4, 3, 3, 3), 1, [(6, 6), (3, 3)], 3),
+        ((1, 2, 7, 6), (3, 2, 5, 2), 2, [(4, 0), (1, 2)], 2),
+        ((1, 2, 3, 4, 2), (2, 2, 2, 3, 2), 1, [(1, 1), (0, 2), (3, 1)], 1),
+        ((1, 2, 1), (2, 2, 2), 1, [(3, 3)], 5),  # taps at -3 and 2 meet nothing
+    ]:
+        x, w = arrays(rng, x_shape, w_shape)
+        n = len(x_shape) - 2
+        s = ConvSpec((stride,) * n, tuple(pads), (1,) * n, (dilation,) * n, 1)
+        got = jax.jit(lambda a, b, s=s: matmul_impl.input_taps(a, b, s))(x, w)
+        want = ref_conv(x, w, stride=stride, pads=pads, dilation=dilation)
+        assert got.shape == want.shape
+        assert_close(got, want, reduction=reduction(w_shape))
+    assert matmul_impl.tap_ranges((1,), (2,), ConvSpec((1,), ((3, 3),), (1,), (5,), 1)) == [
+        None,
+        None,
+    ]
+    x, w = arrays(rng, (1, 4, 5), (4, 2, 3))
+    for s in (ConvSpec((1,), ((1, 1),), (1,), (1,), 2), ConvSpec((1,), ((1, 1),), (2,), (1,), 1)):
+        with pytest.raises(ValueError, match="dense convolutions without input dilation"):
+            matmul_impl.input_taps(x, w, s)
+
+
 # ----------------------------------------------------------------------------- shift paths
 
 

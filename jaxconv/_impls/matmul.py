@@ -709,3 +709,124 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec, per_image: bool = Fa
     else:
         y = y.reshape((n, c_out, *out))
     return y.astype(x.dtype)
+
+
+def tap_ranges(spatial, kernel, spec: ConvSpec) -> list[tuple[tuple[int, int, int], ...] | None]:
+    """For each tap (row-major over ``kernel``), the outputs along each spatial dim that
+    it meets the input at, as ``(first output, end output, first input)``, or ``None``
+    for a tap that meets only padding: output ``o`` reads input
+    ``o * stride + tap * dilation - lo`` through the tap (no input dilation).
+
+    >>> from jaxconv._spec import ConvSpec
+    >>> spec = ConvSpec((1,), ((1, 1),), (1,), (1,), 1)
+    >>> tap_ranges((4,), (3,), spec)
+    [((1, 4, 0),), ((0, 4, 0),), ((0, 3, 1),)]
+    """
+    out = spec.out_spatial(spatial, kernel)
+    ranges = []
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        dims = []
+        for o, n, t, s, d, (lo, _) in zip(
+            out, spatial, tap, spec.stride, spec.rhs_dilation, spec.padding, strict=True
+        ):
+            lead = t * d - lo
+            first = max(0, -(lead // s))  # the least o with o * s + lead >= 0
+            end = min(o, (n - 1 - lead) // s + 1)
+            if end <= first:
+                dims = None
+                break
+            dims.append((first, end, first * s + lead))
+        ranges.append(None if dims is None else tuple(dims))
+    return ranges
+
+
+def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The canonical convolution (dense, not input-dilated) as one product per tap, of
+    the input positions the tap meets and no others, each padded into the output and
+    summed:
+
+        y[:, :, R_t] += w[:, :, t] @ x[:, :, R_t * stride + t * dilation - lo]
+
+    where ``R_t`` is the box of outputs whose window meets the input at tap ``t``
+    (`tap_ranges`). No padding is multiplied: on small maps and with dilations a large
+    share of a kernel's taps meet the padding (a 5x5 kernel of dilation 3 on a 7x7 map:
+    three quarters of its products), which XLA's convolution multiplies. Each product
+    is a plain ``(positions, C_in) @ (C_in, C_out)`` one, which XLA's CPU backend runs
+    faster than its convolution on small maps; the padded sum costs a pass over the
+    output a tap, so it loses on large maps (see `jaxconv._dispatch._input_taps`)."""
+    if spec.groups != 1 or max(spec.lhs_dilation) > 1:
+        raise ValueError("input_taps: dense convolutions without input dilation only")
+    n, c_in = x.shape[:2]
+    c_out, _, *kernel = w.shape
+    spatial = x.shape[2:]
+    out = spec.out_spatial(spatial, kernel)
+    nd = len(kernel)
+    if 0 in (n, c_in, c_out, *out):
+        return jnp.zeros((n, c_out, *out), x.dtype)
+    acc = accumulation_dtype(x.dtype)
+    xs = jnp.moveaxis(x, 1, -1)  # (N, *S, C_in): in place where the caller's is channels-last
+    wt = w.reshape((c_out, c_in, math.prod(kernel)))
+    y = None
+    for t, box in enumerate(tap_ranges(spatial, kernel, spec)):
+        if box is None:
+            continue
+        starts = [0] + [first_in for _, _, first_in in box] + [0]
+        limits = (
+            [n]
+            + [i + (e - f - 1) * s + 1 for (f, e, i), s in zip(box, spec.stride, strict=True)]
+            + [c_in]
+        )
+        window = lax.slice(xs, starts, limits, (1, *spec.stride, 1))
+        term = lax.dot_general(
+            window,
+            wt[:, :, t],
+            (((nd + 1,), (1,)), ((), ())),
+            precision=spec.precision,
+            preferred_element_type=acc,
+        )  # (N, *R_t, C_out)
+        config = [(0, 0, 0)] + [(f, o - e, 0) for (f, e, _), o in zip(box, out, strict=True)]
+        term = lax.pad(term, lax.full((), 0, term.dtype), config + [(0, 0, 0)])
+        y = term if y is None else y + term
+    if y is None:
+        return jnp.zeros((n, c_out, *out), x.dtype)
+    return jnp.moveaxis(y, -1, 1).astype(x.dtype)
+
+
+def input_taps_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_shape) -> jax.Array:
+    """The weight gradient of `input_taps`' convolution (dense, not input-dilated): for
+    each tap the product of the output gradient's box of outputs the tap meets the
+    input at with the input positions it meets there, contracted over the batch and
+    the box; zeros for a tap that meets only padding."""
+    c_out, c_in, *kernel = w_shape
+    n = x.shape[0]
+    nd = len(kernel)
+    acc = accumulation_dtype(jnp.result_type(x.dtype, ct.dtype))
+    xs = jnp.moveaxis(x, 1, -1)  # (N, *S, C_in)
+    cts = jnp.moveaxis(ct, 1, -1)  # (N, *out, C_out)
+    dtype = acc or jnp.result_type(x.dtype, ct.dtype)
+    taps = []
+    for box in tap_ranges(x.shape[2:], kernel, spec):
+        if box is None:
+            taps.append(jnp.zeros((c_out, c_in), dtype))
+            continue
+        starts = [0] + [first_in for _, _, first_in in box] + [0]
+        limits = (
+            [n]
+            + [i + (e - f - 1) * s + 1 for (f, e, i), s in zip(box, spec.stride, strict=True)]
+            + [c_in]
+        )
+        window = lax.slice(xs, starts, limits, (1, *spec.stride, 1))
+        part = lax.slice(
+            cts, [0] + [f for f, _, _ in box] + [0], [n] + [e for _, e, _ in box] + [c_out]
+        )
+        rows = tuple(range(nd + 1))
+        taps.append(
+            lax.dot_general(
+                part,
+                window,
+                ((rows, rows), ((), ())),
+                precision=spec.precision,
+                preferred_element_type=acc,
+            )
+        )
+    return jnp.stack(taps, axis=-1).reshape(w_shape).astype(jnp.result_type(x.dtype, ct.dtype))
