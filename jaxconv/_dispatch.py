@@ -3706,12 +3706,14 @@ def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False)
     The weight gradient by taps against XLA's, training with the rule's other roles on
     (`/tmp/s74/itdw.py 5 24 7 train 0.7`): 1.16x over the same 24 layers, but 7x7
     dilation 2 512->128 @4 batch 1 (output 16x16) 0.52x, 0.64x in a 15-run rerun
-    (`itdw2.py`): each of its 49 taps contracts 15 pairs into a 128x512 product. Hence
+    (`itdw2.py`): each of its 49 taps contracts 16 pairs into a 128x512 product. Hence
     the depth's floor; with it, on 20 fresh layers (`itdw.py 6 20 7 train 0.7`) 1.30x
     (0.88-3.5x; 3x3 dilation 6 512->512 @4 batch 4 3.5x, 5x5 dilation 3 64->16 @4 batch
     16 2.9x), and the three roles against none of them 1.70x (1.07-5.7x)."""
     c_out, c_in, *kernel = w_shape
     if spec.groups != 1 or spec.ndim == 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
+        return False
+    if 0 in x_shape or 0 in w_shape:
         return False
     if c_in < INPUT_TAPS_MIN_IN_CHANNELS or math.prod(kernel) == 1:
         return False

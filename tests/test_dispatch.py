@@ -4912,6 +4912,10 @@ def test_input_taps_rule():
         ((4, 112, 7, 7), (112, 112, 7, 7), same7, False),  # 112 channels: up to 52.5%
         ((4, 128, 7, 7), (144, 128, 7, 7), same7, False),  # to 144: up to 56.6%
         ((4, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), False),  # 82%
+        ((4, 256, 7, 7), (256, 256, 3, 3), dict(padding=1), False),  # 82% from 256
+        ((4, 128, 7, 7), (32, 128, 3, 3), dict(padding=1), False),  # 82% narrowing
+        ((8, 0, 7, 7), (64, 0, 5, 5), d3, False),  # no channels
+        ((8, 64, 7, 7), (0, 64, 5, 5), d3, False),
         ((8, 128, 7, 7), (128, 128, 5, 5), dict(d3, stride=2), False),
         ((8, 256, 7, 7), (128, 128, 5, 5), dict(d3, groups=2), False),
         ((8, 128, 7, 7), (128, 128, 1, 1), dict(padding=3), False),  # 1x1: 29%
@@ -4936,7 +4940,7 @@ def test_input_taps_rule():
     "x_shape, w_shape, kwargs, roles",
     [
         # 5x5 dilation 3 on 7x7 (the taps meet the input at 23.6% of the pairs).
-        ((8, 64, 7, 7), (64, 64, 5, 5), dict(padding=6, dilation=3), "vxw"),
+        ((8, 96, 7, 7), (64, 96, 5, 5), dict(padding=6, dilation=3), "vxw"),
         ((8, 64, 7, 7), (32, 64, 5, 5), dict(padding=6, dilation=3), "vw"),
         ((8, 32, 7, 7), (64, 32, 5, 5), dict(padding=6, dilation=3), "x"),  # 64 -> 32
         ((8, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), ""),  # 82%
@@ -4971,8 +4975,20 @@ def test_input_taps(monkeypatch, retrace, x_shape, w_shape, kwargs, roles, chann
     assert set(calls) == want
     # Real layers only (half precision runs the rules in float32), not complex ones.
     calls.clear()
-    jax.jit(conv("auto")).lower(x.astype(np.complex64), w.astype(np.complex64))
+    xc, wc = x.astype(np.complex64), w.astype(np.complex64)
+    jax.jit(lambda a, b: jax.vjp(conv("auto"), a, b)[1](conv("auto")(a, b))).lower(xc, wc)
     assert not calls
+
+
+def test_input_taps_no_channels():
+    """A layer of no input channels, whose input gradient's convolution has no output
+    channels, still differentiates under `auto` (zeros)."""
+
+    def loss(a, b):
+        return jnp.sum(jaxconv.conv2d(a, b, padding=6, dilation=3))
+
+    dx, dw = jax.grad(loss, (0, 1))(jnp.ones((8, 0, 7, 7)), jnp.ones((64, 0, 5, 5)))
+    assert dx.shape == (8, 0, 7, 7) and dw.shape == (64, 0, 5, 5)
 
 
 def test_matmul_weight_gradient_rows_rule():

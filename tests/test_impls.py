@@ -923,7 +923,7 @@ def test_random_specs_match_lax(config):
 @st.composite
 def dense_specs(draw):
     """Dense canonical convolutions without input dilation, negative padding included,
-    on maps small against their (dilated) kernels, where taps meet padding only."""
+    on maps small against their (dilated) kernels, where many taps meet padding."""
     n = draw(st.integers(1, 3))
     kernel = [draw(st.integers(1, 4)) for _ in range(n)]
     stride = [draw(st.integers(1, 3)) for _ in range(n)]
@@ -966,11 +966,11 @@ def test_input_taps_matches_lax(config):
 
 def test_input_taps_against_the_reference():
     """`matmul.input_taps` against the NumPy reference: a dilated kernel on a small map
-    (most of its taps meet padding, one none), strided, 3-D; and a layer whose taps all
-    meet padding only (zeros)."""
+    (every tap meets some padding, three only padding), strided, 3-D; and a layer whose
+    taps all meet padding only (zeros)."""
     rng = np.random.default_rng(16)
     for x_shape, w_shape, stride, pads, dilation in [
-        ((2, 3, 5, 4), (4, 3, 3, 3), 1, [(6, 6), (3, 3)], 3),
+        ((2, 3, 5, 4), (4, 3, 3, 3), 1, [(6, 0), (3, 3)], 3),
         ((1, 2, 7, 6), (3, 2, 5, 2), 2, [(4, 0), (1, 2)], 2),
         ((1, 2, 3, 4, 2), (2, 2, 2, 3, 2), 1, [(1, 1), (0, 2), (3, 1)], 1),
         ((1, 2, 1), (2, 2, 2), 1, [(3, 3)], 5),  # taps at -3 and 2 meet nothing
@@ -990,6 +990,8 @@ def test_input_taps_against_the_reference():
     for s in (ConvSpec((1,), ((1, 1),), (1,), (1,), 2), ConvSpec((1,), ((1, 1),), (2,), (1,), 1)):
         with pytest.raises(ValueError, match="dense convolutions without input dilation"):
             matmul_impl.input_taps(x, w, s)
+        with pytest.raises(ValueError, match="dense convolutions without input dilation"):
+            matmul_impl.input_taps_weight_gradient(x, x, s, w.shape)
 
 
 # ----------------------------------------------------------------------------- shift paths

@@ -564,6 +564,49 @@ def test_chunked_weight_gradient_under_sharding(
     assert calls
 
 
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_input_taps_under_sharding(axis_type, channels_last, rng, monkeypatch, retrace):
+    """`auto`'s value by taps (`matmul.input_taps`) and weight gradient by taps
+    (`matmul.input_taps_weight_gradient`: 3x3 dilation 4 on 8x8, whose taps meet the
+    input at 44% of the pairs) give the single-device gradients with the input split
+    along batch or its first spatial dim, and inside `jax.shard_map` over a batch
+    split."""
+    from jaxconv._impls import matmul
+
+    values = spy_specs(monkeypatch, matmul, "input_taps")
+    calls = spy_specs(monkeypatch, matmul, "input_taps_weight_gradient")
+    mesh = jax.make_mesh(
+        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
+    )
+    # Four images a device: each tap's weight gradient contracts 114 (image, position)
+    # pairs in a shard (`INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH`).
+    x, w = rng.standard_normal((32, 128, 8, 8)), rng.standard_normal((64, 128, 3, 3))
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
+
+    def loss_grads(impl):
+        def loss(a, b):
+            y = jaxconv.conv2d(a, b, padding=4, dilation=4, channels_last=channels_last, impl=impl)
+            return jnp.sum(jnp.sin(y))
+
+        return jax.grad(loss, (0, 1))
+
+    want = single_device(("input_taps", channels_last), loss_grads("lax"), x, w)
+    for got in split_both_ways(loss_grads("auto"), x, w, mesh):
+        for g, e in zip(got, want, strict=True):
+            assert_close(g, e, reduction=32 * 9 * 128)
+    assert values and calls
+    body = jax.shard_map(
+        loss_grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P())
+    )
+    traced = len(calls)
+    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    for g, e in zip(got, want, strict=True):
+        assert_close(g, e, reduction=32 * 9 * 128)
+    assert len(calls) > traced
+
+
 @pytest.mark.parametrize(
     "channels_last, c_out, name",
     [(False, 24, "output_stacked"), (True, 24, "output_stacked"), (True, 40, "decompose")],

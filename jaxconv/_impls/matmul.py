@@ -740,6 +740,12 @@ def tap_ranges(spatial, kernel, spec: ConvSpec) -> list[tuple[tuple[int, int, in
     return ranges
 
 
+def _dense(spec: ConvSpec) -> None:
+    """Raise unless ``spec`` is dense and not input-dilated, as `input_taps` needs."""
+    if spec.groups != 1 or max(spec.lhs_dilation) > 1:
+        raise ValueError("input_taps: dense convolutions without input dilation only")
+
+
 def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution (dense, not input-dilated) as one product per tap, of
     the input positions the tap meets and no others, each padded into the output and
@@ -754,8 +760,7 @@ def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     is a plain ``(positions, C_in) @ (C_in, C_out)`` one, which XLA's CPU backend runs
     faster than its convolution on small maps; the padded sum costs a pass over the
     output a tap, so it loses on large maps (see `jaxconv._dispatch._input_taps`)."""
-    if spec.groups != 1 or max(spec.lhs_dilation) > 1:
-        raise ValueError("input_taps: dense convolutions without input dilation only")
+    _dense(spec)
     n, c_in = x.shape[:2]
     c_out, _, *kernel = w.shape
     spatial = x.shape[2:]
@@ -797,6 +802,7 @@ def input_taps_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sh
     each tap the product of the output gradient's box of outputs the tap meets the
     input at with the input positions it meets there, contracted over the batch and
     the box; zeros for a tap that meets only padding."""
+    _dense(spec)
     c_out, c_in, *kernel = w_shape
     n = x.shape[0]
     nd = len(kernel)
