@@ -31,7 +31,7 @@ from jaxconv._impls import FORWARDS, groups, planes, space_to_depth, subpixel
 from jaxconv._impls import lax as lax_impl
 from jaxconv._impls import matmul as matmul_impl
 from jaxconv._impls import shift as shift_impl
-from jaxconv._impls._common import computed_once, cpuinfo, split_mesh
+from jaxconv._impls._common import computed_once, cpuinfo, slices_in_layout, split_mesh
 from jaxconv._spec import ConvSpec
 
 # Depthwise kernels up to this many taps go through shift-and-add (3-D ones past
@@ -3057,7 +3057,11 @@ def _common_factor(x: jax.Array, w: jax.Array, spec: ConvSpec) -> tuple[jax.Arra
     reduced = dataclasses.replace(
         spec, stride=tuple(stride), rhs_dilation=tuple(dilation), padding=tuple(padding)
     )
-    return jax.lax.slice(x, starts, limits, steps), reduced
+    if spec.ndim == 1:
+        # Cut in the canonical order: in 1-D XLA's transposed copies around the slice
+        # trained faster than the slice in place (see `slices_in_layout`).
+        return jax.lax.slice(x, starts, limits, steps), reduced
+    return slices_in_layout(x, spec, starts, limits, steps), reduced
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))

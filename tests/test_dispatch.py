@@ -6190,6 +6190,43 @@ def test_common_factor_matches_float64(x_shape, w_shape, stride, dilation, paddi
     _assert_matches_float64_with_jvp(conv, x, w, x_shape, w_shape)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, transposes",
+    [((8, 56, 56, 64), (3, 3, 64, 64), 0), ((8, 500, 512), (3, 512, 48), 2)],
+    ids=["2d", "1d"],
+)
+def test_common_factor_cuts_in_the_callers_layout(x_shape, w_shape, transposes):
+    """A channels-last 2-D layer reduced by its common factor takes the input elements
+    it reads where they lie (`_common_factor`, `_common.slices_in_layout`): no
+    transposed copy of the input around the slice, as the canonical slice made XLA
+    write. In 1-D the canonical slice stays (its copies trained faster there)."""
+    nd = len(x_shape) - 2
+    x, w = jnp.ones(x_shape, jnp.float32), jnp.ones(w_shape, jnp.float32)
+
+    def layer(a, b):
+        return jaxconv.conv(a, b, stride=2, padding=2, dilation=2, channels_last=True)
+
+    text = jax.jit(layer).lower(x, w).compile().as_text()
+    assert text.count("transpose(") == transposes, nd
+    got = jax.jit(layer)(x, w)
+    want = jaxconv.conv(x, w, stride=2, padding=2, dilation=2, channels_last=True, impl="lax")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_slices_in_layout():
+    """`_common.slices_in_layout` is `lax.slice` of the canonical array in either
+    layout."""
+    from jaxconv._impls._common import slices_in_layout
+
+    y = jnp.arange(2 * 3 * 7 * 9, dtype=jnp.float32).reshape((2, 3, 7, 9))
+    starts, limits, strides = (0, 1, 1, 2), (2, 3, 7, 9), (1, 1, 2, 3)
+    want = jax.lax.slice(y, starts, limits, strides)
+    for channels_last in (False, True):
+        spec = _spec.ConvSpec((1, 1), ((0, 0),) * 2, (1, 1), (1, 1), 1, None, channels_last)
+        np.testing.assert_array_equal(slices_in_layout(y, spec, starts, limits, strides), want)
+
+
 def _trim_case(x_shape, w_shape, stride, dilation, padding, groups=1):
     """Canonical operands (zeros) and the spec of a layer padded by ``padding`` (pairs)."""
     nd = len(x_shape) - 2

@@ -215,3 +215,22 @@ def slice_in_layout(
     moved = last.ndim - 1 if axis == 1 else axis - 1
     cut = lax.slice_in_dim(last, start, limit, stride, axis=moved)
     return jnp.moveaxis(cut, -1, 1)
+
+
+def slices_in_layout(y: jax.Array, spec: ConvSpec, starts, limits, strides) -> jax.Array:
+    """``lax.slice`` of the canonical (channels-first) ``y`` along every dim, written
+    in the caller's layout as `slice_in_layout`: cut in the canonical order, XLA
+    (jaxlib 0.10.2) copied a channels-last input transposed, sliced it and copied the
+    slice back (`jaxconv._dispatch._common_factor`'s input elements: 2-D channels-last
+    layers trained 1.05-1.41x cut so, 5x5 stride 2 dilation 2 128->32 @64 batch 8 1.41x;
+    see there for 1-D)."""
+    if not spec.channels_last:
+        return lax.slice(y, starts, limits, strides)
+    order = [0, *range(2, y.ndim), 1]
+    cut = lax.slice(
+        jnp.moveaxis(y, 1, -1),
+        [starts[i] for i in order],
+        [limits[i] for i in order],
+        [strides[i] for i in order],
+    )
+    return jnp.moveaxis(cut, -1, 1)
