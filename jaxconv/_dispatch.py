@@ -364,6 +364,17 @@ KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS = 96
 # 1.49x; 32->64 7x7 @8 batch 8 1.23x, 2.03x / 1.50x, 1.45x; 16->128 7x7 @8 1.78x,
 # 1.84x / 1.94x, 1.97x; 512->64 4x4 @4 3.7x, 3.9x / 1.64x, 1.49x.
 KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS = 32
+# ... but on AMD CPUs with AVX-512 (Zen 4 and 5; `KERNEL_PAST_OUTPUT_FEW_VENDORS`) from
+# this many. There XLA's input gradient of such layers to 8-31 channels ran 3-10x
+# slower than the patches' (found by a random sweep on a Zen 5 EPYC, 2026-12-07: 5x5
+# valid 512->16 @8 batch 4 channels-last trained in 8.6 ms, its input gradient 7.6 ms,
+# 0.72 by `matmul`). The derivatives by patches against XLA's, training, 7 interleaved
+# runs, random layers (`/tmp/s74/kpo.py 1 20 7` from 1-24 channels, `kpo.py 2 20 7`
+# from 6-31): to 8-31 channels 0.94-9.2x on 28 rows (7x7 128->31 @9 batch 8 9.2x,
+# 256->24 @12 batch 1 6.1x, 256->16 @7 batch 4 4.5x, 5x5 512->8 @8 batch 2 4.1x, 256->24
+# @7 batch 16 3.6x); to 6 channels 0.74-0.94x, to 3-4 0.24-1.27x (256->4 @8 batch 32
+# 0.24x).
+KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS_FEW, KERNEL_PAST_OUTPUT_FEW_VENDORS = 8, ("AuthenticAMD",)
 # Dense channels-last 2-D layers both strided and dilated take `matmul`'s derivatives
 # with at most this many patch elements (whole batch; see
 # `_strided_dilated_derivatives_by_matmul`).
@@ -1033,7 +1044,8 @@ def _grouped_planes(spec: ConvSpec) -> bool:
 def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether this canonical convolution is dense, with at least
     `KERNEL_PAST_INPUT_MIN_CHANNELS` input or output channels and at least
-    `KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS` output channels, and its kernel has more
+    `KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS` output channels (on AMD's AVX-512 CPUs
+    `KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS_FEW`), and its kernel has more
     taps than the output has positions along some undilated dim, or (on outputs of at
     most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions, to at least
     `KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS` channels; with AVX2 and no AVX-512,
@@ -1045,7 +1057,11 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
         return False
     if max(w_shape[:2]) < KERNEL_PAST_INPUT_MIN_CHANNELS or 0 in x_shape:
         return False
-    if w_shape[0] < KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS:
+    if w_shape[0] < KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS and not (
+        w_shape[0] >= KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS_FEW
+        and cpu_vendor() in KERNEL_PAST_OUTPUT_FEW_VENDORS
+        and "avx512f" in cpuinfo("flags").split()
+    ):
         return False
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     if min(out) < 1:

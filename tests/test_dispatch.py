@@ -2617,6 +2617,34 @@ def test_kernel_past_output_differentiates_by_patches(
     _assert_trains_as_lax(conv, x, w, value=True)
 
 
+def test_kernel_past_output_few_channels_on_amd_avx512(monkeypatch):
+    """`_dispatch.kernel_past_output` takes layers to
+    `KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS` or more channels, and on AMD CPUs with AVX-512
+    (`KERNEL_PAST_OUTPUT_FEW_VENDORS`) from `KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS_FEW`."""
+    from jaxconv._impls import _common
+
+    assert _dispatch.KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS == 32
+    assert _dispatch.KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS_FEW == 8
+    assert _dispatch.KERNEL_PAST_OUTPUT_FEW_VENDORS == ("AuthenticAMD",)
+    hosts = {
+        "zen5": {"vendor_id": "AuthenticAMD", "flags": "sse avx2 avx512f avx512bw"},
+        "epyc avx2": {"vendor_id": "AuthenticAMD", "flags": "sse avx2"},
+        "xeon": {"vendor_id": "GenuineIntel", "flags": "sse avx2 avx512f"},
+    }
+    for c_out, takes in [(32, {"zen5", "epyc avx2", "xeon"}), (31, {"zen5"}), (8, {"zen5"})]:
+        x_shape, w_shape = (4, 512, 8, 8), (c_out, 512, 5, 5)  # valid 5x5 on 8x8: 4x4 out
+        plan = _spec.conv_plan("conv", x_shape, w_shape)
+        for host, info in hosts.items():
+            monkeypatch.setattr(_dispatch, "cpuinfo", lambda key, info=info: info.get(key, ""))
+            monkeypatch.setattr(_common, "cpuinfo", lambda key, info=info: info.get(key, ""))
+            got = _dispatch.kernel_past_output(plan.spec, x_shape, w_shape)
+            assert got == (host in takes), (c_out, host)
+    zen5 = hosts["zen5"]
+    monkeypatch.setattr(_dispatch, "cpuinfo", lambda key: zen5.get(key, ""))
+    plan = _spec.conv_plan("conv", (4, 512, 8, 8), (7, 512, 5, 5))  # 7 channels
+    assert not _dispatch.kernel_past_output(plan.spec, (4, 512, 8, 8), (7, 512, 5, 5))
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, avx512, avx2",
     [
