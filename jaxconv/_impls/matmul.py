@@ -746,6 +746,18 @@ def _dense(spec: ConvSpec) -> None:
         raise ValueError("input_taps: dense convolutions without input dilation only")
 
 
+def _tap_window(xs: jax.Array, box, spec: ConvSpec) -> jax.Array:
+    """The input positions (of the positions-first ``xs``, ``(N, *S, C)``) that a
+    tap's ``box`` of outputs (`tap_ranges`) reads: ``(N, *R_t, C)``."""
+    starts = [0] + [first_in for _, _, first_in in box] + [0]
+    limits = [
+        xs.shape[0],
+        *(i + (e - f - 1) * s + 1 for (f, e, i), s in zip(box, spec.stride, strict=True)),
+        xs.shape[-1],
+    ]
+    return lax.slice(xs, starts, limits, (1, *spec.stride, 1))
+
+
 def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution (dense, not input-dilated) as one product per tap, of
     the input positions the tap meets and no others, each padded into the output and
@@ -775,15 +787,8 @@ def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     for t, box in enumerate(tap_ranges(spatial, kernel, spec)):
         if box is None:
             continue
-        starts = [0] + [first_in for _, _, first_in in box] + [0]
-        limits = (
-            [n]
-            + [i + (e - f - 1) * s + 1 for (f, e, i), s in zip(box, spec.stride, strict=True)]
-            + [c_in]
-        )
-        window = lax.slice(xs, starts, limits, (1, *spec.stride, 1))
         term = lax.dot_general(
-            window,
+            _tap_window(xs, box, spec),
             wt[:, :, t],
             (((nd + 1,), (1,)), ((), ())),
             precision=spec.precision,
@@ -815,13 +820,7 @@ def input_taps_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sh
         if box is None:
             taps.append(jnp.zeros((c_out, c_in), dtype))
             continue
-        starts = [0] + [first_in for _, _, first_in in box] + [0]
-        limits = (
-            [n]
-            + [i + (e - f - 1) * s + 1 for (f, e, i), s in zip(box, spec.stride, strict=True)]
-            + [c_in]
-        )
-        window = lax.slice(xs, starts, limits, (1, *spec.stride, 1))
+        window = _tap_window(xs, box, spec)
         part = lax.slice(
             cts, [0] + [f for f, _, _ in box] + [0], [n] + [e for _, e, _ in box] + [c_out]
         )
