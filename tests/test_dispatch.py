@@ -518,9 +518,10 @@ def test_cpu_rules():
     x, w = (1, 128, 2, 2), (128, 128, 3, 3)
     assert choose(x, w, padding=2, dilation=2) == ("matmul",) * 3
     assert choose((4, 64, 7, 7), (64, 64, 7, 7), padding=3) == ("lax",) * 3
-    # ... nor to fewer than 32 channels (DCGAN's last discriminator layer).
+    # ... nor to fewer than 32 channels (DCGAN's last discriminator layer; 8 on AMD's
+    # AVX-512 CPUs, see `test_kernel_past_output_few_channels_on_amd_avx512`).
     assert choose((16, 512, 4, 4), (1, 512, 4, 4))[1:] != ("matmul",) * 2
-    assert choose((16, 512, 7, 7), (16, 512, 7, 7))[1:] != ("matmul",) * 2
+    assert choose((16, 512, 7, 7), (7, 512, 7, 7))[1:] != ("matmul",) * 2
     assert choose((16, 512, 4, 4), (32, 512, 4, 4))[1:] == ("matmul",) * 2
 
 
