@@ -5009,6 +5009,23 @@ def test_input_taps(monkeypatch, retrace, x_shape, w_shape, kwargs, roles, chann
     assert not calls
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+def test_input_taps_mask_computed_once():
+    """Trained through a ReLU, the mask on the output gradient is computed once, not in
+    each of the nine taps' slices that `input_taps` and its weight gradient cut from it
+    (`_tap_window`: the operands are written out once): without that, the compiled
+    program held 18 comparisons, here 3."""
+    x, w = jnp.ones((4, 128, 14, 14)), jnp.ones((128, 128, 3, 3))
+
+    def loss(a, b):
+        return jnp.sum(jax.nn.relu(jaxconv.conv2d(a, b, padding=6, dilation=6)))
+
+    spec, *_ = _spec_of(x.shape, w.shape, dict(padding=6, dilation=6))
+    assert _dispatch._input_taps(spec, x.shape, w.shape, weight_gradient=True)
+    text = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()
+    assert text.count(" compare(") <= 4
+
+
 def test_input_taps_no_channels():
     """A layer of no input channels, whose input gradient's convolution has no output
     channels, still differentiates under `auto` (zeros)."""

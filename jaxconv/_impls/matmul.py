@@ -17,7 +17,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._impls._common import accumulation_dtype, match_varying, pad_input, tap_windows
+from jaxconv._impls._common import (
+    accumulation_dtype,
+    computed_once,
+    match_varying,
+    pad_input,
+    tap_windows,
+)
 
 if TYPE_CHECKING:
     from jaxconv._spec import ConvSpec
@@ -748,7 +754,11 @@ def _dense(spec: ConvSpec) -> None:
 
 def _tap_window(xs: jax.Array, box, spec: ConvSpec) -> jax.Array:
     """The input positions (of the positions-first ``xs``, ``(N, *S, C)``) that a
-    tap's ``box`` of outputs (`tap_ranges`) reads: ``(N, *R_t, C)``."""
+    tap's ``box`` of outputs (`tap_ranges`) reads: ``(N, *R_t, C)``. The callers write
+    ``xs`` out once (`computed_once`): XLA fused its producer into every tap's slice,
+    so that a ReLU's mask on the output gradient, and the value's whole sum over taps
+    behind it, ran once a tap (3x3 dilation 6 256@14 batch 8 trained through a ReLU
+    at 0.48x XLA's convolution, against 1.4-1.6x with a fixed cotangent)."""
     starts = [0] + [first_in for _, _, first_in in box] + [0]
     limits = [
         xs.shape[0],
@@ -781,7 +791,9 @@ def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     if 0 in (n, c_in, c_out, *out):
         return jnp.zeros((n, c_out, *out), x.dtype)
     acc = accumulation_dtype(x.dtype)
-    xs = jnp.moveaxis(x, 1, -1)  # (N, *S, C_in): in place where the caller's is channels-last
+    # (N, *S, C_in): in place where the caller's is channels-last; written once, not
+    # recomputed in every tap's slice (see `_tap_window`).
+    xs = computed_once(jnp.moveaxis(x, 1, -1))
     wt = w.reshape((c_out, c_in, math.prod(kernel)))
     y = None
     for t, box in enumerate(tap_ranges(spatial, kernel, spec)):
@@ -812,8 +824,8 @@ def input_taps_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sh
     n = x.shape[0]
     nd = len(kernel)
     acc = accumulation_dtype(jnp.result_type(x.dtype, ct.dtype))
-    xs = jnp.moveaxis(x, 1, -1)  # (N, *S, C_in)
-    cts = jnp.moveaxis(ct, 1, -1)  # (N, *out, C_out)
+    xs = computed_once(jnp.moveaxis(x, 1, -1))  # (N, *S, C_in)
+    cts = computed_once(jnp.moveaxis(ct, 1, -1))  # (N, *out, C_out)
     dtype = acc or jnp.result_type(x.dtype, ct.dtype)
     taps = []
     for box in tap_ranges(x.shape[2:], kernel, spec):
