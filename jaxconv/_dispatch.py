@@ -3529,7 +3529,11 @@ SINGLE_OUTPUT_XLA_MIN_TAPS, SINGLE_OUTPUT_XLA_MIN_IN_CHANNELS = 9, 12
 
 # `_many_to_few_by_taps` takes convolutions from at least this many input channels, and
 # values on at least this many rows (batch times output positions).
-MANY_TO_FEW_MIN_IN_CHANNELS, MANY_TO_FEW_VALUE_MIN_ROWS = 256, 256
+# Values from 256 rows had been taken until 2026-12-07 (late morning); below 512 they
+# went both ways, 0.92x (geometric mean of six, 0.67-1.46x, `/tmp/s74/m2fsmall.py 1 20
+# 11`; found by `/tmp/s72/rand2.py 728`: 3x3 valid 256->16 @7 batch 16 channels-last
+# 0.56x `lax`, 400 rows, and @8 batch 8 0.72x, 288 rows), from 512 0.92-2.54x on 14.
+MANY_TO_FEW_MIN_IN_CHANNELS, MANY_TO_FEW_VALUE_MIN_ROWS = 256, 512
 # ... and no more than this many input positions per output position (`output_taps`
 # takes the products at every input position).
 MANY_TO_FEW_MAX_INPUT_PER_OUTPUT = 2

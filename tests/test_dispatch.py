@@ -4797,7 +4797,7 @@ def test_many_to_few_by_taps_rule():
     rule = _dispatch._many_to_few_by_taps
     assert (_dispatch.MANY_TO_FEW_MIN_IN_CHANNELS, _dispatch.MANY_TO_FEW_VALUE_MIN_ROWS) == (
         256,
-        256,
+        512,
     )
     assert _dispatch.MANY_TO_FEW_MAX_INPUT_PER_OUTPUT == 2
     assert _dispatch.MANY_TO_FEW_MANY_ROWS_MAX_BYTES == 16 * 2**20
@@ -4808,7 +4808,8 @@ def test_many_to_few_by_taps_rule():
     )
     same = dict(padding=1)
     for x_shape, w_shape, kwargs, value, takes in [
-        ((4, 256, 8, 8), (24, 256, 3, 3), same, True, True),  # 256 rows
+        ((8, 256, 8, 8), (24, 256, 3, 3), same, True, True),  # 512 rows
+        ((4, 256, 8, 8), (24, 256, 3, 3), same, True, False),  # a value on 256 rows
         ((4, 256, 8, 8), (24, 256, 3, 3), same, False, True),
         ((4, 255, 8, 8), (24, 255, 3, 3), same, False, False),  # 255 channels
         ((4, 256, 8, 8), (25, 256, 3, 3), same, False, False),  # to 25
@@ -4824,9 +4825,9 @@ def test_many_to_few_by_taps_rule():
         ((2, 256, 56, 56), (24, 256, 3, 3), same, True, True),  # a value @56: 6,272 rows
         ((2, 256, 56, 57), (24, 256, 3, 3), same, True, False),  # 3,192 positions
         ((2, 256, 56, 57), (24, 256, 3, 3), same, False, True),  # (not a value)
-        ((1, 256, 15, 17), (24, 256, 3, 3), same, True, False),  # a value on 255 rows
-        ((1, 256, 15, 17), (24, 256, 3, 3), same, False, True),  # (not a value)
-        ((1, 256, 16, 16), (24, 256, 3, 3), same, True, True),
+        ((1, 256, 7, 73), (24, 256, 3, 3), same, True, False),  # a value on 511 rows
+        ((1, 256, 7, 73), (24, 256, 3, 3), same, False, True),  # (not a value)
+        ((2, 256, 16, 16), (24, 256, 3, 3), same, True, True),
         ((16, 256, 8, 8), (24, 256, 5, 1), {}, True, True),  # two positions an output
         ((16, 256, 8, 8), (24, 256, 6, 1), {}, True, False),  # 2.7
         ((1, 256, 52, 52), (24, 256, 11, 11), {}, False, True),  # products of 31.4 MB
