@@ -209,12 +209,9 @@ def slice_in_layout(
     batch 2, 64->16 @56, 32->64 @100 batch 4) 0.98-1.02x. The FFT's last cut:
     depthwise 13x13 128@56 1.03x and 1.02x, 31x31 128@28 1.06x and 1.03x; forward
     31x31 1.06x, 21x21 and 15x15 0.99-1.02x (channels-first unchanged)."""
-    if not spec.channels_last:
-        return lax.slice_in_dim(y, start, limit, stride, axis=axis)
-    last = jnp.moveaxis(y, 1, -1)
-    moved = last.ndim - 1 if axis == 1 else axis - 1
-    cut = lax.slice_in_dim(last, start, limit, stride, axis=moved)
-    return jnp.moveaxis(cut, -1, 1)
+    starts, limits, strides = [0] * y.ndim, list(y.shape), [1] * y.ndim
+    starts[axis], limits[axis], strides[axis] = start, limit, stride
+    return slices_in_layout(y, spec, starts, limits, strides)
 
 
 def slices_in_layout(y: jax.Array, spec: ConvSpec, starts, limits, strides) -> jax.Array:

@@ -823,14 +823,14 @@ def input_taps_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sh
     c_out, c_in, *kernel = w_shape
     n = x.shape[0]
     nd = len(kernel)
-    acc = accumulation_dtype(jnp.result_type(x.dtype, ct.dtype))
+    out_dtype = jnp.result_type(x.dtype, ct.dtype)
+    acc = accumulation_dtype(out_dtype)
     xs = computed_once(jnp.moveaxis(x, 1, -1))  # (N, *S, C_in)
     cts = computed_once(jnp.moveaxis(ct, 1, -1))  # (N, *out, C_out)
-    dtype = acc or jnp.result_type(x.dtype, ct.dtype)
     taps = []
     for box in tap_ranges(x.shape[2:], kernel, spec):
         if box is None:
-            taps.append(jnp.zeros((c_out, c_in), dtype))
+            taps.append(jnp.zeros((c_out, c_in), acc or out_dtype))
             continue
         window = _tap_window(xs, box, spec)
         part = lax.slice(
@@ -846,4 +846,4 @@ def input_taps_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, w_sh
                 preferred_element_type=acc,
             )
         )
-    return jnp.stack(taps, axis=-1).reshape(w_shape).astype(jnp.result_type(x.dtype, ct.dtype))
+    return jnp.stack(taps, axis=-1).reshape(w_shape).astype(out_dtype)
