@@ -341,6 +341,17 @@ KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
 # measured on an Intel Xeon with AVX-512.
 KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS = 160
 KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS = 128
+# ... and with AVX-512 on at most this many rows. Since `_input_taps` takes such layers'
+# derivatives where it applies, the dilated rule lost on more rows (Zen 5 EPYC,
+# 2026-12-07, training, the rule against without it, 7 interleaved runs, 24 random
+# layers, 3x3-5x5 dilation 2-6 "same" @4-8, 64-512 -> 96-512 channels, batch 1-32,
+# `/tmp/s75/kpos.py 1 24 7`): on 144-768 rows 0.23-1.14x, 12 of 14 under 0.95x (5x5
+# dilation 2 256->96 @5 batch 16 channels-last 0.23x, 5x5 dilation 3 512->128 @8 batch
+# 8 0.27x); on 16-128 rows 0.73-2.07x, geometric mean 1.12x. The bound against none on
+# 20 fresh layers (`/tmp/s75/kpos2.py 2 20 7`): 1.28x (0.91-6.5x; 5x5 dilation 3
+# 128->96 @7 batch 16 channels-first 6.5x, 3x3 dilation 4 512->256 @7 batch 16 3.3x),
+# the layers on at most 128 rows unchanged (0.91-1.07x, noise).
+KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS = 128
 # ... and on every CPU only to at least this many output channels. With AVX-512 too the
 # dilated rule lost to fewer (Intel Xeon, 2026-12-06, found by a random sweep: 8->128
 # 7x7 dilation 2 padding 6 @7 batch 2 channels-first trained 0.67x `lax`, the weight
@@ -1050,7 +1061,8 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions, to at least
     `KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS` channels; with AVX2 and no AVX-512,
     of at most `KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS` in the batch, from and to at
-    least `KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS` channels) a dilated kernel's
+    least `KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS` channels, else of at most
+    `KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS`) a dilated kernel's
     window is longer than the output along a dilated dim (see `choose`); in 3-D not
     along the depth alone, which the 2-D planes take apart."""
     if spec.groups != 1 or any(ld > 1 for ld in spec.lhs_dilation):
@@ -1077,6 +1089,8 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
             x_shape[0] * math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS
             and min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS
         )
+    elif small:
+        small = x_shape[0] * math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS
     return any(
         (k > m and d == 1) or (d * (k - 1) + 1 > m and small) for k, m, d in list(dims)[skip:]
     )
@@ -3679,6 +3693,11 @@ INPUT_TAPS_MIN_IN_CHANNELS, INPUT_TAPS_MAX_POSITIONS, INPUT_TAPS_MIN_ROWS = 64, 
 # `INPUT_TAPS_FULL_IN_CHANNELS` input channels to as many output channels or fewer (a
 # smaller share from fewer, or to more; see `_input_taps`).
 INPUT_TAPS_MAX_MET, INPUT_TAPS_FULL_IN_CHANNELS = 0.6, 128
+# ... but this share for channels-last 2-D layers of more than
+# `INPUT_TAPS_CHANNELS_LAST_MAX_TAPS` taps to at least
+# `INPUT_TAPS_CHANNELS_LAST_MIN_OUT_CHANNELS` channels (see `_input_taps`).
+INPUT_TAPS_MAX_MET_MANY_TAPS_CHANNELS_LAST, INPUT_TAPS_CHANNELS_LAST_MAX_TAPS = 0.45, 25
+INPUT_TAPS_CHANNELS_LAST_MIN_OUT_CHANNELS = 128
 # ... and their weight gradients where each tap's product contracts at least this many
 # (image, position) pairs on average (see `_input_taps`).
 INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH = 64
@@ -3733,7 +3752,23 @@ def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False)
     (`itdw2.py`): each of its 49 taps contracts 16 pairs into a 128x512 product. Hence
     the depth's floor; with it, on 20 fresh layers (`itdw.py 6 20 7 train 0.7`) 1.30x
     (0.88-3.5x; 3x3 dilation 6 512->512 @4 batch 4 3.5x, 5x5 dilation 3 64->16 @4 batch
-    16 2.9x), and the three roles against none of them 1.70x (1.07-5.7x)."""
+    16 2.9x), and the three roles against none of them 1.70x (1.07-5.7x).
+
+    Channels-last 2-D layers of more than `INPUT_TAPS_CHANNELS_LAST_MAX_TAPS` taps to
+    `INPUT_TAPS_CHANNELS_LAST_MIN_OUT_CHANNELS` or more channels take it up to
+    `INPUT_TAPS_MAX_MET_MANY_TAPS_CHANNELS_LAST` of the pairs instead (times the same
+    factors): there XLA's convolution runs in place on a deep contraction, while each
+    of the many taps' products needs its window and weight written out. Found by the
+    random sweeps of 2026-12-07 (Zen 5; `/tmp/s75/its.py 1 24 9 0.3`, the rule against
+    without it, forward): 7x7 512->128 @7 batch 8 "same" channels-last (57% met)
+    0.53-0.60x, 384->256 0.70x, where channels-first the same layers ran 0.9-1.5x. The
+    bound against 60%, with each tap's weight read in the caller's layout
+    (`/tmp/s75/cl49.py`, eight 7x7 channels-last layers to 128-384 channels at 33-57%
+    met): training 1.26x (0.97-1.81x, 11 runs), forward 1.07x (0.68-1.71x, 15 runs), the
+    forward rows now all at 0.99-1.03x XLA's where 60% ran them at 0.60-1.48x (7x7
+    512->128 @7 batch 8 0.60x, 384->128 batch 16 0.64x, dilation 2 512->256 @14 batch 2
+    0.70x). To 32 channels it lost (0.82-0.85x) and to 64 forward (0.76-0.79x, before
+    the weight's fix; `cl64.py`): hence the output channels' floor."""
     c_out, c_in, *kernel = w_shape
     if spec.groups != 1 or spec.ndim == 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
         return False
@@ -3747,7 +3782,15 @@ def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False)
         return False
     boxes = matmul_impl.tap_ranges(x_shape[2:], kernel, spec)
     met = sum(math.prod(e - f for f, e, _ in box) for box in boxes if box is not None)
-    share = INPUT_TAPS_MAX_MET * min(1, c_in / INPUT_TAPS_FULL_IN_CHANNELS)
+    share = INPUT_TAPS_MAX_MET
+    if (
+        spec.channels_last
+        and spec.ndim == 2
+        and len(boxes) > INPUT_TAPS_CHANNELS_LAST_MAX_TAPS
+        and c_out >= INPUT_TAPS_CHANNELS_LAST_MIN_OUT_CHANNELS
+    ):
+        share = INPUT_TAPS_MAX_MET_MANY_TAPS_CHANNELS_LAST
+    share *= min(1, c_in / INPUT_TAPS_FULL_IN_CHANNELS)
     share *= min(1, math.sqrt(c_in / c_out))
     if weight_gradient and x_shape[0] * met < INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH * len(boxes):
         return False

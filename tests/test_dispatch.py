@@ -2649,16 +2649,18 @@ def test_kernel_past_output_few_channels_on_amd_avx512(monkeypatch):
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, avx512, avx2",
     [
-        ((8, 64, 6, 6), (96, 64, 3, 3), dict(padding=4, dilation=4), True, False),
-        ((8, 64, 6, 6), (95, 64, 3, 3), dict(padding=4, dilation=4), False, False),
+        ((2, 64, 6, 6), (96, 64, 3, 3), dict(padding=4, dilation=4), True, False),
+        ((2, 64, 6, 6), (95, 64, 3, 3), dict(padding=4, dilation=4), False, False),
         ((2, 8, 7, 7), (128, 8, 7, 7), dict(padding=6, dilation=2), True, False),
         ((2, 512, 7, 7), (64, 512, 7, 7), dict(padding=6, dilation=2), False, False),
         ((2, 128, 16, 16), (128, 128, 3, 3), dict(padding=1, dilation=6), True, True),
-        ((4, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), True, True),  # 144
-        ((5, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), True, False),  # 180
-        ((4, 128, 6, 6), (127, 128, 3, 3), dict(padding=3, dilation=3), True, False),
-        ((4, 127, 6, 6), (256, 127, 3, 3), dict(padding=3, dilation=3), True, False),
-        ((8, 64, 8, 8), (64, 64, 7, 7), {}, True, True),  # undilated: on every CPU
+        ((2, 128, 8, 8), (128, 128, 3, 3), dict(padding=4, dilation=4), True, True),  # 128
+        ((3, 128, 8, 8), (128, 128, 3, 3), dict(padding=4, dilation=4), False, False),  # 192
+        ((4, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), False, True),  # 144
+        ((5, 128, 6, 6), (128, 128, 3, 3), dict(padding=3, dilation=3), False, False),  # 180
+        ((3, 128, 6, 6), (127, 128, 3, 3), dict(padding=3, dilation=3), True, False),
+        ((3, 127, 6, 6), (256, 127, 3, 3), dict(padding=3, dilation=3), True, False),
+        ((8, 64, 8, 8), (64, 64, 7, 7), {}, True, True),  # undilated: any rows, every CPU
         ((8, 128, 12, 12), (128, 128, 3, 3), dict(padding=2, dilation=2), False, False),
     ],
 )
@@ -2666,9 +2668,11 @@ def test_kernel_past_output_dilated_on_avx2_only_cpus(
     x_shape, w_shape, kwargs, avx512, avx2, monkeypatch
 ):
     """A dilated window longer than a small output takes the patches' derivatives
-    (`_dispatch.kernel_past_output`) to 96 channels or more with AVX-512; with AVX2
-    alone only from and to 128 channels or more, on at most 160 rows (batch x output
-    positions)."""
+    (`_dispatch.kernel_past_output`) to 96 channels or more on at most 128 rows (batch x
+    output positions) with AVX-512; with AVX2 alone only from and to 128 channels or
+    more, on at most 160 rows."""
+    assert _dispatch.KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS == 128
+    assert _dispatch.KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS == 160
     plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
     for avx2_only, want in ((False, avx512), (True, avx2)):
         monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda v=avx2_only: v)
@@ -4956,6 +4960,25 @@ def test_input_taps_rule():
         assert rule(spec, x_, w_) == takes, (x_shape, w_shape, kwargs)
     spec, x_shape, w_shape = _spec_of((8, 128, 7, 7), (128, 128, 5, 5), d3)
     assert not rule(dataclasses.replace(spec, lhs_dilation=(2, 2)), x_shape, w_shape)
+    # Channels-last 2-D layers of more than `INPUT_TAPS_CHANNELS_LAST_MAX_TAPS` taps to
+    # `INPUT_TAPS_CHANNELS_LAST_MIN_OUT_CHANNELS` or more: up to
+    # `INPUT_TAPS_MAX_MET_MANY_TAPS_CHANNELS_LAST` (45%) of the pairs, times the factors.
+    assert _dispatch.INPUT_TAPS_MAX_MET_MANY_TAPS_CHANNELS_LAST == 0.45
+    assert _dispatch.INPUT_TAPS_CHANNELS_LAST_MAX_TAPS == 25
+    assert _dispatch.INPUT_TAPS_CHANNELS_LAST_MIN_OUT_CHANNELS == 128
+    for x_shape, w_shape, kwargs, first, last in [
+        ((8, 512, 7, 7), (128, 512, 7, 7), same7, True, False),  # 49 taps, 57.0%
+        ((8, 512, 7, 7), (127, 512, 7, 7), same7, True, True),  # to 127 channels
+        ((8, 512, 7, 7), (64, 512, 7, 7), same7, True, True),
+        ((8, 256, 7, 7), (256, 256, 6, 6), dict(padding=3), True, False),  # 36 taps, 56.2%
+        ((8, 256, 6, 6), (256, 256, 6, 6), dict(padding=4, dilation=2), True, True),  # 25.0%
+        ((4, 256, 8, 8), (256, 256, 7, 7), dict(padding=6, dilation=2), True, True),  # 32.7%
+        ((16, 256, 5, 5), (256, 256, 5, 5), dict(padding=2), True, True),  # 25 taps, 57.8%
+        ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), dict(padding=1), True, True),  # 3-D, 57.9%
+    ]:
+        spec, x_, w_ = _spec_of(x_shape, w_shape, kwargs)
+        cl = dataclasses.replace(spec, channels_last=True)
+        assert (rule(spec, x_, w_), rule(cl, x_, w_)) == (first, last), (x_shape, w_shape)
     # Weight gradients from `INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH` (image, position)
     # pairs a tap: 3x3 dilation 4 on 8x8 meets 256 pairs in all, 28.4 an image a tap.
     assert _dispatch.INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH == 64
