@@ -341,16 +341,22 @@ KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
 # measured on an Intel Xeon with AVX-512.
 KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS = 160
 KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS = 128
-# ... and with AVX-512 on at most this many rows. Since `_input_taps` takes such layers'
-# derivatives where it applies, the dilated rule lost on more rows (Zen 5 EPYC,
-# 2026-12-07, training, the rule against without it, 7 interleaved runs, 24 random
-# layers, 3x3-5x5 dilation 2-6 "same" @4-8, 64-512 -> 96-512 channels, batch 1-32,
-# `/tmp/s75/kpos.py 1 24 7`): on 144-768 rows 0.23-1.14x, 12 of 14 under 0.95x (5x5
-# dilation 2 256->96 @5 batch 16 channels-last 0.23x, 5x5 dilation 3 512->128 @8 batch
-# 8 0.27x); on 16-128 rows 0.73-2.07x, geometric mean 1.12x. The bound against none on
-# 20 fresh layers (`/tmp/s75/kpos2.py 2 20 7`): 1.28x (0.91-6.5x; 5x5 dilation 3
-# 128->96 @7 batch 16 channels-first 6.5x, 3x3 dilation 4 512->256 @7 batch 16 3.3x),
-# the layers on at most 128 rows unchanged (0.91-1.07x, noise).
+# ... and in 2-D on other CPUs on at most this many rows (batch x output positions):
+# there the dilated rule lost on more rows to XLA's derivatives and `_input_taps`' (Zen
+# 5 EPYC, 2026-12-07, training, the rule against without it, 7 interleaved runs, 24
+# random layers, 3x3-5x5 dilation 2-6 "same" @4-8, 64-512 -> 96-512 channels, batch
+# 1-32, `/tmp/s75/kpos.py 1 24 7`): on 144-768 rows 0.23-1.14x, 12 of 14 under 0.95x
+# (5x5 dilation 2 256->96 @5 batch 16 channels-last 0.23x, 5x5 dilation 3 512->128 @8
+# batch 8 0.27x; 3x3 dilation 3 64->128 @6 batch 4 channels-last, which `_input_taps`
+# leaves to XLA, 0.63x); on 16-128 rows 0.73-2.07x, geometric mean 1.12x. The bound
+# against none on 20 fresh layers (`/tmp/s75/kpos2.py 2 20 7`): 1.28x (0.91-6.5x; 5x5
+# dilation 3 128->96 @7 batch 16 channels-first 6.5x, 3x3 dilation 4 512->256 @7 batch
+# 16 3.3x), the layers on at most 128 rows unchanged (0.91-1.07x, noise); from 8-48
+# channels on 144-2048 rows 1.06x over 16 (0.82-1.45x, `kpos3.py 3 16 7`). Not in 1-D,
+# where the rule still won on more rows (k9 dilation 4 128->256 @32 batch 8
+# channels-first 2.3x, k5 dilation 4 256 @16 batch 16 2.1x; `kpos1d.py`), nor in 3-D
+# (not measured). AVX2-only CPUs keep their bound above (measured there before
+# `_input_taps`).
 KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS = 128
 # ... and on every CPU only to at least this many output channels. With AVX-512 too the
 # dilated rule lost to fewer (Intel Xeon, 2026-12-06, found by a random sweep: 8->128
@@ -524,7 +530,9 @@ def choose(
         # rules changed (96->128 @6 2.6x, 2.3x; 128 @5 1.7x, 1.7x), once 0.83x through a
         # ReLU (0.98x in a 21-run rerun). Not on larger outputs: ASPP's 3x3 dilation 12-18
         # on 33x33 maps trained 0.41-0.53x by matmul; nor to fewer than 96 channels
-        # (`KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS`).
+        # (`KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS`). Since 2026-12-07, in 2-D only
+        # on at most `KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS` rows (on a Zen 5 EPYC it lost
+        # on more to XLA's derivatives and `_input_taps`').
         patches = _patch_elements(spec, x_shape, w_shape)  # (dense: C_in x taps per row)
         small = patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * w_shape[0]
         deep = min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS
@@ -1061,8 +1069,8 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
     most `KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS` positions, to at least
     `KERNEL_PAST_OUTPUT_DILATED_MIN_OUT_CHANNELS` channels; with AVX2 and no AVX-512,
     of at most `KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS` in the batch, from and to at
-    least `KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS` channels, else of at most
-    `KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS`) a dilated kernel's
+    least `KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS` channels, else in 2-D of at
+    most `KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS` rows) a dilated kernel's
     window is longer than the output along a dilated dim (see `choose`); in 3-D not
     along the depth alone, which the 2-D planes take apart."""
     if spec.groups != 1 or any(ld > 1 for ld in spec.lhs_dilation):
@@ -1089,7 +1097,7 @@ def kernel_past_output(spec: ConvSpec, x_shape, w_shape) -> bool:
             x_shape[0] * math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS
             and min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_DILATED_AVX2_MIN_CHANNELS
         )
-    elif small:
+    elif small and spec.ndim == 2:
         small = x_shape[0] * math.prod(out) <= KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS
     return any(
         (k > m and d == 1) or (d * (k - 1) + 1 > m and small) for k, m, d in list(dims)[skip:]
@@ -3768,7 +3776,9 @@ def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False)
     forward rows now all at 0.99-1.03x XLA's where 60% ran them at 0.60-1.48x (7x7
     512->128 @7 batch 8 0.60x, 384->128 batch 16 0.64x, dilation 2 512->256 @14 batch 2
     0.70x). To 32 channels it lost (0.82-0.85x) and to 64 forward (0.76-0.79x, before
-    the weight's fix; `cl64.py`): hence the output channels' floor."""
+    the weight's fix; `cl64.py`): hence the output channels' floor. On an input
+    gradient's convolution (the layer's, transposed: the same layout, its channels
+    swapped) that floor is on the layer's input channels."""
     c_out, c_in, *kernel = w_shape
     if spec.groups != 1 or spec.ndim == 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
         return False
@@ -4511,7 +4521,8 @@ def _run(
                     return _derivatives.input_term(x_, w_, spec_, matmul_impl.output_taps)
                 if _input_taps(problem[2], *problem[:2]):
                     # Its input gradient's convolution likewise.
-                    return _derivatives.input_term(x_, w_, spec_, matmul_impl.input_taps)
+                    by = functools.partial(matmul_impl.input_taps, callers_weight=False)
+                    return _derivatives.input_term(x_, w_, spec_, by)
         if name in ("lax", GROUPS_LOOP) and backend == "cpu" and _half(x_, w_):
             return _in_float32(chosen, x_, w_, spec_)
         if (

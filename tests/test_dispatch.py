@@ -13,7 +13,7 @@ import pytest
 from jitted import compile_as_shipped, cotangent, values_and_vjps
 
 import jaxconv
-from jaxconv import _dispatch, _spec
+from jaxconv import _derivatives, _dispatch, _spec
 from jaxconv._impls import matmul as matmul_impl
 from jaxconv._impls import shift as shift_impl
 
@@ -2662,15 +2662,17 @@ def test_kernel_past_output_few_channels_on_amd_avx512(monkeypatch):
         ((3, 127, 6, 6), (256, 127, 3, 3), dict(padding=3, dilation=3), True, False),
         ((8, 64, 8, 8), (64, 64, 7, 7), {}, True, True),  # undilated: any rows, every CPU
         ((8, 128, 12, 12), (128, 128, 3, 3), dict(padding=2, dilation=2), False, False),
+        ((32, 128, 8), (128, 128, 3), dict(padding=6, dilation=6), True, False),  # 1-D: 256
+        ((32, 128, 4, 4, 4), (128, 128, 3, 3, 3), dict(padding=2, dilation=3), True, False),
     ],
 )
 def test_kernel_past_output_dilated_on_avx2_only_cpus(
     x_shape, w_shape, kwargs, avx512, avx2, monkeypatch
 ):
     """A dilated window longer than a small output takes the patches' derivatives
-    (`_dispatch.kernel_past_output`) to 96 channels or more on at most 128 rows (batch x
-    output positions) with AVX-512; with AVX2 alone only from and to 128 channels or
-    more, on at most 160 rows."""
+    (`_dispatch.kernel_past_output`) to 96 channels or more, in 2-D on at most 128 rows
+    (batch x output positions; 1-D and 3-D on any); with AVX2 alone only from and to
+    128 channels or more, on at most 160 rows."""
     assert _dispatch.KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS == 128
     assert _dispatch.KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS == 160
     plan = _spec.conv_plan("conv", x_shape, w_shape, **kwargs)
@@ -4974,11 +4976,23 @@ def test_input_taps_rule():
         ((8, 256, 6, 6), (256, 256, 6, 6), dict(padding=4, dilation=2), True, True),  # 25.0%
         ((4, 256, 8, 8), (256, 256, 7, 7), dict(padding=6, dilation=2), True, True),  # 32.7%
         ((16, 256, 5, 5), (256, 256, 5, 5), dict(padding=2), True, True),  # 25 taps, 57.8%
+        ((4, 256, 14, 14), (256, 256, 7, 7), dict(padding=5, dilation=3), True, True),  # 44.4%
+        ((4, 256, 10, 10), (256, 256, 7, 7), dict(padding=5, dilation=2), True, False),  # 46.1%
         ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), dict(padding=1), True, True),  # 3-D, 57.9%
     ]:
         spec, x_, w_ = _spec_of(x_shape, w_shape, kwargs)
         cl = dataclasses.replace(spec, channels_last=True)
         assert (rule(spec, x_, w_), rule(cl, x_, w_)) == (first, last), (x_shape, w_shape)
+    # The same bound on an input gradient's convolution: 7x7 128->512 @7 "same" (57.0%)
+    # widens, so its value stays XLA's; its input gradient's, 512->128, is the first
+    # case above.
+    spec, x_, w_ = _spec_of((8, 128, 7, 7), (512, 128, 7, 7), same7)
+    for channels_last, takes in [(False, True), (True, False)]:
+        layer = dataclasses.replace(spec, channels_last=channels_last)
+        problem = _derivatives.input_gradient_problem(x_, w_, layer)
+        assert not rule(layer, x_, w_)
+        assert problem[2].channels_last == channels_last
+        assert rule(problem[2], *problem[:2]) == takes
     # Weight gradients from `INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH` (image, position)
     # pairs a tap: 3x3 dilation 4 on 8x8 meets 256 pairs in all, 28.4 an image a tap.
     assert _dispatch.INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH == 64
@@ -5055,16 +5069,24 @@ def test_input_taps_weight_in_callers_layout():
     """Channels-last, `input_taps` slices each tap's ``(C_in, C_out)`` weight from the
     caller's ``(*K, C_in, C_out)`` as it lies: the compiled value holds no tap's weight
     transposed to ``(C_out, C_in)`` (XLA wrote those out per tap: 3x3 dilation 6
-    256->512 @10 batch 4 ran 1.8 ms against 1.1)."""
+    256->512 @10 batch 4 ran 1.8 ms against 1.1). Nor does the input gradient, whose
+    flipped weight's taps the canonical slice reads where they lie."""
     x, w = jnp.ones((4, 8, 8, 128)), jnp.ones((3, 3, 128, 192))
-    kwargs = dict(padding=6, dilation=6, channels_last=True)
-    spec, *_ = _spec_of((4, 128, 8, 8), (192, 128, 3, 3), dict(padding=6, dilation=6))
-    assert _dispatch._input_taps(
-        dataclasses.replace(spec, channels_last=True), (4, 128, 8, 8), (192, 128, 3, 3)
-    )
-    text = jax.jit(lambda a, b: jaxconv.conv2d(a, b, **kwargs)).lower(x, w).compile().as_text()
-    assert text.count("[128,192]{") >= 9
-    assert "[192,128]{" not in text
+    kwargs = dict(padding=6, dilation=6)
+    spec, x_shape, w_shape = _spec_of((4, 128, 8, 8), (192, 128, 3, 3), kwargs)
+    spec = dataclasses.replace(spec, channels_last=True)
+    assert _dispatch._input_taps(spec, x_shape, w_shape)
+    problem = _derivatives.input_gradient_problem(x_shape, w_shape, spec)
+    assert _dispatch._input_taps(problem[2], *problem[:2])
+
+    def conv(a, b):
+        return jaxconv.conv2d(a, b, **kwargs, channels_last=True)
+
+    value = jax.jit(conv).lower(x, w).compile().as_text()
+    dx = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b)))).lower(x, w).compile().as_text()
+    for text in (value, dx):
+        assert text.count("[128,192]{") >= 9
+        assert "[192,128]{" not in text
 
 
 def test_input_taps_no_channels():

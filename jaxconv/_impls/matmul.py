@@ -768,7 +768,9 @@ def _tap_window(xs: jax.Array, box, spec: ConvSpec) -> jax.Array:
     return lax.slice(xs, starts, limits, (1, *spec.stride, 1))
 
 
-def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def input_taps(
+    x: jax.Array, w: jax.Array, spec: ConvSpec, callers_weight: bool = True
+) -> jax.Array:
     """The canonical convolution (dense, not input-dilated) as one product per tap, of
     the input positions the tap meets and no others, each padded into the output and
     summed:
@@ -781,7 +783,10 @@ def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     three quarters of its products), which XLA's convolution multiplies. Each product
     is a plain ``(positions, C_in) @ (C_in, C_out)`` one, which XLA's CPU backend runs
     faster than its convolution on small maps; the padded sum costs a pass over the
-    output a tap, so it loses on large maps (see `jaxconv._dispatch._input_taps`)."""
+    output a tap, so it loses on large maps (see `jaxconv._dispatch._input_taps`).
+    ``callers_weight``: ``w`` is the caller's weight (a layer's value), not one derived
+    from it (an input gradient's flipped, transposed weight), so that channels-last
+    each tap's ``(C_in, C_out)`` weight is read where it lies."""
     _dense(spec)
     n, c_in = x.shape[:2]
     c_out, _, *kernel = w.shape
@@ -795,11 +800,13 @@ def input_taps(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     # recomputed in every tap's slice (see `_tap_window`).
     xs = computed_once(jnp.moveaxis(x, 1, -1))
     taps = math.prod(kernel)
-    if spec.channels_last:
+    if spec.channels_last and callers_weight:
         # (taps, C_in, C_out): the caller's (*K, C_in, C_out), each tap's slice read
         # where it lies. Sliced from the canonical weight instead, XLA wrote each tap's
         # weight out transposed (channels-last 3x3 dilation 6 256->512 @10 batch 4:
-        # 1.8 ms against 1.1); channels-first that slice was the faster one.
+        # 1.8 ms against 1.1); channels-first that slice was the faster one. (An input
+        # gradient's weight, the caller's flipped with its channels swapped, lies as
+        # the canonical slice reads it.)
         wt, contract = jnp.moveaxis(w, (0, 1), (-1, -2)).reshape((taps, c_in, c_out)), 0
     else:
         wt, contract = jnp.moveaxis(w.reshape((c_out, c_in, taps)), -1, 0), 1
