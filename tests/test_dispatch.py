@@ -5023,9 +5023,9 @@ def test_input_taps(monkeypatch, retrace, x_shape, w_shape, kwargs, roles, chann
     original = matmul_impl.input_taps
     original_weight_gradient = matmul_impl.input_taps_weight_gradient
 
-    def spy(a, b, spec):
+    def spy(a, b, spec, **kwargs):
         calls.append((a.shape[:2], b.shape[:2]))  # (images, C_in), (C_out, C_in)
-        return original(a, b, spec)
+        return original(a, b, spec, **kwargs)
 
     def spy_weight_gradient(a, ct, spec, w_shape):
         calls.append(("w", a.shape[:2], tuple(w_shape[:2])))
