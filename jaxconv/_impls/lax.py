@@ -903,8 +903,8 @@ def avx2_only() -> bool:
     where AMD's AVX-512 CPUs keep XLA's (`jaxconv._dispatch.ROWS_MID_MAP_VENDORS`);
     and the patches' derivatives of dilated windows past small outputs, which won on an
     AVX-512 Xeon, lose to XLA's there with fewer channels or more rows
-    (`jaxconv._dispatch.KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS`; other CPUs have a
-    2-D rows bound of their own since, `KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS`).
+    (`jaxconv._dispatch.KERNEL_PAST_OUTPUT_DILATED_AVX2_MAX_ROWS`; other CPUs, since
+    2026-12-07, have a 2-D rows bound of their own, `KERNEL_PAST_OUTPUT_DILATED_MAX_ROWS`).
 
     >>> isinstance(avx2_only(), bool)
     True
