@@ -213,6 +213,9 @@ STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT = 256
 # ... or, on any planes, from at most this many input channels to at least this many
 # output channels per group (see `_strided_3d_direct`).
 STRIDED_3D_EXPANSION_MAX_IN_CHANNELS, STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS = 32, 256
+# ... and a value not differentiated from this many (input x output) channels per group
+# rather than `STRIDED_3D_MIN_CHANNELS` (see `_strided_3d_direct`).
+STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS = 2048
 # The weight gradient of a 3-D convolution by 2-D planes stacks the planes
 # (`planes.stacked`) from at most this many input channels per group (see
 # `_stacked_planes`), and no role stacks them on output planes of fewer than this many
@@ -2343,7 +2346,7 @@ def _xla_3d_pointwise(spec: ConvSpec, w_shape) -> bool:
     )
 
 
-def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
+def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, value: bool = False) -> bool:
     """Whether the value of this 3-D convolution runs as XLA's 3-D convolution rather
     than by 2-D planes: strided along the planes, whose strided 2-D convolutions XLA's
     CPU backend runs on YNNPACK, which on large planes of many channels is slower than
@@ -2378,22 +2381,38 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape) -> bool:
     `lax` by planes): 16->384 @16 (8x8 planes) 1.16x / 1.16x; 32->256 @16 1.26x /
     1.13x; 16->256 @24 1.27x / 1.14x, batch 2 @16 1.00x / 1.15x; 32->384 @24 1.15x /
     1.07x. Not from more channels (64->256 @16 0.84x / 0.94x) nor to fewer (32->128
-    @16 1.01x / 0.81x)."""
+    @16 1.01x / 0.81x).
+
+    With ``value`` (a value not differentiated), such expansions from
+    `STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS` (input x output) channels per group
+    rather than `STRIDED_3D_MIN_CHANNELS`. Found by a random sweep on a Zen 5 EPYC
+    (2026-12-07, `/tmp/s72/rand2.py 732`): 5x5x5 stride 2 8->384 @8 batch 16
+    channels-first forward at 0.58x `lax` by planes. XLA's 3-D convolution against the
+    planes, forward (`/tmp/s75/s3d.py`, 9 interleaved runs, 3x3x3 and 5x5x5 stride 2,
+    @8-16, batch 2-16, channels-first / channels-last): from 2048 pairs 1.04-2.5x on
+    eight layers (8->384 5x5x5 @8 batch 16 1.69x / 1.94x, 3x3x3 1.26x / 1.32x; 8->256
+    @16 batch 4 1.32x / 1.27x; 4->512 @16 batch 8 2.53x / 1.13x; 12->256 @8x12 batch 8
+    1.19x / 1.04x), even on two (8->512, 8->320), 0.8x on 6->384; below, 0.25-0.87x
+    (3->256, 4->256, 4->384). In training it went both ways (0.71-1.29x over five
+    layers, 8->256 @16 batch 4 0.71x / 0.74x), so differentiated values keep the
+    planes."""
     c_out, c_in_g = w_shape[:2]
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     c_out_g = c_out // spec.groups
+    pairs = c_in_g * c_out_g
     reuse = c_out_g * math.prod(w_shape[3:]) / math.prod(spec.stride[1:])
-    return (
-        max(spec.stride[1:]) > 1
-        and c_in_g * c_out_g >= STRIDED_3D_MIN_CHANNELS
-        and (
-            math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
-            or reuse < STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT
-            or (
-                c_in_g <= STRIDED_3D_EXPANSION_MAX_IN_CHANNELS
-                and c_out_g >= STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS
-            )
-        )
+    expands = (
+        c_in_g <= STRIDED_3D_EXPANSION_MAX_IN_CHANNELS
+        and c_out_g >= STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS
+    )
+    if max(spec.stride[1:]) == 1:
+        return False
+    if value and expands and pairs >= STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS:
+        return True
+    return pairs >= STRIDED_3D_MIN_CHANNELS and (
+        math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
+        or reuse < STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT
+        or expands
     )
 
 
@@ -4644,7 +4663,8 @@ def _run(
             # (`_odd_output_channels`): zero filters added, their outputs dropped.
             return chosen(x_, _zeros_to_multiple(w_, 0), spec_)[:, : w_.shape[0]]
         if spec_.ndim == 3 and planes.applies(spec_):
-            if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape)):
+            alone = not differentiated
+            if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape, alone)):
                 # 3-D by 2-D planes (the taps folded into the output channels or the
                 # input planes stacked where `_output_stacked_planes` or
                 # `_stacked_planes` says): video 3x3x3 64@16x28x28 batch 8 fwd 1.9-2.2x

@@ -927,6 +927,43 @@ def test_channels_last_3d_pointwise_value_is_xlas(monkeypatch, x_shape, w_shape,
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_strided_3d_expansion_value_alone():
+    """A strided 3-D value from at most 32 channels to 256 or more runs as XLA's 3-D
+    convolution from `STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS` (input x output)
+    channels when it is not differentiated, from `STRIDED_3D_MIN_CHANNELS` when it is
+    (`_dispatch._strided_3d_direct`); the value equals lax's either way."""
+    assert _dispatch.STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS == 2048
+    assert _dispatch.STRIDED_3D_MIN_CHANNELS == 4096
+    rule = _dispatch._strided_3d_direct
+    for c_in, c_out, alone, differentiated in [
+        (8, 384, True, False),
+        (8, 256, True, False),  # 2048 pairs
+        (4, 384, False, False),  # 1536
+        (16, 256, True, True),  # 4096
+        (8, 128, False, False),  # to fewer than 256
+        (33, 256, False, False),  # from more than 32 (8x8 planes, 576 products each)
+    ]:
+        x_shape, w_shape = (1, c_in, 4, 16, 16), (c_out, c_in, 3, 3, 3)
+        spec = _spec.conv_plan("conv", x_shape, w_shape, stride=(1, 2, 2), padding=1).spec
+        assert rule(spec, x_shape, w_shape, value=True) == alone, (c_in, c_out)
+        assert rule(spec, x_shape, w_shape) == differentiated, (c_in, c_out)
+    x, w = jnp.ones((2, 8, 4, 16, 16)), jnp.ones((384, 8, 3, 3, 3)) * 0.1
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(a, b, stride=(1, 2, 2), padding=1, impl=impl)
+
+    def depth_convolutions(f, *args):
+        text = jax.jit(f).lower(*args).as_text()
+        return sum("0, 1, 2]" in line for line in text.splitlines() if "convolution" in line)
+
+    assert depth_convolutions(conv("auto"), x, w) == 1
+    grads = jax.grad(lambda a, b: jnp.sum(conv("auto")(a, b) ** 2), (0, 1))
+    assert depth_convolutions(grads, x, w) == 0
+    np.testing.assert_allclose(
+        jax.jit(conv("auto"))(x, w), jax.jit(conv("lax"))(x, w), rtol=1e-6, atol=1e-6
+    )
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape,w_shape,stride,direct",
