@@ -27,7 +27,8 @@ IMPLS = (*jaxconv.IMPLS, "auto")
 
 
 @functools.cache
-def cpu_mesh(shape=(DEVICES,), names=("d",)) -> jax.sharding.Mesh:
+def cpu_mesh(shape=(DEVICES,), names=("d",), axis_type=AxisType.Auto) -> jax.sharding.Mesh:
+    """A mesh of `DEVICES` CPU devices, its axes all of ``axis_type``."""
     devices = jax.devices("cpu")
     if len(devices) < DEVICES:
         pytest.fail(
@@ -37,7 +38,7 @@ def cpu_mesh(shape=(DEVICES,), names=("d",)) -> jax.sharding.Mesh:
             f"XLA_FLAGS=--xla_force_host_platform_device_count={DEVICES})"
         )
     return jax.make_mesh(
-        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=devices[:DEVICES]
+        shape, names, axis_types=(axis_type,) * len(shape), devices=devices[:DEVICES]
     )
 
 
@@ -375,9 +376,7 @@ def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
     """`auto`'s derivative paths (custom transposes, per-row weight gradients) compile
     and give the single-device gradients with the input split along batch or a spatial
     dim."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     x = rng.standard_normal((8, 8, 8, 8))
     w = rng.standard_normal((c_out, 8 // groups, *kernel))
     ct = rng.standard_normal((8, c_out, 8, 8))
@@ -391,6 +390,27 @@ def test_auto_gradients_under_sharding(groups, c_out, kernel, axis_type, rng):
     for got in split_both_ways(grads, x, w, mesh):
         for g, e in zip(got, expected, strict=True):
             assert_close(g, e, reduction=8 * 6 * 8)
+
+
+def in_batch_shard_map(f, x, w, mesh):
+    """``f(x, w)`` inside `jax.shard_map` over the mesh's axis ``"d"``, ``x`` split along
+    batch and ``w`` replicated (``f``'s second output summed over the devices)."""
+    body = jax.shard_map(f, mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
+    return jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+
+
+def sin_loss_grads(channels_last=False, **kwargs):
+    """``impl -> jax.grad`` (in both arguments) of ``sum(sin(conv2d(a, b, **kwargs)))``
+    by that algorithm."""
+
+    def loss_grads(impl):
+        def loss(a, b):
+            y = jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
+            return jnp.sum(jnp.sin(y))
+
+        return jax.grad(loss, (0, 1))
+
+    return loss_grads
 
 
 def split_both_ways(f, x, w, mesh):
@@ -433,9 +453,7 @@ def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rn
     differentiate inside `jax.shard_map` over a batch split, where the per-device input
     varies over the mesh axis and the weight does not, and give the single-device
     gradients (the weight's summed over devices by shard_map)."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     kwargs = dict(kwargs)
     op = jaxconv.conv_transpose if kwargs.pop("transpose", False) else jaxconv.conv
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
@@ -445,8 +463,7 @@ def test_auto_gradients_inside_shard_map(x_shape, w_shape, kwargs, axis_type, rn
 
     key = ("auto_gradients_inside_shard_map", op.__name__, repr(kwargs))
     expected = single_device(key, grads("lax"), x, w)
-    body = jax.shard_map(grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P()))
-    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    got = in_batch_shard_map(grads("auto"), x, w, mesh)
     for g, e in zip(got, expected, strict=True):
         assert_close(g, e, reduction=8 * 9 * 25)
 
@@ -478,9 +495,7 @@ def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypat
     # (Not the chunks of images, which take this layer inside shard_map; tested below.)
     monkeypatch.setattr(_dispatch, "CHUNKED_WEIGHT_GRADIENT_MIN_WIDENING", 2**20)
     calls = spy_specs(monkeypatch, space_to_depth, "forward")
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     x = rng.standard_normal((8, 8, 16, 16))
     w = rng.standard_normal((24, 8, 3, 3))
     ct = rng.standard_normal((8, 24, 8, 8))
@@ -501,16 +516,9 @@ def test_space_to_depth_weight_gradient_under_sharding(axis_type, rng, monkeypat
     assert calls  # (traced once or twice: the splits' avals differ under Explicit axes)
     traced = len(calls)
 
-    def loss_grads(impl):
-        def loss(a, b):
-            return jnp.sum(jnp.sin(jaxconv.conv2d(a, b, stride=2, padding=1, impl=impl)))
+    loss_grads = sin_loss_grads(stride=2, padding=1)
 
-        return jax.grad(loss, (0, 1))
-
-    body = jax.shard_map(
-        loss_grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P())
-    )
-    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    got = in_batch_shard_map(loss_grads("auto"), x, w, mesh)
     want = single_device(("space_to_depth_in_shard_map",), loss_grads("lax"), x, w)
     for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=8 * 9 * 8)
@@ -534,31 +542,21 @@ def test_chunked_weight_gradient_under_sharding(
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
     monkeypatch.setattr(matmul, "PATCHES_CHUNK_BYTES", 1)
     calls = spy_specs(monkeypatch, matmul, "chunked_patches_weight_gradient")
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     # Two images a device (channels-last, the rows need 12 output rows, see `_rows_lose`).
     x = rng.standard_normal((16, 8, 16, 16))
     w = rng.standard_normal((24, 8, 3, 3))
     if channels_last:
         x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
 
-    def loss_grads(impl):
-        def loss(a, b):
-            y = jaxconv.conv2d(a, b, stride=2, padding=1, channels_last=channels_last, impl=impl)
-            return jnp.sum(jnp.sin(y))
-
-        return jax.grad(loss, (0, 1))
+    loss_grads = sin_loss_grads(channels_last, stride=2, padding=1)
 
     want = single_device(("chunked_weight_gradient", channels_last), loss_grads("lax"), x, w)
     for got in split_both_ways(loss_grads("auto"), x, w, mesh):
         for g, e in zip(got, want, strict=True):
             assert_close(g, e, reduction=16 * 9 * 8)
     assert not calls
-    body = jax.shard_map(
-        loss_grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P())
-    )
-    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    got = in_batch_shard_map(loss_grads("auto"), x, w, mesh)
     for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=16 * 9 * 8)
     assert calls
@@ -576,32 +574,22 @@ def test_input_taps_under_sharding(axis_type, channels_last, rng, monkeypatch, r
 
     values = spy_specs(monkeypatch, matmul, "input_taps")
     calls = spy_specs(monkeypatch, matmul, "input_taps_weight_gradient")
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     # Four images a device: each tap's weight gradient contracts 114 (image, position)
     # pairs in a shard (`INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH`).
     x, w = rng.standard_normal((32, 128, 8, 8)), rng.standard_normal((64, 128, 3, 3))
     if channels_last:
         x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
 
-    def loss_grads(impl):
-        def loss(a, b):
-            y = jaxconv.conv2d(a, b, padding=4, dilation=4, channels_last=channels_last, impl=impl)
-            return jnp.sum(jnp.sin(y))
-
-        return jax.grad(loss, (0, 1))
+    loss_grads = sin_loss_grads(channels_last, padding=4, dilation=4)
 
     want = single_device(("input_taps", channels_last), loss_grads("lax"), x, w)
     for got in split_both_ways(loss_grads("auto"), x, w, mesh):
         for g, e in zip(got, want, strict=True):
             assert_close(g, e, reduction=32 * 9 * 128)
     assert values and calls
-    body = jax.shard_map(
-        loss_grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P())
-    )
     traced = len(calls)
-    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    got = in_batch_shard_map(loss_grads("auto"), x, w, mesh)
     for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=32 * 9 * 128)
     assert len(calls) > traced
@@ -625,19 +613,12 @@ def test_rows_weight_gradient_under_sharding(
 
     monkeypatch.setattr(_dispatch, "ROWS_MIN_FLOPS", 0)
     calls = spy_specs(monkeypatch, planes, f"{name}_weight_gradient")
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     x, w = rng.standard_normal((16, 32, 8, 8)), rng.standard_normal((c_out, 32, 3, 3))
     if channels_last:
         x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
 
-    def loss_grads(impl):
-        def loss(a, b):
-            y = jaxconv.conv2d(a, b, padding=1, channels_last=channels_last, impl=impl)
-            return jnp.sum(jnp.sin(y))
-
-        return jax.grad(loss, (0, 1))
+    loss_grads = sin_loss_grads(channels_last, padding=1)
 
     want = single_device(("rows_weight_gradient", channels_last, c_out), loss_grads("lax"), x, w)
     spatial = (None, "d") if channels_last else (None, None, "d")
@@ -645,11 +626,8 @@ def test_rows_weight_gradient_under_sharding(
         got = jax.jit(loss_grads("auto"))(put(x, *x_spec, mesh=mesh), put(w, mesh=mesh))
         for g, e in zip(got, want, strict=True):
             assert_close(g, e, reduction=16 * 9 * 32)
-    body = jax.shard_map(
-        loss_grads("auto"), mesh=mesh, in_specs=(P("d"), P()), out_specs=(P("d"), P())
-    )
     traced = len(calls)
-    got = jax.jit(body)(put(x, "d", mesh=mesh), put(w, mesh=mesh))
+    got = in_batch_shard_map(loss_grads("auto"), x, w, mesh)
     for g, e in zip(got, want, strict=True):
         assert_close(g, e, reduction=16 * 9 * 32)
     assert traced > 0 and len(calls) > traced
@@ -690,9 +668,7 @@ def test_groups_loop_under_sharding(axis_type, rng):
     """`auto`'s loop over groups (more than 16 groups of many channels: the groups' dense
     convolutions in a `lax.map`) compiles and gives the single-device value and
     gradients with the input split along batch or a spatial dim."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     x = rng.standard_normal((8, 68, 8, 16))
     w = rng.standard_normal((17 * 17, 4, 3, 3))
     ct = rng.standard_normal((8, 17 * 17, 8, 16))
@@ -719,9 +695,7 @@ def test_autotune_under_sharding(axis_type, rng, tmp_path, monkeypatch):
     monkeypatch.setattr(_autotune, "CANDIDATES", ("auto", "lax", "shift"))
     monkeypatch.setattr(_autotune, "REPEATS", 1)
     _autotune.clear_memory()
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     x = rng.standard_normal((8, 4, 8, 8))
     w = rng.standard_normal((4, 1, 3, 3))
     ct = rng.standard_normal((8, 4, 8, 8))
@@ -783,9 +757,7 @@ def test_auto_transposed_input_gradient_on_a_mesh(axis_type, rng):
     """A grouped 1-D transposed layer split along its length, trained through a loss
     that reads its value: the phases' input gradient failed XLA's HLO verifier after
     partitioning, so on a mesh `auto` takes XLA's (`_dispatch._run`)."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     x, w = rng.standard_normal((8, 16, 32)), rng.standard_normal((16, 8, 4))
     kw = dict(stride=2, output_padding=1, groups=2)
     f = lambda a, b: jnp.sum(jnp.sin(jaxconv.conv_transpose1d(a, b, **kw)))  # noqa: E731
@@ -864,9 +836,7 @@ def test_fft_on_a_mesh(impl, axis_type, channels_last, rng):
     `auto` runs XLA's convolution on a mesh (`_dispatch.choose_for`: a `jax.shard_map` in
     the program does not survive every transformation of the caller's); on one device,
     and inside `jax.shard_map`, it runs FFT."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     c = 16
     x, w = rng.standard_normal((8, c, 16, 16)), rng.standard_normal((c, 1, 9, 9))
     if channels_last:
@@ -933,19 +903,11 @@ def trains_as_single_device(x, w, kwargs, channels_last, axis_type, split_dims, 
     ``axis_type`` axes equals the single-device gradients by `lax`, the input (``x``
     and ``w`` given channels-first, moved to the layout) split along each of the
     channels-first dims ``split_dims`` in turn, all in one program."""
-    mesh = jax.make_mesh(
-        (DEVICES,), ("d",), axis_types=(axis_type,), devices=jax.devices("cpu")[:DEVICES]
-    )
+    mesh = cpu_mesh(axis_type=axis_type)
     if channels_last:
         x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 1, 0))
         split_dims = [d - 1 if d > 1 else d for d in split_dims]  # (the spatial dims)
-
-    def loss_grads(impl):
-        def loss(a, b):
-            y = jaxconv.conv2d(a, b, channels_last=channels_last, impl=impl, **kwargs)
-            return jnp.sum(jnp.sin(y))
-
-        return jax.grad(loss, (0, 1))
+    loss_grads = sin_loss_grads(channels_last, **kwargs)
 
     key = ("trains_as_single_device", tuple(kwargs.items()), channels_last)
     want = single_device(key, loss_grads("lax"), x, w)
