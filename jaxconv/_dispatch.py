@@ -1948,7 +1948,9 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
     )
 
 
-def _grouped_large_kernel_by_fft(spec: ConvSpec, w_shape, out) -> bool:
+def _grouped_large_kernel_by_fft(
+    spec: ConvSpec, w_shape, out, min_positions: int = GROUPED_FFT_MIN_POSITIONS
+) -> bool:
     """Whether a grouped 2-D layer of more than `DENSE_GROUPS_MAX_GROUPS` groups on fewer
     rows than the groups loop takes (`choose`: XLA's or `matmul`'s value, `matmul`'s
     derivatives) takes its derivatives by FFT, and channels-first XLA's value too:
@@ -1976,7 +1978,7 @@ def _grouped_large_kernel_by_fft(spec: ConvSpec, w_shape, out) -> bool:
         and all(s == 1 for s in spec.stride)
         and all(d == 1 for d in (*spec.rhs_dilation, *spec.lhs_dilation))
         and math.prod(w_shape[2:]) >= GROUPED_FFT_MIN_TAPS
-        and math.prod(out) >= GROUPED_FFT_MIN_POSITIONS
+        and math.prod(out) >= min_positions
     )
 
 
@@ -2017,6 +2019,9 @@ def _shift_derivatives_by_fft(spec: ConvSpec, x_shape, w_shape, nested: bool) ->
 # dense groups or the groups loop would take, run by FFT (`_grouped_few_outputs_by_fft`).
 GROUPED_FFT_MAX_OUT_CHANNELS = 4
 GROUPED_FFT_MAX_IN_CHANNELS = 16
+# ... on at least this many output positions per image and this many rows (batch x
+# positions), where `_grouped_large_kernel_by_fft` asks for GROUPED_FFT_MIN_POSITIONS.
+GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS, GROUPED_FEW_OUTPUTS_FFT_MIN_ROWS = 25, 100
 
 
 def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
@@ -2025,8 +2030,8 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     `GROUPS_LOOP_MIN_ROWS` rows), runs all three roles by FFT: to at most
     `GROUPED_FFT_MAX_OUT_CHANNELS` output channels a group, with a kernel as
     `_grouped_large_kernel_by_fft` asks (unstrided, undilated, at least
-    `GROUPED_FFT_MIN_TAPS` taps on at least `GROUPED_FFT_MIN_POSITIONS` output positions
-    per image).
+    `GROUPED_FFT_MIN_TAPS` taps) on at least `GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS`
+    output positions per image and `GROUPED_FEW_OUTPUTS_FFT_MIN_ROWS` rows.
 
     Each group's dense convolution of a large kernel to a few channels runs at a few
     GFLOP/s; FFT's cost does not grow with the kernel, and its product over a group's
@@ -2043,7 +2048,24 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     @112 batch 8), so at most 16 (`GROUPED_FFT_MAX_IN_CHANNELS`); with that bound on 14
     fresh layers (`gfft2.py 2 14 5`) 1.98x (geometric mean of 28 rows; training
     1.06-7.6x, forward 0.85-4.2x, below 1.0x on two layers of 16->1 7x7 of 2-8 ms: 0.85x
-    and 0.95x)."""
+    and 0.95x).
+
+    Small outputs (fewer than 100 positions, where the rule first stopped): found by a
+    random sweep (`/tmp/s72/rand2.py 736 30 7 fwd,train --torch`), 32 groups of 3->1
+    7x7 unpadded @14 (8x8 outputs) batch 16 channels-last, 2.6 ms forward and 11.2
+    training by the groups loop, PyTorch 0.74 and 1.34; `fft` 1.8 and 2.1. `fft`
+    against the rules on such layers (5 interleaved runs, AMD EPYC with AVX-512,
+    2026-12-07, `/tmp/s76/gv.py 1 16`, `gv.py 2 20`, `gab.py 3 20`, 8-64 groups of 2-16
+    to 1-4 channels, 7x7-11x11 @7-24, batch 1-16): forward 1.40x, 2.67x and 1.54x,
+    training 2.25x, 2.41x and 1.64x (geometric means); it lost on outputs of at most 16
+    positions (0.43-0.91x forward on four of five layers: 4->2 11x11 unpadded @12 batch 4
+    0.17 ms against 0.36) and on fewer rows (`gab.py 4 20` from 25 positions: 2->2 9x9
+    @14 batch 1, 36 rows, 0.66x forward; 4->3 9x9 @14 batch 2 0.78x), hence the bounds.
+    The rule against without on 20 fresh layers (`gab2.py 5 20 5 --torch`): forward
+    2.18x (0.76-13.9x), training 1.89x (1.30-3.6x); below 1.0x forward on four layers of
+    16 groups of 8-16 to 3-4 channels, of which two channels-last on 128 rows ran
+    0.81x and 0.89x `lax` (15 runs; 0.60-0.65 ms against 0.53); their training won
+    1.30x and 1.45x."""
     c_out_g = w_shape[0] // spec.groups
     if c_out_g > GROUPED_FFT_MAX_OUT_CHANNELS or w_shape[1] > GROUPED_FFT_MAX_IN_CHANNELS:
         return False
@@ -2051,7 +2073,11 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     rows = x_shape[0] * math.prod(out)
     if spec.groups > DENSE_GROUPS_MAX_GROUPS and rows < GROUPS_LOOP_MIN_ROWS:
         return False
-    return _grouped_large_kernel_by_fft(spec, w_shape, out)
+    if rows < GROUPED_FEW_OUTPUTS_FFT_MIN_ROWS:
+        return False
+    return _grouped_large_kernel_by_fft(
+        spec, w_shape, out, min_positions=GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS
+    )
 
 
 # `_few_channels_large_window_by_fft`: dense 1-D and 2-D layers from at least

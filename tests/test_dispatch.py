@@ -6469,7 +6469,13 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
         ((2, 68, 10, 10), (8, 17, 7, 7), dict(padding=3, groups=4), False),  # from 17
         ((2, 12, 10, 10), (8, 3, 5, 5), dict(padding=2, groups=4), False),  # 25 taps
         ((2, 12, 20, 20), (8, 3, 7, 7), dict(padding=3, stride=2, groups=4), False),
-        ((2, 12, 9, 11), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 99 positions
+        ((2, 12, 9, 11), (8, 3, 7, 7), dict(padding=3, groups=4), True),  # 99 positions
+        # Found by a sweep: 32 groups of 3->1 7x7 unpadded @14 batch 16 (8x8 outputs).
+        ((16, 96, 14, 14), (32, 3, 7, 7), dict(groups=32), True),
+        ((4, 12, 5, 5), (8, 3, 7, 7), dict(padding=3, groups=4), True),  # 25 positions
+        ((8, 12, 4, 6), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 24 positions
+        ((3, 12, 6, 6), (8, 3, 7, 7), dict(padding=3, groups=4), True),  # 108 rows
+        ((2, 12, 7, 7), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 98 rows
         ((1, 96, 20, 20), (64, 3, 7, 7), dict(padding=3, groups=32), False),  # 400 rows
         ((2, 12, 100), (8, 3, 49), dict(padding=24, groups=4), False),  # 1-D
     ],
@@ -6477,7 +6483,7 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
 def test_grouped_few_outputs_by_fft(x_shape, w_shape, kwargs, taken):
     """Grouped 2-D layers that dense groups or the groups loop would take, to at most 4
     output channels a group from at most 16, unstrided and undilated, with at least 49
-    taps on at least 100 output positions per image, run all three roles by FFT
+    taps on at least 25 output positions per image and 100 rows, run all three roles by FFT
     (`_dispatch._grouped_few_outputs_by_fft`), in either layout; not otherwise."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     _assert_fft_rule(_dispatch._grouped_few_outputs_by_fft, spec, x_shape, w_shape, taken)
@@ -6497,11 +6503,14 @@ def _assert_fft_rule(rule, spec, x_shape, w_shape, taken):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_grouped_few_outputs_by_fft_trains_as_lax(channels_last):
+@pytest.mark.parametrize(
+    "x_shape, kwargs",
+    [((2, 12, 10, 11), dict(padding=3, groups=4)), ((4, 12, 11, 11), dict(groups=4))],
+)
+def test_grouped_few_outputs_by_fft_trains_as_lax(x_shape, kwargs, channels_last):
     """Those layers' values and gradients (FFT's) equal lax's (float64), and so do forward
-    mode, second derivatives and `vmap`."""
-    kwargs = dict(padding=3, groups=4)
-    x_shape, w_shape = (2, 12, 10, 11), (8, 3, 7, 7)  # 4 groups of 3->2
+    mode, second derivatives and `vmap`: padded, and unpadded to 5x5 outputs."""
+    w_shape = (8, 3, 7, 7)  # 4 groups of 3->2
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=6)
     spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
     assert _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu") == ("fft",) * 3
