@@ -3754,9 +3754,19 @@ INPUT_TAPS_CHANNELS_LAST_MIN_OUT_CHANNELS = 128
 # ... and their weight gradients where each tap's product contracts at least this many
 # (image, position) pairs on average (see `_input_taps`).
 INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH = 64
+# ... and input gradients whose windows and weights pass `lax.MALLOC_MAX_HEAP_BLOCK` only
+# to at least this many channels (the layer's input channels; see `_input_taps`).
+INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS = 256
 
 
-def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False) -> bool:
+def _input_taps(
+    spec: ConvSpec,
+    x_shape,
+    w_shape,
+    weight_gradient: bool = False,
+    input_gradient: bool = False,
+    itemsize: int = 4,
+) -> bool:
     """Whether this canonical convolution (a whole layer's value, or the convolution
     that is a whole layer's input gradient) runs as one product per tap of the input
     positions the tap meets (`matmul.input_taps`), where XLA's convolution multiplies
@@ -3770,7 +3780,24 @@ def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False)
     ``weight_gradient``, whether its weight gradient runs as one product per tap of the
     output gradient's box and the input it meets (`matmul.input_taps_weight_gradient`):
     the same, where each tap's product contracts at least
-    `INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH` (image, position) pairs on average.
+    `INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH` (image, position) pairs on average. With
+    ``input_gradient`` (a layer's input gradient's convolution), not to fewer than
+    `INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS` channels where its windows
+    and per-tap weights (``(N * met + taps * C_out) * C_in`` elements of ``itemsize``
+    bytes, all live at once) pass `lax.MALLOC_MAX_HEAP_BLOCK`: glibc maps such a
+    block afresh on every call and its pages fault in. Found by a random sweep
+    (`/tmp/s72/rand2.py 737 30 7 fwd,train --torch`): 7x7 32->512 @7 "same" batch 16
+    channels-last trained at 0.65x `lax` (0.78x in 15 runs), its input gradient 17.1
+    ms against XLA's 8.7, where batch 8 took 3.4 against 4.4 (`/tmp/s76/itb.py`: the
+    step at 12 images channels-first, 16 channels-last, the temporaries 37-49 MB; gone
+    with ``MALLOC_MMAP_THRESHOLD_`` raised). Past the block the values and weight
+    gradients, and input gradients to 256-512 channels, still won (`itbig.py 1 16`,
+    `itw3.py`: input gradients alone 1.04-3.2x on six layers); to 32-128 channels the
+    input gradient lost (training 0.66-0.99x on three layers; the found layer's input
+    gradient alone 0.36x). The bound against
+    without on 14 fresh layers it changes (`itab2.py 1 14 5`, 3x3-7x7 dilations 1-3,
+    32-192 -> 128-512 channels @4-10, batch 8-64, both layouts): training 1.25x
+    (0.95-1.82x).
 
     Found by a random sweep on an AMD EPYC with AVX-512 (Zen 5), 2026-12-07
     (`/tmp/s72/rand2.py 722 30 7 --torch`): 5x5 dilation 3 384->64 @7 batch 8 "same"
@@ -3849,6 +3876,10 @@ def _input_taps(spec: ConvSpec, x_shape, w_shape, weight_gradient: bool = False)
     share *= min(1, math.sqrt(c_in / c_out))
     if weight_gradient and x_shape[0] * met < INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH * len(boxes):
         return False
+    if input_gradient and c_out < INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS:
+        copies = (x_shape[0] * met + len(boxes) * c_out) * c_in * itemsize
+        if copies > lax_impl.MALLOC_MAX_HEAP_BLOCK:
+            return False
     return met <= share * len(boxes) * positions
 
 
@@ -4564,7 +4595,7 @@ def _run(
                 if _many_to_few_by_taps(problem[2], *problem[:2], itemsize=size):
                     # The input gradient of a layer from few channels to many.
                     return _derivatives.input_term(x_, w_, spec_, matmul_impl.output_taps)
-                if _input_taps(problem[2], *problem[:2]):
+                if _input_taps(problem[2], *problem[:2], input_gradient=True, itemsize=size):
                     # Its input gradient's convolution likewise.
                     by = functools.partial(matmul_impl.input_taps, callers_weight=False)
                     return _derivatives.input_term(x_, w_, spec_, by)

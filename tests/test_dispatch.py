@@ -5037,6 +5037,54 @@ def test_input_taps_rule():
         spec, x_, w_ = _spec_of((batch, 128, 8, 8), (128, 128, 3, 3), d4)
         assert rule(spec, x_, w_)
         assert rule(spec, x_, w_, weight_gradient=True) == takes, batch
+    # Input gradients whose windows and weights pass `lax.MALLOC_MAX_HEAP_BLOCK` (32 MiB)
+    # only to `INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS` channels or more:
+    # found on 7x7 32->512 @7 "same" batch 16 (its input gradient's convolution 512->32;
+    # 16 x 1369 pairs x 512 + 49 x 32 x 512 floats, 45.9 MB).
+    assert _dispatch.INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS == 256
+    assert _dispatch.lax_impl.MALLOC_MAX_HEAP_BLOCK == 32 * 2**20
+    # 1369 x 512 x 4 bytes an image and 49 x 32 x 512 x 4 of weights: 10 images 31.2
+    # MB, 11 34.1 MB (the block 33.6 MB).
+    for batch, c_out, itemsize, takes in [
+        (10, 32, 4, True),
+        (11, 32, 4, False),
+        (11, 32, 2, True),  # half as many bytes
+        (11, 255, 4, False),
+        (11, 256, 4, True),
+    ]:
+        spec, x_, w_ = _spec_of((batch, 512, 7, 7), (c_out, 512, 7, 7), same7)
+        assert rule(spec, x_, w_), (batch, c_out)  # (not an input gradient)
+        taken = rule(spec, x_, w_, input_gradient=True, itemsize=itemsize)
+        assert taken == takes, (batch, c_out, itemsize)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize(
+    "batch, itemsize, takes", [(8, 4, True), (10, 4, True), (11, 4, False), (8, 8, False)]
+)
+def test_input_taps_input_gradient_past_heap_block(monkeypatch, batch, itemsize, takes):
+    """`auto` asks `_dispatch._input_taps` about a layer's input gradient with its
+    element size: 7x7 32->512 @7 "same" trains its input gradient by
+    `matmul.input_taps` while the windows and weights stay within glibc's largest heap
+    block (up to 10 images in float32; 8 in float64 pass it), by XLA's convolution
+    past it."""
+    calls = []
+    original = matmul_impl.input_taps
+
+    def spy(a, b, spec, **kwargs):
+        calls.append(a.shape[:2])
+        return original(a, b, spec, **kwargs)
+
+    monkeypatch.setattr(matmul_impl, "input_taps", spy)
+    dtype = {4: jnp.float32, 8: jnp.float64}[itemsize]
+    x = jnp.ones((batch, 32, 7, 7), dtype)
+    w = jnp.ones((512, 32, 7, 7), dtype)
+
+    def loss(a):
+        return jnp.sum(jaxconv.conv2d(a, w, padding=3).astype(jnp.float32))
+
+    jax.jit(jax.grad(loss)).lower(x)
+    assert calls == ([(batch, 512)] if takes else [])
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
