@@ -3784,20 +3784,7 @@ def _input_taps(
     ``input_gradient`` (a layer's input gradient's convolution), not to fewer than
     `INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS` channels where its windows
     and per-tap weights (``(N * met + taps * C_out) * C_in`` elements of ``itemsize``
-    bytes, all live at once) pass `lax.MALLOC_MAX_HEAP_BLOCK`: glibc maps such a
-    block afresh on every call and its pages fault in. Found by a random sweep
-    (`/tmp/s72/rand2.py 737 30 7 fwd,train --torch`): 7x7 32->512 @7 "same" batch 16
-    channels-last trained at 0.65x `lax` (0.78x in 15 runs), its input gradient 17.1
-    ms against XLA's 8.7, where batch 8 took 3.4 against 4.4 (`/tmp/s76/itb.py`: the
-    step at 12 images channels-first, 16 channels-last, the temporaries 37-49 MB; gone
-    with ``MALLOC_MMAP_THRESHOLD_`` raised). Past the block the values and weight
-    gradients, and input gradients to 256-512 channels, still won (`itbig.py 1 16`,
-    `itw3.py`: input gradients alone 1.04-3.2x on six layers); to 32-128 channels the
-    input gradient lost (training 0.66-0.99x on three layers; the found layer's input
-    gradient alone 0.36x). The bound against
-    without on 14 fresh layers it changes (`itab2.py 1 14 5`, 3x3-7x7 dilations 1-3,
-    32-192 -> 128-512 channels @4-10, batch 8-64, both layouts): training 1.25x
-    (0.95-1.82x).
+    bytes, all live at once) pass `lax.MALLOC_MAX_HEAP_BLOCK` (see below).
 
     Found by a random sweep on an AMD EPYC with AVX-512 (Zen 5), 2026-12-07
     (`/tmp/s72/rand2.py 722 30 7 --torch`): 5x5 dilation 3 384->64 @7 batch 8 "same"
@@ -3850,7 +3837,21 @@ def _input_taps(
     0.70x). To 32 channels it lost (0.82-0.85x) and to 64 forward (0.76-0.79x, before
     the weight's fix; `cl64.py`): hence the output channels' floor. On an input
     gradient's convolution (the layer's, transposed: the same layout, its channels
-    swapped) that floor is on the layer's input channels."""
+    swapped) that floor is on the layer's input channels.
+
+    The heap block's bound: glibc maps a block past it afresh on every call and its
+    pages fault in. Found by a random sweep (`/tmp/s72/rand2.py 737 30 7 fwd,train
+    --torch`): 7x7 32->512 @7 "same" batch 16 channels-last trained at 0.65x `lax`
+    (0.78x in 15 runs), its input gradient 17.1 ms against XLA's 8.7, where batch 8
+    took 3.4 against 4.4 (`/tmp/s76/itb.py`: the step at 12 images channels-first, 16
+    channels-last, the temporaries 37-49 MB; gone with ``MALLOC_MMAP_THRESHOLD_``
+    raised). Past the block the values and weight gradients, and input gradients to
+    256-512 channels, still won (`itbig.py 1 16`, `itw3.py`: input gradients alone
+    1.04-3.2x on six layers); to 32-128 channels the input gradient lost (training
+    0.66-0.99x on three layers; the found layer's input gradient alone 0.36x). The
+    bound against without on 14 fresh layers it changes (`itab2.py 1 14 5`, 3x3-7x7
+    dilations 1-3, 32-192 -> 128-512 channels @4-10, batch 8-64, both layouts):
+    training 1.25x (0.95-1.82x)."""
     c_out, c_in, *kernel = w_shape
     if spec.groups != 1 or spec.ndim == 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
         return False
