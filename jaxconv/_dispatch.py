@@ -858,7 +858,7 @@ def _choose_cpu(
         # (and on small maps too where `_small_grouped_map_by_matmul` says)
         by_matmul = large_map or _small_grouped_map_by_matmul(spec, x_shape, out)
         value = "matmul" if by_matmul else "lax"
-        if _grouped_large_kernel_by_fft(spec, w_shape, out):
+        if _grouped_large_kernel_by_fft(spec, w_shape, out, x_spatial=x_shape[2:]):
             # ... but large kernels by FFT (see `_grouped_large_kernel_by_fft`).
             by_fft = value == "lax" and not spec.channels_last
             return ("fft" if by_fft else value, "fft", "fft")
@@ -1949,13 +1949,20 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
 
 
 def _grouped_large_kernel_by_fft(
-    spec: ConvSpec, w_shape, out, min_positions: int = GROUPED_FFT_MIN_POSITIONS
+    spec: ConvSpec,
+    w_shape,
+    out,
+    min_positions: int = GROUPED_FFT_MIN_POSITIONS,
+    x_spatial=None,
 ) -> bool:
     """Whether a grouped 2-D layer of more than `DENSE_GROUPS_MAX_GROUPS` groups on fewer
     rows than the groups loop takes (`choose`: XLA's or `matmul`'s value, `matmul`'s
     derivatives) takes its derivatives by FFT, and channels-first XLA's value too:
-    unstrided, undilated, with at least `GROUPED_FFT_MIN_TAPS` taps, on at least
-    `GROUPED_FFT_MIN_POSITIONS` output positions per image.
+    unstrided, with at least `GROUPED_FFT_MIN_TAPS` taps, on at least
+    `GROUPED_FFT_MIN_POSITIONS` (``min_positions``) output positions per image, and
+    undilated unless ``x_spatial`` (the input's spatial shape) is given and the output
+    is as large as it along every dim (`shift`'s derivatives, `_shift_derivatives_by_fft`,
+    do not give it).
 
     XLA's grouped convolution, and `matmul`'s patches, of large kernels over many small
     groups run at a few GFLOP/s; FFT's cost does not grow with the kernel. Found by a
@@ -1972,11 +1979,29 @@ def _grouped_large_kernel_by_fft(
     through a ReLU (geometric means 5.5x and 5.7x), forward 1.33-30.6x on the 9
     channels-first layers. Channels-last the value by FFT ran 0.72-46x XLA's on 11 layers
     (`gclv.py`; 0.72x on 32 groups of 16x16 7x7 @14 batch 1, 0.88x on 32 of 4->2 @10): not
-    taken. Groups that `shift` takes (few channels each) keep its rules (not measured)."""
+    taken. Groups that `shift` takes (few channels each) keep its rules (not measured).
+
+    Dilated kernels (found by a random sweep, `/tmp/s72/rand2.py 739 30 7 fwd,train
+    --torch`: 32 groups of 16->2 5x5 dilation 3 @8 batch 8, XLA's grouped convolution as
+    slow as `lax`, PyTorch 3.7x and 6x faster; 25 taps, not taken still): FFT's cost
+    does not grow with the dilated window either. `fft` against the rules (5 interleaved
+    runs, Zen 5, 2026-12-07, `/tmp/s76/gd.py 1 16`, 8-32 groups of 3-16 to 1-4 channels,
+    3x3-7x7 dilation 2-3): 7x7 training 1.16-3.3x on all six layers, forward 0.81-5.7x;
+    5x5 and 3x3 mixed. Allowing dilation against not (`gdab.py 1 16 5`, 7x7-9x9 dilation
+    2-3): forward 1.43x, training 2.42x, but unpadded (64 groups of 8->2 7x7 dilation 3
+    @28 batch 16 unpadded, 10x10 outputs: 0.44x forward) and `shift`'s derivatives (64
+    groups of 1->4 7x7 dilation 2 @16 batch 16: 0.74x training) lost, hence the output
+    as large as the input and not `shift`'s. With those (`gdab2.py 2 16 5 --torch`, 8-64
+    groups of 2-16 to 1-4 channels, 7x7-11x11 dilation 2-4 @8-56, batch 1-16, both
+    layouts): forward 2.58x (0.99-8.5x), training 2.68x (0.83-7.4x), geometric means
+    over 16 fresh layers."""
+    dilated = any(d > 1 for d in spec.rhs_dilation)
+    if dilated and (x_spatial is None or any(o < n for o, n in zip(out, x_spatial, strict=True))):
+        return False
     return (
         spec.ndim == 2
         and all(s == 1 for s in spec.stride)
-        and all(d == 1 for d in (*spec.rhs_dilation, *spec.lhs_dilation))
+        and all(d == 1 for d in spec.lhs_dilation)
         and math.prod(w_shape[2:]) >= GROUPED_FFT_MIN_TAPS
         and math.prod(out) >= min_positions
     )
@@ -2076,7 +2101,11 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     if rows < GROUPED_FEW_OUTPUTS_FFT_MIN_ROWS:
         return False
     return _grouped_large_kernel_by_fft(
-        spec, w_shape, out, min_positions=GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS
+        spec,
+        w_shape,
+        out,
+        min_positions=GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS,
+        x_spatial=x_shape[2:],
     )
 
 

@@ -5985,7 +5985,9 @@ def test_rows_weight_gradients_refuse(spec_kwargs):
         ((1, 272, 9, 11), (136, 16, 7, 7), dict(padding=3, groups=17), None, None),  # 99
         ((1, 272, 12, 12), (136, 16, 6, 8), dict(padding=3, groups=17), None, None),  # 48 taps
         ((1, 272, 20, 20), (136, 16, 7, 7), dict(padding=3, stride=2, groups=17), None, None),
-        ((1, 272, 12, 12), (136, 16, 7, 7), dict(padding=6, dilation=2, groups=17), None, None),
+        # Dilated, where the output is as large as the input (not smaller).
+        ((1, 272, 12, 12), (136, 16, 7, 7), dict(padding=6, dilation=2, groups=17), "fft", "lax"),
+        ((1, 272, 12, 12), (136, 16, 7, 7), dict(padding=5, dilation=2, groups=17), None, None),
         ((1, 272, 20, 20), (136, 16, 7, 7), dict(padding=3, groups=17), "matmul", "matmul"),
         ((2, 272, 20, 20), (136, 16, 7, 7), dict(padding=3, groups=17), None, None),  # 800 rows
         ((1, 256, 12, 12), (128, 16, 7, 7), dict(padding=3, groups=16), None, None),  # 16 groups
@@ -5994,12 +5996,12 @@ def test_rows_weight_gradients_refuse(spec_kwargs):
 )
 def test_grouped_large_kernel_by_fft(monkeypatch, x_shape, w_shape, kwargs, first, last):
     """Grouped 2-D layers of more than 16 groups on fewer than 784 rows (batch x output
-    positions), unstrided and undilated, with at least 49 taps on at least 100 output
-    positions per image take FFT's derivatives (`_dispatch._grouped_large_kernel_by_fft`),
-    and channels-first FFT's value where it would be XLA's; otherwise the rules'
-    (``None``: no FFT in any role). On every CPU: with AVX2 alone, where the value of
-    such layers channels-last or of one image is `matmul`'s
-    (`_small_grouped_map_by_matmul`), the derivatives are FFT's all the same."""
+    positions), unstrided (and if dilated, with outputs as large as their inputs), with
+    at least 49 taps on at least 100 output positions per image take FFT's derivatives
+    (`_dispatch._grouped_large_kernel_by_fft`), and channels-first FFT's value where it
+    would be XLA's; otherwise the rules' (``None``: no FFT in any role). On every CPU:
+    with AVX2 alone, where the value of such layers channels-last or of one image is
+    `matmul`'s (`_small_grouped_map_by_matmul`), the derivatives are FFT's all the same."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
     for channels_last, value in ((False, first), (True, last)):
@@ -6526,12 +6528,16 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
         ((2, 12, 7, 7), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 98 rows
         ((1, 96, 20, 20), (64, 3, 7, 7), dict(padding=3, groups=32), False),  # 400 rows
         ((2, 12, 100), (8, 3, 49), dict(padding=24, groups=4), False),  # 1-D
+        # Dilated: found by a sweep, 8 groups of 3->2 7x7 dilation 2 @28 batch 4.
+        ((4, 24, 28, 28), (16, 3, 7, 7), dict(padding=6, dilation=2, groups=8), True),
+        ((4, 24, 28, 28), (16, 3, 7, 7), dict(padding=(6, 5), dilation=2, groups=8), False),
     ],
 )
 def test_grouped_few_outputs_by_fft(x_shape, w_shape, kwargs, taken):
     """Grouped 2-D layers that dense groups or the groups loop would take, to at most 4
-    output channels a group from at most 16, unstrided and undilated, with at least 49
-    taps on at least 25 output positions per image and 100 rows, run all three roles by FFT
+    output channels a group from at most 16, unstrided (and if dilated, with outputs as
+    large as their inputs), with at least 49 taps on at least 25 output positions per
+    image and 100 rows, run all three roles by FFT
     (`_dispatch._grouped_few_outputs_by_fft`), in either layout; not otherwise."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     _assert_fft_rule(_dispatch._grouped_few_outputs_by_fft, spec, x_shape, w_shape, taken)
@@ -6553,11 +6559,15 @@ def _assert_fft_rule(rule, spec, x_shape, w_shape, taken):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(
     "x_shape, kwargs",
-    [((2, 12, 10, 11), dict(padding=3, groups=4)), ((4, 12, 11, 11), dict(groups=4))],
+    [
+        ((2, 12, 10, 11), dict(padding=3, groups=4)),
+        ((4, 12, 11, 11), dict(groups=4)),
+        ((2, 12, 10, 11), dict(padding=6, dilation=2, groups=4)),
+    ],
 )
 def test_grouped_few_outputs_by_fft_trains_as_lax(x_shape, kwargs, channels_last):
     """Those layers' values and gradients (FFT's) equal lax's (float64), and so do forward
-    mode, second derivatives and `vmap`: padded, and unpadded to 5x5 outputs."""
+    mode, second derivatives and `vmap`: padded, unpadded to 5x5 outputs, and dilated."""
     w_shape = (8, 3, 7, 7)  # 4 groups of 3->2
     x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=6)
     spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
