@@ -1958,8 +1958,8 @@ def _grouped_large_kernel_by_fft(
     """Whether a grouped 2-D layer of more than `DENSE_GROUPS_MAX_GROUPS` groups on fewer
     rows than the groups loop takes (`choose`: XLA's or `matmul`'s value, `matmul`'s
     derivatives) takes its derivatives by FFT, and channels-first XLA's value too:
-    unstrided, with at least `GROUPED_FFT_MIN_TAPS` taps, on at least
-    `GROUPED_FFT_MIN_POSITIONS` (``min_positions``) output positions per image, and
+    unstrided, with at least `GROUPED_FFT_MIN_TAPS` taps, on at least ``min_positions``
+    (by default `GROUPED_FFT_MIN_POSITIONS`) output positions per image, and
     undilated unless ``x_spatial`` (the input's spatial shape) is given and the output
     is as large as it along every dim (`shift`'s derivatives, `_shift_derivatives_by_fft`,
     do not give it).
@@ -2045,7 +2045,7 @@ def _shift_derivatives_by_fft(spec: ConvSpec, x_shape, w_shape, nested: bool) ->
 GROUPED_FFT_MAX_OUT_CHANNELS = 4
 GROUPED_FFT_MAX_IN_CHANNELS = 16
 # ... on at least this many output positions per image and this many rows (batch x
-# positions), where `_grouped_large_kernel_by_fft` asks for GROUPED_FFT_MIN_POSITIONS.
+# positions), where `_grouped_large_kernel_by_fft` asks for `GROUPED_FFT_MIN_POSITIONS`.
 GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS, GROUPED_FEW_OUTPUTS_FFT_MIN_ROWS = 25, 100
 
 
@@ -2054,9 +2054,10 @@ def _grouped_few_outputs_by_fft(spec: ConvSpec, x_shape, w_shape) -> bool:
     groups (at most `DENSE_GROUPS_MAX_GROUPS` groups) or by the groups loop (from
     `GROUPS_LOOP_MIN_ROWS` rows), runs all three roles by FFT: to at most
     `GROUPED_FFT_MAX_OUT_CHANNELS` output channels a group, with a kernel as
-    `_grouped_large_kernel_by_fft` asks (unstrided, undilated, at least
-    `GROUPED_FFT_MIN_TAPS` taps) on at least `GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS`
-    output positions per image and `GROUPED_FEW_OUTPUTS_FFT_MIN_ROWS` rows.
+    `_grouped_large_kernel_by_fft` asks (unstrided, undilated unless the output is as
+    large as the input along every dim, at least `GROUPED_FFT_MIN_TAPS` taps) on at
+    least `GROUPED_FEW_OUTPUTS_FFT_MIN_POSITIONS` output positions per image and
+    `GROUPED_FEW_OUTPUTS_FFT_MIN_ROWS` rows.
 
     Each group's dense convolution of a large kernel to a few channels runs at a few
     GFLOP/s; FFT's cost does not grow with the kernel, and its product over a group's
@@ -3793,6 +3794,7 @@ def _input_taps(
     x_shape,
     w_shape,
     weight_gradient: bool = False,
+    *,
     input_gradient: bool = False,
     itemsize: int = 4,
 ) -> bool:

@@ -5040,7 +5040,7 @@ def test_input_taps_rule():
     # Input gradients whose windows and weights pass `lax.MALLOC_MAX_HEAP_BLOCK` (32 MiB)
     # only to `INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS` channels or more:
     # found on 7x7 32->512 @7 "same" batch 16 (its input gradient's convolution 512->32;
-    # 16 x 1369 pairs x 512 + 49 x 32 x 512 floats, 45.9 MB).
+    # 16 x 1369 pairs x 512 + 49 x 32 x 512 floats, 48.1 MB).
     assert _dispatch.INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS == 256
     assert _dispatch.lax_impl.MALLOC_MAX_HEAP_BLOCK == 32 * 2**20
     # 1369 x 512 x 4 bytes an image and 49 x 32 x 512 x 4 of weights: 10 images 31.2
@@ -6526,6 +6526,7 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
         ((8, 12, 4, 6), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 24 positions
         ((3, 12, 6, 6), (8, 3, 7, 7), dict(padding=3, groups=4), True),  # 108 rows
         ((2, 12, 7, 7), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 98 rows
+        ((1, 12, 9, 11), (8, 3, 7, 7), dict(padding=3, groups=4), False),  # 99 rows
         ((1, 96, 20, 20), (64, 3, 7, 7), dict(padding=3, groups=32), False),  # 400 rows
         ((2, 12, 100), (8, 3, 49), dict(padding=24, groups=4), False),  # 1-D
         # Dilated: found by a sweep, 8 groups of 3->2 7x7 dilation 2 @28 batch 4.
@@ -6691,23 +6692,26 @@ def test_auto_runs_the_reduced_layer(impl, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "x_shape, w_shape, groups, want",
+    "x_shape, w_shape, groups, want, dilation",
     [
-        ((8, 128, 28, 28), (256, 2, 7, 7), 64, ("shift", "fft", "fft")),  # 2->4 7x7
-        ((1, 16, 56, 56), (48, 1, 7, 7), 16, ("shift", "fft", "fft")),  # multiplier 3
-        ((1, 32, 28, 28), (64, 2, 7, 7), 16, ("shift", "matmul", "matmul")),  # 784 rows
-        ((1, 16, 28, 28), (48, 1, 7, 7), 16, ("shift", "matmul", "shift")),  # 784 rows
-        ((8, 128, 28, 28), (256, 2, 5, 5), 64, ("shift",) * 3),  # 5x5: shift's throughout
-        ((8, 128, 28, 28), (384, 2, 3, 3), 64, ("shift",) * 3),  # 3x3
+        ((8, 128, 28, 28), (256, 2, 7, 7), 64, ("shift", "fft", "fft"), 1),  # 2->4 7x7
+        ((1, 16, 56, 56), (48, 1, 7, 7), 16, ("shift", "fft", "fft"), 1),  # multiplier 3
+        ((1, 32, 28, 28), (64, 2, 7, 7), 16, ("shift", "matmul", "matmul"), 1),  # 784 rows
+        ((1, 16, 28, 28), (48, 1, 7, 7), 16, ("shift", "matmul", "shift"), 1),  # 784 rows
+        ((8, 128, 28, 28), (256, 2, 5, 5), 64, ("shift",) * 3, 1),  # 5x5: shift's throughout
+        ((8, 128, 28, 28), (384, 2, 3, 3), 64, ("shift",) * 3, 1),  # 3x3
+        # Not dilated ones (0.74x in training), though padded to the input's size.
+        ((8, 128, 28, 28), (256, 2, 7, 7), 64, ("shift", "matmul", "matmul"), 2),
     ],
 )
-def test_shift_derivatives_by_fft(x_shape, w_shape, groups, want):
+def test_shift_derivatives_by_fft(x_shape, w_shape, groups, want, dilation):
     """Grouped 2-D layers whose value is `shift`'s and whose input gradient it would sum
-    over many products take FFT's derivatives with a 7x7 kernel from 3136 rows
-    (`_dispatch._shift_derivatives_by_fft`), `matmul`'s input gradient as before on
-    fewer rows or smaller kernels; in either layout."""
+    over many products take FFT's derivatives with an undilated 7x7 kernel from 3136
+    rows (`_dispatch._shift_derivatives_by_fft`), `matmul`'s input gradient as before on
+    fewer rows, smaller or dilated kernels; in either layout."""
     k = w_shape[-1]
-    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=k // 2, groups=groups).spec
+    kwargs = dict(padding=k // 2 * dilation, dilation=dilation, groups=groups)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     for channels_last in (False, True):
         layer = dataclasses.replace(spec, channels_last=channels_last)
         assert _dispatch.choose(layer, x_shape, w_shape, jnp.float32, "cpu") == want
