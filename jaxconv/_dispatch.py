@@ -91,6 +91,10 @@ DENSE_GROUPS_MIN_CHANNELS_AT_BATCH_1 = 1024
 # channels than SHIFT_MAX_CHANNELS) run by shift-and-add, the derivatives by shift and
 # matmul (see `_pointwise_groups_by_shift`).
 POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
+# Grouped 2-D layers of more than DENSE_GROUPS_MAX_GROUPS groups on fewer rows than
+# GROUPS_LOOP_MIN_ROWS run their value alone by the groups loop from this many rows, on
+# CPUs other than the AVX2-only ones (see `choose`).
+GROUPS_LOOP_VALUE_MIN_ROWS = 64
 # Dense 1-D and 2-D layers from one input channel with at most this many products per
 # input position (taps x output channels) run their value by shift-and-add, and with at
 # most the second their derivatives too (see `_single_input_by_shift`; with more, the
@@ -862,6 +866,8 @@ def _choose_cpu(
             # ... but large kernels by FFT (see `_grouped_large_kernel_by_fft`).
             by_fft = value == "lax" and not spec.channels_last
             return ("fft" if by_fft else value, "fft", "fft")
+        if _groups_loop_value(spec, x_shape, w_shape, rows, value):
+            value = GROUPS_LOOP
         return (value, "matmul", "matmul")
     if taps == 1:
         if spec.channels_last and any(s > 1 for s in spec.stride):
@@ -1945,6 +1951,41 @@ def _pointwise_many_groups(spec: ConvSpec, w_shape) -> bool:
             spec.groups >= 2 * POINTWISE_MANY_GROUPS
             or (spec.groups >= POINTWISE_MANY_GROUPS and c_out_g > c_in_g)
         )
+    )
+
+
+def _groups_loop_value(spec: ConvSpec, x_shape, w_shape, rows: int, value: str) -> bool:
+    """Whether a grouped 2-D value that `choose` leaves to XLA's grouped convolution
+    (more than `DENSE_GROUPS_MAX_GROUPS` groups, fewer rows than `GROUPS_LOOP_MIN_ROWS`,
+    fewer output positions than `GROUPED_MATMUL_MIN_POSITIONS`, no FFT rule) runs by the
+    groups loop instead (`groups.loop`), its derivatives staying `matmul`'s: from
+    `GROUPS_LOOP_VALUE_MIN_ROWS` rows (batch x output positions), on CPUs other than the
+    AVX2-only ones (`lax.avx2_only`; measured on AVX-512), not with a kernel longer than
+    the input (`kernel_past_input`, where XLA's grouped convolution takes no slow path,
+    as with dense groups).
+
+    XLA's grouped convolution runs such layers at a few GFLOP/s. Found by a random sweep
+    (`/tmp/s72/rand2.py 739 30 7 fwd,train --torch`): 32 groups of 8->12 3x3 dilation 2
+    @14 batch 2 channels-last ran 0.92 ms forward, PyTorch 0.23; by the loop 0.57,
+    by `shift` 0.48 (`/tmp/s76/g29.py`). The value's candidates against it on 24 random
+    small-map layers (`gsm.py 1 24 7`, 24-64 groups of 4-32 to 4-32 channels, 3x3-5x5,
+    dilation 1-2, stride 1-2, @7-28, batch 1-4, both layouts, AMD EPYC Zen 5,
+    2026-12-07): the groups loop 1.59x (0.39x on 16 rows), `shift` 1.36x, `matmul`
+    1.36x (geometric means). All three roles by the loop from 49 rows (`gsm2.py 2 24 7
+    49`): forward 1.64x but training 0.97x (0.43-2.6x), so the value alone. The rule
+    against without on fresh layers (`glv.py 3 30 7`, `glv.py 4 20 7`, 17-128 groups of
+    2-64 to 2-64 channels): forward 2.08x and 1.73x, training 1.15x and 1.19x (lowest
+    0.66x forward, 32 groups of 32->4 7x7 @4 batch 8, 2.7 ms against 4.0; 0.76x
+    training); `matmul`'s values on larger maps went both ways against the loop
+    (0.68-9.6x forward, 0.76-1.23x training on six layers) and stay. The losses were
+    kernels past the input (`glv.py 5 24 7`: 32 groups of 16->4 5x5 @4 batch 8 0.52-0.67x
+    forward, XLA's grouped value 0.89 ms), hence that exclusion."""
+    return (
+        value == "lax"
+        and spec.ndim == 2
+        and rows >= GROUPS_LOOP_VALUE_MIN_ROWS
+        and not lax_impl.avx2_only()
+        and not kernel_past_input(spec, x_shape, w_shape)
     )
 
 

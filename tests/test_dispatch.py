@@ -138,15 +138,19 @@ def test_cuda_rules_compute_the_convolution(monkeypatch, retrace, k, channels_la
 
 @pytest.mark.parametrize("avx2_only", [False, True])
 def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
-    """Grouped 2-D values, channels-last or of one image, of more than 16 groups on
-    fewer than 784 rows and 400 positions (ResNeXt's later stages) run by `matmul` on a
-    CPU with AVX2 and no AVX-512, unstrided on more than 16 positions
-    (`_small_grouped_map_by_matmul`); elsewhere, and in 1-D, channels-first from batch
-    2, strided or on tiny maps, XLA's grouped value. The derivatives are matmul's either
-    way; the results are every algorithm's."""
+    """Grouped 2-D values of more than 16 groups on fewer than 784 rows and 400
+    positions (ResNeXt's later stages): on a CPU with AVX2 and no AVX-512, channels-last
+    or of one image, unstrided on more than 16 positions, by `matmul`
+    (`_small_grouped_map_by_matmul`), and otherwise XLA's grouped value; on other CPUs
+    by the groups loop from `GROUPS_LOOP_VALUE_MIN_ROWS` (64) rows, XLA's grouped value
+    on fewer or with a kernel longer than the input. In 1-D XLA's grouped value. The
+    derivatives are matmul's either way; the results are every algorithm's."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
+    assert _dispatch.GROUPS_LOOP_VALUE_MIN_ROWS == 64
     mm, xla_value = ("matmul",) * 3, ("lax", "matmul", "matmul")
-    taken = mm if avx2_only else xla_value
+    loop_value = (_dispatch.GROUPS_LOOP, "matmul", "matmul")
+    taken = mm if avx2_only else loop_value
+    other = xla_value if avx2_only else loop_value
     cl = dict(groups=32, padding=1, channels_last=True)
     assert choose((2, 14, 14, 512), (3, 3, 16, 512), **cl) == taken  # 392 rows
     assert choose((8, 7, 7, 1024), (3, 3, 32, 1024), **cl) == taken
@@ -154,12 +158,18 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
     assert choose((2, 7, 7, 512), (5, 5, 16, 512), groups=32, padding=2, channels_last=True) == (
         taken
     )
-    assert choose((8, 4, 4, 512), (3, 3, 16, 512), **cl) == xla_value  # 16 positions
+    assert choose((1, 8, 8, 512), (3, 3, 16, 512), **cl) == taken  # 64 rows
+    assert choose((1, 7, 9, 512), (3, 3, 16, 512), **cl) == (mm if avx2_only else xla_value)
+    assert choose((8, 4, 4, 512), (3, 3, 16, 512), **cl) == other  # 16 positions
     x, w = (2, 14, 14, 512), (3, 3, 16, 512)
-    assert choose(x, w, stride=2, **cl) == xla_value  # strided
-    assert choose((2, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == xla_value  # cf
+    assert choose(x, w, stride=2, **cl) == other  # strided
+    assert choose((2, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == other  # cf
     assert choose((1, 512, 14, 14), (512, 16, 3, 3), groups=32, padding=1) == taken  # batch 1
     assert choose((1, 512, 4, 4), (512, 16, 3, 3), groups=32, padding=1) == xla_value
+    # A kernel longer than the input (XLA's grouped convolution is fast there).
+    x, w = (8, 512, 4, 4), (128, 16, 5, 5)
+    assert choose(x, w, groups=32, padding=2) == xla_value  # 128 rows
+    assert choose((8, 512, 5, 5), w, groups=32, padding=2) == other  # 200 rows
     assert choose((4, 14, 14, 512), (3, 3, 16, 512), **cl) == (_dispatch.GROUPS_LOOP,) * 3
     assert choose((2, 8, 8, 8, 512), (3, 3, 3, 16, 512), **cl) == ("lax",) * 3  # 3-D planes
     assert choose((2, 100, 512), (3, 16, 512), **cl) == xla_value  # 1-D channels-last
@@ -174,6 +184,22 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
     got = jax.jit(lambda a, b: jaxconv.conv2d(a, b, **cf))(x_cf, w_cf)
     want = jaxconv.conv2d(x_cf.astype(np.float64), w_cf.astype(np.float64), impl="lax", **cf)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_groups_loop_value_trains_as_lax(channels_last, monkeypatch):
+    """A small-map grouped layer whose value the groups loop takes (on 64 rows, with
+    `matmul`'s derivatives) equals lax's (float64), and so do forward mode, second
+    derivatives and `vmap`."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    kwargs = dict(padding=2, dilation=2, groups=17)
+    x_shape, w_shape = (1, 136, 8, 8), (204, 8, 3, 3)  # 17 groups of 8->12
+    x, w, conv = float64_layer(x_shape, w_shape, kwargs, channels_last, seed=11)
+    spec = _spec.conv_plan("conv", x.shape, w.shape, channels_last=channels_last, **kwargs).spec
+    names = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
+    assert names == (_dispatch.GROUPS_LOOP, "matmul", "matmul")
+    trains_as_lax_float64(conv, x, w, check=True)
 
 
 @pytest.mark.parametrize("avx2_only", [False, True])
@@ -413,7 +439,10 @@ def test_cpu_rules():
     # ... else matmul derivatives, and matmul for the value on large 2-D maps, XLA's
     # grouped one on small maps and in 1-D channels-last; in 3-D all by 2-D planes.
     grouped_lax_value = ("lax", "matmul", "matmul")
-    assert choose((8, 512, 7, 7), (512, 16, 3, 3), groups=32, padding=1) == grouped_lax_value
+    # (On CPUs with AVX-512 the value of 64 or more rows by the groups loop too.)
+    small = (_dispatch.GROUPS_LOOP, "matmul", "matmul")
+    small = grouped_lax_value if _dispatch.lax_impl.avx2_only() else small
+    assert choose((8, 512, 7, 7), (512, 16, 3, 3), groups=32, padding=1) == small
     x, w = (1, 1000, 512), (3, 16, 512)
     assert choose(x, w, groups=32, channels_last=True) == grouped_lax_value
     x, w = (2, 512, 8, 8, 8), (512, 16, 3, 3, 3)
