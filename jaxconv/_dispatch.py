@@ -1972,14 +1972,17 @@ def _groups_loop_value(spec: ConvSpec, x_shape, w_shape, rows: int, value: str) 
     dilation 1-2, stride 1-2, @7-28, batch 1-4, both layouts, AMD EPYC Zen 5,
     2026-12-07): the groups loop 1.59x (0.39x on 16 rows), `shift` 1.36x, `matmul`
     1.36x (geometric means). All three roles by the loop from 49 rows (`gsm2.py 2 24 7
-    49`): forward 1.64x but training 0.97x (0.43-2.6x), so the value alone. The rule
-    against without on fresh layers (`glv.py 3 30 7`, `glv.py 4 20 7`, 17-128 groups of
-    2-64 to 2-64 channels): forward 2.08x and 1.73x, training 1.15x and 1.19x (lowest
-    0.66x forward, 32 groups of 32->4 7x7 @4 batch 8, 2.7 ms against 4.0; 0.76x
-    training); `matmul`'s values on larger maps went both ways against the loop
-    (0.68-9.6x forward, 0.76-1.23x training on six layers) and stay. The losses were
-    kernels past the input (`glv.py 5 24 7`: 32 groups of 16->4 5x5 @4 batch 8 0.52-0.67x
-    forward, XLA's grouped value 0.89 ms), hence that exclusion."""
+    49`): forward 1.64x but training 0.97x (0.43-2.6x), so the value alone. The value
+    alone against XLA's on fresh layers (`glv.py 3 30 7`, `glv.py 4 20 7`, 17-128 groups
+    of 2-64 to 2-64 channels, with `matmul`'s large-map values too): forward 2.08x and
+    1.73x, training 1.15x and 1.19x; against `matmul`'s values it went both ways
+    (0.68-9.6x forward, 0.76-1.23x training on six layers), so they stay. XLA's values
+    only (`glv.py 5 24 7`): forward 2.06x, training 1.17x, the losses kernels past the
+    input (32 groups of 16->4 5x5 @4 batch 8, 0.52-0.67x forward against 0.89 ms), hence
+    that exclusion; with it (`glv.py 6 24 7`): forward 1.90x, training 1.22x
+    (0.90-1.80x), the lowest forward row (32 groups of 16x16 3x3 @8 batch 2
+    channels-last, 0.61x) 1.50x in a rerun (`rx.py`, ResNeXt's later stages: 1.44-3.35x
+    from batch 2; at batch 1 on 7x7, 49 rows, unchanged)."""
     return (
         value == "lax"
         and spec.ndim == 2
