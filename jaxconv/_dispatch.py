@@ -94,7 +94,7 @@ POINTWISE_GROUPS_SHIFT_MAX_IN_CHANNELS = 16
 # Grouped 2-D layers of more than DENSE_GROUPS_MAX_GROUPS groups on fewer rows than
 # GROUPS_LOOP_MIN_ROWS run their value alone by the groups loop from this many rows, on
 # CPUs other than the AVX2-only ones (see `choose`).
-GROUPS_LOOP_VALUE_MIN_ROWS = 64
+GROUPS_LOOP_VALUE_MIN_ROWS = 49
 # Dense 1-D and 2-D layers from one input channel with at most this many products per
 # input position (taps x output channels) run their value by shift-and-add, and with at
 # most the second their derivatives too (see `_single_input_by_shift`; with more, the
@@ -1982,7 +1982,12 @@ def _groups_loop_value(spec: ConvSpec, x_shape, w_shape, rows: int, value: str) 
     that exclusion; with it (`glv.py 6 24 7`): forward 1.90x, training 1.22x
     (0.90-1.80x), the lowest forward row (32 groups of 16x16 3x3 @8 batch 2
     channels-last, 0.61x) 1.50x in a rerun (`rx.py`, ResNeXt's later stages: 1.44-3.35x
-    from batch 2; at batch 1 on 7x7, 49 rows, unchanged)."""
+    from batch 2). At first from 64 rows; from 49 (7x7 at batch 1, ResNeXt's last stage
+    in inference) against XLA's value (`rx49.py`, 11 runs, 36-49 rows): 32 groups of
+    32x32 @7 batch 1 1.37x channels-last, 5.5x channels-first, of 64x64 1.58x and 5.0x,
+    of 16x16 1.10x and 1.23x, but 0.82x on 32 groups of 8->12 @7 channels-last (0.18 ms
+    against 0.22, taken all the same); on 36 rows (3x3 maps at batch 4) 0.85x
+    channels-last, so not below 49."""
     return (
         value == "lax"
         and spec.ndim == 2

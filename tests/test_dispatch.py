@@ -142,11 +142,11 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
     positions (ResNeXt's later stages): on a CPU with AVX2 and no AVX-512, channels-last
     or of one image, unstrided on more than 16 positions, by `matmul`
     (`_small_grouped_map_by_matmul`), and otherwise XLA's grouped value; on other CPUs
-    by the groups loop from `GROUPS_LOOP_VALUE_MIN_ROWS` (64) rows, XLA's grouped value
+    by the groups loop from `GROUPS_LOOP_VALUE_MIN_ROWS` (49) rows, XLA's grouped value
     on fewer or with a kernel longer than the input. In 1-D XLA's grouped value. The
     derivatives are matmul's either way; the results are every algorithm's."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
-    assert _dispatch.GROUPS_LOOP_VALUE_MIN_ROWS == 64
+    assert _dispatch.GROUPS_LOOP_VALUE_MIN_ROWS == 49
     mm, xla_value = ("matmul",) * 3, ("lax", "matmul", "matmul")
     loop_value = (_dispatch.GROUPS_LOOP, "matmul", "matmul")
     taken = mm if avx2_only else loop_value
@@ -158,8 +158,8 @@ def test_small_grouped_maps_by_matmul(avx2_only, monkeypatch, retrace):
     assert choose((2, 7, 7, 512), (5, 5, 16, 512), groups=32, padding=2, channels_last=True) == (
         taken
     )
-    assert choose((1, 8, 8, 512), (3, 3, 16, 512), **cl) == taken  # 64 rows
-    assert choose((1, 7, 9, 512), (3, 3, 16, 512), **cl) == (mm if avx2_only else xla_value)
+    assert choose((1, 7, 7, 512), (3, 3, 16, 512), **cl) == taken  # 49 rows
+    assert choose((1, 6, 8, 512), (3, 3, 16, 512), **cl) == (mm if avx2_only else xla_value)
     assert choose((8, 4, 4, 512), (3, 3, 16, 512), **cl) == other  # 16 positions
     x, w = (2, 14, 14, 512), (3, 3, 16, 512)
     assert choose(x, w, stride=2, **cl) == other  # strided
