@@ -2451,7 +2451,7 @@ def _xla_3d_pointwise(spec: ConvSpec, w_shape) -> bool:
     )
 
 
-def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, value: bool = False) -> bool:
+def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, differentiated: bool = True) -> bool:
     """Whether the value of this 3-D convolution runs as XLA's 3-D convolution rather
     than by 2-D planes: strided along the planes, whose strided 2-D convolutions XLA's
     CPU backend runs on YNNPACK, which on large planes of many channels is slower than
@@ -2488,7 +2488,7 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, value: bool = False) ->
     1.07x. Not from more channels (64->256 @16 0.84x / 0.94x) nor to fewer (32->128
     @16 1.01x / 0.81x).
 
-    With ``value`` (a value not differentiated), such expansions from
+    Not ``differentiated`` (a value alone), such expansions from
     `STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS` (input x output) channels per group
     rather than `STRIDED_3D_MIN_CHANNELS`. Found by a random sweep on a Zen 5 EPYC
     (2026-12-07, `/tmp/s72/rand2.py 732`): 5x5x5 stride 2 8->384 @8 batch 16
@@ -2512,7 +2512,7 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, value: bool = False) ->
     )
     if max(spec.stride[1:]) == 1:
         return False
-    if value and expands and pairs >= STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS:
+    if not differentiated and expands and pairs >= STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS:
         return True
     return pairs >= STRIDED_3D_MIN_CHANNELS and (
         math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
@@ -4801,8 +4801,10 @@ def _run(
             # (`_odd_output_channels`): zero filters added, their outputs dropped.
             return chosen(x_, _zeros_to_multiple(w_, 0), spec_)[:, : w_.shape[0]]
         if spec_.ndim == 3 and planes.applies(spec_):
-            alone = not differentiated
-            if not (role == FORWARD and _strided_3d_direct(spec_, x_.shape, w_.shape, alone)):
+            direct = role == FORWARD and _strided_3d_direct(
+                spec_, x_.shape, w_.shape, differentiated
+            )
+            if not direct:
                 # 3-D by 2-D planes (the taps folded into the output channels or the
                 # input planes stacked where `_output_stacked_planes` or
                 # `_stacked_planes` says): video 3x3x3 64@16x28x28 batch 8 fwd 1.9-2.2x
