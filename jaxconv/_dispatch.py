@@ -220,6 +220,10 @@ STRIDED_3D_EXPANSION_MAX_IN_CHANNELS, STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS = 32
 # ... and a value not differentiated from this many (input x output) channels per group
 # rather than `STRIDED_3D_MIN_CHANNELS` (see `_strided_3d_direct`).
 STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS = 2048
+# ... but a dense one on at most this many rows (batch x output positions), with
+# patches of at least `MATMUL_MIN_DEPTH` products, to at least this many output
+# channels, runs its value by `matmul` instead (see `_strided_3d_value_by_matmul`).
+STRIDED_3D_MATMUL_VALUE_MAX_ROWS, STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS = 128, 16
 # The weight gradient of a 3-D convolution by 2-D planes stacks the planes
 # (`planes.stacked`) from at most this many input channels per group (see
 # `_stacked_planes`), and no role stacks them on output planes of fewer than this many
@@ -451,6 +455,12 @@ def choose(
     rules = _choose_cpu(
         spec, x_shape, w_shape, dtype, few_inputs_by_matmul=not few_inputs_narrow, nested=nested
     )
+    if (
+        not nested
+        and rules[FORWARD] == "lax"
+        and _strided_3d_value_by_matmul(spec, x_shape, w_shape)
+    ):
+        rules = ("matmul", *rules[1:])
     if _few_inputs_wide(spec, w_shape):
         undilated = all(d == 1 for d in spec.rhs_dilation)
         positions = math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
@@ -2518,6 +2528,40 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, differentiated: bool = 
         math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
         or reuse < STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT
         or expands
+    )
+
+
+def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether the value of this dense 3-D convolution, one XLA would run as its own 3-D
+    convolution (`_strided_3d_direct`, as differentiated), runs by `matmul`'s patches
+    instead: on at most `STRIDED_3D_MATMUL_VALUE_MAX_ROWS` rows (batch x output
+    positions), patches at least `MATMUL_MIN_DEPTH` deep, to at least
+    `STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS` output channels. XLA's 3-D convolution
+    runs such short, deep products at 10-60 GFLOP/s; the derivatives keep the rules'.
+
+    Found against PyTorch (`/tmp/s77/worst.py`: 3x3x3 stride 2 dilation 3 96->64 @8
+    batch 2 channels-first, 2.2 ms against PyTorch's 0.13, `matmul` 0.37). The value by
+    `matmul` against the rules before, random layers the rule takes (AMD EPYC with
+    AVX-512, 5 interleaved runs, 2026-12-07, `/tmp/s77/s3d5.py 5 24 5`; k2-k5, stride 2,
+    3 or (1, 2, 2), dilation 1-3, 128-512 -> 16-192 channels, @4-16, batch 1-8, both
+    layouts, 8-128 rows): forward 2.35x geometric mean, 0.86-10.2x (384->64 3x3x3
+    stride 3 dilation 2 @10 batch 1 channels-last 10.2x, 384->16 stride 3 @8 5.2x;
+    below 1.0x only where the kernel was trimmed to the taps that read the input and
+    XLA ran the rest fast: 0.86-0.95x on three); training with a fixed cotangent 1.18x,
+    0.85-2.14x (0.85x on 384->96 stride 3 @10 batch 2, 128 rows). All three roles by
+    `matmul` trained 1.22x but 0.77-2.55x; earlier sweeps (`/tmp/s77/s3d2.py`, all
+    three roles by `matmul` on small 3-D layers the rule partly takes): on layers that
+    XLA's 3-D convolution ran, 2.1-11x forward (all of them), and below 16 output
+    channels 0.15-0.65x (where the planes ran them)."""
+    if spec.ndim != 3 or spec.groups != 1:
+        return False
+    c_out, c_in = w_shape[:2]
+    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    return (
+        rows <= STRIDED_3D_MATMUL_VALUE_MAX_ROWS
+        and c_in * math.prod(w_shape[2:]) >= MATMUL_MIN_DEPTH
+        and c_out >= STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS
+        and _strided_3d_direct(spec, x_shape, w_shape)
     )
 
 

@@ -993,6 +993,59 @@ def test_strided_3d_expansion_value_alone():
     )
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_3d_short_value_by_matmul(channels_last):
+    """A dense 3-D value XLA would run as its own 3-D convolution (strided along the
+    planes, `_dispatch._strided_3d_direct`) runs by `matmul` on at most
+    `STRIDED_3D_MATMUL_VALUE_MAX_ROWS` rows (batch x output positions), patches of at
+    least `MATMUL_MIN_DEPTH` products and at least
+    `STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS` output channels; the derivatives keep
+    the rules'. Values and gradients equal lax's."""
+    assert _dispatch.STRIDED_3D_MATMUL_VALUE_MAX_ROWS == 128
+    assert _dispatch.STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS == 16
+    assert _dispatch.MATMUL_MIN_DEPTH == 1024
+    rule = _dispatch._strided_3d_value_by_matmul
+    for batch, c_in, c_out, kwargs, taken in [
+        (2, 384, 64, dict(stride=2, padding=1), True),  # 2 x 4^3 = 128 rows
+        (3, 384, 64, dict(stride=2, padding=1), False),  # 192 rows
+        (2, 384, 16, dict(stride=2, padding=1), True),
+        (2, 384, 8, dict(stride=2, padding=1), False),  # to fewer than 16 channels
+        (2, 38, 112, dict(stride=2, padding=1), True),  # 38 x 27 = 1026 deep
+        (2, 37, 112, dict(stride=2, padding=1), False),  # 999 deep
+        (1, 384, 64, dict(stride=(2, 1, 1)), False),  # 108 rows, planes unstrided: planes
+        (1, 384, 64, dict(stride=(1, 2, 2), padding=1), True),  # 8 x 4 x 4 rows
+        (2, 384, 64, dict(stride=2, padding=1, groups=2), False),  # grouped
+    ]:
+        x_shape = (batch, c_in, 8, 8, 8)
+        w_shape = (c_out, c_in // kwargs.get("groups", 1), 3, 3, 3)
+        spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+        assert rule(spec, x_shape, w_shape) == taken, (batch, c_in, c_out, kwargs)
+        if not taken:
+            continue
+        rules = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
+        assert rules[0] == "matmul"
+        with mock.patch.object(_dispatch, "_strided_3d_value_by_matmul", lambda *a: False):
+            before = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
+        assert before[0] == "lax" and rules[1:] == before[1:]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 64, 7, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3, 3)).astype(np.float32)
+    kwargs = dict(stride=2, padding=(1, 0, 1), dilation=(1, 2, 1), channels_last=channels_last)
+    if channels_last:
+        x, w = np.moveaxis(x, 1, -1), np.transpose(w, (2, 3, 4, 1, 0))
+    assert choose(x.shape, w.shape, **kwargs)[0] == "matmul"
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(a, b, **kwargs, impl=impl)
+
+    f = conv("auto")
+    ct = cotangent(f, x, w)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4 * float(np.abs(r).max()))
+    np.testing.assert_allclose(jax.jit(f)(x, w), want[0], rtol=2e-4, atol=2e-3)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
 @pytest.mark.parametrize(
     "x_shape,w_shape,stride,direct",
