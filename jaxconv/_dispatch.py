@@ -407,6 +407,11 @@ KERNEL_PAST_OUTPUT_MIN_OUT_CHANNELS_FEW, KERNEL_PAST_OUTPUT_FEW_VENDORS = 8, ("A
 # with at most this many patch elements (whole batch; see
 # `_strided_dilated_derivatives_by_matmul`).
 STRIDED_DILATED_MAX_PATCHES = 1 << 22
+# ... but their input gradient XLA's where they narrow: to at most this many output
+# channels from at least this many input channels, and this many times the outputs
+# (see `_strided_dilated_narrowing`).
+STRIDED_DILATED_NARROWING_MAX_OUT_CHANNELS, STRIDED_DILATED_NARROWING_MIN_IN_CHANNELS = 16, 32
+STRIDED_DILATED_NARROWING_MIN_RATIO = 4
 # Dense channels-last 2-D layers whose kernel is shorter than the stride along both dims
 # take `matmul`'s derivatives to at least this many channels (`_kernel_within_stride`).
 KERNEL_WITHIN_STRIDE_MIN_OUT_CHANNELS = 8
@@ -491,11 +496,11 @@ def choose(
         and _single_input_value_by_shift_wide(spec, w_shape)
     ):
         rules = ("shift", *rules[1:])
-    if not nested and (
-        _strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape)
-        or _kernel_within_stride(spec, w_shape)
-    ):
+    if not nested and _kernel_within_stride(spec, w_shape):
         rules = (rules[FORWARD], "matmul", "matmul")
+    elif not nested and _strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape):
+        narrowing = _strided_dilated_narrowing(w_shape)
+        rules = (rules[FORWARD], "lax" if narrowing else "matmul", "matmul")
     if (
         not nested
         and rules == ("lax",) * 3
@@ -4260,6 +4265,34 @@ def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> 
         max(spec.stride) > 1
         and max(spec.rhs_dilation) > 1
         and _patch_elements(spec, x_shape, w_shape) <= STRIDED_DILATED_MAX_PATCHES
+    )
+
+
+def _strided_dilated_narrowing(w_shape) -> bool:
+    """Whether a layer `_strided_dilated_derivatives_by_matmul` takes keeps XLA's input
+    gradient (its weight gradient still `matmul`'s): to at most
+    `STRIDED_DILATED_NARROWING_MAX_OUT_CHANNELS` channels from at least
+    `STRIDED_DILATED_NARROWING_MIN_IN_CHANNELS`, and at least
+    `STRIDED_DILATED_NARROWING_MIN_RATIO` times as many. The patches' input gradient
+    multiplies the few output channels out to every input channel and tap, then folds
+    the products back (``C_in * taps`` per row, for a product ``C_out`` deep); XLA's
+    convolution from the few channels to the many does no such copy.
+
+    Found by a sweep against PyTorch (`/tmp/s77/worst.py train`): 7x7 stride 2 dilation
+    3 96->8 @56 batch 1 channels-last trained at 0.44x `lax`, its input gradient by
+    `matmul` 7.15 ms against XLA's 0.83. XLA's input gradient against `matmul`'s
+    (training with a fixed cotangent, 5 interleaved runs, AMD EPYC with AVX-512,
+    2026-12-07, layers the rule above takes: 3x3-7x7, stride 2-3, dilation 2-4, @14-112,
+    batch 1-16; `/tmp/s77/sdx.py 1 24 5`, `sdx.py 2 24 5`, `sdx2.py 3 24 5`): to 1-32
+    channels from 32-512, at least twice as many, 1.03-6.1x on 39 of 41 layers (0.80x on
+    64->24 5x5 stride 3 dilation 4 @28 batch 2, 0.59 ms against 0.74; 0.95x on 256->32);
+    from 8-24 channels 0.63-1.44x (three of 8->1-12 0.63-0.74x); 48->32 0.52x; to 48-384
+    channels 0.11-1.11x (32->256 @64 batch 8 0.44x, 8->256 0.11-0.25x)."""
+    c_out, c_in = w_shape[:2]
+    return (
+        c_out <= STRIDED_DILATED_NARROWING_MAX_OUT_CHANNELS
+        and c_in >= STRIDED_DILATED_NARROWING_MIN_IN_CHANNELS
+        and c_in >= STRIDED_DILATED_NARROWING_MIN_RATIO * c_out
     )
 
 

@@ -2831,13 +2831,52 @@ def test_strided_dilated_derivatives_by_matmul(monkeypatch, x_shape, w_shape, kw
     choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
     rules = choose(cl, x_shape, w_shape)
     if taken:
-        assert rules[1:] == ("matmul", "matmul")
+        narrowing = _dispatch._strided_dilated_narrowing(w_shape)
+        assert rules[1:] == ("lax" if narrowing else "matmul", "matmul")
         monkeypatch.setattr(_dispatch, "STRIDED_DILATED_MAX_PATCHES", 0)
         assert choose(cl, x_shape, w_shape)[0] == rules[0]  # the value as without it
         monkeypatch.setattr(_dispatch, "STRIDED_DILATED_MAX_PATCHES", 1 << 22)
         assert choose(cl, x_shape, w_shape, nested=True)[1:] != ("matmul", "matmul")
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
     assert not _dispatch._strided_dilated_derivatives_by_matmul(cl, x_shape, w_shape)
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, narrowing",
+    [
+        (96, 8, True),  # found by a sweep
+        (32, 8, True),
+        (64, 16, True),
+        (31, 4, False),  # from fewer than 32 channels
+        (128, 17, False),  # to more than 16
+        (63, 16, False),  # fewer than 4x as many
+        (512, 48, False),
+    ],
+)
+def test_strided_dilated_narrowing_keeps_xla_input_gradient(monkeypatch, c_in, c_out, narrowing):
+    """Of the layers `_dispatch._strided_dilated_derivatives_by_matmul` takes, those to at
+    most 16 channels from at least 32 and 4x as many keep XLA's input gradient
+    (`_dispatch._strided_dilated_narrowing`), the weight gradient `matmul`'s; values and
+    gradients as lax's."""
+    assert _dispatch.STRIDED_DILATED_NARROWING_MAX_OUT_CHANNELS == 16
+    assert _dispatch.STRIDED_DILATED_NARROWING_MIN_IN_CHANNELS == 32
+    assert _dispatch.STRIDED_DILATED_NARROWING_MIN_RATIO == 4
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    x_shape, w_shape = (1, c_in, 20, 20), (c_out, c_in, 3, 3)
+    kwargs = dict(stride=2, padding=3, dilation=3)
+    assert _dispatch._strided_dilated_narrowing(w_shape) == narrowing
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    cl = dataclasses.replace(spec, channels_last=True)
+    assert _dispatch._strided_dilated_derivatives_by_matmul(cl, x_shape, w_shape)
+    rules = _dispatch.choose(cl, x_shape, w_shape, jnp.float32, "cpu")
+    assert rules[1:] == ("lax" if narrowing else "matmul", "matmul")
+    if not narrowing or c_in > 64:
+        return
+    x, w, conv = _layer("conv", x_shape, w_shape, kwargs, True, seed=4)
+    input_grad, weight_grad = _derivative_programs(conv, x, w)
+    assert "stablehlo.convolution" in input_grad
+    assert "stablehlo.convolution" not in weight_grad
+    _assert_trains_as_lax(conv, x, w, value=True)
 
 
 @pytest.mark.parametrize(
