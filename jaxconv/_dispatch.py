@@ -330,6 +330,9 @@ KERNEL_PAST_INPUT_MIN_CHANNELS = 32
 # has positions, and the value channels-first from and to at least this many channels
 # (see `kernel_past_output`).
 KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS = 64
+# ... and channels-last in 2-D unpadded, on at least this many rows (batch x output
+# positions; see `_kernel_past_output_unpadded_value`).
+KERNEL_PAST_OUTPUT_UNPADDED_VALUE_MIN_ROWS = 4
 # ... and along dilated dims, the dilated kernel's window, on outputs of at most this
 # many positions (see `choose`).
 KERNEL_PAST_OUTPUT_DILATED_MAX_POSITIONS = 64
@@ -541,7 +544,8 @@ def choose(
         # 96->384 3x3x3 stride 2 @5 1.69x, 64->128 @6 batch 4 1.51x, 256x256 @4 1.70x, 64x64
         # @4 batch 2 1.40x, 5x5x5 @6 1.77x, 128x128 5x5x5 stride 2 @7 batch 2 1.97x, 7x7x7
         # 64@9 batch 1 2.41x; in 2-D and 1-D it stays the rules' (matmul 0.61-3.2x lax,
-        # 0.67-0.79x in 1-D).
+        # 0.67-0.79x in 1-D), but for unpadded 2-D values on 4 or more rows since
+        # 2026-12-07 (`_kernel_past_output_unpadded_value`).
         # Dilated kernels whose window runs past a small output likewise (3x3 dilation 2-6
         # and 5x5 dilation 2, 64-512 channels, maps of 2-16, batch 1-16, training with a
         # fixed cotangent and through a ReLU against the rules before, 7-21 interleaved
@@ -558,7 +562,15 @@ def choose(
         patches = _patch_elements(spec, x_shape, w_shape)  # (dense: C_in x taps per row)
         small = patches <= MATMUL_MAX_PATCHES_PER_OUT_CHANNEL * w_shape[0]
         deep = min(w_shape[:2]) >= KERNEL_PAST_OUTPUT_VALUE_MIN_CHANNELS
-        by_patches = small and deep and (not spec.channels_last or spec.ndim == 3)
+        by_patches = (
+            small
+            and deep
+            and (
+                not spec.channels_last
+                or spec.ndim == 3
+                or _kernel_past_output_unpadded_value(spec, x_shape, w_shape)
+            )
+        )
         value = "matmul" if by_patches else rules[FORWARD]
         return (value, "matmul", "matmul")
     return rules
@@ -4265,6 +4277,37 @@ def _strided_dilated_derivatives_by_matmul(spec: ConvSpec, x_shape, w_shape) -> 
         max(spec.stride) > 1
         and max(spec.rhs_dilation) > 1
         and _patch_elements(spec, x_shape, w_shape) <= STRIDED_DILATED_MAX_PATCHES
+    )
+
+
+def _kernel_past_output_unpadded_value(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether a channels-last layer `kernel_past_output` takes (few and deep patches,
+    see `choose`) runs its value by `matmul` too: 2-D, unpadded, on at least
+    `KERNEL_PAST_OUTPUT_UNPADDED_VALUE_MIN_ROWS` rows (batch x output positions), on a
+    CPU with AVX-512 (not `lax.avx2_only`, where it was not measured). Unpadded, the
+    value is XLA's convolution whole, which runs such short, deep products slowly;
+    padded, other rules run it (`_input_taps`, the kernel trimmed to the taps that read
+    the input), which `matmul` did not beat.
+
+    Found by a sweep against PyTorch (`/tmp/s77/roles6.py`: 7x7 384->128 @8 batch 8
+    channels-last, the value 3.35 ms by the rules, 0.98 by `matmul`). `matmul`'s value
+    against the rules on the layers `kernel_past_output` takes with few, deep patches
+    (channels-last, 2-D, 3x3-9x9, stride 1-2, dilation 1-2, 64-512 channels, @2-14,
+    batch 1-16, 5 interleaved runs, AMD EPYC with AVX-512, 2026-12-07): padded or not
+    (`kpo.py 1 20 5`), forward 1.29x (0.72-5.33x), training 1.08x (0.76-1.90x), the
+    losses padded or on 1-8 rows; unpadded (`kpo2.py 2 24 5`), forward 1.37x
+    (0.42-3.63x), training 1.13x (0.91-1.45x): 7x7 256->512 @8 batch 4 2.66x, 9x9 stride
+    2 192->128 @10 batch 16 3.25x, 3x3 512->512 @3 batch 8 3.63x; lost on 1-2 rows
+    (0.60-0.98x; 9x9 stride 2 512->128 @9 batch 1 0.60x, 0.76x in 15 runs), on a 1.2
+    MFLOP layer of 4 rows (0.42x, 0.60x in 15 runs: 0.07 ms against 0.12) and on 5x5
+    stride 2 128->192 @12 batch 16 (0.75x, 0.86x in 15 runs; training 1.26x)."""
+    return (
+        spec.ndim == 2
+        and spec.channels_last
+        and all(lo == 0 and hi == 0 for lo, hi in spec.padding)
+        and x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+        >= KERNEL_PAST_OUTPUT_UNPADDED_VALUE_MIN_ROWS
+        and not lax_impl.avx2_only()
     )
 
 

@@ -2725,16 +2725,52 @@ def test_kernel_past_output_differentiates_by_patches(
     a dilated window longer than a small output): both derivatives by the patches'
     product under auto (their convolutions would have
     a kernel past the output gradient, XLA's slow path), no convolution in either; the
-    value too where the patches are small and the channels many, channels-first or in
-    3-D; values and gradients as lax's (on a CPU with AVX-512: see
+    value too where the patches are small and the channels many, channels-first, in 3-D
+    or unpadded in 2-D (`_dispatch._kernel_past_output_unpadded_value`); values and
+    gradients as lax's (on a CPU with AVX-512: see
     `test_kernel_past_output_dilated_on_avx2_only_cpus`)."""
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     x, w, conv = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=5)
     for text in _derivative_programs(conv, x, w):
         assert text.count("stablehlo.convolution") == 0
     value = jax.jit(conv("auto")).lower(x, w).as_text().count("stablehlo.convolution")
-    assert (value == 0) == (value_by_patches and (len(x_shape) == 5 or not channels_last))
+    unpadded_2d = len(x_shape) == 4 and "padding" not in kwargs
+    layout = len(x_shape) == 5 or not channels_last or unpadded_2d
+    assert (value == 0) == (value_by_patches and layout)
     _assert_trains_as_lax(conv, x, w, value=True)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, taken",
+    [
+        ((8, 384, 8, 8), (128, 384, 7, 7), {}, True),  # found: 8 x 2 x 2 rows
+        ((1, 64, 8, 8), (64, 64, 7, 7), {}, True),  # 4 rows
+        ((1, 64, 8, 7), (64, 64, 7, 7), {}, False),  # 2 rows
+        ((2, 64, 8, 8), (64, 64, 7, 7), dict(padding=(0, 1)), False),  # padded
+        ((2, 64, 8, 8), (64, 64, 7, 7), dict(padding=((0, 0), (1, 0))), False),
+        ((2, 64, 8, 8), (64, 64, 7, 7), dict(padding=((0, 0), (0, 1))), False),
+        ((2, 64, 12, 12), (96, 64, 5, 5), dict(stride=2, dilation=2), True),
+        ((4, 64, 10), (64, 64, 9), {}, False),  # 1-D
+    ],
+)
+def test_kernel_past_output_unpadded_value(monkeypatch, x_shape, w_shape, kwargs, taken):
+    """Channels-last 2-D layers unpadded on at least
+    `KERNEL_PAST_OUTPUT_UNPADDED_VALUE_MIN_ROWS` rows (batch x output positions) take
+    their value by `matmul` where `kernel_past_output` takes their derivatives
+    (`_dispatch._kernel_past_output_unpadded_value`), with AVX-512; channels-first the
+    rule is not needed (the value by patches already), and with AVX2 alone, not."""
+    assert _dispatch.KERNEL_PAST_OUTPUT_UNPADDED_VALUE_MIN_ROWS == 4
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    cl = dataclasses.replace(spec, channels_last=True)
+    rule = _dispatch._kernel_past_output_unpadded_value
+    assert rule(cl, x_shape, w_shape) == taken
+    assert not rule(spec, x_shape, w_shape)
+    assert _dispatch.kernel_past_output(cl, x_shape, w_shape)
+    rules = _dispatch.choose(cl, x_shape, w_shape, jnp.float32, "cpu")
+    assert (rules == ("matmul",) * 3) == taken
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
+    assert not rule(cl, x_shape, w_shape)
 
 
 def test_kernel_past_output_few_channels_on_amd_avx512(monkeypatch):
