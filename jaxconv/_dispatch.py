@@ -502,6 +502,8 @@ def choose(
     if not nested and _kernel_within_stride(spec, w_shape):
         rules = (rules[FORWARD], "matmul", "matmul")
     elif not nested and _strided_dilated_derivatives_by_matmul(spec, x_shape, w_shape):
+        # (`kernel_past_output` below still gives `matmul`'s input gradient to such a
+        # layer whose kernel runs past its output: XLA's slow path there.)
         narrowing = _strided_dilated_narrowing(w_shape)
         rules = (rules[FORWARD], "lax" if narrowing else "matmul", "matmul")
     if (
@@ -2568,9 +2570,11 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
     0.85-2.14x (0.85x on 384->96 stride 3 @10 batch 2, 128 rows). All three roles by
     `matmul` trained 1.22x but 0.77-2.55x; earlier sweeps (`/tmp/s77/s3d2.py`, all
     three roles by `matmul` on small 3-D layers the rule partly takes): on layers that
-    XLA's 3-D convolution ran, 2.1-11x forward (all of them), and below 16 output
-    channels 0.15-0.65x (where the planes ran them)."""
-    if spec.ndim != 3 or spec.groups != 1:
+    XLA's 3-D convolution ran, 2.1-11x forward (all of them). The floor of 16 output
+    channels is untested on layers XLA runs whole (to 8 channels, two layers the planes
+    ran lost 0.15-0.65x by `matmul`). Not on CPUs with AVX2 and no AVX-512
+    (`lax.avx2_only`), where it was not measured."""
+    if spec.ndim != 3 or spec.groups != 1 or lax_impl.avx2_only():
         return False
     c_out, c_in = w_shape[:2]
     rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
@@ -4326,11 +4330,15 @@ def _strided_dilated_narrowing(w_shape) -> bool:
     `matmul` 7.15 ms against XLA's 0.83. XLA's input gradient against `matmul`'s
     (training with a fixed cotangent, 5 interleaved runs, AMD EPYC with AVX-512,
     2026-12-07, layers the rule above takes: 3x3-7x7, stride 2-3, dilation 2-4, @14-112,
-    batch 1-16; `/tmp/s77/sdx.py 1 24 5`, `sdx.py 2 24 5`, `sdx2.py 3 24 5`): to 1-32
-    channels from 32-512, at least twice as many, 1.03-6.1x on 39 of 41 layers (0.80x on
-    64->24 5x5 stride 3 dilation 4 @28 batch 2, 0.59 ms against 0.74; 0.95x on 256->32);
-    from 8-24 channels 0.63-1.44x (three of 8->1-12 0.63-0.74x); 48->32 0.52x; to 48-384
-    channels 0.11-1.11x (32->256 @64 batch 8 0.44x, 8->256 0.11-0.25x)."""
+    batch 1-16; `/tmp/s77/sdx.py 1 24 5`, `sdx.py 2 24 5`, `sdx2.py 3 24 5`, `sdx3.py 4
+    24 5`): from 8-24 channels 0.63-1.44x (three of 8->1-12 0.63-0.74x); to 48-384
+    channels 0.11-1.11x (32->256 @64 batch 8 0.44x, 8->256 0.11-0.25x); to 24-32
+    channels, or from fewer than 4x as many, 0.42-1.92x (64->32 7x7 stride 3 @14 batch 8
+    0.42x, 48->32 0.52x, 96->32 0.77x, 64->24 0.80x, 48->16 0.88x); within the bounds
+    (to at most 16 from 32 or more, 4x as many) 1.02-6.1x on all but one (64->12 3x3
+    @14 batch 4, 0.71x: 0.25 ms against 0.18). The bounds on 24 fresh layers
+    (`sdx3.py 5 24 5`): training 1.74x, 1.09-3.18x. Not on CPUs with AVX2 and no AVX-512,
+    as the rule above."""
     c_out, c_in = w_shape[:2]
     return (
         c_out <= STRIDED_DILATED_NARROWING_MAX_OUT_CHANNELS

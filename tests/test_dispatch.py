@@ -994,7 +994,7 @@ def test_strided_3d_expansion_value_alone():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_strided_3d_short_value_by_matmul(channels_last):
+def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
     """A dense 3-D value XLA would run as its own 3-D convolution (strided along the
     planes, `_dispatch._strided_3d_direct`) runs by `matmul` on at most
     `STRIDED_3D_MATMUL_VALUE_MAX_ROWS` rows (batch x output positions), patches of at
@@ -1004,6 +1004,7 @@ def test_strided_3d_short_value_by_matmul(channels_last):
     assert _dispatch.STRIDED_3D_MATMUL_VALUE_MAX_ROWS == 128
     assert _dispatch.STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS == 16
     assert _dispatch.MATMUL_MIN_DEPTH == 1024
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     rule = _dispatch._strided_3d_value_by_matmul
     for batch, c_in, c_out, kwargs, taken in [
         (2, 384, 64, dict(stride=2, padding=1), True),  # 2 x 4^3 = 128 rows
@@ -1044,6 +1045,8 @@ def test_strided_3d_short_value_by_matmul(channels_last):
     for g, r in zip(got, want, strict=True):
         np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4 * float(np.abs(r).max()))
     np.testing.assert_allclose(jax.jit(f)(x, w), want[0], rtol=2e-4, atol=2e-3)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)  # not measured there
+    assert choose(x.shape, w.shape, **kwargs)[0] == "lax"
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the planes rule is the CPU's")
@@ -2734,7 +2737,8 @@ def test_kernel_past_output_differentiates_by_patches(
     for text in _derivative_programs(conv, x, w):
         assert text.count("stablehlo.convolution") == 0
     value = jax.jit(conv("auto")).lower(x, w).as_text().count("stablehlo.convolution")
-    unpadded_2d = len(x_shape) == 4 and "padding" not in kwargs
+    rows = x_shape[0] * math.prod(_spec.conv_plan("conv", x_shape, w_shape, **kwargs).out_shape[2:])
+    unpadded_2d = len(x_shape) == 4 and "padding" not in kwargs and rows >= 4
     layout = len(x_shape) == 5 or not channels_last or unpadded_2d
     assert (value == 0) == (value_by_patches and layout)
     _assert_trains_as_lax(conv, x, w, value=True)
@@ -2837,28 +2841,33 @@ def test_kernel_past_output_dilated_on_avx2_only_cpus(
 
 
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs, taken",
+    "x_shape, w_shape, kwargs, taken, input_gradient",
     [
         # (The rule's own bounds; under `auto` a stride and dilation sharing a factor
         # are divided by it first, `_dispatch.reduced_layer`, so those layers never reach it.)
-        ((1, 128, 56, 56), (48, 128, 3, 3), dict(stride=2, padding=3, dilation=3), True),
-        ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(2, 1), dilation=(1, 2)), True),
-        ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(1, 2), dilation=(2, 1)), True),
-        ((2, 8, 9, 7), (16, 8, 3, 3), dict(stride=2), False),  # undilated
-        ((2, 8, 9, 7), (16, 8, 3, 3), dict(dilation=2), False),  # unstrided
-        ((2, 8, 9, 7), (16, 4, 3, 3), dict(stride=2, dilation=2, groups=2), False),
-        ((2, 8, 30), (16, 8, 3), dict(stride=2, dilation=2), False),  # 1-D
-        ((2, 8, 5, 9, 7), (16, 8, 1, 3, 3), dict(stride=2, dilation=2), False),  # 3-D
-        # 1 << 22 patch elements: 4 x 32 x 32 rows of 1024 (64 channels x 16 taps)
-        ((4, 64, 68, 68), (8, 64, 4, 4), dict(stride=2, dilation=2, padding=1), True),
-        ((4, 64, 70, 68), (8, 64, 4, 4), dict(stride=2, dilation=2, padding=1), False),
+        ((1, 128, 56, 56), (48, 128, 3, 3), dict(stride=2, padding=3, dilation=3), True, "matmul"),
+        ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(2, 1), dilation=(1, 2)), True, "matmul"),
+        ((2, 8, 9, 7), (16, 8, 3, 2), dict(stride=(1, 2), dilation=(2, 1)), True, "matmul"),
+        ((2, 8, 9, 7), (16, 8, 3, 3), dict(stride=2), False, None),  # undilated
+        ((2, 8, 9, 7), (16, 8, 3, 3), dict(dilation=2), False, None),  # unstrided
+        ((2, 8, 9, 7), (16, 4, 3, 3), dict(stride=2, dilation=2, groups=2), False, None),
+        ((2, 8, 30), (16, 8, 3), dict(stride=2, dilation=2), False, None),  # 1-D
+        ((2, 8, 5, 9, 7), (16, 8, 1, 3, 3), dict(stride=2, dilation=2), False, None),  # 3-D
+        # 1 << 22 patch elements: 4 x 32 x 32 rows of 1024 (64 channels x 16 taps); to 8
+        # channels from 64 it narrows (`_dispatch._strided_dilated_narrowing`): XLA's
+        # input gradient.
+        ((4, 64, 68, 68), (8, 64, 4, 4), dict(stride=2, dilation=2, padding=1), True, "lax"),
+        ((4, 64, 70, 68), (8, 64, 4, 4), dict(stride=2, dilation=2, padding=1), False, None),
     ],
 )
-def test_strided_dilated_derivatives_by_matmul(monkeypatch, x_shape, w_shape, kwargs, taken):
+def test_strided_dilated_derivatives_by_matmul(
+    monkeypatch, x_shape, w_shape, kwargs, taken, input_gradient
+):
     """Dense channels-last 2-D layers both strided and dilated take `matmul`'s
     derivatives (`_dispatch._strided_dilated_derivatives_by_matmul`) up to 4M patch
-    elements, the value as before; channels-first, on a CPU with AVX2 and no AVX-512,
-    and where `_run` splits a layer (nested), not."""
+    elements, the value as before (the input gradient XLA's where they narrow);
+    channels-first, on a CPU with AVX2 and no AVX-512, and where `_run` splits a layer
+    (nested), not."""
     spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
     cl = dataclasses.replace(spec, channels_last=True)
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
@@ -2867,8 +2876,7 @@ def test_strided_dilated_derivatives_by_matmul(monkeypatch, x_shape, w_shape, kw
     choose = functools.partial(_dispatch.choose, dtype=jnp.float32, backend="cpu")
     rules = choose(cl, x_shape, w_shape)
     if taken:
-        narrowing = _dispatch._strided_dilated_narrowing(w_shape)
-        assert rules[1:] == ("lax" if narrowing else "matmul", "matmul")
+        assert rules[1:] == (input_gradient, "matmul")
         monkeypatch.setattr(_dispatch, "STRIDED_DILATED_MAX_PATCHES", 0)
         assert choose(cl, x_shape, w_shape)[0] == rules[0]  # the value as without it
         monkeypatch.setattr(_dispatch, "STRIDED_DILATED_MAX_PATCHES", 1 << 22)
