@@ -262,6 +262,9 @@ STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT = 2**21
 # ... or of at least this many with kernels of at least this many taps.
 STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT_LARGE_KERNEL = 2**19
 STRIDED_INPUT_GRADIENT_PHASES_LARGE_KERNEL_TAPS = 16
+# ... and to up to this many times as many channels where every kernel dim is at
+# least twice its stride less one, with AVX-512 (see `_strided_input_gradient_phases`).
+STRIDED_INPUT_GRADIENT_PHASES_MAX_WIDENING = 2
 # ... and, with kernels at least this tall, from at most this many.
 STRIDED_ROWS_TALL_KERNEL, STRIDED_ROWS_TALL_MAX_IN_CHANNELS = 7, 32
 # The value of a transposed convolution to at most this many channels runs whole, not
@@ -3654,7 +3657,31 @@ def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
     0.96x), training 1.04-3.0x on 29 and once 0.79x (4 images of 256->256 5x5 stride 3
     @28 channels-first; 0.95x when measured again, with 9 runs). From 2^14 to 2^19
     elements (`gen3(1, 40)`) the training step went both ways, 0.80-2.70x (below 0.95x
-    on 5 of 40), so not there."""
+    on 5 of 40), so not there.
+
+    Widening layers, to at most `STRIDED_INPUT_GRADIENT_PHASES_MAX_WIDENING` times as
+    many channels, where every kernel dim is at least twice its stride less one (every
+    phase at least one tap along it, one at least two), from inputs of at least
+    `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements whatever the kernel, on CPUs with
+    AVX-512 (not `lax.avx2_only`, where they were measured as above). Found by a sweep against
+    PyTorch (`/tmp/s77/roles6.py`: 3x3 stride 2 48->64 @112 batch 8 channels-first,
+    XLA's input gradient 32.8 ms of a training step of 63, PyTorch's step 20). The
+    phases against XLA's on widening layers (training with a fixed cotangent, 5
+    interleaved runs, AMD EPYC with AVX-512, 2026-12-07; 3x3-7x7, stride 2-3, 8-256 to
+    twice or four times the channels @28-128, batch 1-16, 2^19-2^25 input elements,
+    both layouts; `/tmp/s77/wid.py 1 20 5`): 1.17x, 0.71-2.04x, the losses at stride 3
+    with 3x3 and 4x4 kernels (0.71-0.96x) and to four times the channels (16->64 3x3
+    @112 batch 16 channels-last 0.77x); with kernels of at least twice the stride less
+    one (`wid2.py 2 22 5`) 1.14x, 0.72-1.86x, 0.72x and 0.84x to four times the channels
+    (48->192 7x7 stride 3 @56 batch 8 channels-first, 16->64 7x7 stride 2 @112 batch 4
+    channels-last), 0.97-1.86x on all 17 to twice as many (3x3 stride 2 48->96 @112
+    batch 8 channels-first 1.47x, 7x7 stride 3 32->64 @112 batch 8 1.86x); to twice as
+    many in the first sweep 0.93-2.04x (0.93x and 0.96x on 5x5 stride 3). The rule then
+    (from 2^19 elements with 16 or more taps) against without on 20 fresh layers
+    (`wid3.py 3 20 5`): 1.18x, 0.75-2.14x, the losses on 4x4 kernels from under 2^21
+    elements (32->64 @56 batch 8 channels-last 0.75x, 0.94x in 15 runs; 16->32 @128
+    batch 2 0.86x, 0.87x); from 2^21 elements, 1.00-1.77x on all ten there and on every
+    such layer of the earlier sweeps (0.99-2.04x, 22 layers)."""
     if not _strided_dense_undilated(spec, (2,)):
         return False
     c_out, c_in, *kernel = w_shape
@@ -3662,10 +3689,14 @@ def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
         least = STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT_LARGE_KERNEL
     else:
         least = STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT
+    strides = zip(kernel, spec.stride, strict=True)
+    if c_out <= c_in:
+        return all(k >= s for k, s in strides) and math.prod(x_shape) >= least
     return (
-        c_out <= c_in
-        and all(k >= s for k, s in zip(kernel, spec.stride, strict=True))
-        and math.prod(x_shape) >= least
+        c_out <= STRIDED_INPUT_GRADIENT_PHASES_MAX_WIDENING * c_in
+        and all(k >= 2 * s - 1 for k, s in strides)
+        and math.prod(x_shape) >= STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT
+        and not lax_impl.avx2_only()
     )
 
 

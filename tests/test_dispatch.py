@@ -4728,8 +4728,17 @@ def test_stacked_input_gradient_crops_in_callers_layout(
         ((8, 256, 56, 56), (16, 256, 3, 3), dict(stride=2, padding=1), True),
         ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), True),  # as many
         ((8, 128, 64, 64), (128, 128, 2, 2), dict(stride=2), True),  # kernel = stride
-        ((8, 128, 56, 56), (256, 128, 3, 3), dict(stride=2, padding=1), False),  # widening
-        ((8, 128, 56, 56), (129, 128, 3, 3), dict(stride=2, padding=1), False),
+        # Widening to at most twice the channels, kernels of at least 2 x stride - 1,
+        # from 2^21 elements whatever the kernel (AVX-512 only).
+        ((8, 128, 56, 56), (256, 128, 3, 3), dict(stride=2, padding=1), True),
+        ((8, 128, 56, 56), (257, 128, 3, 3), dict(stride=2, padding=1), False),
+        ((8, 128, 56, 56), (129, 128, 3, 3), dict(stride=2, padding=1), True),
+        ((4, 128, 64, 64), (256, 128, 3, 3), dict(stride=2, padding=1), True),  # 2^21
+        ((4, 128, 64, 63), (256, 128, 3, 3), dict(stride=2, padding=1), False),
+        ((8, 128, 56, 56), (256, 128, 5, 5), dict(stride=3, padding=2), True),
+        ((8, 128, 56, 56), (256, 128, 4, 4), dict(stride=3, padding=2), False),  # 4 < 5
+        ((8, 128, 56, 56), (256, 128, 5, 4), dict(stride=3, padding=2), False),
+        ((2, 64, 64, 64), (128, 64, 4, 4), dict(stride=2, padding=1), False),  # 2^19
         ((8, 256, 28, 28), (128, 256, 3, 3), dict(stride=2, padding=1), False),  # 2^20.6
         ((4, 96, 112, 112), (16, 96, 3, 3), dict(stride=4), False),  # kernel < stride
         ((8, 256, 56, 56), (16, 256, 3, 3), dict(stride=1, padding=1), False),  # unstrided
@@ -4745,15 +4754,23 @@ def test_stacked_input_gradient_crops_in_callers_layout(
         ((1, 256, 56, 56), (257, 256, 7, 7), dict(stride=2, padding=3), False),  # widening
     ],
 )
-def test_strided_input_gradient_phases(x_shape, w_shape, kwargs, phases):
+def test_strided_input_gradient_phases(monkeypatch, x_shape, w_shape, kwargs, phases):
     """The input gradient of a strided dense 2-D convolution to at most as many output
     channels as input channels, from an input of at least
     `STRIDED_INPUT_GRADIENT_PHASES_MIN_INPUT` elements (2^19 with kernels of 16 taps or
     more), runs as the transposed
     convolution of the output gradient, by its sub-pixel phases
-    (`_dispatch._strided_input_gradient_phases`); not widening, smaller, with kernels
-    shorter than the stride, unstrided, dilated, grouped or in 1-D."""
+    (`_dispatch._strided_input_gradient_phases`); to at most twice as many with kernels
+    of at least twice the stride less one from 2^21 elements, on CPUs with AVX-512; not
+    smaller, with kernels shorter than the stride, unstrided, dilated, grouped or in
+    1-D."""
+    assert _dispatch.STRIDED_INPUT_GRADIENT_PHASES_MAX_WIDENING == 2
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     assert _dispatch._strided_input_gradient_phases(*_spec_of(x_shape, w_shape, kwargs)) == phases
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
+    widening = w_shape[0] > x_shape[1]
+    want = phases and not widening
+    assert _dispatch._strided_input_gradient_phases(*_spec_of(x_shape, w_shape, kwargs)) == want
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
