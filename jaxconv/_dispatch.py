@@ -3681,7 +3681,8 @@ def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
     (`wid3.py 3 20 5`): 1.18x, 0.75-2.14x, the losses on 4x4 kernels from under 2^21
     elements (32->64 @56 batch 8 channels-last 0.75x, 0.94x in 15 runs; 16->32 @128
     batch 2 0.86x, 0.87x); from 2^21 elements, 1.00-1.77x on all ten there and on every
-    such layer of the earlier sweeps (0.99-2.04x, 22 layers)."""
+    such layer of the earlier sweeps (0.99-2.04x, 22 layers). The rule against without
+    on 16 fresh layers (`wid4.py 4 16 5`, 1.25-2x the channels): 1.45x, 1.02-2.31x."""
     if not _strided_dense_undilated(spec, (2,)):
         return False
     c_out, c_in, *kernel = w_shape
