@@ -1608,8 +1608,7 @@ def _few_inputs_narrow_by_xla(spec: ConvSpec, x_shape, w_shape) -> bool:
         and w_shape[0] <= FEW_INPUTS_NARROW_MAX_OUT_CHANNELS
         and (
             math.prod(w_shape[2:]) >= FEW_INPUTS_NARROW_MIN_TAPS
-            or x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
-            <= FEW_INPUTS_NARROW_MAX_ROWS
+            or _rows(spec, x_shape, w_shape) <= FEW_INPUTS_NARROW_MAX_ROWS
         )
     )
 
@@ -1659,7 +1658,7 @@ def _few_inputs_cliff(spec: ConvSpec, x_shape, w_shape, nested: bool = False) ->
     0.86-1.43x over seven. The 2-D planes of a 3-D stem keep the rule at any size: no
     padding reaches them."""
     low, high = FEW_INPUTS_CLIFF_OUT_CHANNELS
-    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    rows = _rows(spec, x_shape, w_shape)
     return (
         low <= w_shape[0] <= high
         and (nested or rows > FEW_INPUTS_CLIFF_MAX_SMALL_ROWS)
@@ -1882,6 +1881,11 @@ def _single_input_weight_gradient_by_xla(spec: ConvSpec) -> bool:
     return spec.channels_last and spec.ndim == 2 and not lax_impl.avx2_only()
 
 
+def _rows(spec: ConvSpec, x_shape, w_shape) -> int:
+    """The rows of this canonical convolution's products: batch x output positions."""
+    return x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+
+
 def _patch_elements(spec: ConvSpec, x_shape, w_shape) -> int:
     """The elements of the whole batch's patch matrices (`matmul.patch_bytes`)."""
     return x_shape[0] * matmul_impl.patch_bytes(x_shape, w_shape, spec, 1)
@@ -1913,8 +1917,7 @@ def _single_input_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
         and not _single_input_by_shift(spec, w_shape)
         and w_shape[0] >= SINGLE_INPUT_MATMUL_MIN_OUT_CHANNELS
         and _patch_elements(spec, x_shape, w_shape) <= SINGLE_INPUT_MATMUL_VALUE_MAX_PATCHES
-        and x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
-        >= SINGLE_INPUT_MATMUL_VALUE_MIN_ROWS
+        and _rows(spec, x_shape, w_shape) >= SINGLE_INPUT_MATMUL_VALUE_MIN_ROWS
     )
 
 
@@ -2580,7 +2583,7 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
     if spec.ndim != 3 or spec.groups != 1 or lax_impl.avx2_only():
         return False
     c_out, c_in = w_shape[:2]
-    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    rows = _rows(spec, x_shape, w_shape)
     return (
         rows <= STRIDED_3D_MATMUL_VALUE_MAX_ROWS
         and c_in * math.prod(w_shape[2:]) >= MATMUL_MIN_DEPTH
@@ -3680,8 +3683,8 @@ def _strided_input_gradient_phases(spec: ConvSpec, x_shape, w_shape) -> bool:
     (from 2^19 elements with 16 or more taps) against without on 20 fresh layers
     (`wid3.py 3 20 5`): 1.18x, 0.75-2.14x, the losses on 4x4 kernels from under 2^21
     elements (32->64 @56 batch 8 channels-last 0.75x, 0.94x in 15 runs; 16->32 @128
-    batch 2 0.86x, 0.87x); from 2^21 elements, 1.00-1.77x on all ten there and on every
-    such layer of the earlier sweeps (0.99-2.04x, 22 layers). The rule against without
+    batch 2 0.86x, 0.87x); from 2^21 elements, 1.00-1.77x on all eight there, and
+    0.99-2.04x on the 14 such layers of the earlier sweeps. The rule against without
     on 16 fresh layers (`wid4.py 4 16 5`, 1.25-2x the channels): 1.45x, 1.02-2.31x."""
     if not _strided_dense_undilated(spec, (2,)):
         return False
@@ -3910,7 +3913,7 @@ def _matmul_weight_gradient_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
         return False
     if any(d != 1 for d in spec.lhs_dilation):
         return False
-    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    rows = _rows(spec, x_shape, w_shape)
     return rows >= MATMUL_WEIGHT_GRADIENT_MIN_ROWS
 
 
@@ -4341,8 +4344,7 @@ def _kernel_past_output_unpadded_value(spec: ConvSpec, x_shape, w_shape) -> bool
         spec.ndim == 2
         and spec.channels_last
         and all(lo == 0 and hi == 0 for lo, hi in spec.padding)
-        and x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
-        >= KERNEL_PAST_OUTPUT_UNPADDED_VALUE_MIN_ROWS
+        and _rows(spec, x_shape, w_shape) >= KERNEL_PAST_OUTPUT_UNPADDED_VALUE_MIN_ROWS
         and not lax_impl.avx2_only()
     )
 
@@ -4364,8 +4366,8 @@ def _strided_dilated_narrowing(w_shape) -> bool:
     2026-12-07, layers the rule above takes: 3x3-7x7, stride 2-3, dilation 2-4, @14-112,
     batch 1-16; `/tmp/s77/sdx.py 1 24 5`, `sdx.py 2 24 5`, `sdx2.py 3 24 5`, `sdx3.py 4
     24 5`): from 8-24 channels 0.63-1.44x (three of 8->1-12 0.63-0.74x); to 48-384
-    channels 0.11-1.11x (32->256 @64 batch 8 0.44x, 8->256 0.11-0.25x); to 24-32
-    channels, or from fewer than 4x as many, 0.42-1.92x (64->32 7x7 stride 3 @14 batch 8
+    channels 0.11-1.52x (32->256 @64 batch 8 0.44x, 8->256 0.11-0.25x); to 24-32
+    channels, or from fewer than 4x as many, 0.42-2.01x (64->32 7x7 stride 3 @14 batch 8
     0.42x, 48->32 0.52x, 96->32 0.77x, 64->24 0.80x, 48->16 0.88x); within the bounds
     (to at most 16 from 32 or more, 4x as many) 1.02-6.1x on all but one (64->12 3x3
     @14 batch 4, 0.71x: 0.25 ms against 0.18). The bounds on 24 fresh layers
@@ -4414,7 +4416,7 @@ def _pointwise_few_rows(spec: ConvSpec, x_shape, w_shape) -> bool:
     if any(d > 1 for d in spec.lhs_dilation):
         return False
     c_out, c_in = w_shape[:2]
-    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    rows = _rows(spec, x_shape, w_shape)
     return (
         rows <= POINTWISE_FEW_ROWS_MAX_ROWS
         and c_in >= POINTWISE_FEW_ROWS_MIN_IN_CHANNELS
