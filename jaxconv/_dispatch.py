@@ -3936,6 +3936,9 @@ INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH = 64
 # ... and input gradients whose windows and weights pass `lax.MALLOC_MAX_HEAP_BLOCK` only
 # to at least this many channels (the layer's input channels; see `_input_taps`).
 INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS = 256
+# ... and values whose windows and weights pass it only to at least this many channels
+# (see `_input_taps`).
+INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS, INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET = 128, 0.3
 
 
 def _input_taps(
@@ -3945,6 +3948,7 @@ def _input_taps(
     weight_gradient: bool = False,
     *,
     input_gradient: bool = False,
+    alone: bool = False,
     itemsize: int = 4,
 ) -> bool:
     """Whether this canonical convolution (a whole layer's value, or the convolution
@@ -4031,7 +4035,25 @@ def _input_taps(
     0.66-0.99x on three layers; the found layer's input gradient alone 0.36x). The
     bound against without on 14 fresh layers it changes (`itab2.py 1 14 5`, 3x3-7x7
     dilations 1-3, 32-192 -> 128-512 channels @4-10, batch 8-64, both layouts):
-    training 1.25x (0.95-1.82x)."""
+    training 1.25x (0.95-1.82x).
+
+    A value ``alone`` (not differentiated) past the block likewise only to
+    `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` channels or more, where its taps meet
+    the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs. Found on
+    the Sapphire Rapids Xeon (2026-12-07, `/tmp/s78`): 7x7 dilation 3 96->24 @14 "same"
+    channels-first ran forward in 1.8 ms at batch 8 and 3.8 at 16 by the taps (XLA's
+    3.9 and 7.9), then 12.2 at 24 (XLA's 11.8), where its windows and weights pass the
+    block (34 MB; `it1.py`). Values by the taps past the block against without, each
+    program timed alone (`itv3.py 11 24 9`, 3x3-7x7 dilations 1-4, 96-512 -> 8-128
+    channels @7-16): 0.43-0.89x on 14 of 15 layers meeting 33-58% of the pairs (7x7
+    dilation 2 192->16 @10 batch 64 channels-last 37.6 ms against 16.2), 0.72-4.5x
+    meeting 14-27% (where XLA's convolution mostly multiplies padding). The bound
+    against without on fresh layers it changes (`itv4.py 21 16 7 32 200 fwd`, `31 14 7`,
+    `41 14 7`; 8-96 output channels, 33-200 MB): forward 1.83x, 1.53x, 1.55x (0.72-3.8x
+    over 29 layers). A differentiated value keeps the taps: with the floor on values in
+    training too, training ran 0.72-0.86x on layers meeting 14-26% of the pairs
+    (`itv4.py 22 12 5 32 200 train`, the floor alone) and 0.76-1.02x on layers meeting
+    33-58% (`itv4.py 32 12 5 32 200 train`, with the share)."""
     c_out, c_in, *kernel = w_shape
     if spec.groups != 1 or spec.ndim == 1 or max(spec.stride) > 1 or max(spec.lhs_dilation) > 1:
         return False
@@ -4057,7 +4079,13 @@ def _input_taps(
     share *= min(1, math.sqrt(c_in / c_out))
     if weight_gradient and x_shape[0] * met < INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH * len(boxes):
         return False
-    if input_gradient and c_out < INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS:
+    if input_gradient:
+        floor = INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS
+    elif alone and met >= INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET * len(boxes) * positions:
+        floor = INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS
+    else:
+        floor = 0
+    if c_out < floor:
         copies = (x_shape[0] * met + len(boxes) * c_out) * c_in * itemsize
         if copies > lax_impl.MALLOC_MAX_HEAP_BLOCK:
             return False
@@ -4831,7 +4859,7 @@ def _run(
                 )
             if role == FORWARD and _many_to_few_by_taps(spec_, x_.shape, w_.shape, True, size):
                 return matmul_impl.output_taps(x_, w_, spec_)
-            if role == FORWARD and _input_taps(spec_, x_.shape, w_.shape):
+            if role == FORWARD and _input_taps(spec_, x_.shape, w_.shape, alone=not differentiated):
                 return matmul_impl.input_taps(x_, w_, spec_)
             if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
                 problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)

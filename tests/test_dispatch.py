@@ -5238,6 +5238,31 @@ def test_input_taps_rule():
         assert rule(spec, x_, w_), (batch, c_out)  # (not an input gradient)
         taken = rule(spec, x_, w_, input_gradient=True, itemsize=itemsize)
         assert taken == takes, (batch, c_out, itemsize)
+    # Values alone (not differentiated) likewise, to
+    # `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` channels or more, where the taps
+    # meet the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs:
+    # 7x7 512->64 @7 "same" (57.0%) writes 1369 x 512 x 4 bytes an image and 49 x 64 x
+    # 512 x 4 of weights: 9 images 31.6 MB, 10 34.4 MB.
+    assert _dispatch.INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS == 128
+    assert _dispatch.INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET == 0.3
+    for batch, c_out, itemsize, takes in [
+        (9, 64, 4, True),
+        (10, 64, 4, False),
+        (10, 64, 2, True),  # half as many bytes
+        (10, 127, 4, False),
+        (10, 128, 4, True),
+    ]:
+        spec, x_, w_ = _spec_of((batch, 512, 7, 7), (c_out, 512, 7, 7), same7)
+        assert rule(spec, x_, w_, itemsize=itemsize), (batch, c_out)  # differentiated
+        taken = rule(spec, x_, w_, alone=True, itemsize=itemsize)
+        assert taken == takes, (batch, c_out, itemsize)
+    # 5x5 dilation 3 on 7x7 meets 23.6% of the pairs: past the block at 240 images
+    # (240 x 289 x 128 x 4 bytes, 35.5 MB) and still taken.
+    spec, x_, w_ = _spec_of((240, 128, 7, 7), (64, 128, 5, 5), d3)
+    assert rule(spec, x_, w_, alone=True)
+    # ... while 3x3 dilation 4 on 8x8 (44.4%) at 4096 images (36.6 MB) is not.
+    spec, x_, w_ = _spec_of((4096, 128, 8, 8), (64, 128, 3, 3), d4)
+    assert rule(spec, x_, w_) and not rule(spec, x_, w_, alone=True)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
@@ -5267,6 +5292,35 @@ def test_input_taps_input_gradient_past_heap_block(monkeypatch, batch, itemsize,
 
     jax.jit(jax.grad(loss)).lower(x)
     assert calls == ([(batch, 512)] if takes else [])
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
+@pytest.mark.parametrize("batch, takes_alone", [(9, True), (10, False)])
+def test_input_taps_value_past_heap_block(monkeypatch, batch, takes_alone):
+    """`auto` asks `_dispatch._input_taps` about a value with whether it is
+    differentiated: 7x7 512->64 @7 "same" runs its value alone by `matmul.input_taps`
+    while the windows and weights stay within glibc's largest heap block (up to 9
+    images in float32), by XLA's convolution past it; differentiated, by
+    `matmul.input_taps` either way."""
+    calls = []
+    original = matmul_impl.input_taps
+
+    def spy(a, b, spec, **kwargs):
+        calls.append(a.shape[:2])
+        return original(a, b, spec, **kwargs)
+
+    monkeypatch.setattr(matmul_impl, "input_taps", spy)
+    x = jnp.ones((batch, 512, 7, 7), jnp.float32)
+    w = jnp.ones((64, 512, 7, 7), jnp.float32)
+
+    def value(a):
+        return jaxconv.conv2d(a, w, padding=3)
+
+    jax.jit(value).lower(x)
+    assert calls == ([(batch, 512)] if takes_alone else [])
+    calls.clear()
+    jax.jit(jax.grad(lambda a: jnp.sum(value(a) ** 2))).lower(x)
+    assert (batch, 512) in calls
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
