@@ -210,10 +210,13 @@ UNPADDED_INPUT_GRADIENT_ROW_FEW_MIN_POSITIONS = 784
 # not by 2-D planes, from this many output positions per plane and this many (input x
 # output) channels per group (see `_strided_3d_direct`).
 STRIDED_3D_MIN_PLANE_POSITIONS, STRIDED_3D_MIN_CHANNELS = 576, 4096
-# ... or on smaller planes, from that many channels, with fewer than this many products
-# per input element of a plane (output channels times plane taps over the planes'
-# strides; see `_strided_3d_direct`).
+# On smaller planes, from that many channels, with fewer than this many products per
+# input element of a plane (output channels times plane taps over the planes' strides),
+# short values run by `matmul` (see `_strided_3d_few_products`).
 STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT = 256
+# ... and such layers channels-last with at least this stride along both plane dims run
+# as XLA's 3-D convolution (see `_strided_3d_direct`).
+STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE = 4
 # ... or, on any planes, from at most this many input channels to at least this many
 # output channels per group (see `_strided_3d_direct`).
 STRIDED_3D_EXPANSION_MAX_IN_CHANNELS, STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS = 32, 256
@@ -2507,10 +2510,24 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, differentiated: bool = 
     0.82x / 1.06x, @40 0.92x; 128->32 @24 0.79x channels-last. Each element of a plane's
     input enters ``C_out * K_h * K_w / (s_h * s_w)`` products: 72-144 in those; 288 in
     128->128 @32 batch 2 depth 8, which won 1.42x / 1.42x. So, from
-    `STRIDED_3D_MIN_CHANNELS`, the value runs as XLA's 3-D convolution on any plane with
-    fewer than `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products per element (a
-    win left out: 256->32 @28 depth 16 channels-last 1.62x; 64->32 @24 batch 2, with
-    fewer channels, stays by planes at 0.97x).
+    `STRIDED_3D_MIN_CHANNELS`, the value ran as XLA's 3-D convolution on any plane with
+    fewer than `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products per element, until
+    the planes (stacked since) won it back on the Sapphire Rapids Xeon (2026-12-07,
+    `/tmp/s78/s3g.py`, `s3g2.py`, 5-7 interleaved runs): the planes against XLA's 3-D
+    convolution on random layers that clause took (k2-k5, strides 2-4 along the planes,
+    dilations 1-2, 32-384 -> 16-256 channels @8-32, batch 1-4, both layouts), forward
+    0.84-8.6x on 13 (1.72x geometric mean; 3x3x3 stride 3 dilation 2 256->16 @16 batch
+    4 channels-last 16.5 ms against 1.9, 192->128 @16 10.9 against 3.7), training 1.16x
+    (0.77-1.75x over nine); the planes against the clause on fresh layers
+    (`s3g3.py 5 14 7 fwd`): 1.2-4.3x faster on 11 of 14. Only channels-last with
+    strides of `STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE` or more along the
+    planes does the clause still hold (`s3one.py` and the sweeps, kernels 2-3, 7-11
+    runs): the planes 0.45-0.70x on four such layers @32 (256->32 2x2x2 stride 4 batch 2
+    16.5 ms against 7.4), 1.01-1.35x on four @16-24 (0.79x over the eight); at stride 3
+    channels-last they won on five of seven.
+    Otherwise that clause (`_strided_3d_few_products`) picks values for
+    `_strided_3d_value_by_matmul`, which beat the planes on the smallest outputs
+    (3x3x3 and 2x2x2: the planes 0.58-0.69x).
 
     And layers from few channels to many, from at most
     `STRIDED_3D_EXPANSION_MAX_IN_CHANNELS` to at least
@@ -2540,7 +2557,6 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, differentiated: bool = 
     out = spec.out_spatial(x_shape[2:], w_shape[2:])
     c_out_g = c_out // spec.groups
     pairs = c_in_g * c_out_g
-    reuse = c_out_g * math.prod(w_shape[3:]) / math.prod(spec.stride[1:])
     expands = (
         c_in_g <= STRIDED_3D_EXPANSION_MAX_IN_CHANNELS
         and c_out_g >= STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS
@@ -2549,18 +2565,39 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, differentiated: bool = 
         return False
     if not differentiated and expands and pairs >= STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS:
         return True
+    if (
+        spec.channels_last
+        and min(spec.stride[1:]) >= STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE
+        and _strided_3d_few_products(spec, w_shape)
+    ):
+        return True
     return pairs >= STRIDED_3D_MIN_CHANNELS and (
-        math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS
-        or reuse < STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT
-        or expands
+        math.prod(out[1:]) >= STRIDED_3D_MIN_PLANE_POSITIONS or expands
+    )
+
+
+def _strided_3d_few_products(spec: ConvSpec, w_shape) -> bool:
+    """Whether this 3-D convolution, strided along its planes, from
+    `STRIDED_3D_MIN_CHANNELS` (input x output) channels per group, has fewer than
+    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products per element of a plane's
+    input (``C_out * K_h * K_w / (s_h * s_w)``, per group): what `_strided_3d_direct`
+    took until 2026-12-07, and `_strided_3d_value_by_matmul` still takes."""
+    c_out, c_in_g = w_shape[:2]
+    c_out_g = c_out // spec.groups
+    reuse = c_out_g * math.prod(w_shape[3:]) / math.prod(spec.stride[1:])
+    return (
+        max(spec.stride[1:]) > 1
+        and c_in_g * c_out_g >= STRIDED_3D_MIN_CHANNELS
+        and reuse < STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT
     )
 
 
 def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the value of this dense 3-D convolution, one XLA would run as its own 3-D
-    convolution (`_strided_3d_direct`, as differentiated), runs by `matmul`'s patches
-    instead: on at most `STRIDED_3D_MATMUL_VALUE_MAX_ROWS` rows (batch x output
-    positions), patches at least `MATMUL_MIN_DEPTH` deep, to at least
+    convolution (`_strided_3d_direct`, as differentiated) or that has few products per
+    input element (`_strided_3d_few_products`), runs by `matmul`'s patches instead: on
+    at most `STRIDED_3D_MATMUL_VALUE_MAX_ROWS` rows (batch x output positions), patches
+    at least `MATMUL_MIN_DEPTH` deep, to at least
     `STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS` output channels. XLA's 3-D convolution
     runs such short, deep products at 10-60 GFLOP/s; the derivatives keep the rules'.
 
@@ -2588,7 +2625,7 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
         rows <= STRIDED_3D_MATMUL_VALUE_MAX_ROWS
         and c_in * math.prod(w_shape[2:]) >= MATMUL_MIN_DEPTH
         and c_out >= STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS
-        and _strided_3d_direct(spec, x_shape, w_shape)
+        and (_strided_3d_direct(spec, x_shape, w_shape) or _strided_3d_few_products(spec, w_shape))
     )
 
 

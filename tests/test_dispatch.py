@@ -993,6 +993,44 @@ def test_strided_3d_expansion_value_alone():
     )
 
 
+def test_strided_3d_few_products():
+    """`_dispatch._strided_3d_few_products`: strided along the planes, from
+    `STRIDED_3D_MIN_CHANNELS` (input x output) channels per group, fewer than
+    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products per plane input element
+    (``C_out * K_h * K_w / (s_h * s_w)`` per group)."""
+    assert _dispatch.STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT == 256
+    rule = _dispatch._strided_3d_few_products
+    for w_shape, stride, groups, takes in [
+        ((64, 64, 3, 3, 3), (1, 2, 2), 1, True),  # 144 products, 4096 pairs
+        ((113, 64, 3, 3, 3), (1, 2, 2), 1, True),  # 254.25
+        ((114, 64, 3, 3, 3), (1, 2, 2), 1, False),  # 256.5
+        ((64, 63, 3, 3, 3), (1, 2, 2), 1, False),  # 4032 pairs
+        ((64, 64, 3, 3, 3), (2, 1, 1), 1, False),  # not strided along the planes
+        ((128, 64, 3, 3, 3), (1, 2, 2), 2, True),  # 64 x 64 a group
+        ((128, 32, 3, 3, 3), (1, 2, 2), 2, False),  # 32 x 64 a group
+    ]:
+        x_shape = (1, w_shape[1] * groups, 4, 16, 16)
+        spec = _spec.conv_plan(
+            "conv", x_shape, w_shape, stride=stride, padding=1, groups=groups
+        ).spec
+        assert rule(spec, w_shape) == takes, (w_shape, stride, groups)
+    # `_dispatch._strided_3d_direct` takes them channels-last at strides of at least
+    # `STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE` along the planes (8x8 planes).
+    assert _dispatch.STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE == 4
+    for stride, channels_last, direct in [
+        ((2, 4, 4), True, True),
+        ((1, 4, 4), True, True),
+        ((2, 4, 3), True, False),
+        ((2, 3, 3), True, False),
+        ((2, 4, 4), False, False),
+    ]:
+        x_shape, w_shape = (2, 256, 32, 32, 32), (32, 256, 2, 2, 2)
+        spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride).spec
+        spec = dataclasses.replace(spec, channels_last=channels_last)
+        assert rule(spec, w_shape)
+        assert _dispatch._strided_3d_direct(spec, x_shape, w_shape) == direct, stride
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
     """A dense 3-D value XLA would run as its own 3-D convolution (strided along the
@@ -1055,7 +1093,7 @@ def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
     [
         ((1, 64, 2, 48, 48), (64, 64, 3, 3, 3), (1, 2, 2), True),  # 24x24 planes out
         ((1, 64, 2, 44, 44), (128, 64, 3, 3, 3), (1, 2, 2), False),  # 22x22, 288 reuse
-        ((1, 64, 2, 44, 44), (64, 64, 3, 3, 3), (1, 2, 2), True),  # 144 products per input
+        ((1, 64, 2, 44, 44), (64, 64, 3, 3, 3), (1, 2, 2), False),  # 144 products per input
         ((1, 32, 2, 48, 48), (64, 32, 3, 3, 3), (1, 2, 2), False),  # 32x64 channels
         ((1, 32, 2, 44, 44), (64, 32, 3, 3, 3), (1, 2, 2), False),  # ... on 22x22
         ((1, 64, 2, 24, 24), (64, 64, 3, 3, 3), (1, 1, 1), False),  # unstrided planes
@@ -1067,11 +1105,11 @@ def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
 )
 def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, direct):
     """auto's value of a 3-D convolution strided along large planes of many channels,
-    along planes whose inputs enter fewer than
-    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products each, or from at most 32 to
-    at least 256 channels, is XLA's 3-D
-    convolution (`_dispatch._strided_3d_direct`); its derivatives and the
-    other 3-D values stay 2-D planes (stacked); values and gradients equal lax's."""
+    or from at most 32 to at least 256 channels, is XLA's 3-D convolution
+    (`_dispatch._strided_3d_direct`); its derivatives and the other 3-D values stay 2-D
+    planes (stacked), also along planes whose inputs enter fewer than
+    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products each (since 2026-12-07);
+    values and gradients equal lax's."""
     import numpy as np
 
     import jaxconv
