@@ -2515,8 +2515,8 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, differentiated: bool = 
     the planes (stacked since) won it back on the Sapphire Rapids Xeon (2026-12-07,
     `/tmp/s78/s3g.py`, `s3g2.py`, 5-7 interleaved runs): the planes against XLA's 3-D
     convolution on random layers that clause took (k2-k5, strides 2-4 along the planes,
-    dilations 1-2, 32-384 -> 16-256 channels @8-32, batch 1-4, both layouts), forward
-    0.84-8.6x on 13 (1.72x geometric mean; 3x3x3 stride 3 dilation 2 256->16 @16 batch
+    dilations 1-2, 32-384 -> 16-192 channels @8-32, batch 1-4, both layouts), forward
+    0.84-8.6x on 13 (1.76x geometric mean; 3x3x3 stride 3 dilation 2 256->16 @16 batch
     4 channels-last 16.5 ms against 1.9, 192->128 @16 10.9 against 3.7), training 1.16x
     (0.77-1.75x over nine); the planes against the clause on fresh layers
     (`s3g3.py 5 14 7 fwd`): 1.2-4.3x faster on 11 of 14. Only channels-last with
@@ -2524,8 +2524,9 @@ def _strided_3d_direct(spec: ConvSpec, x_shape, w_shape, differentiated: bool = 
     planes does the clause still hold (`s3one.py` and the sweeps, kernels 2-3, 7-11
     runs): the planes 0.45-0.70x on four such layers @32 (256->32 2x2x2 stride 4 batch 2
     16.5 ms against 7.4), 1.01-1.35x on four @16-24 (0.79x over the eight); at stride 3
-    channels-last they won on five of seven.
-    Otherwise that clause (`_strided_3d_few_products`) picks values for
+    channels-last they won on five of seven. Against the code before on fresh layers
+    (`s3g3.py 7 12 7 fwd`, `8 10 5 train`): forward 1.93x, training 1.18x. Otherwise
+    that clause (`_strided_3d_few_products`) picks values for
     `_strided_3d_value_by_matmul`, which beat the planes on the smallest outputs
     (3x3x3 and 2x2x2: the planes 0.58-0.69x).
 
@@ -4080,9 +4081,9 @@ def _input_taps(
     the Sapphire Rapids Xeon (2026-12-07, `/tmp/s78`): 7x7 dilation 3 96->24 @14 "same"
     channels-first ran forward in 1.8 ms at batch 8 and 3.8 at 16 by the taps (XLA's
     3.9 and 7.9), then 12.2 at 24 (XLA's 11.8), where its windows and weights pass the
-    block (34 MB; `it1.py`). Values by the taps past the block against without, each
+    block (34 MiB; `it1.py`). Values by the taps past the block against without, each
     program timed alone (`itv3.py 11 24 9`, 3x3-7x7 dilations 1-4, 96-512 -> 8-128
-    channels @7-16): 0.43-0.89x on 14 of 15 layers meeting 33-58% of the pairs (7x7
+    channels @7-16): 0.43-0.89x on 14 of 16 layers meeting 33-58% of the pairs (7x7
     dilation 2 192->16 @10 batch 64 channels-last 37.6 ms against 16.2), 0.72-4.5x
     meeting 14-27% (where XLA's convolution mostly multiplies padding). The bound
     against without on fresh layers it changes (`itv4.py 21 16 7 32 200 fwd`, `31 14 7`,
