@@ -5264,42 +5264,36 @@ def test_input_taps_rule():
     assert _dispatch.INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS == 256
     assert _dispatch.lax_impl.MALLOC_MAX_HEAP_BLOCK == 32 * 2**20
     # 1369 x 512 x 4 bytes an image and 49 x 32 x 512 x 4 of weights: 10 images 31.2
-    # MB, 11 34.1 MB (the block 33.6 MB).
-    for batch, c_out, itemsize, takes in [
-        (10, 32, 4, True),
-        (11, 32, 4, False),
-        (11, 32, 2, True),  # half as many bytes
-        (11, 255, 4, False),
-        (11, 256, 4, True),
-    ]:
-        spec, x_, w_ = _spec_of((batch, 512, 7, 7), (c_out, 512, 7, 7), same7)
-        assert rule(spec, x_, w_), (batch, c_out)  # (not an input gradient)
-        taken = rule(spec, x_, w_, input_gradient=True, itemsize=itemsize)
-        assert taken == takes, (batch, c_out, itemsize)
-    # Values alone (not differentiated) likewise, to
+    # MB, 11 34.1 MB (the block 33.6 MB). Values alone (not differentiated) likewise, to
     # `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` channels or more, where the taps
-    # meet the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs:
-    # 7x7 512->64 @7 "same" (57.0%) writes 1369 x 512 x 4 bytes an image and 49 x 64 x
-    # 512 x 4 of weights: 9 images 31.6 MB, 10 34.4 MB.
+    # meet the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs (57.0%
+    # here): to 64 channels, 49 x 64 x 512 x 4 bytes of weights, 9 images 31.6 MB, 10
+    # 34.4 MB.
     assert _dispatch.INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS == 128
     assert _dispatch.INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET == 0.3
-    for batch, c_out, itemsize, takes in [
-        (9, 64, 4, True),
-        (10, 64, 4, False),
-        (10, 64, 2, True),  # half as many bytes
-        (10, 127, 4, False),
-        (10, 128, 4, True),
+    for role, batch, c_out, itemsize, takes in [
+        ("input_gradient", 10, 32, 4, True),
+        ("input_gradient", 11, 32, 4, False),
+        ("input_gradient", 11, 32, 2, True),  # half as many bytes
+        ("input_gradient", 11, 255, 4, False),
+        ("input_gradient", 11, 256, 4, True),
+        ("alone", 9, 64, 4, True),
+        ("alone", 10, 64, 4, False),
+        ("alone", 10, 64, 2, True),
+        ("alone", 10, 127, 4, False),
+        ("alone", 10, 128, 4, True),
     ]:
         spec, x_, w_ = _spec_of((batch, 512, 7, 7), (c_out, 512, 7, 7), same7)
-        assert rule(spec, x_, w_, itemsize=itemsize), (batch, c_out)  # differentiated
-        taken = rule(spec, x_, w_, alone=True, itemsize=itemsize)
-        assert taken == takes, (batch, c_out, itemsize)
+        # (a differentiated value, which the bound leaves alone)
+        assert rule(spec, x_, w_, itemsize=itemsize), (batch, c_out)
+        taken = rule(spec, x_, w_, itemsize=itemsize, **{role: True})
+        assert taken == takes, (role, batch, c_out, itemsize)
     # 5x5 dilation 3 on 7x7 meets 23.6% of the pairs: past the block at 240 images
-    # (240 x 289 x 128 x 4 bytes, 35.5 MB) and still taken.
+    # (240 x 289 x 128 x 4 bytes of windows, 35.5 MB) and still taken.
     spec, x_, w_ = _spec_of((240, 128, 7, 7), (64, 128, 5, 5), d3)
     assert rule(spec, x_, w_, alone=True)
-    # ... while 3x3 dilation 4 on 8x8 (44.4%) at 4096 images (36.6 MB) is not.
-    spec, x_, w_ = _spec_of((4096, 128, 8, 8), (64, 128, 3, 3), d4)
+    # ... while 3x3 dilation 4 on 8x8 (44.4%, 256 pairs) at 272 images (35.9 MB) is not.
+    spec, x_, w_ = _spec_of((272, 128, 8, 8), (64, 128, 3, 3), d4)
     assert rule(spec, x_, w_) and not rule(spec, x_, w_, alone=True)
 
 
