@@ -5297,6 +5297,19 @@ def test_input_taps_rule():
     assert rule(spec, x_, w_) and not rule(spec, x_, w_, alone=True)
 
 
+def _spy_input_taps(monkeypatch) -> list:
+    """The (batch, channels) of every `matmul.input_taps` call from now on."""
+    calls = []
+    original = matmul_impl.input_taps
+
+    def spy(a, b, spec, **kwargs):
+        calls.append(a.shape[:2])
+        return original(a, b, spec, **kwargs)
+
+    monkeypatch.setattr(matmul_impl, "input_taps", spy)
+    return calls
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize(
     "batch, itemsize, takes", [(8, 4, True), (10, 4, True), (11, 4, False), (8, 8, False)]
@@ -5307,14 +5320,7 @@ def test_input_taps_input_gradient_past_heap_block(monkeypatch, batch, itemsize,
     `matmul.input_taps` while the windows and weights stay within glibc's largest heap
     block (up to 10 images in float32; 8 in float64 pass it), by XLA's convolution
     past it."""
-    calls = []
-    original = matmul_impl.input_taps
-
-    def spy(a, b, spec, **kwargs):
-        calls.append(a.shape[:2])
-        return original(a, b, spec, **kwargs)
-
-    monkeypatch.setattr(matmul_impl, "input_taps", spy)
+    calls = _spy_input_taps(monkeypatch)
     dtype = {4: jnp.float32, 8: jnp.float64}[itemsize]
     x = jnp.ones((batch, 32, 7, 7), dtype)
     w = jnp.ones((512, 32, 7, 7), dtype)
@@ -5334,14 +5340,7 @@ def test_input_taps_value_past_heap_block(monkeypatch, batch, takes_alone):
     while the windows and weights stay within glibc's largest heap block (up to 9
     images in float32), by XLA's convolution past it; differentiated, by
     `matmul.input_taps` either way."""
-    calls = []
-    original = matmul_impl.input_taps
-
-    def spy(a, b, spec, **kwargs):
-        calls.append(a.shape[:2])
-        return original(a, b, spec, **kwargs)
-
-    monkeypatch.setattr(matmul_impl, "input_taps", spy)
+    calls = _spy_input_taps(monkeypatch)
     x = jnp.ones((batch, 512, 7, 7), jnp.float32)
     w = jnp.ones((64, 512, 7, 7), jnp.float32)
 
