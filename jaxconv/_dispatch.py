@@ -217,8 +217,9 @@ STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT = 256
 # ... and such layers channels-last with at least this stride along both plane dims run
 # as XLA's 3-D convolution (see `_strided_3d_direct`).
 STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE = 4
-# ... or, on any planes, from at most this many input channels to at least this many
-# output channels per group (see `_strided_3d_direct`).
+# The value also runs as XLA's 3-D convolution, on any planes, from at most this many
+# input channels to at least this many output channels per group (see
+# `_strided_3d_direct`).
 STRIDED_3D_EXPANSION_MAX_IN_CHANNELS, STRIDED_3D_EXPANSION_MIN_OUT_CHANNELS = 32, 256
 # ... and a value not differentiated from this many (input x output) channels per group
 # rather than `STRIDED_3D_MIN_CHANNELS` (see `_strided_3d_direct`).
@@ -3974,8 +3975,9 @@ INPUT_TAPS_WEIGHT_GRADIENT_MIN_DEPTH = 64
 # ... and input gradients whose windows and weights pass `lax.MALLOC_MAX_HEAP_BLOCK` only
 # to at least this many channels (the layer's input channels; see `_input_taps`).
 INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS = 256
-# ... and values whose windows and weights pass it only to at least this many channels
-# (see `_input_taps`).
+# ... and values alone (not differentiated) whose windows and weights pass it only to at
+# least this many channels, where their taps meet at least this share of the pairs (see
+# `_input_taps`).
 INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS, INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET = 128, 0.3
 
 
@@ -4006,7 +4008,10 @@ def _input_taps(
     ``input_gradient`` (a layer's input gradient's convolution), not to fewer than
     `INPUT_TAPS_PAST_BLOCK_INPUT_GRADIENT_MIN_OUT_CHANNELS` channels where its windows
     and per-tap weights (``(N * met + taps * C_out) * C_in`` elements of ``itemsize``
-    bytes, all live at once) pass `lax.MALLOC_MAX_HEAP_BLOCK` (see below).
+    bytes, all live at once) pass `lax.MALLOC_MAX_HEAP_BLOCK` (see below); with
+    ``alone`` (a value not differentiated), likewise not to fewer than
+    `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` where its taps meet at least
+    `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs.
 
     Found by a random sweep on an AMD EPYC with AVX-512 (Zen 5), 2026-12-07
     (`/tmp/s72/rand2.py 722 30 7 --torch`): 5x5 dilation 3 384->64 @7 batch 8 "same"
@@ -4075,9 +4080,10 @@ def _input_taps(
     dilations 1-3, 32-192 -> 128-512 channels @4-10, batch 8-64, both layouts):
     training 1.25x (0.95-1.82x).
 
-    A value ``alone`` (not differentiated) past the block likewise only to
-    `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` channels or more, where its taps meet
-    the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs. Found on
+    A value ``alone`` (not differentiated) past the block likewise, where its taps
+    meet the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs: only
+    to `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` channels or more (meeting fewer,
+    at any). Found on
     the Sapphire Rapids Xeon (2026-12-07, `/tmp/s78`): 7x7 dilation 3 96->24 @14 "same"
     channels-first ran forward in 1.8 ms at batch 8 and 3.8 at 16 by the taps (XLA's
     3.9 and 7.9), then 12.2 at 24 (XLA's 11.8), where its windows and weights pass the

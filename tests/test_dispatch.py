@@ -1006,6 +1006,7 @@ def test_strided_3d_few_products():
         ((114, 64, 3, 3, 3), (1, 2, 2), 1, False),  # 256.5
         ((64, 63, 3, 3, 3), (1, 2, 2), 1, False),  # 4032 pairs
         ((64, 64, 3, 3, 3), (2, 1, 1), 1, False),  # not strided along the planes
+        ((16, 256, 3, 3, 3), (2, 1, 1), 1, False),  # ... nor with 144 products
         ((128, 64, 3, 3, 3), (1, 2, 2), 2, True),  # 64 x 64 a group
         ((128, 32, 3, 3, 3), (1, 2, 2), 2, False),  # 32 x 64 a group
     ]:
@@ -1015,7 +1016,7 @@ def test_strided_3d_few_products():
         ).spec
         assert rule(spec, w_shape) == takes, (w_shape, stride, groups)
     # `_dispatch._strided_3d_direct` takes them channels-last at strides of at least
-    # `STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE` along the planes (8x8 planes).
+    # `STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE` along both plane dims.
     assert _dispatch.STRIDED_3D_FEW_PRODUCTS_CHANNELS_LAST_MIN_STRIDE == 4
     for stride, channels_last, direct in [
         ((2, 4, 4), True, True),
@@ -1034,7 +1035,8 @@ def test_strided_3d_few_products():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
     """A dense 3-D value XLA would run as its own 3-D convolution (strided along the
-    planes, `_dispatch._strided_3d_direct`) runs by `matmul` on at most
+    planes, `_dispatch._strided_3d_direct`), or with few products per plane input
+    element (`_dispatch._strided_3d_few_products`), runs by `matmul` on at most
     `STRIDED_3D_MATMUL_VALUE_MAX_ROWS` rows (batch x output positions), patches of at
     least `MATMUL_MIN_DEPTH` products and at least
     `STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS` output channels; the derivatives keep
@@ -1052,6 +1054,7 @@ def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
         (2, 38, 112, dict(stride=2, padding=1), True),  # 38 x 27 = 1026 deep
         (2, 37, 112, dict(stride=2, padding=1), False),  # 999 deep
         (1, 384, 64, dict(stride=(2, 1, 1)), False),  # 108 rows, planes unstrided: planes
+        (1, 384, 16, dict(stride=(2, 1, 1)), False),  # ... also with 144 products
         (1, 384, 64, dict(stride=(1, 2, 2), padding=1), True),  # 8 x 4 x 4 rows
         (2, 384, 64, dict(stride=2, padding=1, groups=2), False),  # grouped
     ]:
@@ -1066,6 +1069,13 @@ def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
         with mock.patch.object(_dispatch, "_strided_3d_value_by_matmul", lambda *a: False):
             before = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
         assert before[0] == "lax" and rules[1:] == before[1:]
+    # Through `_strided_3d_direct` alone: 16->256 5x5x5 stride 2, an expansion (1600
+    # products per plane input element), 2000 deep on 64 rows.
+    x_shape, w_shape = (1, 16, 8, 8, 8), (256, 16, 5, 5, 5)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2, padding=2).spec
+    assert _dispatch._strided_3d_direct(spec, x_shape, w_shape)
+    assert not _dispatch._strided_3d_few_products(spec, w_shape)
+    assert rule(spec, x_shape, w_shape)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 64, 7, 8, 8)).astype(np.float32)
     w = rng.standard_normal((64, 64, 3, 3, 3)).astype(np.float32)
@@ -1108,7 +1118,8 @@ def test_strided_3d_value_runs_as_3d_on_large_planes(x_shape, w_shape, stride, d
     or from at most 32 to at least 256 channels, is XLA's 3-D convolution
     (`_dispatch._strided_3d_direct`); its derivatives and the other 3-D values stay 2-D
     planes (stacked), also along planes whose inputs enter fewer than
-    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products each (since 2026-12-07);
+    `STRIDED_3D_PLANES_MIN_PRODUCTS_PER_ELEMENT` products each (since 2026-12-07; but
+    channels-last at plane strides of 4 or more);
     values and gradients equal lax's."""
     import numpy as np
 
@@ -5267,8 +5278,8 @@ def test_input_taps_rule():
     # MB, 11 34.1 MB (the block 33.6 MB). Values alone (not differentiated) likewise, to
     # `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` channels or more, where the taps
     # meet the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs (57.0%
-    # here): to 64 channels, 49 x 64 x 512 x 4 bytes of weights, 9 images 31.6 MB, 10
-    # 34.4 MB.
+    # here): to 64 channels, 49 x 64 x 512 x 4 bytes of weights, 9 images 31.7 MB, 10
+    # 34.5 MB.
     assert _dispatch.INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS == 128
     assert _dispatch.INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET == 0.3
     for role, batch, c_out, itemsize, takes in [
@@ -5292,6 +5303,7 @@ def test_input_taps_rule():
     # (240 x 289 x 128 x 4 bytes of windows, 35.5 MB) and still taken.
     spec, x_, w_ = _spec_of((240, 128, 7, 7), (64, 128, 5, 5), d3)
     assert rule(spec, x_, w_, alone=True)
+    assert not rule(spec, x_, w_, input_gradient=True)  # (the share not asked there)
     # ... while 3x3 dilation 4 on 8x8 (44.4%, 256 pairs) at 272 images (35.9 MB) is not.
     spec, x_, w_ = _spec_of((272, 128, 8, 8), (64, 128, 3, 3), d4)
     assert rule(spec, x_, w_) and not rule(spec, x_, w_, alone=True)
@@ -5314,7 +5326,7 @@ def _spy_input_taps(monkeypatch) -> list:
 @pytest.mark.parametrize(
     "batch, itemsize, takes", [(8, 4, True), (10, 4, True), (11, 4, False), (8, 8, False)]
 )
-def test_input_taps_input_gradient_past_heap_block(monkeypatch, batch, itemsize, takes):
+def test_input_taps_input_gradient_past_heap_block(monkeypatch, retrace, batch, itemsize, takes):
     """`auto` asks `_dispatch._input_taps` about a layer's input gradient with its
     element size: 7x7 32->512 @7 "same" trains its input gradient by
     `matmul.input_taps` while the windows and weights stay within glibc's largest heap
@@ -5334,7 +5346,7 @@ def test_input_taps_input_gradient_past_heap_block(monkeypatch, batch, itemsize,
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule is the CPU's")
 @pytest.mark.parametrize("batch, takes_alone", [(9, True), (10, False)])
-def test_input_taps_value_past_heap_block(monkeypatch, batch, takes_alone):
+def test_input_taps_value_past_heap_block(monkeypatch, retrace, batch, takes_alone):
     """`auto` asks `_dispatch._input_taps` about a value with whether it is
     differentiated: 7x7 512->64 @7 "same" runs its value alone by `matmul.input_taps`
     while the windows and weights stay within glibc's largest heap block (up to 9
