@@ -228,6 +228,11 @@ STRIDED_3D_EXPANSION_VALUE_MIN_CHANNELS = 2048
 # patches of at least `MATMUL_MIN_DEPTH` products, to at least this many output
 # channels, runs its value by `matmul` instead (see `_strided_3d_value_by_matmul`).
 STRIDED_3D_MATMUL_VALUE_MAX_ROWS, STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS = 128, 16
+# ... and so does any dense one strided along its planes on small outputs: at most this
+# many rows, at most this many output positions an image, patches at least this deep, to
+# at least this many channels (see `_strided_3d_value_by_matmul`).
+STRIDED_3D_MATMUL_VALUE_SMALL_MAX_ROWS, STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS = 448, 64
+STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH, STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS = 768, 96
 # The weight gradient of a 3-D convolution by 2-D planes stacks the planes
 # (`planes.stacked`) from at most this many input channels per group (see
 # `_stacked_planes`), and no role stacks them on output planes of fewer than this many
@@ -2618,14 +2623,43 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
     XLA's 3-D convolution ran, 2.1-11x forward (all of them). The floor of 16 output
     channels is untested on layers XLA runs whole (to 8 channels, two layers the planes
     ran lost 0.15-0.65x by `matmul`). Not on CPUs with AVX2 and no AVX-512
-    (`lax.avx2_only`), where it was not measured."""
+    (`lax.avx2_only`), where it was not measured.
+
+    And any dense 3-D value strided along its planes on small outputs, which the
+    planes take (fewer channel pairs): on at most `STRIDED_3D_MATMUL_VALUE_SMALL_MAX_ROWS`
+    rows and `STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS` output positions an image,
+    patches at least `STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH` deep, to at least
+    `STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS` channels, from an input within
+    glibc's largest heap block (in float32). Found by a random sweep on the Sapphire
+    Rapids Xeon (2026-12-07, `/tmp/s78/rsweep.py 103`): 5x5x5 stride 2 8->192 @8 batch
+    32 channels-first forward at 0.80x `lax` by the planes (1.59 ms; `matmul` 1.05,
+    PyTorch 1.04). `matmul` against `auto` on small strided 3-D outputs (`sm3.py 1 24
+    7`): 1.38-1.87x to 64-256 channels from 864-16000-deep patches, 0.58-0.89x to fewer
+    channels or from shallower patches. The rule against without on fresh layers
+    (`sm3ab.py`, 7 interleaved runs, k2-k5, strides 2-4 along the planes, 8-256 ->
+    32-384 channels @4-16, batch 1-32, both layouts): with a floor of 64 channels and
+    512 rows forward 1.17x but 0.75-0.94x on six of 16 (`11 16 7 fwd`); with these
+    bounds forward 1.21x (0.31-1.76x; `12 12 7`: the loss, 5x5x5 stride 4 192->96 @12
+    batch 32 channels-last, 42 MB of input, hence the input's bound) and 1.34x
+    (1.00-2.08x over 10, `14 10 7`), training 1.05x (0.74-1.25x over 10, `13 10 5
+    train`)."""
     if spec.ndim != 3 or spec.groups != 1 or lax_impl.avx2_only():
         return False
     c_out, c_in = w_shape[:2]
     rows = _rows(spec, x_shape, w_shape)
+    depth = c_in * math.prod(w_shape[2:])
+    if (
+        max(spec.stride[1:]) > 1
+        and rows <= STRIDED_3D_MATMUL_VALUE_SMALL_MAX_ROWS
+        and rows <= x_shape[0] * STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS
+        and depth >= STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH
+        and c_out >= STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS
+        and math.prod(x_shape) * 4 <= lax_impl.MALLOC_MAX_HEAP_BLOCK
+    ):
+        return True
     return (
         rows <= STRIDED_3D_MATMUL_VALUE_MAX_ROWS
-        and c_in * math.prod(w_shape[2:]) >= MATMUL_MIN_DEPTH
+        and depth >= MATMUL_MIN_DEPTH
         and c_out >= STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS
         and (_strided_3d_direct(spec, x_shape, w_shape) or _strided_3d_few_products(spec, w_shape))
     )

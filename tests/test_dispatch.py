@@ -1052,7 +1052,7 @@ def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
         (2, 384, 16, dict(stride=2, padding=1), True),
         (2, 384, 8, dict(stride=2, padding=1), False),  # to fewer than 16 channels
         (2, 38, 112, dict(stride=2, padding=1), True),  # 38 x 27 = 1026 deep
-        (2, 37, 112, dict(stride=2, padding=1), False),  # 999 deep
+        (2, 37, 112, dict(stride=2, padding=1), True),  # 999 deep: small outputs, below
         (1, 384, 64, dict(stride=(2, 1, 1)), False),  # 108 rows, planes unstrided: planes
         (1, 384, 16, dict(stride=(2, 1, 1)), False),  # ... also with 144 products
         (1, 384, 64, dict(stride=(1, 2, 2), padding=1), True),  # 8 x 4 x 4 rows
@@ -1069,6 +1069,37 @@ def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
         with mock.patch.object(_dispatch, "_strided_3d_value_by_matmul", lambda *a: False):
             before = _dispatch.choose(spec, x_shape, w_shape, jnp.float32, "cpu")
         assert before[0] == "lax" and rules[1:] == before[1:]
+    # 999 deep on 125 positions (past the small outputs' clause): not taken.
+    for c_in, taken in [(38, True), (37, False)]:
+        x_shape, w_shape = (1, c_in, 10, 10, 10), (112, c_in, 3, 3, 3)
+        spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2, padding=1).spec
+        assert rule(spec, x_shape, w_shape) == taken, c_in
+    # Small outputs of any dense layer strided along its planes: at most
+    # `STRIDED_3D_MATMUL_VALUE_SMALL_MAX_ROWS` rows and
+    # `STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS` positions an image, patches at least
+    # `STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH` deep, to at least
+    # `STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS` channels, the input within the
+    # heap block (in float32).
+    assert _dispatch.STRIDED_3D_MATMUL_VALUE_SMALL_MAX_ROWS == 448
+    assert _dispatch.STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS == 64
+    assert _dispatch.STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH == 768
+    assert _dispatch.STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS == 96
+    for x_shape, w_shape, stride, taken in [
+        ((32, 8, 8, 8, 8), (192, 8, 5, 5, 5), 2, True),  # 256 rows, 1000 deep (found)
+        ((7, 29, 8, 8, 8), (96, 29, 3, 3, 3), 2, True),  # 7 x 4^3 = 448 rows, 783 deep
+        ((8, 29, 8, 8, 8), (96, 29, 3, 3, 3), 2, False),  # 512 rows
+        ((7, 28, 8, 8, 8), (96, 28, 3, 3, 3), 2, False),  # 756 deep
+        ((7, 29, 8, 8, 8), (95, 29, 3, 3, 3), 2, False),  # to 95 channels
+        ((1, 29, 9, 9, 9), (96, 29, 3, 3, 3), 2, False),  # 125 positions
+        ((7, 29, 4, 8, 8), (96, 29, 3, 3, 3), (1, 2, 2), True),  # 7 x 4 x 4 x 4 = 448
+        ((7, 29, 8, 4, 4), (96, 29, 3, 3, 3), (2, 1, 1), False),  # planes unstrided
+        ((1, 32, 64, 64, 64), (96, 32, 3, 3, 3), 16, True),  # 33.6 MB of input
+        ((2, 32, 64, 64, 64), (96, 32, 3, 3, 3), 16, False),  # 67.1 MB
+    ]:
+        padding = w_shape[2] // 2 if w_shape[2] == 3 else 0
+        spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride, padding=padding).spec
+        assert not _dispatch._strided_3d_few_products(spec, w_shape)
+        assert rule(spec, x_shape, w_shape) == taken, (x_shape, w_shape, stride)
     # Through `_strided_3d_direct` alone: 16->256 5x5x5 stride 2, an expansion (1600
     # products per plane input element), 2000 deep on 64 rows.
     x_shape, w_shape = (1, 16, 8, 8, 8), (256, 16, 5, 5, 5)
