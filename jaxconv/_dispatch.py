@@ -4117,15 +4117,15 @@ def _input_taps(
     A value ``alone`` (not differentiated) past the block likewise, where its taps
     meet the input on at least `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_MET` of the pairs: only
     to `INPUT_TAPS_PAST_BLOCK_VALUE_MIN_OUT_CHANNELS` channels or more (meeting fewer,
-    at any). Found on
-    the Sapphire Rapids Xeon (2026-12-07, `/tmp/s78`): 7x7 dilation 3 96->24 @14 "same"
-    channels-first ran forward in 1.8 ms at batch 8 and 3.8 at 16 by the taps (XLA's
-    3.9 and 7.9), then 12.2 at 24 (XLA's 11.8), where its windows and weights pass the
-    block (34 MiB; `it1.py`). Values by the taps past the block against without, each
-    program timed alone (`itv3.py 11 24 9`, 3x3-7x7 dilations 1-4, 96-512 -> 8-128
-    channels @7-16): 0.43-0.89x on 14 of 16 layers meeting 33-58% of the pairs (7x7
-    dilation 2 192->16 @10 batch 64 channels-last 37.6 ms against 16.2), 0.72-4.5x
-    meeting 14-27% (where XLA's convolution mostly multiplies padding). The bound
+    at any). Found on the Sapphire Rapids Xeon (2026-12-07, `/tmp/s78`): 7x7 dilation 3
+    96->24 @14 "same" channels-first ran forward in 1.8 ms at batch 8 and 3.8 at 16 by
+    the taps (XLA's 3.9 and 7.9), then 12.2 at 24 (XLA's 11.8), where its windows and
+    weights pass the block (34 MiB; `it1.py`). Values by the taps past the block
+    against without, each program timed alone (`itv3.py 11 24 9`, 3x3-7x7 dilations
+    1-4, 96-512 -> 8-128 channels @7-16): 0.43-0.89x on 14 of 16 layers meeting 33-58%
+    of the pairs (7x7 dilation 2 192->16 @10 batch 64 channels-last 37.6 ms against
+    16.2), 0.72-4.5x meeting 14-27% (where XLA's convolution mostly multiplies
+    padding). The bound
     against without on fresh layers it changes (`itv4.py 21 16 7 32 200 fwd`, `31 14 7`,
     `41 14 7`; 8-96 output channels, 33-200 MB): forward 1.83x, 1.53x, 1.55x (0.72-3.8x
     over 29 layers). A differentiated value keeps the taps: with the floor on values in
@@ -4937,7 +4937,10 @@ def _run(
                 )
             if role == FORWARD and _many_to_few_by_taps(spec_, x_.shape, w_.shape, True, size):
                 return matmul_impl.output_taps(x_, w_, spec_)
-            if role == FORWARD and _input_taps(spec_, x_.shape, w_.shape, alone=not differentiated):
+            alone = not differentiated  # (a value past the heap block, `_input_taps`)
+            if role == FORWARD and _input_taps(
+                spec_, x_.shape, w_.shape, alone=alone, itemsize=size
+            ):
                 return matmul_impl.input_taps(x_, w_, spec_)
             if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
                 problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)
