@@ -478,7 +478,7 @@ def choose(
     if (
         not nested
         and rules[FORWARD] == "lax"
-        and _strided_3d_value_by_matmul(spec, x_shape, w_shape)
+        and _strided_3d_value_by_matmul(spec, x_shape, w_shape, dtype)
     ):
         rules = ("matmul", *rules[1:])
     if _few_inputs_wide(spec, w_shape):
@@ -2599,7 +2599,7 @@ def _strided_3d_few_products(spec: ConvSpec, w_shape) -> bool:
     )
 
 
-def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
+def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape, dtype=jnp.float32) -> bool:
     """Whether the value of this dense 3-D convolution, one XLA would run as its own 3-D
     convolution (`_strided_3d_direct`, as differentiated) or that has few products per
     input element (`_strided_3d_few_products`), runs by `matmul`'s patches instead: on
@@ -2629,8 +2629,8 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
     planes take (fewer channel pairs): on at most `STRIDED_3D_MATMUL_VALUE_SMALL_MAX_ROWS`
     rows and `STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS` output positions an image,
     patches at least `STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH` deep, to at least
-    `STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS` channels, from an input within
-    glibc's largest heap block (in float32). Found by a random sweep on the Sapphire
+    `STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS` channels, from an input (of
+    ``dtype``) within glibc's largest heap block. Found by a random sweep on the Sapphire
     Rapids Xeon (2026-12-07, `/tmp/s78/rsweep.py 103`): 5x5x5 stride 2 8->192 @8 batch
     32 channels-first forward at 0.80x `lax` by the planes (1.59 ms; `matmul` 1.05,
     PyTorch 1.04). `matmul` against `auto` on small strided 3-D outputs (`sm3.py 1 24
@@ -2654,7 +2654,7 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape) -> bool:
         and rows <= x_shape[0] * STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS
         and depth >= STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH
         and c_out >= STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS
-        and math.prod(x_shape) * 4 <= lax_impl.MALLOC_MAX_HEAP_BLOCK
+        and math.prod(x_shape) * jnp.dtype(dtype).itemsize <= lax_impl.MALLOC_MAX_HEAP_BLOCK
     ):
         return True
     return (

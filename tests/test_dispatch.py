@@ -1100,6 +1100,11 @@ def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
         spec = _spec.conv_plan("conv", x_shape, w_shape, stride=stride, padding=padding).spec
         assert not _dispatch._strided_3d_few_products(spec, w_shape)
         assert rule(spec, x_shape, w_shape) == taken, (x_shape, w_shape, stride)
+    # ... of the input's own dtype: 33.6 MB in float32, 67.1 MB in float64.
+    x_shape, w_shape = (1, 32, 64, 64, 64), (96, 32, 3, 3, 3)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, stride=16, padding=1).spec
+    assert rule(spec, x_shape, w_shape, jnp.float32)
+    assert not rule(spec, x_shape, w_shape, jnp.float64)
     # Through `_strided_3d_direct` alone: 16->256 5x5x5 stride 2, an expansion (1600
     # products per plane input element), 2000 deep on 64 rows.
     x_shape, w_shape = (1, 16, 8, 8, 8), (256, 16, 5, 5, 5)
