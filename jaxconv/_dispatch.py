@@ -134,6 +134,10 @@ DENSE_GROUPS_MIN_POSITIONS_CHANNELS_LAST = 16
 # value (see `_small_groups`), channels-first only with at most this many input x output
 # channels per group.
 DENSE_GROUPS_MIN_GROUP_FLOPS, SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS = 1.5e6, 512
+# ... of which those whose groups times the square of their output channels a group is
+# at most this, on at least this many rows, by the block-diagonal weight (see
+# `_block_diagonal_value`).
+BLOCK_DIAGONAL_MAX_GROUPS_OUT_SQUARED, BLOCK_DIAGONAL_MIN_ROWS = 64, 64
 # The weight gradient of a 2-D convolution runs by kernel rows (`planes`) only with more
 # output channels per group than this: with 16, XLA's own 2-D weight gradient is
 # faster (96->16 3x3 @56 batch 8: 13 ms against 25-30 by rows); with 32 they are even
@@ -2349,6 +2353,38 @@ def _small_groups(spec: ConvSpec, x_shape, w_shape) -> bool:
         and not lax_impl.avx2_only()
         and spec.flops(x_shape, w_shape) < DENSE_GROUPS_MIN_GROUP_FLOPS * spec.groups
         and (spec.channels_last or channels <= SMALL_GROUPS_CHANNELS_FIRST_MAX_CHANNELS)
+    )
+
+
+def _block_diagonal_value(spec: ConvSpec, x_shape, w_shape) -> bool:
+    """Whether this small grouped value, which `_small_groups` would leave to XLA's
+    grouped convolution, runs instead as one dense convolution by the block-diagonal
+    weight (`groups.block_diagonal`), chosen by the dense rules: groups times the square
+    of the output channels a group at most `BLOCK_DIAGONAL_MAX_GROUPS_OUT_SQUARED`, on
+    at least `BLOCK_DIAGONAL_MIN_ROWS` rows (batch times output positions). The dense
+    convolution does ``groups`` times the products, but XLA's grouped convolution of
+    few outputs a group runs at a few GFLOP/s. (A non-finite input element then makes
+    NaNs in the other groups' outputs that read it, as `fft` spreads one over its image.)
+
+    Found by a random sweep (`/tmp/s78/rsweep.py 103`: 4 groups of 8->2 4x4 stride 2
+    @14 batch 32 channels-last, forward 1.21 ms by XLA's grouped value, PyTorch 0.15;
+    0.26 ms with the rule). The rule against without, forward, random 2-D layers under
+    1.5 MFLOP a group (2-16 groups of 2-64 -> 1-8 channels, 2x2-5x5, strides 1-3,
+    dilations 1-2, maps 3-40, batch 1-32, both layouts; 9 interleaved runs, Sapphire
+    Rapids Xeon, 2026-12-07, `/tmp/s79/abbd.py`): 24 layers within the bounds 1.74x
+    (geometric mean; 0.49-6.12x, under 1x on two: 6 groups of 32->1 4x4 stride 3
+    dilation 2 @10 batch 16 channels-first 0.49x, whose dense layer's value the rules
+    run by `_output_taps` at 0.76 ms where XLA's dense convolution takes 0.41; 6 of
+    64->3 stride 2 @14 batch 2 0.94x); 24 more, 1-4 outputs a group and at most 32 in
+    all, 1.71x (0.70-3.80x; the 0.70x layer, 8 groups of 32->3 5x5 stride 2 @14 batch 2
+    channels-last, is 72 past the bound). Past the bounds: on fewer rows 1.02x over 16
+    layers (0.76-1.37x, six under 0.95x); groups times the square past 64 (108-1024)
+    0.94x over 16 (0.54-1.88x; 0.54x at 1024, 16 groups of 32->8)."""
+    c_out_g = w_shape[0] // spec.groups
+    rows = x_shape[0] * math.prod(spec.out_spatial(x_shape[2:], w_shape[2:]))
+    return (
+        spec.groups * c_out_g**2 <= BLOCK_DIAGONAL_MAX_GROUPS_OUT_SQUARED
+        and rows >= BLOCK_DIAGONAL_MIN_ROWS
     )
 
 
@@ -4992,6 +5028,10 @@ def _run(
                 or (name == DENSE_GROUPS and _small_groups(spec_, x_.shape, w_.shape))
             )
         ):
+            if name == DENSE_GROUPS and _block_diagonal_value(spec_, x_.shape, w_.shape):
+                # One dense convolution by the block-diagonal weight, by the rules.
+                dense = dataclasses.replace(spec_, groups=1)
+                return _run(x_, groups.block_diagonal(w_, spec_.groups), dense, FORWARD)
             # XLA's grouped value instead (`_pointwise_many_groups`, `_small_groups`).
             return _xla(x_, w_, spec_)
         if name == DENSE_GROUPS:

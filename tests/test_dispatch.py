@@ -4496,6 +4496,78 @@ def test_auto_small_groups_value_is_xla_grouped_unless_differentiated(
     _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, (72, 144, 392))
 
 
+@pytest.mark.parametrize(
+    "x_shape,w_shape,groups,padding,taken",
+    [
+        ((32, 32, 14, 14), (8, 8, 4, 4), 4, 2, True),  # 4 groups of 8->2: 4 * 2^2 = 16
+        ((1, 32, 10, 10), (4, 16, 3, 3), 2, 1, True),  # 2 groups of 16->2, 100 rows
+        ((1, 64, 10, 10), (16, 16, 3, 3), 4, 1, True),  # 4 groups of 16->4: 64
+        ((1, 48, 10, 10), (15, 16, 3, 3), 3, 1, False),  # 3 groups of 16->5: 75
+        ((1, 256, 10, 10), (16, 16, 3, 3), 16, 1, True),  # 16 groups of 16->1: 16
+        ((1, 64, 10, 10), (32, 8, 3, 3), 8, 1, False),  # 8 groups of 8->4: 128
+        ((1, 64, 10, 10), (24, 8, 3, 3), 8, 1, False),  # 8 groups of 8->3: 72
+        ((1, 128, 10, 10), (32, 8, 3, 3), 16, 1, True),  # 16 groups of 8->2: 64
+        ((1, 32, 8, 8), (4, 16, 3, 3), 2, 1, True),  # 64 rows
+        ((1, 32, 7, 7), (4, 16, 3, 3), 2, 1, False),  # 49 rows
+        ((4, 32, 5, 5), (4, 16, 3, 3), 2, 0, False),  # 36 rows
+        ((8, 32, 5, 5), (4, 16, 3, 3), 2, 0, True),  # 72 rows
+    ],
+)
+def test_block_diagonal_value_rule(x_shape, w_shape, groups, padding, taken):
+    """`_block_diagonal_value` takes layers whose groups times the square of their
+    output channels a group is at most 64, on at least 64 rows (batch times output
+    positions)."""
+    spec = _spec.conv_plan("conv", x_shape, w_shape, padding=padding, groups=groups).spec
+    assert _dispatch._block_diagonal_value(spec, x_shape, w_shape) == taken
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the small-groups rule is the CPU's")
+@pytest.mark.parametrize("avx2_only", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_auto_small_groups_few_outputs_by_block_diagonal(
+    channels_last, avx2_only, monkeypatch, retrace
+):
+    """auto's value of 4 groups of 8->2 4x4 stride 2 padding 2 @14 batch 32 (16 KFLOP per
+    group) is one dense convolution by the block-diagonal weight
+    (`_dispatch._block_diagonal_value`), not XLA's grouped convolution; on a CPU with
+    AVX2 and no AVX-512 (where `_small_groups` is off) and under differentiation, the
+    dense groups' as before. Values and gradients equal the float64 reference's, and a
+    NaN weight leaves the other groups' outputs finite."""
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: avx2_only)
+    calls = []
+    original = _dispatch.groups.block_diagonal
+
+    def spy(w, g):
+        calls.append((w.shape, g))
+        return original(w, g)
+
+    monkeypatch.setattr(_dispatch.groups, "block_diagonal", spy)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((32, 14, 14, 32) if channels_last else (32, 32, 14, 14))
+    w = rng.standard_normal((4, 4, 8, 8) if channels_last else (8, 8, 4, 4))
+    x, w = x.astype(np.float32), w.astype(np.float32)
+
+    def conv(a, b, impl="auto"):
+        return jaxconv.conv2d(
+            a, b, stride=2, padding=2, groups=4, channels_last=channels_last, impl=impl
+        )
+
+    text = jax.jit(conv).lower(x, w).as_text()
+    assert calls == ([] if avx2_only else [((8, 8, 4, 4), 4)])
+    assert "feature_group_count = 4" not in text
+    jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), (0, 1))).lower(x, w)
+    assert len(calls) == (0 if avx2_only else 1)
+
+    _assert_matches_float64(conv, lambda a, b: conv(a, b, "lax"), x, w, rng, (128, 32, 2048))
+
+    w_nan = w.copy()
+    w_nan[(0, 0, 0, 0)] = np.nan  # output channel 0's in either layout: group 0's
+    y = np.asarray(jax.jit(conv)(x, w_nan))
+    group_0 = y[..., :2] if channels_last else y[:, :2]
+    others = y[..., 2:] if channels_last else y[:, 2:]
+    assert np.isnan(group_0).any() and np.isfinite(others).all()
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the scanned-value rule is the CPU's")
 @pytest.mark.parametrize(
     "kernel, want",
@@ -5907,8 +5979,11 @@ def test_few_output_channels_by_output_taps(
     group's part, one call each). Values and both gradients equal lax's (float64), and
     so do forward mode, second derivatives and `vmap`."""
     roles = last if channels_last else first
-    # (A 3x3 stride-3 layer below would fold by default, `_tiles_as_pointwise`.)
+    # (A 3x3 stride-3 layer below would fold by default, `_tiles_as_pointwise`; the
+    # grouped layer's value alone would run as the dense one of its block-diagonal
+    # weight, `_block_diagonal_value`.)
     monkeypatch.setattr(_dispatch, "_tiles_as_pointwise", lambda *args, **kwargs: False)
+    monkeypatch.setattr(_dispatch, "_block_diagonal_value", lambda *args, **kwargs: False)
     calls = spy_third_arguments(monkeypatch, matmul_impl, "output_taps")
     # Channels-first the input gradient it takes runs as `matmul`'s patches on the
     # cotangent instead: counted as a call.

@@ -49,6 +49,30 @@ def decompose(x: jax.Array, w: jax.Array, spec: ConvSpec, inner: Forward) -> jax
     return jnp.concatenate(ys, axis=1)
 
 
+def block_diagonal(w: jax.Array, groups: int) -> jax.Array:
+    """The dense weight ``(C_out, C_in, *K)`` of the grouped canonical weight ``w``
+    ``(C_out, C_in/g, *K)``: group ``i``'s weights in its own input channels' block,
+    zeros elsewhere, so that a dense convolution by it is the grouped one.
+
+    A non-finite weight stays in its output channel, as in the grouped convolution. A
+    non-finite input element does not stay in its group: the dense convolution
+    multiplies it by the other groups' zeros, and their outputs that read it are NaN.
+
+    >>> import jax.numpy as jnp
+    >>> block_diagonal(jnp.arange(1.0, 5.0).reshape(4, 1, 1), 2)[:, :, 0]
+    Array([[1., 0.],
+           [2., 0.],
+           [0., 3.],
+           [0., 4.]], dtype=float32)
+    """
+    g = groups
+    o, c, *kernel = w.shape
+    same = jnp.arange(g)[:, None] == jnp.arange(g)[None, :]
+    same = same.reshape(g, 1, g, 1, *(1,) * len(kernel))
+    blocks = jnp.where(same, w.reshape(g, o // g, 1, c, *kernel), jnp.zeros((), w.dtype))
+    return blocks.reshape(o, g * c, *kernel)
+
+
 def loop(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical grouped convolution as XLA's dense convolutions, one per group, in
     a loop over the groups (`jax.lax.scan`, `LOOP_UNROLL` groups a step): one
