@@ -59,7 +59,7 @@ def block_diagonal(w: jax.Array, groups: int) -> jax.Array:
     multiplies it by the other groups' zeros, and their outputs that read it are NaN.
 
     >>> import jax.numpy as jnp
-    >>> block_diagonal(jnp.arange(1.0, 5.0).reshape(4, 1, 1), 2)[:, :, 0]
+    >>> block_diagonal(jnp.arange(1, 5, dtype=jnp.float32).reshape(4, 1, 1), 2)[:, :, 0]
     Array([[1., 0.],
            [2., 0.],
            [0., 3.],
