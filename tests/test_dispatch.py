@@ -6899,6 +6899,106 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
 
 
 @pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, padding, want",
+    [
+        # 1x1 padding 1 on 4x4: a border of zeros, the whole input, no padding left.
+        (
+            (1, 4, 4, 4),
+            (2, 4, 1, 1),
+            1,
+            1,
+            ((1, 1),) * 2,
+            ([0] * 4, [1, 4, 4, 4], [(1, 1)] * 2, ((0, 0),) * 2),
+        ),
+        # 3x3 padding 3 on 5: outputs 1-7 of 9 read the input, from padding 2 on each side.
+        ((1, 2, 5), (2, 2, 3), 1, 1, ((3, 3),), ([0] * 3, [1, 2, 5], [(1, 1)], ((2, 2),))),
+        # 1x1 stride 2 padding 1 on 4: output 0 reads -1; outputs 1, 2 read 1 and 3.
+        ((1, 2, 4), (2, 2, 1), 2, 1, ((1, 1),), ([0, 0, 1], [1, 2, 4], [(1, 0)], ((0, 0),))),
+        # 1x1 stride 3 padding (4, 0) on 10: outputs 2-4 read 2, 5 and 8 (9 unread).
+        ((1, 2, 10), (2, 2, 1), 3, 1, ((4, 0),), ([0, 0, 2], [1, 2, 9], [(2, 0)], ((0, 0),))),
+        # Dilated 3 taps, dilation 2, padding 5 on 3: outputs 1-5 of 7.
+        ((1, 2, 3), (2, 2, 3), 1, 2, ((5, 5),), ([0] * 3, [1, 2, 3], [(1, 1)], ((4, 4),))),
+        # Widening 4->8 1x1 padding 1 on 2x2: 12 of 16 outputs zeros.
+        (
+            (1, 4, 2, 2),
+            (8, 4, 1, 1),
+            1,
+            1,
+            ((1, 1),) * 2,
+            ([0] * 4, [1, 4, 2, 2], [(1, 1)] * 2, ((0, 0),) * 2),
+        ),
+        # Widening, padding along one dim only: 2x5 -> 4x5, half the outputs zeros.
+        (
+            (1, 4, 2, 5),
+            (8, 4, 1, 1),
+            1,
+            1,
+            ((1, 1), (0, 0)),
+            ([0] * 4, [1, 4, 2, 5], [(1, 1), (0, 0)], ((0, 0),) * 2),
+        ),
+    ],
+)
+def test_outputs_reading_input(x_shape, w_shape, stride, dilation, padding, want):
+    """`_dispatch._outputs_reading_input`: the input box read, the zero outputs at either
+    end of each dim and the padding of the rest, worked by hand; the rest's outputs are
+    the layer's less the zeros."""
+    x, w, spec = _trim_case(x_shape, w_shape, stride, dilation, padding)
+    cropped = _dispatch._outputs_reading_input(x, w, spec)
+    assert cropped is not None
+    starts, limits, zeros, inner = cropped
+    assert (starts, limits, zeros, inner.padding) == want
+    box = [b - a for a, b in zip(starts[2:], limits[2:], strict=True)]
+    out = spec.out_spatial(x_shape[2:], w_shape[2:])
+    want_out = [o - a - b for o, (a, b) in zip(out, zeros, strict=True)]
+    assert list(inner.out_spatial(box, w_shape[2:])) == want_out
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, dilation, padding",
+    [
+        ((1, 2, 7, 7), (2, 2, 3, 3), 1, 1, ((2, 2),) * 2),  # every output reads the input
+        ((1, 2, 7), (2, 2, 1), 2, 1, ((0, 1),)),  # no output lands on the padding
+        ((1, 4, 8, 8), (8, 4, 1, 1), 1, 1, ((1, 1),) * 2),  # widening: 36 of 100 zeros
+        ((1, 4, 2, 5), (8, 4, 1, 1), 1, 1, ((1, 0), (0, 0))),  # widening: 2 of 3 rows read
+        ((1, 2, 2), (2, 2, 1), 5, 1, ((3, 3),)),  # no output reads the input
+    ],
+)
+def test_outputs_reading_input_not_cropped(x_shape, w_shape, stride, dilation, padding):
+    """Nothing cropped where every output reads the input, where a layer to more
+    channels than it reads has fewer than half its outputs zeros
+    (`CROP_WIDENING_MIN_ZEROS_RATIO`), or where no output reads the input."""
+    x, w, spec = _trim_case(x_shape, w_shape, stride, dilation, padding)
+    assert _dispatch._outputs_reading_input(x, w, spec) is None
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, channels_last",
+    [
+        ((2, 96, 9, 7), (4, 96, 1, 1), dict(padding=1), True),  # found by a sweep
+        ((2, 96, 9, 7), (4, 96, 1, 1), dict(padding=1), False),
+        ((3, 8, 6, 5), (4, 8, 3, 3), dict(padding=(4, 3), stride=2), True),
+        ((2, 6, 17), (3, 6, 2), dict(padding=5, stride=3, dilation=2), False),
+        ((2, 4, 3, 4, 5), (2, 4, 1, 1, 1), dict(padding=2), True),  # 3-D
+        ((2, 4, 3, 4, 5), (2, 4, 1, 1, 1), dict(padding=2), False),
+        ((2, 6, 5, 5), (6, 1, 3, 3), dict(padding=3, groups=6), True),  # depthwise
+        ((2, 4, 3, 3), (8, 2, 1, 1), dict(padding=2, groups=2), False),  # widening, grouped
+    ],
+)
+def test_cropped_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
+    """Layers whose outputs at the borders read only padding, which `auto` writes as
+    zeros around the rest (`_dispatch._outputs_reading_input`): value, both gradients
+    and forward mode equal the float64 reference's."""
+    x, w, by = _layer("conv", x_shape, w_shape, kwargs, channels_last, seed=73)
+
+    def conv(a, b, impl="auto"):
+        return by(impl)(a, b)
+
+    spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    assert _dispatch._outputs_reading_input(jnp.zeros(x_shape), jnp.zeros(w_shape), spec)
+    _assert_matches_float64_with_jvp(conv, x, w, x_shape, w_shape)
+
+
+@pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, taken",
     [
         # Found by a sweep: 32 groups of 3->2 7x7 @56 batch 16 (the groups loop's).

@@ -231,3 +231,12 @@ def slices_in_layout(y: jax.Array, spec: ConvSpec, starts, limits, strides) -> j
         [strides[i] for i in order],
     )
     return jnp.moveaxis(cut, -1, 1)
+
+
+def pads_in_layout(y: jax.Array, spec: ConvSpec, spatial) -> jax.Array:
+    """The canonical (channels-first) ``y`` with zeros ``(before, after)`` around each
+    spatial dim (``spatial``), written in the caller's layout as `slices_in_layout`
+    cuts."""
+    if not spec.channels_last:
+        return jnp.pad(y, ((0, 0), (0, 0), *spatial))
+    return jnp.moveaxis(jnp.pad(jnp.moveaxis(y, 1, -1), ((0, 0), *spatial, (0, 0))), -1, 1)
