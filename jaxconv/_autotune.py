@@ -60,11 +60,18 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """The canonical convolution by the measured-fastest algorithm for each role; on a
     mesh of several devices, roles measured fastest by FFT go by `auto`'s rules, which
     run XLA's convolution there (`jaxconv._dispatch.choose_for`). The layer is reduced
-    first, as `auto` reduces it (`jaxconv._dispatch.reduced_layer`), and measured
-    reduced."""
+    first, as `auto` reduces it (`jaxconv._dispatch.reduced_layer`, and its outputs
+    that read only padding written as zeros, `jaxconv._dispatch.with_outputs_cropped`),
+    and measured reduced."""
+
+    def run(a: jax.Array, b: jax.Array, spec_: ConvSpec) -> jax.Array:
+        names = choose(spec_, a.shape, b.shape, a.dtype)
+        return _dispatch.forward_with(
+            a, b, spec_, _dispatch.without_fft_on_mesh(names, a, b, "auto")
+        )
+
     x, w, spec = _dispatch.reduced_layer(x, w, spec)
-    names = _dispatch.without_fft_on_mesh(choose(spec, x.shape, w.shape, x.dtype), x, w, "auto")
-    return _dispatch.forward_with(x, w, spec, names)
+    return _dispatch.with_outputs_cropped(x, w, spec, run)
 
 
 def cache_path() -> Path:

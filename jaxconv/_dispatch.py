@@ -3245,13 +3245,19 @@ def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     (`_outputs_reading_input`).
     """
     x, w, spec = reduced_layer(x, w, spec)
+    return with_outputs_cropped(x, w, spec, lambda x_, w_, spec_: forward_with(x_, w_, spec_, None))
+
+
+def with_outputs_cropped(x: jax.Array, w: jax.Array, spec: ConvSpec, run) -> jax.Array:
+    """``run(x, w, spec)``; where some outputs read only padding
+    (`_outputs_reading_input`), ``run`` of the rest on the input it reads, with zeros
+    written around it."""
     cropped = _outputs_reading_input(x, w, spec)
     if cropped is None:
-        return forward_with(x, w, spec, None)
+        return run(x, w, spec)
     starts, limits, zeros, inner = cropped
     x = slices_in_layout(x, spec, starts, limits, [1] * x.ndim)
-    y = forward_with(x, w, inner, None)
-    return pads_in_layout(y, spec, zeros)
+    return pads_in_layout(run(x, w, inner), spec, zeros)
 
 
 def _outputs_reading_input(
@@ -3274,8 +3280,8 @@ def _outputs_reading_input(
     trimmed taps, a non-finite weight no longer makes NaNs in those outputs.
 
     Found by a random sweep (`/tmp/s78/rsweep.py 101`: 1x1 96->4 padding 1 @112 batch
-    8 channels-last forward 13.6 ms, PyTorch 1.7; now 1.25 ms, PyTorch 1.40, `lax`
-    17.3). Cropped against whole (`auto` both), random layers of 1-3 dims padded 1-3
+    8 channels-last forward 13.6 ms, PyTorch 1.7; in a 9-run rerun 1.25 ms, PyTorch
+    1.40, `lax` 17.3). Cropped against whole (`auto` both), random layers of 1-3 dims padded 1-3
     past the kernel's reach (1x1-3x3, strides 1-2, 1-256 -> 1-256 channels, batch 1-16,
     both layouts; 7 interleaved runs, Sapphire Rapids Xeon, 2026-12-07,
     `/tmp/s79/crop.py 1|2|3 16 7 fwd,train`): forward 1.49x, 1.61x, 1.18x, training
@@ -3318,7 +3324,7 @@ def _outputs_reading_input(
 
 
 # A layer to more channels than it reads crops its outputs that read only padding
-# (`_outputs_reading_input`) only where at least 1/this of its outputs are zeros so.
+# (`_outputs_reading_input`) only where at most 1/this of its outputs read the input.
 CROP_WIDENING_MIN_ZEROS_RATIO = 2
 
 
@@ -5110,7 +5116,13 @@ def _run(
                 or (name == DENSE_GROUPS and _small_groups(spec_, x_.shape, w_.shape))
             )
         ):
-            if name == DENSE_GROUPS and _block_diagonal_value(spec_, x_.shape, w_.shape):
+            if (
+                name == DENSE_GROUPS
+                and spec.ndim == 2  # (not a grouped 3-D layer's planes: unmeasured)
+                and _small_groups(spec_, x_.shape, w_.shape)
+                and split_mesh(x_, w_) is None
+                and _block_diagonal_value(spec_, x_.shape, w_.shape)
+            ):
                 # One dense convolution by the block-diagonal weight, by the rules.
                 dense = dataclasses.replace(spec_, groups=1)
                 return _run(x_, groups.block_diagonal(w_, spec_.groups), dense, FORWARD)

@@ -4527,7 +4527,7 @@ def test_block_diagonal_value_rule(x_shape, w_shape, groups, padding, taken):
 def test_auto_small_groups_few_outputs_by_block_diagonal(
     channels_last, avx2_only, monkeypatch, retrace
 ):
-    """auto's value of 4 groups of 8->2 4x4 stride 2 padding 2 @14 batch 32 (16 KFLOP per
+    """auto's value of 4 groups of 8->2 4x4 stride 2 padding 2 @14 batch 32 (1.05 MFLOP per
     group) is one dense convolution by the block-diagonal weight
     (`_dispatch._block_diagonal_value`), not XLA's grouped convolution; on a CPU with
     AVX2 and no AVX-512 (where `_small_groups` is off) and under differentiation, the
@@ -7160,7 +7160,8 @@ def test_few_channels_large_window_by_fft_trains_as_lax(x_shape, w_shape, kwargs
 def test_auto_runs_the_reduced_layer(impl, monkeypatch, tmp_path):
     """`auto` (and autotune) hand the rules the reduced layer (`_dispatch.reduced_layer`):
     ASPP's 3x3 dilation 18 @14 as its centre tap, stride 2 and dilation 2 as the
-    unstrided, undilated layer of every other element."""
+    unstrided, undilated layer of every other element; and a padded 1x1 layer's outputs
+    that read the input, unpadded (`_dispatch.with_outputs_cropped`)."""
     monkeypatch.setenv("JAXCONV_AUTOTUNE_CACHE", str(tmp_path / "autotune.json"))
     seen = []
     real = _dispatch.forward_with
@@ -7178,6 +7179,10 @@ def test_auto_runs_the_reduced_layer(impl, monkeypatch, tmp_path):
     f = functools.partial(jaxconv.conv2d, stride=2, padding=2, dilation=2, impl=impl)
     jax.eval_shape(f, x, w)
     assert seen[-1] == ((2, 16, 7, 6), (8, 16, 3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)))
+    x, w = jnp.ones((2, 16, 6, 5)), jnp.ones((8, 16, 1, 1))
+    y = jax.eval_shape(lambda a, b: jaxconv.conv2d(a, b, padding=1, impl=impl), x, w)
+    assert y.shape == (2, 8, 8, 7)
+    assert seen[-1] == ((2, 16, 6, 5), (8, 16, 1, 1), (1, 1), (1, 1), ((0, 0), (0, 0)))
     jax.clear_caches()
 
 
