@@ -5107,27 +5107,20 @@ def _run(
             return _derivatives.weight_term_direct(
                 x_, w_, spec_, FORWARDS[name], matmul_impl.chunked_patches_weight_gradient
             )
-        if (
-            name in (DENSE_GROUPS, GROUPS_LOOP)
-            and role == FORWARD
-            and not differentiated
-            and (
-                _pointwise_many_groups(spec_, w_.shape)
-                or (name == DENSE_GROUPS and _small_groups(spec_, x_.shape, w_.shape))
-            )
-        ):
+        if name in (DENSE_GROUPS, GROUPS_LOOP) and role == FORWARD and not differentiated:
+            small = name == DENSE_GROUPS and _small_groups(spec_, x_.shape, w_.shape)
             if (
-                name == DENSE_GROUPS
+                small
                 and spec.ndim == 2  # (not a grouped 3-D layer's planes: unmeasured)
-                and _small_groups(spec_, x_.shape, w_.shape)
                 and split_mesh(x_, w_) is None
                 and _block_diagonal_value(spec_, x_.shape, w_.shape)
             ):
                 # One dense convolution by the block-diagonal weight, by the rules.
                 dense = dataclasses.replace(spec_, groups=1)
                 return _run(x_, groups.block_diagonal(w_, spec_.groups), dense, FORWARD)
-            # XLA's grouped value instead (`_pointwise_many_groups`, `_small_groups`).
-            return _xla(x_, w_, spec_)
+            if small or _pointwise_many_groups(spec_, w_.shape):
+                # XLA's grouped value instead (`_pointwise_many_groups`, `_small_groups`).
+                return _xla(x_, w_, spec_)
         if name == DENSE_GROUPS:
             return groups.decompose(x_, w_, spec_, chosen)
         if name == GROUPS_LOOP:
