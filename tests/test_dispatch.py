@@ -6916,7 +6916,7 @@ def test_trimmed_layers_match_float64(x_shape, w_shape, kwargs, channels_last):
         ((1, 2, 4), (2, 2, 1), 2, 1, ((1, 1),), ([0, 0, 1], [1, 2, 4], [(1, 0)], ((0, 0),))),
         # 1x1 stride 3 padding (4, 0) on 10: outputs 2-4 read 2, 5 and 8 (9 unread).
         ((1, 2, 10), (2, 2, 1), 3, 1, ((4, 0),), ([0, 0, 2], [1, 2, 9], [(2, 0)], ((0, 0),))),
-        # Dilated 3 taps, dilation 2, padding 5 on 3: outputs 1-5 of 7.
+        # 3 taps, dilation 2, padding 5 on 3: outputs 1-7 of 9, from padding 4 a side.
         ((1, 2, 3), (2, 2, 3), 1, 2, ((5, 5),), ([0] * 3, [1, 2, 3], [(1, 1)], ((4, 4),))),
         # Widening 4->8 1x1 padding 1 on 2x2: 12 of 16 outputs zeros.
         (
