@@ -3291,9 +3291,7 @@ def _outputs_reading_input(
     ms: 3-D 1->256 2x2x2 stride 2 padding 5 @8 batch 2 forward 0.56x, training 1.85x).
     Before the widening bound, 3->256 3x3 padding 5 @56 batch 8 channels-first trained
     0.61x, 8->128 1x1 padding 1 @56 batch 1 channels-last 0.53x forward."""
-    if backend_name() != "cpu" or any(d != 1 for d in spec.lhs_dilation):
-        return None
-    if split_mesh(x, w) is not None:
+    if not _reducible(x, w, spec):
         return None
     kernel = w.shape[2:]
     out = spec.out_spatial(x.shape[2:], kernel)
@@ -3303,10 +3301,7 @@ def _outputs_reading_input(
     for n, k, o, s, d, (lo, _) in zip(
         x.shape[2:], kernel, out, spec.stride, spec.rhs_dilation, spec.padding, strict=True
     ):
-        spans = [
-            (max(0, -((d * t - lo) // s)), min(o - 1, (n - 1 - d * t + lo) // s)) for t in range(k)
-        ]
-        spans = [(a, b) for a, b in spans if a <= b]
+        spans = [span for t in range(k) if (span := _tap_outputs(n, o, s, d, lo, t))]
         if not spans:
             return None
         first, last = min(a for a, _ in spans), max(b for _, b in spans)
@@ -3328,6 +3323,26 @@ def _outputs_reading_input(
 CROP_WIDENING_MIN_ZEROS_RATIO = 2
 
 
+def _reducible(x: jax.Array, w: jax.Array, spec: ConvSpec) -> bool:
+    """Whether `reduced_layer` and `_outputs_reading_input` may change this layer: on
+    the CPU, not input-dilated, not on a mesh of several devices."""
+    return (
+        backend_name() == "cpu"
+        and all(d == 1 for d in spec.lhs_dilation)
+        and split_mesh(x, w) is None
+    )
+
+
+def _tap_outputs(n: int, o: int, s: int, d: int, lo: int, t: int) -> tuple[int, int] | None:
+    """The first and last of the ``o`` outputs along a dim of ``n`` inputs (stride
+    ``s``, kernel dilation ``d``, low padding ``lo``) at which tap ``t`` reads an input
+    element, not the padding; None if it reads only padding. With ``c = d * t - lo``:
+    from ``max(0, ceil(-c / s))`` to ``min(o - 1, floor((n - 1 - c) / s))``."""
+    c = d * t - lo
+    first, last = max(0, -(c // s)), min(o - 1, (n - 1 - c) // s)
+    return (first, last) if first <= last else None
+
+
 def reduced_layer(
     x: jax.Array, w: jax.Array, spec: ConvSpec
 ) -> tuple[jax.Array, jax.Array, ConvSpec]:
@@ -3340,9 +3355,7 @@ def reduced_layer(
     algorithm for the smaller layer), and under differentiation zero gradients for what
     was dropped. A non-finite weight on a dropped tap, which multiplied only padding,
     no longer makes NaNs (``inf * 0``) as XLA's convolution of the whole layer does."""
-    if backend_name() != "cpu" or any(d != 1 for d in spec.lhs_dilation):
-        return x, w, spec
-    if split_mesh(x, w) is not None:
+    if not _reducible(x, w, spec):
         return x, w, spec
     trimmed = _touching_taps(x, w, spec)
     if trimmed is not None:
@@ -3396,13 +3409,7 @@ def _touching_taps(
     for n, k, o, s, d, (lo, hi) in zip(
         x.shape[2:], kernel, out, spec.stride, spec.rhs_dilation, spec.padding, strict=True
     ):
-        touching = [
-            t
-            for t in range(k)
-            # Outputs from max(0, ceil(-c / s)) to min(o - 1, floor((n - 1 - c) / s)),
-            # where c = d * t - lo, read the input.
-            if max(0, -((d * t - lo) // s)) <= min(o - 1, (n - 1 - d * t + lo) // s)
-        ]
+        touching = [t for t in range(k) if _tap_outputs(n, o, s, d, lo, t)]
         if not touching:
             return None
         first, last = touching[0], touching[-1]
