@@ -288,12 +288,21 @@ def test_rows_weight_gradient_unpadded_rule(x_shape, kernel, padding, unpadded):
         ((2, (64, 16, 28, 28), 1, (3, 3, 3), True)),  # 3-D
         ((8, (96, 56, 56), 1, (7, 7), True)),  # 49 taps
         ((8, (96, 56, 56), 1, (8, 8), False)),  # 64 taps: too long to compile
-        ((24, (32, 56, 56), 1, (3, 3), False)),  # 21.7 M, but 32 channels
+        ((24, (32, 56, 56), 1, (3, 3), True)),  # depthwise from 16 channels
+        ((16, (16, 112, 112), 1, (3, 3), True)),
+        ((16, (15, 112, 112), 1, (3, 3), False)),  # 27.1 M, but 15 channels
+        ((32, (16, 56, 56), 2, (3, 3), False)),  # groups of 2x2: 32 products a tap
+        ((32, (20, 56, 56), 2, (3, 3), True)),  # 40
+        ((64, (32, 2000), 1, (3,), False)),  # 1-D depthwise: 40 channels
+        ((64, (40, 2000), 1, (3,), True)),
         ((16, (40, 56, 56), 1, (3, 3), True)),
     ],
 )
 def test_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, rows):
-    assert shift._rows_pay(n, ct_shape, c_in_g, kernel) == rows
+    nd = len(kernel)
+    groups = ct_shape[0] // (2 if c_in_g == 2 else 1)
+    spec = ConvSpec((1,) * nd, ((1, 1),) * nd, (1,) * nd, (1,) * nd, groups)
+    assert shift._rows_pay(n, ct_shape, spec, c_in_g, kernel) == rows
 
 
 @pytest.mark.parametrize(
@@ -303,7 +312,8 @@ def test_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, rows):
         ((1, 48, 56, 56), (3, 3), {}, True),
         ((1, 144, 56, 56), (3, 3), dict(stride=2), True),  # output rows of 28
         ((2, 64, 56, 56), (3, 3), dict(dilation=2), True),
-        ((1, 32, 56, 56), (3, 3), {}, False),  # too few channels
+        ((1, 16, 56, 56), (3, 3), {}, True),
+        ((1, 15, 56, 56), (3, 3), {}, False),  # too few channels
         ((1, 64, 27, 27), (3, 3), {}, False),  # rows of 27: not unpadded
         ((1, 64, 28, 28), (5, 5), {}, False),  # 25 taps: not unpadded
         ((1, 64, 28, 28), (3, 3), dict(groups=32), False),  # not depthwise
@@ -312,7 +322,7 @@ def test_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, rows):
 )
 def test_unpadded_rows_weight_gradient_rule(x_shape, kernel, kwargs, rows):
     """Depthwise channels-last layers whose rows loop reads the input unpadded take it
-    from `shift.ROWS_MIN_CHANNELS` channels, however few their products."""
+    from `shift.DEPTHWISE_ROWS_MIN_CHANNELS` channels, however few their products."""
     nd = len(kernel)
     c = x_shape[1]
     stride, dilation = kwargs.get("stride", 1), kwargs.get("dilation", 1)
@@ -324,7 +334,7 @@ def test_unpadded_rows_weight_gradient_rule(x_shape, kernel, kwargs, rows):
     out = spec.out_spatial(x_shape[2:], kernel)
     got = shift._unpadded_rows_pay(x_shape, (c_out, *out), spec, c // groups, kernel)
     assert got == rows
-    assert not shift._rows_pay(x_shape[0], (c_out, *out), c // groups, kernel)
+    assert not shift._rows_pay(x_shape[0], (c_out, *out), spec, c // groups, kernel)
 
 
 @pytest.mark.parametrize(
@@ -336,7 +346,9 @@ def test_unpadded_rows_weight_gradient_rule(x_shape, kernel, kwargs, rows):
         (8, (672, 14, 14), (5, 5), {}, True),
         (16, (384, 7, 7), (7, 7), {}, True),
         (16, (384, 7, 7), (8, 8), {}, False),  # 64 taps
-        (64, (32, 14, 14), (3, 3), {}, False),  # 32 channels
+        (64, (32, 14, 14), (3, 3), {}, True),  # depthwise from 16 channels
+        (128, (15, 14, 14), (3, 3), {}, False),  # 15 channels, 3.3 M
+        (256, (32, 14, 14), (3, 3), dict(groups=16, c_in_g=1), False),  # 2 out per group
         (16, (512, 14, 14), (3, 3), dict(groups=128), True),  # groups of 4x4, 57.8 M
         (4, (256, 14, 14), (3, 3), dict(groups=64), False),  # groups of 4x4, 7.2 M
         (16, (576, 14, 14), (3, 3), dict(groups=288, c_in_g=1), True),  # 2 out per group
@@ -382,7 +394,10 @@ def test_auto_small_map_depthwise_weight_gradient_by_rows(x_shape, kernel, kwarg
 
     (ct,) = _arrays(1, jax.eval_shape(f("lax"), x, w).shape, dtype=np.float32)
     out = ct.shape[1:-1]
-    assert not shift._rows_pay(x_shape[0], (c, *out), 1, kernel)
+    spec = ConvSpec(
+        (1,) * len(kernel), ((1, 1),) * len(kernel), (1,) * len(kernel), (1,) * len(kernel), c
+    )
+    assert not shift._rows_pay(x_shape[0], (c, *out), spec, 1, kernel)
     dw = lambda impl: lambda a, b, ct: jax.vjp(lambda v: f(impl)(a, v), b)[1](ct)[0]  # noqa: E731
     assert "stablehlo.while" in jax.jit(dw("auto")).lower(x, w, ct).as_text()
     got, want = jax.jit(lambda *a: (dw("auto")(*a), dw("lax")(*a)))(x, w, ct)
@@ -390,11 +405,11 @@ def test_auto_small_map_depthwise_weight_gradient_by_rows(x_shape, kernel, kwarg
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
-@pytest.mark.parametrize("c, loops", [(64, True), (32, False)])
+@pytest.mark.parametrize("c, loops", [(64, True), (16, True), (15, False)])
 def test_auto_small_depthwise_weight_gradient_by_unpadded_rows(c, loops):
     """A small channels-last depthwise 3x3 layer (batch 1, 28x28): its gradient loops
-    over rows from `shift.ROWS_MIN_CHANNELS` channels (`shift._unpadded_rows_pay`), and
-    matches XLA's either way."""
+    over rows from `shift.DEPTHWISE_ROWS_MIN_CHANNELS` channels
+    (`shift._unpadded_rows_pay`), and matches XLA's either way."""
     x, w = _arrays(0, (1, 28, 28, c), (3, 3, 1, c), dtype=np.float32)
     (ct,) = _arrays(1, (1, 28, 28, c), dtype=np.float32)
 
@@ -416,7 +431,8 @@ def test_auto_channels_last_weight_gradient_by_rows(groups, c_in_g):
     the gradient's program loops, the value's does not, and both match XLA's."""
     c = groups * c_in_g
     x, w = _arrays(0, (4, 56, 56, c), (3, 3, c_in_g, c), dtype=np.float32)
-    assert shift._rows_pay(4, (c, 56, 56), c_in_g, (3, 3))
+    spec = ConvSpec((1, 1), ((1, 1),) * 2, (1, 1), (1, 1), groups)
+    assert shift._rows_pay(4, (c, 56, 56), spec, c_in_g, (3, 3))
 
     def f(impl):
         return lambda a, b: jaxconv.conv2d(

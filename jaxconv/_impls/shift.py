@@ -678,7 +678,7 @@ def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.
     dtype = jnp.result_type(x.dtype, ct.dtype)
     acc = accumulation_dtype(dtype) or dtype
     if spec.channels_last and (
-        _rows_pay(x.shape[0], ct.shape[1:], c_in_g, kernel)
+        _rows_pay(x.shape[0], ct.shape[1:], spec, c_in_g, kernel)
         or _unpadded_rows_pay(x.shape, ct.shape[1:], spec, c_in_g, kernel)
         or _small_map_rows_pay(x.shape[0], ct.shape[1:], spec, c_in_g, kernel)
     ):
@@ -727,11 +727,39 @@ ROWS_MAX_TAPS = 49
 # channels per group): with fewer the one reduction is faster (depthwise 3x3, batch
 # 8-128, weight gradient: 16 channels @56 and @112 0.51-0.52x by rows, 24 @28 0.50x,
 # 32 @28, @56 and @112 0.68-0.99x, 5x5 32 @56 0.59x; 40 @28 and @56 1.5-2.2x, 48 @28 and
-# @112 1.9-2.1x).
+# @112 1.9-2.1x; depthwise layers of 2-D and up are remeasured below).
 ROWS_MIN_CHANNELS = 40
+# ... but depthwise layers of 2-D and up (one channel in and out per group, whose loop
+# gathers every tap's window at once, `_tap_rows`) from this many channels. The bound
+# above was measured before that gather and the unrolled steps (`ROWS_UNROLL_GATHERED`).
+# The weight gradient alone against the one reduction, and training through a ReLU
+# (channels-last, 3x3 unless said, Sapphire Rapids Xeon, 7-15 interleaved runs,
+# 2026-12-07, `/tmp/s80/dwc.py`): MobileNetV2's first depthwise layer 32@112 batch 4
+# 4.54x, 2.54x (6.8 -> 1.5 ms); batch 1 3.36x, 1.91x; 32@224 batch 2 7.31x, 2.66x;
+# 32@56 batch 8 3.76x, 2.21x; 5x5 1.72x, 1.51x; stride 2 32@112 batch 4 3.20x,
+# 1.89x; 24@56 5x5 1.78x, 1.53x; dilation 2 24@56 batch 4 2.11x, 1.18x; 20@56 batch 8
+# 1.89x, 1.28x; 16@56 batch 8 1.69-1.89x, 1.24-1.36x; 7x7 16@56 1.51x, 1.40x; 16@112
+# batch 4 1.93x, 1.58x; stride 2 16@112 1.65x, 1.34x; 3-D 3x3x3 32@16 batch 2 1.47x,
+# 1.22x, 16@16 1.28x, 0.99x. Small ones, around the noise: 16@28 batch 16 1.29-1.48x,
+# 0.85-0.98x; 24@28 batch 8 1.41-1.58x, 0.86-0.93x; 32@14 batch 32 1.50x, 1.00x; 16@112
+# batch 1 1.54x, 1.06x; 16@28 batch 4 1.12x, 1.35x. With XLA's code limited to AVX2
+# (`--xla_cpu_max_isa=AVX2`) 32@112 batch 4 4.25x, 2.79x; 16@56 batch 8 1.83x, 1.34x;
+# 24@28 batch 8 1.52x, 0.95x. Fewer channels lose: 12@56 batch 8 0.57x, 0.67x; 12@112
+# 0.65x, 0.77x; 8@56 batch 8 0.51x, 0.57x; 8@112 batch 4 0.48x, 0.60x.
+DEPTHWISE_ROWS_MIN_CHANNELS = 16
 
 
-def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
+def _rows_channels(ct_shape, spec: ConvSpec, c_in_g: int, kernel) -> bool:
+    """Whether a layer has channels enough for the loop over rows: `ROWS_MIN_CHANNELS`
+    products per position and tap (output channels times input channels per group), or
+    `DEPTHWISE_ROWS_MIN_CHANNELS` channels if depthwise in 2-D and up."""
+    c_out = ct_shape[0]
+    if len(kernel) > 1 and c_in_g == 1 and c_out == spec.groups:
+        return c_out >= DEPTHWISE_ROWS_MIN_CHANNELS
+    return c_out * c_in_g >= ROWS_MIN_CHANNELS
+
+
+def _rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -> bool:
     """Whether the channels-last weight gradient of these shapes (``ct_shape`` the
     canonical output without its batch) runs as a loop over rows: measured (batch 8
     unless said, weight gradient alone against the one reduction, 7 interleaved runs):
@@ -749,7 +777,7 @@ def _rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
         products >= ROWS_MIN_PRODUCTS
         and out[-1] >= ROWS_MIN_WIDTH
         and taps <= ROWS_MAX_TAPS
-        and c_out * c_in_g >= ROWS_MIN_CHANNELS
+        and _rows_channels(ct_shape, spec, c_in_g, kernel)
     )
 
 
@@ -763,10 +791,10 @@ SMALL_MAP_ROWS_MIN_PRODUCTS = 2_000_000
 def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -> bool:
     """Whether a channels-last 2-D layer (or 3-D depthwise one) that `_rows_pay` leaves
     out for its narrow output rows (MobileNet's and ResNeXt's 14x14 and 7x7 maps) runs
-    its weight gradient as the loop over rows all the same: with at least
-    `ROWS_MIN_CHANNELS` products per position and tap, at most `ROWS_MAX_TAPS` taps, and
-    `SMALL_MAP_ROWS_MIN_PRODUCTS` multiply-adds if depthwise (one channel in and out per
-    group), `ROWS_MIN_PRODUCTS` otherwise. There the one reduction's input and cotangent
+    its weight gradient as the loop over rows all the same: with channels enough
+    (`_rows_channels`), at most `ROWS_MAX_TAPS` taps, and `SMALL_MAP_ROWS_MIN_PRODUCTS`
+    multiply-adds if depthwise (one channel in and out per group), `ROWS_MIN_PRODUCTS`
+    otherwise. There the one reduction's input and cotangent
     outgrow the cache. Training against the one reduction (one process, 9-11 interleaved
     runs, Sapphire Rapids Xeon, 2026-12-03, `/tmp/s41/dwtr.py`, `grtr.py`; a fixed
     output gradient, then through a ReLU): depthwise 3x3 576@14 batch 16 1.98x, 2.85x;
@@ -794,7 +822,7 @@ def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -
     floor = SMALL_MAP_ROWS_MIN_PRODUCTS if depthwise else ROWS_MIN_PRODUCTS
     return (
         (len(kernel) == 2 or (len(kernel) == 3 and depthwise))
-        and c_out * c_in_g >= ROWS_MIN_CHANNELS
+        and _rows_channels(ct_shape, spec, c_in_g, kernel)
         and taps <= ROWS_MAX_TAPS
         and n * math.prod(out) * c_out * c_in_g * taps >= floor
     )
@@ -865,8 +893,8 @@ def _rows_unpadded(x_shape, spec: ConvSpec, kernel, out_width: int) -> bool:
 
 
 def _unpadded_rows_pay(x_shape, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -> bool:
-    """Whether a channels-last depthwise layer of at least `ROWS_MIN_CHANNELS` channels
-    whose loop over rows reads the input unpadded (`_rows_unpadded`) takes that loop
+    """Whether a channels-last depthwise layer of at least `DEPTHWISE_ROWS_MIN_CHANNELS`
+    channels whose loop over rows reads the input unpadded (`_rows_unpadded`) takes that loop
     however few its products (`_rows_pay` asks for `ROWS_MIN_PRODUCTS`, measured before
     the unpadded loop): training against the one reduction (Intel Xeon, 9 interleaved
     runs, 3x3; a fixed output gradient, then through a ReLU), 48@56 batch 1 1.08x,
@@ -874,13 +902,14 @@ def _unpadded_rows_pay(x_shape, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -
     1.34x; 144@28 batch 2 1.18x, batch 8 1.75x; 192@28 batch 4 1.41x; 384@28 batch 1
     1.23x, 1.34x; dilation 2, 64@56 batch 2 1.44x, 2.81x; stride 2, 144@56 batch 1, 4
     and 8 1.19x, 1.87x and 2.48x, 96@112 batch 2 and 4 2.38x and 1.20-1.62x; 48@112 batch 2
-    3.86x, 3.77x. With fewer channels it lost: 16@112 batch 1 0.51x, 0.63x; 16@56
-    batch 8 0.52x, 0.73x; 32@56 batch 1 0.61x, 0.58x."""
+    3.86x, 3.77x. With fewer channels it lost then (16@112 batch 1 0.51x, 0.63x; 16@56
+    batch 8 0.52x, 0.73x; 32@56 batch 1 0.61x, 0.58x), before the loop gathered its
+    windows four rows a step; now those win (see `DEPTHWISE_ROWS_MIN_CHANNELS`)."""
     c_out, *out = ct_shape
     return (
         c_in_g == 1
         and c_out == spec.groups
-        and c_out >= ROWS_MIN_CHANNELS
+        and _rows_channels(ct_shape, spec, c_in_g, kernel)
         and _rows_unpadded(x_shape, spec, kernel, out[-1])
     )
 
