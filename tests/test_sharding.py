@@ -430,6 +430,10 @@ def split_both_ways(f, x, w, mesh):
         ((8, 16, 12, 12), (16, 1, 9, 9), dict(padding=4, groups=16)),  # fft
         ((8, 64, 6, 6), (64, 16, 3, 3), dict(padding=1, groups=4)),  # dense groups
         ((8, 16, 30), (16, 1, 5), dict(padding=2, groups=16)),  # 1-D depthwise
+        # 2-D depthwise channels-last, the weight gradient by the loop over rows
+        ((8, 28, 28, 16), (3, 3, 1, 16), dict(padding=1, groups=16, channels_last=True)),
+        # 3-D depthwise 4x4x4, the value by shift's scan over taps
+        ((8, 8, 10, 10, 10), (8, 1, 4, 4, 4), dict(padding=1, groups=8)),
         ((8, 8, 5, 5, 5), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # 3-D depthwise
         ((8, 16, 6, 6), (16, 8, 4, 4), dict(stride=2, padding=1, transpose=True)),
         ((8, 64, 9, 9), (1, 64, 3, 3), dict(padding=1)),  # output_taps: value, dw
@@ -442,6 +446,8 @@ def split_both_ways(f, x, w, mesh):
         "fft",
         "dense-groups",
         "1d",
+        "rows",
+        "scanned-taps",
         "3d",
         "transposed",
         "few-outputs",

@@ -33,6 +33,7 @@ from jaxconv._impls import subpixel
 from jaxconv._impls._common import (
     accumulation_dtype,
     computed_once,
+    match_varying,
     pad_input,
     tap_windows,
     valid_out_spatial,
@@ -80,6 +81,13 @@ PER_CHANNEL_MAX_TERMS = {1: 100, 2: 100}
 # 64@56 1.55x. Training (fixed cotangent) 1.0-1.2x. Depthwise 3x3 (9 terms) gained
 # nothing (0.87-0.99x) and keeps one chain.
 ROW_SUM_MIN_TERMS = 16
+
+
+def _carried(zeros, *like: jax.Array) -> tuple[jax.Array, ...]:
+    """A loop's initial accumulators ``zeros``, cast to vary over the manual mesh axes
+    (inside ``jax.shard_map``) that what the loop reads varies over (``like``): a
+    loop's carry must keep its type, and the products added into it vary."""
+    return match_varying(*zeros, *like)[: len(zeros)]
 
 
 def _flat(out, c_in_g: int) -> tuple[int, ...]:
@@ -648,7 +656,7 @@ def _scanned(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
         return y + _channel_sum(win, w_tap, spec, channels_last=False), None
 
     flat = _flat(out, c_in_g)
-    zeros = jnp.zeros((n, g, o_g, *flat), acc)
+    (zeros,) = _carried([jnp.zeros((n, g, o_g, *flat), acc)], xp, wt)
     y, _ = lax.scan(tap, zeros, (offsets, wt), unroll=SCANNED_UNROLL)
     return y.reshape((n, c_out, *out)).astype(x.dtype)
 
@@ -962,7 +970,7 @@ def _rows_weight_gradient_unpadded(
         cs = lax.dynamic_slice(cl, (b, *o, zero, zero), (1,) * nd + (out[-1], c_out))
         return a + wins * cs.reshape((1, out[-1], c_out))
 
-    zeros = jnp.zeros((len(offsets), out[-1], c_out), acc)
+    (zeros,) = _carried([jnp.zeros((len(offsets), out[-1], c_out), acc)], rows, cl)
     a = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL_GATHERED)
     return jnp.moveaxis(a.sum(1), 0, -1).reshape((c_out, 1, *kernel)).astype(dtype)
 
@@ -1031,10 +1039,10 @@ def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -
         return tuple(new)
 
     if gathered:
-        zeros = (jnp.zeros((len(taps), out[-1], c_out), acc),)
+        zeros = _carried([jnp.zeros((len(taps), out[-1], c_out), acc)], xp, cl)
         (a,) = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL_GATHERED)
         return jnp.moveaxis(a.sum(1), 0, -1).reshape((c_out, 1, *kernel)).astype(dtype)
-    zeros = tuple(jnp.zeros((out[-1], g, c_in_g, o_g), acc) for _ in taps)
+    zeros = _carried([jnp.zeros((out[-1], g, c_in_g, o_g), acc)] * len(taps), xp, cl)
     unroll = ROWS_UNROLL if len(taps) <= ROWS_UNROLL_MAX_TAPS else 1
     accs = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=unroll)
     dw = jnp.stack([a.sum(0) for a in accs], -1)  # (g, C_in/g, C_out/g, taps)
