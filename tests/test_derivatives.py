@@ -424,6 +424,94 @@ def test_auto_small_depthwise_weight_gradient_by_unpadded_rows(c, loops):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
 
 
+@pytest.mark.parametrize(
+    "n, ct_shape, c_in_g, kernel, chunked",
+    [
+        (1, (1536, 2051), 1, (4,), True),  # Mamba's depthwise k4 at batch 1, 12.6 M
+        (8, (32, 4096), 1, (3,), True),  # 3.1 M
+        (32, (32, 255), 1, (9,), False),  # 255 positions
+        (32, (32, 256), 1, (9,), True),
+        (1, (25, 1000), 1, (80,), True),  # 2,000,000 products
+        (1, (25, 999), 1, (80,), False),  # 1,998,000
+        (16, (24, 4096), 1, (3,), True),  # 24 products a position and tap
+        (16, (23, 4096), 1, (3,), False),
+        (8, (12, 4096), 2, (5,), True),  # groups of 2 -> 2: 24
+        (8, (8, 4096), 2, (5,), False),  # groups of 2 -> 2: 16
+        (8, (64, 64, 64), 1, (3, 3), False),  # 2-D
+    ],
+)
+def test_chunked_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, chunked):
+    assert shift._chunked_rows_pay(n, ct_shape, c_in_g, kernel) == chunked
+
+
+@pytest.mark.parametrize(
+    "n, c_in, c_out, groups, length, k, stride, dilation, padding, positions",
+    [
+        (2, 6, 6, 6, 50, 3, 1, 1, (1, 1), None),  # depthwise, one chunk and a tail
+        (3, 6, 6, 6, 50, 3, 1, 1, (1, 1), 16),  # three chunks and a tail of 2
+        (2, 6, 6, 6, 48, 3, 1, 1, (1, 1), 16),  # three chunks, no tail
+        (2, 4, 8, 4, 41, 5, 2, 2, (3, 0), 4),  # two outputs per channel, strided, dilated
+        (1, 6, 4, 2, 37, 4, 3, 1, (2, 2), 3),  # groups of 3 -> 2
+        (2, 5, 3, 1, 30, 3, 1, 2, (0, 4), 7),  # dense
+        (2, 4, 4, 4, 40, 3, 1, 1, (-2, 3), 5),  # negative padding (a cropped input)
+        (1, 4, 4, 4, 9, 9, 1, 1, (0, 0), None),  # one output position
+        (2, 4, 4, 4, 20, 1, 2, 1, (0, 0), 1),  # chunks of one position
+    ],
+)
+def test_chunked_rows_weight_gradient_matches_xla(
+    n, c_in, c_out, groups, length, k, stride, dilation, padding, positions
+):
+    """`shift._chunked_rows_weight_gradient` gives XLA's float64 weight gradient, with
+    and without a tail past the last whole chunk."""
+    spec = ConvSpec((stride,), (padding,), (1,), (dilation,), groups, channels_last=True)
+    x, w = _arrays(0, (n, c_in, length), (c_out, c_in // groups, k))
+    out = spec.out_spatial((length,), (k,))
+    (ct,) = _arrays(1, (n, c_out, *out))
+
+    @jax.jit
+    def run(x, w, ct):
+        xla = lambda v: jax.lax.conv_general_dilated(  # noqa: E731
+            x, v, (stride,), (padding,), rhs_dilation=(dilation,), feature_group_count=groups
+        )
+        want = jax.vjp(xla, w)[1](ct)[0]
+        return shift._chunked_rows_weight_gradient(x, ct, spec, (k,), positions), want
+
+    got, want = run(x, w, ct)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((1, 4096, 48), (11, 1, 48), dict(padding=5, groups=48)),  # one image, 2.2 M
+        ((2, 3000, 64), (5, 2, 64), dict(padding=2, groups=32, dilation=2)),  # groups of 2
+        ((2, 4000, 48), (3, 1, 96), dict(padding=1, groups=48)),  # two outputs a channel
+    ],
+)
+def test_auto_1d_weight_gradient_by_chunks(x_shape, w_shape, kwargs, monkeypatch):
+    """A channels-last 1-D layer of enough products loops over chunks of its rows for
+    its weight gradient (`shift._chunked_rows_pay`), and its gradients match XLA's."""
+    calls = []
+    chunked = shift._chunked_rows_weight_gradient
+    monkeypatch.setattr(
+        shift, "_chunked_rows_weight_gradient", lambda *a, **k: calls.append(1) or chunked(*a, **k)
+    )
+    x, w = _arrays(0, x_shape, w_shape, dtype=np.float32)
+
+    def f(impl):
+        return lambda a, b: jaxconv.conv1d(a, b, channels_last=True, impl=impl, **kwargs)
+
+    (ct,) = _arrays(1, jax.eval_shape(f("lax"), x, w).shape, dtype=np.float32)
+    loss = lambda impl: lambda a, b, ct: jnp.sum(jnp.tanh(f(impl)(a, b)) * ct)  # noqa: E731
+    grad = lambda impl: jax.grad(loss(impl), (0, 1))  # noqa: E731
+    assert "stablehlo.while" in jax.jit(grad("auto")).lower(x, w, ct).as_text()
+    assert calls
+    grads, grads_lax = jax.jit(lambda *a: (grad("auto")(*a), grad("lax")(*a)))(x, w, ct)
+    for got, want in zip(grads, grads_lax, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depthwise rule is the CPU's")
 @pytest.mark.parametrize("groups, c_in_g", [(128, 1), (32, 4)])
 def test_auto_channels_last_weight_gradient_by_rows(groups, c_in_g):

@@ -430,6 +430,8 @@ def split_both_ways(f, x, w, mesh):
         ((8, 16, 12, 12), (16, 1, 9, 9), dict(padding=4, groups=16)),  # fft
         ((8, 64, 6, 6), (64, 16, 3, 3), dict(padding=1, groups=4)),  # dense groups
         ((8, 16, 30), (16, 1, 5), dict(padding=2, groups=16)),  # 1-D depthwise
+        # ... channels-last, its weight gradient by chunks of rows (2.2 M products a device)
+        ((8, 4096, 48), (11, 1, 48), dict(padding=5, groups=48, channels_last=True)),
         # 2-D depthwise channels-last, the weight gradient by the loop over rows
         ((8, 28, 28, 16), (3, 3, 1, 16), dict(padding=1, groups=16, channels_last=True)),
         # 3-D depthwise 4x4x4, the value by shift's scan over taps
@@ -446,6 +448,7 @@ def split_both_ways(f, x, w, mesh):
         "fft",
         "dense-groups",
         "1d",
+        "1d-chunked",
         "rows",
         "scanned-taps",
         "3d",

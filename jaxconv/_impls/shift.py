@@ -685,6 +685,8 @@ def weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.
     c_in_g, o_g = c_in // g, c_out // g
     dtype = jnp.result_type(x.dtype, ct.dtype)
     acc = accumulation_dtype(dtype) or dtype
+    if spec.channels_last and _chunked_rows_pay(n, ct.shape[1:], c_in_g, kernel):
+        return _chunked_rows_weight_gradient(x, ct, spec, kernel)
     if spec.channels_last and (
         _rows_pay(x.shape[0], ct.shape[1:], spec, c_in_g, kernel)
         or _unpadded_rows_pay(x.shape, ct.shape[1:], spec, c_in_g, kernel)
@@ -973,6 +975,116 @@ def _rows_weight_gradient_unpadded(
     (zeros,) = _carried([jnp.zeros((len(offsets), out[-1], c_out), acc)], rows, cl)
     a = lax.fori_loop(0, math.prod(lead), row, zeros, unroll=ROWS_UNROLL_GATHERED)
     return jnp.moveaxis(a.sum(1), 0, -1).reshape((c_out, 1, *kernel)).astype(dtype)
+
+
+# 1-D channels-last weight gradients loop over chunks of output positions
+# (`_chunked_rows_weight_gradient`), each of about this many products per tap
+# (positions x output channels x input channels per group), from `CHUNK_MIN_POSITIONS`
+# to `CHUNK_MAX_POSITIONS` positions. Against chunks of 16 positions (the weight
+# gradient alone, `/tmp/s80/cgrid.py`): depthwise k15 24@16000 batch 2 1.71x at 32
+# positions, 2.94x at 64, 3.45-3.78x at 128-1024; k5 96@2000 batch 16 1.46x at 128,
+# 0.77x at 256, 0.38x at 512; k3 32@4096 batch 8 1.08x at 32-64, 0.70x at 1024; k3
+# stride 2 256@2000 batch 16 1.13x at 32, 0.74x at 64; k3 512@4096 batch 4 flat to 256.
+CHUNK_PRODUCTS = 8192
+CHUNK_MIN_POSITIONS = 32
+CHUNK_MAX_POSITIONS = 512
+# ... where the output is at least this long, from this many multiply-adds (batch x
+# output positions x output channels x input channels per group x taps), and from this
+# many products per position and tap (output channels x input channels per group).
+# Against the weight gradients before (the one reduction, or the loop over whole rows
+# from `ROWS_MIN_PRODUCTS`), on random layers within the bounds (`/tmp/s80/r1dr.py`
+# seeds 1-4, 12 layers each: depthwise, two outputs per channel and groups of 2-4,
+# kernels 1-15, strides 1-2, dilations 1-2, 24-1024 channels, batch 1-32, lengths
+# 256-16000; Sapphire Rapids Xeon, 7 interleaved runs, 2026-12-07): the weight
+# gradient alone 2.02x, 2.42x, 2.49x, 3.06x (geometric means), training through a ReLU
+# 1.71x, 1.91x, 2.08x, 2.01x; under 0.9x training on 4 of 48 (groups of 4->2 k3 256->128
+# @1000 batch 32 0.54x, groups of 2->2 k15 64@2000 batch 2 0.67x, depthwise k3 dilation
+# 2 128@2000 batch 32 0.65x, k15 24@16000 0.86x). With one image the loop over whole
+# rows ran as one product per tap summed by a slow YNNPACK reduction: two outputs per
+# channel k3 512->1024 @8000 batch 1 952 -> 6.2 ms (training 964 -> 34), depthwise k15
+# 96@16000 185 -> 4.9 ms, groups of 2->4 k9 128->256 @16000 354 -> 17.5 ms. Below the
+# bounds it often lost (`r1dr.py` seeds 2 and 3 with the rule wider, chunks of 64):
+# under 2 M products 0.43-0.79x on six of 10 (depthwise k5 4@16000 batch 4 0.43x, k15
+# 32@2000 batch 1 0.47x), with 8-16 products a position and tap 0.44x and 0.87x
+# (groups of 2->2 k5 8@8000 batch 8, depthwise k3 8@8000 batch 16).
+CHUNK_PRODUCTS = 8192
+CHUNK_MIN_POSITIONS = 32
+CHUNK_MAX_POSITIONS = 512
+CHUNKED_MIN_POSITIONS = 256
+CHUNKED_MIN_PRODUCTS = 2_000_000
+CHUNKED_MIN_CHANNELS = 24
+
+
+def _chunked_rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
+    """Whether a channels-last weight gradient (``ct_shape`` the canonical output
+    without its batch) loops over chunks of its rows (`_chunked_rows_weight_gradient`):
+    1-D, at least `CHUNKED_MIN_POSITIONS` output positions, `CHUNKED_MIN_CHANNELS`
+    products per position and tap, and `CHUNKED_MIN_PRODUCTS` multiply-adds."""
+    c_out, *out = ct_shape
+    return (
+        len(out) == 1
+        and out[0] >= CHUNKED_MIN_POSITIONS
+        and c_out * c_in_g >= CHUNKED_MIN_CHANNELS
+        and n * out[0] * c_out * c_in_g * kernel[0] >= CHUNKED_MIN_PRODUCTS
+    )
+
+
+def _chunked_rows_weight_gradient(
+    x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel, positions: int | None = None
+) -> jax.Array:
+    """`_rows_weight_gradient` of a 1-D layer, channels-last: the output's rows cut into
+    chunks of ``positions``, each read with the input positions its windows span (which
+    overlap the next chunk's). Per chunk and tap, the window times the output
+    gradient's chunk is added into an accumulator per tap of one chunk, ``(positions,
+    groups, C_in/groups, C_out/groups)``, summed over the chunk at the end; the
+    positions past the last whole chunk are summed apart.
+
+    Looping over whole rows (one per image) kept accumulators as long as the sequence,
+    and with one image XLA unrolled the loop into one product per tap summed by a
+    YNNPACK reduction that ran at 0.3 GB/s (depthwise k4 1536@2048 batch 1: 195 ms)."""
+    n, c_in, _ = x.shape
+    c_out, out = ct.shape[1], ct.shape[2]
+    g = spec.groups
+    c_in_g, o_g = c_in // g, c_out // g
+    (k,), (s,), (d,) = kernel, spec.stride, spec.rhs_dilation
+    dtype = jnp.result_type(x.dtype, ct.dtype)
+    acc = accumulation_dtype(dtype) or dtype
+    if positions is None:
+        positions = CHUNK_PRODUCTS // (c_out * c_in_g)
+        positions = min(max(positions, CHUNK_MIN_POSITIONS), CHUNK_MAX_POSITIONS)
+    positions = min(positions, out)
+    chunks, tail = divmod(out, positions)
+    span = (positions - 1) * s + (k - 1) * d + 1  # the input positions a chunk reads
+    xp = pad_input(jnp.moveaxis(x, 1, -1).astype(acc), spec, channels_last=True)
+    cl = jnp.moveaxis(ct, 1, -1).astype(acc)  # (N, out, C_out)
+    flat = xp.reshape((n, xp.shape[1] * c_in))
+
+    def chunk(r, accs):
+        b, j = r // chunks, r % chunks
+        zero = jnp.zeros((), b.dtype)
+        xs = lax.dynamic_slice(flat, (b, j * (positions * s * c_in)), (1, span * c_in))
+        xs = xs.reshape((span, c_in))
+        cs = lax.dynamic_slice(cl, (b, j * positions, zero), (1, positions, c_out))
+        cs = cs.reshape((positions, g, 1, o_g))
+        new = []
+        for a, t in zip(accs, range(k), strict=True):
+            win = lax.slice(xs, (t * d, 0), (t * d + (positions - 1) * s + 1, c_in), (s, 1))
+            new.append(a + win.reshape((positions, g, c_in_g, 1)) * cs)
+        return tuple(new)
+
+    zeros = _carried([jnp.zeros((positions, g, c_in_g, o_g), acc)] * k, flat, cl)
+    unroll = ROWS_UNROLL if k <= ROWS_UNROLL_MAX_TAPS else 1
+    accs = lax.fori_loop(0, n * chunks, chunk, zeros, unroll=unroll)
+    sums = [a.sum(0) for a in accs]  # (g, C_in/g, C_out/g) per tap
+    if tail:
+        first = chunks * positions
+        cs = cl[:, first:].reshape((n, tail, g, 1, o_g))
+        for i, t in enumerate(range(k)):
+            at = first * s + t * d
+            win = lax.slice(xp, (0, at, 0), (n, at + (tail - 1) * s + 1, c_in), (1, s, 1))
+            sums[i] = sums[i] + (win.reshape((n, tail, g, c_in_g, 1)) * cs).sum((0, 1))
+    dw = jnp.stack(sums, -1)  # (g, C_in/g, C_out/g, taps)
+    return jnp.moveaxis(dw, 2, 1).reshape((c_out, c_in_g, k)).astype(dtype)
 
 
 def _rows_weight_gradient(x: jax.Array, ct: jax.Array, spec: ConvSpec, kernel) -> jax.Array:
