@@ -431,8 +431,10 @@ def test_auto_small_depthwise_weight_gradient_by_unpadded_rows(c, loops):
         (8, (32, 4096), 1, (3,), True),  # 3.1 M
         (32, (32, 255), 1, (9,), False),  # 255 positions
         (32, (32, 256), 1, (9,), True),
-        (1, (25, 1000), 1, (80,), True),  # 2,000,000 products
-        (1, (25, 999), 1, (80,), False),  # 1,998,000
+        (1, (50, 1000), 1, (40,), True),  # 2,000,000 products
+        (1, (50, 999), 1, (40,), False),  # 1,998,000
+        (8, (32, 4096), 1, (49,), True),  # 49 taps
+        (8, (32, 4096), 1, (50,), False),  # 50: `shift.ROWS_MAX_TAPS`
         (16, (24, 4096), 1, (3,), True),  # 24 products a position and tap
         (16, (23, 4096), 1, (3,), False),
         (8, (12, 4096), 2, (5,), True),  # groups of 2 -> 2: 24
@@ -447,7 +449,7 @@ def test_chunked_rows_weight_gradient_rule(n, ct_shape, c_in_g, kernel, chunked)
 @pytest.mark.parametrize(
     "n, c_in, c_out, groups, length, k, stride, dilation, padding, positions",
     [
-        (2, 6, 6, 6, 50, 3, 1, 1, (1, 1), None),  # depthwise, one chunk and a tail
+        (2, 6, 6, 6, 600, 3, 1, 1, (1, 1), None),  # depthwise, one chunk (512) and a tail
         (3, 6, 6, 6, 50, 3, 1, 1, (1, 1), 16),  # three chunks and a tail of 2
         (2, 6, 6, 6, 48, 3, 1, 1, (1, 1), 16),  # three chunks, no tail
         (2, 4, 8, 4, 41, 5, 2, 2, (3, 0), 4),  # two outputs per channel, strided, dilated

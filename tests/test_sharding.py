@@ -21,6 +21,7 @@ from reference import conv_transpose as ref_conv_transpose
 from tolerance import assert_close
 
 import jaxconv
+from jaxconv._impls import shift
 
 DEVICES = 8
 IMPLS = (*jaxconv.IMPLS, "auto")
@@ -430,12 +431,6 @@ def split_both_ways(f, x, w, mesh):
         ((8, 16, 12, 12), (16, 1, 9, 9), dict(padding=4, groups=16)),  # fft
         ((8, 64, 6, 6), (64, 16, 3, 3), dict(padding=1, groups=4)),  # dense groups
         ((8, 16, 30), (16, 1, 5), dict(padding=2, groups=16)),  # 1-D depthwise
-        # ... channels-last, its weight gradient by chunks of rows (2.2 M products a device)
-        ((8, 4096, 48), (11, 1, 48), dict(padding=5, groups=48, channels_last=True)),
-        # 2-D depthwise channels-last, the weight gradient by the loop over rows
-        ((8, 28, 28, 16), (3, 3, 1, 16), dict(padding=1, groups=16, channels_last=True)),
-        # 3-D depthwise 4x4x4, the value by shift's scan over taps
-        ((8, 8, 10, 10, 10), (8, 1, 4, 4, 4), dict(padding=1, groups=8)),
         ((8, 8, 5, 5, 5), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # 3-D depthwise
         ((8, 16, 6, 6), (16, 8, 4, 4), dict(stride=2, padding=1, transpose=True)),
         ((8, 64, 9, 9), (1, 64, 3, 3), dict(padding=1)),  # output_taps: value, dw
@@ -448,9 +443,6 @@ def split_both_ways(f, x, w, mesh):
         "fft",
         "dense-groups",
         "1d",
-        "1d-chunked",
-        "rows",
-        "scanned-taps",
         "3d",
         "transposed",
         "few-outputs",
@@ -488,6 +480,56 @@ def spy_specs(monkeypatch, module, name) -> list:
 
     monkeypatch.setattr(module, name, spy)
     return calls
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, loop",
+    [
+        # 1-D channels-last, the weight gradient by chunks of rows (2.2 M products a device)
+        (
+            (8, 4096, 48),
+            (11, 1, 48),
+            dict(padding=5, groups=48, channels_last=True),
+            "_chunked_rows_weight_gradient",
+        ),
+        # 2-D depthwise channels-last, the weight gradient by the loop over rows
+        (
+            (8, 28, 28, 16),
+            (3, 3, 1, 16),
+            dict(padding=1, groups=16, channels_last=True),
+            "_rows_weight_gradient_unpadded",
+        ),
+        # ... groups of 4 channels, the loop's products per tap (14.5 M a device)
+        (
+            (8, 56, 56, 128),
+            (3, 3, 4, 128),
+            dict(padding=1, groups=32, channels_last=True),
+            "_rows_weight_gradient",
+        ),
+        # 3-D depthwise 4x4x4, the value by the scan over taps
+        ((8, 8, 10, 10, 10), (8, 1, 4, 4, 4), dict(padding=1, groups=8), "_scanned"),
+    ],
+    ids=["1d-chunks", "depthwise-rows", "grouped-rows", "scanned-taps"],
+)
+def test_shift_loops_inside_shard_map(x_shape, w_shape, kwargs, loop, axis_type, rng, monkeypatch):
+    """`shift`'s loops (over rows, chunks of rows, taps), whose accumulators are a loop's
+    carry, differentiate inside `jax.shard_map` over a batch split (each device's part
+    large enough to take the loop) and give the single-device gradients."""
+    calls = spy_specs(monkeypatch, shift, loop)
+    mesh = cpu_mesh(axis_type=axis_type)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+
+    def grads(impl):
+        return jax.grad(
+            lambda a, b: jnp.sum(jnp.sin(jaxconv.conv(a, b, impl=impl, **kwargs))), (0, 1)
+        )
+
+    expected = single_device(("shift_loops_inside_shard_map", repr(kwargs)), grads("lax"), x, w)
+    got = in_batch_shard_map(grads("auto"), x, w, mesh)
+    assert calls, f"shift.{loop} did not run"
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, e, reduction=8 * 9 * 128)
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])

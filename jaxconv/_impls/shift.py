@@ -985,12 +985,10 @@ def _rows_weight_gradient_unpadded(
 # positions, 2.94x at 64, 3.45-3.78x at 128-1024; k5 96@2000 batch 16 1.46x at 128,
 # 0.77x at 256, 0.38x at 512; k3 32@4096 batch 8 1.08x at 32-64, 0.70x at 1024; k3
 # stride 2 256@2000 batch 16 1.13x at 32, 0.74x at 64; k3 512@4096 batch 4 flat to 256.
-CHUNK_PRODUCTS = 8192
-CHUNK_MIN_POSITIONS = 32
-CHUNK_MAX_POSITIONS = 512
 # ... where the output is at least this long, from this many multiply-adds (batch x
 # output positions x output channels x input channels per group x taps), and from this
-# many products per position and tap (output channels x input channels per group).
+# many products per position and tap (output channels x input channels per group), to
+# `ROWS_MAX_TAPS` taps (kernels of 1-31 measured).
 # Against the weight gradients before (the one reduction, or the loop over whole rows
 # from `ROWS_MIN_PRODUCTS`), on random layers within the bounds (`/tmp/s80/r1dr.py`
 # seeds 1-4, 12 layers each: depthwise, two outputs per channel and groups of 2-4,
@@ -1002,7 +1000,7 @@ CHUNK_MAX_POSITIONS = 512
 # 2 128@2000 batch 32 0.65x, k15 24@16000 0.86x). With one image the loop over whole
 # rows ran as one product per tap summed by a slow YNNPACK reduction: two outputs per
 # channel k3 512->1024 @8000 batch 1 952 -> 6.2 ms (training 964 -> 34), depthwise k15
-# 96@16000 185 -> 4.9 ms, groups of 2->4 k9 128->256 @16000 354 -> 17.5 ms. Below the
+# 96@16000 185 -> 4.9 ms, groups of 2->4 k9 dilation 2 128->256 @16000 354 -> 17.5 ms. Below the
 # bounds it often lost (`r1dr.py` seeds 2 and 3 with the rule wider, chunks of 64):
 # under 2 M products 0.43-0.79x on six of 10 (depthwise k5 4@16000 batch 4 0.43x, k15
 # 32@2000 batch 1 0.47x), with 8-16 products a position and tap 0.44x and 0.87x
@@ -1019,12 +1017,14 @@ def _chunked_rows_pay(n: int, ct_shape, c_in_g: int, kernel) -> bool:
     """Whether a channels-last weight gradient (``ct_shape`` the canonical output
     without its batch) loops over chunks of its rows (`_chunked_rows_weight_gradient`):
     1-D, at least `CHUNKED_MIN_POSITIONS` output positions, `CHUNKED_MIN_CHANNELS`
-    products per position and tap, and `CHUNKED_MIN_PRODUCTS` multiply-adds."""
+    products per position and tap, `CHUNKED_MIN_PRODUCTS` multiply-adds, and at most
+    `ROWS_MAX_TAPS` taps."""
     c_out, *out = ct_shape
     return (
         len(out) == 1
         and out[0] >= CHUNKED_MIN_POSITIONS
         and c_out * c_in_g >= CHUNKED_MIN_CHANNELS
+        and kernel[0] <= ROWS_MAX_TAPS
         and n * out[0] * c_out * c_in_g * kernel[0] >= CHUNKED_MIN_PRODUCTS
     )
 
