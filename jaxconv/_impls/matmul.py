@@ -644,10 +644,25 @@ def output_taps(x: jax.Array, w: jax.Array, spec: ConvSpec, per_image: bool = Fa
     wt = jnp.moveaxis(w.reshape((g, c_out // g, c_in_g, taps)), 1, -1)
     if spec.channels_last:
         # (N, *S, G, C_in/G) @ (G, C_in/G, taps * C_out/G) -> (N, *S, G, taps, C_out/G)
-        xs = jnp.moveaxis(x, 1, -1).reshape((n, *spatial, g, c_in_g))
-        z = jnp.einsum(
-            "n...gi,gitc->n...gtc", xs, wt, precision=spec.precision, preferred_element_type=acc
-        )
+        if g == 1:
+            # No unit batch dim for XLA: the product with the groups as a batch dim of
+            # one ran 3-11x slower (96->1 3x3 @56 batch 32: 18.9 ms against 1.7).
+            z = jnp.einsum(
+                "n...i,itc->n...tc",
+                jnp.moveaxis(x, 1, -1),
+                wt[0],
+                precision=spec.precision,
+                preferred_element_type=acc,
+            )[..., None, :, :]
+        else:
+            xs = jnp.moveaxis(x, 1, -1).reshape((n, *spatial, g, c_in_g))
+            z = jnp.einsum(
+                "n...gi,gitc->n...gtc",
+                xs,
+                wt,
+                precision=spec.precision,
+                preferred_element_type=acc,
+            )
         z = jnp.moveaxis(z, -2, 1)  # (N, taps, *S, G, C_out/G)
         base = 1  # the first spatial axis of one tap's (N, *S, G, C_out/G)
     else:
