@@ -3961,7 +3961,6 @@ def _few_inputs_weight_gradient(spec: ConvSpec, x_shape, w_shape) -> bool:
 OUTPUT_TAPS_MAX_OUT_CHANNELS = 6
 OUTPUT_TAPS_MAX_OUT_CHANNELS_UNSTRIDED, OUTPUT_TAPS_UNSTRIDED_MIN_RATIO = 32, 8
 OUTPUT_TAPS_MIN_FOLDED = 32
-OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST = 16
 OUTPUT_TAPS_WEIGHT_MIN_RATIO = 16
 OUTPUT_TAPS_WEIGHT_ANY_PRODUCTS_MAX_OUT = 8
 OUTPUT_TAPS_INPUT_GRADIENT_MAX_OUT_CHANNELS = 3
@@ -4306,9 +4305,8 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     (`matmul.output_taps`) rather than XLA's convolution: dense, not input-dilated, more
     than one tap, to few output channels. The value to at most
     `OUTPUT_TAPS_MAX_OUT_CHANNELS` with at most ``max(C_in, OUTPUT_TAPS_MIN_FOLDED)``
-    products per position (``taps * C_out``), channels-last only from at most
-    `OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST` input channels, and channels-first
-    unstrided to at most `OUTPUT_TAPS_MAX_OUT_CHANNELS_UNSTRIDED` from at least
+    products per position (``taps * C_out``), and channels-first unstrided to at most
+    `OUTPUT_TAPS_MAX_OUT_CHANNELS_UNSTRIDED` from at least
     `OUTPUT_TAPS_UNSTRIDED_MIN_RATIO` times as many input channels with fewer products
     than input channels; the weight gradient unstrided, from at least
     `OUTPUT_TAPS_WEIGHT_MIN_RATIO` times as many input channels as output channels and
@@ -4332,8 +4330,18 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
     @32 1.84x; but 5x5 64->3 0.98x and 7x7 16->4 0.97x (more products than input
     channels: not taken). Channels-last from 8 or 16 channels to 1-3 1.33-4.54x, 1->1
     6.55x, 3->3 2.23x, 5x5 3->1 3.09x; from 32-512 channels 0.59-1.13x on 18 layers
-    @16-64 (XLA's channels-last convolution is faster there; the two above, 1.41-1.59x,
-    are the exceptions measured), so not those. The weight gradient (taken): 64->1 @128
+    @16-64, so not those then. Those were measured while the product kept the groups as
+    a batch dim of one, 3-11x slower channels-last (`output_taps`). Without it, from 17
+    or more channels (the value by this against XLA's, forward / training through a
+    ReLU, `/tmp/s80/otsweep.py` seeds 1 and 2, 16 random layers each: 24-1024 -> 1-6
+    channels, 2x2-7x7, strides 1-2, dilations 1-2 @7-112, batch 1-32; 7 interleaved
+    runs, Sapphire Rapids Xeon, 2026-12-07): 1.82x / 1.26x and 2.06x / 1.33x (geometric
+    means); 512->1 2x2 @64 batch 4 20.1 -> 0.83 ms forward, 512->4 3x3 dilation 2 @64
+    batch 4 27.1 -> 2.6, 96->6 @56 batch 32 35.2 -> 9.8 (PyTorch 10.1), 48->2 dilation 2
+    @112 batch 32 55.3 -> 8.0 (PyTorch 18.2); under 0.95x on two forward values of
+    0.07-0.18 ms (0.90x, 0.91x) and two training steps (0.82x at 0.2 ms, 0.89x on
+    24->3 dilation 2 @64 batch 32). So channels-last from any number of channels since.
+    The weight gradient (taken): 64->1 @128
     0.79x / 2.21x, 256->3 @64 1.45x / 5.19x, 32-512 to 1-6 1.01-4.91x / 1.22-8.04x (the
     15 layers of that grid the rule takes), 5x5 512->6 @16 2.34x / 3.02x, batch 1 64->3
     @128 8.77x / 10.37x, 1-D k7 256->2 2.26x / 3.32x, dilation 2 128->3 1.99x / 2.44x,
@@ -4453,8 +4461,7 @@ def _output_taps(spec: ConvSpec, x_shape, w_shape, role: int) -> bool:
             ):
                 return False
         if c_out <= OUTPUT_TAPS_MAX_OUT_CHANNELS:
-            few_inputs = c_in <= OUTPUT_TAPS_MAX_IN_CHANNELS_CHANNELS_LAST
-            return few_products and (few_inputs or not spec.channels_last)
+            return few_products
         # To more channels, channels-first only: unstrided, from many more inputs, with
         # fewer products than inputs.
         return (
