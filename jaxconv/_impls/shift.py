@@ -804,28 +804,28 @@ def _small_map_rows_pay(n: int, ct_shape, spec: ConvSpec, c_in_g: int, kernel) -
     its weight gradient as the loop over rows all the same: with channels enough
     (`_rows_channels`), at most `ROWS_MAX_TAPS` taps, and `SMALL_MAP_ROWS_MIN_PRODUCTS`
     multiply-adds if depthwise (one channel in and out per group), `ROWS_MIN_PRODUCTS`
-    otherwise. There the one reduction's input and cotangent
-    outgrow the cache. Training against the one reduction (one process, 9-11 interleaved
-    runs, Sapphire Rapids Xeon, 2026-12-03, `/tmp/s41/dwtr.py`, `grtr.py`; a fixed
-    output gradient, then through a ReLU): depthwise 3x3 576@14 batch 16 1.98x, 2.85x;
-    batch 8 1.61x, 2.33x; batch 2 1.28x, 1.26x; 384@14 batch 32 2.28x, 6.17x; batch 8
-    1.54x, 1.73x; batch 4 1.09x, 1.49x; 144@14 batch 8 1.06x, 1.15x; 96@14 batch 16 and
-    32 1.17x, 1.33x and 1.54x, 3.23x; 960@7 batch 64 1.68x, 2.31x; batch 16 1.39x,
-    2.47x; stride 2 576@14 batch 16 1.41x, 1.51x; 5x5 480@14 batch 16 1.70x, 2.34x;
-    672@14 batch 8 1.73x, 1.57x; 144@14 batch 16 1.27x, 1.64x; 240@7 batch 8 1.06x,
-    1.04x; 7x7 384@7 batch 16 1.40x, 1.19x (the weight gradient alone: 3x3 576@14 batch
-    16 8.3 -> 2.4 ms, 960@7 batch 64 21.6 -> 4.6 ms). Groups of 4x4 channels 3x3: 512@14
-    batch 16 (57.8M products) 2.19x, 2.75x; 1024@7 batch 32 2.17x, 2.42x; 256@14 batch 8
-    (14.4M) 1.53x, 1.65x; batch 4 (7.2M) 1.09x, 1.24x. Two outputs per channel
-    (`/tmp/s41/mult.py`): 288->576 @14 batch 16 (16.3M) 1.80x, 2.00x; 480->960 @7 batch
-    32 1.55x, 2.09x. 3-D depthwise 3x3x3 (`/tmp/s41/dw3d.py`): 192@8x14x14 batch 4
-    2.07x, 1.70x; 96@8x14x14 batch 8 1.85x, 2.04x; 96@4x14x14 batch 2 1.56x, 1.17x;
-    192@4x14x14 batch 1 1.34x, 1.25x; 432@4x7x7 batch 2 1.10x, 1.15x (3-D groups of
-    several channels were not measured and keep the one reduction). Fewer products lose
-    or tie: depthwise 3x3 960@7 batch 1 (0.42M) 0.53x, 0.54x; batch 4 (1.7M) 1.03x,
-    1.14x; 576@14 batch 1 (1.0M) 0.98x, 0.95x; 96@14 batch 8 (1.35M) 0.83x, 1.19x;
-    groups of 4x4 256@14 batch 2 and 512@14 batch 1 (3.6M) 0.94-0.98x, 1.16-1.20x; 128@7
-    batch 8 (1.8M) 0.96x, 1.01x. Compile time of training 0.27-0.54 -> 0.46-0.85 s."""
+    otherwise. There the one reduction's input and cotangent outgrow the cache. Training
+    against the one reduction (one process, 9-11 interleaved runs, Sapphire Rapids Xeon,
+    2026-12-03, `/tmp/s41/dwtr.py`, `grtr.py`; a fixed output gradient, then through a
+    ReLU): depthwise 3x3 576@14 batch 16 1.98x, 2.85x; batch 8 1.61x, 2.33x; batch 2
+    1.28x, 1.26x; 384@14 batch 32 2.28x, 6.17x; batch 8 1.54x, 1.73x; batch 4 1.09x,
+    1.49x; 144@14 batch 8 1.06x, 1.15x; 96@14 batch 16 and 32 1.17x, 1.33x and 1.54x,
+    3.23x; 960@7 batch 64 1.68x, 2.31x; batch 16 1.39x, 2.47x; stride 2 576@14 batch 16
+    1.41x, 1.51x; 5x5 480@14 batch 16 1.70x, 2.34x; 672@14 batch 8 1.73x, 1.57x; 144@14
+    batch 16 1.27x, 1.64x; 240@7 batch 8 1.06x, 1.04x; 7x7 384@7 batch 16 1.40x, 1.19x
+    (the weight gradient alone: 3x3 576@14 batch 16 8.3 -> 2.4 ms, 960@7 batch 64 21.6
+    -> 4.6 ms). Groups of 4x4 channels 3x3: 512@14 batch 16 (57.8M products) 2.19x,
+    2.75x; 1024@7 batch 32 2.17x, 2.42x; 256@14 batch 8 (14.4M) 1.53x, 1.65x; batch 4
+    (7.2M) 1.09x, 1.24x. Two outputs per channel (`/tmp/s41/mult.py`): 288->576 @14
+    batch 16 (16.3M) 1.80x, 2.00x; 480->960 @7 batch 32 1.55x, 2.09x. 3-D depthwise
+    3x3x3 (`/tmp/s41/dw3d.py`): 192@8x14x14 batch 4 2.07x, 1.70x; 96@8x14x14 batch 8
+    1.85x, 2.04x; 96@4x14x14 batch 2 1.56x, 1.17x; 192@4x14x14 batch 1 1.34x, 1.25x;
+    432@4x7x7 batch 2 1.10x, 1.15x (3-D groups of several channels were not measured and
+    keep the one reduction). Fewer products lose or tie: depthwise 3x3 960@7 batch 1
+    (0.42M) 0.53x, 0.54x; batch 4 (1.7M) 1.03x, 1.14x; 576@14 batch 1 (1.0M) 0.98x,
+    0.95x; 96@14 batch 8 (1.35M) 0.83x, 1.19x; groups of 4x4 256@14 batch 2 and 512@14
+    batch 1 (3.6M) 0.94-0.98x, 1.16-1.20x; 128@7 batch 8 (1.8M) 0.96x, 1.01x. Compile
+    time of training 0.27-0.54 -> 0.46-0.85 s."""
     c_out, *out = ct_shape
     taps = math.prod(kernel)
     depthwise = c_in_g == 1 and c_out == spec.groups
@@ -978,33 +978,34 @@ def _rows_weight_gradient_unpadded(
 
 
 # 1-D channels-last weight gradients loop over chunks of output positions
-# (`_chunked_rows_weight_gradient`), each of about this many products per tap
-# (positions x output channels x input channels per group), from `CHUNK_MIN_POSITIONS`
-# to `CHUNK_MAX_POSITIONS` positions. Against chunks of 16 positions (the weight
-# gradient alone, `/tmp/s80/cgrid.py`): depthwise k15 24@16000 batch 2 1.71x at 32
-# positions, 2.94x at 64, 3.45-3.78x at 128-1024; k5 96@2000 batch 16 1.46x at 128,
-# 0.77x at 256, 0.38x at 512; k3 32@4096 batch 8 1.08x at 32-64, 0.70x at 1024; k3
-# stride 2 256@2000 batch 16 1.13x at 32, 0.74x at 64; k3 512@4096 batch 4 flat to 256.
-# ... where the output is at least this long, from this many multiply-adds (batch x
-# output positions x output channels x input channels per group x taps), and from this
-# many products per position and tap (output channels x input channels per group), to
-# `ROWS_MAX_TAPS` taps (kernels of 1-31 measured).
-# Against the weight gradients before (the one reduction, or the loop over whole rows
-# from `ROWS_MIN_PRODUCTS`), on random layers within the bounds (`/tmp/s80/r1dr.py`
-# seeds 1-4, 12 layers each: depthwise, two outputs per channel and groups of 2-4,
-# kernels 1-15, strides 1-2, dilations 1-2, 24-1024 channels, batch 1-32, lengths
-# 256-16000; Sapphire Rapids Xeon, 7 interleaved runs, 2026-12-07): the weight
-# gradient alone 2.02x, 2.42x, 2.49x, 3.06x (geometric means), training through a ReLU
-# 1.71x, 1.91x, 2.08x, 2.01x; under 0.9x training on 4 of 48 (groups of 4->2 k3 256->128
-# @1000 batch 32 0.54x, groups of 2->2 k15 64@2000 batch 2 0.67x, depthwise k3 dilation
-# 2 128@2000 batch 32 0.65x, k15 24@16000 0.86x). With one image the loop over whole
-# rows ran as one product per tap summed by a slow YNNPACK reduction: two outputs per
-# channel k3 512->1024 @8000 batch 1 952 -> 6.2 ms (training 964 -> 34), depthwise k15
-# 96@16000 185 -> 4.9 ms, groups of 2->4 k9 dilation 2 128->256 @16000 354 -> 17.5 ms. Below the
-# bounds it often lost (`r1dr.py` seeds 2 and 3 with the rule wider, chunks of 64):
-# under 2 M products 0.43-0.79x on six of 10 (depthwise k5 4@16000 batch 4 0.43x, k15
-# 32@2000 batch 1 0.47x), with 8-16 products a position and tap 0.44x and 0.87x
-# (groups of 2->2 k5 8@8000 batch 8, depthwise k3 8@8000 batch 16).
+# (`_chunked_rows_weight_gradient`), each of about `CHUNK_PRODUCTS` products per tap (positions
+# x output channels x input channels per group), from `CHUNK_MIN_POSITIONS` to
+# `CHUNK_MAX_POSITIONS` positions. Against chunks of 16 positions (the weight gradient
+# alone, `/tmp/s80/cgrid.py`): depthwise k15 24@16000 batch 2 1.71x at 32 positions,
+# 2.94x at 64, 3.45-3.78x at 128-1024; k5 96@2000 batch 16 1.46x at 128, 0.77x at 256,
+# 0.38x at 512; k3 32@4096 batch 8 1.08x at 32-64, 0.70x at 1024; k3 stride 2 256@2000
+# batch 16 1.13x at 32, 0.74x at 64; k3 512@4096 batch 4 flat to 256. The chunks are
+# taken where the output is at least `CHUNKED_MIN_POSITIONS` long, from
+# `CHUNKED_MIN_PRODUCTS` multiply-adds (batch x output positions x output channels x
+# input channels per group x taps) and `CHUNKED_MIN_CHANNELS` products per position and
+# tap (output channels x input channels per group), to `ROWS_MAX_TAPS` taps (kernels of
+# 1-31 measured; see `_chunked_rows_pay`). Against the weight gradients before (the one
+# reduction, or the loop over whole rows from `ROWS_MIN_PRODUCTS`), on random layers
+# within the bounds (`/tmp/s80/r1dr.py` seeds 1-4, 12 layers each: depthwise, two
+# outputs per channel and groups of 2-4, kernels 1-15, strides 1-2, dilations 1-2,
+# 24-1024 channels, batch 1-32, lengths 256-16000; Sapphire Rapids Xeon, 7 interleaved
+# runs, 2026-12-07): the weight gradient alone 2.02x, 2.42x, 2.49x, 3.06x (geometric
+# means), training through a ReLU 1.71x, 1.91x, 2.08x, 2.01x; under 0.9x training on 4
+# of 48 (groups of 4->2 k3 256->128 @1000 batch 32 0.54x, groups of 2->2 k15 64@2000
+# batch 2 0.67x, depthwise k3 dilation 2 128@2000 batch 32 0.65x, k15 24@16000 0.86x).
+# With one image the loop over whole rows ran as one product per tap summed by a slow
+# YNNPACK reduction: two outputs per channel k3 512->1024 @8000 batch 1 952 -> 6.2 ms
+# (training 964 -> 34), depthwise k15 96@16000 185 -> 4.9 ms, groups of 2->4 k9 dilation
+# 2 128->256 @16000 354 -> 17.5 ms. Below the bounds it often lost (`r1dr.py` seeds 2
+# and 3 with the rule wider, chunks of 64): under 2 M products 0.43-0.79x on six of 10
+# (depthwise k5 4@16000 batch 4 0.43x, k15 32@2000 batch 1 0.47x), with 8-16 products a
+# position and tap 0.44x and 0.87x (groups of 2->2 k5 8@8000 batch 8, depthwise k3
+# 8@8000 batch 16).
 CHUNK_PRODUCTS = 8192
 CHUNK_MIN_POSITIONS = 32
 CHUNK_MAX_POSITIONS = 512
@@ -1079,10 +1080,10 @@ def _chunked_rows_weight_gradient(
     if tail:
         first = chunks * positions
         cs = cl[:, first:].reshape((n, tail, g, 1, o_g))
-        for i, t in enumerate(range(k)):
+        for t in range(k):
             at = first * s + t * d
             win = lax.slice(xp, (0, at, 0), (n, at + (tail - 1) * s + 1, c_in), (1, s, 1))
-            sums[i] = sums[i] + (win.reshape((n, tail, g, c_in_g, 1)) * cs).sum((0, 1))
+            sums[t] = sums[t] + (win.reshape((n, tail, g, c_in_g, 1)) * cs).sum((0, 1))
     dw = jnp.stack(sums, -1)  # (g, C_in/g, C_out/g, taps)
     return jnp.moveaxis(dw, 2, 1).reshape((c_out, c_in_g, k)).astype(dtype)
 
