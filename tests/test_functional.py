@@ -2,6 +2,7 @@
 
 import functools
 import math
+import re
 
 import chex
 import jax
@@ -698,10 +699,37 @@ def test_matmul_in_batch_chunks(impl, monkeypatch, retrace):
 
     monkeypatch.setattr(matmul, "PATCH_BYTES", 1)
     run_case((4, 4, 6, 5), (6, 2, 3, 3), dict(groups=2, padding=1), impl=impl)
+    # Channels-last, one group: the chunks cut in the caller's layout.
+    for cl_shapes, cl_kwargs in (
+        (((4, 3, 6, 5, 7), (5, 3, 3, 2, 3)), dict(stride=(2, 1, 2), padding=1)),
+        (((3, 2, 9), (4, 2, 3)), dict(dilation=2, padding=3)),
+    ):
+        run_case(*cl_shapes, cl_kwargs, impl=impl, channels_last=True)
     rng = np.random.default_rng(10)
     x, w = rng.standard_normal((3, 2, 5, 5)), rng.standard_normal((2, 2, 3, 3))
-    f = functools.partial(jaxconv.conv2d, stride=2, impl="matmul")
-    jax.test_util.check_grads(f, (x, w), order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+    for channels_last in (False, True):
+        f = functools.partial(jaxconv.conv2d, stride=2, impl="matmul", channels_last=channels_last)
+        args = (to_channels_last(x, 2), weight_to_channels_last(w)) if channels_last else (x, w)
+        jax.test_util.check_grads(f, args, order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+
+
+def test_matmul_chunks_channels_last_transpose_only_the_weight(monkeypatch, retrace):
+    """Channels-last, one group, `matmul`'s batch chunks are cut in the caller's layout:
+    the compiled program transposes the weight and nothing else. Cut from the
+    canonical input they transposed the whole input, and each chunk and its output back
+    (3x3x3 stride 2 96->48 @12 batch 32: 30 -> 19 ms forward)."""
+    from jaxconv._impls import matmul
+
+    monkeypatch.setattr(matmul, "PATCH_BYTES", 1)
+    x, w = jnp.zeros((4, 6, 5, 7, 3), jnp.float32), jnp.zeros((3, 2, 3, 3, 5), jnp.float32)
+
+    def f(a, b):
+        return jaxconv.conv3d(a, b, stride=(2, 1, 2), padding=1, channels_last=True, impl="matmul")
+
+    hlo = jax.jit(f).lower(x, w).compile().as_text()
+    shapes = re.findall(r"= f32\[([\d,]*)\]\{[\d,]*\} transpose\(", hlo)
+    sizes = [math.prod(int(d) for d in shape.split(",")) for shape in shapes]
+    assert sizes and all(size == w.size for size in sizes), shapes
 
 
 def test_half_precision_bias_gradient_accumulates_in_float32():

@@ -74,9 +74,21 @@ def forward(
     chunk = max([d for d in range(1, n + 1) if n % d == 0 and d * per_sample <= PATCH_BYTES] or [1])
     if chunk >= n:
         return _forward(x, w, spec, value)
-    xs = x.reshape((n // chunk, chunk, *x.shape[1:]))
-    ys = lax.map(lambda xb: _forward(xb, w, spec, value), xs)
-    return ys.reshape((n, *ys.shape[2:]))
+    # The chunks are cut from the input in the layout `_forward` reads it in, the
+    # caller's: channels-last (one group), its transposes to and from the canonical
+    # layout meet the caller's inside the loop, and XLA cancels them. Cut from the
+    # canonical input, the whole input went channels-first before the loop and each
+    # chunk back inside it, and the output likewise (3x3x3 stride 2 96->48 @12 batch 32
+    # channels-last, `matmul` forward 30.4 -> 18.7 ms, training 176 -> 128).
+    lead = x.ndim - 1 if spec.channels_last and spec.groups == 1 else 1
+    xs = jnp.moveaxis(x, 1, lead)
+    xs = xs.reshape((n // chunk, chunk, *xs.shape[1:]))
+
+    def one(xb: jax.Array) -> jax.Array:
+        return jnp.moveaxis(_forward(jnp.moveaxis(xb, lead, 1), w, spec, value), 1, lead)
+
+    ys = lax.map(one, xs)
+    return jnp.moveaxis(ys.reshape((n, *ys.shape[2:])), lead, 1)
 
 
 def patch_bytes(x_shape, w_shape, spec: ConvSpec, itemsize: int) -> int:
