@@ -243,6 +243,11 @@ STRIDED_3D_MATMUL_VALUE_MAX_ROWS, STRIDED_3D_MATMUL_VALUE_MIN_OUT_CHANNELS = 128
 # at least this many channels (see `_strided_3d_value_by_matmul`).
 STRIDED_3D_MATMUL_VALUE_SMALL_MAX_ROWS, STRIDED_3D_MATMUL_VALUE_SMALL_MAX_POSITIONS = 448, 64
 STRIDED_3D_MATMUL_VALUE_SMALL_MIN_DEPTH, STRIDED_3D_MATMUL_VALUE_SMALL_MIN_OUT_CHANNELS = 768, 96
+# A channels-last dense 3-D value not differentiated, strided along every dim and
+# undilated, runs by `matmul` from patches this deep, to at least this many channels, with
+# at most this many taps (see `_strided_3d_value_alone_by_matmul`).
+STRIDED_3D_ALONE_MIN_DEPTH, STRIDED_3D_ALONE_MAX_DEPTH = 128, 2600
+STRIDED_3D_ALONE_MIN_OUT_CHANNELS, STRIDED_3D_ALONE_MAX_TAPS = 32, 64
 # The weight gradient of a 3-D convolution by 2-D planes stacks the planes
 # (`planes.stacked`) from at most this many input channels per group (see
 # `_stacked_planes`), and no role stacks them on output planes of fewer than this many
@@ -2707,6 +2712,49 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape, dtype=jnp.floa
     )
 
 
+def _strided_3d_value_alone_by_matmul(spec: ConvSpec, x_shape, w_shape, itemsize: int) -> bool:
+    """Whether the value of this dense 3-D convolution, computed without its derivatives,
+    runs by `matmul`'s patches where the rules give it to XLA (as 2-D planes or whole):
+    channels-last, strided along every spatial dim, undilated, its patches
+    `STRIDED_3D_ALONE_MIN_DEPTH` to `STRIDED_3D_ALONE_MAX_DEPTH` deep, one image's
+    patches within `matmul.PATCH_BYTES` (of ``itemsize`` bytes each: `matmul` builds them
+    a few images at a time, in the caller's layout); not on CPUs with AVX2 and no AVX-512
+    (`lax.avx2_only`), where it was not measured.
+
+    Found by a random sweep on the Sapphire Rapids Xeon (2026-12-08, `/tmp/s78/rsweep.py
+    107`): 3x3x3 stride 2 96->48 @12 batch 32 channels-last forward at 0.93x `lax`
+    (30.0 ms; PyTorch 4.1); by `matmul`, once its chunks were cut in the caller's
+    layout (`matmul.forward`), 16.9 ms (`lax` 31.6, PyTorch 4.7). The rule against
+    without on random strided 3-D layers (`/tmp/s81/r3ab.py SEED 16 5`: k2-k5, strides
+    2-4, 3-256 -> 16-256 channels @6-32, batch 1-32, 5 interleaved runs), the value:
+    - seed 1, with the depth's ceiling the only bound and the value by `matmul` in
+      training too: forward 1.21x geometric mean over 16 (0.80-2.19x; from 3 input
+      channels, 81 deep, 0.80x and 0.93x: hence the floor of depth), training 0.99x
+      over 13 (0.58-1.45x): hence the value alone;
+    - seed 2: 1.30x over 16 (0.47-2.36x); to 16 channels 0.47x and 0.65x (and 1.06x,
+      1.73x): hence the floor of channels;
+    - seed 3: 1.21x over 16 (0.30-1.93x); 5x5x5 kernels (125 taps) from 8 channels
+      0.30x @24 batch 4 (and 1.28x, 1.36x): hence the taps' bound;
+    - within the final bounds, those sweeps' layers ran 1.23x (12, 0.87-1.98x), 1.44x
+      (13, 0.90-2.36x) and 1.33x (13, 0.92-1.93x); a fresh sweep with them (seed 4)
+      1.26x over 16 (0.94-2.43x; 3x3x3 stride 2 8->96 @24 batch 32 40.5 -> 16.6 ms).
+    No training program changed. Deeper patches lost to the planes in an earlier sweep
+    (`/tmp/s81/sm3big.py`: 0.21-0.49x at 3456-12000 deep, all dilated), and so did one
+    image's patches past `matmul.PATCH_BYTES` (3x3x3 stride 2 64->192 @32 batch 1, 23 MB
+    unchunked: 0.53x)."""
+    if spec.ndim != 3 or spec.groups != 1 or not spec.channels_last or lax_impl.avx2_only():
+        return False
+    if min(spec.stride) < 2 or max(spec.rhs_dilation) > 1 or max(spec.lhs_dilation) > 1:
+        return False
+    depth = w_shape[1] * math.prod(w_shape[2:])
+    return (
+        STRIDED_3D_ALONE_MIN_DEPTH <= depth <= STRIDED_3D_ALONE_MAX_DEPTH
+        and w_shape[0] >= STRIDED_3D_ALONE_MIN_OUT_CHANNELS
+        and math.prod(w_shape[2:]) <= STRIDED_3D_ALONE_MAX_TAPS
+        and matmul_impl.patch_bytes(x_shape, w_shape, spec, itemsize) <= matmul_impl.PATCH_BYTES
+    )
+
+
 def _strided_rows_stacked(spec: ConvSpec, x_shape, w_shape) -> bool:
     """Whether the value of this dense 2-D convolution, strided along its height, runs
     as one 1-D convolution over the output rows with each output row's kernel-height
@@ -5080,6 +5128,12 @@ def _run(
                 spec_, x_.shape, w_.shape, alone=alone, itemsize=size
             ):
                 return matmul_impl.input_taps(x_, w_, spec_)
+            if (
+                role == FORWARD
+                and alone
+                and _strided_3d_value_alone_by_matmul(spec_, x_.shape, w_.shape, size)
+            ):
+                return _forward_by("matmul", role, differentiated)(x_, w_, spec_)
             if role == INPUT_GRADIENT and _derivatives.has_input_gradient_spec(spec_):
                 problem = _derivatives.input_gradient_problem(x_.shape, w_.shape, spec_)
                 if _many_to_few_by_taps(problem[2], *problem[:2], itemsize=size):

@@ -1032,6 +1032,74 @@ def test_strided_3d_few_products():
         assert _dispatch._strided_3d_direct(spec, x_shape, w_shape) == direct, stride
 
 
+def test_strided_3d_value_alone_by_matmul(monkeypatch, retrace):
+    """A channels-last dense 3-D value computed without its derivatives, strided along
+    every dim and undilated, runs by `matmul` from patches `STRIDED_3D_ALONE_MIN_DEPTH`
+    to `STRIDED_3D_ALONE_MAX_DEPTH` deep, to at least
+    `STRIDED_3D_ALONE_MIN_OUT_CHANNELS` channels, with at most `STRIDED_3D_ALONE_MAX_TAPS`
+    taps and one image's patches within `matmul.PATCH_BYTES`; under differentiation the
+    value keeps the rules'. Values and gradients equal lax's."""
+    assert _dispatch.STRIDED_3D_ALONE_MIN_DEPTH == 128
+    assert _dispatch.STRIDED_3D_ALONE_MAX_DEPTH == 2600
+    assert _dispatch.STRIDED_3D_ALONE_MIN_OUT_CHANNELS == 32
+    assert _dispatch.STRIDED_3D_ALONE_MAX_TAPS == 64
+    assert matmul_impl.PATCH_BYTES == 16 * 2**20
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    rule = _dispatch._strided_3d_value_alone_by_matmul
+    for x_shape, w_shape, kwargs, taken in [
+        ((32, 96, 12, 12, 12), (48, 96, 3, 3, 3), dict(stride=2, padding=1), True),  # found
+        ((2, 16, 8, 8, 8), (32, 16, 2, 2, 2), dict(stride=2), True),  # 128 deep
+        ((2, 15, 8, 8, 8), (32, 15, 2, 2, 2), dict(stride=2), False),  # 120 deep
+        ((2, 96, 8, 8, 8), (32, 96, 3, 3, 3), dict(stride=2), True),  # 2592 deep
+        ((2, 97, 8, 8, 8), (32, 97, 3, 3, 3), dict(stride=2), False),  # 2619 deep
+        ((2, 16, 8, 8, 8), (31, 16, 2, 2, 2), dict(stride=2), False),  # to 31 channels
+        ((2, 8, 12, 12, 12), (32, 8, 4, 4, 4), dict(stride=2), True),  # 64 taps
+        ((2, 8, 12, 12, 12), (32, 8, 5, 5, 4), dict(stride=2), False),  # 100 taps
+        ((2, 16, 8, 8, 8), (32, 16, 2, 2, 2), dict(stride=(2, 2, 1)), False),  # unstrided dim
+        ((2, 16, 8, 8, 8), (32, 16, 2, 2, 2), dict(stride=2, dilation=2), False),
+        ((2, 32, 8, 8, 8), (32, 16, 2, 2, 2), dict(stride=2, groups=2), False),
+        ((1, 1, 8, 8, 8), (32, 1, 2, 2, 2), dict(stride=2), False),  # 8 deep
+        ((1, 64, 25, 25, 25), (32, 64, 3, 3, 3), dict(stride=2, padding=1), True),  # 15.2 MB
+        ((1, 64, 27, 27, 27), (32, 64, 3, 3, 3), dict(stride=2, padding=1), False),  # 19.0 MB
+        ((2, 16, 8, 8), (32, 16, 2, 2), dict(stride=2), False),  # 2-D
+    ]:
+        for channels_last in (True, False):
+            spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+            spec = dataclasses.replace(spec, channels_last=channels_last)
+            got = rule(spec, x_shape, w_shape, 4)
+            assert got == (taken and channels_last), (x_shape, w_shape, kwargs, channels_last)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
+    spec = _spec.conv_plan("conv", (2, 16, 8, 8, 8), (32, 16, 2, 2, 2), stride=2).spec
+    assert not rule(dataclasses.replace(spec, channels_last=True), (2, 16, 8, 8, 8), w_shape, 4)
+    monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
+    # `auto`: the value alone by `matmul`, the value with its derivatives by the rules.
+    calls = []
+    forward = matmul_impl.forward
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(matmul_impl, "forward", spy)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 7, 6, 8, 16)).astype(np.float32)  # channels-last
+    w = rng.standard_normal((3, 3, 3, 16, 32)).astype(np.float32)
+    kwargs = dict(stride=2, padding=1, channels_last=True)
+
+    def conv(impl):
+        return lambda a, b: jaxconv.conv3d(a, b, **kwargs, impl=impl)
+
+    y = jax.jit(conv("auto"))(x, w)
+    assert calls == [(3, 16, 7, 6, 8)]
+    np.testing.assert_allclose(y, conv("lax")(x, w), rtol=2e-4, atol=2e-4)
+    calls.clear()
+    ct = cotangent(conv("auto"), x, w)
+    got, want = values_and_vjps([conv("auto"), conv("lax")], (x, w), ct)
+    assert calls == []
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-4 * float(np.abs(r).max()))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_strided_3d_short_value_by_matmul(channels_last, monkeypatch):
     """A dense 3-D value XLA would run as its own 3-D convolution (strided along the
