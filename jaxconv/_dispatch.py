@@ -2714,8 +2714,9 @@ def _strided_3d_value_by_matmul(spec: ConvSpec, x_shape, w_shape, dtype=jnp.floa
 
 def _strided_3d_value_alone_by_matmul(spec: ConvSpec, x_shape, w_shape, itemsize: int) -> bool:
     """Whether the value of this dense 3-D convolution, computed without its derivatives,
-    runs by `matmul`'s patches where the rules give it to XLA (as 2-D planes or whole):
-    channels-last, strided along every spatial dim, undilated, its patches
+    runs by `matmul`'s patches where the rules give it to XLA's 2-D planes (not where
+    they give it to XLA's own 3-D convolution, `_strided_3d_direct`): channels-last,
+    strided along every spatial dim, undilated, its patches
     `STRIDED_3D_ALONE_MIN_DEPTH` to `STRIDED_3D_ALONE_MAX_DEPTH` deep, one image's
     patches within `matmul.PATCH_BYTES` (of ``itemsize`` bytes each: `matmul` builds them
     a few images at a time, in the caller's layout); not on CPUs with AVX2 and no AVX-512
@@ -2738,6 +2739,12 @@ def _strided_3d_value_alone_by_matmul(spec: ConvSpec, x_shape, w_shape, itemsize
     - within the final bounds, those sweeps' layers ran 1.23x (12, 0.87-1.98x), 1.44x
       (13, 0.90-2.36x) and 1.33x (13, 0.92-1.93x); a fresh sweep with them (seed 4)
       1.26x over 16 (0.94-2.43x; 3x3x3 stride 2 8->96 @24 batch 32 40.5 -> 16.6 ms).
+    Seed 5 found stride-4 layers XLA's own 3-D convolution ran faster (`_strided_3d_direct`:
+    3x3x3 96->256 @16 batch 16 9.1 ms, `matmul` 12.0; 2x2x2 64->256 @32 batch 4 4.9
+    against 17.5), hence not those, and a padded input past the heap block (2x2x2
+    stride 3 192->32 @10 batch 32: 14.4 ms, `lax` 6.6), which `matmul.forward` now
+    chunks (3.2-3.6 ms). With both, a fresh sweep (seed 6) ran 1.42x over 16 (1.02-4.74x;
+    2x2x2 stride 3 32->32 @32 batch 8 20.9 -> 4.4 ms), each faster than `lax`.
     No training program changed. Deeper patches lost to the planes in an earlier sweep
     (`/tmp/s81/sm3big.py`: 0.21-0.49x at 3456-12000 deep, all dilated), and so did one
     image's patches past `matmul.PATCH_BYTES` (3x3x3 stride 2 64->192 @32 batch 1, 23 MB
@@ -2745,6 +2752,8 @@ def _strided_3d_value_alone_by_matmul(spec: ConvSpec, x_shape, w_shape, itemsize
     if spec.ndim != 3 or spec.groups != 1 or not spec.channels_last or lax_impl.avx2_only():
         return False
     if min(spec.stride) < 2 or max(spec.rhs_dilation) > 1 or max(spec.lhs_dilation) > 1:
+        return False
+    if _strided_3d_direct(spec, x_shape, w_shape, differentiated=False):
         return False
     depth = w_shape[1] * math.prod(w_shape[2:])
     return (

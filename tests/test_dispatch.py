@@ -1062,6 +1062,9 @@ def test_strided_3d_value_alone_by_matmul(monkeypatch, retrace):
         ((1, 64, 25, 25, 25), (32, 64, 3, 3, 3), dict(stride=2, padding=1), True),  # 15.2 MB
         ((1, 64, 27, 27, 27), (32, 64, 3, 3, 3), dict(stride=2, padding=1), False),  # 19.0 MB
         ((2, 16, 8, 8), (32, 16, 2, 2), dict(stride=2), False),  # 2-D
+        # XLA's own 3-D convolution (`_strided_3d_direct`, channels-last stride 4)
+        ((16, 96, 16, 16, 16), (256, 96, 3, 3, 3), dict(stride=4, padding=1), False),
+        ((16, 96, 16, 16, 16), (256, 96, 3, 3, 3), dict(stride=3, padding=1), True),
     ]:
         for channels_last in (True, False):
             spec = _spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec

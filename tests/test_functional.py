@@ -732,6 +732,34 @@ def test_matmul_chunks_channels_last_transpose_only_the_weight(monkeypatch, retr
     assert sizes and all(size == w.size for size in sizes), shapes
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matmul_chunks_keep_the_padded_input_within_the_heap_block(
+    channels_last, monkeypatch, retrace
+):
+    """A chunk's padded input stays within `lax.MALLOC_MAX_HEAP_BLOCK` (past it every
+    call faults a fresh ``mmap`` in), whatever the patches' budget allows; same values."""
+    from jaxconv._impls import matmul
+
+    x_shape, w_shape, kwargs = (4, 3, 5, 6, 4), (4, 3, 2, 2, 2), dict(stride=3, padding=1)
+    spec = jaxconv._spec.conv_plan("conv", x_shape, w_shape, **kwargs).spec
+    padded = matmul.padded_bytes(x_shape, spec, 4)  # run_case's float32
+    assert padded == 3 * 7 * 8 * 6 * 4
+    sizes = []
+    forward = matmul._forward
+
+    def spy(x, *args, **kw):
+        sizes.append(x.shape[0])
+        return forward(x, *args, **kw)
+
+    monkeypatch.setattr(matmul, "_forward", spy)
+    for block, chunk in [(4 * padded, 4), (4 * padded - 1, 2), (2 * padded - 1, 1)]:
+        monkeypatch.setattr(matmul.lax_impl, "MALLOC_MAX_HEAP_BLOCK", block)
+        sizes.clear()
+        jax.clear_caches()
+        run_case(x_shape, w_shape, kwargs, impl="matmul", channels_last=channels_last)
+        assert sizes and set(sizes) == {chunk}, (block, sizes)
+
+
 def test_half_precision_bias_gradient_accumulates_in_float32():
     """The bias gradient sums the cotangent over every output position: in bfloat16
     that sum is taken in float32 and rounded once (it was off by 2.5x of its largest
