@@ -1071,9 +1071,12 @@ def test_strided_3d_value_alone_by_matmul(monkeypatch, retrace):
             spec = dataclasses.replace(spec, channels_last=channels_last)
             got = rule(spec, x_shape, w_shape, 4)
             assert got == (taken and channels_last), (x_shape, w_shape, kwargs, channels_last)
+    x_shape, w_shape = (2, 16, 8, 8, 8), (32, 16, 2, 2, 2)
+    spec = _spec.conv_plan("conv", x_shape, w_shape, stride=2).spec
+    spec = dataclasses.replace(spec, channels_last=True)
+    assert rule(spec, x_shape, w_shape, 4)
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: True)
-    spec = _spec.conv_plan("conv", (2, 16, 8, 8, 8), (32, 16, 2, 2, 2), stride=2).spec
-    assert not rule(dataclasses.replace(spec, channels_last=True), (2, 16, 8, 8, 8), w_shape, 4)
+    assert not rule(spec, x_shape, w_shape, 4)
     monkeypatch.setattr(_dispatch.lax_impl, "avx2_only", lambda: False)
     # `auto`: the value alone by `matmul`, the value with its derivatives by the rules.
     calls = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,15 @@ def pad_input(x: jax.Array, spec: ConvSpec, *, channels_last: bool = False) -> j
     keep = (0, 0, 0)
     config = [keep, *spatial, keep] if channels_last else [keep, keep, *spatial]
     return lax.pad(x, lax.full((), 0, x.dtype), config)
+
+
+def padded_bytes(x_shape, spec: ConvSpec, itemsize: int) -> int:
+    """The bytes of one image of ``(N, C, *S)`` padded (and input-dilated) by `pad_input`."""
+    spatial = [
+        (m - 1) * d + 1 + lo + hi if m else lo + hi
+        for m, (lo, hi), d in zip(x_shape[2:], spec.padding, spec.lhs_dilation, strict=True)
+    ]
+    return x_shape[1] * math.prod(max(m, 0) for m in spatial) * itemsize
 
 
 def valid_out_spatial(padded_spatial, kernel, spec: ConvSpec) -> tuple[int, ...]:
